@@ -1,0 +1,245 @@
+"""How similarity to human attention relates to correctness and confidence (the paper's analysis).
+
+Input: the per-example table (one row per question x method x target). Choices where the paper
+was silent, made explicit here:
+
+- One map stands for an example: by default the map of the *predicted* answer
+  (``map_for_example="prediction"``: the label map when correct, the prediction map when
+  wrong); ``"label"`` uses the labelled answer's map always.
+- Splits: correct/wrong x low (p < low) / high (p > high); examples with low <= p <= high
+  belong to neither confidence level.
+- Five planned comparisons (the paper's), each by Student's t (what the paper used), Welch's t
+  and Mann-Whitney U (two-sided). Rows with a NaN metric are dropped for that metric.
+- Effect sizes: Cohen's d (pooled SD) for the t-tests; rank-biserial ``2 U1 / (n1 n2) - 1`` for
+  Mann-Whitney. 95% CI of the mean difference: percentile bootstrap.
+- Multiple comparisons: Holm and Benjamini-Hochberg over the family of all testable
+  (comparison, metric, test) rows of the run; ``significant`` uses the Holm-adjusted p.
+- Not testable (reported, never a NaN p-value): a group with n < 2, or both groups constant.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from vqa_interp.scoring import METRICS
+
+SCENARIOS = ("all", "correct", "wrong", "low_correct", "low_wrong", "high_correct", "high_wrong")
+COMPARISONS = {
+    # name: (scenario of group 1, scenario of group 2)
+    "correct_vs_wrong": ("correct", "wrong"),
+    "low_conf_correct_vs_wrong": ("low_correct", "low_wrong"),
+    "high_conf_correct_vs_wrong": ("high_correct", "high_wrong"),
+    "correct_high_vs_low": ("high_correct", "low_correct"),
+    "wrong_high_vs_low": ("high_wrong", "low_wrong"),
+}
+TESTS = ("student", "welch", "mannwhitney")
+
+
+@dataclass
+class AnalysisResults:
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    examples: pd.DataFrame | None = None
+
+
+def example_rows(table: pd.DataFrame, map_for_example: str = "prediction") -> pd.DataFrame:
+    """One row per (question, method): the map that stands for the example."""
+    if table.empty:
+        return table
+    mask = table["on_prediction"] if map_for_example == "prediction" else table["target"] == "label"
+    return table[mask.astype(bool)].drop_duplicates(["question_id", "method"])
+
+
+def confidence_level(confidence: pd.Series, low: float, high: float) -> pd.Series:
+    """'low' (p < low), 'high' (p > high) or 'mid'."""
+    return pd.Series(np.where(confidence < low, "low", np.where(confidence > high, "high", "mid")),
+                     index=confidence.index)
+
+
+def scenario_mask(frame: pd.DataFrame, scenario: str) -> pd.Series:
+    correct = frame["correct"].astype(bool)
+    level = frame["confidence_level"]
+    masks = {"all": pd.Series(True, index=frame.index), "correct": correct, "wrong": ~correct,
+             "low_correct": correct & (level == "low"), "low_wrong": ~correct & (level == "low"),
+             "high_correct": correct & (level == "high"), "high_wrong": ~correct & (level == "high")}
+    return masks[scenario]
+
+
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
+    p = np.asarray(p_values, float)
+    m = len(p)
+    order = np.argsort(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
+    if len(p_values) == 0:
+        return np.asarray(p_values, float)
+    return scipy.stats.false_discovery_control(np.asarray(p_values, float), method="bh")
+
+
+def cohens_d(x: np.ndarray, y: np.ndarray) -> float:
+    pooled = np.sqrt(((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / (len(x) + len(y) - 2))
+    return float((x.mean() - y.mean()) / pooled) if pooled > 0 else float("nan")
+
+
+def bootstrap_mean_difference_ci(x: np.ndarray, y: np.ndarray, n_bootstrap: int, rng: np.random.Generator,
+                                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of ``mean(x) - mean(y)`` (each group resampled on its own)."""
+    bx = x[rng.integers(0, len(x), size=(n_bootstrap, len(x)))].mean(axis=1)
+    by = y[rng.integers(0, len(y), size=(n_bootstrap, len(y)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(bx - by, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def compare_groups(x: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.random.Generator) -> list[dict]:
+    """The three tests of group 1 (``x``) vs group 2 (``y``), one dict per test."""
+    x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+    base = {"n1": len(x), "n2": len(y), "mean1": float(x.mean()) if len(x) else float("nan"),
+            "mean2": float(y.mean()) if len(y) else float("nan")}
+    reason = ""
+    if len(x) < 2 or len(y) < 2:
+        reason = "a group has fewer than 2 examples"
+    elif np.ptp(x) == 0 and np.ptp(y) == 0:
+        reason = "both groups are constant"
+    if reason:
+        return [{**base, "test": t, "testable": False, "reason": reason, "statistic": np.nan, "p_value": np.nan,
+                 "effect_size": np.nan, "effect_name": "", "mean_diff": base["mean1"] - base["mean2"],
+                 "ci_low": np.nan, "ci_high": np.nan} for t in TESTS]
+    ci_low, ci_high = bootstrap_mean_difference_ci(x, y, n_bootstrap, rng)
+    d = cohens_d(x, y)
+    student = scipy.stats.ttest_ind(x, y, equal_var=True)
+    welch = scipy.stats.ttest_ind(x, y, equal_var=False)
+    mw = scipy.stats.mannwhitneyu(x, y, alternative="two-sided")
+    rank_biserial = 2 * mw.statistic / (len(x) * len(y)) - 1
+    common = {**base, "testable": True, "reason": "", "mean_diff": base["mean1"] - base["mean2"],
+              "ci_low": ci_low, "ci_high": ci_high}
+    return [
+        {**common, "test": "student", "statistic": float(student.statistic), "p_value": float(student.pvalue),
+         "effect_size": d, "effect_name": "cohens_d"},
+        {**common, "test": "welch", "statistic": float(welch.statistic), "p_value": float(welch.pvalue),
+         "effect_size": d, "effect_name": "cohens_d"},
+        {**common, "test": "mannwhitney", "statistic": float(mw.statistic), "p_value": float(mw.pvalue),
+         "effect_size": float(rank_biserial), "effect_name": "rank_biserial"},
+    ]
+
+
+def significance_table(examples: pd.DataFrame, *, alpha: float = 0.05, n_bootstrap: int = 2000,
+                       seed: int = 0, metrics=METRICS) -> pd.DataFrame:
+    """One row per (comparison, metric, test) with p-values adjusted over the whole table."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, (first, second) in COMPARISONS.items():
+        g1, g2 = examples[scenario_mask(examples, first)], examples[scenario_mask(examples, second)]
+        for metric in metrics:
+            for result in compare_groups(g1[metric].to_numpy(float), g2[metric].to_numpy(float),
+                                         n_bootstrap=n_bootstrap, rng=rng):
+                rows.append({"comparison": name, "group1": first, "group2": second, "metric": metric, **result})
+    columns = ["comparison", "group1", "group2", "metric", "test", "testable", "reason", "n1", "n2", "mean1", "mean2",
+               "mean_diff", "statistic", "p_value", "p_holm", "p_bh", "significant", "effect_size", "effect_name",
+               "ci_low", "ci_high"]
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    table["p_holm"] = np.nan
+    table["p_bh"] = np.nan
+    testable = table["testable"].astype(bool)
+    if testable.any():
+        p = table.loc[testable, "p_value"].to_numpy(float)
+        table.loc[testable, "p_holm"] = holm(p)
+        table.loc[testable, "p_bh"] = benjamini_hochberg(p)
+    table["significant"] = testable & (table["p_holm"] < alpha)
+    return table[columns]
+
+
+def confidence_correlations(examples: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
+    """Pearson and Spearman correlation of confidence with each metric among correct predictions."""
+    correct = examples[examples["correct"].astype(bool)]
+    rows = []
+    for metric in metrics:
+        pair = correct[["confidence", metric]].dropna()
+        x, y = pair["confidence"].to_numpy(float), pair[metric].to_numpy(float)
+        for kind, fn in (("pearson", scipy.stats.pearsonr), ("spearman", scipy.stats.spearmanr)):
+            if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+                rows.append({"metric": metric, "correlation": kind, "n": len(x), "r": np.nan, "p_value": np.nan,
+                             "testable": False, "reason": "fewer than 3 examples or a constant variable"})
+                continue
+            result = fn(x, y)
+            rows.append({"metric": metric, "correlation": kind, "n": len(x), "r": float(result.statistic),
+                         "p_value": float(result.pvalue), "testable": True, "reason": ""})
+    return pd.DataFrame(rows)
+
+
+def scenario_summary(examples: pd.DataFrame, statistic: str, metrics=METRICS) -> pd.DataFrame:
+    """``statistic`` ('mean' | 'median') of each metric and confidence per scenario (Figure 7)."""
+    rows = []
+    for scenario in SCENARIOS:
+        group = examples[scenario_mask(examples, scenario)]
+        row = {"scenario": scenario, "n": len(group)}
+        for column in ("confidence", *metrics):
+            row[column] = float(getattr(group[column], statistic)()) if len(group) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def descriptive_by_split(examples: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
+    """count/mean/std/min/quartiles/max of each metric per scenario (Figure 8)."""
+    frames = []
+    for scenario in SCENARIOS:
+        group = examples[scenario_mask(examples, scenario)]
+        described = group[list(metrics)].describe().T.reset_index(names="metric")
+        described.insert(0, "scenario", scenario)
+        frames.append(described)
+    return pd.concat(frames, ignore_index=True)
+
+
+def method_means(table: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
+    """Mean of every metric and of confidence per method over all rows (the paper's Figure 2)."""
+    return table.groupby("method")[["confidence", *metrics]].mean().reset_index()
+
+
+def analyse(table: pd.DataFrame, *, low: float, high: float, map_for_example: str = "prediction",
+            alpha: float = 0.05, n_bootstrap: int = 2000, seed: int = 0) -> AnalysisResults:
+    """Every table and summary metric of one run's per-example table."""
+    results = AnalysisResults()
+    if table.empty:
+        return results
+    examples = example_rows(table, map_for_example).copy()
+    examples["confidence_level"] = confidence_level(examples["confidence"], low, high)
+    results.examples = examples
+    significance = significance_table(examples, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed)
+    correlations = confidence_correlations(examples)
+    means = scenario_summary(examples, "mean")
+    medians = scenario_summary(examples, "median")
+    results.tables = {"method_means": method_means(table), "scenario_means": means, "scenario_medians": medians,
+                      "descriptive_by_split": descriptive_by_split(examples), "significance": significance,
+                      "confidence_correlations": correlations}
+    m = results.metrics
+    for metric in METRICS:
+        m[f"mean_{metric}"] = float(table[metric].mean())
+        m[f"median_{metric}"] = float(table[metric].median())
+    for _, row in means.iterrows():
+        m[f"n_{row['scenario']}"] = row["n"]
+        for metric in METRICS:
+            if not np.isnan(row[metric]):
+                m[f"mean_{metric}_{row['scenario']}"] = row[metric]
+    for _, row in significance[significance["testable"].astype(bool)].iterrows():
+        stem = f"{row['test']}.{row['comparison']}.{row['metric']}"
+        m[f"p.{stem}"] = row["p_value"]
+        m[f"p_holm.{stem}"] = row["p_holm"]
+        if row["test"] == "student":
+            m[f"cohens_d.{row['comparison']}.{row['metric']}"] = row["effect_size"]
+    for _, row in correlations[correlations["testable"].astype(bool)].iterrows():
+        m[f"corr_{row['correlation']}.confidence.{row['metric']}"] = row["r"]
+    m["n_significant_holm"] = int(significance["significant"].sum())
+    return results

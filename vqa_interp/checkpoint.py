@@ -1,0 +1,139 @@
+"""Checkpoints in the pytorch-vqa format, and loading a :class:`VQAModel` from one.
+
+A checkpoint is ``torch.save`` of a dict with ``name``, ``tracker``, ``config``, ``weights``
+(state_dict of ``nn.DataParallel(Net)``: every key starts with ``module.``), ``eval`` and
+``vocab = {"question": {token: index from 1}, "answer": {answer: index}}``. The embedded model
+also stores its trained backbone under ``module.backbone.*``; the released pytorch-vqa
+checkpoint has no backbone weights, which then come from ``model.backbone_weights``.
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vqa_interp.errors import CheckpointError
+from vqa_interp.locking import write_atomic
+from vqa_interp.model import Net, VQAModel, build_backbone, net_dims_from_weights
+
+BACKBONE_PREFIX = "backbone."
+
+
+@dataclass
+class LoadedModel:
+    """A ready model (eval mode) with its vocabularies and provenance."""
+    model: VQAModel
+    question_vocab: dict[str, int]
+    answer_vocab: dict[str, int]
+    checkpoint_digest: str
+    backbone_description: str
+
+    @property
+    def answers(self) -> list[str]:
+        """Answer strings ordered by their logit index."""
+        ordered = [""] * len(self.answer_vocab)
+        for answer, index in self.answer_vocab.items():
+            ordered[index] = answer
+        return ordered
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, model: VQAModel, *, question_vocab: dict[str, int],
+                    answer_vocab: dict[str, int], config: dict, tracker: dict | None = None,
+                    name: str = "vqa-interp", eval_results: dict | None = None) -> None:
+    """Write ``model`` in the pytorch-vqa layout (atomically)."""
+    weights = {f"module.{k}": v.detach().cpu() for k, v in model.net.state_dict().items()}
+    weights.update({f"module.{BACKBONE_PREFIX}{k}": v.detach().cpu() for k, v in model.backbone.state_dict().items()})
+    payload = {"name": name, "tracker": tracker or {}, "config": config, "weights": weights,
+               "eval": eval_results or {}, "vocab": {"question": question_vocab, "answer": answer_vocab}}
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint dict with ``weights_only=True``; clear errors for missing/unsafe files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"model.checkpoint: {path} does not exist. Expected a pytorch-vqa checkpoint (e.g. "
+            "2017-08-04_00.55.19.pth from the v1.0 release of https://github.com/Cyanogenoid/pytorch-vqa). "
+            "Place it there or set model.checkpoint=FILE.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"model.checkpoint: {path} needs arbitrary code to unpickle, which is refused for safety "
+            f"(torch.load weights_only=True). Re-save it as plain tensors/dicts/lists. Detail: {exc}") from exc
+    except Exception as exc:  # corrupt zip, not a torch file ...
+        raise CheckpointError(f"model.checkpoint: {path} is not a readable torch checkpoint ({exc}).") from exc
+    missing = [k for k in ("weights", "vocab") if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise CheckpointError(f"model.checkpoint: {path} lacks {missing}; expected a pytorch-vqa checkpoint "
+                              "dict with 'weights' (DataParallel state_dict) and 'vocab'.")
+    return payload
+
+
+def _strip_module(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in weights.items()}
+
+
+def load_backbone_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A torchvision ResNet state_dict file (e.g. ``resnet152-394f9c45.pth``), read safely."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"model.backbone_weights: {path} does not exist. Expected torchvision's ResNet-152 ImageNet "
+            "weights (resnet152-394f9c45.pth, published at https://download.pytorch.org/models/resnet152-394f9c45.pth). "
+            "Place it there (or in $TORCH_HOME/hub/checkpoints/) or set model.backbone_weights=FILE.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"model.backbone_weights: {path} needs arbitrary code to unpickle; refused.") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return _strip_module(state)
+
+
+def load_model(checkpoint: str | Path, backbone_spec: dict, backbone_weights: str | Path | None = None) -> LoadedModel:
+    """Build a :class:`VQAModel` in eval mode from a pytorch-vqa checkpoint.
+
+    Net sizes (vocabulary, LSTM, attention, answers) come from the weights themselves; the
+    backbone from ``module.backbone.*`` in the checkpoint or else from ``backbone_weights``.
+    """
+    payload = read_checkpoint(checkpoint)
+    weights = _strip_module(payload["weights"])
+    backbone_state = {k[len(BACKBONE_PREFIX):]: v for k, v in weights.items() if k.startswith(BACKBONE_PREFIX)}
+    net_state = {k: v for k, v in weights.items() if not k.startswith(BACKBONE_PREFIX)}
+    try:
+        dims = net_dims_from_weights(net_state)
+    except KeyError as exc:
+        raise CheckpointError(f"model.checkpoint: {checkpoint} lacks the weight {exc}; expected pytorch-vqa's "
+                              "Net keys (module.text.*, module.attention.*, module.classifier.*).") from exc
+    net = Net(**dims, drop=0.0)
+    net.load_state_dict(net_state, strict=True)
+    backbone = build_backbone(backbone_spec)
+    if backbone_state:
+        backbone.load_state_dict(backbone_state, strict=True)
+        description = f"{backbone_spec.get('type')} (weights from the checkpoint)"
+    elif backbone_weights is not None:
+        backbone.load_torchvision_state_dict(load_backbone_weights(backbone_weights))
+        description = f"torchvision resnet{backbone_spec.get('depth', 152)} from {Path(backbone_weights).name}"
+    else:
+        raise CheckpointError(
+            f"model.backbone_weights: the checkpoint {checkpoint} holds no backbone weights, so the image "
+            "backbone needs its own file. Set model.backbone_weights=FILE (torchvision's resnet152-394f9c45.pth).")
+    vocab = payload["vocab"]
+    if len(vocab["answer"]) != dims["max_answers"]:
+        raise CheckpointError(f"model.checkpoint: {checkpoint} has {len(vocab['answer'])} answers in its vocab but "
+                              f"{dims['max_answers']} classifier outputs; the file is inconsistent.")
+    model = VQAModel(backbone, net).eval()
+    return LoadedModel(model, dict(vocab["question"]), dict(vocab["answer"]), file_digest(checkpoint), description)

@@ -1,0 +1,17 @@
+"""Errors a user can act on: each message names the config key or file, what was expected, the fix."""
+
+
+class VqaInterpError(Exception):
+    """Base class of the tool's own, user-facing errors."""
+
+
+class ConfigError(VqaInterpError):
+    """A config value is out of range or unknown."""
+
+
+class DataError(VqaInterpError):
+    """An input file is missing or malformed."""
+
+
+class CheckpointError(VqaInterpError):
+    """A model checkpoint or backbone weight file is missing or unusable."""
