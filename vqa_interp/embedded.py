@@ -13,7 +13,7 @@ as the real data (VQA 1.0 JSON, COCO-style JPEGs, VQA-HAT PNGs). Layout under ``
                                                               object decides the answer)
     manifest.json                                             generator version, seed, counts
 
-Scenes hold 3-6 simple objects (shape x colour x size) over a noisy background with clutter lines.
+Scenes hold 3-7 simple objects (shape x colour x size) over a noisy background with clutter lines.
 Questions are templated over three answer types (yes/no, number, other) and each answer depends on
 specific objects. A simulated annotator's map is the exact mask, shifted and blurred with the
 annotator's own scale, plus a glance at one other object and background noise; where no object
@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from scipy.ndimage import gaussian_filter, shift as nd_shift
 
 from vqa_interp.locking import file_lock
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 7
 IMAGE_SIZE = 128
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {
@@ -42,6 +43,9 @@ COLOURS = {
     "blue": (40, 80, 220),
     "yellow": (235, 210, 40),
     "purple": (150, 60, 190),
+    "orange": (245, 140, 30),
+    "cyan": (40, 200, 210),
+    "white": (245, 245, 245),
 }
 SIZES = {"small": 9, "large": 16}
 NUMBER_WORDS = ("0", "1", "2", "3", "4", "5", "6")
@@ -67,6 +71,9 @@ class QuestionSpec:
     answer_type: str
     question_type: str
     relevant: tuple[int, ...]  # indices of the objects that decide the answer
+    # ambiguous questions ("what color is the small object?" with several small objects): each
+    # human answerer picks one of these, so the 10 answers disagree as they do in VQA
+    answer_pool: tuple[str, ...] = ()
 
 
 def _draw_object(draw: ImageDraw.ImageDraw, obj: SceneObject, fill) -> None:
@@ -87,8 +94,8 @@ def object_mask(obj: SceneObject, size: int = IMAGE_SIZE) -> np.ndarray:
 
 
 def sample_scene(rng: np.random.Generator) -> list[SceneObject]:
-    """3-6 objects, centres kept apart enough that most of each object stays visible."""
-    n_objects = int(rng.integers(3, 7))
+    """3-7 objects, centres kept apart enough that most of each object stays visible."""
+    n_objects = int(rng.integers(3, 8))
     objects: list[SceneObject] = []
     for _ in range(200):
         if len(objects) == n_objects:
@@ -145,6 +152,18 @@ def sample_questions(objects: list[SceneObject], rng: np.random.Generator, n: in
             candidates.append(QuestionSpec(f"What shape is the {colour} object?", o.shape, "other", "what shape is the", tuple(idx)))
         if idx or rng.random() < 0.3:
             candidates.append(QuestionSpec(f"How many {colour} objects are there?", NUMBER_WORDS[min(len(idx), 6)], "number", "how many", tuple(idx)))
+    # under-specified questions, as VQA has them: every object fits, so answers spread widely
+    candidates.append(QuestionSpec("What color is the object?", "", "other", "what color is the",
+                                   tuple(range(len(objects))), tuple(o.colour for o in objects)))
+    for size in SIZES:
+        idx = _unique(objects, "size", size)
+        if len(idx) >= 2:  # ambiguous: several objects fit
+            colours = tuple(objects[i].colour for i in idx)
+            shapes = tuple(objects[i].shape for i in idx)
+            candidates.append(QuestionSpec(f"What color is the {size} object?", "", "other", "what color is the",
+                                           tuple(idx), colours))
+            candidates.append(QuestionSpec(f"What shape is the {size} object?", "", "other", "what shape is the",
+                                           tuple(idx), shapes))
     for _ in range(2):
         if rng.random() < 0.5 and objects:
             o = objects[int(rng.integers(len(objects)))]
@@ -212,20 +231,30 @@ def simulate_annotator_map(
     return (attention * 255).round().astype(np.uint8)
 
 
-def _ten_answers(answer: str, answer_type: str, rng: np.random.Generator) -> list[dict]:
-    if answer_type == "yes/no":
-        pool = ["yes", "no"]
-    elif answer_type == "number":
-        pool = list(NUMBER_WORDS[:5])
+def _ten_answers(answer: str, answer_type: str, rng: np.random.Generator,
+                 answer_pool: tuple[str, ...] = ()) -> list[str]:
+    """10 human answers: mostly the true one; counts draw off-by-one disagreement, as in VQA;
+    for an ambiguous question each answerer picks from ``answer_pool``."""
+    if answer_pool:
+        return [str(a) for a in rng.choice(answer_pool, size=10)]
+    if answer_type == "number":
+        n_wrong = int(rng.choice([0, 1, 2, 3, 4, 5]))
+        value = int(answer)
+        wrong = [str(max(0, value + int(rng.choice([-1, 1])))) for _ in range(n_wrong)]
+        wrong = [w if w != answer else str(value + 1) for w in wrong]
     else:
-        pool = list(COLOURS) + list(SHAPES) + list(SIZES)
-    n_wrong = int(rng.choice([0, 0, 0, 1, 1, 2, 3]))
-    answers = [answer] * (10 - n_wrong) + [str(rng.choice([p for p in pool if p != answer])) for _ in range(n_wrong)]
+        pool = ["yes", "no"] if answer_type == "yes/no" else list(COLOURS) + list(SHAPES) + list(SIZES)
+        n_wrong = int(rng.choice([0, 0, 0, 1, 1, 2, 3]))
+        wrong = [str(rng.choice([p for p in pool if p != answer])) for _ in range(n_wrong)]
+    answers = [answer] * (10 - len(wrong)) + wrong
     rng.shuffle(answers)
-    return [
-        {"answer_id": i + 1, "answer": a, "answer_confidence": str(rng.choice(["yes", "yes", "yes", "maybe"]))}
-        for i, a in enumerate(answers)
-    ]
+    return answers
+
+
+def _most_common(answers: list[str]) -> str:
+    """VQA's multiple_choice_answer: the most frequent answer (first seen wins a tie)."""
+    counts = Counter(answers)
+    return max(counts, key=lambda a: (counts[a], -answers.index(a)))
 
 
 def _multiple_choices(answer: str, rng: np.random.Generator) -> list[str]:
@@ -262,11 +291,15 @@ def write_split(root: Path, split: str, n_images: int, questions_per_image: int,
         for j, spec in enumerate(sample_questions(objects, rng, questions_per_image)):
             qid = image_id * 1000 + j
             questions.append({"image_id": image_id, "question": spec.question, "question_id": qid})
-            mc_questions.append({**questions[-1], "multiple_choices": _multiple_choices(spec.answer, rng)})
+            answers = _ten_answers(spec.answer, spec.answer_type, rng, spec.answer_pool)
+            label = _most_common(answers) if spec.answer_pool else spec.answer
+            mc_questions.append({**questions[-1], "multiple_choices": _multiple_choices(label, rng)})
             annotations.append({
                 "question_id": qid, "image_id": image_id, "question_type": spec.question_type,
-                "answer_type": spec.answer_type, "answers": _ten_answers(spec.answer, spec.answer_type, rng),
-                "multiple_choice_answer": spec.answer,
+                "answer_type": spec.answer_type, "multiple_choice_answer": label,
+                "answers": [{"answer_id": i + 1, "answer": a,
+                             "answer_confidence": str(rng.choice(["yes", "yes", "yes", "maybe"]))}
+                            for i, a in enumerate(answers)],
             })
             if with_human_maps:
                 mask = exact_question_mask(spec, objects)

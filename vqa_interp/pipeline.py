@@ -41,10 +41,11 @@ def prepare_data_root(cfg: DictConfig) -> Path | None:
         return Path(cfg.data.root) if cfg.data.root else None
     if cfg.data.root:
         return Path(cfg.data.root)
-    from vqa_interp.embedded import generate_embedded
+    from vqa_interp.embedded import GENERATOR_VERSION, generate_embedded
 
     d = cfg.data
-    signature = short_signature({k: d[k] for k in ("seed", "n_train_images", "n_val_images")})
+    signature = short_signature({"generator": GENERATOR_VERSION,
+                                 **{k: d[k] for k in ("seed", "n_train_images", "n_val_images")}})
     return generate_embedded(Path(cfg.paths.home) / "data" / f"embedded-{signature}", seed=d.seed,
                              n_train_images=d.n_train_images, n_val_images=d.n_val_images)
 
@@ -73,6 +74,17 @@ def resolve_backbone_weights(cfg: DictConfig) -> Path | None:
         f"model.backbone_weights is not set and no resnet{cfg.model.backbone.depth}-*.pth is in {hub}. "
         "Place torchvision's resnet152-394f9c45.pth (https://download.pytorch.org/models/resnet152-394f9c45.pth) "
         "there or set model.backbone_weights=FILE; nothing is downloaded at run time.")
+
+
+def preflight_model_files(cfg: DictConfig) -> None:
+    """Fail before any run or model work when a named model file is missing."""
+    from vqa_interp.checkpoint import load_backbone_weights, read_checkpoint
+
+    if cfg.model.checkpoint and not Path(cfg.model.checkpoint).is_file():
+        read_checkpoint(cfg.model.checkpoint)  # raises the explanatory CheckpointError
+    weights = resolve_backbone_weights(cfg)
+    if weights is not None and not Path(weights).is_file():
+        load_backbone_weights(weights)  # raises the explanatory CheckpointError
 
 
 def checkpoint_path(cfg: DictConfig, data_root: Path | None) -> Path:

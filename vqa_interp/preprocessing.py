@@ -52,9 +52,10 @@ def resize_maps(maps: np.ndarray, size: int) -> np.ndarray:
 
 
 def apply_steps(maps: np.ndarray, steps: Sequence[str], eps: float = 1e-6) -> np.ndarray:
-    """Apply the normalisation ``steps`` per map: ``[B, H, W]`` -> ``[B, H, W]`` float64."""
+    """Apply the normalisation ``steps`` per map: ``[B, H, W]`` -> ``[B, H, W]`` float64
+    (a flat ``[N]`` array is one map)."""
     out = np.asarray(maps, dtype=np.float64).copy()
-    axes = (-2, -1)
+    axes = (-1,) if out.ndim == 1 else (-2, -1)
     for step in steps:
         if step == "minmax":
             lo, hi = out.min(axis=axes, keepdims=True), out.max(axis=axes, keepdims=True)

@@ -64,12 +64,13 @@ def main(cfg: DictConfig) -> str:
 
     from vqa_interp.config import validate
     from vqa_interp.errors import DataError
-    from vqa_interp.pipeline import execute, prepare_data_root, select_examples, timed
+    from vqa_interp.pipeline import execute, preflight_model_files, prepare_data_root, select_examples, timed
     from vqa_interp.tracking import (flatten, parent_run_id_for_job, resolve_tracking_uri, tracked_run,
                                      ui_command)
 
     timings: dict[str, float] = {"time_startup_s": time.perf_counter() - _START}
     validate(cfg)
+    preflight_model_files(cfg)
     with timed(timings, "data"):
         data_root = prepare_data_root(cfg)
         _, selection = select_examples(cfg, data_root)

@@ -83,49 +83,70 @@ class PreparedMap:
     undefined: str = ""
 
 
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank (as ``scipy.stats.rankdata``), from one sort."""
-    order = np.argsort(values)
-    sorted_values = values[order]
-    n = values.size
-    # start index of each run of equal values, and each element's run
+def _ranks_from_sorted(order: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
+    """Average ranks (1..n, ties averaged) given ``order = argsort(values)`` and ``values[order]``."""
+    n = sorted_values.size
+    ranks = np.empty(n, np.float64)
     new_run = np.empty(n, bool)
     new_run[0] = True
     np.not_equal(sorted_values[1:], sorted_values[:-1], out=new_run[1:])
+    if new_run.all():  # no ties: the common case for upsampled gradient maps
+        ranks[order] = np.arange(1, n + 1, dtype=np.float64)
+        return ranks
     run_id = np.cumsum(new_run) - 1
     starts = np.flatnonzero(new_run)
     ends = np.append(starts[1:], n)                  # exclusive
-    run_rank = (starts + ends + 1) / 2.0             # mean of ranks starts+1 .. ends
-    ranks = np.empty(n, np.float64)
-    ranks[order] = run_rank[run_id]
+    ranks[order] = ((starts + ends + 1) / 2.0)[run_id]  # mean of ranks starts+1 .. ends
     return ranks
+
+
+def _region_from_sorted(order: np.ndarray, sorted_values: np.ndarray, n_region: int, tie_policy: str) -> np.ndarray:
+    """Top-``n_region`` mask from the same sort (ties at the threshold: lowest flat index first)."""
+    n = sorted_values.size
+    threshold = sorted_values[n - n_region]           # the n_region-th largest value
+    first_at = np.searchsorted(sorted_values, threshold, side="left")
+    last_at = np.searchsorted(sorted_values, threshold, side="right")
+    region = np.zeros(n, bool)
+    region[order[last_at:]] = True                    # strictly above the threshold
+    at_threshold = order[first_at:last_at]
+    if tie_policy == "include":
+        region[at_threshold] = True
+    else:
+        region[np.sort(at_threshold)[: n_region - (n - last_at)]] = True
+    return region
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank (as ``scipy.stats.rankdata``), from one sort."""
+    order = np.argsort(values)
+    return _ranks_from_sorted(order, values[order])
 
 
 def top_k_region(values: np.ndarray, n_region: int, tie_policy: str) -> np.ndarray:
     """Bool mask of the top ``n_region`` values of a flat map (see module docs for ties)."""
-    n = values.size
-    threshold = np.partition(values, n - n_region)[n - n_region]  # the n_region-th largest
-    if tie_policy == "include":
-        return values >= threshold
-    above = values > threshold
-    at = values == threshold
-    needed = n_region - int(above.sum())
-    # lowest flat indices first among the values equal to the threshold
-    return above | (at & (np.cumsum(at) <= needed))
+    order = np.argsort(values)
+    return _region_from_sorted(order, values[order], n_region, tie_policy)
 
 
 def prepare_map(resized: np.ndarray, options: ScoringOptions) -> PreparedMap:
-    """Prepare one resized map ``[size, size]`` (float64) for scoring."""
+    """Prepare one resized map ``[size, size]`` (float64) for scoring: one sort gives both its
+    ranks and its top-k region."""
     flat = resized.reshape(-1)
     if not np.isfinite(flat).all():
         return PreparedMap(flat, flat, flat, 0.0, np.zeros(flat.size, bool), "non_finite")
-    if flat.max() == flat.min():
+    low, high = flat.min(), flat.max()
+    if high == low:
         return PreparedMap(flat, flat, flat, 0.0, np.zeros(flat.size, bool), "constant")
-    weights = apply_steps(resized[None], options.steps, options.eps)[0].reshape(-1)
-    minmax = apply_steps(resized[None], ["minmax"], options.eps)[0].reshape(-1)
-    ranks = average_ranks(flat)
-    centred = ranks - ranks.mean()
-    region = top_k_region(flat, options.n_region, options.tie_policy)
+    minmax = (flat - low) / (high - low + options.eps)
+    if options.steps[:1] == ("minmax",):   # reuse the min-max map computed for soft Dice
+        weights = apply_steps(minmax, options.steps[1:], options.eps)
+    else:
+        weights = apply_steps(flat, options.steps, options.eps)
+    order = np.argsort(flat)
+    sorted_values = flat[order]
+    ranks = _ranks_from_sorted(order, sorted_values)
+    centred = ranks - (flat.size + 1) / 2.0          # the mean of any average-rank vector
+    region = _region_from_sorted(order, sorted_values, options.n_region, options.tie_policy)
     return PreparedMap(weights, minmax, centred, float(np.sqrt(centred @ centred)), region)
 
 

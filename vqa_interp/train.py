@@ -86,6 +86,10 @@ def train_model(split: TrainingSplit, *, backbone_spec: dict, dims: dict, epochs
     net = Net(len(q_vocab) + 1, v_features=backbone.out_channels, max_answers=len(a_vocab), **dims)
     model = VQAModel(backbone, net)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    steps_per_epoch = -(-len(split.questions) // batch_size)
+    # one-cycle (warm-up then cosine decay) reaches a usable model in fewer epochs than a flat rate
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch,
+                                                   pct_start=0.2)
     generator = torch.Generator().manual_seed(seed)
     n = len(split.questions)
     image_rows = torch.tensor(split.image_index)
@@ -102,6 +106,7 @@ def train_model(split: TrainingSplit, *, backbone_spec: dict, dims: dict, epochs
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            schedule.step()
             losses.append(loss.item())
             hits.append((targets[idx].gather(1, logits.argmax(1, keepdim=True)) / 3).clamp(max=1).mean().item())
         history["loss"].append(float(np.mean(losses)))
@@ -118,7 +123,10 @@ def embedded_checkpoint_path(cfg: DictConfig) -> Path:
     """Where the embedded model for this data/model/training config lives (signature in the name)."""
     from vqa_interp.signature import short_signature
 
+    from vqa_interp.embedded import GENERATOR_VERSION
+
     signature = short_signature({"data": {k: cfg.data[k] for k in ("seed", "n_train_images", "n_val_images")},
+                                 "generator": GENERATOR_VERSION,
                                  "backbone": OmegaConf.to_container(cfg.model.backbone),
                                  "dims": OmegaConf.to_container(cfg.model.dims),
                                  "input": OmegaConf.to_container(cfg.model.input),

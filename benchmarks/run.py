@@ -1,0 +1,242 @@
+"""Benchmark suite: ``python -m benchmarks.run [--quick] [--json OUT.json] [--markdown benchmarks/RESULTS.md]``.
+
+Each measurement is taken against its baseline in the same process and run, and reported as a
+ratio with the machine description. Targets (checked here, never in tests):
+
+- scoring_speedup >= 8: library scorer vs the naive per-pair loop (identical to 1e-6)
+- attribution_overhead.<method> <= 1.3 (saliency, gbackp, deconv), <= 2.3 (ggradcam): time per
+  map / raw forward+backward time of the same model, batch and input
+- sweep_cost_ratio <= 1.3: ``-m k=0.05,0.1,0.2,0.3`` wall time / one run (embedded default)
+- rss_growth_ratio <= 1.3: peak RSS of a run over 4x the examples / the base run
+- default_run_seconds <= 60: the warm default run, with its stage breakdown
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"scoring_speedup": (">=", 8.0), "attribution_overhead.saliency": ("<=", 1.3),
+           "attribution_overhead.gbackp": ("<=", 1.3), "attribution_overhead.deconv": ("<=", 1.3),
+           "attribution_overhead.ggradcam": ("<=", 2.3), "sweep_cost_ratio": ("<=", 1.3),
+           "rss_growth_ratio": ("<=", 1.3), "default_run_seconds": ("<=", 60.0)}
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
+            "platform": platform.platform()}
+
+
+def _blob_maps(rng, n, size, source=64):
+    """Smooth, gradient-like maps: random blobs at ``source`` px, upsampled like real attributions."""
+    from vqa_interp.preprocessing import resize_maps
+
+    yy, xx = np.mgrid[:source, :source]
+    maps = np.zeros((n, source, source))
+    for i in range(n):
+        for _ in range(4):
+            cy, cx, s = rng.uniform(0, source, 2).tolist() + [rng.uniform(2, 10)]
+            maps[i] += rng.random() * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+        maps[i] += 0.05 * rng.random((source, source))
+    return resize_maps(maps, size).astype(np.float32)
+
+
+def bench_scoring(quick: bool) -> dict:
+    """The run's scoring workload: each human map scored against several attribution maps
+    (4 methods x label/prediction targets share one human map), at 448x448."""
+    from vqa_interp.reference import score_pair_reference
+    from vqa_interp.scoring import METRICS, ScoringOptions, prepare_map, score_prepared
+    from vqa_interp.preprocessing import resize_maps
+
+    rng = np.random.default_rng(0)
+    n_humans, per_human = (4, 4) if quick else (12, 6)
+    humans = _blob_maps(rng, n_humans, 448)
+    attributions = _blob_maps(rng, n_humans * per_human, 448)
+    options = ScoringOptions(size=448)
+    start = time.perf_counter()
+    fast = []
+    for h in range(n_humans):
+        prepared_h = prepare_map(resize_maps(humans[h][None], 448)[0], options)
+        for a in attributions[h * per_human:(h + 1) * per_human]:
+            fast.append(score_prepared(prepare_map(resize_maps(a[None], 448)[0], options), prepared_h, options))
+    fast_s = time.perf_counter() - start
+    start = time.perf_counter()
+    naive = [score_pair_reference(attributions[i], humans[i // per_human], options) for i in range(len(attributions))]
+    naive_s = time.perf_counter() - start
+    worst = max(abs(f[m] - n[m]) for f, n in zip(fast, naive) for m in METRICS)
+    pairs = len(attributions)
+    return {"scoring_speedup": naive_s / fast_s, "scoring_ms_per_pair_fast": 1e3 * fast_s / pairs,
+            "scoring_ms_per_pair_naive": 1e3 * naive_s / pairs, "scoring_max_abs_difference": worst,
+            "scoring_pairs": pairs, "scoring_pairs_per_human_map": per_human}
+
+
+def _floor_and_methods(model, images, q, q_len, targets, repeats: int) -> dict:
+    import torch
+
+    from vqa_interp.attribution import make_attributor
+
+    def floor():
+        x = images.clone().requires_grad_(True)
+        model(x, q, q_len).gather(1, targets[:, None]).sum().backward()
+        return x.grad
+
+    def timed(fn):
+        fn()  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - start) / repeats
+
+    out = {"floor_s": timed(floor)}
+    options = {"saliency": {"abs": True}, "ggradcam": {"layer": "backbone.layer4", "interpolate_mode": "nearest"}}
+    for method in ("saliency", "gbackp", "deconv", "ggradcam"):
+        attribute = make_attributor(model, method, options.get(method, {}))
+        out[method] = timed(lambda: attribute(images.clone().requires_grad_(True), targets, q, q_len)) / out["floor_s"]
+    with torch.no_grad():
+        pass
+    return out
+
+
+def bench_attribution(quick: bool) -> dict:
+    import torch
+
+    from vqa_interp.model import Net, ResNetBackbone, SmallConvBackbone, VQAModel
+
+    results = {}
+    torch.manual_seed(0)
+    for label, backbone, size, batch, repeats in (
+            ("embedded", SmallConvBackbone(64), 64, 16, 5 if quick else 20),
+            ("resnet152_448", ResNetBackbone(152), 448, 1 if quick else 2, 1 if quick else 2)):
+        net = Net(100, v_features=backbone.out_channels, embedding_features=300 if label != "embedded" else 64,
+                  lstm_features=1024 if label != "embedded" else 128, mid_features=512 if label != "embedded" else 64,
+                  glimpses=2, classifier_mid=1024 if label != "embedded" else 256,
+                  max_answers=3000 if label != "embedded" else 20, drop=0.0)
+        model = VQAModel(backbone, net).eval()
+        images = torch.randn(batch, 3, size, size)
+        q = torch.randint(1, 100, (batch, 8))
+        q_len = torch.full((batch,), 8)
+        targets = torch.randint(0, net.classifier.lin2.out_features, (batch,))
+        out = _floor_and_methods(model, images, q, q_len, targets, repeats)
+        results[f"floor_seconds_per_map.{label}"] = out.pop("floor_s") / batch
+        for method, ratio in out.items():
+            results[f"attribution_overhead.{method}.{label}"] = ratio
+    for method in ("saliency", "gbackp", "deconv", "ggradcam"):
+        results[f"attribution_overhead.{method}"] = max(results[f"attribution_overhead.{method}.embedded"],
+                                                        results[f"attribution_overhead.{method}.resnet152_448"])
+    return results
+
+
+def _run_cli(args: list[str], env: dict) -> tuple[float, str, int]:
+    """Wall time, output and peak RSS (KiB, from GNU time when present) of one CLI invocation."""
+    command = [sys.executable, "-m", "vqa_interp.run", *args]
+    use_time = Path("/usr/bin/time").exists()
+    if use_time:
+        command = ["/usr/bin/time", "-f", "PEAKRSS %M", *command]
+    start = time.perf_counter()
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmark run failed: {' '.join(args)}\n{result.stderr[-3000:]}")
+    rss = re.findall(r"PEAKRSS (\d+)", result.stderr)
+    return wall, result.stdout, int(rss[-1]) if rss else -1
+
+
+def _metrics_of(uri: str, run_id: str) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri).get_run(run_id).data.metrics
+
+
+def bench_runs(quick: bool) -> dict:
+    """Default run (warm), sweep over k vs one run, and RSS growth with 4x the examples."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TQDM_DISABLE": "1"}
+        _run_cli(["data.limit=4", "tracking.log_maps=false"], env)  # warm: data, model, store schema
+        wall, out, rss = _run_cli([], env)
+        run_id = re.findall(r"MLflow run: (\w+)", out)[0]
+        metrics = _metrics_of(uri, run_id)
+        results["default_run_seconds"] = wall
+        results.update({f"default_run.{k}": v for k, v in metrics.items() if k.startswith("time_")})
+        # sweep over k vs one run; the map cache is cold for both (a fresh cache folder each)
+        single_env = {**env, "VQA_INTERP_CACHE": f"{tmp}/cache-single"}
+        single, _, _ = _run_cli([f"paths.cache={tmp}/cache-single"], single_env)
+        sweep, _, _ = _run_cli(["-m", "k=0.05,0.1,0.2,0.3", f"paths.cache={tmp}/cache-sweep"], env)
+        results["sweep_single_run_seconds"], results["sweep_seconds"] = single, sweep
+        results["sweep_cost_ratio"] = sweep / single
+        # peak RSS: limit 75 vs 300 questions (4x), maps computed fresh
+        base_wall, _, base_rss = _run_cli(["data.limit=75", f"paths.cache={tmp}/cache-rss1"], env)
+        big_wall, _, big_rss = _run_cli([f"paths.cache={tmp}/cache-rss4"], env)
+        results["rss_base_kib"], results["rss_4x_kib"] = base_rss, big_rss
+        results["rss_growth_ratio"] = big_rss / base_rss if base_rss > 0 else float("nan")
+    return results
+
+
+def verdicts(results: dict) -> dict:
+    out = {}
+    for key, (op, target) in TARGETS.items():
+        if key in results:
+            value = results[key]
+            out[key] = {"value": value, "target": f"{op} {target}",
+                        "met": bool(value >= target if op == ">=" else value <= target)}
+    return out
+
+
+def to_markdown(report: dict) -> str:
+    lines = ["# Benchmark results", "", f"Command: `{report['command']}`  ", f"Date: {report['date']}", "",
+             "## Machine", ""]
+    lines += [f"- {k}: {v}" for k, v in report["machine"].items()]
+    lines += ["", "## Targets", "", "| measure | value | target | met |", "|---|---|---|---|"]
+    for key, v in report["verdicts"].items():
+        lines.append(f"| {key} | {v['value']:.3f} | {v['target']} | {'yes' if v['met'] else 'NO'} |")
+    lines += ["", "## All measurements", "", "| measure | value |", "|---|---|"]
+    for key, value in report["results"].items():
+        lines.append(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and pairs (< 3 minutes)")
+    parser.add_argument("--json", type=Path, help="write results here")
+    parser.add_argument("--markdown", type=Path, help="write a table here (e.g. benchmarks/RESULTS.md)")
+    parser.add_argument("--only", nargs="*", choices=["scoring", "attribution", "runs"], help="a subset")
+    args = parser.parse_args(argv)
+    parts = args.only or ["scoring", "attribution", "runs"]
+    results: dict = {}
+    for part in parts:
+        print(f"[benchmark] {part} ...", flush=True)
+        results.update({"scoring": bench_scoring, "attribution": bench_attribution, "runs": bench_runs}[part](args.quick))
+    report = {"command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "results": results,
+              "verdicts": verdicts(results)}
+    text = to_markdown(report)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    if args.markdown:
+        args.markdown.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Captum's Guided Backprop / DeconvNet on our models equal a hand-written ReLU rule."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from vqa_interp.attribution import METHODS, make_attributor
+from vqa_interp.model import Net, ResNetBackbone, SmallConvBackbone, VQAModel
+
+
+class _RuleReLU(torch.autograd.Function):
+    """ReLU whose backward is the guided (relu(grad) * (x > 0)) or deconv (relu(grad)) rule."""
+
+    @staticmethod
+    def forward(ctx, x, guided):
+        ctx.save_for_backward(x)
+        ctx.guided = guided
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        out = grad.clamp(min=0)
+        return (out * (x > 0) if ctx.guided else out), None
+
+
+class RuleReLU(nn.Module):
+    def __init__(self, guided):
+        super().__init__()
+        self.guided = guided
+
+    def forward(self, x):
+        return _RuleReLU.apply(x, self.guided)
+
+
+def with_rule_relus(model, guided):
+    twin = copy.deepcopy(model)
+    for name, module in list(twin.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(module, child_name, RuleReLU(guided))
+    return twin
+
+
+def tiny_vqa(seed=0, backbone=None):
+    torch.manual_seed(seed)
+    backbone = backbone or SmallConvBackbone(16)
+    net = Net(20, v_features=backbone.out_channels, embedding_features=8, lstm_features=16, mid_features=8,
+              glimpses=2, classifier_mid=16, max_answers=7, drop=0.0)
+    return VQAModel(backbone, net).eval()
+
+
+def inputs(batch=3, size=32):
+    torch.manual_seed(1)
+    image = torch.randn(batch, 3, size, size)
+    q = torch.randint(1, 20, (batch, 5))
+    q_len = torch.tensor([5, 3, 4][:batch])
+    return image, q, q_len
+
+
+@pytest.mark.parametrize("method,guided", [("gbackp", True), ("deconv", False)])
+def test_guided_backprop_and_deconv_equal_the_hand_written_rule(method, guided):
+    model = tiny_vqa()
+    image, q, q_len = inputs()
+    target = torch.tensor([0, 3, 6])
+    captum = make_attributor(model, method, {})(image.clone().requires_grad_(True), target, q, q_len)
+    twin = with_rule_relus(model, guided)
+    x = image.clone().requires_grad_(True)
+    twin(x, q, q_len).gather(1, target[:, None]).sum().backward()
+    assert torch.allclose(captum, x.grad, atol=1e-6)
+    assert captum.abs().sum() > 0
+
+
+def test_every_relu_call_site_is_its_own_non_inplace_module():
+    for model, image in ((tiny_vqa(), inputs()[0]), (tiny_vqa(backbone=ResNetBackbone(50)), torch.randn(1, 3, 64, 64))):
+        calls = {}
+        relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+        assert relus and not any(m.inplace for m in relus)
+        hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(id(m), calls.get(id(m), 0) + 1))
+                 for m in relus]
+        _, q, q_len = inputs(batch=len(image))
+        model(image, q, q_len)
+        for h in hooks:
+            h.remove()
+        assert set(calls.values()) == {1}, "a ReLU module is applied at more than one call site"
+
+
+def test_saliency_is_abs_gradient_and_all_methods_give_input_shaped_maps():
+    model = tiny_vqa()
+    image, q, q_len = inputs()
+    target = torch.tensor([1, 2, 3])
+    x = image.clone().requires_grad_(True)
+    model(x, q, q_len).gather(1, target[:, None]).sum().backward()
+    saliency = make_attributor(model, "saliency", {"abs": True})(image.clone().requires_grad_(True), target, q, q_len)
+    assert torch.allclose(saliency, x.grad.abs(), atol=1e-6)
+    for method in METHODS:
+        out = make_attributor(model, method, {})(image.clone().requires_grad_(True), target, q, q_len)
+        assert out.shape == image.shape and torch.isfinite(out).all(), method
+
+
+def test_unknown_method_and_layer_are_named():
+    model = tiny_vqa()
+    with pytest.raises(ValueError, match="method.name"):
+        make_attributor(model, "lrp", {})
+    with pytest.raises(ValueError, match="method.layer"):
+        make_attributor(model, "ggradcam", {"layer": "backbone.layer9"})

@@ -1,0 +1,133 @@
+"""End to end through the CLI, as a user types it; the store is read back with MlflowClient."""
+import subprocess
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import python
+from vqa_interp.scoring import score
+
+pytestmark = pytest.mark.slow
+FAST = ["data.limit=10", "preprocessing.size=64", "analysis.bootstrap=100", "analysis.n_panels=2"]
+
+
+def run_cli(args, env, cwd, check=True):
+    result = subprocess.run([python(), "-m", "vqa_interp.run", *args], env=env, cwd=cwd, capture_output=True,
+                            text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-5000:]}")
+    return result
+
+
+def store(env):
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("vqa-interp")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000) if experiment else []
+    return client, [r for r in runs if r.data.tags.get("run_kind") != "training"]
+
+
+def test_default_run_logs_a_traceable_record(cli_env, tmp_path):
+    result = run_cli(FAST, cli_env, tmp_path)
+    client, runs = store(cli_env)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.run_id in result.stdout and "mlflow ui --backend-store-uri" in result.stdout
+    assert run.info.status == "FINISHED"
+    assert run.data.params["method.name"] == "saliency" and run.data.params["k"] == "0.1"
+    assert run.data.params["confidence.low"] == "0.25" and run.data.params["preprocessing.size"] == "64"
+    for tag in ("git_commit", "data_digest", "checkpoint_digest", "hydra_output_dir"):
+        assert run.data.tags[tag]
+    metrics = run.data.metrics
+    assert metrics["n_questions"] == 10 and metrics["n_rows"] >= 10
+    assert 0 <= metrics["model_accuracy"] <= 1 and "mean_rank_corr" in metrics and "median_iou" in metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
+    assert {"tables/per_example.csv", "tables/significance.csv", "tables/scenario_medians.csv"} <= artifacts
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert "figures/fig9_10_qualitative.png" in figures and "figures/fig7_scenario_medians.png" in figures
+    # every number is traceable: recompute the table's metrics from the run's own maps
+    table = pd.read_csv(client.download_artifacts(run.info.run_id, "tables/per_example.csv", str(tmp_path)))
+    for column in ("question_id", "image_id", "question", "answer", "prediction", "confidence", "correct",
+                   "target", "target_answer", "method", "rank_corr", "intersect", "disc_intersect", "iou", "dice",
+                   "precision", "recall", "f1"):
+        assert column in table
+    archive = client.download_artifacts(run.info.run_id, "maps/maps.npz", str(tmp_path))
+    maps = np.load(archive)
+    assert set(maps.files) == {f"{k}" for k in table["map_key"]}
+    from hydra import compose, initialize_config_dir
+
+    from conftest import ROOT
+    from vqa_interp.data import InputGeometry, load_examples, resolve_paths
+    from vqa_interp.pipeline import human_maps_for, prepare_data_root
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"paths.home={cli_env['VQA_INTERP_HOME']}"])
+    examples = {e.question_id: e for e in load_examples(resolve_paths(prepare_data_root(cfg)), limit=10).examples}
+    geometry = InputGeometry(cfg.model.input.size, cfg.model.input.central_fraction)
+    row = table.iloc[0]
+    human = human_maps_for(examples[row["question_id"]], geometry, "mean", 1)
+    again = score(maps[row["map_key"]][None], human, k=0.1, size=64)
+    assert again.loc[0, "rank_corr"] == pytest.approx(row["rank_corr"], abs=1e-9)
+    assert again.loc[0, "iou"] == pytest.approx(row["iou"], abs=1e-9)
+
+
+def test_two_by_two_multirun_has_one_parent_four_children_and_reuses_maps(cli_env, tmp_path):
+    run_cli(["-m", "method=saliency,ggradcam", "k=0.05,0.1", *FAST], cli_env, tmp_path)
+    client, runs = store(cli_env)
+    parents = [r for r in runs if r.data.tags.get("run_kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert all(c.info.status == "FINISHED" and c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert sorted((c.data.params["method.name"], c.data.params["k"]) for c in children) == [
+        ("ggradcam", "0.05"), ("ggradcam", "0.1"), ("saliency", "0.05"), ("saliency", "0.1")]
+    # params differ only along the sweep axes (and the options that come with a method)
+    keys = set.union(*(set(c.data.params) for c in children))
+    differing = {k for k in keys if len({c.data.params.get(k) for c in children}) > 1}
+    assert differing <= {"method.name", "k", "method.layer", "method.interpolate_mode", "method.abs"}
+    # k does not change maps: the second run of each method takes every map from the cache
+    for method in ("saliency", "ggradcam"):
+        mine = [c for c in children if c.data.params["method.name"] == method]
+        assert sorted(c.data.metrics["map_cache_misses"] for c in mine)[0] == 0
+        assert max(c.data.metrics["map_cache_hits"] for c in mine) == mine[0].data.metrics["n_maps"]
+    for child in children:
+        assert {"tables/per_example.csv"} <= {a.path for a in client.list_artifacts(child.info.run_id, "tables")}
+    comparison = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/method_comparison.csv", str(tmp_path)))
+    assert len(comparison) == 4 and set(comparison["status"]) == {"FINISHED"}
+
+
+def test_a_failing_job_is_marked_failed_and_the_parent_is_closed(cli_env, tmp_path):
+    result = run_cli(["-m", "method=ggradcam", "method.layer=backbone.layer4,backbone.nope", *FAST], cli_env,
+                     tmp_path, check=False)
+    assert result.returncode != 0
+    client, runs = store(cli_env)
+    parent = [r for r in runs if r.data.tags.get("run_kind") == "sweep"][0]
+    children = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
+    failed = [c for c in children if c.info.status == "FAILED"][0]
+    assert "method.layer" in failed.data.tags["error"]
+    assert parent.info.status == "FAILED" and parent.data.tags["failed_children"] == failed.info.run_id
+    comparison = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/method_comparison.csv", str(tmp_path)))
+    assert sorted(comparison["status"]) == ["FAILED", "FINISHED"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["k=2"], "k=2"),
+    (["data=vqahat", "data.root=/nonexistent/vqa"], "data.root: /nonexistent/vqa is not a folder"),
+    (["method=nope"], "method"),
+])
+def test_bad_input_fails_before_work_with_a_clear_message_and_no_run(cli_env, tmp_path, args, message):
+    result = run_cli(args, cli_env, tmp_path, check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    _, runs = store(cli_env)
+    assert runs == []
+
+
+def test_help_lists_the_groups(cli_env, tmp_path):
+    out = run_cli(["--help"], cli_env, tmp_path).stdout
+    for group in ("data:", "model:", "method:", "preprocessing:", "confidence:"):
+        assert group in out

@@ -1,0 +1,99 @@
+"""Readers, answer normalisation, VQA accuracy, checkpoints and their clear errors."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vqa_interp.checkpoint import load_model, read_checkpoint, save_checkpoint
+from vqa_interp.data import (InputGeometry, load_examples, load_human_maps, normalize_answer, resolve_paths,
+                             tokenize_question, vqa_accuracy)
+from vqa_interp.errors import CheckpointError, DataError
+from vqa_interp.model import Net, SmallConvBackbone, VQAModel
+
+
+def test_normalize_answer_like_the_official_evaluation():
+    assert normalize_answer("Two") == "2"
+    assert normalize_answer("a dog") == "dog"
+    assert normalize_answer("Yes!") == "yes"
+    assert normalize_answer("dont know") == "don't know"
+    assert normalize_answer("the Red  ball.") == "red ball"
+
+
+def test_vqa_accuracy_against_the_leave_one_out_definition():
+    answers = ["2"] * 2 + ["3"] * 8
+    # leave-one-out: leaving out a "2" -> 1 match -> 1/3 (2 subsets); leaving out a "3" -> 2 -> 2/3 (8)
+    assert vqa_accuracy("two", answers) == pytest.approx((2 * (1 / 3) + 8 * (2 / 3)) / 10)
+    assert vqa_accuracy("3", answers) == pytest.approx(1.0)
+    assert vqa_accuracy("4", answers) == 0.0
+
+
+def test_tokenize_like_pytorch_vqa():
+    assert tokenize_question("What color is the Cube?") == ["what", "color", "is", "the", "cube"]
+
+
+def test_missing_files_name_the_key_the_path_and_the_source(tmp_path):
+    with pytest.raises(DataError, match="data.root"):
+        resolve_paths(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=r"data.questions.*OpenEnded_mscoco_val2014_questions.json.*visualqa"):
+        resolve_paths(tmp_path)
+    (tmp_path / "OpenEnded_mscoco_val2014_questions.json").write_text("{not json")
+    with pytest.raises(DataError, match="data.annotations"):
+        resolve_paths(tmp_path)
+    (tmp_path / "mscoco_val2014_annotations.json").write_text(json.dumps({"annotations": []}))
+    (tmp_path / "val2014").mkdir()
+    with pytest.raises(DataError, match="data.human_maps.*vqahat_val"):
+        resolve_paths(tmp_path)
+    (tmp_path / "vqahat_val").mkdir()
+    paths = resolve_paths(tmp_path)
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_examples(paths)
+
+
+def test_embedded_selection_limit_and_shards_partition(embedded_root):
+    paths = resolve_paths(embedded_root)
+    full = load_examples(paths, limit=30).examples
+    shards = [load_examples(paths, limit=30, num_shards=3, shard=i).examples for i in range(3)]
+    assert sorted(e.question_id for s in shards for e in s) == [e.question_id for e in full]
+    assert [e.question_id for e in full] == sorted(e.question_id for e in full)
+    maps = load_human_maps(full[0].human_map_paths, (128, 128), InputGeometry(64, 1.0))
+    assert maps.shape == (3, 64, 64) and 0 <= maps.min() and maps.max() <= 1
+
+
+class UnsafeToLoad:
+    """A class instance in a checkpoint needs arbitrary code to unpickle."""
+
+
+def _small_model():
+    torch.manual_seed(0)
+    backbone = SmallConvBackbone(8)
+    net = Net(6, v_features=8, embedding_features=4, lstm_features=8, mid_features=4, glimpses=2,
+              classifier_mid=8, max_answers=3, drop=0.0)
+    return VQAModel(backbone, net).eval()
+
+
+def test_checkpoint_roundtrip_in_the_pytorch_vqa_layout(tmp_path):
+    model = _small_model()
+    path = tmp_path / "model.pth"
+    save_checkpoint(path, model, question_vocab={"what": 1, "is": 2, "a": 3, "b": 4, "c": 5},
+                    answer_vocab={"yes": 0, "no": 1, "2": 2}, config={"backbone": {"type": "small_cnn"}})
+    payload = read_checkpoint(path)
+    assert set(payload) == {"name", "tracker", "config", "weights", "vocab", "eval"}
+    assert all(k.startswith("module.") for k in payload["weights"])
+    assert "module.text.embedding.weight" in payload["weights"] and "module.classifier.lin2.bias" in payload["weights"]
+    loaded = load_model(path, {"type": "small_cnn", "channels": 8})
+    x, q, q_len = torch.randn(2, 3, 16, 16), torch.tensor([[1, 2, 0], [3, 4, 5]]), torch.tensor([2, 3])
+    assert torch.allclose(loaded.model(x, q, q_len), model(x, q, q_len))
+    assert loaded.answers == ["yes", "no", "2"]
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="model.checkpoint.*pytorch-vqa"):
+        read_checkpoint(tmp_path / "missing.pth")
+
+    torch.save({"weights": UnsafeToLoad(), "vocab": {}}, tmp_path / "unsafe.pth")
+    with pytest.raises(CheckpointError, match="refused"):
+        read_checkpoint(tmp_path / "unsafe.pth")
+    torch.save({"weights": {}}, tmp_path / "novocab.pth")
+    with pytest.raises(CheckpointError, match="vocab"):
+        read_checkpoint(tmp_path / "novocab.pth")

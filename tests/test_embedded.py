@@ -1,0 +1,66 @@
+"""The embedded benchmark: deterministic, in the real schemas, with imperfect human agreement."""
+import hashlib
+import json
+
+import numpy as np
+import scipy.stats
+from PIL import Image
+
+from vqa_interp.embedded import generate_embedded
+
+
+def _tree_digest(root):
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def test_generator_is_deterministic_and_reuses_a_complete_copy(tmp_path):
+    a = generate_embedded(tmp_path / "a", seed=3, n_train_images=6, n_val_images=4)
+    b = generate_embedded(tmp_path / "b", seed=3, n_train_images=6, n_val_images=4)
+    c = generate_embedded(tmp_path / "c", seed=4, n_train_images=6, n_val_images=4)
+    assert _tree_digest(a) == _tree_digest(b) != _tree_digest(c)
+    before = (a / "manifest.json").stat().st_mtime_ns
+    generate_embedded(tmp_path / "a", seed=3, n_train_images=6, n_val_images=4)
+    assert (a / "manifest.json").stat().st_mtime_ns == before
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_files_follow_the_vqa_and_vqahat_schemas(embedded_root):
+    root = embedded_root
+    oe = json.loads((root / "OpenEnded_mscoco_val2014_questions.json").read_text())
+    mc = json.loads((root / "MultipleChoice_mscoco_val2014_questions.json").read_text())
+    ann = json.loads((root / "mscoco_val2014_annotations.json").read_text())
+    assert {"info", "task_type", "data_type", "data_subtype", "questions", "license"} <= set(oe)
+    assert mc["num_choices"] == 18 and all(len(q["multiple_choices"]) == 18 for q in mc["questions"])
+    assert all(set(q) == {"question_id", "image_id", "question"} for q in oe["questions"])
+    assert {"info", "data_type", "data_subtype", "annotations", "license"} <= set(ann)
+    types = set()
+    for a in ann["annotations"]:
+        assert {"question_id", "image_id", "question_type", "answer_type", "answers", "multiple_choice_answer"} <= set(a)
+        assert [x["answer_id"] for x in a["answers"]] == list(range(1, 11))
+        assert all(x["answer_confidence"] in ("yes", "maybe", "no") for x in a["answers"])
+        types.add(a["answer_type"])
+    assert types == {"yes/no", "number", "other"}
+    assert len(oe["questions"]) == 300
+    q = oe["questions"][0]
+    image = Image.open(root / "val2014" / f"COCO_val2014_{q['image_id']:012d}.jpg")
+    assert image.format == "JPEG" and image.mode == "RGB"
+    for n in (1, 2, 3):
+        hat = Image.open(root / "vqahat_val" / f"{q['question_id']}_{n}.png")
+        assert hat.format == "PNG" and hat.mode == "L"
+    assert (root / "exact_masks_val" / f"{q['question_id']}.png").exists()
+
+
+def test_simulated_annotators_agree_imperfectly_like_vqa_hat(embedded_root):
+    """Das et al. protocol: 14x14 maps, Spearman, mean over pairs (real VQA-HAT: 0.62)."""
+    questions = json.loads((embedded_root / "OpenEnded_mscoco_val2014_questions.json").read_text())["questions"]
+    correlations = []
+    for q in questions[:60]:
+        maps = [np.asarray(Image.open(embedded_root / "vqahat_val" / f"{q['question_id']}_{n}.png")
+                           .resize((14, 14), Image.BILINEAR), float).ravel() for n in (1, 2, 3)]
+        correlations += [scipy.stats.spearmanr(maps[i], maps[j]).statistic for i, j in ((0, 1), (0, 2), (1, 2))]
+    agreement = float(np.nanmean(correlations))
+    assert 0.35 < agreement < 0.85

@@ -1,0 +1,95 @@
+"""The fast scorer against the slow reference and against hand-checked values."""
+import numpy as np
+import pytest
+import scipy.stats
+
+from vqa_interp.reference import score_pair_reference
+from vqa_interp.scoring import METRICS, ScoringOptions, average_ranks, score, top_k_region
+
+
+def _maps(rng, shape):
+    plain = rng.random(shape)
+    ties = np.round(rng.random(shape) * 4) / 4            # heavy ties (5 levels)
+    zeros = rng.random(shape) * (rng.random(shape) > 0.7)  # mostly zeros, like Guided Grad-CAM
+    blob = np.exp(-((np.indices(shape) - np.array(shape)[:, None, None] / 2) ** 2).sum(0) / 40.0)
+    return [plain, ties, zeros, blob]
+
+
+@pytest.mark.parametrize("tie_policy", ["exact", "include"])
+@pytest.mark.parametrize("dice", ["soft", "hard"])
+def test_fast_scorer_equals_reference_on_ties_zeros_and_blobs(tie_policy, dice):
+    rng = np.random.default_rng(1)
+    attributions = _maps(rng, (20, 20))
+    humans = _maps(rng, (24, 16))  # another size: resized inside
+    a = np.stack([x for x in attributions for _ in humans])
+    h = np.stack([y for _ in attributions for y in humans])
+    options = ScoringOptions(k=0.1, size=32, tie_policy=tie_policy, dice=dice)
+    fast = score(a, h, k=0.1, size=32, tie_policy=tie_policy, dice=dice)
+    for i in range(len(a)):
+        expected = score_pair_reference(a[i], h[i], options)
+        for metric in METRICS:
+            assert fast.loc[i, metric] == pytest.approx(expected[metric], rel=1e-9, abs=1e-12), (i, metric)
+
+
+def test_constant_and_nan_maps_give_nan_with_a_reason_not_a_crash():
+    rng = np.random.default_rng(0)
+    good = rng.random((8, 8))
+    constant = np.full((8, 8), 0.3)
+    zeros = np.zeros((8, 8))
+    with_nan = good.copy()
+    with_nan[2, 3] = np.nan
+    frame = score(np.stack([constant, good, zeros, with_nan]), np.stack([good, constant, good, good]), size=8)
+    assert frame[list(METRICS)].isna().all().all()
+    assert list(frame["undefined"]) == ["attribution_constant", "human_constant", "attribution_constant",
+                                        "attribution_non_finite"]
+    reference = score_pair_reference(constant, good, ScoringOptions(size=8))
+    assert np.isnan(reference["rank_corr"]) and reference["undefined"] == "attribution_constant"
+
+
+def test_rank_corr_is_scipy_spearman_with_average_ranks():
+    rng = np.random.default_rng(3)
+    a = np.round(rng.random((16, 16)) * 3)
+    h = rng.random((16, 16))
+    frame = score(a[None], h[None], size=16)
+    assert frame.loc[0, "rank_corr"] == pytest.approx(scipy.stats.spearmanr(a.ravel(), h.ravel()).statistic, abs=1e-12)
+    assert average_ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
+    assert np.allclose(average_ranks(a.ravel()), scipy.stats.rankdata(a.ravel()))
+
+
+def test_top_k_tie_policies_by_hand():
+    values = np.array([5.0, 1.0, 3.0, 3.0, 3.0, 0.0])
+    # 3 highest: 5, then two of the three 3s -> lowest indices first
+    assert np.flatnonzero(top_k_region(values, 3, "exact")).tolist() == [0, 2, 3]
+    # include: every value >= the 3rd largest (3)
+    assert np.flatnonzero(top_k_region(values, 3, "include")).tolist() == [0, 2, 3, 4]
+
+
+def test_region_metrics_by_hand_on_a_4x4_map():
+    a = np.zeros((4, 4))
+    h = np.zeros((4, 4))
+    a[0, :2] = [2.0, 1.5]             # attribution top-2: (0,0), (0,1)
+    h[0, 1], h[1, 1] = 2.0, 1.0       # human top-2: (0,1), (1,1)
+    a += np.arange(16).reshape(4, 4) * 1e-3
+    h += np.arange(16).reshape(4, 4) * 1e-4
+    frame = score(a[None], h[None], k=2 / 16, size=4, dice="hard")
+    row = frame.iloc[0]
+    assert row["disc_intersect"] == 1
+    assert row["iou"] == pytest.approx(1 / 3)
+    assert row["precision"] == row["recall"] == row["f1"] == row["dice"] == pytest.approx(0.5)
+
+
+def test_intersect_has_the_papers_magnitude_for_uniform_like_maps():
+    rng = np.random.default_rng(0)
+    a = 1 + 1e-3 * rng.random((1, 448, 448))
+    h = 1 + 1e-3 * rng.random((1, 448, 448))
+    frame = score(a, h, size=448, steps=["unit_sum"])
+    assert frame.loc[0, "intersect"] == pytest.approx(1 / 448 ** 2, rel=1e-3)
+
+
+def test_bad_arguments_name_the_option():
+    with pytest.raises(ValueError, match="k: 1.5"):
+        score(np.ones((1, 4, 4)), np.ones((1, 4, 4)), k=1.5)
+    with pytest.raises(ValueError, match="scoring.tie_policy"):
+        score(np.ones((1, 4, 4)), np.ones((1, 4, 4)), tie_policy="random")
+    with pytest.raises(ValueError, match="same B"):
+        score(np.ones((2, 4, 4)), np.ones((1, 4, 4)))
