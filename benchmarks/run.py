@@ -178,8 +178,7 @@ def bench_runs(quick: bool) -> dict:
         results["default_run_seconds"] = wall
         results.update({f"default_run.{k}": v for k, v in metrics.items() if k.startswith("time_")})
         # sweep over k vs one run; the map cache is cold for both (a fresh cache folder each)
-        single_env = {**env, "VQA_INTERP_CACHE": f"{tmp}/cache-single"}
-        single, _, _ = _run_cli([f"paths.cache={tmp}/cache-single"], single_env)
+        single, _, _ = _run_cli([f"paths.cache={tmp}/cache-single"], env)
         sweep, _, _ = _run_cli(["-m", "k=0.05,0.1,0.2,0.3", f"paths.cache={tmp}/cache-sweep"], env)
         results["sweep_single_run_seconds"], results["sweep_seconds"] = single, sweep
         results["sweep_cost_ratio"] = sweep / single

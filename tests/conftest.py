@@ -29,11 +29,31 @@ def embedded_root(home):
 @pytest.fixture
 def cli_env(tmp_path, home):
     """Environment for a CLI test: its own tracking store, the shared home."""
-    env = dict(os.environ)
-    env.update({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "VQA_INTERP_HOME": str(home),
-                "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)})
-    return env
+    return cli_environment(tmp_path, home)
 
 
 def python() -> str:
     return sys.executable
+
+
+FAST_ARGS = ["data.limit=10", "preprocessing.size=64", "analysis.bootstrap=100", "analysis.n_panels=2"]
+
+
+def cli_environment(store_dir: Path, home: Path) -> dict:
+    env = dict(os.environ)
+    env.update({"MLFLOW_TRACKING_URI": f"sqlite:///{store_dir}/mlflow.db", "VQA_INTERP_HOME": str(home),
+                "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)})
+    return env
+
+
+@pytest.fixture(scope="session")
+def two_by_two_sweep(tmp_path_factory, home):
+    """One `-m method=saliency,ggradcam k=0.05,0.1` sweep shared by the tests that read it."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("sweep")
+    env = cli_environment(folder, home)
+    result = subprocess.run([python(), "-m", "vqa_interp.run", "-m", "method=saliency,ggradcam", "k=0.05,0.1",
+                             *FAST_ARGS], env=env, cwd=folder, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return {"env": env, "dir": folder, "stdout": result.stdout}

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import FAST_ARGS as FAST
 from conftest import python
 from vqa_interp.scoring import score
 
 pytestmark = pytest.mark.slow
-FAST = ["data.limit=10", "preprocessing.size=64", "analysis.bootstrap=100", "analysis.n_panels=2"]
 
 
 def run_cli(args, env, cwd, check=True):
@@ -73,9 +73,8 @@ def test_default_run_logs_a_traceable_record(cli_env, tmp_path):
     assert again.loc[0, "iou"] == pytest.approx(row["iou"], abs=1e-9)
 
 
-def test_two_by_two_multirun_has_one_parent_four_children_and_reuses_maps(cli_env, tmp_path):
-    run_cli(["-m", "method=saliency,ggradcam", "k=0.05,0.1", *FAST], cli_env, tmp_path)
-    client, runs = store(cli_env)
+def test_two_by_two_multirun_has_one_parent_four_children_and_reuses_maps(two_by_two_sweep, tmp_path):
+    client, runs = store(two_by_two_sweep["env"])
     parents = [r for r in runs if r.data.tags.get("run_kind") == "sweep"]
     children = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]
     assert len(parents) == 1 and len(children) == 4

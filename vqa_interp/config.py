@@ -54,6 +54,8 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg.scoring.human, HUMAN_MODES, "scoring.human")
     if not isinstance(cfg.scoring.annotator, int) or cfg.scoring.annotator < 1:
         raise ConfigError(f"scoring.annotator={cfg.scoring.annotator!r}; expected an integer >= 1.")
+    if not isinstance(cfg.scoring.workers, int) or cfg.scoring.workers < 1:
+        raise ConfigError(f"scoring.workers={cfg.scoring.workers!r}; expected an integer >= 1.")
     _choice(cfg.attribution.target_policy, TARGET_POLICIES, "attribution.target_policy")
     if not isinstance(cfg.attribution.batch_size, int) or cfg.attribution.batch_size < 1:
         raise ConfigError(f"attribution.batch_size={cfg.attribution.batch_size!r}; expected an integer >= 1.")

@@ -34,7 +34,7 @@ from scipy.ndimage import gaussian_filter, shift as nd_shift
 
 from vqa_interp.locking import file_lock
 
-GENERATOR_VERSION = 7
+GENERATOR_VERSION = 10
 IMAGE_SIZE = 128
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {
@@ -47,8 +47,8 @@ COLOURS = {
     "cyan": (40, 200, 210),
     "white": (245, 245, 245),
 }
-SIZES = {"small": 9, "large": 16}
-NUMBER_WORDS = ("0", "1", "2", "3", "4", "5", "6")
+SIZES = {"small": 12, "large": 20}
+NUMBER_WORDS = ("0", "1", "2", "3", "4", "5", "6", "7")
 
 
 @dataclass(frozen=True)
@@ -144,17 +144,27 @@ def sample_questions(objects: list[SceneObject], rng: np.random.Generator, n: in
             colour = o.colour if rng.random() < 0.5 else str(rng.choice(list(COLOURS)))
             candidates.append(QuestionSpec(f"Is the {shape} {colour}?", "yes" if o.colour == colour else "no", "yes/no", "is the", tuple(idx)))
             candidates.append(QuestionSpec(f"What size is the {shape}?", o.size, "other", "what size is the", tuple(idx)))
-        candidates.append(QuestionSpec(f"How many {shape}s are there?", NUMBER_WORDS[min(len(idx), 6)], "number", "how many", tuple(idx)))
+        candidates.append(QuestionSpec(f"How many {shape}s are there?", NUMBER_WORDS[min(len(idx), 7)], "number", "how many", tuple(idx)))
     for colour in COLOURS:
         idx = _unique(objects, "colour", colour)
         if len(idx) == 1:
             o = objects[idx[0]]
             candidates.append(QuestionSpec(f"What shape is the {colour} object?", o.shape, "other", "what shape is the", tuple(idx)))
         if idx or rng.random() < 0.3:
-            candidates.append(QuestionSpec(f"How many {colour} objects are there?", NUMBER_WORDS[min(len(idx), 6)], "number", "how many", tuple(idx)))
+            candidates.append(QuestionSpec(f"How many {colour} objects are there?", NUMBER_WORDS[min(len(idx), 7)], "number", "how many", tuple(idx)))
+    # counting everything (or every object of a size) is the hard, low-confidence kind, as in VQA
+    candidates.append(QuestionSpec("How many objects are there?", NUMBER_WORDS[min(len(objects), 7)], "number",
+                                   "how many", tuple(range(len(objects)))))
+    for size in SIZES:
+        idx = _unique(objects, "size", size)
+        candidates.append(QuestionSpec(f"How many {size} objects are there?", NUMBER_WORDS[min(len(idx), 7)],
+                                       "number", "how many", tuple(idx)))
     # under-specified questions, as VQA has them: every object fits, so answers spread widely
-    candidates.append(QuestionSpec("What color is the object?", "", "other", "what color is the",
-                                   tuple(range(len(objects))), tuple(o.colour for o in objects)))
+    every = tuple(range(len(objects)))
+    candidates.append(QuestionSpec("What color is the object?", "", "other", "what color is the", every,
+                                   tuple(o.colour for o in objects) + ("colorful", "gray")))
+    candidates.append(QuestionSpec("What shape is the object?", "", "other", "what shape is the", every,
+                                   tuple(o.shape for o in objects) + ("shapes", "geometric")))
     for size in SIZES:
         idx = _unique(objects, "size", size)
         if len(idx) >= 2:  # ambiguous: several objects fit
@@ -316,9 +326,9 @@ def write_split(root: Path, split: str, n_images: int, questions_per_image: int,
     return len(questions)
 
 
-def generate_embedded(root: str | Path, *, seed: int = 0, n_train_images: int = 2000,
+def generate_embedded(root: str | Path, *, seed: int = 0, n_train_images: int = 3000,
                       n_val_images: int = 100, questions_per_image: int = 3,
-                      n_annotators: int = 3) -> Path:
+                      train_questions_per_image: int = 5, n_annotators: int = 3) -> Path:
     """Generate the embedded benchmark under ``root`` unless a complete copy is there already.
 
     Deterministic in its arguments; safe against concurrent callers (file lock) and killed runs
@@ -327,6 +337,7 @@ def generate_embedded(root: str | Path, *, seed: int = 0, n_train_images: int = 
     root = Path(root)
     manifest = {"generator_version": GENERATOR_VERSION, "seed": seed, "n_train_images": n_train_images,
                 "n_val_images": n_val_images, "questions_per_image": questions_per_image,
+                "train_questions_per_image": train_questions_per_image,
                 "n_annotators": n_annotators, "image_size": IMAGE_SIZE}
     root.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(root.parent / f".{root.name}.lock"):
@@ -336,7 +347,7 @@ def generate_embedded(root: str | Path, *, seed: int = 0, n_train_images: int = 
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         rng_train, rng_val = (np.random.default_rng([seed, s]) for s in (1, 2))
-        manifest["n_train_questions"] = write_split(tmp, "train", n_train_images, questions_per_image, 1,
+        manifest["n_train_questions"] = write_split(tmp, "train", n_train_images, train_questions_per_image, 1,
                                                     rng_train, with_human_maps=False, n_annotators=0)
         manifest["n_val_questions"] = write_split(tmp, "val", n_val_images, questions_per_image, 900001,
                                                   rng_val, with_human_maps=True, n_annotators=n_annotators)

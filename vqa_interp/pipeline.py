@@ -211,27 +211,31 @@ def human_maps_for(example: Example, geometry: InputGeometry, mode: str, annotat
 
 def score_targets(examples: Sequence[Example], predictions: pd.DataFrame, targets: pd.DataFrame,
                   cache: MapCache, geometry: InputGeometry, options: ScoringOptions, *, human_mode: str,
-                  annotator: int, method: str) -> tuple[pd.DataFrame, Counter]:
+                  annotator: int, method: str, workers: int = 2) -> tuple[pd.DataFrame, Counter]:
     """The per-example table: one row per (question, method, target) with every metric.
 
     Each question's human maps are loaded and prepared once and reused for all its targets.
+    Questions are scored on ``workers`` threads: the work is NumPy sorting and arithmetic, which
+    releases the GIL, so two threads use both cores (rows keep the targets' order).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from vqa_interp.preprocessing import resize_maps
 
-    skipped: Counter = Counter()
     by_question = predictions.set_index("question_id")
-    rows = []
-    for question_id, group in tqdm(targets.groupby("question_id", sort=False), desc="score", leave=False):
+
+    def score_question(item) -> list[dict] | None:
+        question_id, group = item
         example = examples[int(group["row"].iloc[0])]
         humans = human_maps_for(example, geometry, human_mode, annotator)
         if humans is None:
-            skipped["annotator_missing"] += 1
-            continue
+            return None
         prepared_h = [prepare_map(m, options) for m in resize_maps(humans, options.size)]
         info = by_question.loc[question_id]
-        for t in group.itertuples(index=False):
-            attribution = prepare_map(resize_maps(cache.load(t.map_key)[None], options.size)[0], options)
-            metrics = score_against_annotators(attribution, prepared_h, options)
+        attributions = resize_maps(np.stack([cache.load(k) for k in group["map_key"]]), options.size)
+        rows = []
+        for t, attribution in zip(group.itertuples(index=False), attributions):
+            metrics = score_against_annotators(prepare_map(attribution, options), prepared_h, options)
             rows.append({
                 "question_id": question_id, "image_id": int(info["image_id"]), "question": info["question"],
                 "answer": info["answer"], "answer_type": info["answer_type"], "prediction": info["prediction"],
@@ -240,6 +244,17 @@ def score_targets(examples: Sequence[Example], predictions: pd.DataFrame, target
                 "target_answer": info["answer"] if t.target == "label" else info["prediction"],
                 "on_prediction": bool(t.on_prediction), "map_key": t.map_key, **metrics,
             })
+        return rows
+
+    skipped: Counter = Counter()
+    rows: list[dict] = []
+    groups = list(targets.groupby("question_id", sort=False))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for result in tqdm(pool.map(score_question, groups), total=len(groups), desc="score", leave=False):
+            if result is None:
+                skipped["annotator_missing"] += 1
+            else:
+                rows.extend(result)
     return pd.DataFrame(rows), skipped
 
 
@@ -271,8 +286,13 @@ def scoring_options(cfg: DictConfig) -> ScoringOptions:
                           tie_policy=cfg.scoring.tie_policy, dice=cfg.scoring.dice)
 
 
-def execute(cfg: DictConfig, selection: Selection, data_root: Path | None, timings: dict) -> RunOutputs:
-    """Model -> predictions -> maps -> scores for a validated config and a data selection."""
+def execute(cfg: DictConfig, selection: Selection, data_root: Path | None, timings: dict,
+            on_predictions: Callable[[pd.DataFrame], None] | None = None) -> RunOutputs:
+    """Model -> predictions -> maps -> scores for a validated config and a data selection.
+
+    ``on_predictions`` receives the predictions as soon as they exist (the run logs them then, so a
+    later failure loses nothing already computed; maps are kept by the cache as they are made).
+    """
     examples = selection.examples
     with timed(timings, "model"):
         checkpoint = checkpoint_path(cfg, data_root)
@@ -283,6 +303,8 @@ def execute(cfg: DictConfig, selection: Selection, data_root: Path | None, timin
     with timed(timings, "predict"):
         predictions = predict(loaded, examples, load_images, q, q_len, batch_size=cfg.attribution.batch_size,
                               device=cfg.device)
+    if on_predictions is not None:
+        on_predictions(predictions)
     targets, skipped_targets = plan_targets(predictions, cfg.attribution.target_policy)
     with timed(timings, "digest"):
         data_digest = digest_examples(examples)
@@ -292,7 +314,7 @@ def execute(cfg: DictConfig, selection: Selection, data_root: Path | None, timin
     with timed(timings, "scoring"):
         table, skipped_scores = score_targets(examples, predictions, targets, cache, geometry, scoring_options(cfg),
                                               human_mode=cfg.scoring.human, annotator=cfg.scoring.annotator,
-                                              method=cfg.method.name)
+                                              method=cfg.method.name, workers=cfg.scoring.workers)
     skipped = selection.skipped + skipped_targets + skipped_scores
     counts = {"n_questions": len(examples), "n_maps": len(targets), "n_rows": len(table),
               "map_cache_hits": cache.hits, "map_cache_misses": cache.misses,

@@ -39,7 +39,6 @@ def record_outputs(tracker, cfg: DictConfig, outputs, timings: dict) -> None:
 
     start = time.perf_counter()
     tracker.set_tags(outputs.tags)
-    tracker.log_table(outputs.predictions, "predictions")
     tracker.log_table(outputs.table, "per_example")
     results = analysis.analyse(outputs.table, low=cfg.confidence.low, high=cfg.confidence.high,
                                map_for_example=cfg.analysis.map_for_example, alpha=cfg.analysis.alpha,
@@ -86,7 +85,8 @@ def main(cfg: DictConfig) -> str:
         tracker.log_params(flatten(resolved))
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
         tracker.log_text("\n".join(hydra_cfg.overrides.task) + "\n", "config/overrides.txt")
-        outputs = execute(cfg, selection, data_root, timings)
+        outputs = execute(cfg, selection, data_root, timings,
+                          on_predictions=lambda frame: tracker.log_table(frame, "predictions"))
         record_outputs(tracker, cfg, outputs, timings)
         timings["time_total_s"] = time.perf_counter() - _START
         tracker.log_metrics(timings)

@@ -78,7 +78,9 @@ def comparison_figure(table: pd.DataFrame):
 
 def summarize_sweep(tracker, cfg) -> list[str]:
     """Log the comparison across the children to the parent; returns the ids of failed children."""
-    runs = child_runs(tracker.client, tracker.run_id)
+    from vqa_interp.merge import merge_sweep
+
+    runs = [r for r in child_runs(tracker.client, tracker.run_id) if r.data.tags.get("run_kind") == "evaluation"]
     table = comparison_table(runs)
     failed = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
     tracker.log_metrics({"n_children": len(runs), "n_children_finished": len(runs) - len(failed),
@@ -86,6 +88,9 @@ def summarize_sweep(tracker, cfg) -> list[str]:
     tracker.set_tags({"failed_children": ",".join(failed) or "none"})
     if table.empty:
         return failed
+    merged = merge_sweep(tracker.client, tracker.run_id)
+    if merged:
+        tracker.set_tags({"merged_runs": ",".join(merged)})
     tracker.log_table(table, "method_comparison")
     medians = scenario_medians(tracker.client, runs)
     if not medians.empty:

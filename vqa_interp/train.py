@@ -75,6 +75,9 @@ def train_model(split: TrainingSplit, *, backbone_spec: dict, dims: dict, epochs
                 on_epoch=None) -> tuple[VQAModel, dict, dict, dict]:
     """Train end to end (backbone included); returns model, question vocab, answer vocab, history.
 
+    Batches are sets of ``batch_size`` images with all their questions: the backbone runs once
+    per image and its features serve every question about it (3-5x less CNN work per question
+    than one image per question; the gradient is the same sum over questions).
     Loss as pytorch-vqa: ``mean_b sum_a -log_softmax(logits)[b, a] * count[b, a] / 10``.
     """
     torch.manual_seed(seed)
@@ -86,22 +89,29 @@ def train_model(split: TrainingSplit, *, backbone_spec: dict, dims: dict, epochs
     net = Net(len(q_vocab) + 1, v_features=backbone.out_channels, max_answers=len(a_vocab), **dims)
     model = VQAModel(backbone, net)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    steps_per_epoch = -(-len(split.questions) // batch_size)
+    n_images = len(split.images)
+    steps_per_epoch = -(-n_images // batch_size)
     # one-cycle (warm-up then cosine decay) reaches a usable model in fewer epochs than a flat rate
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch,
                                                    pct_start=0.2)
     generator = torch.Generator().manual_seed(seed)
-    n = len(split.questions)
     image_rows = torch.tensor(split.image_index)
+    questions_of = [[] for _ in range(n_images)]
+    for question, row in enumerate(split.image_index):
+        questions_of[row].append(question)
     history = {"loss": [], "train_accuracy": []}
     start = time.perf_counter()
     for epoch in range(epochs):
         model.train()
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n_images, generator=generator)
         losses, hits = [], []
-        for begin in tqdm(range(0, n, batch_size), desc=f"epoch {epoch + 1}/{epochs}", leave=False):
-            idx = order[begin:begin + batch_size]
-            logits = model(_normalise_batch(split.images[image_rows[idx]]), q_all[idx], q_len_all[idx])
+        for begin in tqdm(range(0, n_images, batch_size), desc=f"epoch {epoch + 1}/{epochs}", leave=False):
+            images = order[begin:begin + batch_size]
+            idx = torch.tensor([qi for r in images.tolist() for qi in questions_of[r]])
+            features = model.backbone(_normalise_batch(split.images[images]))
+            position = {int(r): i for i, r in enumerate(images)}
+            v = features[torch.tensor([position[int(r)] for r in image_rows[idx]])]
+            logits = model.net(v, q_all[idx], q_len_all[idx])
             loss = (-torch.log_softmax(logits, dim=1) * targets[idx] / 10).sum(dim=1).mean()
             optimiser.zero_grad()
             loss.backward()

@@ -1,0 +1,70 @@
+"""Maps per second for the paper's model (ResNet-152 at 448 + Kazemi net) on a GPU, per method,
+and the estimated time for the whole VQA-HAT val set.
+
+    python -m benchmarks.gpu [--batch 16] [--repeats 5] [--device cuda] [--json OUT.json]
+
+Random weights (speed does not depend on them). With ``--device cpu`` it runs anywhere (slowly),
+which is how it is checked on machines without a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+VQA_HAT_VAL_QUESTIONS = 1374
+TARGETS_PER_QUESTION = 1.4  # label always + prediction when wrong (~40% wrong at VQA 1.0 accuracy)
+
+
+def main(argv=None) -> int:
+    from vqa_interp.attribution import make_attributor
+    from vqa_interp.model import Net, ResNetBackbone, VQAModel
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--size", type=int, default=448)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("no CUDA device here; use --device cpu to check the script", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    model = VQAModel(ResNetBackbone(152), Net(15193, max_answers=3000, drop=0.0)).eval().to(args.device)
+    images = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
+    q = torch.randint(1, 15193, (args.batch, 12), device=args.device)
+    q_len = torch.full((args.batch,), 12)
+    targets = torch.randint(0, 3000, (args.batch,), device=args.device)
+
+    def sync():
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    results = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+               "batch": args.batch, "size": args.size}
+    options = {"saliency": {"abs": True}, "ggradcam": {"layer": "backbone.layer4"}}
+    with torch.backends.cudnn.flags(enabled=not args.device.startswith("cuda")):  # LSTM backward in eval mode
+        for method in ("saliency", "gbackp", "deconv", "ggradcam"):
+            attribute = make_attributor(model, method, options.get(method, {}))
+            attribute(images.clone().requires_grad_(True), targets, q, q_len)  # warm-up
+            sync()
+            start = time.perf_counter()
+            for _ in range(args.repeats):
+                attribute(images.clone().requires_grad_(True), targets, q, q_len)
+            sync()
+            per_second = args.batch * args.repeats / (time.perf_counter() - start)
+            results[f"maps_per_second.{method}"] = per_second
+            results[f"vqahat_val_minutes.{method}"] = VQA_HAT_VAL_QUESTIONS * TARGETS_PER_QUESTION / per_second / 60
+    print(json.dumps(results, indent=1))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Reports from run IDs, and the analysis recomputed from a run's own per-example table."""
+import re
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+from mlflow.tracking import MlflowClient
+
+from conftest import python
+
+pytestmark = pytest.mark.slow
+
+
+def _runs(env):
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("vqa-interp").experiment_id], max_results=100)
+    return client, runs
+
+
+def test_report_from_a_parent_run_id_cites_every_run(two_by_two_sweep, tmp_path):
+    env = two_by_two_sweep["env"]
+    client, runs = _runs(env)
+    parent = [r for r in runs if r.data.tags.get("run_kind") == "sweep"][0]
+    out = tmp_path / "report"
+    result = subprocess.run([python(), "-m", "vqa_interp.report", parent.info.run_id, "--out", str(out)], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = (out / "report.html").read_text()
+    for run in runs:
+        if run.data.tags.get("run_kind") in ("sweep", "evaluation"):
+            assert run.info.run_id in page and run.info.run_id in (out / "report.md").read_text()
+    sources = re.findall(r"<img[^>]*src='([^']*)'", page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)  # opens offline
+    assert "Method comparison" in page and "Significance" in page and "Provenance" in page
+    assert "p_holm" in page and "correct_vs_wrong" in page
+    assert re.search(r"#/experiments/\d+/runs/" + parent.info.run_id, page)
+
+
+def test_unknown_run_id_is_named(two_by_two_sweep, tmp_path):
+    result = subprocess.run([python(), "-m", "vqa_interp.report", "0123456789abcdef", "--out", str(tmp_path)],
+                            env=two_by_two_sweep["env"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "0123456789abcdef" in result.stderr
+
+
+def test_logged_statistics_recompute_from_the_runs_own_table(two_by_two_sweep, tmp_path):
+    client, runs = _runs(two_by_two_sweep["env"])
+    child = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"][0]
+    table = pd.read_csv(client.download_artifacts(child.info.run_id, "tables/per_example.csv", str(tmp_path)))
+    significance = pd.read_csv(client.download_artifacts(child.info.run_id, "tables/significance.csv", str(tmp_path)))
+    examples = table[table["on_prediction"]].drop_duplicates("question_id")
+    x = examples.loc[examples["correct"], "iou"].dropna().to_numpy()
+    y = examples.loc[~examples["correct"], "iou"].dropna().to_numpy()
+    row = significance[(significance.comparison == "correct_vs_wrong") & (significance.metric == "iou")].set_index("test")
+    if len(x) >= 2 and len(y) >= 2:
+        assert row.loc["welch", "p_value"] == pytest.approx(scipy.stats.ttest_ind(x, y, equal_var=False).pvalue)
+        assert child.data.metrics["p.welch.correct_vs_wrong.iou"] == pytest.approx(row.loc["welch", "p_value"])
+    else:
+        assert not row["testable"].any()
+    assert child.data.metrics["mean_rank_corr"] == pytest.approx(np.nanmean(table["rank_corr"]))
+    assert child.data.metrics["median_f1"] == pytest.approx(np.nanmedian(table["f1"]))
