@@ -59,22 +59,32 @@ def save_checkpoint(path: str | Path, model: VQAModel, *, question_vocab: dict[s
     write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint dict with ``weights_only=True``; clear errors for missing/unsafe files."""
+CHECKPOINT_SOURCE = ("a pytorch-vqa checkpoint (e.g. 2017-08-04_00.55.19.pth from the v1.0 release of "
+                     "https://github.com/Cyanogenoid/pytorch-vqa)")
+BACKBONE_SOURCE = ("torchvision's ResNet-152 ImageNet weights (resnet152-394f9c45.pth, published at "
+                   "https://download.pytorch.org/models/resnet152-394f9c45.pth; it may also sit in "
+                   "$TORCH_HOME/hub/checkpoints/)")
+
+
+def _safe_load(path: str | Path, key: str, expected: str):
+    """``torch.load(weights_only=True)`` with errors that name ``key``, the file and what belongs there."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(
-            f"model.checkpoint: {path} does not exist. Expected a pytorch-vqa checkpoint (e.g. "
-            "2017-08-04_00.55.19.pth from the v1.0 release of https://github.com/Cyanogenoid/pytorch-vqa). "
-            "Place it there or set model.checkpoint=FILE.")
+        raise CheckpointError(f"{key}: {path} does not exist. Expected {expected}. "
+                              f"Place it there or set {key}=FILE.")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"model.checkpoint: {path} needs arbitrary code to unpickle, which is refused for safety "
+            f"{key}: {path} needs arbitrary code to unpickle, which is refused for safety "
             f"(torch.load weights_only=True). Re-save it as plain tensors/dicts/lists. Detail: {exc}") from exc
     except Exception as exc:  # corrupt zip, not a torch file ...
-        raise CheckpointError(f"model.checkpoint: {path} is not a readable torch checkpoint ({exc}).") from exc
+        raise CheckpointError(f"{key}: {path} is not a readable torch file ({exc}). Expected {expected}.") from exc
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint dict with ``weights_only=True``; clear errors for missing/unsafe files."""
+    payload = _safe_load(path, "model.checkpoint", CHECKPOINT_SOURCE)
     missing = [k for k in ("weights", "vocab") if not isinstance(payload, dict) or k not in payload]
     if missing:
         raise CheckpointError(f"model.checkpoint: {path} lacks {missing}; expected a pytorch-vqa checkpoint "
@@ -88,16 +98,7 @@ def _strip_module(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def load_backbone_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A torchvision ResNet state_dict file (e.g. ``resnet152-394f9c45.pth``), read safely."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"model.backbone_weights: {path} does not exist. Expected torchvision's ResNet-152 ImageNet "
-            "weights (resnet152-394f9c45.pth, published at https://download.pytorch.org/models/resnet152-394f9c45.pth). "
-            "Place it there (or in $TORCH_HOME/hub/checkpoints/) or set model.backbone_weights=FILE.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"model.backbone_weights: {path} needs arbitrary code to unpickle; refused.") from exc
+    state = _safe_load(path, "model.backbone_weights", BACKBONE_SOURCE)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     return _strip_module(state)

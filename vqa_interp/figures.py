@@ -75,7 +75,10 @@ def mean_differences(significance: pd.DataFrame, method: str) -> plt.Figure:
         ax.barh(y, np.nan_to_num(diff), color=colours, xerr=np.nan_to_num(np.abs(err)), capsize=2)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(y, BOUNDED_METRICS)
-        ax.set_title(name.replace("_", " "), fontsize=8)
+        testable = part["testable"].fillna(False).astype(bool).any()
+        n1, n2 = part["n1"].max(), part["n2"].max()
+        ax.set_title(name.replace("_", " ") + f"\n(n={n1:.0f} vs {n2:.0f}" + ("" if testable else ", not testable")
+                     + ")", fontsize=8)
     fig.suptitle(f"{method}: mean differences (red: Holm-significant)")
     fig.tight_layout()
     return fig

@@ -206,12 +206,10 @@ class MlflowSweepCallback(Callback):
         self.cfg: DictConfig | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra.core.hydra_config import HydraConfig
-
         self.cfg = config
-        sweep_dir = Path(HydraConfig.get().sweep.dir)
+        sweep_dir = Path(config.hydra.sweep.dir)  # HydraConfig is not set yet in this hook
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        overrides = list(HydraConfig.get().overrides.task)
+        overrides = list(config.hydra.overrides.task)
         self.tracker = start_run(config, f"sweep-{sweep_dir.name}",
                                  tags={"run_kind": "sweep", "hydra_sweep_dir": str(sweep_dir.resolve()),
                                        "sweep_overrides": " ".join(overrides)})
