@@ -215,8 +215,10 @@ def score_targets(examples: Sequence[Example], predictions: pd.DataFrame, target
     """The per-example table: one row per (question, method, target) with every metric.
 
     Each question's human maps are loaded and prepared once and reused for all its targets.
-    Questions are scored on ``workers`` threads: the work is NumPy sorting and arithmetic, which
-    releases the GIL, so two threads use both cores (rows keep the targets' order).
+    ``workers > 1`` scores questions on threads (rows keep the targets' order). NumPy's sort
+    releases the GIL, but on these 2-core VMs two threads were not faster (5.1 s vs 5.6 s for
+    the default run's 406 pairs: page faults of the threads' malloc arenas serialise), so the
+    default is 1.
     """
     from concurrent.futures import ThreadPoolExecutor
 

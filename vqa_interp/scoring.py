@@ -36,6 +36,27 @@ import pandas as pd
 
 from vqa_interp.preprocessing import STEPS, apply_steps, resize_maps
 
+def _keep_freed_buffers_in_the_heap() -> None:
+    """Ask glibc to keep freed multi-MB buffers instead of returning them to the OS.
+
+    Scoring a 448x448 map allocates about a dozen 1.6 MB arrays; by default glibc serves each with
+    a fresh ``mmap`` and unmaps it on free, so every map pays hundreds of page faults (measured on
+    these 2-core VMs: 11.7 -> 8.2 ms per map). Raising the mmap and trim thresholds to 32/64 MB lets
+    the heap reuse them. A no-op where glibc's ``mallopt`` is not available.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 32 * 1024 * 1024)   # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 * 1024 * 1024)   # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+_keep_freed_buffers_in_the_heap()
+
 METRICS = ("rank_corr", "intersect", "disc_intersect", "iou", "dice", "precision", "recall", "f1")
 TIE_POLICIES = ("exact", "include")
 DICE_KINDS = ("soft", "hard")
@@ -84,19 +105,28 @@ class PreparedMap:
 
 
 def _ranks_from_sorted(order: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
-    """Average ranks (1..n, ties averaged) given ``order = argsort(values)`` and ``values[order]``."""
+    """Average ranks (1..n, ties averaged) given ``order = argsort(values)`` and ``values[order]``.
+
+    Hand-written rather than ``scipy.stats.rankdata`` so that the one sort of a map also serves
+    its top-k region; runs of equal values get their mean rank with one ``np.repeat``.
+    """
     n = sorted_values.size
     ranks = np.empty(n, np.float64)
     new_run = np.empty(n, bool)
     new_run[0] = True
     np.not_equal(sorted_values[1:], sorted_values[:-1], out=new_run[1:])
-    if new_run.all():  # no ties: the common case for upsampled gradient maps
-        ranks[order] = np.arange(1, n + 1, dtype=np.float64)
-        return ranks
-    run_id = np.cumsum(new_run) - 1
+    sorted_ranks = np.arange(1, n + 1, dtype=np.float64)
     starts = np.flatnonzero(new_run)
-    ends = np.append(starts[1:], n)                  # exclusive
-    ranks[order] = ((starts + ends + 1) / 2.0)[run_id]  # mean of ranks starts+1 .. ends
+    if starts.size < n:
+        # only runs of ties need their mean rank; they are few (or few and long), so expanding
+        # just them is much cheaper than expanding every run
+        lengths = np.diff(np.append(starts, n))
+        tied = lengths > 1
+        tie_starts, tie_lengths = starts[tied], lengths[tied]
+        first = np.repeat(tie_starts, tie_lengths)
+        offset = np.arange(first.size) - np.repeat(np.cumsum(tie_lengths) - tie_lengths, tie_lengths)
+        sorted_ranks[first + offset] = np.repeat((2 * tie_starts + tie_lengths + 1) / 2.0, tie_lengths)
+    ranks[order] = sorted_ranks
     return ranks
 
 
@@ -137,8 +167,10 @@ def prepare_map(resized: np.ndarray, options: ScoringOptions) -> PreparedMap:
     low, high = flat.min(), flat.max()
     if high == low:
         return PreparedMap(flat, flat, flat, 0.0, np.zeros(flat.size, bool), "constant")
-    minmax = (flat - low) / (high - low + options.eps)
-    if options.steps[:1] == ("minmax",):   # reuse the min-max map computed for soft Dice
+    minmax = (flat - low) * (1.0 / (high - low + options.eps))
+    if options.steps == ("minmax", "unit_sum"):   # the default, without apply_steps' copies
+        weights = minmax * (1.0 / (minmax.sum() + options.eps))
+    elif options.steps[:1] == ("minmax",):        # reuse the min-max map computed for soft Dice
         weights = apply_steps(minmax, options.steps[1:], options.eps)
     else:
         weights = apply_steps(flat, options.steps, options.eps)
