@@ -1,0 +1,24 @@
+"""The benchmark scripts run and their fast paths agree with the baselines (no timing asserted)."""
+import json
+
+import pytest
+
+from benchmarks import gpu
+from benchmarks.run import bench_scoring, to_markdown, verdicts
+
+
+def test_scoring_benchmark_fast_and_naive_agree():
+    results = bench_scoring(quick=True)
+    assert results["scoring_max_abs_difference"] < 1e-6
+    assert results["scoring_pairs"] == 16
+    report = {"command": "x", "date": "d", "machine": {"cpu": "c"}, "results": results, "verdicts": verdicts(results)}
+    assert "scoring_speedup" in to_markdown(report)
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_on_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    assert gpu.main(["--device", "cpu", "--batch", "1", "--repeats", "1", "--size", "64", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    for method in ("saliency", "gbackp", "deconv", "ggradcam"):
+        assert results[f"maps_per_second.{method}"] > 0 and results[f"vqahat_val_minutes.{method}"] > 0
