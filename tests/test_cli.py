@@ -99,18 +99,42 @@ def test_two_by_two_multirun_has_one_parent_four_children_and_reuses_maps(two_by
 
 
 def test_a_failing_job_is_marked_failed_and_the_parent_is_closed(cli_env, tmp_path):
-    result = run_cli(["-m", "method=ggradcam", "method.layer=backbone.layer4,backbone.nope", *FAST], cli_env,
-                     tmp_path, check=False)
+    """A 2x2 sweep (layer x k) where the two jobs on a layer that does not exist fail."""
+    result = run_cli(["-m", "method=ggradcam", "method.layer=backbone.layer4,backbone.nope", "k=0.05,0.1", *FAST],
+                     cli_env, tmp_path, check=False)
     assert result.returncode != 0
     client, runs = store(cli_env)
     parent = [r for r in runs if r.data.tags.get("run_kind") == "sweep"][0]
     children = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]
-    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
-    failed = [c for c in children if c.info.status == "FAILED"][0]
-    assert "method.layer" in failed.data.tags["error"]
-    assert parent.info.status == "FAILED" and parent.data.tags["failed_children"] == failed.info.run_id
+    assert sorted(c.info.status for c in children) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert all("method.layer" in c.data.tags["error"] and c.data.params["method.layer"] == "backbone.nope" for c in failed)
+    assert parent.info.status == "FAILED"
+    assert set(parent.data.tags["failed_children"].split(",")) == {c.info.run_id for c in failed}
     comparison = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/method_comparison.csv", str(tmp_path)))
-    assert sorted(comparison["status"]) == ["FAILED", "FINISHED"]
+    assert sorted(comparison["status"]) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
+    medians = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/scenario_medians_by_run.csv", str(tmp_path)))
+    assert set(medians["run_id"]) == {c.info.run_id for c in children if c.info.status == "FINISHED"}
+
+
+def test_train_command_trains_and_logs_a_checkpoint(tmp_path):
+    """`python -m vqa_interp.train` on a tiny embedded split (own home), logged to MLflow."""
+    from conftest import cli_environment
+
+    env = cli_environment(tmp_path, tmp_path / "home")
+    result = subprocess.run([python(), "-m", "vqa_interp.train", "data.n_train_images=40", "data.n_val_images=4",
+                             "model.train.epochs=2"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    run = client.search_runs([client.get_experiment_by_name("vqa-interp").experiment_id])[0]
+    assert run.info.status == "FINISHED" and run.data.tags["run_kind"] == "training"
+    assert run.data.metrics["epochs_run"] == 2 and "train_loss" in run.data.metrics
+    checkpoint = run.data.tags["checkpoint_path"]
+    assert checkpoint in result.stdout
+    from vqa_interp.checkpoint import read_checkpoint
+
+    payload = read_checkpoint(checkpoint)
+    assert all(k.startswith("module.") for k in payload["weights"]) and payload["vocab"]["answer"]
 
 
 @pytest.mark.parametrize("args,message", [

@@ -76,7 +76,38 @@ def comparison_figure(table: pd.DataFrame):
     return fig
 
 
-def summarize_sweep(tracker, cfg) -> list[str]:
+def close_parent(tracker, status: str = "FINISHED") -> str:
+    """Summarise the children into the parent and end it; FAILED if any child did not finish."""
+    try:
+        if summarize_sweep(tracker):
+            status = "FAILED"
+    except Exception as exc:  # the comparison must never leave the parent RUNNING
+        log.exception("sweep comparison failed")
+        tracker.set_tags({"sweep_summary_error": f"{type(exc).__name__}: {exc}"[:5000]})
+        status = "FAILED"
+    tracker.end(status)
+    return status
+
+
+def main(argv=None) -> int:
+    """``python -m vqa_interp.sweep PARENT_RUN_ID``: (re)build a sweep's comparison and close its
+    parent run, e.g. one left RUNNING by a killed multirun."""
+    import argparse
+    import os
+
+    from vqa_interp.tracking import RunTracker, client_for
+
+    parser = argparse.ArgumentParser(prog="python -m vqa_interp.sweep")
+    parser.add_argument("parent_run_id")
+    parser.add_argument("--status", default="FINISHED", choices=["FINISHED", "FAILED", "KILLED"])
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db"))
+    args = parser.parse_args(argv)
+    status = close_parent(RunTracker(client_for(args.tracking_uri), args.parent_run_id), args.status)
+    print(f"parent run {args.parent_run_id}: {status}")
+    return 0
+
+
+def summarize_sweep(tracker) -> list[str]:
     """Log the comparison across the children to the parent; returns the ids of failed children."""
     from vqa_interp.merge import merge_sweep
 
@@ -98,3 +129,9 @@ def summarize_sweep(tracker, cfg) -> list[str]:
     if (table["status"] == "FINISHED").any():
         tracker.log_figure(comparison_figure(table), "figures/method_comparison.png")
     return failed
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -219,23 +219,28 @@ class MlflowSweepCallback(Callback):
         print(f"MLflow parent run: {self.tracker.run_id}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._close("FINISHED")
+        self._close("FINISHED", in_process=True)
 
-    def _close(self, status: str) -> None:
+    def _close(self, status: str, in_process: bool = False) -> None:
+        """Summarise and end the parent. From ``atexit`` (a job failed and Hydra is exiting) the
+        work runs in a fresh process: at interpreter shutdown MLflow's artifact downloads, which
+        use a thread pool, are refused."""
         if self.tracker is None:
             return
         tracker, self.tracker = self.tracker, None
-        try:
-            from vqa_interp.sweep import summarize_sweep
-
-            failed = summarize_sweep(tracker, self.cfg)
-            if failed:
-                status = "FAILED"
-        except Exception as exc:  # the comparison must never leave the parent RUNNING
-            log.exception("sweep comparison failed")
-            with contextlib.suppress(Exception):
-                tracker.set_tags({"sweep_summary_error": f"{type(exc).__name__}: {exc}"})
-            status = "FAILED"
-        tracker.end(status)
         uri = resolve_tracking_uri(self.cfg.tracking.uri)
+        if in_process:
+            from vqa_interp.sweep import close_parent
+
+            status = close_parent(tracker, status)
+        else:
+            result = subprocess.run([sys.executable, "-m", "vqa_interp.sweep", tracker.run_id, "--status", status,
+                                     "--tracking-uri", uri], capture_output=True, text=True,
+                                    env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+                                        str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))})
+            if result.returncode != 0:
+                log.error("closing the sweep parent failed: %s", result.stderr[-2000:])
+                with contextlib.suppress(Exception):
+                    tracker.end("FAILED")
+            status = (result.stdout.strip().rsplit(" ", 1) or ["", status])[-1] or status
         print(f"MLflow parent run {tracker.run_id} closed ({status}). Open the UI: {ui_command(uri)}", flush=True)
