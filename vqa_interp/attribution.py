@@ -7,6 +7,7 @@ A method is one small adapter registered in :data:`METHODS` plus one config file
 from __future__ import annotations
 
 import operator
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -15,6 +16,10 @@ import torch
 from torch import nn
 
 from vqa_interp.preprocessing import reduce_channels
+
+# Captum warns on every Guided Backprop / DeconvNet call that it hooks the ReLU modules: that is the
+# method working as intended (the model has one ReLU module per call site), not a problem to report.
+warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
 
 AttributeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 METHODS: dict[str, Callable[[nn.Module, dict], AttributeFn]] = {}
