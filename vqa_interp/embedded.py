@@ -34,7 +34,7 @@ from scipy.ndimage import gaussian_filter, shift as nd_shift
 
 from vqa_interp.locking import file_lock
 
-GENERATOR_VERSION = 10
+GENERATOR_VERSION = 12
 IMAGE_SIZE = 128
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {
@@ -48,6 +48,13 @@ COLOURS = {
     "white": (245, 245, 245),
 }
 SIZES = {"small": 12, "large": 20}
+# what some human answerers say instead (VQA answers are free text: "red", "dark red", "maroon")
+SYNONYMS = {
+    "red": ("dark red", "maroon"), "green": ("dark green", "lime"), "blue": ("navy", "light blue"),
+    "yellow": ("gold",), "purple": ("violet",), "orange": ("dark orange",), "cyan": ("teal", "turquoise"),
+    "white": ("off white",), "circle": ("round", "ball"), "square": ("box", "rectangle"),
+    "triangle": ("pyramid",), "small": ("little", "tiny"), "large": ("big",),
+}
 NUMBER_WORDS = ("0", "1", "2", "3", "4", "5", "6", "7")
 
 
@@ -196,7 +203,15 @@ def sample_questions(objects: list[SceneObject], rng: np.random.Generator, n: in
     while len(chosen) < n and any(by_type.values()):
         types = sorted(t for t, qs in by_type.items() if qs)
         pool = by_type[types[int(rng.integers(len(types)))]]
-        chosen.append(pool.pop(int(rng.integers(len(pool)))))
+        # under-specified questions are 40% of "other" questions when the scene has them: they are
+        # where a model is unsure (real VQA has many), which the confidence analysis needs
+        ambiguous = [i for i, q in enumerate(pool) if q.answer_pool]
+        if ambiguous and len(ambiguous) < len(pool) and rng.random() < 0.4:
+            index = ambiguous[int(rng.integers(len(ambiguous)))]
+        else:
+            plain = [i for i, q in enumerate(pool) if not q.answer_pool] or list(range(len(pool)))
+            index = plain[int(rng.integers(len(plain)))]
+        chosen.append(pool.pop(index))
     return chosen
 
 
@@ -246,7 +261,7 @@ def _ten_answers(answer: str, answer_type: str, rng: np.random.Generator,
     """10 human answers: mostly the true one; counts draw off-by-one disagreement, as in VQA;
     for an ambiguous question each answerer picks from ``answer_pool``."""
     if answer_pool:
-        return [str(a) for a in rng.choice(answer_pool, size=10)]
+        return [_in_own_words(str(a), rng) for a in rng.choice(answer_pool, size=10)]
     if answer_type == "number":
         n_wrong = int(rng.choice([0, 1, 2, 3, 4, 5]))
         value = int(answer)
@@ -256,9 +271,16 @@ def _ten_answers(answer: str, answer_type: str, rng: np.random.Generator,
         pool = ["yes", "no"] if answer_type == "yes/no" else list(COLOURS) + list(SHAPES) + list(SIZES)
         n_wrong = int(rng.choice([0, 0, 0, 1, 1, 2, 3]))
         wrong = [str(rng.choice([p for p in pool if p != answer])) for _ in range(n_wrong)]
-    answers = [answer] * (10 - len(wrong)) + wrong
+    answers = [_in_own_words(a, rng) for a in [answer] * (10 - len(wrong)) + wrong]
     rng.shuffle(answers)
     return answers
+
+
+def _in_own_words(answer: str, rng: np.random.Generator) -> str:
+    """A quarter of answerers use a synonym, when the answer has one."""
+    if answer in SYNONYMS and rng.random() < 0.25:
+        return str(rng.choice(SYNONYMS[answer]))
+    return answer
 
 
 def _most_common(answers: list[str]) -> str:
