@@ -6,6 +6,7 @@ A method is one small adapter registered in :data:`METHODS` plus one config file
 """
 from __future__ import annotations
 
+import contextlib
 import operator
 import warnings
 from dataclasses import dataclass
@@ -112,7 +113,7 @@ def compute_maps(model: nn.Module, attribute: AttributeFn, requests: list[MapReq
     cuDNN disabled there.
     """
     use_cuda = device.startswith("cuda")
-    context = torch.backends.cudnn.flags(enabled=False) if use_cuda else _null_context()
+    context = torch.backends.cudnn.flags(enabled=False) if use_cuda else contextlib.nullcontext()
     with context:
         for begin in range(0, len(requests), batch_size):
             batch = requests[begin:begin + batch_size]
@@ -122,11 +123,3 @@ def compute_maps(model: nn.Module, attribute: AttributeFn, requests: list[MapReq
             raw = attribute(images, targets, q[rows].to(device), q_len[rows])
             reduced = reduce_channels(raw.detach(), channel_reduction).float().cpu().numpy()
             yield from zip(batch, reduced)
-
-
-class _null_context:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

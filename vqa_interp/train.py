@@ -19,12 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from vqa_interp.checkpoint import save_checkpoint
-from vqa_interp.data import InputGeometry, load_image, normalize_answer
+from vqa_interp.data import IMAGENET_MEAN, IMAGENET_STD, InputGeometry, load_image, normalize_answer
 from vqa_interp.locking import file_lock
 from vqa_interp.model import Net, VQAModel, build_backbone
 from vqa_interp.text import build_answer_vocab, build_question_vocab, encode_questions
 
 log = logging.getLogger(__name__)
+_MEAN = torch.from_numpy(IMAGENET_MEAN)[:, None, None]
+_STD = torch.from_numpy(IMAGENET_STD)[:, None, None]
 
 
 @dataclass
@@ -43,8 +45,7 @@ def read_training_split(root: Path, split: str, geometry: InputGeometry) -> Trai
                    json.loads((root / f"mscoco_{split}2014_annotations.json").read_text())["annotations"]}
     image_ids = sorted({q["image_id"] for q in questions})
     row_of = {image_id: i for i, image_id in enumerate(image_ids)}
-    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    mean, std = _MEAN, _STD
     images = torch.empty(len(image_ids), 3, geometry.size, geometry.size, dtype=torch.uint8)
     for image_id in tqdm(image_ids, desc=f"read {split} images", leave=False):
         normalised = torch.from_numpy(load_image(root / f"{split}2014" / f"COCO_{split}2014_{image_id:012d}.jpg", geometry))
@@ -54,9 +55,8 @@ def read_training_split(root: Path, split: str, geometry: InputGeometry) -> Trai
 
 
 def _normalise_batch(images_uint8: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-    return (images_uint8.float() / 255.0 - mean) / std
+    """``[B, 3, S, S]`` uint8 -> ImageNet-normalised float32 (as :func:`data.load_image`)."""
+    return (images_uint8.float() / 255.0 - _MEAN) / _STD
 
 
 def answer_targets(answers: list[list[str]], vocab: dict[str, int]) -> torch.Tensor:
