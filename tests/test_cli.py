@@ -1,6 +1,5 @@
 """End to end through the CLI, as a user types it; the store is read back with MlflowClient."""
 import subprocess
-import zipfile
 
 import numpy as np
 import pandas as pd

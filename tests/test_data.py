@@ -1,7 +1,6 @@
 """Readers, answer normalisation, VQA accuracy, checkpoints and their clear errors."""
 import json
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,5 +1,4 @@
 """Sharded sweeps on the joblib launcher against a real `mlflow server` on 127.0.0.1."""
-import io
 import os
 import signal
 import socket
@@ -7,7 +6,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from vqa_interp.errors import VqaInterpError
 
 GROUP_EXCLUDE = {"data.shard"}
 
@@ -26,7 +25,7 @@ def _table(client, run_id: str, name: str, tmp: str) -> pd.DataFrame:
 
 
 def shard_groups(runs) -> dict[tuple, list]:
-    """Finished evaluation runs with num_shards > 1, grouped by every param but ``data.shard``."""
+    """Evaluation runs with num_shards > 1, grouped by every param but ``data.shard``."""
     groups: dict[tuple, list] = {}
     for run in runs:
         params = run.data.params
@@ -40,7 +39,7 @@ def shard_groups(runs) -> dict[tuple, list]:
 def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> str | None:
     """One merged run for a complete group of shard runs (None when a shard is missing/failed)."""
     from vqa_interp.analysis import analyse
-    from vqa_interp.tracking import PARENT_TAG, RunTracker
+    from vqa_interp.tracking import PARENT_TAG, RunTracker, ending
 
     params = dict(runs[0].data.params)
     num_shards = int(params["data.num_shards"])
@@ -62,8 +61,7 @@ def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> s
                                   "data_digest": ",".join(r.data.tags.get("data_digest", "") for r in runs),
                                   "checkpoint_digest": runs[0].data.tags.get("checkpoint_digest", ""),
                                   "git_commit": runs[0].data.tags.get("git_commit", "")})
-    tracker = RunTracker(client, run.info.run_id)
-    try:
+    with ending(RunTracker(client, run.info.run_id)) as tracker:
         tracker.log_params({**params, "data.shard": "merged"})
         tracker.log_table(table, "per_example")
         tracker.log_table(predictions, "predictions")
@@ -72,10 +70,6 @@ def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> s
         counts = {"n_questions": float(predictions["question_id"].nunique()), "n_rows": float(len(table)),
                   "n_shards": float(num_shards), "model_accuracy": float(predictions["correct"].mean())}
         tracker.log_metrics({**counts, **results.metrics})
-    except BaseException:
-        tracker.end("FAILED")
-        raise
-    tracker.end("FINISHED")
     return run.info.run_id
 
 
@@ -103,7 +97,7 @@ def main(argv=None) -> int:
     client = client_for(args.tracking_uri)
     try:
         client.get_run(args.parent_run_id)
-    except Exception as exc:
+    except Exception:
         print(f"error: run ID {args.parent_run_id!r} is not in {args.tracking_uri}", file=sys.stderr)
         return 2
     merged = merge_sweep(client, args.parent_run_id)

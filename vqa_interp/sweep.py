@@ -1,7 +1,6 @@
 """The parent run of a multirun: the comparison across its child runs (methods x k x thresholds)."""
 from __future__ import annotations
 
-import io
 import logging
 
 import pandas as pd

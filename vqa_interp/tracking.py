@@ -152,8 +152,14 @@ def start_run(cfg: DictConfig, run_name: str, *, parent_run_id: str | None = Non
 
 @contextlib.contextmanager
 def tracked_run(cfg: DictConfig, run_name: str, **kwargs) -> Iterator[RunTracker]:
-    """A run that ends FINISHED, or FAILED (with the traceback logged) if the block raises."""
-    tracker = start_run(cfg, run_name, **kwargs)
+    """A new run that ends FINISHED, or FAILED (with the traceback logged) if the block raises."""
+    with ending(start_run(cfg, run_name, **kwargs)) as tracker:
+        yield tracker
+
+
+@contextlib.contextmanager
+def ending(tracker: RunTracker) -> Iterator[RunTracker]:
+    """End an open run FINISHED after the block, or FAILED (KILLED on Ctrl-C) with the error logged."""
     try:
         yield tracker
     except BaseException as exc:
@@ -242,5 +248,6 @@ class MlflowSweepCallback(Callback):
                 log.error("closing the sweep parent failed: %s", result.stderr[-2000:])
                 with contextlib.suppress(Exception):
                     tracker.end("FAILED")
-            status = (result.stdout.strip().rsplit(" ", 1) or ["", status])[-1] or status
+            else:
+                status = result.stdout.split()[-1]  # "parent run ID: STATUS"
         print(f"MLflow parent run {tracker.run_id} closed ({status}). Open the UI: {ui_command(uri)}", flush=True)
