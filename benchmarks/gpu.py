@@ -21,7 +21,7 @@ TARGETS_PER_QUESTION = 1.4  # label always + prediction when wrong (~40% wrong a
 
 def main(argv=None) -> int:
     from vqa_interp.attribution import make_attributor
-    from vqa_interp.model import Net, ResNetBackbone, VQAModel
+    from vqa_interp.models import Net, ResNetBackbone, VQAModel
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu")
     parser.add_argument("--device", default="cuda")

@@ -47,7 +47,7 @@ def machine() -> dict:
 
 def _blob_maps(rng, n, size, source=64):
     """Smooth, gradient-like maps: random blobs at ``source`` px, upsampled like real attributions."""
-    from vqa_interp.preprocessing import resize_maps
+    from vqa_interp.metrics.prepare import resize_maps
 
     yy, xx = np.mgrid[:source, :source]
     maps = np.zeros((n, source, source))
@@ -62,9 +62,9 @@ def _blob_maps(rng, n, size, source=64):
 def bench_scoring(quick: bool) -> dict:
     """The run's scoring workload: each human map scored against several attribution maps
     (4 methods x label/prediction targets share one human map), at 448x448."""
-    from vqa_interp.reference import score_pair_reference
+    from vqa_interp.metrics.reference import score_pair_reference
     from vqa_interp.scoring import METRICS, ScoringOptions, prepare_map, score_prepared
-    from vqa_interp.preprocessing import resize_maps
+    from vqa_interp.metrics.prepare import resize_maps
 
     rng = np.random.default_rng(0)
     n_humans, per_human = (4, 4) if quick else (12, 6)
@@ -119,7 +119,7 @@ def _floor_and_methods(model, images, q, q_len, targets, repeats: int) -> dict:
 def bench_attribution(quick: bool) -> dict:
     import torch
 
-    from vqa_interp.model import Net, ResNetBackbone, SmallConvBackbone, VQAModel
+    from vqa_interp.models import Net, ResNetBackbone, SmallConvBackbone, VQAModel
 
     results = {}
     torch.manual_seed(0)

@@ -19,11 +19,12 @@ def home() -> Path:
 def embedded_root(home):
     from hydra import compose, initialize_config_dir
 
-    from vqa_interp.pipeline import prepare_data_root
+    from vqa_interp.data import dataset_for
+    from vqa_interp.settings import from_config
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"paths.home={home}"])
-    return prepare_data_root(cfg)
+        settings = from_config(compose("config", overrides=[f"paths.home={home}"]))
+    return dataset_for(settings.data, settings.home).root()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vqa_interp.model import Net
+from vqa_interp.models import Net
 
 QUESTIONS = [  # (question_id, image_id, question, answer, annotator maps: "ok" | "const")
     (1001, 1, "What color is the cube?", "red", ["ok", "ok", "ok"]),

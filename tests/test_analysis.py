@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from vqa_interp.analysis import (analyse, benjamini_hochberg, compare_groups, confidence_correlations, holm,
+from vqa_interp.analysis.statistics import (analyse, benjamini_hochberg, compare_groups, confidence_correlations, holm,
                                  significance_table)
 from vqa_interp.scoring import METRICS
 
@@ -92,3 +92,32 @@ def test_map_for_example_picks_one_row_per_question():
     assert by_prediction["question_id"].is_unique and by_label["question_id"].is_unique
     assert len(by_prediction) == len(by_label) == table["question_id"].nunique()
     assert (by_label["target"] == "label").all()
+
+
+def test_the_adjusted_family_is_the_primary_test_on_non_redundant_metrics():
+    from vqa_interp.metrics import family_metrics
+
+    table = _table(n=300, seed=4)
+    sig = analyse(table, low=0.25, high=0.75, n_bootstrap=50, min_group=5).tables["significance"]
+    family = sig[sig["in_family"]]
+    assert set(family["test"]) == {"student"} and set(family["metric"]) <= set(family_metrics())
+    assert not set(family["metric"]) & {"precision", "recall", "f1", "disc_intersect"}
+    assert family["p_holm"].to_numpy() == pytest.approx(holm(family["p_value"].to_numpy()))
+    outside = sig[~sig["in_family"]]
+    assert outside["p_holm"].isna().all() and not outside["significant"].any()
+    assert set(sig.loc[sig["test"] != "student", "role"]) == {"robustness"}
+    # welch / mann-whitney are still reported with their raw p-values
+    assert outside.loc[outside["testable"].astype(bool), "p_value"].notna().all()
+
+
+def test_a_comparison_below_min_group_is_underpowered_and_never_significant():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(0, 0.01, 5), rng.normal(5, 0.01, 40)   # a huge difference, but only 5 in a group
+    rows = compare_groups(x, y, n_bootstrap=10, rng=rng, min_group=10)
+    assert all(not r["testable"] and r["reason"].startswith("underpowered") for r in rows)
+    assert all(np.isnan(r["p_value"]) for r in rows)
+    assert compare_groups(x, y, n_bootstrap=10, rng=rng, min_group=5)[0]["p_value"] < 1e-10
+    table = _table(n=60, seed=2)
+    sig = analyse(table, low=0.25, high=0.75, n_bootstrap=20, min_group=50).tables["significance"]
+    assert not sig["testable"].any() and not sig["significant"].any()
+    assert sig["reason"].str.startswith("underpowered").all()

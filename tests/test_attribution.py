@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from vqa_interp.attribution import METHODS, make_attributor
-from vqa_interp.model import Net, ResNetBackbone, SmallConvBackbone, VQAModel
+from vqa_interp.models import Net, ResNetBackbone, SmallConvBackbone, VQAModel
 
 
 class _RuleReLU(torch.autograd.Function):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vqa_interp.cache import MapCache
+from vqa_interp.attribution.cache import MapCache
 
 
 def test_same_dependencies_same_folder_and_entries_roundtrip(tmp_path):

@@ -59,11 +59,12 @@ def test_default_run_logs_a_traceable_record(cli_env, tmp_path):
 
     from conftest import ROOT
     from vqa_interp.data import InputGeometry, load_examples, resolve_paths
-    from vqa_interp.pipeline import human_maps_for, prepare_data_root
+    from vqa_interp.data import dataset_for, human_maps_for
+    from vqa_interp.settings import from_config
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"paths.home={cli_env['VQA_INTERP_HOME']}"])
-    examples = {e.question_id: e for e in load_examples(resolve_paths(prepare_data_root(cfg)), limit=10).examples}
+    examples = {e.question_id: e for e in load_examples(resolve_paths(dataset_for(from_config(cfg).data, cli_env['VQA_INTERP_HOME']).root()), limit=10).examples}
     geometry = InputGeometry(cfg.model.input.size, cfg.model.input.central_fraction)
     row = table.iloc[0]
     human = human_maps_for(examples[row["question_id"]], geometry, "mean", 1)
@@ -130,7 +131,7 @@ def test_train_command_trains_and_logs_a_checkpoint(tmp_path):
     assert run.data.metrics["epochs_run"] == 2 and "train_loss" in run.data.metrics
     checkpoint = run.data.tags["checkpoint_path"]
     assert checkpoint in result.stdout
-    from vqa_interp.checkpoint import read_checkpoint
+    from vqa_interp.models.checkpoint import read_checkpoint
 
     payload = read_checkpoint(checkpoint)
     assert all(k.startswith("module.") for k in payload["weights"]) and payload["vocab"]["answer"]

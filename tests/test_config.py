@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from vqa_interp.config import validate
+from vqa_interp.settings import validate
 from vqa_interp.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

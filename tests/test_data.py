@@ -4,11 +4,11 @@ import json
 import pytest
 import torch
 
-from vqa_interp.checkpoint import load_model, read_checkpoint, save_checkpoint
+from vqa_interp.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from vqa_interp.data import (InputGeometry, load_examples, load_human_maps, normalize_answer, resolve_paths,
                              tokenize_question, vqa_accuracy)
 from vqa_interp.errors import CheckpointError, DataError
-from vqa_interp.model import Net, SmallConvBackbone, VQAModel
+from vqa_interp.models import Net, SmallConvBackbone, VQAModel
 
 
 def test_normalize_answer_like_the_official_evaluation():

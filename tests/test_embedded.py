@@ -6,7 +6,7 @@ import numpy as np
 import scipy.stats
 from PIL import Image
 
-from vqa_interp.embedded import generate_embedded
+from vqa_interp.data.embedded import generate_embedded
 
 
 def _tree_digest(root):

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import python
 from realdata import build_checkpoint, build_resnet152_weights, build_tree
-from vqa_interp.checkpoint import load_model
+from vqa_interp.models.checkpoint import load_model
 from vqa_interp.data import load_examples, resolve_paths
 from vqa_interp.errors import DataError
 
@@ -17,7 +17,7 @@ from vqa_interp.errors import DataError
 def real(tmp_path_factory):
     base = tmp_path_factory.mktemp("real")
     return {"root": build_tree(base / "vqa"), "checkpoint": build_checkpoint(base / "2017-08-04_00.55.19.pth"),
-            "backbone": build_resnet152_weights(base / "resnet152-394f9c45.pth")}
+            "backbone": build_resnet152_weights(base / "resnet152-95e0e999.pth")}
 
 
 def test_reader_handles_the_quirks(real):
@@ -43,7 +43,11 @@ def test_pytorch_vqa_checkpoint_loads_on_resnet152(real):
     loaded = load_model(real["checkpoint"], {"type": "resnet", "depth": 152}, real["backbone"])
     assert loaded.answer_vocab["2"] == 2
     assert loaded.model.net.text.embedding.num_embeddings == len(loaded.question_vocab) + 1
-    assert loaded.backbone_description.startswith("torchvision resnet152")
+    assert loaded.backbone_description.startswith("caffe resnet152")
+    assert loaded.model.backbone.variant == "caffe"
+    torchvision_variant = load_model(real["checkpoint"], {"type": "resnet", "depth": 152, "variant": "torchvision"},
+                                     real["backbone"])
+    assert torchvision_variant.backbone_description.startswith("torchvision resnet152")
 
 
 def _run(args, env, cwd):
@@ -69,7 +73,7 @@ def test_end_to_end_run_on_real_format_files(real, cli_env, tmp_path):
     assert m["n_questions"] == 4 and m["skipped_label_not_in_answer_vocab"] == 1
     assert m["skipped_constant_human_map"] == 3 and m["skipped_all_human_maps_constant"] == 1
     assert 0 <= m["model_vqa_accuracy"] <= 1 and m["n_rows"] >= 3
-    assert run.data.tags["backbone_variant"] == "torchvision"
+    assert run.data.tags["backbone_variant"] == "caffe"
     assert "resnet152" in run.data.tags["backbone"]
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from vqa_interp.reference import score_pair_reference
+from vqa_interp.metrics.reference import score_pair_reference
 from vqa_interp.scoring import METRICS, ScoringOptions, average_ranks, score, top_k_region
 
 
@@ -15,7 +15,7 @@ def _maps(rng, shape):
     return [plain, ties, zeros, blob]
 
 
-@pytest.mark.parametrize("tie_policy", ["exact", "include"])
+@pytest.mark.parametrize("tie_policy", ["fractional", "include", "index"])
 @pytest.mark.parametrize("dice", ["soft", "hard"])
 def test_fast_scorer_equals_reference_on_ties_zeros_and_blobs(tie_policy, dice):
     rng = np.random.default_rng(1)
@@ -58,8 +58,10 @@ def test_rank_corr_is_scipy_spearman_with_average_ranks():
 
 def test_top_k_tie_policies_by_hand():
     values = np.array([5.0, 1.0, 3.0, 3.0, 3.0, 0.0])
-    # 3 highest: 5, then two of the three 3s -> lowest indices first
-    assert np.flatnonzero(top_k_region(values, 3, "exact")).tolist() == [0, 2, 3]
+    # 3 highest: 5, then two of the three 3s share the two free slots: 2/3 each
+    assert top_k_region(values, 3, "fractional").tolist() == pytest.approx([1, 0, 2 / 3, 2 / 3, 2 / 3, 0])
+    # index (the old policy): lowest indices first
+    assert np.flatnonzero(top_k_region(values, 3, "index")).tolist() == [0, 2, 3]
     # include: every value >= the 3rd largest (3)
     assert np.flatnonzero(top_k_region(values, 3, "include")).tolist() == [0, 2, 3, 4]
 

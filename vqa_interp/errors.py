@@ -5,7 +5,7 @@ class VqaInterpError(Exception):
     """Base class of the tool's own, user-facing errors."""
 
 
-class ConfigError(VqaInterpError):
+class ConfigError(VqaInterpError, ValueError):
     """A config value is out of range or unknown."""
 
 

@@ -1,12 +1,14 @@
 """``python -m vqa_interp.run``: one run (or, with ``-m``, a sweep) of attribution vs human attention.
 
 Config errors and missing inputs are reported before any model work and before any MLflow run
-is opened; once the run is open, a failure marks it FAILED (the map cache keeps what was made).
+is opened; the embedded model is trained (in a training run of its own) before the evaluation run
+opens; once the run is open, a failure marks it FAILED (the map cache keeps what was made).
 """
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import time
 import zipfile
@@ -16,12 +18,17 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from vqa_interp.errors import VqaInterpError
+from vqa_interp.tracking.store import PARENT_ID_FILE
+
 log = logging.getLogger("vqa_interp")
 
 
-def run_name(cfg: DictConfig) -> str:
-    name = f"{cfg.method.name}-k{cfg.k}-{cfg.model.name}"
-    return name if cfg.data.num_shards == 1 else f"{name}-shard{cfg.data.shard}of{cfg.data.num_shards}"
+
+def run_name(settings) -> str:
+    d = settings.data
+    name = f"{settings.attribution.method}-k{settings.scoring.k}-{settings.model.name}"
+    return name if d.num_shards == 1 else f"{name}-shard{d.shard}of{d.num_shards}"
 
 
 def write_maps_archive(path: Path, cache, keys) -> None:
@@ -33,23 +40,27 @@ def write_maps_archive(path: Path, cache, keys) -> None:
                 np.lib.format.write_array(handle, cache.load(key))
 
 
-def record_outputs(tracker, cfg: DictConfig, outputs, timings: dict) -> None:
+def record_outputs(tracker, settings, outputs, timings: dict) -> None:
     """Log a finished run's tables, analysis, figures and maps."""
-    from vqa_interp import analysis, figures
+    from vqa_interp.analysis import figures, statistics
 
+    a = settings.analysis
     start = time.perf_counter()
     tracker.set_tags(outputs.tags)
     tracker.log_table(outputs.table, "per_example")
-    results = analysis.analyse(outputs.table, low=cfg.confidence.low, high=cfg.confidence.high,
-                               map_for_example=cfg.analysis.map_for_example, alpha=cfg.analysis.alpha,
-                               n_bootstrap=cfg.analysis.bootstrap, seed=cfg.seed)
+    results = statistics.analyse(outputs.table, low=a.low, high=a.high, map_for_example=a.map_for_example,
+                                 alpha=a.alpha, n_bootstrap=a.bootstrap, seed=a.seed,
+                                 min_group=a.min_group)
     for name, frame in results.tables.items():
         tracker.log_table(frame, name)
     tracker.log_metrics({**outputs.counts, **results.metrics})
     timings["time_analysis_s"] = time.perf_counter() - start
-    for name, figure in figures.run_figures(outputs, results, cfg).items():
+    cases = figures.panel_cases(outputs, results, settings)
+    for name, figure in figures.run_figures(outputs, results, settings, cases).items():
         tracker.log_figure(figure, f"figures/{name}.png")
-    if cfg.tracking.log_maps and len(outputs.table):
+    if cases:
+        log_panel(tracker, cases)
+    if settings.tracking.log_maps and len(outputs.table):
         with tempfile.TemporaryDirectory() as tmp:
             archive = Path(tmp) / "maps.npz"
             write_maps_archive(archive, outputs.cache, outputs.table["map_key"])
@@ -57,48 +68,101 @@ def record_outputs(tracker, cfg: DictConfig, outputs, timings: dict) -> None:
     timings["time_logging_s"] = time.perf_counter() - start - timings["time_analysis_s"]
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> str:
+def log_panel(tracker, cases: list[dict]) -> None:
+    """The qualitative panel's arrays (``panels/panel.npz``: ``{qid}_image``, ``{qid}_human``,
+    ``{qid}_map``) and captions (``tables/panel_cases.csv``), so a sweep parent can put every method's
+    map of the same questions side by side without reading the data again."""
+    import pandas as pd
+
+    arrays = {}
+    for case in cases:
+        q = case["question_id"]
+        arrays.update({f"{q}_image": case["image"], f"{q}_human": case["human"].astype(np.float32),
+                       f"{q}_map": case["attribution"].astype(np.float32)})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "panel.npz"
+        np.savez_compressed(path, **arrays)
+        tracker.log_file(path, "panels")
+    tracker.log_table(pd.DataFrame([{"question_id": c["question_id"], "title": c["title"]} for c in cases]),
+                      "panel_cases")
+
+
+def parent_run_id_for_job() -> str | None:
+    """Inside a Hydra multirun job: the parent run id written by the sweep callback."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    path = Path(hydra_cfg.sweep.dir) / PARENT_ID_FILE
+    return path.read_text().strip() if path.exists() else None
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def evaluate(cfg: DictConfig) -> str:
+    """Validate, prepare data and model, then one tracked evaluation run; returns its run ID."""
     from hydra.core.hydra_config import HydraConfig
 
-    from vqa_interp.config import validate
+    from vqa_interp.data.datasets import dataset_for
     from vqa_interp.errors import DataError
-    from vqa_interp.pipeline import execute, preflight_model_files, prepare_data_root, select_examples, timed
-    from vqa_interp.tracking import (flatten, parent_run_id_for_job, resolve_tracking_uri, tracked_run,
-                                     ui_command)
+    from vqa_interp.pipeline import execute, preflight_model_files, timed
+    from vqa_interp.settings import from_config
+    from vqa_interp.tracking.store import flatten, resolve_tracking_uri, tracked_run, ui_command
+    from vqa_interp.train import ensure_embedded_model
 
     global _START
     job_start = time.perf_counter()
     # start-up (interpreter, imports, Hydra) is paid once per process, by its first job
     timings: dict[str, float] = {"time_startup_s": job_start - _START if _START else 0.0}
     _START = 0.0
-    validate(cfg)
-    preflight_model_files(cfg)
+    settings = from_config(cfg)
+    preflight_model_files(settings)
+    dataset = dataset_for(settings.data, settings.home)
     with timed(timings, "data"):
-        data_root = prepare_data_root(cfg)
-        _, selection = select_examples(cfg, data_root)
+        selection = dataset.examples()
     if not selection.examples:
         raise DataError(f"data: the selection is empty (skipped: {dict(selection.skipped)}); check data.limit, "
                         "data.question_ids, data.shard and the human maps folder.")
+    checkpoint = ensure_embedded_model(settings, dataset)
     hydra_cfg = HydraConfig.get()
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     tags = {"run_kind": "evaluation", "hydra_output_dir": str(Path(hydra_cfg.runtime.output_dir).resolve()),
-            "hydra_overrides": " ".join(hydra_cfg.overrides.task), "method": cfg.method.name}
-    with tracked_run(cfg, run_name(cfg), parent_run_id=parent_run_id_for_job(), tags=tags) as tracker:
-        print(f"MLflow run: {tracker.run_id} ({run_name(cfg)})", flush=True)
-        tracker.log_params(flatten(resolved))
+            "hydra_overrides": " ".join(hydra_cfg.overrides.task), "method": settings.attribution.method}
+    name = run_name(settings)
+    with tracked_run(settings.tracking, name, parent_run_id=parent_run_id_for_job(), tags=tags) as tracker:
+        print(f"MLflow run: {tracker.run_id} ({name})", flush=True)
+        tracker.log_params(flatten(settings.resolved))
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
         tracker.log_text("\n".join(hydra_cfg.overrides.task) + "\n", "config/overrides.txt")
-        outputs = execute(cfg, selection, data_root, timings,
+        outputs = execute(settings, dataset, selection, checkpoint, timings,
                           on_predictions=lambda frame: tracker.log_table(frame, "predictions"))
-        record_outputs(tracker, cfg, outputs, timings)
+        record_outputs(tracker, settings, outputs, timings)
         timings["time_total_s"] = time.perf_counter() - job_start + timings["time_startup_s"]
         tracker.log_metrics(timings)
-    uri = resolve_tracking_uri(cfg.tracking.uri)
+    uri = resolve_tracking_uri(settings.tracking.uri)
     print(f"MLflow run {tracker.run_id} finished: {len(outputs.table)} rows, model accuracy "
           f"{outputs.counts['model_accuracy']:.3f}, {timings['time_total_s']:.1f} s.\n"
           f"Open the UI: {ui_command(uri)}", flush=True)
     return tracker.run_id
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> str:
+    try:
+        return evaluate(cfg)
+    except VqaInterpError as exc:
+        if _in_multirun():
+            raise            # the sweep records the failed job
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 _START = time.perf_counter()

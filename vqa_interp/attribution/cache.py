@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vqa_interp.locking import write_atomic
-from vqa_interp.signature import signature
+from vqa_interp.util.locking import write_atomic
+from vqa_interp.util.signature import signature
 
 
 class MapCache:

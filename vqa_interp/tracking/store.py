@@ -1,12 +1,11 @@
-"""Everything MLflow: the store, one run's record, and the parent run of a Hydra multirun.
+"""The MLflow store API: the store, one run's record, and reading runs back.
 
 The default store is SQLite under ``mlruns/`` (``sqlite:///mlruns/mlflow.db``, artifacts in
 ``mlruns/artifacts``); ``tracking.uri`` or ``MLFLOW_TRACKING_URI`` points elsewhere (e.g. a
-``mlflow server``). Only this module talks to MLflow.
+``mlflow server``). Only the ``tracking`` package imports MLflow; other stages use this API.
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import logging
@@ -19,8 +18,6 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 PARENT_ID_FILE = "mlflow_parent_run_id"
@@ -129,19 +126,23 @@ class RunTracker:
         self.client.log_text(self.run_id, text, artifact_file)
 
     def log_figure(self, figure, artifact_file: str) -> None:
-        import matplotlib.pyplot as plt
-
-        self.client.log_figure(self.run_id, figure, artifact_file)
-        plt.close(figure)
+        """A matplotlib figure as ``artifact_file`` (PNG at 150 dpi) and beside it as SVG."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            figure.savefig(path, dpi=150)
+            figure.savefig(path.with_suffix(".svg"))
+            self.log_file(path, str(Path(artifact_file).parent))
+            self.log_file(path.with_suffix(".svg"), str(Path(artifact_file).parent))
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 
 
-def start_run(cfg: DictConfig, run_name: str, *, parent_run_id: str | None = None,
+def start_run(tracking, run_name: str, *, parent_run_id: str | None = None,
               tags: dict | None = None) -> RunTracker:
-    client = client_for(cfg.tracking.uri)
-    experiment_id = ensure_experiment(client, cfg.tracking.experiment, cfg.tracking.artifact_root)
+    """Open a run in ``tracking`` (a :class:`vqa_interp.settings.TrackingSettings`)."""
+    client = client_for(tracking.uri)
+    experiment_id = ensure_experiment(client, tracking.experiment, tracking.artifact_root)
     all_tags = {"git_commit": git_commit(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                 **(tags or {})}
     if parent_run_id:
@@ -151,9 +152,9 @@ def start_run(cfg: DictConfig, run_name: str, *, parent_run_id: str | None = Non
 
 
 @contextlib.contextmanager
-def tracked_run(cfg: DictConfig, run_name: str, **kwargs) -> Iterator[RunTracker]:
+def tracked_run(tracking, run_name: str, **kwargs) -> Iterator[RunTracker]:
     """A new run that ends FINISHED, or FAILED (with the traceback logged) if the block raises."""
-    with ending(start_run(cfg, run_name, **kwargs)) as tracker:
+    with ending(start_run(tracking, run_name, **kwargs)) as tracker:
         yield tracker
 
 
@@ -171,83 +172,68 @@ def ending(tracker: RunTracker) -> Iterator[RunTracker]:
     tracker.end("FINISHED")
 
 
-def training_run(cfg: DictConfig):
-    """The MLflow run of a model training (params: the model config)."""
-    @contextlib.contextmanager
-    def _run():
-        with tracked_run(cfg, f"train-{cfg.model.name}", tags={"run_kind": "training"}) as tracker:
-            tracker.log_params(flatten({"model": OmegaConf.to_container(cfg.model, resolve=True),
-                                        "data": OmegaConf.to_container(cfg.data, resolve=True)}))
-            yield tracker
-    return _run()
+@contextlib.contextmanager
+def training_run(settings) -> Iterator[RunTracker]:
+    """The MLflow run of a model training (params: the model and data settings)."""
+    from dataclasses import asdict
+
+    with tracked_run(settings.tracking, f"train-{settings.model.name}", tags={"run_kind": "training"}) as tracker:
+        tracker.log_params(flatten({"model": asdict(settings.model), "data": asdict(settings.data)}))
+        yield tracker
 
 
-# ------------------------------------------------------------------ multirun parent
-def parent_run_id_for_job() -> str | None:
-    """Inside a Hydra multirun job: the parent run id written by :class:`MlflowSweepCallback`."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+# ------------------------------------------------------------------ reading runs back
+def find_run(client, run_id: str):
+    """The run ``run_id`` (a full ID, an 8+ character prefix, or a run name), or a user-facing error."""
+    from mlflow.exceptions import MlflowException
 
-    if not HydraConfig.initialized():
+    from vqa_interp.errors import VqaInterpError
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        pass
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    candidates = []
+    if experiments:
+        for run in client.search_runs(experiments, max_results=50000):
+            if run.info.run_id.startswith(run_id) and len(run_id) >= 8 or run.info.run_name == run_id:
+                candidates.append(run)
+    if len(candidates) == 1:
+        return candidates[0]
+    if len(candidates) > 1:
+        raise VqaInterpError(f"run {run_id!r} matches {len(candidates)} runs in {client.tracking_uri}: "
+                             f"{[r.info.run_id for r in candidates][:5]}; give the full run ID.")
+    raise VqaInterpError(f"run ID {run_id!r} is not in the tracking store {client.tracking_uri} "
+                         "(check the ID, or point --tracking-uri / MLFLOW_TRACKING_URI at the right store).")
+
+
+def child_runs(client, parent_run_id: str) -> list:
+    """The runs tagged as children of ``parent_run_id``."""
+    run = client.get_run(parent_run_id)
+    return client.search_runs([run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                              max_results=10000)
+
+
+def download_table(client, run_id: str, name: str, tmp: str):
+    """``tables/<name>.csv`` of a run as a DataFrame, or None when the run has no such table."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(client.download_artifacts(run_id, f"tables/{name}.csv", tmp))
+    except Exception:  # a run without the table (failed, empty, older version)
         return None
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
+
+
+def download_artifact(client, run_id: str, path: str, tmp: str) -> Path | None:
+    try:
+        return Path(client.download_artifacts(run_id, path, tmp))
+    except Exception:
         return None
-    path = Path(hydra_cfg.sweep.dir) / PARENT_ID_FILE
-    return path.read_text().strip() if path.exists() else None
 
 
-class MlflowSweepCallback(Callback):
-    """Opens one parent run per multirun and closes it (never leaving it RUNNING).
-
-    The parent's id goes to ``<sweep dir>/mlflow_parent_run_id`` where every job, in whatever
-    process or machine a launcher puts it, reads it and tags its own run with
-    ``mlflow.parentRunId``. At the end, the parent gets the comparison across its children;
-    if a job failed, Hydra raises before ``on_multirun_end``, so an ``atexit`` hook does the
-    same closing, with status FAILED.
-    """
-
-    def __init__(self) -> None:
-        self.tracker: RunTracker | None = None
-        self.cfg: DictConfig | None = None
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.cfg = config
-        sweep_dir = Path(config.hydra.sweep.dir)  # HydraConfig is not set yet in this hook
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        overrides = list(config.hydra.overrides.task)
-        self.tracker = start_run(config, f"sweep-{sweep_dir.name}",
-                                 tags={"run_kind": "sweep", "hydra_sweep_dir": str(sweep_dir.resolve()),
-                                       "sweep_overrides": " ".join(overrides)})
-        self.tracker.log_params({"sweep.overrides": " ".join(overrides)})
-        (sweep_dir / PARENT_ID_FILE).write_text(self.tracker.run_id)
-        atexit.register(self._close, "FAILED")
-        print(f"MLflow parent run: {self.tracker.run_id}", flush=True)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._close("FINISHED", in_process=True)
-
-    def _close(self, status: str, in_process: bool = False) -> None:
-        """Summarise and end the parent. From ``atexit`` (a job failed and Hydra is exiting) the
-        work runs in a fresh process: at interpreter shutdown MLflow's artifact downloads, which
-        use a thread pool, are refused."""
-        if self.tracker is None:
-            return
-        tracker, self.tracker = self.tracker, None
-        uri = resolve_tracking_uri(self.cfg.tracking.uri)
-        if in_process:
-            from vqa_interp.sweep import close_parent
-
-            status = close_parent(tracker, status)
-        else:
-            result = subprocess.run([sys.executable, "-m", "vqa_interp.sweep", tracker.run_id, "--status", status,
-                                     "--tracking-uri", uri], capture_output=True, text=True,
-                                    env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
-                                        str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))})
-            if result.returncode != 0:
-                log.error("closing the sweep parent failed: %s", result.stderr[-2000:])
-                with contextlib.suppress(Exception):
-                    tracker.end("FAILED")
-            else:
-                status = result.stdout.split()[-1]  # "parent run ID: STATUS"
-        print(f"MLflow parent run {tracker.run_id} closed ({status}). Open the UI: {ui_command(uri)}", flush=True)
+def list_artifacts(client, run_id: str, folder: str) -> list[str]:
+    try:
+        return [a.path for a in client.list_artifacts(run_id, folder)]
+    except Exception:
+        return []

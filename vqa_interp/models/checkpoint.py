@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from vqa_interp.errors import CheckpointError
-from vqa_interp.locking import write_atomic
-from vqa_interp.model import Net, VQAModel, build_backbone, net_dims_from_weights
+from vqa_interp.util.locking import write_atomic
+from vqa_interp.models.backbones import build_backbone
+from vqa_interp.models.kazemi import Net, VQAModel, net_dims_from_weights
 
 BACKBONE_PREFIX = "backbone."
 
@@ -61,9 +62,16 @@ def save_checkpoint(path: str | Path, model: VQAModel, *, question_vocab: dict[s
 
 CHECKPOINT_SOURCE = ("a pytorch-vqa checkpoint (e.g. 2017-08-04_00.55.19.pth from the v1.0 release of "
                      "https://github.com/Cyanogenoid/pytorch-vqa)")
-BACKBONE_SOURCE = ("torchvision's ResNet-152 ImageNet weights (resnet152-394f9c45.pth, published at "
-                   "https://download.pytorch.org/models/resnet152-394f9c45.pth; it may also sit in "
-                   "$TORCH_HOME/hub/checkpoints/)")
+BACKBONE_SOURCES = {
+    "caffe": ("the Caffe ResNet-152 converted by Cyanogenoid/pytorch-resnet (resnet152-95e0e999.pth, release "
+              "'hosting' of https://github.com/Cyanogenoid/pytorch-resnet), the network pytorch-vqa's features "
+              "came from; it may also sit in $TORCH_HOME/hub/checkpoints/"),
+    "torchvision": ("torchvision's ResNet-152 ImageNet weights (resnet152-394f9c45.pth, published at "
+                    "https://download.pytorch.org/models/resnet152-394f9c45.pth; it may also sit in "
+                    "$TORCH_HOME/hub/checkpoints/)"),
+}
+BACKBONE_FILES = {"caffe": "resnet{depth}-95e0e999.pth", "torchvision": "resnet{depth}-394f9c45.pth"}
+BACKBONE_SOURCE = BACKBONE_SOURCES["caffe"]
 
 
 def _safe_load(path: str | Path, key: str, expected: str):
@@ -96,9 +104,10 @@ def _strip_module(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in weights.items()}
 
 
-def load_backbone_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """A torchvision ResNet state_dict file (e.g. ``resnet152-394f9c45.pth``), read safely."""
-    state = _safe_load(path, "model.backbone_weights", BACKBONE_SOURCE)
+def load_backbone_weights(path: str | Path, variant: str = "caffe") -> dict[str, torch.Tensor]:
+    """A ResNet state_dict file (``resnet152-95e0e999.pth`` Caffe, ``resnet152-394f9c45.pth``
+    torchvision), read safely."""
+    state = _safe_load(path, "model.backbone_weights", BACKBONE_SOURCES.get(variant, BACKBONE_SOURCE))
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     return _strip_module(state)
@@ -126,12 +135,13 @@ def load_model(checkpoint: str | Path, backbone_spec: dict, backbone_weights: st
         backbone.load_state_dict(backbone_state, strict=True)
         description = f"{backbone_spec.get('type')} (weights from the checkpoint)"
     elif backbone_weights is not None:
-        backbone.load_torchvision_state_dict(load_backbone_weights(backbone_weights))
-        description = f"torchvision resnet{backbone_spec.get('depth', 152)} from {Path(backbone_weights).name}"
+        variant = str(backbone_spec.get("variant", "caffe"))
+        backbone.load_torchvision_state_dict(load_backbone_weights(backbone_weights, variant))
+        description = f"{variant} resnet{backbone_spec.get('depth', 152)} from {Path(backbone_weights).name}"
     else:
         raise CheckpointError(
             f"model.backbone_weights: the checkpoint {checkpoint} holds no backbone weights, so the image "
-            "backbone needs its own file. Set model.backbone_weights=FILE (torchvision's resnet152-394f9c45.pth).")
+            "backbone needs its own file. Set model.backbone_weights=FILE (the Caffe ResNet-152 resnet152-95e0e999.pth).")
     vocab = payload["vocab"]
     if len(vocab["answer"]) != dims["max_answers"]:
         raise CheckpointError(f"model.checkpoint: {checkpoint} has {len(vocab['answer'])} answers in its vocab but "

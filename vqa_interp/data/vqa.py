@@ -1,7 +1,7 @@
 """Readers for VQA 1.0 questions/annotations, COCO images and VQA-HAT human attention maps.
 
 The same readers serve the real files and the embedded benchmark (which is written in the same
-layout, see :mod:`vqa_interp.embedded`). Every check on the inputs happens in
+layout, see :mod:`vqa_interp.data.embedded`). Every check on the inputs happens in
 :func:`resolve_paths` / :func:`load_examples`, before any model work.
 """
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 from PIL import Image
 
 from vqa_interp.errors import DataError
@@ -39,78 +38,23 @@ class DataPaths:
     image_prefix: str = "COCO_val2014_"
 
 
-@dataclass
-class Example:
-    """One evaluated question: its text, answers, image file and human map files."""
+@dataclass(frozen=True)
+class QARecord:
+    """One question of a VQA 1.0 split with its annotation (as read from the two JSON files)."""
     question_id: int
     image_id: int
     question: str
     answers: list[str]              # the 10 human answers (raw)
     multiple_choice_answer: str     # the labelled answer (raw)
     answer_type: str
-    image_path: Path
+
+
+@dataclass(frozen=True)
+class Example(QARecord):
+    """One evaluated question: its record, image file and human map files."""
+    image_path: Path = Path()
     human_map_paths: list[Path] = field(default_factory=list)
 
-
-# ---------------------------------------------------------------- text
-def tokenize_question(question: str) -> list[str]:
-    """pytorch-vqa's tokenisation: lower-case, drop the final character ('?'), split on spaces."""
-    return question.lower()[:-1].split(" ")
-
-
-# Official VQA evaluation normalisation (vqaEval.py): contractions, number words, articles,
-# punctuation. The contraction table is the common subset of the official one.
-_CONTRACTIONS = {
-    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
-    "didnt": "didn't", "doesnt": "doesn't", "dont": "don't", "hadnt": "hadn't", "hasnt": "hasn't",
-    "havent": "haven't", "hed": "he'd", "hes": "he's", "howd": "how'd", "howll": "how'll", "hows": "how's",
-    "Im": "I'm", "Ive": "I've", "isnt": "isn't", "itd": "it'd", "itll": "it'll", "let's": "let's",
-    "maam": "ma'am", "mightnt": "mightn't", "mightve": "might've", "mustnt": "mustn't", "mustve": "must've",
-    "neednt": "needn't", "notve": "not've", "oclock": "o'clock", "shant": "shan't", "shed": "she'd",
-    "shes": "she's", "shouldve": "should've", "shouldnt": "shouldn't", "somebodys": "somebody's",
-    "someones": "someone's", "thats": "that's", "thered": "there'd", "theres": "there's", "theyd": "they'd",
-    "theyll": "they'll", "theyre": "they're", "theyve": "they've", "twas": "'twas", "wasnt": "wasn't",
-    "wed": "we'd", "weve": "we've", "werent": "weren't", "whats": "what's", "whens": "when's",
-    "whered": "where'd", "wheres": "where's", "whos": "who's", "whyll": "why'll", "whyre": "why're",
-    "whys": "why's", "wont": "won't", "wouldve": "would've", "wouldnt": "wouldn't", "yall": "y'all",
-    "youd": "you'd", "youll": "you'll", "youre": "you're", "youve": "you've",
-}
-_NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-                 "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
-_ARTICLES = {"a", "an", "the"}
-_PUNCT = [";", r"/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
-_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
-_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
-
-
-def normalize_answer(answer: str) -> str:
-    """Normalise an answer like the official VQA evaluation before comparing or looking it up."""
-    text = answer.replace("\n", " ").replace("\t", " ").strip().lower()
-    for p in _PUNCT:
-        if (p + " " in text or " " + p in text) or re.search(_COMMA_STRIP, text) is not None:
-            text = text.replace(p, "")
-        else:
-            text = text.replace(p, " ")
-    text = _PERIOD_STRIP.sub("", text)
-    words = []
-    for word in text.split():
-        word = _NUMBER_WORDS.get(word, word)
-        if word not in _ARTICLES:
-            words.append(_CONTRACTIONS.get(word, word))
-    return " ".join(words)
-
-
-def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
-    """Official VQA accuracy: mean over the 10 leave-one-out subsets of min(1, #matches / 3)."""
-    pred = normalize_answer(prediction)
-    gts = [normalize_answer(a) for a in answers]
-    if not gts:
-        return float("nan")
-    scores = []
-    for i in range(len(gts)):
-        others = gts[:i] + gts[i + 1:]
-        scores.append(min(1.0, sum(g == pred for g in others) / 3.0))
-    return float(np.mean(scores))
 
 
 # ---------------------------------------------------------------- files
@@ -125,14 +69,16 @@ def _require(path: Path, key: str, what: str) -> Path:
 
 def resolve_paths(root: str | Path | None, *, split: str = "val", questions: str | None = None,
                   annotations: str | None = None, images: str | None = None,
-                  human_maps: str | None = None) -> DataPaths:
+                  human_maps: str | None = None, require_human_maps: bool = True) -> DataPaths:
     """Resolve the standard VQA 1.0 / VQA-HAT layout under ``root``; each path can be overridden.
+
+    ``require_human_maps=False`` is for a training split, which has none.
 
     Raises :class:`DataError` naming the config key, the path, what belongs there and where it
     is published, for the first missing piece.
     """
     base = Path(root) if root else None
-    if base is None and not all([questions, annotations, images, human_maps]):
+    if base is None and not all([questions, annotations, images, human_maps or not require_human_maps]):
         raise DataError("data.root is not set. Set data.root=DIR (the folder holding the VQA 1.0 json files, "
                         "val2014/ and vqahat_val/) or each of data.questions, data.annotations, "
                         "data.images, data.human_maps.")
@@ -153,8 +99,9 @@ def resolve_paths(root: str | Path | None, *, split: str = "val", questions: str
     a_path = _require(Path(annotations) if annotations else base / f"mscoco_{split}2014_annotations.json",
                       "data.annotations", SOURCES["annotations"])
     i_path = _require(Path(images) if images else base / f"{split}2014", "data.images", SOURCES["images"])
-    h_path = _require(Path(human_maps) if human_maps else base / f"vqahat_{split}", "data.human_maps",
-                      SOURCES["human_maps"])
+    h_path = Path(human_maps) if human_maps else base / f"vqahat_{split}"
+    if require_human_maps:
+        _require(h_path, "data.human_maps", SOURCES["human_maps"])
     return DataPaths(q_path, a_path, i_path, h_path, image_prefix=f"COCO_{split}2014_")
 
 
@@ -168,6 +115,39 @@ def _read_json(path: Path, key: str, required: Sequence[str]) -> dict:
         raise DataError(f"{key}: {path} lacks the top-level field(s) {missing}. "
                         f"Expected {SOURCES[key.split('.')[-1]]} (fields: {list(required)}).")
     return payload
+
+
+def read_questions(paths: DataPaths) -> tuple[dict[int, dict], dict[int, dict]]:
+    """``({question_id: question}, {question_id: annotation})`` from the two VQA 1.0 JSON files."""
+    q_json = _read_json(paths.questions, "data.questions", ["questions"])
+    a_json = _read_json(paths.annotations, "data.annotations", ["annotations"])
+    return ({q["question_id"]: q for q in q_json["questions"]},
+            {a["question_id"]: a for a in a_json["annotations"]})
+
+
+def read_records(paths: DataPaths, question_ids: Sequence[int] | None = None,
+                 loaded: tuple[dict, dict] | None = None) -> list[QARecord]:
+    """The questions ``question_ids`` (default: all, in file order) joined with their annotations.
+
+    The one reader of the VQA 1.0 JSON files, for evaluation and training alike.
+    """
+    questions, annotations = loaded or read_questions(paths)
+    records = []
+    for qid in (questions if question_ids is None else question_ids):
+        q = questions[qid]
+        ann = annotations.get(q["question_id"])
+        if ann is None:
+            raise DataError(f"data.annotations: {paths.annotations} has no annotation for question_id "
+                            f"{q['question_id']} of {paths.questions}; the two files must come from the same split.")
+        records.append(QARecord(int(q["question_id"]), int(q["image_id"]), q["question"],
+                                [a["answer"] for a in ann.get("answers", [])], ann["multiple_choice_answer"],
+                                ann.get("answer_type", "")))
+    return records
+
+
+def image_path_of(paths: DataPaths, image_id: int) -> Path:
+    """``<images>/COCO_<split>2014_<image_id:012d>.jpg``."""
+    return paths.images / f"{paths.image_prefix}{image_id:012d}.jpg"
 
 
 def index_human_maps(folder: Path) -> dict[int, list[Path]]:
@@ -205,14 +185,12 @@ def load_examples(paths: DataPaths, *, limit: int | None = None, question_ids: S
     (the first N), then shard ``shard`` of ``num_shards`` (round-robin, so shards are balanced and
     their union is the unsharded selection).
     """
-    q_json = _read_json(paths.questions, "data.questions", ["questions"])
-    a_json = _read_json(paths.annotations, "data.annotations", ["annotations"])
-    annotations = {a["question_id"]: a for a in a_json["annotations"]}
+    loaded = read_questions(paths)
+    questions = loaded[0]
     maps = index_human_maps(paths.human_maps)
     if not maps:
         raise DataError(f"data.human_maps: {paths.human_maps} holds no {{question_id}}_{{n}}.png files. "
                         f"Expected {SOURCES['human_maps']}.")
-    questions = {q["question_id"]: q for q in q_json["questions"]}
     skipped: Counter = Counter()
     if question_ids is not None:
         wanted = [int(q) for q in question_ids]
@@ -227,13 +205,9 @@ def load_examples(paths: DataPaths, *, limit: int | None = None, question_ids: S
         wanted = wanted[:limit]
     wanted = wanted[shard::num_shards]
     examples = []
-    for qid in wanted:
-        q = questions[qid]
-        ann = annotations.get(qid)
-        if ann is None:
-            raise DataError(f"data.annotations: {paths.annotations} has no annotation for question_id {qid} "
-                            f"of {paths.questions}; the two files must come from the same split.")
-        image_path = paths.images / f"{paths.image_prefix}{q['image_id']:012d}.jpg"
+    for record in read_records(paths, wanted, loaded):
+        qid = record.question_id
+        image_path = image_path_of(paths, record.image_id)
         if not image_path.exists():
             if skip_missing_images:
                 skipped["missing_image"] += 1
@@ -247,75 +221,11 @@ def load_examples(paths: DataPaths, *, limit: int | None = None, question_ids: S
             skipped["all_human_maps_constant"] += 1
             continue
         examples.append(Example(
-            question_id=qid, image_id=int(q["image_id"]), question=q["question"],
-            answers=[a["answer"] for a in ann.get("answers", [])],
-            multiple_choice_answer=ann["multiple_choice_answer"], answer_type=ann.get("answer_type", ""),
+            question_id=qid, image_id=record.image_id, question=record.question, answers=record.answers,
+            multiple_choice_answer=record.multiple_choice_answer, answer_type=record.answer_type,
             image_path=image_path, human_map_paths=usable,
         ))
     return Selection(examples, skipped)
-
-
-# ---------------------------------------------------------------- pixels
-@dataclass(frozen=True)
-class InputGeometry:
-    """How an image becomes the model's input: resize the shorter side to ``size / central_fraction``,
-    then crop the central ``size x size`` square (pytorch-vqa: size 448, central_fraction 0.875)."""
-    size: int = 448
-    central_fraction: float = 0.875
-
-    @property
-    def resize_to(self) -> int:
-        return int(round(self.size / self.central_fraction))
-
-
-def _resize_and_crop(image: Image.Image, geometry: InputGeometry, resample) -> Image.Image:
-    w, h = image.size
-    scale = geometry.resize_to / min(w, h)
-    new_w, new_h = max(geometry.size, round(w * scale)), max(geometry.size, round(h * scale))
-    image = image.resize((new_w, new_h), resample)
-    left, top = (new_w - geometry.size) // 2, (new_h - geometry.size) // 2
-    return image.crop((left, top, left + geometry.size, top + geometry.size))
-
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-
-
-def load_image(path: Path, geometry: InputGeometry) -> np.ndarray:
-    """The model input for one image file: ``[3, size, size]`` float32, ImageNet-normalised.
-
-    Grayscale, CMYK and palette JPEGs are converted to RGB.
-    """
-    with Image.open(path) as image:
-        rgb = _resize_and_crop(image.convert("RGB"), geometry, Image.BILINEAR)
-    array = np.asarray(rgb, np.float32) / 255.0
-    return ((array - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
-
-
-def load_display_image(path: Path, geometry: InputGeometry) -> np.ndarray:
-    """The model's view of an image for figures: ``[size, size, 3]`` uint8."""
-    with Image.open(path) as image:
-        return np.asarray(_resize_and_crop(image.convert("RGB"), geometry, Image.BILINEAR))
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of an image file, without decoding its pixels."""
-    with Image.open(path) as image:
-        return image.size
-
-
-def load_human_maps(paths: Sequence[Path], image_wh: tuple[int, int], geometry: InputGeometry) -> np.ndarray:
-    """Human maps aligned with the model input: ``[n_annotators, size, size]`` float32 in [0, 1].
-
-    Each map is first resized to its image's size (VQA-HAT maps need not match it), then cropped
-    exactly like the image, so that map pixel (i, j) and attribution pixel (i, j) are the same spot.
-    """
-    aligned = []
-    for path in paths:
-        with Image.open(path) as image:
-            grey = image.convert("L").resize(image_wh, Image.BILINEAR)
-            aligned.append(np.asarray(_resize_and_crop(grey, geometry, Image.BILINEAR), np.float32) / 255.0)
-    return np.stack(aligned)
 
 
 def digest_examples(examples: Sequence[Example]) -> str:

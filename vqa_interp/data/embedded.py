@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy.ndimage import gaussian_filter, shift as nd_shift
 
-from vqa_interp.locking import file_lock
+from vqa_interp.util.locking import file_lock
 
 GENERATOR_VERSION = 12
 IMAGE_SIZE = 128

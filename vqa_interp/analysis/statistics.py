@@ -8,13 +8,16 @@ was silent, made explicit here:
   wrong); ``"label"`` uses the labelled answer's map always.
 - Splits: correct/wrong x low (p < low) / high (p > high); examples with low <= p <= high
   belong to neither confidence level.
-- Five planned comparisons (the paper's), each by Student's t (what the paper used), Welch's t
-  and Mann-Whitney U (two-sided). Rows with a NaN metric are dropped for that metric.
+- Five planned comparisons (the paper's). One pre-specified primary test per comparison and
+  metric: Student's t (what the paper used); Welch's t and Mann-Whitney U (two-sided) are
+  reported as robustness checks. Rows with a NaN metric are dropped for that metric.
 - Effect sizes: Cohen's d (pooled SD) for the t-tests; rank-biserial ``2 U1 / (n1 n2) - 1`` for
   Mann-Whitney. 95% CI of the mean difference: percentile bootstrap.
-- Multiple comparisons: Holm and Benjamini-Hochberg over the family of all testable
-  (comparison, metric, test) rows of the run; ``significant`` uses the Holm-adjusted p.
-- Not testable (reported, never a NaN p-value): a group with n < 2, or both groups constant.
+- Multiple comparisons: Holm (and Benjamini-Hochberg) over the primary family only: Student's t
+  on the non-redundant metrics (``family_metrics()``: precision, recall, F1 and disc_intersect are
+  functions of IoU when regions have equal size); ``significant`` = Holm-adjusted p < alpha.
+- Not testable (reported, never a NaN p-value, never significant): a group below
+  ``min_group`` examples ("underpowered", default 10), or both groups constant.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from vqa_interp.scoring import METRICS
+from vqa_interp.metrics.registry import family_metrics, metric_names
 
 SCENARIOS = ("all", "correct", "wrong", "low_correct", "low_wrong", "high_correct", "high_wrong")
 COMPARISONS = {
@@ -36,6 +39,7 @@ COMPARISONS = {
     "wrong_high_vs_low": ("high_wrong", "low_wrong"),
 }
 TESTS = ("student", "welch", "mannwhitney")
+ROLES = {"student": "primary", "welch": "robustness", "mannwhitney": "robustness"}
 
 
 @dataclass
@@ -43,6 +47,12 @@ class AnalysisResults:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     examples: pd.DataFrame | None = None
+
+
+def present_metrics(table: pd.DataFrame, metrics=None) -> list[str]:
+    """The registered metrics (or ``metrics``) that are columns of ``table``, in registry order."""
+    names = metric_names() if metrics is None else metrics
+    return [m for m in names if m in table.columns]
 
 
 def example_rows(table: pd.DataFrame, map_for_example: str = "prediction") -> pd.DataFrame:
@@ -102,20 +112,25 @@ def bootstrap_mean_difference_ci(x: np.ndarray, y: np.ndarray, n_bootstrap: int,
     return float(low), float(high)
 
 
-def compare_groups(x: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.random.Generator) -> list[dict]:
-    """The three tests of group 1 (``x``) vs group 2 (``y``), one dict per test."""
+def compare_groups(x: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.random.Generator,
+                   min_group: int = 2) -> list[dict]:
+    """The three tests of group 1 (``x``) vs group 2 (``y``), one dict per test (NaNs dropped).
+
+    Not testable (``testable`` False, ``reason`` set, p NaN): a group below ``min_group``
+    (underpowered), or both groups constant.
+    """
     x, y = x[~np.isnan(x)], y[~np.isnan(y)]
     base = {"n1": len(x), "n2": len(y), "mean1": float(x.mean()) if len(x) else float("nan"),
             "mean2": float(y.mean()) if len(y) else float("nan")}
     reason = ""
-    if len(x) < 2 or len(y) < 2:
-        reason = "a group has fewer than 2 examples"
+    if len(x) < max(2, min_group) or len(y) < max(2, min_group):
+        reason = f"underpowered: a group has fewer than {max(2, min_group)} examples (analysis.min_group)"
     elif np.ptp(x) == 0 and np.ptp(y) == 0:
         reason = "both groups are constant"
     if reason:
-        return [{**base, "test": t, "testable": False, "reason": reason, "statistic": np.nan, "p_value": np.nan,
-                 "effect_size": np.nan, "effect_name": "", "mean_diff": base["mean1"] - base["mean2"],
-                 "ci_low": np.nan, "ci_high": np.nan} for t in TESTS]
+        return [{**base, "test": t, "role": ROLES[t], "testable": False, "reason": reason, "statistic": np.nan,
+                 "p_value": np.nan, "effect_size": np.nan, "effect_name": "",
+                 "mean_diff": base["mean1"] - base["mean2"], "ci_low": np.nan, "ci_high": np.nan} for t in TESTS]
     ci_low, ci_high = bootstrap_mean_difference_ci(x, y, n_bootstrap, rng)
     d = cohens_d(x, y)
     student = scipy.stats.ttest_ind(x, y, equal_var=True)
@@ -125,48 +140,61 @@ def compare_groups(x: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.ra
     common = {**base, "testable": True, "reason": "", "mean_diff": base["mean1"] - base["mean2"],
               "ci_low": ci_low, "ci_high": ci_high}
     return [
-        {**common, "test": "student", "statistic": float(student.statistic), "p_value": float(student.pvalue),
-         "effect_size": d, "effect_name": "cohens_d"},
-        {**common, "test": "welch", "statistic": float(welch.statistic), "p_value": float(welch.pvalue),
-         "effect_size": d, "effect_name": "cohens_d"},
-        {**common, "test": "mannwhitney", "statistic": float(mw.statistic), "p_value": float(mw.pvalue),
-         "effect_size": float(rank_biserial), "effect_name": "rank_biserial"},
+        {**common, "test": "student", "role": ROLES["student"], "statistic": float(student.statistic),
+         "p_value": float(student.pvalue), "effect_size": d, "effect_name": "cohens_d"},
+        {**common, "test": "welch", "role": ROLES["welch"], "statistic": float(welch.statistic),
+         "p_value": float(welch.pvalue), "effect_size": d, "effect_name": "cohens_d"},
+        {**common, "test": "mannwhitney", "role": ROLES["mannwhitney"], "statistic": float(mw.statistic),
+         "p_value": float(mw.pvalue), "effect_size": float(rank_biserial), "effect_name": "rank_biserial"},
     ]
 
 
+SIGNIFICANCE_COLUMNS = ["comparison", "group1", "group2", "metric", "test", "role", "in_family", "testable", "reason",
+                        "n1", "n2", "mean1", "mean2", "mean_diff", "statistic", "p_value", "p_holm", "p_bh",
+                        "significant", "effect_size", "effect_name", "ci_low", "ci_high"]
+
+
 def significance_table(examples: pd.DataFrame, *, alpha: float = 0.05, n_bootstrap: int = 2000,
-                       seed: int = 0, metrics=METRICS) -> pd.DataFrame:
-    """One row per (comparison, metric, test) with p-values adjusted over the whole table."""
+                       seed: int = 0, metrics=None, min_group: int = 10) -> pd.DataFrame:
+    """One row per (comparison, metric, test).
+
+    The adjusted family is pre-specified: the primary test (Student's t, as the paper) of each
+    comparison on each non-redundant metric (:func:`vqa_interp.metrics.family_metrics`) that is
+    testable. Holm and Benjamini-Hochberg adjust over that family only; ``significant`` is
+    Holm < ``alpha`` within it. Welch and Mann-Whitney rows (``role`` robustness) and the redundant
+    metrics keep their raw p-values, outside the family (``in_family`` False, no adjusted p).
+    """
     rng = np.random.default_rng(seed)
+    metrics = present_metrics(examples, metrics)
+    family = set(family_metrics())
     rows = []
     for name, (first, second) in COMPARISONS.items():
         g1, g2 = examples[scenario_mask(examples, first)], examples[scenario_mask(examples, second)]
         for metric in metrics:
             for result in compare_groups(g1[metric].to_numpy(float), g2[metric].to_numpy(float),
-                                         n_bootstrap=n_bootstrap, rng=rng):
-                rows.append({"comparison": name, "group1": first, "group2": second, "metric": metric, **result})
-    columns = ["comparison", "group1", "group2", "metric", "test", "testable", "reason", "n1", "n2", "mean1", "mean2",
-               "mean_diff", "statistic", "p_value", "p_holm", "p_bh", "significant", "effect_size", "effect_name",
-               "ci_low", "ci_high"]
+                                         n_bootstrap=n_bootstrap, rng=rng, min_group=min_group):
+                in_family = result["testable"] and result["role"] == "primary" and metric in family
+                rows.append({"comparison": name, "group1": first, "group2": second, "metric": metric,
+                             "in_family": in_family, **result})
     table = pd.DataFrame(rows)
     if table.empty:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=SIGNIFICANCE_COLUMNS)
     table["p_holm"] = np.nan
     table["p_bh"] = np.nan
-    testable = table["testable"].astype(bool)
-    if testable.any():
-        p = table.loc[testable, "p_value"].to_numpy(float)
-        table.loc[testable, "p_holm"] = holm(p)
-        table.loc[testable, "p_bh"] = benjamini_hochberg(p)
-    table["significant"] = testable & (table["p_holm"] < alpha)
-    return table[columns]
+    chosen = table["in_family"].astype(bool)
+    if chosen.any():
+        p = table.loc[chosen, "p_value"].to_numpy(float)
+        table.loc[chosen, "p_holm"] = holm(p)
+        table.loc[chosen, "p_bh"] = benjamini_hochberg(p)
+    table["significant"] = chosen & (table["p_holm"] < alpha)
+    return table[SIGNIFICANCE_COLUMNS]
 
 
-def confidence_correlations(examples: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
+def confidence_correlations(examples: pd.DataFrame, metrics=None) -> pd.DataFrame:
     """Pearson and Spearman correlation of confidence with each metric among correct predictions."""
     correct = examples[examples["correct"].astype(bool)]
     rows = []
-    for metric in metrics:
+    for metric in present_metrics(examples, metrics):
         pair = correct[["confidence", metric]].dropna()
         x, y = pair["confidence"].to_numpy(float), pair[metric].to_numpy(float)
         for kind, fn in (("pearson", scipy.stats.pearsonr), ("spearman", scipy.stats.spearmanr)):
@@ -180,36 +208,36 @@ def confidence_correlations(examples: pd.DataFrame, metrics=METRICS) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def scenario_summary(examples: pd.DataFrame, statistic: str, metrics=METRICS) -> pd.DataFrame:
+def scenario_summary(examples: pd.DataFrame, statistic: str, metrics=None) -> pd.DataFrame:
     """``statistic`` ('mean' | 'median') of each metric and confidence per scenario (Figure 7)."""
     rows = []
     for scenario in SCENARIOS:
         group = examples[scenario_mask(examples, scenario)]
         row = {"scenario": scenario, "n": len(group)}
-        for column in ("confidence", *metrics):
+        for column in ("confidence", *present_metrics(examples, metrics)):
             row[column] = float(getattr(group[column], statistic)()) if len(group) else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def descriptive_by_split(examples: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
+def descriptive_by_split(examples: pd.DataFrame, metrics=None) -> pd.DataFrame:
     """count/mean/std/min/quartiles/max of each metric per scenario (Figure 8)."""
     frames = []
     for scenario in SCENARIOS:
         group = examples[scenario_mask(examples, scenario)]
-        described = group[list(metrics)].describe().T.reset_index(names="metric")
+        described = group[list(present_metrics(examples, metrics))].describe().T.reset_index(names="metric")
         described.insert(0, "scenario", scenario)
         frames.append(described)
     return pd.concat(frames, ignore_index=True)
 
 
-def method_means(table: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
+def method_means(table: pd.DataFrame, metrics=None) -> pd.DataFrame:
     """Mean of every metric and of confidence per method over all rows (the paper's Figure 2)."""
-    return table.groupby("method")[["confidence", *metrics]].mean().reset_index()
+    return table.groupby("method")[["confidence", *present_metrics(table, metrics)]].mean().reset_index()
 
 
 def analyse(table: pd.DataFrame, *, low: float, high: float, map_for_example: str = "prediction",
-            alpha: float = 0.05, n_bootstrap: int = 2000, seed: int = 0) -> AnalysisResults:
+            alpha: float = 0.05, n_bootstrap: int = 2000, seed: int = 0, min_group: int = 10) -> AnalysisResults:
     """Every table and summary metric of one run's per-example table."""
     results = AnalysisResults()
     if table.empty:
@@ -217,7 +245,7 @@ def analyse(table: pd.DataFrame, *, low: float, high: float, map_for_example: st
     examples = example_rows(table, map_for_example).copy()
     examples["confidence_level"] = confidence_level(examples["confidence"], low, high)
     results.examples = examples
-    significance = significance_table(examples, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed)
+    significance = significance_table(examples, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed, min_group=min_group)
     correlations = confidence_correlations(examples)
     means = scenario_summary(examples, "mean")
     medians = scenario_summary(examples, "median")
@@ -225,18 +253,19 @@ def analyse(table: pd.DataFrame, *, low: float, high: float, map_for_example: st
                       "descriptive_by_split": descriptive_by_split(examples), "significance": significance,
                       "confidence_correlations": correlations}
     m = results.metrics
-    for metric in METRICS:
+    for metric in present_metrics(table):
         m[f"mean_{metric}"] = float(table[metric].mean())
         m[f"median_{metric}"] = float(table[metric].median())
     for _, row in means.iterrows():
         m[f"n_{row['scenario']}"] = row["n"]
-        for metric in METRICS:
+        for metric in present_metrics(table):
             if not np.isnan(row[metric]):
                 m[f"mean_{metric}_{row['scenario']}"] = row[metric]
     for _, row in significance[significance["testable"].astype(bool)].iterrows():
         stem = f"{row['test']}.{row['comparison']}.{row['metric']}"
         m[f"p.{stem}"] = row["p_value"]
-        m[f"p_holm.{stem}"] = row["p_holm"]
+        if row["in_family"]:
+            m[f"p_holm.{stem}"] = row["p_holm"]
         if row["test"] == "student":
             m[f"cohens_d.{row['comparison']}.{row['metric']}"] = row["effect_size"]
     for _, row in correlations[correlations["testable"].astype(bool)].iterrows():

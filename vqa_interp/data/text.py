@@ -6,7 +6,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from vqa_interp.data import normalize_answer, tokenize_question
+from vqa_interp.data.answers import normalize_answer, tokenize_question
 
 
 def build_question_vocab(questions: Iterable[str]) -> dict[str, int]:

@@ -1,0 +1,84 @@
+"""The paper model's backbone (Caffe ResNet-152, not torchvision's), checkpoints, and answers compared
+under the official normalisation."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from vqa_interp.data import Example
+from vqa_interp.models import Net, ResNetBackbone, VQAModel, load_model
+from vqa_interp.models.backbones import SmallConvBackbone
+from vqa_interp.pipeline import answer_lookup, plan_targets, predict
+
+
+def test_caffe_resnet152_has_the_converted_caffe_geometry_and_differs_from_torchvision():
+    torch.manual_seed(0)
+    caffe = ResNetBackbone(152, "caffe").eval()
+    torchvision_variant = ResNetBackbone(152, "torchvision").eval()
+    state = caffe.state_dict()
+    assert list(state) == list(torchvision_variant.state_dict())   # same keys: a file loads into either
+    torchvision_variant.load_state_dict(state)
+    assert caffe.maxpool.ceil_mode and caffe.maxpool.padding == 0 and caffe.maxpool.stride == 2
+    for layer in ("layer2", "layer3", "layer4"):
+        first = getattr(caffe, layer)[0]
+        assert first.conv1.stride == (2, 2) and first.conv2.stride == (1, 1)
+        other = getattr(torchvision_variant, layer)[0]
+        assert other.conv1.stride == (1, 1) and other.conv2.stride == (2, 2)
+    x = torch.randn(1, 3, 448, 448)
+    with torch.no_grad():
+        a, b = caffe(x), torchvision_variant(x)
+    assert a.shape == b.shape == (1, 2048, 14, 14)
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_pytorch_vqa_checkpoint_and_caffe_weights_round_trip(tmp_path):
+    torch.manual_seed(1)
+    backbone = ResNetBackbone(50, "caffe").eval()
+    net = Net(12, v_features=2048, embedding_features=8, lstm_features=16, mid_features=8, glimpses=2,
+              classifier_mid=16, max_answers=4, drop=0.0)
+    torch.save(backbone.state_dict(), tmp_path / "resnet50-caffe.pth")
+    torch.save({"name": "t", "tracker": {}, "config": {}, "eval": {},
+                "weights": {f"module.{k}": v for k, v in net.state_dict().items()},
+                "vocab": {"question": {f"w{i}": i + 1 for i in range(11)}, "answer": {"a": 0, "b": 1, "c": 2, "d": 3}}},
+               tmp_path / "ckpt.pth")
+    loaded = load_model(tmp_path / "ckpt.pth", {"type": "resnet", "depth": 50, "variant": "caffe"},
+                        tmp_path / "resnet50-caffe.pth")
+    assert loaded.backbone_description.startswith("caffe resnet50")
+    x, q, q_len = torch.randn(2, 3, 224, 224), torch.randint(1, 12, (2, 4)), torch.tensor([4, 2])
+    with torch.no_grad():
+        expected = VQAModel(backbone, net.eval())(x, q, q_len)
+        assert torch.allclose(loaded.model(x, q, q_len), expected, atol=1e-5)
+
+
+def test_answer_lookup_finds_labels_under_the_vocabularys_own_spelling():
+    lookup = answer_lookup({"two": 0, "a lot": 1, "yes": 2, "2": 3})
+    assert lookup["2"] == 0          # "two" and "2" normalise alike: the more frequent (lower index) wins
+    assert lookup["lot"] == 1        # the official normalisation drops articles
+    assert lookup["yes"] == 2
+
+
+def _model_that_answers(index: int, n_answers: int) -> VQAModel:
+    torch.manual_seed(0)
+    net = Net(10, v_features=16, embedding_features=4, lstm_features=8, mid_features=4, glimpses=2,
+              classifier_mid=8, max_answers=n_answers, drop=0.0)
+    with torch.no_grad():
+        net.classifier.lin2.weight.zero_()
+        net.classifier.lin2.bias.zero_()
+        net.classifier.lin2.bias[index] = 10.0
+    return VQAModel(SmallConvBackbone(16), net).eval()
+
+
+@pytest.mark.parametrize("vocab_answer,label,correct", [("two", "2", True), ("2", "two", True),
+                                                        ("a lot", "lot", True), ("3", "2", False)])
+def test_a_prediction_is_compared_with_the_label_after_both_are_normalised(vocab_answer, label, correct):
+    from vqa_interp.models.checkpoint import LoadedModel
+
+    vocab = {vocab_answer: 0, "other": 1}
+    loaded = LoadedModel(_model_that_answers(0, 2), {"how": 1}, vocab, "digest", "small_cnn")
+    example = Example(1, 1, "How many?", [label] * 10, label, "number", Path("unused.jpg"), [])
+    q, q_len = torch.tensor([[1, 0]]), torch.tensor([1])
+    frame = predict(loaded, [example], lambda rows: torch.zeros(len(rows), 3, 32, 32), q, q_len, batch_size=1)
+    assert bool(frame.loc[0, "correct"]) is correct
+    assert frame.loc[0, "label_index"] == (0 if correct else -1)
+    targets, skipped = plan_targets(frame, "paper")
+    assert (len(targets) == 1) if correct else (skipped["label_not_in_answer_vocab"] == 1)

@@ -1,0 +1,316 @@
+"""Figures of a run (the paper's Figures 1, 3-10), as matplotlib figures for the tracker to log."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from vqa_interp.analysis.statistics import COMPARISONS, SCENARIOS, scenario_mask
+from vqa_interp.data.datasets import human_maps_for
+from vqa_interp.data.images import load_display_image
+from vqa_interp.metrics.prepare import apply_steps, sigmoid_for_display
+from vqa_interp.metrics.registry import bounded_metrics, family_metrics, metric_names
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, *, figsize, **kwargs):
+    """A figure and its axes, without pyplot (no global backend or figure registry is touched)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def human_weight_distribution(human_maps: list[np.ndarray]) -> Figure:
+    """Figure 1: histogram of the pixel weights of the (min-max scaled) human maps."""
+    fig, ax = new_figure(figsize=(6, 3.5))
+    values = np.concatenate([apply_steps(m[None], ["minmax"])[0].ravel() for m in human_maps]) if human_maps else []
+    ax.hist(values, bins=50, color="tab:blue", log=True)
+    ax.set_xlabel("pixel weight (min-max scaled)")
+    ax.set_ylabel("pixels (log)")
+    ax.set_title(f"Human attention weights ({len(human_maps)} maps)")
+    fig.tight_layout()
+    return fig
+
+
+def _metric_label(metric: str) -> str:
+    from vqa_interp.metrics.registry import REGISTRY
+
+    entry = REGISTRY.get(metric)
+    if entry is None:
+        return metric
+    arrow = "higher = closer to humans" if entry.higher_is_better else "lower = closer to humans"
+    return f"{metric} ({arrow})"
+
+
+def scenario_bars(medians: pd.DataFrame, method: str, min_group: int = 10) -> Figure:
+    """Figure 7: the median of every metric and of confidence per scenario, one panel each.
+
+    Bounded metrics share their natural axis, unbounded ones get their own; a scenario with fewer
+    than ``min_group`` examples is drawn hatched and grey (too few to read).
+    """
+    columns = ["confidence", *[m for m in metric_names() if m in medians.columns]]
+    ncols = 4
+    nrows = -(-len(columns) // ncols)
+    fig, axes = new_figure(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows), squeeze=False)
+    palette = ["#4c72b0", "#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd", "#937860"]
+    for ax, column in zip(axes.ravel(), columns):
+        heights, colours, hatches, labels = [], [], [], []
+        for k, scenario in enumerate(SCENARIOS):
+            row = medians[medians["scenario"] == scenario]
+            n = int(row["n"].iloc[0]) if len(row) else 0
+            heights.append(float(row[column].iloc[0]) if len(row) else np.nan)
+            small = n < min_group
+            colours.append("#cccccc" if small else palette[k % len(palette)])
+            hatches.append("//" if small else "")
+            labels.append(f"{scenario.replace('_', ' ')}\nn={n}")
+        x = np.arange(len(SCENARIOS))
+        bars = ax.bar(x, np.nan_to_num(heights), color=colours)
+        for bar, hatch in zip(bars, hatches):
+            bar.set_hatch(hatch)
+        ax.set_xticks(x, labels, fontsize=6, rotation=45, ha="right")
+        ax.set_title(column, fontsize=9)
+        ax.set_ylabel("median", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        entry_range = _range(column)
+        if entry_range is not None:
+            ax.set_ylim(min(0.0, entry_range[0]), entry_range[1])
+    for ax in axes.ravel()[len(columns):]:
+        ax.axis("off")
+    fig.suptitle(f"{method}: median per scenario (grey, hatched: fewer than {min_group} examples)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _range(column: str) -> tuple[float, float] | None:
+    from vqa_interp.metrics.registry import REGISTRY
+
+    if column == "confidence":
+        return (0.0, 1.0)
+    entry = REGISTRY.get(column)
+    return entry.range if entry is not None and entry.bounded else None
+
+
+def split_boxplots(examples: pd.DataFrame, method: str, metrics=None) -> Figure:
+    """Figure 8: distribution of each tested metric per split (n under each box)."""
+    metrics = [m for m in (metrics or family_metrics()) if m in examples.columns]
+    fig, axes = new_figure(1, len(metrics), figsize=(3.6 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        data, labels = [], []
+        for scenario in SCENARIOS:
+            values = examples.loc[scenario_mask(examples, scenario), metric].dropna().to_numpy()
+            data.append(values if len(values) else [np.nan])
+            labels.append(f"{scenario.replace('_', ' ')}\nn={len(values)}")
+        ax.boxplot(data, tick_labels=labels)
+        ax.tick_params(axis="x", labelsize=6, rotation=45)
+        ax.set_title(_metric_label(metric), fontsize=8)
+    fig.suptitle(f"{method}: distribution per split (box: quartiles, whiskers: 1.5 IQR)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def mean_differences(significance: pd.DataFrame, method: str) -> Figure:
+    """Figures 3, 5, 6: mean difference (group1 - group2) of each tested metric with its bootstrap
+    95% CI, per comparison; red = Holm-significant, grey hatched = not testable (underpowered)."""
+    metrics = [m for m in family_metrics() if m in set(significance["metric"])]
+    rows = significance[(significance["test"] == "student") & significance["metric"].isin(metrics)]
+    fig, axes = new_figure(1, len(COMPARISONS), figsize=(3.3 * len(COMPARISONS), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], COMPARISONS):
+        part = rows[rows["comparison"] == name].set_index("metric").reindex(metrics)
+        y = np.arange(len(metrics))
+        diff = part["mean_diff"].to_numpy(float)
+        err = np.vstack([diff - part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float) - diff])
+        testable = part["testable"].fillna(False).astype(bool).to_numpy()
+        significant = part["significant"].fillna(False).astype(bool).to_numpy()
+        colours = ["tab:red" if s else ("tab:blue" if t else "#dddddd") for s, t in zip(significant, testable)]
+        bars = ax.barh(y, np.nan_to_num(diff), color=colours, xerr=np.nan_to_num(np.abs(err)), capsize=2)
+        for bar, t in zip(bars, testable):
+            bar.set_hatch("" if t else "//")
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, metrics, fontsize=7)
+        ax.set_xlabel("mean difference (group 1 - group 2)", fontsize=7)
+        n1, n2 = part["n1"].max(), part["n2"].max()
+        first, second = COMPARISONS[name]
+        note = "" if testable.any() else "\nunderpowered: not tested"
+        ax.set_title(f"{first.replace('_', ' ')} (n={n1:.0f})\nvs {second.replace('_', ' ')} (n={n2:.0f}){note}",
+                     fontsize=7)
+    fig.suptitle(f"{method}: mean differences with bootstrap 95% CI (red: Holm-significant; grey: not tested)",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def correlation_matrix(examples: pd.DataFrame, method: str) -> Figure:
+    """Figure 4: Pearson correlation of confidence and every metric with each other, among correct
+    predictions (the paper's full matrix)."""
+    columns = ["confidence", *[m for m in metric_names() if m in examples.columns]]
+    correct = examples.loc[examples["correct"].astype(bool), columns].astype(float)
+    matrix = correct.corr(method="pearson").to_numpy()
+    fig, ax = new_figure(figsize=(1.0 + 0.62 * len(columns), 0.8 + 0.55 * len(columns)))
+    image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
+    ax.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(columns)), columns, fontsize=7)
+    for i in range(len(columns)):
+        for j in range(len(columns)):
+            if np.isfinite(matrix[i, j]):
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if abs(matrix[i, j]) > 0.6 else "black")
+    fig.colorbar(image, ax=ax, label="Pearson r", shrink=0.8)
+    ax.set_title(f"{method}: correlations among correct predictions (n={len(correct)})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def confidence_scatter(examples: pd.DataFrame, correlations: pd.DataFrame, method: str, metrics=None) -> Figure:
+    """Figure 4 (detail): confidence vs each tested metric among correct predictions, with Pearson r."""
+    metrics = [m for m in (metrics or family_metrics()) if m in examples.columns]
+    correct = examples[examples["correct"].astype(bool)]
+    fig, axes = new_figure(1, len(metrics), figsize=(3.6 * len(metrics), 3.3), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        ax.scatter(correct["confidence"], correct[metric], s=8, alpha=0.6)
+        row = correlations[(correlations["metric"] == metric) & (correlations["correlation"] == "pearson")]
+        r = float(row["r"].iloc[0]) if len(row) else np.nan
+        ax.set_title(f"{metric}: Pearson r = {r:.3f} (n={len(correct)})", fontsize=8)
+        ax.set_xlabel("confidence (softmax p of the prediction)", fontsize=7)
+        ax.set_ylabel(metric, fontsize=7)
+    fig.suptitle(f"{method}: confidence vs similarity (correct predictions)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def qualitative_panel(cases: list[dict]) -> Figure:
+    """Figures 9-10: per case, the image, the human map and the attribution map (sigmoid display).
+
+    Each case: ``image [S, S, 3]``, ``human [S, S]``, ``attribution [S, S]``, ``title`` (str).
+    """
+    fig, axes = new_figure(len(cases), 3, figsize=(8, 2.8 * len(cases)), squeeze=False)
+    for row, case in zip(axes, cases):
+        row[0].imshow(case["image"])
+        row[1].imshow(case["human"], cmap="gray")
+        row[2].imshow(sigmoid_for_display(case["attribution"][None])[0], cmap="inferno")
+        row[0].set_title(case["title"], fontsize=7, loc="left")
+        row[1].set_title("human", fontsize=8)
+        row[2].set_title(case["map_title"], fontsize=8)
+        for ax in row:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def pick_cases(examples: pd.DataFrame, n: int, panel_ids=None) -> pd.DataFrame:
+    """The questions shown side by side: ``panel_ids`` if given (in that order), else the most
+    confident wrong and least confident correct predictions first, then the rest. Predictions do
+    not depend on the method, so every run of a sweep picks the same questions."""
+    if panel_ids:
+        by_id = examples.drop_duplicates("question_id").set_index("question_id", drop=False)
+        return by_id.loc[[q for q in panel_ids if q in by_id.index]]
+    wrong = examples[~examples["correct"].astype(bool)].sort_values(["confidence", "question_id"], ascending=[False, True])
+    right = examples[examples["correct"].astype(bool)].sort_values(["confidence", "question_id"])
+    picked = pd.concat([wrong.head((n + 1) // 2), right.head(n // 2)])
+    if len(picked) < n:
+        picked = pd.concat([picked, examples.drop(picked.index).head(n - len(picked))])
+    return picked.head(n)
+
+
+def panel_cases(outputs, results, settings) -> list[dict]:
+    """The cases of the qualitative panel: image ``[S, S, 3]`` uint8, human map ``[S, S]``, the
+    map that stands for the example ``[S', S']`` and their captions."""
+    if results.examples is None or results.examples.empty:
+        return []
+    human_maps = outputs.dataset.human_maps if outputs.dataset is not None else human_maps_for
+    by_id = {e.question_id: e for e in outputs.examples}
+    cases = []
+    a = settings.analysis
+    for row in pick_cases(results.examples, a.n_panels, a.panel_ids).itertuples():
+        example = by_id[row.question_id]
+        cases.append({
+            "question_id": int(row.question_id),
+            "image": load_display_image(example.image_path, outputs.geometry),
+            "human": human_maps(example, outputs.geometry, "mean", 1)[0],
+            "attribution": outputs.cache.load(row.map_key),
+            "title": f"Q: {row.question}\nA: {row.answer}  pred: {row.prediction} (p={row.confidence:.2f})",
+            "map_title": f"{settings.attribution.method} -> '{row.target_answer}'",
+        })
+    return cases
+
+
+def run_figures(outputs, results, settings, cases: list[dict] | None = None) -> dict[str, Figure]:
+    """Every figure of one run, by artifact name (``settings``: :class:`vqa_interp.settings.Settings`)."""
+    method = settings.attribution.method
+    figures: dict[str, Figure] = {}
+    human_maps = outputs.dataset.human_maps if outputs.dataset is not None else human_maps_for
+    humans = [human_maps(e, outputs.geometry, "mean", 1)[0] for e in outputs.examples[:100]]
+    figures["fig1_human_weight_distribution"] = human_weight_distribution(humans)
+    if results.examples is None or results.examples.empty:
+        return figures
+    examples, tables = results.examples, results.tables
+    figures["fig7_scenario_medians"] = scenario_bars(tables["scenario_medians"], method, settings.analysis.min_group)
+    figures["fig8_split_distributions"] = split_boxplots(examples, method)
+    figures["fig3_5_6_mean_differences"] = mean_differences(tables["significance"], method)
+    figures["fig4_correlation_matrix"] = correlation_matrix(examples, method)
+    figures["fig4_confidence_correlation"] = confidence_scatter(examples, tables["confidence_correlations"], method)
+    cases = panel_cases(outputs, results, settings) if cases is None else cases
+    if cases:
+        figures["fig9_10_qualitative"] = qualitative_panel(cases)
+    return figures
+
+
+def methods_side_by_side(cases: list[dict], maps_by_method: dict[str, dict[int, np.ndarray]]) -> Figure:
+    """Figures 9-10 across a sweep: per question, the image, the human map and every method's map.
+
+    ``cases``: dicts with ``question_id``, ``image [S, S, 3]``, ``human [S, S]``, ``title``;
+    ``maps_by_method``: method -> question_id -> map ``[S', S']`` (sigmoid display, as the paper).
+    """
+    methods = list(maps_by_method)
+    ncols = 2 + len(methods)
+    fig, axes = new_figure(len(cases), ncols, figsize=(2.3 * ncols, 2.5 * len(cases)), squeeze=False)
+    for row, case in zip(axes, cases):
+        row[0].imshow(case["image"])
+        row[0].set_title(case["title"], fontsize=6, loc="left")
+        row[1].imshow(case["human"], cmap="gray")
+        row[1].set_title("human (mean of annotators)", fontsize=7)
+        for ax, method in zip(row[2:], methods):
+            attribution = maps_by_method[method].get(case["question_id"])
+            if attribution is not None:
+                ax.imshow(sigmoid_for_display(attribution[None])[0], cmap="inferno")
+            ax.set_title(method, fontsize=8)
+        for ax in row:
+            ax.axis("off")
+    fig.suptitle("The same questions, every method (map of the predicted answer)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def method_means_table(means: pd.DataFrame) -> Figure:
+    """Figure 2: the table of mean confidence and metric means per method (one row per run)."""
+    shown = means.copy()
+    for column in shown.columns:
+        if shown[column].dtype.kind == "f":
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else (f"{v:.3g}" if abs(v) < 1e-3 else f"{v:.4f}"))
+    fig, ax = new_figure(figsize=(1.2 + 0.95 * len(shown.columns), 0.8 + 0.32 * (len(shown) + 1)))
+    ax.axis("off")
+    table = ax.table(cellText=shown.to_numpy(), colLabels=list(shown.columns), loc="center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(7)
+    table.scale(1, 1.3)
+    ax.set_title("Mean of each metric per method (cf. Tang & Yuan, Figure 2)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def comparison_figure(table: pd.DataFrame):
+    """Mean of each bounded metric per method, one panel per (k, thresholds) setting."""
+    finished = table[table["status"] == "FINISHED"].copy()
+    settings = finished.groupby(["k", "confidence.low", "confidence.high"], dropna=False)
+    n = max(1, settings.ngroups)
+    fig, axes = new_figure(1, n, figsize=(5 * n, 3.8), squeeze=False)
+    metrics = [f"mean_{m}" for m in bounded_metrics() if m != "intersect"]
+    for ax, (setting, group) in zip(axes[0], settings):
+        methods = list(group["method.name"])
+        width = 0.8 / max(1, len(methods))
+        x = np.arange(len(metrics))
+        for i, (_, row) in enumerate(group.iterrows()):
+            ax.bar(x + i * width, [float(row[m] or 0) for m in metrics], width, label=row["method.name"])
+        ax.set_xticks(x + width * (len(methods) - 1) / 2, [m[5:] for m in metrics], fontsize=8)
+        ax.set_title(f"k={setting[0]}, low={setting[1]}, high={setting[2]}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("Method comparison (means over each run's rows)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,57 @@
+"""Batched map computation: requests -> channel-reduced maps ``[S, S]``, batch by batch."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from vqa_interp.attribution.registry import AttributeFn
+
+CHANNEL_REDUCTIONS = ("max_abs", "sum_abs", "l2", "sum")
+
+
+def reduce_channels(attributions: torch.Tensor, how: str = "max_abs") -> torch.Tensor:
+    """``[B, C, H, W]`` -> ``[B, H, W]``; the paper's ``max_abs`` is ``max_c |a_c|``."""
+    if how == "max_abs":
+        return attributions.abs().amax(dim=1)
+    if how == "sum_abs":
+        return attributions.abs().sum(dim=1)
+    if how == "l2":
+        return attributions.pow(2).sum(dim=1).sqrt()
+    if how == "sum":
+        return attributions.sum(dim=1)
+    raise ValueError(f"preprocessing.channel_reduction: {how!r} is unknown; expected one of {CHANNEL_REDUCTIONS}")
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    """One map to compute: an example's image/question and the answer index to attribute."""
+    key: str               # cache key of this map within the run's map set
+    image_row: int         # row into the images array
+    question_row: int      # row into q / q_len
+    target_index: int      # answer index (logit) to attribute
+
+
+def compute_maps(model: nn.Module, attribute: AttributeFn, requests: list[MapRequest],
+                 load_images: Callable[[list[int]], torch.Tensor], q: torch.Tensor, q_len: torch.Tensor,
+                 *, batch_size: int, channel_reduction: str, device: str = "cpu") -> Iterator[tuple[MapRequest, np.ndarray]]:
+    """Yield ``(request, map [S, S] float32)`` batch by batch (maps are never all held at once).
+
+    On CUDA the LSTM backward needs cuDNN off in eval mode, so the whole attribution runs with
+    cuDNN disabled there.
+    """
+    use_cuda = device.startswith("cuda")
+    context = torch.backends.cudnn.flags(enabled=False) if use_cuda else contextlib.nullcontext()
+    with context:
+        for begin in range(0, len(requests), batch_size):
+            batch = requests[begin:begin + batch_size]
+            images = load_images([r.image_row for r in batch]).to(device).requires_grad_(True)
+            rows = torch.tensor([r.question_row for r in batch])
+            targets = torch.tensor([r.target_index for r in batch], device=device)
+            raw = attribute(images, targets, q[rows].to(device), q_len[rows])
+            reduced = reduce_channels(raw.detach(), channel_reduction).float().cpu().numpy()
+            yield from zip(batch, reduced)

@@ -1,0 +1,77 @@
+"""The method registry: name -> :class:`Method` (how to build its attribution function, its options).
+
+An attribution function maps ``(images [B, 3, S, S], targets [B], q [B, T], q_len [B])`` to
+attributions ``[B, 3, S, S]`` w.r.t. the image pixels. Methods are registered by their family
+files (:mod:`vqa_interp.attribution.captum_methods` holds the table of Captum classes).
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from vqa_interp.errors import ConfigError
+
+AttributeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One attribution method.
+
+    ``build(model, options) -> AttributeFn``; ``options`` maps each allowed option key to its
+    default (the config file ``conf/method/<name>.yaml`` sets them); ``aliases`` are other config
+    names for the same method (the paper's short names).
+    """
+    name: str
+    build: Callable[[nn.Module, dict], AttributeFn]
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+    description: str = ""
+    reference: str = ""
+    aliases: tuple[str, ...] = ()
+
+    def validate(self, options: dict) -> None:
+        """Raise :class:`ConfigError` for an unknown option or a value of the wrong type."""
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise ConfigError(f"method {self.name!r} has unknown option(s) {sorted(unknown)}; "
+                              f"allowed: {sorted(self.options) or 'none'}.")
+        for key, value in options.items():
+            default = self.options[key]
+            if default is not None and not isinstance(value, type(default)) and not (
+                    isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)):
+                raise ConfigError(f"method.{key}={value!r}: expected a {type(default).__name__} "
+                                  f"(default {default!r}).")
+
+    def with_defaults(self, options: dict) -> dict:
+        return {**self.options, **options}
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    METHODS[method.name] = method
+    return method
+
+
+def resolve_layer(model: nn.Module, dotted: str) -> nn.Module:
+    """``"backbone.layer4"`` -> that submodule, or a :class:`ConfigError` listing candidates."""
+    try:
+        return operator.attrgetter(dotted)(model)
+    except AttributeError as exc:
+        names = [n for n, _ in model.named_modules() if n.count(".") <= 1 and n]
+        raise ConfigError(f"method.layer: {dotted!r} is not a module of the model; "
+                          f"try one of {names[:12]}") from exc
+
+
+def make_attributor(model: nn.Module, method: str, options: dict) -> AttributeFn:
+    """The attribution function of ``method`` (see :data:`METHODS`) for ``model``."""
+    if method not in METHODS:
+        raise ValueError(f"method.name: {method!r} is unknown; expected one of {sorted(METHODS)}")
+    entry = METHODS[method]
+    options = {k: v for k, v in options.items() if k != "name"}
+    return entry.build(model, entry.with_defaults(options))

@@ -1,0 +1,97 @@
+"""Scoring: every registered metric for prepared pairs, and :func:`score` for notebooks.
+
+A pair whose maps contain NaN/inf, or where either map is constant, has no meaningful ranking or
+region: every metric is NaN and ``undefined`` names the reason. Callers count these.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from vqa_interp.metrics.prepare import PreparedMap, ScoringOptions, resize_maps
+from vqa_interp.metrics.registry import REGISTRY, metric_names
+
+
+def _selected(metrics: Sequence[str] | None) -> tuple[str, ...]:
+    if metrics is None:
+        return metric_names()
+    unknown = [m for m in metrics if m not in REGISTRY]
+    if unknown:
+        raise ValueError(f"metrics: {unknown} unknown; expected any of {list(REGISTRY)}")
+    return tuple(metrics)
+
+
+def undefined_reason(attribution: PreparedMap, human: PreparedMap) -> str:
+    """"" for a usable pair, else why its metrics are NaN (``attribution_constant``, ...)."""
+    if attribution.undefined:
+        return f"attribution_{attribution.undefined}"
+    return f"human_{human.undefined}" if human.undefined else ""
+
+
+def score_prepared(attribution: PreparedMap, human: PreparedMap, options: ScoringOptions | None = None,
+                   metrics: Sequence[str] | None = None) -> dict[str, float]:
+    """The selected metrics (default: all registered) for one prepared pair, plus ``undefined``."""
+    names = _selected(metrics)
+    reason = undefined_reason(attribution, human)
+    if reason:
+        return {**{m: float("nan") for m in names}, "undefined": reason}
+    return {**{m: float(REGISTRY[m].compute(attribution, human)) for m in names}, "undefined": ""}
+
+
+def score_against_annotators(attribution: PreparedMap, humans: Sequence[PreparedMap],
+                             options: ScoringOptions | None = None,
+                             metrics: Sequence[str] | None = None) -> dict[str, float]:
+    """Score one attribution map against several annotators' maps and average each metric over the
+    annotators whose pair is defined (NaN, with the first reason, if none is)."""
+    names = _selected(metrics)
+    rows = [score_prepared(attribution, h, options, names) for h in humans]
+    defined = [r for r in rows if not r["undefined"]]
+    if not defined:
+        return rows[0]
+    return {**{m: float(np.mean([r[m] for r in defined])) for m in names}, "undefined": ""}
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest() + str(array.shape)
+
+
+def score(attributions: np.ndarray, humans: np.ndarray, *, k: float = 0.1, size: int = 448,
+          metrics: Sequence[str] | None = None, **options) -> pd.DataFrame:
+    """Score attribution maps against human maps, pair by pair.
+
+    Args:
+        attributions: ``[B, H, W]`` channel-reduced attribution maps (any H, W; resized inside).
+        humans: ``[B, H', W']`` human attention maps, one per attribution map. Equal human maps
+            (by content) are prepared once and reused, as in a run.
+        k: fraction of pixels in each top-k region.
+        size: both maps are resized to ``size x size``.
+        metrics: names of registered metrics (default: all, see
+            :func:`vqa_interp.metrics.metric_names`).
+        **options: ``steps`` (default ``("minmax", "unit_sum")``), ``eps`` (1e-6),
+            ``tie_policy`` (``"fractional"`` | ``"include"`` | ``"index"``), ``dice``
+            (``"soft"`` | ``"hard"``).
+
+    Returns:
+        One row per pair: a column per metric plus ``undefined`` ("" or the reason the row's
+        metrics are NaN).
+    """
+    attributions, humans = np.asarray(attributions), np.asarray(humans)
+    if attributions.ndim != 3 or humans.ndim != 3 or len(attributions) != len(humans):
+        raise ValueError(f"score: expected attributions [B, H, W] and humans [B, H', W'] with the same B; "
+                         f"got {attributions.shape} and {humans.shape}")
+    names = _selected(metrics)
+    if "steps" in options:
+        options["steps"] = tuple(options["steps"])
+    opts = ScoringOptions(k=k, size=size, **options)
+    prepared_humans: dict[str, PreparedMap] = {}
+    rows = []
+    for attribution, human in zip(attributions, humans):
+        key = _digest(human)
+        if key not in prepared_humans:
+            prepared_humans[key] = PreparedMap(resize_maps(human[None], size)[0], opts)
+        prepared_a = PreparedMap(resize_maps(attribution[None], size)[0], opts)
+        rows.append(score_prepared(prepared_a, prepared_humans[key], opts, names))
+    return pd.DataFrame(rows, columns=[*names, "undefined"])

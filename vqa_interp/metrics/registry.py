@@ -1,0 +1,80 @@
+"""The metric registry: one entry per metric, filled by :func:`metric` at import of its family file.
+
+A metric declares what the rest of the tool needs to know about it, so that scoring, the slow
+reference tests, the analysis family, the figures, the sweep comparison and the report all read
+their metric lists from here:
+
+- ``compute(a, h) -> float``: the fast score of two :class:`~vqa_interp.metrics.prepare.PreparedMap`
+  (``a`` the attribution map, ``h`` the human map), from the features named in ``needs``;
+- ``reference(a, h, options) -> float``: the slow, obvious computation from the two resized maps
+  ``[size, size]`` (float64), written next to the fast one and used only by tests;
+- ``needs``: the prepared features it reads (``minmax``, ``weights``, ``ranks``, ``region``, ...);
+- ``higher_is_better`` and ``range`` (``(low, high)``, ``inf`` where unbounded);
+- ``in_family``: whether the analysis tests it (False for a metric that, at the default settings,
+  is a function of another one in the family: see :data:`REDUNDANT_NOTE`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+REDUNDANT_NOTE = ("With equal-size regions (tie_policy fractional or index), precision = recall = F1 = "
+                  "disc_intersect / n and IoU = F1 / (2 - F1): one number in five columns. IoU stands for them "
+                  "in the tested family; the others stay in the per-example table.")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One registered metric (see the module docs)."""
+    name: str
+    compute: Callable
+    reference: Callable
+    needs: tuple[str, ...]
+    higher_is_better: bool
+    range: tuple[float, float]
+    family: str
+    description: str
+    in_family: bool = True
+
+    @property
+    def bounded(self) -> bool:
+        return all(math.isfinite(v) for v in self.range)
+
+
+REGISTRY: dict[str, Metric] = {}
+
+
+def metric(name: str, *, needs: tuple[str, ...], range: tuple[float, float], reference: Callable,
+           higher_is_better: bool = True, in_family: bool = True, family: str = ""):
+    """Decorator: register the fast function as metric ``name`` (its docstring's first line is the
+    description; ``family`` defaults to the defining module's name)."""
+    def wrap(compute: Callable) -> Callable:
+        REGISTRY[name] = Metric(name=name, compute=compute, reference=reference, needs=tuple(needs),
+                                higher_is_better=higher_is_better, range=tuple(range),
+                                family=family or compute.__module__.rsplit(".", 1)[-1],
+                                description=(compute.__doc__ or name).strip().split("\n")[0],
+                                in_family=in_family)
+        return compute
+    return wrap
+
+
+def metric_names() -> tuple[str, ...]:
+    """Every registered metric, in registration order."""
+    return tuple(REGISTRY)
+
+
+def family_metrics() -> tuple[str, ...]:
+    """The metrics the analysis tests (non-redundant ones)."""
+    return tuple(n for n, m in REGISTRY.items() if m.in_family)
+
+
+def bounded_metrics() -> tuple[str, ...]:
+    """The metrics with a finite range (drawn on shared axes in figures)."""
+    return tuple(n for n, m in REGISTRY.items() if m.bounded)
+
+
+def get(name: str) -> Metric:
+    if name not in REGISTRY:
+        raise ValueError(f"metric {name!r} is unknown; expected one of {list(REGISTRY)}")
+    return REGISTRY[name]

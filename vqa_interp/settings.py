@@ -1,0 +1,292 @@
+"""The composed config as plain frozen dataclasses: the only module that reads a ``DictConfig``.
+
+:func:`from_config` validates every value first (each error names the key, what is allowed and
+the fix) and returns a :class:`Settings`; every stage takes these dataclasses, never the config.
+Lists of allowed values come from the registries (methods, metrics, datasets), never from a
+hand-kept tuple here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from vqa_interp.errors import ConfigError
+from vqa_interp.metrics.prepare import ScoringOptions
+
+TARGET_POLICIES = ("paper", "label", "prediction")
+HUMAN_MODES = ("mean", "annotator", "each")
+MAP_FOR_EXAMPLE = ("prediction", "label")
+DEVICES = ("cpu", "cuda")
+BACKBONE_TYPES = ("small_cnn", "resnet")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Which questions, images and human maps (``data.*``)."""
+    name: str = "embedded"
+    root: str | None = None
+    split: str = "val"
+    seed: int = 0
+    n_train_images: int = 3000
+    n_val_images: int = 100
+    questions: str | None = None
+    annotations: str | None = None
+    images: str | None = None
+    human_maps: str | None = None
+    limit: int | None = None
+    question_ids: tuple[int, ...] | None = None
+    num_shards: int = 1
+    shard: int = 0
+    skip_missing_images: bool = False
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The VQA model (``model.*``); ``backbone``, ``dims`` and ``train`` stay plain dicts."""
+    name: str = "embedded"
+    checkpoint: str | None = None
+    backbone_weights: str | None = None
+    backbone: dict = field(default_factory=dict, hash=False)
+    input_size: int = 64
+    central_fraction: float = 1.0
+    max_answers: int = 3000
+    dims: dict = field(default_factory=dict, hash=False)
+    train: dict = field(default_factory=dict, hash=False)
+
+    @property
+    def input(self) -> dict:
+        return {"size": self.input_size, "central_fraction": self.central_fraction}
+
+
+@dataclass(frozen=True)
+class AttributionSettings:
+    """The attribution method and how maps are computed (``method.*``, ``attribution.*``)."""
+    method: str = "saliency"
+    options: dict = field(default_factory=dict, hash=False)   # the method's own keys (name excluded)
+    batch_size: int = 16
+    target_policy: str = "paper"
+    channel_reduction: str = "max_abs"
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class ScoringSettings(ScoringOptions):
+    """Everything that changes a score but not the maps (``k``, ``preprocessing.*``, ``scoring.*``):
+    the scorer's :class:`~vqa_interp.metrics.prepare.ScoringOptions` plus which human map is used."""
+    human: str = "mean"
+    annotator: int = 1
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """The correct/wrong x confidence analysis (``confidence.*``, ``analysis.*``)."""
+    low: float = 0.25
+    high: float = 0.75
+    map_for_example: str = "prediction"
+    alpha: float = 0.05
+    bootstrap: int = 2000
+    n_panels: int = 4
+    min_group: int = 10
+    panel_ids: tuple[int, ...] | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where runs are recorded (``tracking.*``)."""
+    uri: str = "sqlite:///mlruns/mlflow.db"
+    artifact_root: str = "mlruns/artifacts"
+    experiment: str = "vqa-interp"
+    log_maps: bool = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One run's settings, stage by stage."""
+    data: DataSettings
+    model: ModelSettings
+    attribution: AttributionSettings
+    scoring: ScoringSettings
+    analysis: AnalysisSettings
+    tracking: TrackingSettings
+    home: str = ".vqa-interp"
+    cache: str = ".vqa-interp/cache"
+    seed: int = 0
+    device: str = "cpu"
+    resolved: dict = field(default_factory=dict, hash=False, repr=False)   # the whole resolved config
+
+
+# ------------------------------------------------------------------ validation helpers
+def _choice(value, allowed, key: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; expected one of {list(allowed)}.")
+
+
+def _number(value, key: str, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} is not a number; expected {what}.")
+    return float(value)
+
+
+def _integer(value, key: str, minimum: int, what: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r}; expected an integer >= {minimum}{what}.")
+    return int(value)
+
+
+def _missing(cfg) -> None:
+    from omegaconf import OmegaConf
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        hints = {"data.root": "the folder holding the VQA 1.0 json files, val2014/ and vqahat_val/",
+                 "model.checkpoint": "the pytorch-vqa checkpoint file (e.g. 2017-08-04_00.55.19.pth)"}
+        raise ConfigError("missing mandatory value(s): " + "; ".join(
+            f"{k} ({hints.get(k, 'see conf/')}); set {k}=..." for k in missing))
+
+
+def _ids(value, key: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}={value!r}: expected a list of integer question ids, e.g. "
+                          f"{key}=[458752000,458752001], or null.") from exc
+
+
+# ------------------------------------------------------------------ DictConfig -> Settings
+def from_config(cfg) -> Settings:
+    """Validate a composed config and turn it into :class:`Settings` (raises :class:`ConfigError`)."""
+    from omegaconf import OmegaConf
+
+    from vqa_interp.attribution import METHODS
+    from vqa_interp.data.datasets import DATASETS
+    from vqa_interp.attribution.compute import CHANNEL_REDUCTIONS
+    from vqa_interp.metrics.prepare import DICE_KINDS, STEPS, TIE_POLICIES
+
+    _missing(cfg)
+    load_plugins(cfg.get("plugins") or [])
+    k = _number(cfg.k, "k", "0 < k < 1 (the fraction of pixels in a top-k region, the paper used 0.1)")
+    if not 0 < k < 1:
+        raise ConfigError(f"k={k!r} is out of range; expected 0 < k < 1 (the fraction of pixels in a top-k region, "
+                          "the paper used 0.1).")
+    low = _number(cfg.confidence.low, "confidence.low", "a probability in [0, 1]")
+    high = _number(cfg.confidence.high, "confidence.high", "a probability in [0, 1]")
+    if not (0 <= low < high <= 1):
+        raise ConfigError(f"confidence.low={low}, confidence.high={high}: expected 0 <= low < high <= 1 "
+                          "(the paper: low 0.25, high 0.75).")
+    method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
+    method = method_cfg.pop("name", None)
+    _choice(method, sorted(METHODS), "method.name")
+    METHODS[method].validate(method_cfg)
+
+    p = cfg.preprocessing
+    _choice(p.channel_reduction, CHANNEL_REDUCTIONS, "preprocessing.channel_reduction")
+    for step in p.steps:
+        _choice(step, STEPS, "preprocessing.steps[]")
+    size = _integer(p.size, "preprocessing.size", 2, " (the paper: 448)")
+    eps = _number(p.eps, "preprocessing.eps", "a small positive number (the paper: 1e-6)")
+    if not eps > 0:
+        raise ConfigError(f"preprocessing.eps={p.eps!r}; expected a small positive number (the paper: 1e-6).")
+    s = cfg.scoring
+    if s.tie_policy == "exact":
+        raise ConfigError("scoring.tie_policy='exact' (ties broken by the lowest flat index, i.e. by position) is no "
+                          "longer a policy of that name: use scoring.tie_policy=fractional (the unbiased default) or "
+                          "scoring.tie_policy=index to reproduce the old position-based numbers.")
+    _choice(s.tie_policy, TIE_POLICIES, "scoring.tie_policy")
+    _choice(s.dice, DICE_KINDS, "scoring.dice")
+    _choice(s.human, HUMAN_MODES, "scoring.human")
+    annotator = _integer(s.annotator, "scoring.annotator", 1, " (1-based, as in {question_id}_{n}.png)")
+    workers = _integer(s.workers, "scoring.workers", 1)
+    if round(k * size * size) < 1:
+        raise ConfigError(f"k={k} at preprocessing.size={size} gives a top-k region of "
+                          f"{k * size * size:.3g} pixels; expected at least 1 pixel (k >= {1 / size ** 2:.2g}).")
+
+    a = cfg.attribution
+    _choice(a.target_policy, TARGET_POLICIES, "attribution.target_policy")
+    batch_size = _integer(a.batch_size, "attribution.batch_size", 1)
+    device = str(cfg.device)
+    _choice(device.split(":")[0], DEVICES, "device")
+
+    an = cfg.analysis
+    _choice(an.map_for_example, MAP_FOR_EXAMPLE, "analysis.map_for_example")
+    alpha = _number(an.alpha, "analysis.alpha", "0 < alpha < 1")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"analysis.alpha={an.alpha}; expected 0 < alpha < 1.")
+    bootstrap = _integer(an.bootstrap, "analysis.bootstrap", 1, " (bootstrap resamples for the 95% CIs)")
+    n_panels = _integer(an.n_panels, "analysis.n_panels", 0)
+    min_group = _integer(an.get("min_group", 10), "analysis.min_group", 2)
+
+    d = cfg.data
+    _choice(d.name, sorted(DATASETS), "data.name")
+    num_shards = _integer(d.num_shards, "data.num_shards", 1)
+    if isinstance(d.shard, bool) or not isinstance(d.shard, int) or not 0 <= d.shard < num_shards:
+        raise ConfigError(f"data.num_shards={d.num_shards}, data.shard={d.shard}: expected integers with "
+                          "0 <= shard < num_shards.")
+    if d.limit is not None:
+        _integer(d.limit, "data.limit", 1, " or null")
+    m = cfg.model
+    _choice(m.backbone.type, BACKBONE_TYPES, "model.backbone.type")
+    if m.backbone.type == "resnet":
+        from vqa_interp.models.backbones import RESNET_VARIANTS
+
+        _choice(m.backbone.get("variant", "caffe"), RESNET_VARIANTS, "model.backbone.variant")
+
+    data = DataSettings(
+        name=d.name, root=d.root, split=d.split, seed=d.get("seed", 0), n_train_images=d.get("n_train_images", 0),
+        n_val_images=d.get("n_val_images", 0), questions=d.questions, annotations=d.annotations, images=d.images,
+        human_maps=d.human_maps, limit=d.limit, question_ids=_ids(d.question_ids, "data.question_ids"),
+        num_shards=num_shards, shard=int(d.shard), skip_missing_images=bool(d.skip_missing_images))
+    model = ModelSettings(
+        name=m.name, checkpoint=m.checkpoint, backbone_weights=m.backbone_weights,
+        backbone=OmegaConf.to_container(m.backbone, resolve=True), input_size=int(m.input.size),
+        central_fraction=float(m.input.central_fraction), max_answers=int(m.get("max_answers", 3000)),
+        dims=OmegaConf.to_container(m.dims, resolve=True) if "dims" in m else {},
+        train=OmegaConf.to_container(m.train, resolve=True) if "train" in m else {})
+    attribution = AttributionSettings(method=method, options=method_cfg, batch_size=batch_size,
+                                      target_policy=a.target_policy, channel_reduction=p.channel_reduction,
+                                      device=device)
+    scoring = ScoringSettings(k=k, size=size, steps=tuple(p.steps), eps=eps, tie_policy=s.tie_policy, dice=s.dice,
+                              human=s.human, annotator=annotator, workers=workers)
+    analysis = AnalysisSettings(low=low, high=high, map_for_example=an.map_for_example, alpha=alpha,
+                                bootstrap=bootstrap, n_panels=n_panels, min_group=min_group,
+                                panel_ids=_ids(an.get("panel_ids"), "analysis.panel_ids"), seed=int(cfg.seed))
+    tracking = tracking_settings(cfg)
+    return Settings(data=data, model=model, attribution=attribution, scoring=scoring, analysis=analysis,
+                    tracking=tracking, home=str(cfg.paths.home), cache=str(cfg.paths.cache), seed=int(cfg.seed),
+                    device=device, resolved=OmegaConf.to_container(cfg, resolve=True))
+
+
+def load_plugins(modules) -> None:
+    """Import each module named in ``plugins`` (before any lookup), so that a user's own methods,
+    metrics and datasets register themselves without editing the package."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(str(name))
+        except ImportError as exc:
+            raise ConfigError(f"plugins: cannot import {name!r} ({exc}); expected an importable module (on "
+                              "PYTHONPATH) that registers methods, metrics or datasets.") from exc
+
+
+def tracking_settings(cfg) -> TrackingSettings:
+    """Only the ``tracking`` part of a config (the sweep callback needs no more)."""
+    t = cfg.tracking
+    return TrackingSettings(uri=str(t.uri), artifact_root=str(t.artifact_root), experiment=str(t.experiment),
+                            log_maps=bool(t.log_maps))
+
+
+def validate(cfg) -> None:
+    """Raise :class:`ConfigError` for the first invalid value (kept for callers of the old API)."""
+    from_config(cfg)
+
+
+def as_dict(value: Any) -> Any:
+    """A settings dataclass as a plain dict (for signatures and logging)."""
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(value) if is_dataclass(value) else value

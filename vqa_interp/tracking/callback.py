@@ -1,0 +1,77 @@
+"""The Hydra callback that gives a multirun one MLflow parent run (the only Hydra code outside the
+entry points)."""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from vqa_interp.tracking.store import PARENT_ID_FILE, RunTracker, resolve_tracking_uri, start_run, ui_command
+
+log = logging.getLogger(__name__)
+
+
+class MlflowSweepCallback(Callback):
+    """Opens one parent run per multirun and closes it (never leaving it RUNNING).
+
+    The parent's id goes to ``<sweep dir>/mlflow_parent_run_id`` where every job, in whatever
+    process or machine a launcher puts it, reads it and tags its own run with
+    ``mlflow.parentRunId``. At the end, the parent gets the comparison across its children;
+    if a job failed, Hydra raises before ``on_multirun_end``, so an ``atexit`` hook does the
+    same closing, with status FAILED.
+    """
+
+    def __init__(self) -> None:
+        self.tracker: RunTracker | None = None
+        self.cfg: DictConfig | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.cfg = config
+        sweep_dir = Path(config.hydra.sweep.dir)  # HydraConfig is not set yet in this hook
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        overrides = list(config.hydra.overrides.task)
+        from vqa_interp.settings import tracking_settings
+
+        self.tracker = start_run(tracking_settings(config), f"sweep-{sweep_dir.name}",
+                                 tags={"run_kind": "sweep", "hydra_sweep_dir": str(sweep_dir.resolve()),
+                                       "sweep_overrides": " ".join(overrides)})
+        self.tracker.log_params({"sweep.overrides": " ".join(overrides)})
+        (sweep_dir / PARENT_ID_FILE).write_text(self.tracker.run_id)
+        atexit.register(self._close, "FAILED")
+        print(f"MLflow parent run: {self.tracker.run_id}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._close("FINISHED", in_process=True)
+
+    def _close(self, status: str, in_process: bool = False) -> None:
+        """Summarise and end the parent. From ``atexit`` (a job failed and Hydra is exiting) the
+        work runs in a fresh process: at interpreter shutdown MLflow's artifact downloads, which
+        use a thread pool, are refused."""
+        if self.tracker is None:
+            return
+        tracker, self.tracker = self.tracker, None
+        uri = resolve_tracking_uri(self.cfg.tracking.uri)
+        if in_process:
+            from vqa_interp.tracking.sweep import close_parent
+
+            status = close_parent(tracker, status)
+        else:
+            result = subprocess.run([sys.executable, "-m", "vqa_interp.sweep", tracker.run_id, "--status", status,
+                                     "--tracking-uri", uri], capture_output=True, text=True,
+                                    env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+                                        str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))})
+            if result.returncode != 0:
+                log.error("closing the sweep parent failed: %s", result.stderr[-2000:])
+                with contextlib.suppress(Exception):
+                    tracker.end("FAILED")
+            else:
+                status = result.stdout.split()[-1]  # "parent run ID: STATUS"
+        print(f"MLflow parent run {tracker.run_id} closed ({status}). Open the UI: {ui_command(uri)}", flush=True)

@@ -1,0 +1,152 @@
+"""The parent run of a multirun: the comparison across its child runs (methods x k x thresholds)."""
+from __future__ import annotations
+
+import logging
+import tempfile
+
+import pandas as pd
+
+from vqa_interp.metrics.registry import metric_names
+from vqa_interp.tracking.store import child_runs, download_table
+
+log = logging.getLogger(__name__)
+AXES = ("method.name", "k", "confidence.low", "confidence.high", "model.name", "preprocessing.size",
+        "scoring.tie_policy", "scoring.dice", "scoring.human", "data.shard")
+
+
+def comparison_table(runs) -> pd.DataFrame:
+    """One row per child run: its id, status, sweep axes, and mean/median of every metric."""
+    rows = []
+    for run in runs:
+        row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status}
+        row.update({axis: run.data.params.get(axis) for axis in AXES})
+        for metric in ("model_accuracy", "n_rows", *(f"{s}_{m}" for m in metric_names() for s in ("mean", "median"))):
+            row[metric] = run.data.metrics.get(metric)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def scenario_medians(client, runs) -> pd.DataFrame:
+    """The ``scenario_medians`` table of every finished child, stacked with its run's axes."""
+    frames = []
+    for run in runs:
+        if run.info.status != "FINISHED":
+            continue
+        try:
+            text = client.download_artifacts(run.info.run_id, "tables/scenario_medians.csv")
+            frame = pd.read_csv(text)
+        except Exception:  # a child without the table (e.g. empty run) is left out
+            continue
+        frame.insert(0, "run_id", run.info.run_id)
+        for axis in ("method.name", "k", "confidence.low", "confidence.high"):
+            frame.insert(1, axis, run.data.params.get(axis))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def close_parent(tracker, status: str = "FINISHED") -> str:
+    """Summarise the children into the parent and end it; FAILED if any child did not finish."""
+    try:
+        if summarize_sweep(tracker):
+            status = "FAILED"
+    except Exception as exc:  # the comparison must never leave the parent RUNNING
+        log.exception("sweep comparison failed")
+        tracker.set_tags({"sweep_summary_error": f"{type(exc).__name__}: {exc}"[:5000]})
+        status = "FAILED"
+    tracker.end(status)
+    return status
+
+
+def main(argv=None) -> int:
+    """``python -m vqa_interp.sweep PARENT_RUN_ID``: (re)build a sweep's comparison and close its
+    parent run, e.g. one left RUNNING by a killed multirun."""
+    import argparse
+    import os
+
+    from vqa_interp.tracking.store import RunTracker, client_for
+
+    parser = argparse.ArgumentParser(prog="python -m vqa_interp.sweep",
+                                     description="(Re)build a sweep's comparison and close its parent run.")
+    parser.add_argument("parent_run_id")
+    parser.add_argument("--status", default="FINISHED", choices=["FINISHED", "FAILED", "KILLED"])
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db"))
+    args = parser.parse_args(argv)
+    status = close_parent(RunTracker(client_for(args.tracking_uri), args.parent_run_id), args.status)
+    print(f"parent run {args.parent_run_id}: {status}")
+    return 0
+
+
+def summarize_sweep(tracker) -> list[str]:
+    """Log the comparison across the children to the parent; returns the ids of failed children."""
+    from vqa_interp.analysis import figures
+    from vqa_interp.tracking.merge import merge_sweep
+
+    runs = [r for r in child_runs(tracker.client, tracker.run_id) if r.data.tags.get("run_kind") == "evaluation"]
+    table = comparison_table(runs)
+    failed = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
+    tracker.log_metrics({"n_children": len(runs), "n_children_finished": len(runs) - len(failed),
+                         "n_children_failed": len(failed)})
+    tracker.set_tags({"failed_children": ",".join(failed) or "none"})
+    if table.empty:
+        return failed
+    merged = merge_sweep(tracker.client, tracker.run_id)
+    if merged:
+        tracker.set_tags({"merged_runs": ",".join(merged)})
+    tracker.log_table(table, "method_comparison")
+    medians = scenario_medians(tracker.client, runs)
+    if not medians.empty:
+        tracker.log_table(medians, "scenario_medians_by_run")
+    if (table["status"] == "FINISHED").any():
+        tracker.log_figure(figures.comparison_figure(table), "figures/method_comparison.png")
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    with tempfile.TemporaryDirectory() as tmp:
+        means = method_means_by_run(tracker.client, finished, tmp)
+        if not means.empty:
+            tracker.log_table(means, "fig2_method_means")
+            tracker.log_figure(figures.method_means_table(means), "figures/fig2_method_means.png")
+        panel = side_by_side_panel(tracker.client, finished, tmp)
+        if panel is not None:
+            tracker.log_figure(panel, "figures/fig9_10_methods_side_by_side.png")
+    return failed
+
+
+def method_means_by_run(client, runs, tmp: str) -> pd.DataFrame:
+    """Figure 2 of the paper as a table: one row per finished child (method, k), mean confidence and
+    the mean of every metric over the child's rows."""
+    frames = []
+    for run in runs:
+        frame = download_table(client, run.info.run_id, "method_means", tmp)
+        if frame is None or frame.empty:
+            continue
+        frame.insert(1, "k", run.data.params.get("k"))
+        frame.insert(0, "run_id", run.info.run_id[:8])
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def side_by_side_panel(client, runs, tmp: str):
+    """Figures 9-10 across the children: the same questions with every method's map (one child per
+    method: maps do not depend on k or thresholds). None when no child logged a panel."""
+    import numpy as np
+
+    from vqa_interp.analysis import figures
+    from vqa_interp.tracking.store import download_artifact
+
+    cases, maps_by_method = None, {}
+    for run in runs:
+        method = run.data.params.get("method.name", run.info.run_name)
+        if method in maps_by_method:
+            continue
+        archive = download_artifact(client, run.info.run_id, "panels/panel.npz", tmp + f"/{run.info.run_id}")
+        captions = download_table(client, run.info.run_id, "panel_cases", tmp + f"/{run.info.run_id}")
+        if archive is None or captions is None:
+            continue
+        with np.load(archive) as arrays:
+            maps_by_method[method] = {int(q): arrays[f"{q}_map"] for q in captions["question_id"]
+                                      if f"{q}_map" in arrays}
+            if cases is None:
+                cases = [{"question_id": int(q), "image": arrays[f"{q}_image"], "human": arrays[f"{q}_human"],
+                          "title": t} for q, t in zip(captions["question_id"], captions["title"])]
+    if not cases or not maps_by_method:
+        return None
+    return figures.methods_side_by_side(cases, maps_by_method)
