@@ -94,7 +94,7 @@ def test_saliency_is_abs_gradient_and_all_methods_give_input_shaped_maps():
     model(x, q, q_len).gather(1, target[:, None]).sum().backward()
     saliency = make_attributor(model, "saliency", {"abs": True})(image.clone().requires_grad_(True), target, q, q_len)
     assert torch.allclose(saliency, x.grad.abs(), atol=1e-6)
-    for method in METHODS:
+    for method in [m for m, entry in METHODS.items() if entry.kind == "model"]:
         out = make_attributor(model, method, {})(image.clone().requires_grad_(True), target, q, q_len)
         assert out.shape == image.shape and torch.isfinite(out).all(), method
 

@@ -98,6 +98,64 @@ def test_two_by_two_multirun_has_one_parent_four_children_and_reuses_maps(two_by
     assert len(comparison) == 4 and set(comparison["status"]) == {"FINISHED"}
 
 
+def test_the_sweep_parent_tests_methods_pairwise_with_wilcoxon(two_by_two_sweep, tmp_path):
+    import scipy.stats
+
+    client, runs = store(two_by_two_sweep["env"])
+    parent = [r for r in runs if r.data.tags.get("run_kind") == "sweep"][0]
+    children = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]
+    pairs = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/method_pairs.csv", str(tmp_path)))
+    assert list(pairs.columns) == ["method_a", "method_b", "k", "metric", "n", "mean_diff", "ci_low", "ci_high",
+                                   "statistic", "p_value", "p_holm", "test"]
+    assert sorted(set(pairs["k"])) == [0.05, 0.1]
+    for k in ("0.05", "0.1"):
+        tables = {}
+        for child in children:
+            if child.data.params["k"] == k:
+                folder = tmp_path / child.info.run_id
+                folder.mkdir()
+                tables[child.data.params["method.name"]] = pd.read_csv(
+                    client.download_artifacts(child.info.run_id, "tables/per_example.csv", str(folder)))
+        joined = tables["ggradcam"].merge(tables["saliency"], on=["question_id", "target"])
+        for metric in ("rank_corr", "iou"):
+            both = joined[[f"{metric}_x", f"{metric}_y"]].dropna()
+            row = pairs[(pairs["k"] == float(k)) & (pairs["metric"] == metric) & (pairs["test"] == "wilcoxon")].iloc[0]
+            assert (row["method_a"], row["method_b"]) == ("ggradcam", "saliency") and row["n"] == len(both)
+            expected = scipy.stats.wilcoxon(both[f"{metric}_x"] - both[f"{metric}_y"])
+            assert row["p_value"] == pytest.approx(expected.pvalue, rel=1e-9)
+    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
+    assert {"figures/method_ranking.png", "figures/fig2_method_means.png",
+            "figures/fig9_10_methods_side_by_side.png"} <= figures
+
+
+def test_every_run_reads_its_scores_against_floors_and_the_ceiling(two_by_two_sweep, tmp_path):
+    from vqa_interp.metrics import metric_names
+
+    client, runs = store(two_by_two_sweep["env"])
+    child = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"][0]
+    table = pd.read_csv(client.download_artifacts(child.info.run_id, "tables/baselines.csv", str(tmp_path)))
+    assert list(table.columns) == ["reference", "metric", "mean", "ci_low", "ci_high", "n"]
+    assert set(table["reference"]) == {"method", "random", "centre", "image", "oracle", "human_ceiling"}
+    for reference, part in table.groupby("reference"):
+        assert set(part["metric"]) == set(metric_names()), reference
+    assert "norm/rank_corr" in child.data.metrics and "baseline/human_ceiling/iou" in child.data.metrics
+    assert "Method between floors and ceiling" in two_by_two_sweep["stdout"]
+    assert "beats centre" in two_by_two_sweep["stdout"]
+
+
+def test_sanity_experiment_shows_saliency_maps_decorrelating(cli_env, tmp_path):
+    run_cli(["+experiment=sanity", "analysis.sanity_questions=8", *FAST], cli_env, tmp_path)
+    client, runs = store(cli_env)
+    run = runs[0]
+    table = pd.read_csv(client.download_artifacts(run.info.run_id, "tables/sanity_randomisation.csv", str(tmp_path)))
+    assert list(table.columns) == ["mode", "step", "block", "method", "similarity", "mean", "std", "n"]
+    cascade = table[(table["mode"] == "cascading") & (table["similarity"] == "spearman_abs")].sort_values("step")
+    assert cascade["mean"].iloc[0] == pytest.approx(1.0) and cascade["mean"].iloc[-1] < 0.5
+    assert {"human_rank_corr", "ssim", "spearman_signed"} <= set(table["similarity"])
+    assert run.data.tags["sanity_check"] == "pass"
+    assert "figures/sanity_randomisation.png" in {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+
+
 def test_a_failing_job_is_marked_failed_and_the_parent_is_closed(cli_env, tmp_path):
     """A 2x2 sweep (layer x k) where the two jobs on a layer that does not exist fail."""
     result = run_cli(["-m", "method=ggradcam", "method.layer=backbone.layer4,backbone.nope", "k=0.05,0.1", *FAST],

@@ -117,3 +117,15 @@ def test_registry_entries_declare_what_the_rest_of_the_tool_reads():
 def test_a_region_of_zero_pixels_is_refused():
     with pytest.raises(ValueError, match="0 pixels"):
         score(np.ones((1, 4, 4)), np.ones((1, 4, 4)), k=1e-9, size=4)
+
+
+@pytest.mark.parametrize("kind", ["random", "ties", "negative_zero", "float64"])
+def test_the_linear_time_argsort_is_numpys_stable_argsort(kind):
+    from vqa_interp.metrics.prepare import argsort_exact
+
+    rng = np.random.default_rng(7)
+    values = {"random": rng.normal(0, 1, 5000).astype(np.float32),
+              "ties": np.round(rng.normal(0, 2, 5000)).astype(np.float32),
+              "negative_zero": np.array([0.0, -0.0, -1.5, 1e-30, -1e-30, 3.0, -0.0, np.inf, -np.inf], np.float32),
+              "float64": rng.random(5000)}[kind].astype(np.float64)
+    np.testing.assert_array_equal(argsort_exact(values), np.argsort(values, kind="stable"))

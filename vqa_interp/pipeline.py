@@ -10,7 +10,7 @@ import logging
 import time
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,14 +19,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from vqa_interp.attribution import MapRequest, compute_maps, make_attributor
+from vqa_interp.attribution import METHODS, MapRequest, compute_maps, make_attributor
+from vqa_interp.attribution.baselines import BASELINES, BaselineContext, baseline_map
 from vqa_interp.attribution.cache import MapCache
 from vqa_interp.data.answers import normalize_answer, vqa_accuracy
 from vqa_interp.data.datasets import Dataset, dataset_for
-from vqa_interp.data.images import InputGeometry, load_image
+from vqa_interp.data.images import InputGeometry, load_display_image, load_image
 from vqa_interp.data.text import encode_questions
 from vqa_interp.data.vqa import Example, Selection, digest_examples
-from vqa_interp.errors import CheckpointError
+from vqa_interp.errors import CheckpointError, DataError
 from vqa_interp.metrics import ScoringOptions, metric_names, prepare_map, resize_maps, score_against_annotators
 from vqa_interp.models.checkpoint import BACKBONE_FILES, BACKBONE_SOURCES, LoadedModel, load_model
 from vqa_interp.settings import Settings
@@ -159,15 +160,30 @@ def map_cache_for(settings: Settings, data_digest: str, checkpoint_digest: str) 
     })
 
 
+def baseline_context(example: Example, dataset: Dataset | None, geometry: InputGeometry, seed: int) -> BaselineContext:
+    return BaselineContext(example, load_display_image(example.image_path, geometry), dataset, geometry, seed)
+
+
 def attribute_targets(loaded: LoadedModel, settings: Settings, targets: pd.DataFrame, cache: MapCache,
-                      load_images, q: torch.Tensor, q_len: torch.Tensor) -> None:
-    """Compute the maps the cache lacks (batched), writing each to the cache as it is made."""
+                      load_images, q: torch.Tensor, q_len: torch.Tensor, *, examples: Sequence[Example] = (),
+                      dataset: Dataset | None = None, geometry: InputGeometry | None = None) -> None:
+    """Compute the maps the cache lacks (batched), writing each to the cache as it is made.
+    A model-free baseline method (``method=random`` ...) makes its map from the example instead."""
     a = settings.attribution
     keys = targets.drop_duplicates("map_key")
     missing = [MapRequest(r.map_key, r.row, r.row, r.target_index) for r in keys.itertuples() if not cache.has(r.map_key)]
     cache.hits += len(keys) - len(missing)
     cache.misses += len(missing)
     if not missing:
+        return
+    if METHODS[a.method].kind == "baseline":
+        for request in missing:
+            example = examples[request.image_row]
+            array = baseline_map(a.method, baseline_context(example, dataset, geometry, settings.seed), a.options)
+            if array is None:
+                raise DataError(f"method={a.method}: the dataset {dataset.name!r} has no such map for question "
+                                f"{example.question_id} (the oracle needs exact evidence masks: data=embedded).")
+            cache.store(request.key, array)
         return
     attribute = make_attributor(loaded.model, a.method, a.options)
     maps = compute_maps(loaded.model, attribute, missing, load_images, q, q_len, batch_size=a.batch_size,
@@ -226,6 +242,135 @@ def score_targets(dataset: Dataset, examples: Sequence[Example], predictions: pd
     return pd.DataFrame(rows), skipped
 
 
+# ------------------------------------------------------------------ floors and ceiling
+REFERENCES = (*BASELINES, "human_ceiling")
+
+
+def _average(rows: list[dict], names: Sequence[str]) -> dict:
+    defined = [r for r in rows if not r["undefined"]]
+    if not defined:
+        return rows[0] if rows else {**{m: float("nan") for m in names}, "undefined": "no_pair"}
+    return {**{m: float(np.mean([r[m] for r in defined])) for m in names}, "undefined": ""}
+
+
+def human_ceiling(annotator_maps: np.ndarray, options: ScoringOptions) -> dict | None:
+    """Leave-one-annotator-out agreement: each annotator's map ``[S, S]`` (as the "attribution")
+    against the mean of the others (as the "human"), every metric averaged over the annotators.
+    None for a question with one annotator (no ceiling can be computed)."""
+    if len(annotator_maps) < 2:
+        return None
+    resized = resize_maps(annotator_maps, options.size)
+    names = metric_names()
+    rows = []
+    for i in range(len(resized)):
+        # the mean of the others, rounded to float32 like every other map (so it sorts in linear time)
+        others = np.delete(resized, i, axis=0).mean(axis=0).astype(np.float32).astype(np.float64)
+        rows.append(score_against_annotators(prepare_map(resized[i], options), [prepare_map(others, options)],
+                                             options, names))
+    return _average(rows, names)
+
+
+def score_references(dataset: Dataset, examples: Sequence[Example], geometry: InputGeometry,
+                     options: ScoringOptions, *, human_mode: str, annotator: int, seed: int,
+                     baseline_options: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Every floor and the ceiling on the same questions and human maps as the run's method:
+    one row per (question, reference) with every metric; ``reference`` in :data:`REFERENCES`.
+
+    Baselines are scored exactly like an attribution map (same human map, same scorer); the human
+    ceiling is leave-one-annotator-out on the question's own annotators. A reference that does not
+    exist for a question (no exact mask, one annotator) has no row.
+    """
+    names = metric_names()
+    baseline_options = baseline_options or {}
+    centre_cache: dict = {}
+    rows = []
+    for example in tqdm(examples, desc="references", leave=False):
+        humans = dataset.human_maps(example, geometry, human_mode, annotator)
+        if humans is None:
+            continue
+        prepared_h = [prepare_map(m, options) for m in resize_maps(humans, options.size)]
+        context = baseline_context(example, dataset, geometry, seed)
+        for name in BASELINES:
+            if name == "centre" and "centre" in centre_cache:   # the same map for every question
+                prepared = centre_cache["centre"]
+            else:
+                array = baseline_map(name, context, baseline_options.get(name))
+                if array is None:
+                    continue
+                prepared = prepare_map(resize_maps(array[None], options.size)[0], options)
+                if name == "centre":
+                    centre_cache["centre"] = prepared
+            rows.append({"question_id": example.question_id, "reference": name,
+                         **score_against_annotators(prepared, prepared_h, options, names)})
+        ceiling = human_ceiling(dataset.human_maps(example, geometry, "each", 1), options)
+        if ceiling is not None:
+            rows.append({"question_id": example.question_id, "reference": "human_ceiling", **ceiling})
+    return pd.DataFrame(rows, columns=["question_id", "reference", *names, "undefined"])
+
+
+def cached_references(settings: Settings, dataset: Dataset, examples: Sequence[Example], geometry: InputGeometry,
+                      data_digest: str) -> tuple[pd.DataFrame, bool]:
+    """:func:`score_references`, cached on disk by everything it depends on (the data, the human-map
+    setting, the scoring options, the baselines' options, the seed; not the model or the method), so
+    a sweep over methods computes the floors and the ceiling once. Returns (table, was_cached)."""
+    import json
+
+    from vqa_interp.util.locking import write_atomic
+    from vqa_interp.util.signature import signature
+
+    s = settings.scoring
+    key = signature({"data": data_digest, "options": asdict(scoring_options(settings)), "human": s.human,
+                     "annotator": s.annotator, "seed": settings.seed, "baselines": settings.analysis.baseline_options,
+                     "metrics": list(metric_names()), "version": 1})
+    path = Path(settings.cache) / "references" / f"{key[:24]}.csv"
+    if path.exists():
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        if list(frame.columns) == ["question_id", "reference", *metric_names(), "undefined"]:
+            frame["undefined"] = frame["undefined"].fillna("").astype(str)
+            return frame, True
+    frame = score_references(dataset, examples, geometry, scoring_options(settings), human_mode=s.human,
+                             annotator=s.annotator, seed=settings.seed,
+                             baseline_options=json.loads(json.dumps(settings.analysis.baseline_options)))
+    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+    return frame, False
+
+
+# ------------------------------------------------------------------ sanity checks
+def run_sanity_checks(loaded: LoadedModel, settings: Settings, dataset: Dataset, examples: Sequence[Example],
+                      geometry: InputGeometry, load_images, q: torch.Tensor, q_len: torch.Tensor) -> pd.DataFrame | None:
+    """Model-randomisation curves of the run's method on ``analysis.sanity_questions`` questions
+    (a seeded sample), with the human-agreement metrics of the randomised maps (see
+    :mod:`vqa_interp.attribution.sanity`). None for a model-free baseline method."""
+    from vqa_interp.attribution.sanity import sanity_checks
+
+    a = settings.attribution
+    if METHODS[a.method].kind == "baseline":
+        log.warning("analysis.sanity: %s is a model-free baseline; there is no model to randomise", a.method)
+        return None
+    rng = np.random.default_rng(settings.seed)
+    rows = sorted(rng.choice(len(examples), size=min(settings.analysis.sanity_questions, len(examples)),
+                             replace=False).tolist())
+    options = scoring_options(settings)
+    humans = [dataset.human_maps(examples[r], geometry, "mean", 1) for r in rows]
+    prepared = [prepare_map(resize_maps(h, options.size)[0], options) for h in humans]
+
+    def human_scores(maps: np.ndarray) -> dict[str, np.ndarray]:
+        scored = [score_against_annotators(prepare_map(m, options), [h], options, ("rank_corr", "iou"))
+                  for m, h in zip(resize_maps(maps, options.size), prepared)]
+        return {metric: np.array([s[metric] for s in scored]) for metric in ("rank_corr", "iou")}
+
+    index = torch.tensor(rows)
+    device = settings.device
+    model = loaded.model
+    if device != "cpu":
+        model = model.to("cpu")   # deep copies per step stay on the CPU; the sample is small
+    try:
+        return sanity_checks(model, a.method, a.options, load_images(rows), q[index], q_len[index],
+                             human_scores=human_scores, batch_size=a.batch_size, seed=settings.seed)
+    finally:
+        model.to(device)
+
+
 # ------------------------------------------------------------------ one run
 @dataclass
 class RunOutputs:
@@ -240,6 +385,10 @@ class RunOutputs:
     loaded: LoadedModel | None = None
     geometry: InputGeometry | None = None
     dataset: Dataset | None = None
+    references: pd.DataFrame | None = None      # floors and ceiling per question (score_references)
+    summary: str = ""                           # the terminal summary, filled when the run is recorded
+    sanity: pd.DataFrame | None = None          # randomisation curves (analysis.sanity)
+    summary_lines: list[str] = field(default_factory=list)
 
 
 @contextmanager
@@ -278,12 +427,21 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
         data_digest = digest_examples(examples)
     cache = map_cache_for(settings, data_digest, loaded.checkpoint_digest)
     with timed(timings, "attribution"):
-        attribute_targets(loaded, settings, targets, cache, load_images, q, q_len)
+        attribute_targets(loaded, settings, targets, cache, load_images, q, q_len, examples=examples,
+                          dataset=dataset, geometry=geometry)
     s = settings.scoring
     with timed(timings, "scoring"):
         table, skipped_scores = score_targets(dataset, examples, predictions, targets, cache, geometry,
                                               scoring_options(settings), human_mode=s.human, annotator=s.annotator,
                                               method=settings.attribution.method, workers=s.workers)
+    sanity = None
+    if settings.analysis.sanity:
+        with timed(timings, "sanity"):
+            sanity = run_sanity_checks(loaded, settings, dataset, examples, geometry, load_images, q, q_len)
+    references = None
+    if settings.analysis.baselines and len(table):
+        with timed(timings, "references"):
+            references, was_cached = cached_references(settings, dataset, examples, geometry, data_digest)
     skipped = selection.skipped + skipped_targets + skipped_scores
     counts = {"n_questions": len(examples), "n_maps": len(targets), "n_rows": len(table),
               "map_cache_hits": cache.hits, "map_cache_misses": cache.misses,
@@ -299,4 +457,8 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
             "backbone": loaded.backbone_description,
             "backbone_variant": str(settings.model.backbone.get("variant", settings.model.backbone.get("type"))),
             "human_map": s.human if s.human != "annotator" else f"annotator {s.annotator}"}
-    return RunOutputs(examples, predictions, table, counts, timings, tags, cache, loaded, geometry, dataset)
+    if references is not None:
+        counts["references_cached"] = int(was_cached)
+        counts["ceiling_single_annotator"] = int(len(examples) - (references["reference"] == "human_ceiling").sum())
+    return RunOutputs(examples, predictions, table, counts, timings, tags, cache, loaded, geometry, dataset, references,
+                      sanity=sanity)

@@ -51,13 +51,34 @@ def record_outputs(tracker, settings, outputs, timings: dict) -> None:
     results = statistics.analyse(outputs.table, low=a.low, high=a.high, map_for_example=a.map_for_example,
                                  alpha=a.alpha, n_bootstrap=a.bootstrap, seed=a.seed,
                                  min_group=a.min_group)
+    if outputs.references is not None and results.examples is not None:
+        reference_results(results, outputs.references, settings)
     for name, frame in results.tables.items():
         tracker.log_table(frame, name)
     tracker.log_metrics({**outputs.counts, **results.metrics})
     timings["time_analysis_s"] = time.perf_counter() - start
     cases = figures.panel_cases(outputs, results, settings)
-    for name, figure in figures.run_figures(outputs, results, settings, cases).items():
+    run_figures = figures.run_figures(outputs, results, settings, cases)
+    if outputs.sanity is not None and not outputs.sanity.empty:
+        from vqa_interp.attribution.sanity import sanity_figure, verdict
+
+        passed, final = verdict(outputs.sanity)
+        tracker.log_table(outputs.sanity, "sanity_randomisation")
+        tracker.log_metrics({"sanity/final_spearman_abs": final, "sanity/passed": float(passed)})
+        tracker.set_tags({"sanity_check": "pass" if passed else "fail"})
+        run_figures["sanity_randomisation"] = sanity_figure(outputs.sanity)
+        outputs.summary_lines.append(
+            f"Sanity check ({settings.attribution.method}, model randomisation): "
+            f"{'passes' if passed else 'FAILS'}: mean Spearman of |maps| after full randomisation {final:.2f} "
+            f"(fails above 0.5).")
+    if "baselines" in results.tables:
+        from vqa_interp.analysis.baselines import floor_ceiling_figure
+
+        run_figures["floor_ceiling"] = floor_ceiling_figure(results.tables["baselines"], settings.attribution.method)
+    for name, figure in run_figures.items():
         tracker.log_figure(figure, f"figures/{name}.png")
+    outputs.summary = "\n".join(filter(None, [baseline_summary(results, settings.attribution.method),
+                                              *outputs.summary_lines]))
     if cases:
         log_panel(tracker, cases)
     if settings.tracking.log_maps and len(outputs.table):
@@ -66,6 +87,54 @@ def record_outputs(tracker, settings, outputs, timings: dict) -> None:
             write_maps_archive(archive, outputs.cache, outputs.table["map_key"])
             tracker.log_file(archive, "maps")
     timings["time_logging_s"] = time.perf_counter() - start - timings["time_analysis_s"]
+
+
+def reference_results(results, references, settings) -> None:
+    """Add the floors/ceiling tables and metrics to ``results`` (see :mod:`vqa_interp.analysis.baselines`)."""
+    from vqa_interp.analysis.baselines import baselines_table, normalised_scores, paired_baseline_tests
+    from vqa_interp.metrics.registry import family_metrics
+
+    a = settings.analysis
+    table = baselines_table(results.examples, references, n_bootstrap=a.bootstrap, seed=a.seed)
+    tests = paired_baseline_tests(results.examples, references, n_bootstrap=a.bootstrap, seed=a.seed)
+    results.tables.update({"baselines": table, "baseline_tests": tests, "references_per_question": references})
+    family = set(family_metrics())
+    for row in table.itertuples():
+        if row.metric in family and np.isfinite(row.mean):
+            results.metrics[f"baseline/{row.reference}/{row.metric}"] = row.mean
+    for metric, value in normalised_scores(table).items():
+        if metric in family and np.isfinite(value):
+            results.metrics[f"norm/{metric}"] = value
+
+
+def baseline_summary(results, method: str) -> str:
+    """The terminal lines that put the method between its floors and ceiling."""
+    from tabulate import tabulate
+
+    from vqa_interp.analysis.baselines import normalised_scores
+    from vqa_interp.metrics.registry import family_metrics
+
+    table, tests = results.tables.get("baselines"), results.tables.get("baseline_tests")
+    if table is None or table.empty:
+        return ""
+    means = table.pivot(index="metric", columns="reference", values="mean")
+    norm = normalised_scores(table)
+    rows = []
+    for metric in [m for m in family_metrics() if m in means.index]:
+        row = {"metric": metric, method: means.loc[metric].get("method")}
+        for ref in ("random", "centre", "image", "oracle", "human_ceiling"):
+            if ref in means.columns:
+                row[ref] = means.loc[metric, ref]
+        row["normalised"] = norm.get(metric)
+        for ref in ("centre", "image"):
+            test = tests[(tests["reference"] == ref) & (tests["metric"] == metric)]
+            if len(test):
+                t = test.iloc[0]
+                verdict = "yes" if t["better"] else "no"
+                row[f"beats {ref}"] = f"{verdict} (p_holm={t['p_holm']:.2g})" if t["testable"] else "n/a"
+        rows.append(row)
+    return ("Method between floors and ceiling (per question; normalised = (method - random) / "
+            "(ceiling - random)):\n" + tabulate(rows, headers="keys", floatfmt=".3g", tablefmt="simple"))
 
 
 def log_panel(tracker, cases: list[dict]) -> None:
@@ -148,6 +217,8 @@ def evaluate(cfg: DictConfig) -> str:
         timings["time_total_s"] = time.perf_counter() - job_start + timings["time_startup_s"]
         tracker.log_metrics(timings)
     uri = resolve_tracking_uri(settings.tracking.uri)
+    if outputs.summary:
+        print(outputs.summary, flush=True)
     print(f"MLflow run {tracker.run_id} finished: {len(outputs.table)} rows, model accuracy "
           f"{outputs.counts['model_accuracy']:.3f}, {timings['time_total_s']:.1f} s.\n"
           f"Open the UI: {ui_command(uri)}", flush=True)

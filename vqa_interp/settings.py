@@ -91,6 +91,10 @@ class AnalysisSettings:
     min_group: int = 10
     panel_ids: tuple[int, ...] | None = None
     seed: int = 0
+    baselines: bool = True                    # score the floors and the human ceiling in every run
+    baseline_options: dict = field(default_factory=dict, hash=False)   # {"centre": {"sigma": 0.25}, ...}
+    sanity: bool = False                      # model-randomisation sanity checks (Adebayo et al.)
+    sanity_questions: int = 50
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,10 @@ def from_config(cfg) -> Settings:
     bootstrap = _integer(an.bootstrap, "analysis.bootstrap", 1, " (bootstrap resamples for the 95% CIs)")
     n_panels = _integer(an.n_panels, "analysis.n_panels", 0)
     min_group = _integer(an.get("min_group", 10), "analysis.min_group", 2)
+    baseline_options = OmegaConf.to_container(an.baseline_options, resolve=True) if an.get("baseline_options") else {}
+    for name, options in baseline_options.items():
+        _choice(name, sorted(m for m in METHODS if METHODS[m].kind == "baseline"), "analysis.baseline_options")
+        METHODS[name].validate(options or {})
 
     d = cfg.data
     _choice(d.name, sorted(DATASETS), "data.name")
@@ -253,7 +261,10 @@ def from_config(cfg) -> Settings:
                               human=s.human, annotator=annotator, workers=workers)
     analysis = AnalysisSettings(low=low, high=high, map_for_example=an.map_for_example, alpha=alpha,
                                 bootstrap=bootstrap, n_panels=n_panels, min_group=min_group,
-                                panel_ids=_ids(an.get("panel_ids"), "analysis.panel_ids"), seed=int(cfg.seed))
+                                panel_ids=_ids(an.get("panel_ids"), "analysis.panel_ids"), seed=int(cfg.seed),
+                                baselines=bool(an.get("baselines", True)), baseline_options=baseline_options,
+                                sanity=bool(an.get("sanity", False)),
+                                sanity_questions=_integer(an.get("sanity_questions", 50), "analysis.sanity_questions", 2))
     tracking = tracking_settings(cfg)
     return Settings(data=data, model=model, attribution=attribution, scoring=scoring, analysis=analysis,
                     tracking=tracking, home=str(cfg.paths.home), cache=str(cfg.paths.cache), seed=int(cfg.seed),

@@ -4,7 +4,8 @@ batched computation and a content-addressed cache.
 To add a method: one row in :data:`vqa_interp.attribution.captum_methods.TABLE` (or a
 :func:`register` call with your own builder) plus one ``conf/method/<name>.yaml``.
 """
-from vqa_interp.attribution import captum_methods  # noqa: F401  (registers Captum's methods)
+from vqa_interp.attribution import captum_methods  # noqa: F401, I001  (registers Captum's methods)
+from vqa_interp.attribution import baselines  # noqa: F401, I001  (registers the model-free baselines)
 from vqa_interp.attribution.compute import CHANNEL_REDUCTIONS, MapRequest, compute_maps, reduce_channels
 from vqa_interp.attribution.registry import METHODS, AttributeFn, Method, make_attributor, register
 

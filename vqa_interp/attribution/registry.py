@@ -24,14 +24,18 @@ class Method:
 
     ``build(model, options) -> AttributeFn``; ``options`` maps each allowed option key to its
     default (the config file ``conf/method/<name>.yaml`` sets them); ``aliases`` are other config
-    names for the same method (the paper's short names).
+    names for the same method (the paper's short names). A model-free reference map (``kind``
+    ``"baseline"``, see :mod:`vqa_interp.attribution.baselines`) has ``baseline(context, options)
+    -> map [S, S] | None`` instead of ``build``.
     """
     name: str
-    build: Callable[[nn.Module, dict], AttributeFn]
+    build: Callable[[nn.Module, dict], AttributeFn] | None
     options: dict[str, Any] = field(default_factory=dict, hash=False)
     description: str = ""
     reference: str = ""
     aliases: tuple[str, ...] = ()
+    kind: str = "model"
+    baseline: Callable | None = None
 
     def validate(self, options: dict) -> None:
         """Raise :class:`ConfigError` for an unknown option or a value of the wrong type."""
@@ -73,5 +77,7 @@ def make_attributor(model: nn.Module, method: str, options: dict) -> AttributeFn
     if method not in METHODS:
         raise ValueError(f"method.name: {method!r} is unknown; expected one of {sorted(METHODS)}")
     entry = METHODS[method]
+    if entry.build is None:
+        raise ValueError(f"method.name: {method!r} is a model-free baseline; it has no attribution function")
     options = {k: v for k, v in options.items() if k != "name"}
     return entry.build(model, entry.with_defaults(options))

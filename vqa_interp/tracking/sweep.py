@@ -107,7 +107,41 @@ def summarize_sweep(tracker) -> list[str]:
         panel = side_by_side_panel(tracker.client, finished, tmp)
         if panel is not None:
             tracker.log_figure(panel, "figures/fig9_10_methods_side_by_side.png")
+        pairs, ranking = method_pairs(tracker.client, finished, tmp)
+        if pairs is not None:
+            tracker.log_table(pairs, "method_pairs")
+            tracker.log_table(ranking, "method_ranking")
+            tracker.log_figure(figures_ranking(ranking, pairs), "figures/method_ranking.png")
     return failed
+
+
+def figures_ranking(ranking, pairs):
+    from vqa_interp.analysis.comparisons import ranking_figure
+
+    return ranking_figure(ranking, pairs)
+
+
+def method_pairs(client, runs, tmp: str):
+    """The paired tests between the children's methods and their ranking (None for fewer than two
+    methods in any setting). See :mod:`vqa_interp.analysis.comparisons`."""
+    from vqa_interp.analysis.comparisons import method_ranking, paired_method_tests, setting_of
+
+    entries = []
+    for run in runs:
+        if run.data.params.get("data.num_shards", "1") != "1":
+            continue   # a shard holds part of the questions: its merged run stands for it
+        table = download_table(client, run.info.run_id, "per_example", tmp + f"/{run.info.run_id}")
+        if table is None or table.empty:
+            continue
+        entries.append({"method": run.data.params.get("method.name"), "k": float(run.data.params.get("k", "nan")),
+                        "setting": setting_of(run.data.params), "table": table})
+    if len({(e["k"], e["setting"], e["method"]) for e in entries}) < 2:
+        return None, None
+    n_bootstrap = int(runs[0].data.params.get("analysis.bootstrap", 2000))
+    pairs = paired_method_tests(entries, n_bootstrap=n_bootstrap)
+    if pairs.empty:
+        return None, None
+    return pairs, method_ranking(entries, n_bootstrap=n_bootstrap)
 
 
 def method_means_by_run(client, runs, tmp: str) -> pd.DataFrame:
