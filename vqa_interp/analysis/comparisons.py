@@ -38,16 +38,20 @@ def setting_of(params: dict) -> tuple:
     return tuple(sorted((k, v) for k, v in params.items() if k != "k" and not k.startswith(IGNORED_PREFIXES)))
 
 
+def _by_setting(runs: list[dict]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["k"], run["setting"]), []).append(run)
+    return groups
+
+
 def paired_method_tests(runs: list[dict], *, metrics=None, n_bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
     """``runs``: dicts with ``method``, ``k``, ``setting`` and ``table`` (a per-example table).
     One row per (pair of methods in the same setting, metric, test)."""
     rng = np.random.default_rng(seed)
     metrics = list(metrics or family_metrics())
-    groups: dict[tuple, list[dict]] = {}
-    for run in runs:
-        groups.setdefault((run["k"], run["setting"]), []).append(run)
     rows = []
-    for (k, _), members in groups.items():
+    for (k, _), members in _by_setting(runs).items():
         by_method = {m["method"]: m["table"] for m in members}
         for a, b in combinations(sorted(by_method), 2):
             joined = by_method[a].merge(by_method[b], on=KEY, suffixes=("_a", "_b"))
@@ -81,11 +85,8 @@ def method_ranking(runs: list[dict], *, metrics=None, n_bootstrap: int = 2000, s
     their mean over the (question, target) rows every method of the setting scored."""
     rng = np.random.default_rng(seed)
     metrics = list(metrics or family_metrics())
-    groups: dict[tuple, list[dict]] = {}
-    for run in runs:
-        groups.setdefault((run["k"], run["setting"]), []).append(run)
     rows = []
-    for (k, _), members in groups.items():
+    for (k, _), members in _by_setting(runs).items():
         common = None
         for m in members:
             keys = m["table"][KEY].drop_duplicates()
