@@ -63,8 +63,11 @@ def bench_scoring(quick: bool) -> dict:
     """The run's scoring workload: each human map scored against several attribution maps
     (4 methods x label/prediction targets share one human map), at 448x448."""
     from vqa_interp.metrics.reference import score_pair_reference
-    from vqa_interp.scoring import METRICS, ScoringOptions, prepare_map, score_prepared
+    from vqa_interp.metrics import run_metrics
     from vqa_interp.metrics.prepare import resize_maps
+    from vqa_interp.scoring import ScoringOptions, prepare_map, score_prepared
+
+    METRICS = run_metrics()   # what a run computes (EMD, slow by design, only on request)
 
     rng = np.random.default_rng(0)
     n_humans, per_human = (4, 4) if quick else (12, 6)
@@ -76,10 +79,12 @@ def bench_scoring(quick: bool) -> dict:
     for h in range(n_humans):
         prepared_h = prepare_map(resize_maps(humans[h][None], 448)[0], options)
         for a in attributions[h * per_human:(h + 1) * per_human]:
-            fast.append(score_prepared(prepare_map(resize_maps(a[None], 448)[0], options), prepared_h, options))
+            fast.append(score_prepared(prepare_map(resize_maps(a[None], 448)[0], options), prepared_h, options,
+                                        METRICS))
     fast_s = time.perf_counter() - start
     start = time.perf_counter()
-    naive = [score_pair_reference(attributions[i], humans[i // per_human], options) for i in range(len(attributions))]
+    naive = [score_pair_reference(attributions[i], humans[i // per_human], options, METRICS)
+             for i in range(len(attributions))]
     naive_s = time.perf_counter() - start
     worst = max(abs(f[m] - n[m]) for f, n in zip(fast, naive) for m in METRICS)
     pairs = len(attributions)
@@ -88,7 +93,28 @@ def bench_scoring(quick: bool) -> dict:
             "scoring_pairs": pairs, "scoring_pairs_per_human_map": per_human}
 
 
-def _floor_and_methods(model, images, q, q_len, targets, repeats: int) -> dict:
+PAPER_METHODS = ("saliency", "gbackp", "deconv", "ggradcam")
+MORE_METHODS = ("inputxgrad", "gradcam", "smoothgrad", "gradshap", "ig", "occlusion")
+
+
+def passes_per_map(method: str, size: int) -> str:
+    """Model passes one map of ``method`` costs by design, from its default options."""
+    from vqa_interp.attribution import METHODS
+
+    o = METHODS[method].options
+    if method == "ig":
+        return f"{o['n_steps']} forward+backward"
+    if method == "smoothgrad":
+        return f"{o['nt_samples']} forward+backward"
+    if method == "gradshap":
+        return f"{o['n_samples']} forward+backward"
+    if method == "occlusion":
+        windows = ((size - o["window"]) // o["stride"] + 1) ** 2
+        return f"{windows + 1} forward"
+    return "1 forward+backward"
+
+
+def _floor_and_methods(model, images, q, q_len, targets, repeats: int, methods=PAPER_METHODS) -> dict:
     """Seconds of the floor (one forward + one backward to the input only, ``autograd.grad``) and
     each method's time as a multiple of it. The floor and the methods are timed in interleaved
     rounds (so drift hits all alike) and each keeps its best round."""
@@ -100,10 +126,9 @@ def _floor_and_methods(model, images, q, q_len, targets, repeats: int) -> dict:
         x = images.clone().requires_grad_(True)
         torch.autograd.grad(model(x, q, q_len).gather(1, targets[:, None]).sum(), x)
 
-    options = {"saliency": {"abs": True}, "ggradcam": {"layer": "backbone.layer4", "interpolate_mode": "nearest"}}
     calls = {"floor": floor}
-    for method in ("saliency", "gbackp", "deconv", "ggradcam"):
-        attribute = make_attributor(model, method, options.get(method, {}))
+    for method in methods:
+        attribute = make_attributor(model, method, {})   # the method's default options
         calls[method] = (lambda a: lambda: a(images.clone().requires_grad_(True), targets, q, q_len))(attribute)
     best = {name: float("inf") for name in calls}
     for round_ in range(repeats + 1):
@@ -135,11 +160,16 @@ def bench_attribution(quick: bool) -> dict:
         q = torch.randint(1, 100, (batch, 8))
         q_len = torch.full((batch,), 8)
         targets = torch.randint(0, net.classifier.lin2.out_features, (batch,))
-        out = _floor_and_methods(model, images, q, q_len, targets, repeats)
+        # the many-pass methods on the small model only: on ResNet-152 their cost is their passes per map
+        # (below) times the floor
+        methods = PAPER_METHODS + (MORE_METHODS if label == "embedded" else ("gradcam",))
+        out = _floor_and_methods(model, images, q, q_len, targets, repeats, methods)
         results[f"floor_seconds_per_map.{label}"] = out.pop("floor_s") / batch
         for method, ratio in out.items():
             results[f"attribution_overhead.{method}.{label}"] = ratio
-    for method in ("saliency", "gbackp", "deconv", "ggradcam"):
+    for method in PAPER_METHODS + MORE_METHODS:
+        results[f"passes_per_map.{method}"] = passes_per_map(method, 64)
+    for method in PAPER_METHODS:
         results[f"attribution_overhead.{method}"] = max(results[f"attribution_overhead.{method}.embedded"],
                                                         results[f"attribution_overhead.{method}.resnet152_448"])
     return results

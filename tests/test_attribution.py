@@ -96,7 +96,11 @@ def test_saliency_is_abs_gradient_and_all_methods_give_input_shaped_maps():
     assert torch.allclose(saliency, x.grad.abs(), atol=1e-6)
     for method in [m for m, entry in METHODS.items() if entry.kind == "model"]:
         out = make_attributor(model, method, {})(image.clone().requires_grad_(True), target, q, q_len)
-        assert out.shape == image.shape and torch.isfinite(out).all(), method
+        if isinstance(out, tuple):   # (attributions, per-map diagnostics), e.g. IG's completeness error
+            out, extras = out
+            assert all(v.shape == (len(image),) for v in extras.values()), method
+        assert out.shape[0] == image.shape[0] and out.shape[-2:] == image.shape[-2:], method
+        assert torch.isfinite(out).all(), method
 
 
 def test_unknown_method_and_layer_are_named():

@@ -129,7 +129,7 @@ def test_the_sweep_parent_tests_methods_pairwise_with_wilcoxon(two_by_two_sweep,
 
 
 def test_every_run_reads_its_scores_against_floors_and_the_ceiling(two_by_two_sweep, tmp_path):
-    from vqa_interp.metrics import metric_names
+    from vqa_interp.metrics import run_metrics
 
     client, runs = store(two_by_two_sweep["env"])
     child = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"][0]
@@ -137,7 +137,7 @@ def test_every_run_reads_its_scores_against_floors_and_the_ceiling(two_by_two_sw
     assert list(table.columns) == ["reference", "metric", "mean", "ci_low", "ci_high", "n"]
     assert set(table["reference"]) == {"method", "random", "centre", "image", "oracle", "human_ceiling"}
     for reference, part in table.groupby("reference"):
-        assert set(part["metric"]) == set(metric_names()), reference
+        assert set(part["metric"]) == set(run_metrics()), reference
     assert "norm/rank_corr" in child.data.metrics and "baseline/human_ceiling/iou" in child.data.metrics
     assert "Method between floors and ceiling" in two_by_two_sweep["stdout"]
     assert "beats centre" in two_by_two_sweep["stdout"]
@@ -212,3 +212,19 @@ def test_help_lists_the_groups(cli_env, tmp_path):
     out = run_cli(["--help"], cli_env, tmp_path).stdout
     for group in ("data:", "model:", "method:", "preprocessing:", "confidence:"):
         assert group in out
+
+
+def test_six_methods_beyond_the_paper_finish_and_ig_is_complete(cli_env, tmp_path):
+    run_cli(["-m", "method=saliency,ig,smoothgrad,gradcam,gradshap,occlusion", "+experiment=smoke", "data.limit=8",
+             "preprocessing.size=64", "analysis.bootstrap=50", "analysis.n_panels=1"], cli_env, tmp_path)
+    client, runs = store(cli_env)
+    children = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]
+    assert sorted(c.data.params["method.name"] for c in children) == [
+        "gradcam", "gradshap", "ig", "occlusion", "saliency", "smoothgrad"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    ig = [c for c in children if c.data.params["method.name"] == "ig"][0]
+    assert ig.data.metrics["method/completeness_error_median"] < 0.05
+    table = pd.read_csv(client.download_artifacts(ig.info.run_id, "tables/per_example.csv", str(tmp_path)))
+    for metric in ("cc", "sim", "kld", "nss", "auc", "pointing_game", "mass_accuracy"):
+        assert table[metric].notna().all(), metric
+    assert "emd" not in table   # slow: only when scoring.metrics names it

@@ -28,7 +28,8 @@ from vqa_interp.data.images import InputGeometry, load_display_image, load_image
 from vqa_interp.data.text import encode_questions
 from vqa_interp.data.vqa import Example, Selection, digest_examples
 from vqa_interp.errors import CheckpointError, DataError
-from vqa_interp.metrics import ScoringOptions, metric_names, prepare_map, resize_maps, score_against_annotators
+from vqa_interp.metrics import (ScoringOptions, metric_names, prepare_map, resize_maps, run_metrics,
+                                score_against_annotators)
 from vqa_interp.models.checkpoint import BACKBONE_FILES, BACKBONE_SOURCES, LoadedModel, load_model
 from vqa_interp.settings import Settings
 
@@ -188,14 +189,15 @@ def attribute_targets(loaded: LoadedModel, settings: Settings, targets: pd.DataF
     attribute = make_attributor(loaded.model, a.method, a.options)
     maps = compute_maps(loaded.model, attribute, missing, load_images, q, q_len, batch_size=a.batch_size,
                         channel_reduction=a.channel_reduction, device=a.device)
-    for request, array in tqdm(maps, total=len(missing), desc=f"attribute ({a.method})"):
-        cache.store(request.key, array)
+    for request, array, extras in tqdm(maps, total=len(missing), desc=f"attribute ({a.method})"):
+        cache.store(request.key, array, extras)
 
 
 # ------------------------------------------------------------------ scores
 def score_targets(dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame, targets: pd.DataFrame,
                   cache: MapCache, geometry: InputGeometry, options: ScoringOptions, *, human_mode: str,
-                  annotator: int, method: str, workers: int = 1) -> tuple[pd.DataFrame, Counter]:
+                  annotator: int, method: str, workers: int = 1,
+                  metrics: Sequence[str] | None = None) -> tuple[pd.DataFrame, Counter]:
     """The per-example table: one row per (question, method, target) with every metric.
 
     Each question's human maps are loaded and prepared once and reused for all its targets.
@@ -214,19 +216,19 @@ def score_targets(dataset: Dataset, examples: Sequence[Example], predictions: pd
         humans = dataset.human_maps(example, geometry, human_mode, annotator)
         if humans is None:
             return None
-        prepared_h = [prepare_map(m, options) for m in resize_maps(humans, options.size)]
+        prepared_h = [prepare_map(m, options) for m in resize_maps(humans, options.size, options.resample)]
         info = by_question.loc[question_id]
-        attributions = resize_maps(np.stack([cache.load(k) for k in group["map_key"]]), options.size)
+        attributions = resize_maps(np.stack([cache.load(k) for k in group["map_key"]]), options.size, options.resample)
         rows = []
         for t, attribution in zip(group.itertuples(index=False), attributions):
-            metrics = score_against_annotators(prepare_map(attribution, options), prepared_h, options)
+            scores = score_against_annotators(prepare_map(attribution, options), prepared_h, options, metrics)
             rows.append({
                 "question_id": question_id, "image_id": int(info["image_id"]), "question": info["question"],
                 "answer": info["answer"], "answer_type": info["answer_type"], "prediction": info["prediction"],
                 "confidence": float(info["confidence"]), "correct": bool(info["correct"]),
                 "vqa_accuracy": float(info["vqa_accuracy"]), "method": method, "target": t.target,
                 "target_answer": info["answer"] if t.target == "label" else info["prediction"],
-                "on_prediction": bool(t.on_prediction), "map_key": t.map_key, **metrics,
+                "on_prediction": bool(t.on_prediction), "map_key": t.map_key, **cache.extras(t.map_key), **scores,
             })
         return rows
 
@@ -253,14 +255,15 @@ def _average(rows: list[dict], names: Sequence[str]) -> dict:
     return {**{m: float(np.mean([r[m] for r in defined])) for m in names}, "undefined": ""}
 
 
-def human_ceiling(annotator_maps: np.ndarray, options: ScoringOptions) -> dict | None:
+def human_ceiling(annotator_maps: np.ndarray, options: ScoringOptions,
+                  metrics: Sequence[str] | None = None) -> dict | None:
     """Leave-one-annotator-out agreement: each annotator's map ``[S, S]`` (as the "attribution")
     against the mean of the others (as the "human"), every metric averaged over the annotators.
     None for a question with one annotator (no ceiling can be computed)."""
     if len(annotator_maps) < 2:
         return None
-    resized = resize_maps(annotator_maps, options.size)
-    names = metric_names()
+    resized = resize_maps(annotator_maps, options.size, options.resample)
+    names = tuple(metrics or run_metrics())
     rows = []
     for i in range(len(resized)):
         # the mean of the others, rounded to float32 like every other map (so it sorts in linear time)
@@ -272,7 +275,8 @@ def human_ceiling(annotator_maps: np.ndarray, options: ScoringOptions) -> dict |
 
 def score_references(dataset: Dataset, examples: Sequence[Example], geometry: InputGeometry,
                      options: ScoringOptions, *, human_mode: str, annotator: int, seed: int,
-                     baseline_options: dict[str, dict] | None = None) -> pd.DataFrame:
+                     baseline_options: dict[str, dict] | None = None,
+                     metrics: Sequence[str] | None = None) -> pd.DataFrame:
     """Every floor and the ceiling on the same questions and human maps as the run's method:
     one row per (question, reference) with every metric; ``reference`` in :data:`REFERENCES`.
 
@@ -280,7 +284,7 @@ def score_references(dataset: Dataset, examples: Sequence[Example], geometry: In
     ceiling is leave-one-annotator-out on the question's own annotators. A reference that does not
     exist for a question (no exact mask, one annotator) has no row.
     """
-    names = metric_names()
+    names = tuple(metrics or run_metrics())
     baseline_options = baseline_options or {}
     centre_cache: dict = {}
     rows = []
@@ -288,7 +292,7 @@ def score_references(dataset: Dataset, examples: Sequence[Example], geometry: In
         humans = dataset.human_maps(example, geometry, human_mode, annotator)
         if humans is None:
             continue
-        prepared_h = [prepare_map(m, options) for m in resize_maps(humans, options.size)]
+        prepared_h = [prepare_map(m, options) for m in resize_maps(humans, options.size, options.resample)]
         context = baseline_context(example, dataset, geometry, seed)
         for name in BASELINES:
             if name == "centre" and "centre" in centre_cache:   # the same map for every question
@@ -297,12 +301,12 @@ def score_references(dataset: Dataset, examples: Sequence[Example], geometry: In
                 array = baseline_map(name, context, baseline_options.get(name))
                 if array is None:
                     continue
-                prepared = prepare_map(resize_maps(array[None], options.size)[0], options)
+                prepared = prepare_map(resize_maps(array[None], options.size, options.resample)[0], options)
                 if name == "centre":
                     centre_cache["centre"] = prepared
             rows.append({"question_id": example.question_id, "reference": name,
                          **score_against_annotators(prepared, prepared_h, options, names)})
-        ceiling = human_ceiling(dataset.human_maps(example, geometry, "each", 1), options)
+        ceiling = human_ceiling(dataset.human_maps(example, geometry, "each", 1), options, names)
         if ceiling is not None:
             rows.append({"question_id": example.question_id, "reference": "human_ceiling", **ceiling})
     return pd.DataFrame(rows, columns=["question_id", "reference", *names, "undefined"])
@@ -321,16 +325,17 @@ def cached_references(settings: Settings, dataset: Dataset, examples: Sequence[E
     s = settings.scoring
     key = signature({"data": data_digest, "options": asdict(scoring_options(settings)), "human": s.human,
                      "annotator": s.annotator, "seed": settings.seed, "baselines": settings.analysis.baseline_options,
-                     "metrics": list(metric_names()), "version": 1})
+                     "metrics": list(run_metrics(s.metrics)), "version": 1})
     path = Path(settings.cache) / "references" / f"{key[:24]}.csv"
     if path.exists():
         frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
-        if list(frame.columns) == ["question_id", "reference", *metric_names(), "undefined"]:
+        if list(frame.columns) == ["question_id", "reference", *run_metrics(s.metrics), "undefined"]:
             frame["undefined"] = frame["undefined"].fillna("").astype(str)
             return frame, True
     frame = score_references(dataset, examples, geometry, scoring_options(settings), human_mode=s.human,
                              annotator=s.annotator, seed=settings.seed,
-                             baseline_options=json.loads(json.dumps(settings.analysis.baseline_options)))
+                             baseline_options=json.loads(json.dumps(settings.analysis.baseline_options)),
+                             metrics=run_metrics(s.metrics))
     write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
     return frame, False
 
@@ -352,11 +357,11 @@ def run_sanity_checks(loaded: LoadedModel, settings: Settings, dataset: Dataset,
                              replace=False).tolist())
     options = scoring_options(settings)
     humans = [dataset.human_maps(examples[r], geometry, "mean", 1) for r in rows]
-    prepared = [prepare_map(resize_maps(h, options.size)[0], options) for h in humans]
+    prepared = [prepare_map(resize_maps(h, options.size, options.resample)[0], options) for h in humans]
 
     def human_scores(maps: np.ndarray) -> dict[str, np.ndarray]:
         scored = [score_against_annotators(prepare_map(m, options), [h], options, ("rank_corr", "iou"))
-                  for m, h in zip(resize_maps(maps, options.size), prepared)]
+                  for m, h in zip(resize_maps(maps, options.size, options.resample), prepared)]
         return {metric: np.array([s[metric] for s in scored]) for metric in ("rank_corr", "iou")}
 
     index = torch.tensor(rows)
@@ -400,7 +405,8 @@ def timed(timings: dict, name: str):
 
 def scoring_options(settings: Settings) -> ScoringOptions:
     s = settings.scoring
-    return ScoringOptions(k=s.k, size=s.size, steps=s.steps, eps=s.eps, tie_policy=s.tie_policy, dice=s.dice)
+    return ScoringOptions(k=s.k, size=s.size, steps=s.steps, eps=s.eps, tie_policy=s.tie_policy, dice=s.dice,
+                          resample=s.resample)
 
 
 def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoint: Path, timings: dict,
@@ -433,7 +439,8 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
     with timed(timings, "scoring"):
         table, skipped_scores = score_targets(dataset, examples, predictions, targets, cache, geometry,
                                               scoring_options(settings), human_mode=s.human, annotator=s.annotator,
-                                              method=settings.attribution.method, workers=s.workers)
+                                              method=settings.attribution.method, workers=s.workers,
+                                              metrics=run_metrics(s.metrics))
     sanity = None
     if settings.analysis.sanity:
         with timed(timings, "sanity"):
@@ -452,6 +459,8 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
         for metric in metric_names():
             if metric in table:
                 counts[f"undefined_{metric}"] = int(table[metric].isna().sum())
+        if "completeness_error" in table:
+            counts["method/completeness_error_median"] = float(table["completeness_error"].median())
     tags = {"data_digest": data_digest, "checkpoint_digest": loaded.checkpoint_digest,
             "checkpoint_path": str(Path(checkpoint).resolve()), "map_cache": str(cache.folder.resolve()),
             "backbone": loaded.backbone_description,

@@ -77,6 +77,7 @@ class ScoringSettings(ScoringOptions):
     human: str = "mean"
     annotator: int = 1
     workers: int = 1
+    metrics: tuple[str, ...] | str | None = None   # None: every metric but the slow ones; "all"; or names
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ def from_config(cfg) -> Settings:
     from vqa_interp.attribution import METHODS
     from vqa_interp.data.datasets import DATASETS
     from vqa_interp.attribution.compute import CHANNEL_REDUCTIONS
-    from vqa_interp.metrics.prepare import DICE_KINDS, STEPS, TIE_POLICIES
+    from vqa_interp.metrics.prepare import DICE_KINDS, RESAMPLES, STEPS, TIE_POLICIES
 
     _missing(cfg)
     load_plugins(cfg.get("plugins") or [])
@@ -257,8 +258,19 @@ def from_config(cfg) -> Settings:
     attribution = AttributionSettings(method=method, options=method_cfg, batch_size=batch_size,
                                       target_policy=a.target_policy, channel_reduction=p.channel_reduction,
                                       device=device)
+    resample = p.get("resample", "bilinear")
+    _choice(resample, RESAMPLES, "preprocessing.resample")
+    metrics = s.get("metrics")
+    if metrics is not None and metrics != "all":
+        from vqa_interp.metrics.registry import REGISTRY
+
+        metrics = tuple(metrics) if not isinstance(metrics, str) else (metrics,)
+        for name in metrics:
+            _choice(name, ["all", *REGISTRY], "scoring.metrics[]")
+        if "all" in metrics:
+            metrics = "all"
     scoring = ScoringSettings(k=k, size=size, steps=tuple(p.steps), eps=eps, tie_policy=s.tie_policy, dice=s.dice,
-                              human=s.human, annotator=annotator, workers=workers)
+                              resample=resample, human=s.human, annotator=annotator, workers=workers, metrics=metrics)
     analysis = AnalysisSettings(low=low, high=high, map_for_example=an.map_for_example, alpha=alpha,
                                 bootstrap=bootstrap, n_panels=n_panels, min_group=min_group,
                                 panel_ids=_ids(an.get("panel_ids"), "analysis.panel_ids"), seed=int(cfg.seed),

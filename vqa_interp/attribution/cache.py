@@ -40,8 +40,17 @@ class MapCache:
         """``[S, S]`` float32."""
         return np.load(self.path(key))
 
-    def store(self, key: str, array: np.ndarray) -> None:
+    def store(self, key: str, array: np.ndarray, extras: dict[str, float] | None = None) -> None:
+        """Write a map ``[S, S]`` (and its per-map diagnostics, if any, beside it as JSON)."""
+        if extras:
+            write_atomic(self.folder / f"{key}.json", lambda tmp: Path(tmp).write_text(json.dumps(extras)))
+
         def write(tmp: str) -> None:
             with open(tmp, "wb") as handle:
                 np.save(handle, np.asarray(array, np.float32))
         write_atomic(self.path(key), write)
+
+    def extras(self, key: str) -> dict[str, float]:
+        """The per-map diagnostics stored with a map ({} when none)."""
+        path = self.folder / f"{key}.json"
+        return json.loads(path.read_text()) if path.exists() else {}

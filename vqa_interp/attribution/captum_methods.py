@@ -57,3 +57,122 @@ def _builder(row: CaptumRow):
 for _row in TABLE:
     register(Method(_row.name, _builder(_row), {**_row.attribute, **({"layer": _row.layer} if _row.layer else {})},
                     _row.description, _row.reference, _row.aliases))
+
+
+# ------------------------------------------------------------------ methods beyond the paper
+def _black(x):
+    """The black image in the model's (ImageNet-normalised) input space, shaped like ``x``."""
+    import torch
+
+    from vqa_interp.data.images import IMAGENET_MEAN, IMAGENET_STD
+
+    value = torch.as_tensor(-IMAGENET_MEAN / IMAGENET_STD, dtype=x.dtype, device=x.device)
+    return value[None, :, None, None].expand_as(x).contiguous()
+
+
+def _target_logits(model, x, t, q, ql):
+    import torch
+
+    with torch.no_grad():
+        return model(x, q, ql).gather(1, t[:, None])[:, 0]
+
+
+def _integrated_gradients(model, options):
+    """Integrated Gradients from a black image (Sundararajan et al. 2017), with the completeness
+    error ``|sum(attr) - (f(x) - f(black))| / |f(x) - f(black)|`` of each map (f: the target logit)."""
+    from captum.attr import IntegratedGradients
+
+    explainer = IntegratedGradients(model)
+
+    def attribute(x, t, q, ql):
+        baseline = _black(x)
+        attr, delta = explainer.attribute(x, baselines=baseline, target=t, additional_forward_args=(q, ql),
+                                          n_steps=options["n_steps"], method="gausslegendre",
+                                          internal_batch_size=options["internal_batch_size"],
+                                          return_convergence_delta=True)
+        gap = (_target_logits(model, x, t, q, ql) - _target_logits(model, baseline, t, q, ql)).abs()
+        return attr, {"completeness_error": (delta.detach().abs() / gap.clamp_min(1e-12)).cpu()}
+    return attribute
+
+
+def _smoothgrad(model, options):
+    """SmoothGrad (Smilkov et al. 2017): |gradient| averaged over noisy copies of the input, noise
+    sd = ``noise`` x the input's value range."""
+    from captum.attr import NoiseTunnel, Saliency
+
+    explainer = NoiseTunnel(Saliency(model))
+
+    def attribute(x, t, q, ql):
+        sd = float(options["noise"]) * float((x.max() - x.min()).item())
+        return explainer.attribute(x, nt_type="smoothgrad", nt_samples=options["nt_samples"],
+                                   nt_samples_batch_size=options["nt_samples"], stdevs=sd, target=t,
+                                   additional_forward_args=(q, ql), abs=True)
+    return attribute
+
+
+def _gradcam(model, options):
+    """Grad-CAM (Selvaraju et al. 2017) on ``layer``: ReLU of the gradient-weighted channel sum,
+    upsampled bilinearly to the input."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    explainer = LayerGradCam(model, resolve_layer(model, options["layer"]))
+
+    def attribute(x, t, q, ql):
+        cam = explainer.attribute(x, target=t, additional_forward_args=(q, ql), relu_attributions=True)
+        return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+    return attribute
+
+
+def _gradient_shap(model, options):
+    """GradientShap (Lundberg & Lee 2017) with two baselines per image: a black image and the image
+    blurred with a Gaussian of sigma ``blur`` x the side; ``n_samples`` random points between them
+    and the input."""
+    import torch
+    from captum.attr import GradientShap
+    from torchvision.transforms.functional import gaussian_blur
+
+    explainer = GradientShap(model)
+
+    def attribute(x, t, q, ql):
+        sigma = max(0.5, float(options["blur"]) * x.shape[-1])
+        kernel = 2 * int(3 * sigma) + 1
+        blurred = gaussian_blur(x, [kernel, kernel], [sigma, sigma])
+        out = []
+        for i in range(len(x)):   # each image has its own blurred baseline
+            baselines = torch.cat([_black(x[i:i + 1]), blurred[i:i + 1]])
+            out.append(explainer.attribute(x[i:i + 1], baselines=baselines, n_samples=options["n_samples"],
+                                           stdevs=0.0, target=t[i:i + 1],
+                                           additional_forward_args=(q[i:i + 1], ql[i:i + 1])))
+        return torch.cat(out)
+    return attribute
+
+
+def _occlusion(model, options):
+    """Occlusion (Zeiler & Fergus 2014): the drop of the target logit when a ``window`` x ``window``
+    pixel patch is blacked out, sliding by ``stride`` pixels; ``perturbations_per_eval`` patches per
+    forward pass."""
+    from captum.attr import Occlusion
+
+    explainer = Occlusion(model)
+
+    def attribute(x, t, q, ql):
+        w, s = int(options["window"]), int(options["stride"])
+        return explainer.attribute(x, sliding_window_shapes=(3, w, w), strides=(3, s, s), baselines=_black(x),
+                                   target=t, additional_forward_args=(q, ql),
+                                   perturbations_per_eval=int(options["perturbations_per_eval"]))
+    return attribute
+
+
+for _method in (
+    Method("ig", _integrated_gradients, {"n_steps": 64, "internal_batch_size": 64},
+           "Integrated Gradients from a black image", "Sundararajan et al. 2017"),
+    Method("smoothgrad", _smoothgrad, {"nt_samples": 16, "noise": 0.15},
+           "SmoothGrad: |gradient| averaged over noisy inputs", "Smilkov et al. 2017"),
+    Method("gradcam", _gradcam, {"layer": "backbone.layer4"}, "Grad-CAM on the backbone's last block, upsampled",
+           "Selvaraju et al. 2017"),
+    Method("gradshap", _gradient_shap, {"n_samples": 16, "blur": 0.0625},
+           "GradientShap with a black and a blurred-image baseline", "Lundberg & Lee 2017"),
+    Method("occlusion", _occlusion, {"window": 8, "stride": 4, "perturbations_per_eval": 64},
+           "Occlusion: target-logit drop under a sliding black patch", "Zeiler & Fergus 2014"),
+):
+    register(_method)

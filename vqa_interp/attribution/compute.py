@@ -38,8 +38,12 @@ class MapRequest:
 
 def compute_maps(model: nn.Module, attribute: AttributeFn, requests: list[MapRequest],
                  load_images: Callable[[list[int]], torch.Tensor], q: torch.Tensor, q_len: torch.Tensor,
-                 *, batch_size: int, channel_reduction: str, device: str = "cpu") -> Iterator[tuple[MapRequest, np.ndarray]]:
-    """Yield ``(request, map [S, S] float32)`` batch by batch (maps are never all held at once).
+                 *, batch_size: int, channel_reduction: str, device: str = "cpu"
+                 ) -> Iterator[tuple[MapRequest, np.ndarray, dict[str, float]]]:
+    """Yield ``(request, map [S, S] float32, extras)`` batch by batch (maps are never all held at once).
+
+    An attribution function may return ``(attributions, {name: [B] tensor})``: per-map diagnostics
+    (e.g. Integrated Gradients' completeness error) that come back as ``extras``.
 
     On CUDA the LSTM backward needs cuDNN off in eval mode, so the whole attribution runs with
     cuDNN disabled there.
@@ -53,5 +57,9 @@ def compute_maps(model: nn.Module, attribute: AttributeFn, requests: list[MapReq
             rows = torch.tensor([r.question_row for r in batch])
             targets = torch.tensor([r.target_index for r in batch], device=device)
             raw = attribute(images, targets, q[rows].to(device), q_len[rows])
+            extras: dict = {}
+            if isinstance(raw, tuple):
+                raw, extras = raw
             reduced = reduce_channels(raw.detach(), channel_reduction).float().cpu().numpy()
-            yield from zip(batch, reduced)
+            for i, (request, array) in enumerate(zip(batch, reduced)):
+                yield request, array, {k: float(v[i]) for k, v in extras.items()}

@@ -8,13 +8,15 @@ decorate it with :func:`metric` giving its reference, and import that file below
 # importing a family file registers its metrics; the order here is the column order of the tables
 from vqa_interp.metrics import rank  # noqa: F401, I001
 from vqa_interp.metrics import overlap  # noqa: F401, I001
+from vqa_interp.metrics import saliency  # noqa: F401, I001
+from vqa_interp.metrics import localisation  # noqa: F401, I001
 from vqa_interp.metrics.engine import score, score_against_annotators, score_prepared, undefined_reason
 from vqa_interp.metrics.prepare import (DICE_KINDS, STEPS, TIE_POLICIES, PreparedMap, ScoringOptions, apply_steps,
                                         average_ranks, prepare_map, prepare_maps, resize_maps, top_k_region)
 from vqa_interp.metrics.registry import (REGISTRY, Metric, bounded_metrics, family_metrics, get, metric,
-                                         metric_names)
+                                         metric_names, run_metrics)
 
 __all__ = ["score", "score_prepared", "score_against_annotators", "undefined_reason", "PreparedMap",
            "ScoringOptions", "prepare_map", "prepare_maps", "resize_maps", "apply_steps", "average_ranks",
            "top_k_region", "REGISTRY", "Metric", "metric", "metric_names", "family_metrics", "bounded_metrics",
-           "get", "STEPS", "TIE_POLICIES", "DICE_KINDS"]
+           "get", "run_metrics", "STEPS", "TIE_POLICIES", "DICE_KINDS"]

@@ -91,7 +91,7 @@ def score(attributions: np.ndarray, humans: np.ndarray, *, k: float = 0.1, size:
     for attribution, human in zip(attributions, humans):
         key = _digest(human)
         if key not in prepared_humans:
-            prepared_humans[key] = PreparedMap(resize_maps(human[None], size)[0], opts)
-        prepared_a = PreparedMap(resize_maps(attribution[None], size)[0], opts)
+            prepared_humans[key] = PreparedMap(resize_maps(human[None], size, opts.resample)[0], opts)
+        prepared_a = PreparedMap(resize_maps(attribution[None], size, opts.resample)[0], opts)
         rows.append(score_prepared(prepared_a, prepared_humans[key], opts, names))
     return pd.DataFrame(rows, columns=[*names, "undefined"])

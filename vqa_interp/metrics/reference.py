@@ -15,7 +15,7 @@ def score_pair_reference(attribution: np.ndarray, human: np.ndarray, options: Sc
                          metrics: Sequence[str] | None = None) -> dict[str, float]:
     """The selected metrics (default all) for one pair ``[H, W]`` / ``[H', W']``, the obvious way."""
     names = tuple(metrics) if metrics is not None else metric_names()
-    a, h = (resize_maps(m[None], options.size)[0] for m in (attribution, human))
+    a, h = (resize_maps(m[None], options.size, options.resample)[0] for m in (attribution, human))
     for name, m in (("attribution", a), ("human", h)):
         if not np.isfinite(m).all():
             return {**dict.fromkeys(names, float("nan")), "undefined": f"{name}_non_finite"}

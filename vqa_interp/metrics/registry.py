@@ -10,8 +10,10 @@ their metric lists from here:
   ``[size, size]`` (float64), written next to the fast one and used only by tests;
 - ``needs``: the prepared features it reads (``minmax``, ``weights``, ``ranks``, ``region``, ...);
 - ``higher_is_better`` and ``range`` (``(low, high)``, ``inf`` where unbounded);
-- ``in_family``: whether the analysis tests it (False for a metric that, at the default settings,
-  is a function of another one in the family: see :data:`REDUNDANT_NOTE`).
+- ``in_family``: whether it belongs to the primary family the analysis adjusts over (False for a
+  metric that, at the default settings, is a function of another one in the family, see
+  :data:`REDUNDANT_NOTE`, and for the secondary saliency-benchmark and localisation metrics);
+- ``slow``: a run computes it only when ``scoring.metrics`` names it (``score()`` computes all).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class Metric:
     family: str
     description: str
     in_family: bool = True
+    slow: bool = False        # a run computes it only when scoring.metrics names it
 
     @property
     def bounded(self) -> bool:
@@ -46,7 +49,7 @@ REGISTRY: dict[str, Metric] = {}
 
 
 def metric(name: str, *, needs: tuple[str, ...], range: tuple[float, float], reference: Callable,
-           higher_is_better: bool = True, in_family: bool = True, family: str = ""):
+           higher_is_better: bool = True, in_family: bool = True, family: str = "", slow: bool = False):
     """Decorator: register the fast function as metric ``name`` (its docstring's first line is the
     description; ``family`` defaults to the defining module's name)."""
     def wrap(compute: Callable) -> Callable:
@@ -54,18 +57,33 @@ def metric(name: str, *, needs: tuple[str, ...], range: tuple[float, float], ref
                                 higher_is_better=higher_is_better, range=tuple(range),
                                 family=family or compute.__module__.rsplit(".", 1)[-1],
                                 description=(compute.__doc__ or name).strip().split("\n")[0],
-                                in_family=in_family)
+                                in_family=in_family, slow=slow)
         return compute
     return wrap
 
 
-def metric_names() -> tuple[str, ...]:
-    """Every registered metric, in registration order."""
-    return tuple(REGISTRY)
+def metric_names(include_slow: bool = True) -> tuple[str, ...]:
+    """Every registered metric, in registration order (without the slow ones if asked)."""
+    return tuple(n for n, m in REGISTRY.items() if include_slow or not m.slow)
+
+
+def run_metrics(selection=None) -> tuple[str, ...]:
+    """The metrics a run computes: ``scoring.metrics`` (a list of names, or ``"all"``), by default
+    every registered metric except the slow ones."""
+    if selection is None:
+        return metric_names(include_slow=False)
+    if selection == "all" or list(selection) == ["all"]:
+        return metric_names()
+    unknown = [m for m in selection if m not in REGISTRY]
+    if unknown:
+        raise ValueError(f"scoring.metrics: {unknown} unknown; expected names from {list(REGISTRY)} or 'all'")
+    return tuple(m for m in REGISTRY if m in set(selection))
 
 
 def family_metrics() -> tuple[str, ...]:
-    """The metrics the analysis tests (non-redundant ones)."""
+    """The metrics of the pre-specified primary family the analysis adjusts over: the paper's
+    non-redundant ones (rank_corr, intersect, iou, dice). The other metrics are reported with raw
+    p-values as secondary outcomes (registered with ``in_family=False``)."""
     return tuple(n for n, m in REGISTRY.items() if m.in_family)
 
 

@@ -1,0 +1,168 @@
+"""The saliency-benchmark metrics (Bylinskii et al. 2018, "What do different evaluation metrics tell
+us about saliency models?"; MIT/Tuebingen benchmark), with the human map as the ground truth.
+
+``a`` is the attribution map, ``h`` the human map, both min-max scaled to [0, 1] (``minmax``);
+``H`` is the human top-k region (weights, fractional at ties), standing in for fixations.
+Definitions equal the peers' (tests compare them on maps with ties and zeros):
+
+- ``cc``: Pearson correlation of ``a`` and ``h`` (pysaliency ``CC``).
+- ``sim``: sum of min(a / sum a, h / sum h) (MIT ``similarity.m``; pysaliency ``SIM`` on [0, 1] maps).
+- ``kld``: KL(P || Q) = sum P log(eps + P / (Q + eps)), P = h / sum h, Q = a / sum a,
+  eps = 2.2204e-16 (MIT ``KLdiv.m``, pysaliency ``MIT_KLDiv``); lower is better.
+- ``nss``: mean of the z-scored ``a`` (population std) over ``H``, weighted by ``H`` (pysaliency ``NSS``
+  over the fixation pixels).
+- ``auc``: ROC AUC of ``a`` as a score for membership of ``H`` over all pixels, ties counted half
+  (scikit-learn ``roc_auc_score``, Quantus ``AUC``); a pixel with a fractional weight w counts as w
+  of a positive and 1 - w of a negative.
+- ``emd``: earth mover's distance between ``a`` and ``h`` average-pooled to 32x32 and normalised to
+  sum 1, Euclidean ground distance in pooled-grid pixels (POT ``ot.emd2``); lower is better. Exact
+  but slow (~0.1 s a pair), so a run computes it only when ``scoring.metrics`` names it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from vqa_interp.metrics.registry import metric
+
+EPS = 2.2204e-16     # MATLAB's eps, as MIT's KLdiv.m and pysaliency
+EMD_GRID = 32
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    span = x.max() - x.min()
+    return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+
+
+def _density(x: np.ndarray) -> np.ndarray:
+    return x / x.sum()
+
+
+# ------------------------------------------------------------------ cc
+def _cc_reference(a, h, options):
+    return float(np.corrcoef(_minmax(a).ravel(), _minmax(h).ravel())[0, 1])
+
+
+@metric("cc", needs=("minmax",), range=(-1.0, 1.0), reference=_cc_reference, in_family=False)
+def cc(a, h) -> float:
+    """Pearson correlation coefficient of the two maps (Bylinskii et al.; pysaliency CC)."""
+    x, y = a.minmax - a.minmax.mean(), h.minmax - h.minmax.mean()
+    return float(x @ y / np.sqrt((x @ x) * (y @ y)))
+
+
+# ------------------------------------------------------------------ sim
+def _sim_reference(a, h, options):
+    return float(np.minimum(_density(_minmax(a)), _density(_minmax(h))).sum())
+
+
+@metric("sim", needs=("minmax",), range=(0.0, 1.0), reference=_sim_reference, in_family=False)
+def sim(a, h) -> float:
+    """Histogram intersection of the two maps as distributions (MIT similarity.m; pysaliency SIM)."""
+    return float(np.minimum(a.minmax / a.minmax.sum(), h.minmax / h.minmax.sum()).sum())
+
+
+# ------------------------------------------------------------------ kld
+def _kld_reference(a, h, options):
+    p, q = _density(_minmax(h)), _density(_minmax(a))
+    return float((p * np.log(EPS + p / (q + EPS))).sum())
+
+
+@metric("kld", needs=("minmax",), range=(0.0, float("inf")), reference=_kld_reference, higher_is_better=False,
+        in_family=False)
+def kld(a, h) -> float:
+    """KL divergence of the attribution distribution from the human one, KL(human || attribution) (MIT KLdiv.m)."""
+    p, q = h.minmax / h.minmax.sum(), a.minmax / a.minmax.sum()
+    return float(p @ np.log(EPS + p / (q + EPS)))
+
+
+# ------------------------------------------------------------------ nss
+def _nss_reference(a, h, options):
+    from vqa_interp.metrics.overlap import reference_region
+
+    z = (a - a.mean()) / a.std()
+    region = reference_region(h, options.n_region, options.tie_policy).reshape(a.shape)
+    return float((z * region).sum() / region.sum())
+
+
+@metric("nss", needs=("values", "region"), range=(-float("inf"), float("inf")), reference=_nss_reference,
+        in_family=False)
+def nss(a, h) -> float:
+    """Normalised scanpath saliency: mean z-scored attribution over the human top-k region (Peters et al. 2005)."""
+    v = a.values
+    z = (v - v.mean()) / v.std()
+    return float(z @ h.region / h.region_size)
+
+
+# ------------------------------------------------------------------ auc
+def _auc_reference(a, h, options):
+    """The area under the ROC curve by the trapezoid rule over the distinct thresholds (scikit-learn's
+    way): a pixel of weight w adds w to the true and 1 - w to the false positives at its score."""
+    from vqa_interp.metrics.overlap import reference_region
+
+    w = reference_region(h, options.n_region, options.tie_policy)
+    scores = a.ravel()
+    order = np.argsort(-scores, kind="stable")
+    s, positive, negative = scores[order], w[order], 1 - w[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]       # the last pixel of each threshold
+    tps, fps = np.cumsum(positive)[last], np.cumsum(negative)[last]
+    tpr, fpr = np.r_[0.0, tps] / tps[-1], np.r_[0.0, fps] / fps[-1]
+    return float(np.trapezoid(tpr, fpr))
+
+
+@metric("auc", needs=("values", "region"), range=(0.0, 1.0), reference=_auc_reference, in_family=False)
+def auc(a, h) -> float:
+    """ROC AUC of the attribution as a score for the human top-k region (ties half; scikit-learn, Quantus AUC)."""
+    order, sorted_values = a.sorted
+    positive = h.region[order]
+    negative = 1.0 - positive
+    n = sorted_values.size
+    new_run = np.empty(n, bool)
+    new_run[0] = True
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=new_run[1:])
+    starts = np.flatnonzero(new_run)
+    run_pos = np.add.reduceat(positive, starts)
+    run_neg = np.add.reduceat(negative, starts)
+    below = np.cumsum(run_neg) - run_neg          # negatives strictly below each run of equal scores
+    total = float(run_pos @ (below + 0.5 * run_neg))
+    return total / (positive.sum() * negative.sum())
+
+
+# ------------------------------------------------------------------ emd
+def pool(x: np.ndarray, grid: int = EMD_GRID) -> np.ndarray:
+    """Average-pool a square map ``[S, S]`` to ``[grid, grid]`` (area weights, any S >= 1)."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(x, dtype=np.float32), mode="F")
+    return np.asarray(image.resize((grid, grid), Image.BOX), np.float64)
+
+
+def _ground_distance(grid: int) -> np.ndarray:
+    import ot
+
+    cells = np.stack(np.mgrid[:grid, :grid], -1).reshape(-1, 2).astype(np.float64)
+    return ot.dist(cells, cells, metric="euclidean")
+
+
+_DISTANCES: dict[int, np.ndarray] = {}
+
+
+def _emd(a_map: np.ndarray, h_map: np.ndarray) -> float:
+    import ot
+
+    p, q = pool(a_map), pool(h_map)
+    p, q = (p / p.sum()).ravel(), (q / q.sum()).ravel()
+    if EMD_GRID not in _DISTANCES:
+        _DISTANCES[EMD_GRID] = _ground_distance(EMD_GRID)
+    return float(ot.emd2(p, q, _DISTANCES[EMD_GRID], numItermax=1_000_000))
+
+
+def _emd_reference(a, h, options):
+    return _emd(_minmax(a), _minmax(h))
+
+
+@metric("emd", needs=("minmax",), range=(0.0, float("inf")), reference=_emd_reference, higher_is_better=False,
+        in_family=False, slow=True)
+def emd(a, h) -> float:
+    """Earth mover's distance of the two maps pooled to 32x32, in pooled pixels (POT emd2; Rubner et al. 2000)."""
+    side = a.options.size
+    return _emd(a.minmax.reshape(side, side), h.minmax.reshape(side, side))
