@@ -207,7 +207,7 @@ def bench_runs(quick: bool) -> dict:
         run_id = re.findall(r"MLflow run: (\w+)", out)[0]
         metrics = _metrics_of(uri, run_id)
         results["default_run_seconds"] = wall
-        results.update({f"default_run.{k}": v for k, v in metrics.items() if k.startswith("time_")})
+        results.update({f"default_run.{k}": v for k, v in metrics.items() if k.startswith("time/")})
         # sweep over k vs one run; the map cache is cold for both (a fresh cache folder each)
         single, _, _ = _run_cli([f"paths.cache={tmp}/cache-single"], env)
         sweep, _, _ = _run_cli(["-m", "k=0.05,0.1,0.2,0.3", f"paths.cache={tmp}/cache-sweep"], env)

@@ -34,14 +34,24 @@ def test_default_run_logs_a_traceable_record(cli_env, tmp_path):
     assert len(runs) == 1
     run = runs[0]
     assert run.info.run_id in result.stdout and "mlflow ui --backend-store-uri" in result.stdout
+    assert f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" in result.stdout
+    assert run.info.run_name == "saliency k=0.1 (embedded, 10 q)"
     assert run.info.status == "FINISHED"
     assert run.data.params["method.name"] == "saliency" and run.data.params["k"] == "0.1"
     assert run.data.params["confidence.low"] == "0.25" and run.data.params["preprocessing.size"] == "64"
     for tag in ("git_commit", "data_digest", "checkpoint_digest", "hydra_output_dir"):
         assert run.data.tags[tag]
     metrics = run.data.metrics
-    assert metrics["n_questions"] == 10 and metrics["n_rows"] >= 10
-    assert 0 <= metrics["model_accuracy"] <= 1 and "mean_rank_corr" in metrics and "median_iou" in metrics
+    assert metrics["count/questions"] == 10 and metrics["count/rows"] >= 10
+    assert 0 <= metrics["model/accuracy"] <= 1 and "score/rank_corr" in metrics and "score_median/iou" in metrics
+    # a readable MLflow view: a few headline metrics in "/" sections, the summary as the description
+    assert len(metrics) <= 60 and all("/" in name for name in metrics), sorted(metrics)
+    assert not any(name.startswith(("p.", "p_holm", "cohens_d")) for name in metrics)
+    description = run.data.tags["mlflow.note.content"]
+    assert "Headline" in description and "rank_corr" in description
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "Headline" in result.stdout and "Between floors and ceiling" in result.stdout
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
     assert {"tables/per_example.csv", "tables/significance.csv", "tables/scenario_medians.csv"} <= artifacts
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
@@ -90,12 +100,19 @@ def test_two_by_two_multirun_has_one_parent_four_children_and_reuses_maps(two_by
     # k does not change maps: the second run of each method takes every map from the cache
     for method in ("saliency", "ggradcam"):
         mine = [c for c in children if c.data.params["method.name"] == method]
-        assert sorted(c.data.metrics["map_cache_misses"] for c in mine)[0] == 0
-        assert max(c.data.metrics["map_cache_hits"] for c in mine) == mine[0].data.metrics["n_maps"]
+        assert sorted(c.data.metrics["count/map_cache_misses"] for c in mine)[0] == 0
+        assert max(c.data.metrics["count/map_cache_hits"] for c in mine) == mine[0].data.metrics["count/maps"]
     for child in children:
         assert {"tables/per_example.csv"} <= {a.path for a in client.list_artifacts(child.info.run_id, "tables")}
     comparison = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/method_comparison.csv", str(tmp_path)))
     assert len(comparison) == 4 and set(comparison["status"]) == {"FINISHED"}
+    # what a researcher sees: names that say what differs, the ranking last in the terminal and in the parent
+    assert parent.info.run_name == "sweep: method=saliency,ggradcam k=0.05,0.1 " + " ".join(FAST)
+    assert {c.info.run_name for c in children} >= {"saliency k=0.05 (embedded, 10 q)", "ggradcam k=0.1 (embedded, 10 q)"}
+    stdout = two_by_two_sweep["stdout"]
+    assert stdout.rindex("Method ranking") > stdout.rindex("Headline")
+    assert "Method ranking" in parent.data.tags["mlflow.note.content"]
+    assert "tables/children_headline.csv" in {a.path for a in client.list_artifacts(parent.info.run_id, "tables")}
 
 
 def test_the_sweep_parent_tests_methods_pairwise_with_wilcoxon(two_by_two_sweep, tmp_path):
@@ -139,7 +156,7 @@ def test_every_run_reads_its_scores_against_floors_and_the_ceiling(two_by_two_sw
     for reference, part in table.groupby("reference"):
         assert set(part["metric"]) == set(run_metrics()), reference
     assert "norm/rank_corr" in child.data.metrics and "baseline/human_ceiling/iou" in child.data.metrics
-    assert "Method between floors and ceiling" in two_by_two_sweep["stdout"]
+    assert "Between floors and ceiling" in two_by_two_sweep["stdout"]
     assert "beats centre" in two_by_two_sweep["stdout"]
 
 

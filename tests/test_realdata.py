@@ -70,9 +70,9 @@ def test_end_to_end_run_on_real_format_files(real, cli_env, tmp_path):
     run = [r for r in client.search_runs([client.get_experiment_by_name("vqa-interp").experiment_id])][0]
     assert run.info.status == "FINISHED"
     m = run.data.metrics
-    assert m["n_questions"] == 4 and m["skipped_label_not_in_answer_vocab"] == 1
-    assert m["skipped_constant_human_map"] == 3 and m["skipped_all_human_maps_constant"] == 1
-    assert 0 <= m["model_vqa_accuracy"] <= 1 and m["n_rows"] >= 3
+    assert m["count/questions"] == 4 and m["count/skipped_label_not_in_answer_vocab"] == 1
+    assert m["count/skipped_constant_human_map"] == 3 and m["count/skipped_all_human_maps_constant"] == 1
+    assert 0 <= m["model/vqa_accuracy"] <= 1 and m["count/rows"] >= 3
     assert run.data.tags["backbone_variant"] == "caffe"
     assert "resnet152" in run.data.tags["backbone"]
 

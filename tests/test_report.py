@@ -35,7 +35,23 @@ def test_report_from_a_parent_run_id_cites_every_run(two_by_two_sweep, tmp_path)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)  # opens offline
     assert "Method comparison" in page and "Significance" in page and "Provenance" in page
     assert "p_holm" in page and "correct_vs_wrong" in page
+    # findings first, in sentences generated from the tables
+    assert page.index("<h2>Findings</h2>") < page.index("<h2>Runs</h2>") < page.index("<h2>Details</h2>")
+    assert "Closest to humans on rank_corr" in page and "of the way from the random floor" in page
+    assert "Downloading artifacts" not in result.stdout + result.stderr
     assert re.search(r"#/experiments/\d+/runs/" + parent.info.run_id, page)
+
+
+def test_report_takes_short_ids_and_names_and_defaults_its_folder(two_by_two_sweep, tmp_path):
+    env = two_by_two_sweep["env"]
+    client, runs = _runs(env)
+    child = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"][0]
+    for reference in (child.info.run_id[:8], child.info.run_name):
+        result = subprocess.run([python(), "-m", "vqa_interp.report", reference], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        written = list((tmp_path / "reports").glob("*/report.html"))
+        assert written and child.info.run_id in written[0].read_text()
 
 
 def test_unknown_run_id_is_named(two_by_two_sweep, tmp_path):
@@ -56,8 +72,8 @@ def test_logged_statistics_recompute_from_the_runs_own_table(two_by_two_sweep, t
     min_group = int(child.data.params["analysis.min_group"])
     if len(x) >= min_group and len(y) >= min_group:
         assert row.loc["welch", "p_value"] == pytest.approx(scipy.stats.ttest_ind(x, y, equal_var=False).pvalue)
-        assert child.data.metrics["p.welch.correct_vs_wrong.iou"] == pytest.approx(row.loc["welch", "p_value"])
+        assert "p.welch.correct_vs_wrong.iou" not in child.data.metrics   # test statistics live in the tables
     else:   # underpowered: reported, not tested
         assert not row["testable"].any() and row["reason"].str.startswith("underpowered").all()
-    assert child.data.metrics["mean_rank_corr"] == pytest.approx(np.nanmean(table["rank_corr"]))
-    assert child.data.metrics["median_f1"] == pytest.approx(np.nanmedian(table["f1"]))
+    assert child.data.metrics["score/rank_corr"] == pytest.approx(np.nanmean(table["rank_corr"]))
+    assert child.data.metrics["score_median/iou"] == pytest.approx(np.nanmedian(table["iou"]))

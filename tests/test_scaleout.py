@@ -85,4 +85,4 @@ def test_sharded_joblib_sweep_against_a_server_equals_the_unsharded_run(mlflow_s
     expected, got = _table(client, unsharded[0].info.run_id, tmp_path / "a"), _table(client, merged.info.run_id, tmp_path / "b")
     assert list(got["question_id"]) == list(expected["question_id"])
     pd.testing.assert_frame_equal(got[METRIC_COLUMNS], expected[METRIC_COLUMNS], check_exact=False, atol=1e-12)
-    assert merged.data.metrics["n_questions"] == unsharded[0].data.metrics["n_questions"] == 10
+    assert merged.data.metrics["count/questions"] == unsharded[0].data.metrics["count/questions"] == 10

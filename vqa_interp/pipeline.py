@@ -392,6 +392,7 @@ class RunOutputs:
     dataset: Dataset | None = None
     references: pd.DataFrame | None = None      # floors and ceiling per question (score_references)
     summary: str = ""                           # the terminal summary, filled when the run is recorded
+    summary_markdown: str = ""                  # the same for the run's description in MLflow
     sanity: pd.DataFrame | None = None          # randomisation curves (analysis.sanity)
     summary_lines: list[str] = field(default_factory=list)
 
@@ -400,7 +401,7 @@ class RunOutputs:
 def timed(timings: dict, name: str):
     start = time.perf_counter()
     yield
-    timings[f"time_{name}_s"] = time.perf_counter() - start
+    timings[f"time/{name}_s"] = time.perf_counter() - start
 
 
 def scoring_options(settings: Settings) -> ScoringOptions:
@@ -450,15 +451,14 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
         with timed(timings, "references"):
             references, was_cached = cached_references(settings, dataset, examples, geometry, data_digest)
     skipped = selection.skipped + skipped_targets + skipped_scores
-    counts = {"n_questions": len(examples), "n_maps": len(targets), "n_rows": len(table),
-              "map_cache_hits": cache.hits, "map_cache_misses": cache.misses,
-              "model_accuracy": float(predictions["correct"].mean()) if len(predictions) else float("nan"),
-              "model_vqa_accuracy": float(predictions["vqa_accuracy"].mean()) if len(predictions) else float("nan"),
-              **{f"skipped_{reason}": n for reason, n in skipped.items()}}
+    counts = {"count/questions": len(examples), "count/maps": len(targets), "count/rows": len(table),
+              "count/map_cache_hits": cache.hits, "count/map_cache_misses": cache.misses,
+              "model/accuracy": float(predictions["correct"].mean()) if len(predictions) else float("nan"),
+              "model/vqa_accuracy": float(predictions["vqa_accuracy"].mean()) if len(predictions) else float("nan"),
+              **{f"count/skipped_{reason}": n for reason, n in skipped.items() if n}}
     if len(table):
-        for metric in metric_names():
-            if metric in table:
-                counts[f"undefined_{metric}"] = int(table[metric].isna().sum())
+        undefined = table[[m for m in metric_names() if m in table]].isna().any(axis=1)
+        counts["count/undefined_rows"] = int(undefined.sum())
         if "completeness_error" in table:
             counts["method/completeness_error_median"] = float(table["completeness_error"].median())
     tags = {"data_digest": data_digest, "checkpoint_digest": loaded.checkpoint_digest,
@@ -467,7 +467,9 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
             "backbone_variant": str(settings.model.backbone.get("variant", settings.model.backbone.get("type"))),
             "human_map": s.human if s.human != "annotator" else f"annotator {s.annotator}"}
     if references is not None:
-        counts["references_cached"] = int(was_cached)
-        counts["ceiling_single_annotator"] = int(len(examples) - (references["reference"] == "human_ceiling").sum())
+        single = int(len(examples) - (references["reference"] == "human_ceiling").sum())
+        if single:
+            counts["count/ceiling_single_annotator"] = single
+        tags["references_cache"] = "hit" if was_cached else "computed"
     return RunOutputs(examples, predictions, table, counts, timings, tags, cache, loaded, geometry, dataset, references,
                       sanity=sanity)

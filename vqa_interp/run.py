@@ -16,6 +16,7 @@ from pathlib import Path
 
 import hydra
 import numpy as np
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from vqa_interp.errors import VqaInterpError
@@ -25,10 +26,19 @@ log = logging.getLogger("vqa_interp")
 
 
 
-def run_name(settings) -> str:
+HEADLINE_TIMINGS = ("time/total_s", "time/attribution_s", "time/scoring_s", "time/references_s", "time/sanity_s",
+                    "time/logging_s")
+BASELINE_METRICS = ("rank_corr", "iou", "dice")
+
+
+def run_name(settings, n_questions: int, overrides=()) -> str:
+    """What differs, readable in the runs table: ``saliency k=0.1 (embedded, 300 q)``; ``smoke:``
+    first for a smoke run, the shard last for a shard."""
     d = settings.data
-    name = f"{settings.attribution.method}-k{settings.scoring.k}-{settings.model.name}"
-    return name if d.num_shards == 1 else f"{name}-shard{d.shard}of{d.num_shards}"
+    name = f"{settings.attribution.method} k={settings.scoring.k:g} ({d.name}, {n_questions} q)"
+    if any(o.startswith("+experiment=") and o.split("=", 1)[1] in ("smoke", "sanity") for o in overrides):
+        name = next(o.split("=", 1)[1] for o in overrides if o.startswith("+experiment=")) + ": " + name
+    return name if d.num_shards == 1 else f"{name} shard {d.shard}/{d.num_shards}"
 
 
 def write_maps_archive(path: Path, cache, keys) -> None:
@@ -56,7 +66,7 @@ def record_outputs(tracker, settings, outputs, timings: dict) -> None:
     for name, frame in results.tables.items():
         tracker.log_table(frame, name)
     tracker.log_metrics({**outputs.counts, **results.metrics})
-    timings["time_analysis_s"] = time.perf_counter() - start
+    timings["time/analysis_s"] = time.perf_counter() - start
     cases = figures.panel_cases(outputs, results, settings)
     run_figures = figures.run_figures(outputs, results, settings, cases)
     if outputs.sanity is not None and not outputs.sanity.empty:
@@ -77,8 +87,13 @@ def record_outputs(tracker, settings, outputs, timings: dict) -> None:
         run_figures["floor_ceiling"] = floor_ceiling_figure(results.tables["baselines"], settings.attribution.method)
     for name, figure in run_figures.items():
         tracker.log_figure(figure, f"figures/{name}.png")
-    outputs.summary = "\n".join(filter(None, [baseline_summary(results, settings.attribution.method),
-                                              *outputs.summary_lines]))
+    from vqa_interp.analysis.summary import run_summary
+
+    method, k = settings.attribution.method, settings.scoring.k
+    sanity = " ".join(outputs.summary_lines)
+    outputs.summary = run_summary(results, method, k, sanity_line=sanity, n_bootstrap=min(1000, a.bootstrap), seed=a.seed)
+    outputs.summary_markdown = run_summary(results, method, k, markdown=True, sanity_line=sanity,
+                                           n_bootstrap=min(1000, a.bootstrap), seed=a.seed)
     if cases:
         log_panel(tracker, cases)
     if settings.tracking.log_maps and len(outputs.table):
@@ -86,7 +101,7 @@ def record_outputs(tracker, settings, outputs, timings: dict) -> None:
             archive = Path(tmp) / "maps.npz"
             write_maps_archive(archive, outputs.cache, outputs.table["map_key"])
             tracker.log_file(archive, "maps")
-    timings["time_logging_s"] = time.perf_counter() - start - timings["time_analysis_s"]
+    timings["time/logging_s"] = time.perf_counter() - start - timings["time/analysis_s"]
 
 
 def reference_results(results, references, settings) -> None:
@@ -100,49 +115,18 @@ def reference_results(results, references, settings) -> None:
     results.tables.update({"baselines": table, "baseline_tests": tests, "references_per_question": references})
     family = set(family_metrics())
     for row in table.itertuples():
-        if row.metric in family and np.isfinite(row.mean):
+        if (row.metric in BASELINE_METRICS and row.reference in ("random", "centre", "image", "human_ceiling")
+                and np.isfinite(row.mean)):
             results.metrics[f"baseline/{row.reference}/{row.metric}"] = row.mean
     for metric, value in normalised_scores(table).items():
         if metric in family and np.isfinite(value):
             results.metrics[f"norm/{metric}"] = value
 
 
-def baseline_summary(results, method: str) -> str:
-    """The terminal lines that put the method between its floors and ceiling."""
-    from tabulate import tabulate
-
-    from vqa_interp.analysis.baselines import normalised_scores
-    from vqa_interp.metrics.registry import family_metrics
-
-    table, tests = results.tables.get("baselines"), results.tables.get("baseline_tests")
-    if table is None or table.empty:
-        return ""
-    means = table.pivot(index="metric", columns="reference", values="mean")
-    norm = normalised_scores(table)
-    rows = []
-    for metric in [m for m in family_metrics() if m in means.index]:
-        row = {"metric": metric, method: means.loc[metric].get("method")}
-        for ref in ("random", "centre", "image", "oracle", "human_ceiling"):
-            if ref in means.columns:
-                row[ref] = means.loc[metric, ref]
-        row["normalised"] = norm.get(metric)
-        for ref in ("centre", "image"):
-            test = tests[(tests["reference"] == ref) & (tests["metric"] == metric)]
-            if len(test):
-                t = test.iloc[0]
-                verdict = "yes" if t["better"] else "no"
-                row[f"beats {ref}"] = f"{verdict} (p_holm={t['p_holm']:.2g})" if t["testable"] else "n/a"
-        rows.append(row)
-    return ("Method between floors and ceiling (per question; normalised = (method - random) / "
-            "(ceiling - random)):\n" + tabulate(rows, headers="keys", floatfmt=".3g", tablefmt="simple"))
-
-
 def log_panel(tracker, cases: list[dict]) -> None:
     """The qualitative panel's arrays (``panels/panel.npz``: ``{qid}_image``, ``{qid}_human``,
     ``{qid}_map``) and captions (``tables/panel_cases.csv``), so a sweep parent can put every method's
     map of the same questions side by side without reading the data again."""
-    import pandas as pd
-
     arrays = {}
     for case in cases:
         q = case["question_id"]
@@ -185,13 +169,13 @@ def evaluate(cfg: DictConfig) -> str:
     from vqa_interp.errors import DataError
     from vqa_interp.pipeline import execute, preflight_model_files, timed
     from vqa_interp.settings import from_config
-    from vqa_interp.tracking.store import flatten, resolve_tracking_uri, tracked_run, ui_command
+    from vqa_interp.tracking.store import flatten, resolve_tracking_uri, run_url, tracked_run, ui_command
     from vqa_interp.train import ensure_embedded_model
 
     global _START
     job_start = time.perf_counter()
     # start-up (interpreter, imports, Hydra) is paid once per process, by its first job
-    timings: dict[str, float] = {"time_startup_s": job_start - _START if _START else 0.0}
+    timings: dict[str, float] = {"time/startup_s": job_start - _START if _START else 0.0}
     _START = 0.0
     settings = from_config(cfg)
     preflight_model_files(settings)
@@ -205,7 +189,7 @@ def evaluate(cfg: DictConfig) -> str:
     hydra_cfg = HydraConfig.get()
     tags = {"run_kind": "evaluation", "hydra_output_dir": str(Path(hydra_cfg.runtime.output_dir).resolve()),
             "hydra_overrides": " ".join(hydra_cfg.overrides.task), "method": settings.attribution.method}
-    name = run_name(settings)
+    name = run_name(settings, len(selection.examples), list(hydra_cfg.overrides.task))
     with tracked_run(settings.tracking, name, parent_run_id=parent_run_id_for_job(), tags=tags) as tracker:
         print(f"MLflow run: {tracker.run_id} ({name})", flush=True)
         tracker.log_params(flatten(settings.resolved))
@@ -214,14 +198,17 @@ def evaluate(cfg: DictConfig) -> str:
         outputs = execute(settings, dataset, selection, checkpoint, timings,
                           on_predictions=lambda frame: tracker.log_table(frame, "predictions"))
         record_outputs(tracker, settings, outputs, timings)
-        timings["time_total_s"] = time.perf_counter() - job_start + timings["time_startup_s"]
-        tracker.log_metrics(timings)
+        timings["time/total_s"] = time.perf_counter() - job_start + timings["time/startup_s"]
+        tracker.log_metrics({k: v for k, v in timings.items() if k in HEADLINE_TIMINGS})
+        tracker.log_table(pd.DataFrame([{"stage": k.split("/", 1)[1][:-2], "seconds": v} for k, v in timings.items()]),
+                          "timings")
+        tracker.set_description(outputs.summary_markdown)
     uri = resolve_tracking_uri(settings.tracking.uri)
     if outputs.summary:
-        print(outputs.summary, flush=True)
-    print(f"MLflow run {tracker.run_id} finished: {len(outputs.table)} rows, model accuracy "
-          f"{outputs.counts['model_accuracy']:.3f}, {timings['time_total_s']:.1f} s.\n"
-          f"Open the UI: {ui_command(uri)}", flush=True)
+        print("\n" + outputs.summary + "\n", flush=True)
+    print(f"MLflow run {tracker.run_id} ({name}) finished: {len(outputs.table)} rows, model accuracy "
+          f"{outputs.counts['model/accuracy']:.3f}, {timings['time/total_s']:.1f} s.\n"
+          f"  {run_url(uri, tracker.experiment_id, tracker.run_id)}\n  (serve it with: {ui_command(uri)})", flush=True)
     return tracker.run_id
 
 

@@ -301,14 +301,17 @@ def comparison_figure(table: pd.DataFrame):
     settings = finished.groupby(["k", "confidence.low", "confidence.high"], dropna=False)
     n = max(1, settings.ngroups)
     fig, axes = new_figure(1, n, figsize=(5 * n, 3.8), squeeze=False)
-    metrics = [f"mean_{m}" for m in bounded_metrics() if m != "intersect"]
+    metrics = [f"score/{m}" for m in bounded_metrics() if f"score/{m}" in table.columns]
     for ax, (setting, group) in zip(axes[0], settings):
         methods = list(group["method.name"])
         width = 0.8 / max(1, len(methods))
         x = np.arange(len(metrics))
         for i, (_, row) in enumerate(group.iterrows()):
-            ax.bar(x + i * width, [float(row[m] or 0) for m in metrics], width, label=row["method.name"])
-        ax.set_xticks(x + width * (len(methods) - 1) / 2, [m[5:] for m in metrics], fontsize=8)
+            ax.bar(x + i * width, [float(row[m]) if pd.notna(row[m]) else 0.0 for m in metrics], width,
+                   label=row["method.name"])
+        ax.set_xticks(x + width * (len(methods) - 1) / 2, [m.split("/", 1)[1] for m in metrics], fontsize=7,
+                      rotation=30, ha="right")
+        ax.set_ylabel("mean over the run's rows", fontsize=8)
         ax.set_title(f"k={setting[0]}, low={setting[1]}, high={setting[2]}", fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle("Method comparison (means over each run's rows)")

@@ -15,11 +15,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from vqa_interp.errors import VqaInterpError
-from vqa_interp.metrics.registry import family_metrics, metric_names
-from vqa_interp.tracking.store import child_runs, client_for, download_artifact, find_run, list_artifacts
+from vqa_interp.metrics.registry import family_metrics
+from vqa_interp.tracking.store import (child_runs, client_for, download_artifact, download_table, find_run,
+                                       list_artifacts, resolve_tracking_uri, ui_base, UI_VIEW)
 from vqa_interp.tracking.sweep import comparison_table
 
 KEY_METRICS = family_metrics()
@@ -50,8 +52,8 @@ def header_table(runs, ui_url: str) -> pd.DataFrame:
     axes = differing_params([r for r in runs if r.data.tags.get("run_kind") == "evaluation"] or runs)
     rows = []
     for r in runs:
-        link = f"{ui_url.rstrip('/')}/#/experiments/{r.info.experiment_id}/runs/{r.info.run_id}"
-        rows.append({"run_id": r.info.run_id, "name": r.info.run_name, "kind": r.data.tags.get("run_kind", ""),
+        link = f"{ui_url.rstrip('/')}/#/experiments/{r.info.experiment_id}/runs/{r.info.run_id}{UI_VIEW}"
+        rows.append({"name": r.info.run_name, "run_id": r.info.run_id, "kind": r.data.tags.get("run_kind", ""),
                      "status": r.info.status, **{a: r.data.params.get(a, "") for a in axes}, "mlflow_ui": link})
     return pd.DataFrame(rows)
 
@@ -102,51 +104,97 @@ def _fmt(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
 
 
-def _html_table(frame: pd.DataFrame) -> str:
-    return _fmt(frame).to_html(index=False, escape=True, border=0, classes="t")
+def _html_table(frame: pd.DataFrame, links: bool = False) -> str:
+    frame = _fmt(frame)
+    if links and "mlflow_ui" in frame:
+        frame = frame.assign(mlflow_ui=frame["mlflow_ui"].map(lambda u: f"<a href='{html.escape(u)}'>open</a>"))
+        return frame.to_html(index=False, escape=False, border=0, classes="t")
+    return frame.to_html(index=False, escape=True, border=0, classes="t")
+
+
+def run_tables(client, runs, tmp: str, names=("baselines", "baseline_tests", "significance",
+                                                  "confidence_correlations")) -> dict[str, dict[str, pd.DataFrame]]:
+    out: dict[str, dict[str, pd.DataFrame]] = {}
+    for r in runs:
+        folder = f"{tmp}/{r.info.run_id}"
+        out[r.info.run_id] = {n: t for n in names if (t := download_table(client, r.info.run_id, n, folder)) is not None}
+    return out
 
 
 def build_report(client, run_ids: list[str], out: Path, ui_url: str) -> tuple[Path, Path]:
+    """Findings first (sentences generated from the tables), then the key tables, then the details."""
     runs = resolve_runs(client, run_ids)
-    evaluations = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]
+    evaluations = [r for r in runs if r.data.tags.get("run_kind") in ("evaluation", "merged")]
+    parents = [r for r in runs if r.data.tags.get("run_kind") == "sweep"]
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         header = header_table(runs, ui_url)
         comparison = comparison_table(evaluations) if evaluations else pd.DataFrame()
         if not comparison.empty:
-            keep = ["run_id", "status", "method.name", "k", "confidence.low", "confidence.high", "model_accuracy",
-                    "n_rows", *(f"mean_{m}" for m in metric_names() if m != "disc_intersect")]
+            keep = ["run_name", "status", "method.name", "k", "model/accuracy", "count/rows",
+                    *(f"score/{m}" for m in family_metrics()), *(f"norm/{m}" for m in family_metrics())]
             comparison = comparison[[c for c in keep if c in comparison]]
-        significance = significance_tables(client, evaluations, tmp)
+        tables = run_tables(client, evaluations, tmp)
+        parent_tables = {}
+        for parent in parents:
+            parent_tables.update(run_tables(client, [parent], tmp, ("method_ranking", "method_pairs"))[parent.info.run_id])
         figures = figures_of(client, runs, out, tmp)
+    sentences = findings(evaluations, tables, parent_tables)
     prov = provenance(runs)
-    title = "vqa-interp report: " + ", ".join(run_ids)
-
-    md = [f"# {title}", "", "## Runs", "", _fmt(header).to_markdown(index=False), ""]
-    parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Runs</h2>", _html_table(header)]
+    names = ", ".join(r.info.run_name for r in runs if r.info.run_id in run_ids or r.info.run_id[:8] in run_ids) \
+        or ", ".join(run_ids)
+    title = f"vqa-interp report: {names}"
+    md = [f"# {title}", "", "## Findings", "", *[f"- {line}" for line in sentences], ""]
+    parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Findings</h2><ul>",
+             *[f"<li>{_markdown_bold(html.escape(line))}</li>" for line in sentences], "</ul>"]
+    md += ["## Runs", "", _fmt(header).to_markdown(index=False), ""]
+    parts += ["<h2>Runs</h2>", _html_table(header, links=True)]
     if not comparison.empty:
         md += ["## Method comparison", "", _fmt(comparison).to_markdown(index=False), ""]
         parts += ["<h2>Method comparison</h2>", _html_table(comparison)]
-    md += ["## Significance", ""]
-    parts.append("<h2>Significance</h2>")
-    for run_id, frame in significance.items():
-        key = frame[frame["metric"].isin(KEY_METRICS)]
-        cols = ["comparison", "metric", "test", "testable", "n1", "n2", "mean1", "mean2", "statistic", "p_value",
-                "p_holm", "p_bh", "significant", "effect_size", "ci_low", "ci_high"]
-        md += [f"### Run {run_id}", "", _fmt(key[cols]).to_markdown(index=False), ""]
-        parts += [f"<h3>Run {html.escape(run_id)}</h3>", _html_table(key[cols]),
-                  "<details><summary>all metrics</summary>", _html_table(frame[cols]), "</details>"]
-    md += ["## Figures", ""]
-    parts.append("<h2>Figures</h2>")
-    for run_id, name, path in figures:
-        encoded = base64.b64encode(path.read_bytes()).decode()
-        md += [f"**{name}** (run {run_id})", "", f"![{name}](figures/{path.name})", ""]
-        parts += [f"<figure><figcaption>{html.escape(name)} (run {html.escape(run_id)})</figcaption>"
-                  f"<img alt='{html.escape(name)}' src='data:image/png;base64,{encoded}'></figure>"]
+    ranking = parent_tables.get("method_ranking")
+    if ranking is not None and not ranking.empty:
+        md += ["## Method ranking", "", _fmt(ranking).to_markdown(index=False), ""]
+        parts += ["<h2>Method ranking</h2>", _html_table(ranking)]
+    by_name = {r.info.run_id: r.info.run_name for r in runs}
+    md += ["## Floors and ceiling", ""]
+    parts.append("<h2>Floors and ceiling</h2>")
+    for run_id, t in tables.items():
+        if "baselines" in t:
+            wide = t["baselines"].pivot(index="metric", columns="reference", values="mean").reset_index()
+            md += [f"### {by_name[run_id]}", "", _fmt(wide).to_markdown(index=False), ""]
+            parts += [f"<h3>{html.escape(by_name[run_id])}</h3>", _html_table(wide)]
+    md += ["## Details", "", "### Significance", ""]
+    parts += ["<h2>Details</h2>", "<h3>Significance</h3>"]
+    cols = ["comparison", "metric", "test", "role", "in_family", "testable", "reason", "n1", "n2", "mean1", "mean2",
+            "statistic", "p_value", "p_holm", "significant", "effect_size", "ci_low", "ci_high"]
+    for run_id, t in tables.items():
+        frame = t.get("significance")
+        if frame is None or frame.empty:
+            continue
+        frame = frame[[c for c in cols if c in frame]]
+        key = frame[frame["metric"].isin(KEY_METRICS) & (frame["test"] == "student")]
+        md += [f"#### {by_name[run_id]}", "", _fmt(key).to_markdown(index=False), ""]
+        parts += [f"<details><summary>{html.escape(by_name[run_id])}: the primary tests</summary>", _html_table(key),
+                  "<details><summary>every metric and test</summary>", _html_table(frame), "</details></details>"]
+    md += ["### Figures", ""]
+    parts += ["<h3>Figures</h3>"]
+    for run_id in dict.fromkeys(run_id for run_id, _, _ in figures):
+        mine = [(name, path) for rid, name, path in figures if rid == run_id]
+        parts.append(f"<h4>{html.escape(by_name.get(run_id, run_id))}</h4><div class='grid'>")
+        for name, path in mine:
+            encoded = base64.b64encode(path.read_bytes()).decode()
+            md += [f"**{name}** ({by_name.get(run_id, run_id)}, run {run_id})", "", f"![{name}](figures/{path.name})", ""]
+            parts.append(f"<figure><figcaption>{html.escape(name)} (run {html.escape(run_id)})</figcaption>"
+                         f"<img alt='{html.escape(name)}' src='data:image/png;base64,{encoded}'></figure>")
+        parts.append("</div>")
     md += ["## Provenance", "", _fmt(prov).to_markdown(index=False), ""]
     parts += ["<h2>Provenance</h2>", _html_table(prov)]
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px} table.t{border-collapse:collapse;font-size:12px}"
-             ".t td,.t th{border:1px solid #ccc;padding:2px 6px} img{max-width:100%} figure{margin:1em 0}")
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1500px;line-height:1.4} "
+             "table.t{border-collapse:collapse;font-size:12px;margin-bottom:1em}"
+             ".t td,.t th{border:1px solid #ccc;padding:2px 6px} img{max-width:100%} figure{margin:0.5em}"
+             ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:8px}"
+             "h2{border-bottom:1px solid #ccc} li{margin:0.3em 0}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
     html_path, md_path = out / "report.html", out / "report.md"
@@ -155,15 +203,119 @@ def build_report(client, run_ids: list[str], out: Path, ui_url: str) -> tuple[Pa
     return html_path, md_path
 
 
+def _markdown_bold(text: str) -> str:
+    import re
+
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+
+
+# ------------------------------------------------------------------ findings
+def _pct(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def _g(value) -> str:
+    return f"{value:.3g}" if isinstance(value, (float, int)) and np.isfinite(value) else "n/a"
+
+
+def findings(evaluations, tables: dict[str, dict[str, pd.DataFrame]], parent_tables: dict[str, pd.DataFrame]) -> list[str]:
+    """The answer in sentences, generated from the runs' tables (nothing here is typed by hand)."""
+    lines: list[str] = []
+    ranking, pairs = parent_tables.get("method_ranking"), parent_tables.get("method_pairs")
+    if ranking is not None and not ranking.empty:
+        for (k, metric), part in ranking.groupby(["k", "metric"], sort=False):
+            part = part.sort_values("rank")
+            best, rest = part.iloc[0], part.iloc[1:]
+            beaten, tied = [], []
+            for other in rest.itertuples():
+                a, b = sorted([best["method"], other.method])
+                test = pairs[(pairs["k"] == k) & (pairs["metric"] == metric) & (pairs["test"] == "wilcoxon")
+                             & (pairs["method_a"] == a) & (pairs["method_b"] == b)] if pairs is not None else []
+                p = float(test["p_holm"].iloc[0]) if len(test) else float("nan")
+                (beaten if p < 0.05 else tied).append(f"{other.method} (p={_g(p)})")
+            sentence = (f"Closest to humans on {metric} (k={k:g}): **{best['method']}**, mean {_g(best['mean'])} "
+                        f"[{_g(best['ci_low'])}, {_g(best['ci_high'])}]")
+            if beaten:
+                sentence += f"; significantly better than {', '.join(beaten)}"
+            if tied:
+                sentence += f"; not distinguishable from {', '.join(tied)}"
+            lines.append(sentence + " (Wilcoxon signed-rank on the same maps, Holm).")
+    for run in evaluations:
+        t = tables.get(run.info.run_id, {})
+        name = run.info.run_name
+        baselines, tests = t.get("baselines"), t.get("baseline_tests")
+        if baselines is not None and not baselines.empty:
+            means = baselines.pivot(index="metric", columns="reference", values="mean")
+            for metric in [m for m in ("rank_corr", "iou") if m in means.index]:
+                row = means.loc[metric]
+                floor, ceiling, value = row.get("random"), row.get("human_ceiling"), row.get("method")
+                span = ceiling - floor if np.isfinite(floor) and np.isfinite(ceiling) else float("nan")
+                where = f"{_pct((value - floor) / span)} of the way from the random floor ({_g(floor)}) to the human " \
+                        f"ceiling ({_g(ceiling)})" if span and np.isfinite(span) else "with no floor/ceiling"
+                verdicts = []
+                if tests is not None:
+                    for ref in ("centre", "image"):
+                        test = tests[(tests["reference"] == ref) & (tests["metric"] == metric)]
+                        if len(test) and test["testable"].iloc[0]:
+                            won = bool(test["better"].iloc[0])
+                            verdicts.append(f"{'beats' if won else 'does not beat'} the {ref} baseline "
+                                            f"({_g(row.get(ref))}, p={_g(float(test['p_holm'].iloc[0]))})")
+                lines.append(f"{name}: {metric} {_g(value)} sits {where}; " + ("; ".join(verdicts) or "no paired test")
+                             + ".")
+        significance = t.get("significance")
+        if significance is not None and not significance.empty:
+            primary = significance[(significance["test"] == "student") & significance["in_family"].astype(bool)]
+            cvw = primary[primary["comparison"] == "correct_vs_wrong"]
+            significant = cvw[cvw["significant"].astype(bool)]
+            if len(significant):
+                parts = [f"{r.metric} ({'higher' if r.mean_diff > 0 else 'lower'} for correct answers by "
+                         f"{_g(abs(r.mean_diff))}, d={_g(r.effect_size)}, Holm p={_g(r.p_holm)})"
+                         for r in significant.itertuples()]
+                lines.append(f"{name}: correct and wrong answers differ on " + "; ".join(parts) + ".")
+            elif len(cvw):
+                lines.append(f"{name}: no significant difference between correct and wrong answers on "
+                             f"{', '.join(cvw['metric'])} (Holm).")
+            others = primary[(primary["comparison"] != "correct_vs_wrong") & primary["significant"].astype(bool)]
+            for r in others.itertuples():
+                lines.append(f"{name}: {r.comparison.replace('_', ' ')} differs on {r.metric} "
+                             f"(diff {_g(r.mean_diff)}, d={_g(r.effect_size)}, Holm p={_g(r.p_holm)}).")
+            under = significance[(significance["test"] == "student")
+                                 & significance["reason"].astype(str).str.startswith("underpowered")]
+            if len(under):
+                groups = sorted({f"{r.comparison.replace('_', ' ')} ({r.n1} vs {r.n2})" for r in under.itertuples()})
+                lines.append(f"{name}: underpowered, not tested (a group below analysis.min_group): "
+                             + "; ".join(groups) + ".")
+        correlations = t.get("confidence_correlations")
+        if correlations is not None and not correlations.empty:
+            pearson = correlations[(correlations["correlation"] == "pearson") & correlations["testable"].astype(bool)
+                                   & correlations["metric"].isin(["rank_corr", "iou"])]
+            if len(pearson):
+                lines.append(f"{name}: among correct predictions, confidence correlates with "
+                             + ", ".join(f"{r.metric} at r={_g(r.r)} (p={_g(r.p_value)}, n={r.n})"
+                                         for r in pearson.itertuples()) + ".")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")   # no progress-bar noise
     parser = argparse.ArgumentParser(prog="python -m vqa_interp.report", description=__doc__.split("\n")[0])
-    parser.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="MLflow run IDs (a sweep parent = its sweep)")
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("run_ids", nargs="+", metavar="RUN",
+                        help="MLflow run IDs, 8-character short IDs or run names (a sweep parent = its sweep)")
+    parser.add_argument("--out", type=Path, help="output folder (default: reports/<first run's name>)")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db"))
-    parser.add_argument("--ui-url", default="http://127.0.0.1:5000", help="base URL of the MLflow UI for run links")
+    parser.add_argument("--ui-url", help="base URL of the MLflow UI for run links (default: the tracking server, "
+                                         "or http://127.0.0.1:5000 where `mlflow ui` serves a local store)")
     args = parser.parse_args(argv)
+    uri = resolve_tracking_uri(args.tracking_uri)
+    client = client_for(uri)
     try:
-        html_path, md_path = build_report(client_for(args.tracking_uri), args.run_ids, args.out, args.ui_url)
+        out = args.out
+        if out is None:
+            import re
+
+            first = find_run(client, args.run_ids[0])
+            out = Path("reports") / (re.sub(r"[^A-Za-z0-9._=-]+", "_", first.info.run_name).strip("_") or first.info.run_id)
+        html_path, md_path = build_report(client, args.run_ids, out, args.ui_url or ui_base(uri))
     except VqaInterpError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -252,23 +252,32 @@ def analyse(table: pd.DataFrame, *, low: float, high: float, map_for_example: st
     results.tables = {"method_means": method_means(table), "scenario_means": means, "scenario_medians": medians,
                       "descriptive_by_split": descriptive_by_split(examples), "significance": significance,
                       "confidence_correlations": correlations}
-    m = results.metrics
-    for metric in present_metrics(table):
-        m[f"mean_{metric}"] = float(table[metric].mean())
-        m[f"median_{metric}"] = float(table[metric].median())
-    for _, row in means.iterrows():
-        m[f"n_{row['scenario']}"] = row["n"]
-        for metric in present_metrics(table):
-            if not np.isnan(row[metric]):
-                m[f"mean_{metric}_{row['scenario']}"] = row[metric]
-    for _, row in significance[significance["testable"].astype(bool)].iterrows():
-        stem = f"{row['test']}.{row['comparison']}.{row['metric']}"
-        m[f"p.{stem}"] = row["p_value"]
-        if row["in_family"]:
-            m[f"p_holm.{stem}"] = row["p_holm"]
-        if row["test"] == "student":
-            m[f"cohens_d.{row['comparison']}.{row['metric']}"] = row["effect_size"]
-    for _, row in correlations[correlations["testable"].astype(bool)].iterrows():
-        m[f"corr_{row['correlation']}.confidence.{row['metric']}"] = row["r"]
-    m["n_significant_holm"] = int(significance["significant"].sum())
+    results.metrics = headline_metrics(table, means, significance)
     return results
+
+
+HEADLINE_SPLITS = ("correct", "wrong")
+
+
+def headline_metrics(table: pd.DataFrame, means: pd.DataFrame, significance: pd.DataFrame) -> dict[str, float]:
+    """The few numbers a run logs as MLflow metrics, in ``/`` sections the UI groups (every test
+    statistic stays in the tables): ``score/<metric>`` means over all rows for every non-redundant
+    metric, ``score_median/<metric>`` and ``split/<correct|wrong>/<metric>`` for the tested family,
+    ``count/<split>`` sizes and ``count/significant_holm``."""
+    from vqa_interp.metrics.registry import REGISTRY
+
+    m: dict[str, float] = {}
+    family = family_metrics()
+    shown = [x for x in present_metrics(table) if x in family or (x in REGISTRY and REGISTRY[x].family != "overlap")]
+    for metric in shown:
+        m[f"score/{metric}"] = float(table[metric].mean())
+    for metric in [x for x in family if x in table]:
+        m[f"score_median/{metric}"] = float(table[metric].median())
+    for _, row in means.iterrows():
+        if row["scenario"] in HEADLINE_SPLITS:
+            m[f"count/{row['scenario']}"] = row["n"]
+            for metric in [x for x in family if x in means.columns]:
+                if not np.isnan(row[metric]):
+                    m[f"split/{row['scenario']}/{metric}"] = row[metric]
+    m["count/significant_holm"] = int(significance["significant"].sum()) if len(significance) else 0
+    return m

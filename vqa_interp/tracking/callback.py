@@ -14,7 +14,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from vqa_interp.tracking.store import PARENT_ID_FILE, RunTracker, resolve_tracking_uri, start_run, ui_command
+from vqa_interp.tracking.store import PARENT_ID_FILE, RunTracker, resolve_tracking_uri, run_url, start_run, ui_command
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ class MlflowSweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         from vqa_interp.settings import tracking_settings
 
-        self.tracker = start_run(tracking_settings(config), f"sweep-{sweep_dir.name}",
+        name = "sweep: " + (" ".join(overrides) or sweep_dir.name)
+        self.tracker = start_run(tracking_settings(config), name,
                                  tags={"run_kind": "sweep", "hydra_sweep_dir": str(sweep_dir.resolve()),
                                        "sweep_overrides": " ".join(overrides)})
         self.tracker.log_params({"sweep.overrides": " ".join(overrides)})
@@ -74,4 +75,7 @@ class MlflowSweepCallback(Callback):
                     tracker.end("FAILED")
             else:
                 status = result.stdout.split()[-1]  # "parent run ID: STATUS"
-        print(f"MLflow parent run {tracker.run_id} closed ({status}). Open the UI: {ui_command(uri)}", flush=True)
+        if tracker.summary:
+            print("\n" + tracker.summary + "\n", flush=True)
+        print(f"MLflow parent run {tracker.run_id} closed ({status}).\n  {run_url(uri, tracker.experiment_id, tracker.run_id)}"
+              f"\n  (serve it with: {ui_command(uri)})", flush=True)

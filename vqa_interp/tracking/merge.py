@@ -67,8 +67,8 @@ def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> s
         tracker.log_table(predictions, "predictions")
         for name, frame in results.tables.items():
             tracker.log_table(frame, name)
-        counts = {"n_questions": float(predictions["question_id"].nunique()), "n_rows": float(len(table)),
-                  "n_shards": float(num_shards), "model_accuracy": float(predictions["correct"].mean())}
+        counts = {"count/questions": float(predictions["question_id"].nunique()), "count/rows": float(len(table)),
+                  "count/shards": float(num_shards), "model/accuracy": float(predictions["correct"].mean())}
         tracker.log_metrics({**counts, **results.metrics})
     return run.info.run_id
 

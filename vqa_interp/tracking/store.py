@@ -22,6 +22,8 @@ from typing import Any, Iterator
 log = logging.getLogger(__name__)
 PARENT_ID_FILE = "mlflow_parent_run_id"
 PARENT_TAG = "mlflow.parentRunId"
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+DESCRIPTION_TAG = "mlflow.note.content"
 
 
 def resolve_tracking_uri(uri: str) -> str:
@@ -34,11 +36,32 @@ def resolve_tracking_uri(uri: str) -> str:
     return uri
 
 
+UI_PORT = 5000
+
+
+def ui_base(uri: str) -> str:
+    """The UI's address: the tracking server itself, or ``mlflow ui`` on 127.0.0.1:5000."""
+    return uri.rstrip("/") if uri.startswith("http") else f"http://127.0.0.1:{UI_PORT}"
+
+
 def ui_command(uri: str) -> str:
-    """The command that opens the MLflow UI on this store."""
+    """The command that serves the MLflow UI on this store."""
     if uri.startswith("http"):
-        return f"open {uri} in a browser (the tracking server's UI)"
-    return f"mlflow ui --backend-store-uri {uri}"
+        return f"the tracking server at {uri} serves it"
+    return f"mlflow ui --backend-store-uri {uri} --port {UI_PORT}"
+
+
+UI_VIEW = "?workflowType=machine_learning"   # MLflow 3's UI otherwise opens on its GenAI overview
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the UI, in the model-training view (not MLflow 3's GenAI overview)."""
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs/{run_id}{UI_VIEW}"
+
+
+def runs_url(uri: str, experiment_id: str) -> str:
+    """The experiment's runs table in the UI."""
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs{UI_VIEW}"
 
 
 def git_commit() -> str:
@@ -72,12 +95,16 @@ def ensure_experiment(client, name: str, artifact_root: str) -> str:
     """The experiment's id, creating it (artifacts under ``artifact_root`` for local stores)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
     location = None
     if not client.tracking_uri.startswith("http"):
         location = (Path(artifact_root).resolve() / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        # MLflow 3 opens an experiment of this kind on its runs table, not on the GenAI overview
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception:  # another process created it in between
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
@@ -88,9 +115,16 @@ def ensure_experiment(client, name: str, artifact_root: str) -> str:
 class RunTracker:
     """One MLflow run; thin, typed helpers over ``MlflowClient``."""
 
-    def __init__(self, client, run_id: str):
+    def __init__(self, client, run_id: str, experiment_id: str | None = None):
         self.client = client
         self.run_id = run_id
+        self.experiment_id = experiment_id or client.get_run(run_id).info.experiment_id
+        self.summary = ""   # what the terminal shows when the run ends (a sweep parent's ranking)
+
+    def set_description(self, markdown: str) -> None:
+        """The run's description in the UI (``mlflow.note.content``)."""
+        if markdown:
+            self.set_tags({DESCRIPTION_TAG: markdown[:60000]})
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -148,7 +182,7 @@ def start_run(tracking, run_name: str, *, parent_run_id: str | None = None,
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
-    return RunTracker(client, run.info.run_id)
+    return RunTracker(client, run.info.run_id, experiment_id)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ import tempfile
 
 import pandas as pd
 
-from vqa_interp.metrics.registry import metric_names
+from vqa_interp.metrics.registry import family_metrics, metric_names
 from vqa_interp.tracking.store import child_runs, download_table
 
 log = logging.getLogger(__name__)
@@ -20,8 +20,10 @@ def comparison_table(runs) -> pd.DataFrame:
     for run in runs:
         row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status}
         row.update({axis: run.data.params.get(axis) for axis in AXES})
-        for metric in ("model_accuracy", "n_rows", *(f"{s}_{m}" for m in metric_names() for s in ("mean", "median"))):
-            row[metric] = run.data.metrics.get(metric)
+        for metric in ("model/accuracy", "count/rows", *(f"score/{m}" for m in metric_names()),
+                       *(f"norm/{m}" for m in family_metrics())):
+            if metric in run.data.metrics:
+                row[metric] = run.data.metrics[metric]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -71,7 +73,10 @@ def main(argv=None) -> int:
     parser.add_argument("--status", default="FINISHED", choices=["FINISHED", "FAILED", "KILLED"])
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db"))
     args = parser.parse_args(argv)
-    status = close_parent(RunTracker(client_for(args.tracking_uri), args.parent_run_id), args.status)
+    tracker = RunTracker(client_for(args.tracking_uri), args.parent_run_id)
+    status = close_parent(tracker, args.status)
+    if tracker.summary:
+        print(tracker.summary, file=sys.stderr)
     print(f"parent run {args.parent_run_id}: {status}")
     return 0
 
@@ -84,8 +89,8 @@ def summarize_sweep(tracker) -> list[str]:
     runs = [r for r in child_runs(tracker.client, tracker.run_id) if r.data.tags.get("run_kind") == "evaluation"]
     table = comparison_table(runs)
     failed = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
-    tracker.log_metrics({"n_children": len(runs), "n_children_finished": len(runs) - len(failed),
-                         "n_children_failed": len(failed)})
+    tracker.log_metrics({"count/children": len(runs), "count/children_finished": len(runs) - len(failed),
+                         "count/children_failed": len(failed)})
     tracker.set_tags({"failed_children": ",".join(failed) or "none"})
     if table.empty:
         return failed
@@ -112,7 +117,21 @@ def summarize_sweep(tracker) -> list[str]:
             tracker.log_table(pairs, "method_pairs")
             tracker.log_table(ranking, "method_ranking")
             tracker.log_figure(figures_ranking(ranking, pairs), "figures/method_ranking.png")
+    log_children_table(tracker, table)
+    from vqa_interp.analysis.summary import sweep_summary
+
+    tracker.summary = sweep_summary(ranking, pairs, table)
+    tracker.set_description(sweep_summary(ranking, pairs, table, markdown=True))
     return failed
+
+
+def log_children_table(tracker, table: pd.DataFrame) -> None:
+    """The children's headline metrics as the parent's table (also as an MLflow table, for the UI)."""
+    tracker.log_table(table, "children_headline")
+    try:
+        tracker.client.log_table(tracker.run_id, data=table.astype(str), artifact_file="tables/children_headline.json")
+    except Exception:   # the UI's table view is a convenience; the CSV is the record
+        log.debug("log_table failed", exc_info=True)
 
 
 def figures_ranking(ranking, pairs):
