@@ -27,3 +27,33 @@ def test_a_killed_write_leaves_no_entry_and_no_temporary_file(tmp_path, monkeypa
         cache.store("7_0", np.ones((3, 3)))
     assert not cache.has("7_0")
     assert sorted(p.name for p in cache.folder.iterdir()) == ["key.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_cache_entries_respect_the_umask(tmp_path, umask):
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        cache = MapCache(tmp_path, {"x": umask})
+        cache.store("1_2", np.zeros((2, 2), np.float32))
+        mode = stat.S_IMODE(os.stat(cache.path("1_2")).st_mode)
+    finally:
+        os.umask(previous)
+    assert mode == 0o666 & ~umask
+
+
+def test_a_truncated_entry_is_named_removed_and_computed_again(tmp_path, caplog):
+    cache = MapCache(tmp_path, {"x": "truncated"})
+    cache.store("1_2", np.arange(64, dtype=np.float32).reshape(8, 8))
+    assert cache.has("1_2")
+    path = cache.path("1_2")
+    path.write_bytes(path.read_bytes()[:-10])          # a write cut short (disk full, copied in part)
+    with caplog.at_level("WARNING"):
+        assert not cache.has("1_2")
+    assert str(path) in caplog.text and not path.exists() and cache.repaired == 1
+    path.write_bytes(b"not an array")
+    assert not cache.has("1_2")
+    cache.store("1_2", np.ones((8, 8), np.float32))
+    assert cache.has("1_2") and cache.load("1_2").sum() == 64

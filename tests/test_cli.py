@@ -56,6 +56,8 @@ def test_default_run_logs_a_traceable_record(cli_env, tmp_path):
     assert {"tables/per_example.csv", "tables/significance.csv", "tables/scenario_medians.csv"} <= artifacts
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert "figures/fig9_10_qualitative.png" in figures and "figures/fig7_scenario_medians.png" in figures
+    assert {"figures/fig4_correlation_matrix.png", "figures/fig4_correlation_matrix.svg",
+            "figures/floor_ceiling.png"} <= figures
     # every number is traceable: recompute the table's metrics from the run's own maps
     table = pd.read_csv(client.download_artifacts(run.info.run_id, "tables/per_example.csv", str(tmp_path)))
     for column in ("question_id", "image_id", "question", "answer", "prediction", "confidence", "correct",

@@ -96,3 +96,34 @@ def test_checkpoint_errors(tmp_path):
     torch.save({"weights": {}}, tmp_path / "novocab.pth")
     with pytest.raises(CheckpointError, match="vocab"):
         read_checkpoint(tmp_path / "novocab.pth")
+
+
+@pytest.mark.parametrize("kind", ["8bit", "16bit", "1bit", "palette", "rgba"])
+def test_human_maps_are_read_at_their_bit_depth(kind, tmp_path):
+    """A 16-bit VQA-HAT-style PNG used to be converted to 8 bits, saturating 99.98% of its pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from vqa_interp.data import InputGeometry, load_human_maps
+
+    ramp = np.tile(np.linspace(0, 1, 32), (32, 1))
+    if kind == "16bit":
+        image = Image.fromarray((ramp * 65535).astype(np.uint16))
+        assert image.mode.startswith("I")
+    elif kind == "1bit":
+        image = Image.fromarray(ramp > 0.5).convert("1")
+        ramp = (ramp > 0.5).astype(float)
+    else:
+        image = Image.fromarray((ramp * 255).round().astype(np.uint8), mode="L")
+        image = {"8bit": image, "palette": image.convert("P"), "rgba": image.convert("RGBA")}[kind]
+    path = tmp_path / "1_1.png"
+    image.save(path)
+    loaded = load_human_maps([path], (32, 32), InputGeometry(32, 1.0))[0]
+    assert loaded.shape == (32, 32)
+    np.testing.assert_allclose(loaded, ramp, atol=1 / 255 + 1e-6)
+    assert loaded.min() == pytest.approx(0, abs=1e-6) and loaded.max() == pytest.approx(1, abs=1e-6)
+    if kind == "16bit":   # values 300..1000 are all 255 once converted to 8 bits: not constant at 16 bits
+        from vqa_interp.data.vqa import _is_constant_image
+
+        Image.fromarray((300 + ramp * 700).astype(np.uint16)).save(tmp_path / "2_1.png")
+        assert not _is_constant_image(tmp_path / "2_1.png")

@@ -140,6 +140,22 @@ def log_panel(tracker, cases: list[dict]) -> None:
                       "panel_cases")
 
 
+def check_annotator(settings, examples) -> None:
+    """``scoring.human=annotator`` with an annotator no selected question has would score nothing:
+    refuse it before any work, naming the annotators there are."""
+    from vqa_interp.errors import ConfigError
+
+    s = settings.scoring
+    if s.human != "annotator":
+        return
+    suffix = f"_{s.annotator}"
+    if not any(p.stem.endswith(suffix) for e in examples for p in e.human_map_paths):
+        most = max((len(e.human_map_paths) for e in examples), default=0)
+        raise ConfigError(f"scoring.annotator={s.annotator}: none of the {len(examples)} selected questions has a map "
+                          f"from annotator {s.annotator} ({{question_id}}{suffix}.png); they have at most {most} "
+                          f"annotators. Choose scoring.annotator between 1 and {most}, or scoring.human=mean.")
+
+
 def parent_run_id_for_job() -> str | None:
     """Inside a Hydra multirun job: the parent run id written by the sweep callback."""
     from hydra.core.hydra_config import HydraConfig
@@ -185,6 +201,7 @@ def evaluate(cfg: DictConfig) -> str:
     if not selection.examples:
         raise DataError(f"data: the selection is empty (skipped: {dict(selection.skipped)}); check data.limit, "
                         "data.question_ids, data.shard and the human maps folder.")
+    check_annotator(settings, selection.examples)
     checkpoint = ensure_embedded_model(settings, dataset)
     hydra_cfg = HydraConfig.get()
     tags = {"run_kind": "evaluation", "hydra_output_dir": str(Path(hydra_cfg.runtime.output_dir).resolve()),
@@ -214,6 +231,9 @@ def evaluate(cfg: DictConfig) -> str:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str:
+    from vqa_interp.tracking.store import raise_on_sigterm
+
+    raise_on_sigterm()
     try:
         return evaluate(cfg)
     except VqaInterpError as exc:

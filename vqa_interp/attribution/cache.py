@@ -9,12 +9,29 @@ run leaves no half-written entry.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from vqa_interp.util.locking import write_atomic
 from vqa_interp.util.signature import signature
+
+log = logging.getLogger(__name__)
+
+
+def entry_is_complete(path: Path) -> bool:
+    """Whether an ``.npy`` file holds all the bytes its header promises (a cheap check: no data read)."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(handle)
+            expected = handle.tell() + int(np.prod(shape)) * dtype.itemsize
+    except (ValueError, OSError, EOFError):
+        return False
+    return path.stat().st_size == expected
 
 
 class MapCache:
@@ -29,12 +46,24 @@ class MapCache:
             write_atomic(description, lambda tmp: Path(tmp).write_text(json.dumps(depends_on, indent=1, default=str)))
         self.hits = 0
         self.misses = 0
+        self.repaired = 0
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.npy"
 
     def has(self, key: str) -> bool:
-        return self.path(key).exists()
+        """True for a complete entry. A damaged one (truncated, not an array) is removed with a warning
+        naming it, so that the map is computed again instead of blocking its config."""
+        path = self.path(key)
+        if not path.exists():
+            return False
+        if entry_is_complete(path):
+            return True
+        log.warning("map cache entry %s is damaged (truncated or not an .npy array): removed, it will be "
+                    "computed again", path)
+        path.unlink(missing_ok=True)
+        self.repaired += 1
+        return False
 
     def load(self, key: str) -> np.ndarray:
         """``[S, S]`` float32."""

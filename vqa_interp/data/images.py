@@ -66,6 +66,21 @@ def load_human_maps(paths: Sequence[Path], image_wh: tuple[int, int], geometry: 
     aligned = []
     for path in paths:
         with Image.open(path) as image:
-            grey = image.convert("L").resize(image_wh, Image.BILINEAR)
+            if image.mode in HIGH_DEPTH_MODES:   # 16/32-bit grey: read at its depth (convert("L") saturates)
+                unit = Image.fromarray(high_depth_to_unit(image), mode="F").resize(image_wh, Image.BILINEAR)
+                aligned.append(np.asarray(_resize_and_crop(unit, geometry, Image.BILINEAR), np.float32))
+                continue
+            grey = image.convert("L").resize(image_wh, Image.BILINEAR)   # 1-bit, palette, RGB(A): 8-bit grey
             aligned.append(np.asarray(_resize_and_crop(grey, geometry, Image.BILINEAR), np.float32) / 255.0)
     return np.stack(aligned)
+
+
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def high_depth_to_unit(image: Image.Image) -> np.ndarray:
+    """A 16-bit (or 32-bit) grey map as float32 in [0, 1]: divided by 65535 when its values fit 16
+    bits (a 16-bit PNG opens as ``I;16`` or ``I``), else by its maximum."""
+    values = np.asarray(image, np.float64)
+    top = 65535.0 if values.max() <= 65535 and values.min() >= 0 else max(float(values.max()), 1e-12)
+    return (values / top).astype(np.float32)

@@ -164,7 +164,9 @@ def _is_constant_image(path: Path) -> bool:
     """True for a map with one grey level everywhere (VQA-HAT has a few): it carries no attention."""
     try:
         with Image.open(path) as image:
-            lo, hi = image.convert("L").getextrema()
+            # at the map's own bit depth: a 16-bit map converted to 8 bits can look constant
+            lo, hi = image.getextrema() if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F") \
+                else image.convert("L").getextrema()
     except OSError as exc:
         raise DataError(f"data.human_maps: {path} is not a readable image ({exc}). Expected a VQA-HAT PNG.") from exc
     return lo == hi

@@ -7,6 +7,7 @@ The default store is SQLite under ``mlruns/`` (``sqlite:///mlruns/mlflow.db``, a
 from __future__ import annotations
 
 import contextlib
+import socket
 import json
 import logging
 import os
@@ -177,12 +178,59 @@ def start_run(tracking, run_name: str, *, parent_run_id: str | None = None,
     """Open a run in ``tracking`` (a :class:`vqa_interp.settings.TrackingSettings`)."""
     client = client_for(tracking.uri)
     experiment_id = ensure_experiment(client, tracking.experiment, tracking.artifact_root)
+    close_orphans(client, experiment_id)
     all_tags = {"git_commit": git_commit(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-                **(tags or {})}
+                HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), **(tags or {})}
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
     return RunTracker(client, run.info.run_id, experiment_id)
+
+
+HOST_TAG, PID_TAG = "process_host", "process_id"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # alive, another user's
+        return True
+    return True
+
+
+def close_orphans(client, experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of this host whose process is gone (killed with SIGKILL, a lost
+    machine...): nothing is left RUNNING once the tool runs again. Returns their IDs."""
+    host = socket.gethostname()
+    closed = []
+    try:
+        running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    except Exception:   # never let the bookkeeping of old runs stop a new one
+        return closed
+    for run in running:
+        tags = run.data.tags
+        pid = tags.get(PID_TAG, "")
+        if tags.get(HOST_TAG) == host and pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            with contextlib.suppress(Exception):
+                client.set_tag(run.info.run_id, "error", f"process {pid} on {host} ended without closing the run")
+                client.set_terminated(run.info.run_id, "KILLED")
+                closed.append(run.info.run_id)
+    if closed:
+        log.warning("marked %d orphaned run(s) KILLED (their process is gone): %s", len(closed), ", ".join(closed))
+    return closed
+
+
+def raise_on_sigterm() -> None:
+    """Handle SIGTERM like Ctrl-C: the open run ends KILLED, the maps already made stay cached."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def handler(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
+        signal.signal(signal.SIGTERM, handler)
 
 
 @contextlib.contextmanager

@@ -34,6 +34,11 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp creates 0600 whatever the umask: give the file the mode an open() would have, so a
+        # shared cache or model folder stays readable by the group the umask allows
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

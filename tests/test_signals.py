@@ -1,0 +1,60 @@
+"""A run ended by SIGTERM is KILLED with its maps kept; a run whose process died (SIGKILL) is marked
+KILLED the next time the tool runs."""
+import signal
+import subprocess
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import python
+
+pytestmark = pytest.mark.slow
+SLOW_RUN = ["method=occlusion", "data.limit=40", "preprocessing.size=32", "analysis.baselines=false",
+            "attribution.batch_size=2"]
+
+
+def _start(env, cwd, cache):
+    return subprocess.Popen([python(), "-m", "vqa_interp.run", *SLOW_RUN, f"paths.cache={cache}"], env=env, cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_run(process) -> str:
+    deadline = time.time() + 600
+    for line in process.stdout:
+        if line.startswith("MLflow run: "):
+            return line.split()[2]
+        assert time.time() < deadline
+    raise AssertionError("the run never opened")
+
+
+def test_sigterm_marks_the_run_killed_and_keeps_the_maps(cli_env, tmp_path):
+    process = _start(cli_env, tmp_path, tmp_path / "cache")
+    run_id = _wait_for_run(process)
+    deadline = time.time() + 120
+    while not list((tmp_path / "cache" / "maps").rglob("*.npy")) and time.time() < deadline:
+        time.sleep(0.2)                                   # signal once some maps exist
+    made = len(list((tmp_path / "cache" / "maps").rglob("*.npy")))
+    assert made and process.poll() is None
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED" and "SIGTERM" in run.data.tags["error"]
+    assert len(list((tmp_path / "cache" / "maps").rglob("*.npy"))) >= made   # the maps made are kept
+
+
+def test_a_run_whose_process_died_is_closed_at_the_next_start(cli_env, tmp_path):
+    process = _start(cli_env, tmp_path, tmp_path / "cache")
+    run_id = _wait_for_run(process)
+    process.kill()
+    process.wait(timeout=60)
+    client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
+    assert client.get_run(run_id).info.status == "RUNNING"
+    again = subprocess.run([python(), "-m", "vqa_interp.run", "data.limit=4", "preprocessing.size=32",
+                            "analysis.baselines=false"], env=cli_env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    closed = client.get_run(run_id)
+    assert closed.info.status == "KILLED" and "ended without closing" in closed.data.tags["error"]
+    assert closed.data.tags["process_id"].isdigit() and closed.data.tags["process_host"]
