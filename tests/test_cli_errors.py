@@ -43,3 +43,18 @@ def test_a_config_error_is_one_line_exit_2_and_no_traceback(override, message, c
     client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("vqa-interp")
     assert experiment is None or not client.search_runs([experiment.experiment_id])
+
+
+def test_an_unreachable_tracking_server_fails_fast_in_one_line(cli_env, tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as probe:   # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**cli_env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    start = time.perf_counter()
+    result = _run(["data.limit=4"], env=env, cwd=tmp_path)
+    assert time.perf_counter() - start < 15
+    assert result.returncode == 2 and f"tracking.uri=http://127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

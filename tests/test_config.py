@@ -9,7 +9,8 @@ from vqa_interp.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["data", "model", "method", "preprocessing", "confidence", "experiment"]
-MANDATORY = {"data=vqahat": ["data.root=/data"], "model=kazemi": ["model.checkpoint=/m.pth"],
+MANDATORY = {"data=vqahat": ["data.root=/data", "model=kazemi", "model.checkpoint=/m.pth"],
+             "model=kazemi": ["model.checkpoint=/m.pth"],
              "experiment=paper": ["data.root=/data", "model.checkpoint=/m.pth"]}
 
 

@@ -91,8 +91,15 @@ def test_checkpoint_errors(tmp_path):
         read_checkpoint(tmp_path / "missing.pth")
 
     torch.save({"weights": UnsafeToLoad(), "vocab": {}}, tmp_path / "unsafe.pth")
-    with pytest.raises(CheckpointError, match="refused"):
+    with pytest.raises(CheckpointError, match="refuses") as unsafe:
         read_checkpoint(tmp_path / "unsafe.pth")
+    assert "weights_only=False" not in str(unsafe.value)   # never a suggestion to turn safety off
+    (tmp_path / "random.pth").write_bytes(bytes(range(256)) * 8)          # random bytes: not a checkpoint
+    with pytest.raises(CheckpointError, match="is not a torch checkpoint"):
+        read_checkpoint(tmp_path / "random.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "unsafe.pth").read_bytes()[:100])   # truncated zip
+    with pytest.raises(CheckpointError, match="not a torch checkpoint|not a readable torch file"):
+        read_checkpoint(tmp_path / "cut.pth")
     torch.save({"weights": {}}, tmp_path / "novocab.pth")
     with pytest.raises(CheckpointError, match="vocab"):
         read_checkpoint(tmp_path / "novocab.pth")

@@ -185,7 +185,8 @@ def evaluate(cfg: DictConfig) -> str:
     from vqa_interp.errors import DataError
     from vqa_interp.pipeline import execute, preflight_model_files, timed
     from vqa_interp.settings import from_config
-    from vqa_interp.tracking.store import flatten, resolve_tracking_uri, run_url, tracked_run, ui_command
+    from vqa_interp.tracking.store import (check_reachable, flatten, resolve_tracking_uri, run_url, tracked_run,
+                                           ui_command)
     from vqa_interp.train import ensure_embedded_model
 
     global _START
@@ -194,6 +195,7 @@ def evaluate(cfg: DictConfig) -> str:
     timings: dict[str, float] = {"time/startup_s": job_start - _START if _START else 0.0}
     _START = 0.0
     settings = from_config(cfg)
+    check_reachable(resolve_tracking_uri(settings.tracking.uri))
     preflight_model_files(settings)
     dataset = dataset_for(settings.data, settings.home)
     with timed(timings, "data"):

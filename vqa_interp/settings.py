@@ -215,6 +215,7 @@ def from_config(cfg) -> Settings:
     batch_size = _integer(a.batch_size, "attribution.batch_size", 1)
     device = str(cfg.device)
     _choice(device.split(":")[0], DEVICES, "device")
+    check_device(device)
 
     an = cfg.analysis
     _choice(an.map_for_example, MAP_FOR_EXAMPLE, "analysis.map_for_example")
@@ -239,6 +240,12 @@ def from_config(cfg) -> Settings:
         _integer(d.limit, "data.limit", 1, " or null")
     m = cfg.model
     _choice(m.backbone.type, BACKBONE_TYPES, "model.backbone.type")
+    from vqa_interp.data.datasets import Embedded
+
+    if m.name == "embedded" and not m.checkpoint and not issubclass(DATASETS[d.name], Embedded):
+        raise ConfigError(f"model=embedded is trained on the embedded benchmark's train split, which data={d.name} "
+                          "does not have: with real data use model=kazemi model.checkpoint=FILE (the pytorch-vqa "
+                          "checkpoint), or give model.checkpoint=FILE of a trained embedded model.")
     if m.backbone.type == "resnet":
         from vqa_interp.models.backbones import RESNET_VARIANTS
 
@@ -294,6 +301,22 @@ def load_plugins(modules) -> None:
         except ImportError as exc:
             raise ConfigError(f"plugins: cannot import {name!r} ({exc}); expected an importable module (on "
                               "PYTHONPATH) that registers methods, metrics or datasets.") from exc
+
+
+def check_device(device: str) -> None:
+    """``device=cuda[:N]`` needs a visible GPU with that index."""
+    if not device.startswith("cuda"):
+        return
+    index = device.partition(":")[2]
+    if index and not index.isdigit():
+        raise ConfigError(f"device={device!r}: expected cpu, cuda or cuda:N with N a GPU index (e.g. cuda:0).")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device={device}: no CUDA GPU is visible to torch here; use device=cpu (the default).")
+    if index and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"device={device}: torch sees {torch.cuda.device_count()} GPU(s); choose cuda:0.."
+                          f"{torch.cuda.device_count() - 1}.")
 
 
 def tracking_settings(cfg) -> TrackingSettings:

@@ -74,18 +74,35 @@ BACKBONE_FILES = {"caffe": "resnet{depth}-95e0e999.pth", "torchvision": "resnet{
 BACKBONE_SOURCE = BACKBONE_SOURCES["caffe"]
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """A torch file is a zip archive (torch >= 1.6) or a pickle (older: protocol byte 0x80)."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(1) == b"\x80"
+
+
 def _safe_load(path: str | Path, key: str, expected: str):
     """``torch.load(weights_only=True)`` with errors that name ``key``, the file and what belongs there."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{key}: {path} does not exist. Expected {expected}. "
                               f"Place it there or set {key}=FILE.")
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(f"{key}: {path} is not a torch checkpoint (neither a torch zip archive nor a "
+                              f"pickle; truncated or another kind of file?). Expected {expected}.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower() and "weights_only" not in str(exc).lower():
+            raise CheckpointError(f"{key}: {path} is damaged: it cannot be unpickled ({str(exc)[:200]}). "
+                                  f"Expected {expected}.") from exc
         raise CheckpointError(
-            f"{key}: {path} needs arbitrary code to unpickle, which is refused for safety "
-            f"(torch.load weights_only=True). Re-save it as plain tensors/dicts/lists. Detail: {exc}") from exc
+            f"{key}: {path} holds objects other than tensors, dicts and lists; loading them would run code "
+            f"from the file, which this tool refuses. Save the weights as plain tensors/dicts/lists where the "
+            f"file was made, or use the checkpoint of its official release: {expected}.") from exc
     except Exception as exc:  # corrupt zip, not a torch file ...
         raise CheckpointError(f"{key}: {path} is not a readable torch file ({exc}). Expected {expected}.") from exc
 

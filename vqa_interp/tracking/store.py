@@ -40,6 +40,30 @@ def resolve_tracking_uri(uri: str) -> str:
 UI_PORT = 5000
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when ``uri`` is a tracking server that does not answer (MLflow itself
+    retries for minutes). Local stores need no check."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    from vqa_interp.errors import ConfigError
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise ConfigError(f"tracking.uri={uri}: no MLflow tracking server answers there ({reason}). Start it "
+                      f"(mlflow server --host 127.0.0.1 --port PORT --backend-store-uri sqlite:///mlruns/mlflow.db) "
+                      f"or unset MLFLOW_TRACKING_URI to record into the local store mlruns/mlflow.db.")
+
+
 def ui_base(uri: str) -> str:
     """The UI's address: the tracking server itself, or ``mlflow ui`` on 127.0.0.1:5000."""
     return uri.rstrip("/") if uri.startswith("http") else f"http://127.0.0.1:{UI_PORT}"
@@ -176,6 +200,7 @@ class RunTracker:
 def start_run(tracking, run_name: str, *, parent_run_id: str | None = None,
               tags: dict | None = None) -> RunTracker:
     """Open a run in ``tracking`` (a :class:`vqa_interp.settings.TrackingSettings`)."""
+    check_reachable(resolve_tracking_uri(tracking.uri))
     client = client_for(tracking.uri)
     experiment_id = ensure_experiment(client, tracking.experiment, tracking.artifact_root)
     close_orphans(client, experiment_id)
