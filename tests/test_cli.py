@@ -216,7 +216,8 @@ def test_train_command_trains_and_logs_a_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["k=2"], "k=2"),
-    (["data=vqahat", "data.root=/nonexistent/vqa"], "data.root: /nonexistent/vqa is not a folder"),
+    (["data=vqahat", "data.root=/nonexistent/vqa"], "model=embedded is trained on the embedded benchmark"),
+    (["data.root=/nonexistent/vqa"], "data.root: /nonexistent/vqa is not a folder"),
     (["method=nope"], "method"),
 ])
 def test_bad_input_fails_before_work_with_a_clear_message_and_no_run(cli_env, tmp_path, args, message):
