@@ -28,7 +28,8 @@ def test_baseline_maps():
     assert np.array_equal(a, baseline_map("random", _context(1)))          # seeded per question
     centre = baseline_map("centre", _context())
     assert np.unravel_index(centre.argmax(), centre.shape) in {(15, 15), (15, 16), (16, 15), (16, 16)}
-    np.testing.assert_allclose(centre, centre.T) and np.testing.assert_allclose(centre, centre[::-1])
+    np.testing.assert_allclose(centre, centre.T)
+    np.testing.assert_allclose(centre, centre[::-1])
     image = np.zeros((32, 32, 3), np.uint8)
     image[:, 16:] = 255                                                     # one vertical edge
     edges = baseline_map("image", _context(image=image))

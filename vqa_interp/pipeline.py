@@ -29,7 +29,8 @@ from vqa_interp.data.text import encode_questions
 from vqa_interp.data.vqa import Example, Selection, digest_examples
 from vqa_interp.errors import CheckpointError, DataError
 from vqa_interp.metrics import (ScoringOptions, metric_names, prepare_map, resize_maps, run_metrics,
-                                score_against_annotators)
+                                score_against_annotators, score_prepared)
+from vqa_interp.metrics.engine import average_defined
 from vqa_interp.models.checkpoint import BACKBONE_FILES, BACKBONE_SOURCES, LoadedModel, load_model
 from vqa_interp.settings import Settings
 
@@ -248,13 +249,6 @@ def score_targets(dataset: Dataset, examples: Sequence[Example], predictions: pd
 REFERENCES = (*BASELINES, "human_ceiling")
 
 
-def _average(rows: list[dict], names: Sequence[str]) -> dict:
-    defined = [r for r in rows if not r["undefined"]]
-    if not defined:
-        return rows[0] if rows else {**{m: float("nan") for m in names}, "undefined": "no_pair"}
-    return {**{m: float(np.mean([r[m] for r in defined])) for m in names}, "undefined": ""}
-
-
 def human_ceiling(annotator_maps: np.ndarray, options: ScoringOptions,
                   metrics: Sequence[str] | None = None) -> dict | None:
     """Leave-one-annotator-out agreement: each annotator's map ``[S, S]`` (as the "attribution")
@@ -268,9 +262,8 @@ def human_ceiling(annotator_maps: np.ndarray, options: ScoringOptions,
     for i in range(len(resized)):
         # the mean of the others, rounded to float32 like every other map (so it sorts in linear time)
         others = np.delete(resized, i, axis=0).mean(axis=0).astype(np.float32).astype(np.float64)
-        rows.append(score_against_annotators(prepare_map(resized[i], options), [prepare_map(others, options)],
-                                             options, names))
-    return _average(rows, names)
+        rows.append(score_prepared(prepare_map(resized[i], options), prepare_map(others, options), options, names))
+    return average_defined(rows, names)
 
 
 def score_references(dataset: Dataset, examples: Sequence[Example], geometry: InputGeometry,

@@ -9,7 +9,7 @@ from vqa_interp.analysis.statistics import COMPARISONS, SCENARIOS, scenario_mask
 from vqa_interp.data.datasets import human_maps_for
 from vqa_interp.data.images import load_display_image
 from vqa_interp.metrics.prepare import apply_steps, sigmoid_for_display
-from vqa_interp.metrics.registry import bounded_metrics, family_metrics, metric_names
+from vqa_interp.metrics.registry import REGISTRY, bounded_metrics, family_metrics, metric_names
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, figsize, **kwargs):
@@ -31,8 +31,6 @@ def human_weight_distribution(human_maps: list[np.ndarray]) -> Figure:
 
 
 def _metric_label(metric: str) -> str:
-    from vqa_interp.metrics.registry import REGISTRY
-
     entry = REGISTRY.get(metric)
     if entry is None:
         return metric
@@ -80,8 +78,6 @@ def scenario_bars(medians: pd.DataFrame, method: str, min_group: int = 10) -> Fi
 
 
 def _range(column: str) -> tuple[float, float] | None:
-    from vqa_interp.metrics.registry import REGISTRY
-
     if column == "confidence":
         return (0.0, 1.0)
     entry = REGISTRY.get(column)
@@ -209,12 +205,17 @@ def pick_cases(examples: pd.DataFrame, n: int, panel_ids=None) -> pd.DataFrame:
     return picked.head(n)
 
 
+def _human_maps(outputs):
+    """The run's dataset's human-map reader (the plain reader for outputs without a dataset)."""
+    return outputs.dataset.human_maps if outputs.dataset is not None else human_maps_for
+
+
 def panel_cases(outputs, results, settings) -> list[dict]:
     """The cases of the qualitative panel: image ``[S, S, 3]`` uint8, human map ``[S, S]``, the
     map that stands for the example ``[S', S']`` and their captions."""
     if results.examples is None or results.examples.empty:
         return []
-    human_maps = outputs.dataset.human_maps if outputs.dataset is not None else human_maps_for
+    human_maps = _human_maps(outputs)
     by_id = {e.question_id: e for e in outputs.examples}
     cases = []
     a = settings.analysis
@@ -235,7 +236,7 @@ def run_figures(outputs, results, settings, cases: list[dict] | None = None) -> 
     """Every figure of one run, by artifact name (``settings``: :class:`vqa_interp.settings.Settings`)."""
     method = settings.attribution.method
     figures: dict[str, Figure] = {}
-    human_maps = outputs.dataset.human_maps if outputs.dataset is not None else human_maps_for
+    human_maps = _human_maps(outputs)
     humans = [human_maps(e, outputs.geometry, "mean", 1)[0] for e in outputs.examples[:100]]
     figures["fig1_human_weight_distribution"] = human_weight_distribution(humans)
     if results.examples is None or results.examples.empty:

@@ -73,8 +73,9 @@ def ssim(a: np.ndarray, b: np.ndarray, *, sigma: float = 1.5, data_range: float 
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
-    span = x.max() - x.min()
-    return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+    from vqa_interp.metrics.prepare import apply_steps
+
+    return apply_steps(x, ["minmax"])
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:

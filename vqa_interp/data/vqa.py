@@ -16,6 +16,7 @@ from typing import Sequence
 
 from PIL import Image
 
+from vqa_interp.data.images import HIGH_DEPTH_MODES
 from vqa_interp.errors import DataError
 
 SOURCES = {
@@ -165,8 +166,7 @@ def _is_constant_image(path: Path) -> bool:
     try:
         with Image.open(path) as image:
             # at the map's own bit depth: a 16-bit map converted to 8 bits can look constant
-            lo, hi = image.getextrema() if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F") \
-                else image.convert("L").getextrema()
+            lo, hi = image.getextrema() if image.mode in HIGH_DEPTH_MODES else image.convert("L").getextrema()
     except OSError as exc:
         raise DataError(f"data.human_maps: {path} is not a readable image ({exc}). Expected a VQA-HAT PNG.") from exc
     return lo == hi

@@ -47,7 +47,12 @@ def score_against_annotators(attribution: PreparedMap, humans: Sequence[Prepared
     """Score one attribution map against several annotators' maps and average each metric over the
     annotators whose pair is defined (NaN, with the first reason, if none is)."""
     names = _selected(metrics)
-    rows = [score_prepared(attribution, h, options, names) for h in humans]
+    return average_defined([score_prepared(attribution, h, options, names) for h in humans], names)
+
+
+def average_defined(rows: Sequence[dict], names: Sequence[str]) -> dict[str, float]:
+    """Each metric averaged over the rows whose pair is defined; the first row (NaN, with its reason)
+    when none is."""
     defined = [r for r in rows if not r["undefined"]]
     if not defined:
         return rows[0]

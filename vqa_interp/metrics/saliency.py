@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from vqa_interp.metrics.prepare import apply_steps
 from vqa_interp.metrics.registry import metric
 
 EPS = 2.2204e-16     # MATLAB's eps, as MIT's KLdiv.m and pysaliency
@@ -29,9 +30,7 @@ EMD_GRID = 32
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    span = x.max() - x.min()
-    return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+    return apply_steps(x, ["minmax"])
 
 
 def _density(x: np.ndarray) -> np.ndarray:

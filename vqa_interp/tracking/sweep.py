@@ -84,6 +84,7 @@ def main(argv=None) -> int:
 def summarize_sweep(tracker) -> list[str]:
     """Log the comparison across the children to the parent; returns the ids of failed children."""
     from vqa_interp.analysis import figures
+    from vqa_interp.analysis.comparisons import ranking_figure
     from vqa_interp.tracking.merge import merge_sweep
 
     runs = [r for r in child_runs(tracker.client, tracker.run_id) if r.data.tags.get("run_kind") == "evaluation"]
@@ -116,7 +117,7 @@ def summarize_sweep(tracker) -> list[str]:
         if pairs is not None:
             tracker.log_table(pairs, "method_pairs")
             tracker.log_table(ranking, "method_ranking")
-            tracker.log_figure(figures_ranking(ranking, pairs), "figures/method_ranking.png")
+            tracker.log_figure(ranking_figure(ranking, pairs), "figures/method_ranking.png")
     log_children_table(tracker, table)
     from vqa_interp.analysis.summary import sweep_summary
 
@@ -132,12 +133,6 @@ def log_children_table(tracker, table: pd.DataFrame) -> None:
         tracker.client.log_table(tracker.run_id, data=table.astype(str), artifact_file="tables/children_headline.json")
     except Exception:   # the UI's table view is a convenience; the CSV is the record
         log.debug("log_table failed", exc_info=True)
-
-
-def figures_ranking(ranking, pairs):
-    from vqa_interp.analysis.comparisons import ranking_figure
-
-    return ranking_figure(ranking, pairs)
 
 
 def method_pairs(client, runs, tmp: str):
