@@ -119,13 +119,22 @@ def test_a_region_of_zero_pixels_is_refused():
         score(np.ones((1, 4, 4)), np.ones((1, 4, 4)), k=1e-9, size=4)
 
 
-@pytest.mark.parametrize("kind", ["random", "ties", "negative_zero", "float64"])
+@pytest.mark.parametrize("kind", ["random", "ties", "negative_zero", "float64", "float64_same_float32",
+                                  "float64_huge", "constant", "float32_dtype", "one"])
 def test_the_linear_time_argsort_is_numpys_stable_argsort(kind):
     from vqa_interp.metrics.prepare import argsort_exact
 
     rng = np.random.default_rng(7)
+    # float64 values a few ulps apart round to the same float32: the refinement must order them
+    close = 1.0 + rng.integers(0, 40, 5000) * np.finfo(np.float64).eps * rng.choice([1, 1e3], 5000)
     values = {"random": rng.normal(0, 1, 5000).astype(np.float32),
               "ties": np.round(rng.normal(0, 2, 5000)).astype(np.float32),
               "negative_zero": np.array([0.0, -0.0, -1.5, 1e-30, -1e-30, 3.0, -0.0, np.inf, -np.inf], np.float32),
-              "float64": rng.random(5000)}[kind].astype(np.float64)
+              "float64": rng.random(5000),
+              "float64_same_float32": np.concatenate([close, -close, np.zeros(7)]),
+              "float64_huge": rng.normal(0, 1, 5000) * 1e300,      # overflow to +-inf in float32
+              "constant": np.full(300, 2.5),
+              "float32_dtype": rng.normal(0, 1, 4096).astype(np.float32),
+              "one": np.array([4.0])}[kind]
+    values = values if kind == "float32_dtype" else values.astype(np.float64)
     np.testing.assert_array_equal(argsort_exact(values), np.argsort(values, kind="stable"))

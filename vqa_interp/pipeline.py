@@ -6,11 +6,13 @@ and MLflow around it. Nothing here trains: the entry point makes sure the model 
 """
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import time
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -199,19 +201,34 @@ def score_targets(dataset: Dataset, examples: Sequence[Example], predictions: pd
                   cache: MapCache, geometry: InputGeometry, options: ScoringOptions, *, human_mode: str,
                   annotator: int, method: str, workers: int = 1,
                   metrics: Sequence[str] | None = None) -> tuple[pd.DataFrame, Counter]:
-    """The per-example table: one row per (question, method, target) with every metric.
+    """The per-example table: one row per (question, method, target) with every metric
+    (:func:`score_targets_at` at ``options.k`` alone)."""
+    tables, skipped = score_targets_at(dataset, examples, predictions, targets, cache, geometry, options, (options.k,),
+                                       human_mode=human_mode, annotator=annotator, method=method, workers=workers,
+                                       metrics=metrics)
+    return tables[options.k], skipped
 
-    Each question's human maps are loaded and prepared once and reused for all its targets.
-    ``workers > 1`` scores questions on threads (rows keep the targets' order). NumPy's sort
-    releases the GIL, but on these 2-core VMs two threads were not faster (5.1 s vs 5.6 s for
-    the default run's 406 pairs: page faults of the threads' malloc arenas serialise), so the
-    default is 1.
+
+def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame, targets: pd.DataFrame,
+                     cache: MapCache, geometry: InputGeometry, options: ScoringOptions, ks: Sequence[float], *,
+                     human_mode: str, annotator: int, method: str, workers: int = 1,
+                     metrics: Sequence[str] | None = None) -> tuple[dict[float, pd.DataFrame], Counter]:
+    """The per-example tables at each ``k`` of ``ks``: one row per (question, method, target).
+
+    Each question's human maps are loaded and prepared once and reused for all its targets, and
+    each map is sorted once for all of ``ks`` (only its top-k region is made per k), so the jobs
+    of a k sweep can take their tables from the first one.
+    ``workers > 1`` scores questions on threads (rows keep the targets' order; the sort kernels
+    release the GIL), but on these 2-core VMs threads were slower: a worker thread's malloc arena
+    returns the pages of each freed map and faults them in again (a 448x448 map's features took
+    2-4x longer), so the default, 1, scores in the calling thread.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     by_question = predictions.set_index("question_id")
+    ks = tuple(dict.fromkeys(ks))
 
-    def score_question(item) -> list[dict] | None:
+    def score_question(item) -> dict[float, list[dict]] | None:
         question_id, group = item
         example = examples[int(group["row"].iloc[0])]
         humans = dataset.human_maps(example, geometry, human_mode, annotator)
@@ -220,29 +237,36 @@ def score_targets(dataset: Dataset, examples: Sequence[Example], predictions: pd
         prepared_h = [prepare_map(m, options) for m in resize_maps(humans, options.size, options.resample)]
         info = by_question.loc[question_id]
         attributions = resize_maps(np.stack([cache.load(k) for k in group["map_key"]]), options.size, options.resample)
-        rows = []
+        rows: dict[float, list[dict]] = {k: [] for k in ks}
         for t, attribution in zip(group.itertuples(index=False), attributions):
-            scores = score_against_annotators(prepare_map(attribution, options), prepared_h, options, metrics)
-            rows.append({
+            prepared = prepare_map(attribution, options)
+            common = {
                 "question_id": question_id, "image_id": int(info["image_id"]), "question": info["question"],
                 "answer": info["answer"], "answer_type": info["answer_type"], "prediction": info["prediction"],
                 "confidence": float(info["confidence"]), "correct": bool(info["correct"]),
                 "vqa_accuracy": float(info["vqa_accuracy"]), "method": method, "target": t.target,
                 "target_answer": info["answer"] if t.target == "label" else info["prediction"],
-                "on_prediction": bool(t.on_prediction), "map_key": t.map_key, **cache.extras(t.map_key), **scores,
-            })
+                "on_prediction": bool(t.on_prediction), "map_key": t.map_key, **cache.extras(t.map_key)}
+            for k in ks:
+                scores = score_against_annotators(prepared.at_k(k), [h.at_k(k) for h in prepared_h], options, metrics)
+                rows[k].append({**common, **scores})
         return rows
 
     skipped: Counter = Counter()
-    rows: list[dict] = []
+    rows: dict[float, list[dict]] = {k: [] for k in ks}
     groups = list(targets.groupby("question_id", sort=False))
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for result in tqdm(pool.map(score_question, groups), total=len(groups), desc="score", leave=False):
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            results = stack.enter_context(ThreadPoolExecutor(max_workers=workers)).map(score_question, groups)
+        else:   # in this thread: a worker thread's malloc arena hands its pages back and faults them in again
+            results = map(score_question, groups)
+        for result in tqdm(results, total=len(groups), desc="score", leave=False):
             if result is None:
                 skipped["annotator_missing"] += 1
             else:
-                rows.extend(result)
-    return pd.DataFrame(rows), skipped
+                for k in ks:
+                    rows[k].extend(result[k])
+    return {k: pd.DataFrame(rows[k]) for k in ks}, skipped
 
 
 # ------------------------------------------------------------------ floors and ceiling
@@ -250,37 +274,42 @@ REFERENCES = (*BASELINES, "human_ceiling")
 
 
 def human_ceiling(annotator_maps: np.ndarray, options: ScoringOptions,
-                  metrics: Sequence[str] | None = None) -> dict | None:
+                  metrics: Sequence[str] | None = None, ks: Sequence[float] | None = None) -> dict | None:
     """Leave-one-annotator-out agreement: each annotator's map ``[S, S]`` (as the "attribution")
     against the mean of the others (as the "human"), every metric averaged over the annotators.
-    None for a question with one annotator (no ceiling can be computed)."""
+    None for a question with one annotator (no ceiling can be computed). With ``ks``: a dict
+    ``k -> row`` (each map sorted once for all of them)."""
     if len(annotator_maps) < 2:
         return None
     resized = resize_maps(annotator_maps, options.size, options.resample)
     names = tuple(metrics or run_metrics())
-    rows = []
+    pairs = []
     for i in range(len(resized)):
         # the mean of the others, rounded to float32 like every other map (so it sorts in linear time)
         others = np.delete(resized, i, axis=0).mean(axis=0).astype(np.float32).astype(np.float64)
-        rows.append(score_prepared(prepare_map(resized[i], options), prepare_map(others, options), options, names))
-    return average_defined(rows, names)
+        pairs.append((prepare_map(resized[i], options), prepare_map(others, options)))
+    at = {k: average_defined([score_prepared(a.at_k(k), h.at_k(k), options, names) for a, h in pairs], names)
+          for k in (ks or (options.k,))}
+    return at if ks is not None else at[options.k]
 
 
 def score_references(dataset: Dataset, examples: Sequence[Example], geometry: InputGeometry,
                      options: ScoringOptions, *, human_mode: str, annotator: int, seed: int,
                      baseline_options: dict[str, dict] | None = None,
-                     metrics: Sequence[str] | None = None) -> pd.DataFrame:
+                     metrics: Sequence[str] | None = None, ks: Sequence[float] | None = None):
     """Every floor and the ceiling on the same questions and human maps as the run's method:
     one row per (question, reference) with every metric; ``reference`` in :data:`REFERENCES`.
 
     Baselines are scored exactly like an attribution map (same human map, same scorer); the human
     ceiling is leave-one-annotator-out on the question's own annotators. A reference that does not
-    exist for a question (no exact mask, one annotator) has no row.
+    exist for a question (no exact mask, one annotator) has no row. With ``ks``: a dict
+    ``k -> table``, every map sorted once for all of them.
     """
     names = tuple(metrics or run_metrics())
+    at_ks = tuple(dict.fromkeys(ks or (options.k,)))
     baseline_options = baseline_options or {}
     centre_cache: dict = {}
-    rows = []
+    rows: dict[float, list[dict]] = {k: [] for k in at_ks}
     for example in tqdm(examples, desc="references", leave=False):
         humans = dataset.human_maps(example, geometry, human_mode, annotator)
         if humans is None:
@@ -297,40 +326,103 @@ def score_references(dataset: Dataset, examples: Sequence[Example], geometry: In
                 prepared = prepare_map(resize_maps(array[None], options.size, options.resample)[0], options)
                 if name == "centre":
                     centre_cache["centre"] = prepared
-            rows.append({"question_id": example.question_id, "reference": name,
-                         **score_against_annotators(prepared, prepared_h, options, names)})
-        ceiling = human_ceiling(dataset.human_maps(example, geometry, "each", 1), options, names)
+            for k in at_ks:
+                rows[k].append({"question_id": example.question_id, "reference": name,
+                                **score_against_annotators(prepared.at_k(k), [h.at_k(k) for h in prepared_h],
+                                                           options, names)})
+        ceiling = human_ceiling(dataset.human_maps(example, geometry, "each", 1), options, names, ks=at_ks)
         if ceiling is not None:
-            rows.append({"question_id": example.question_id, "reference": "human_ceiling", **ceiling})
-    return pd.DataFrame(rows, columns=["question_id", "reference", *names, "undefined"])
+            for k in at_ks:
+                rows[k].append({"question_id": example.question_id, "reference": "human_ceiling", **ceiling[k]})
+    tables = {k: pd.DataFrame(rows[k], columns=["question_id", "reference", *names, "undefined"]) for k in at_ks}
+    return tables if ks is not None else tables[options.k]
+
+
+TEXT_COLUMNS = ("question", "answer", "answer_type", "prediction", "method", "target", "target_answer", "map_key",
+                "reference", "undefined")
+
+
+def _read_cached_table(path: Path, columns: Sequence[str]) -> pd.DataFrame | None:
+    """A cached table (text columns kept as text: an answer "2" stays a string), or None when it is
+    missing or was written with other columns."""
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in TEXT_COLUMNS})
+    if not set(columns) <= set(frame.columns):
+        return None
+    frame["undefined"] = frame["undefined"].fillna("").astype(str)
+    return frame
+
+
+def _score_cache_path(settings: Settings, kind: str, depends_on: dict, k: float) -> Path:
+    from vqa_interp.util.signature import signature
+
+    options = asdict(replace(scoring_options(settings), k=k))
+    s = settings.scoring
+    key = signature({**depends_on, "options": options, "human": s.human, "annotator": s.annotator,
+                     "metrics": list(run_metrics(s.metrics)), "version": SCORE_CACHE_VERSION})
+    return Path(settings.cache) / kind / f"{key[:24]}.csv"
+
+
+SCORE_CACHE_VERSION = 2   # raise when a metric's definition changes: cached score tables are then ignored
+
+
+def cached_scores(settings: Settings, dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame,
+                  targets: pd.DataFrame, cache: MapCache, geometry: InputGeometry, data_digest: str,
+                  also_k: Sequence[float] = ()) -> tuple[pd.DataFrame, Counter, bool]:
+    """The per-example table at ``scoring.k`` (:func:`score_targets_at`), cached on disk by what it
+    depends on (the map set, the data, the target policy, the scoring setup). The tables at
+    ``also_k`` are made in the same pass and cached. Returns (table, skipped, was_cached)."""
+    from vqa_interp.util.locking import write_atomic
+
+    a = settings.attribution
+    depends_on = {"maps": cache.signature, "data": data_digest, "targets": a.target_policy, "method": a.method,
+                  "device": settings.device}
+    k = settings.scoring.k
+    columns = [*run_metrics(settings.scoring.metrics), "undefined"]
+    frame = _read_cached_table(_score_cache_path(settings, "scores", depends_on, k), columns)
+    if frame is not None:
+        skipped = Counter({"annotator_missing": targets["question_id"].nunique() - frame["question_id"].nunique()})
+        return frame, +skipped, True
+    wanted = [k, *[other for other in also_k if not _score_cache_path(settings, "scores", depends_on, other).exists()]]
+    s = settings.scoring
+    tables, skipped = score_targets_at(dataset, examples, predictions, targets, cache, geometry, scoring_options(settings),
+                                       wanted, human_mode=s.human, annotator=s.annotator, method=a.method,
+                                       workers=s.workers, metrics=run_metrics(s.metrics))
+    for at, table in tables.items():
+        write_atomic(_score_cache_path(settings, "scores", depends_on, at),
+                     lambda tmp, table=table: table.to_csv(tmp, index=False))
+    return tables[k], skipped, False
 
 
 def cached_references(settings: Settings, dataset: Dataset, examples: Sequence[Example], geometry: InputGeometry,
-                      data_digest: str) -> tuple[pd.DataFrame, bool]:
+                      data_digest: str, also_k: Sequence[float] = ()) -> tuple[pd.DataFrame, bool]:
     """:func:`score_references`, cached on disk by everything it depends on (the data, the human-map
     setting, the scoring options, the baselines' options, the seed; not the model or the method), so
-    a sweep over methods computes the floors and the ceiling once. Returns (table, was_cached)."""
+    a sweep over methods computes the floors and the ceiling once. The tables at ``also_k`` (the
+    other k values of a k sweep) are made in the same pass and cached for those jobs.
+    Returns (table at ``scoring.k``, was_cached)."""
     import json
 
     from vqa_interp.util.locking import write_atomic
-    from vqa_interp.util.signature import signature
 
+    depends_on = {"data": data_digest, "seed": settings.seed, "baselines": settings.analysis.baseline_options}
+    columns = ["question_id", "reference", *run_metrics(settings.scoring.metrics), "undefined"]
+    k = settings.scoring.k
+    frame = _read_cached_table(_score_cache_path(settings, "references", depends_on, k), columns)
+    if frame is not None:
+        return frame, True
+    wanted = [k, *[other for other in also_k
+                   if not _score_cache_path(settings, "references", depends_on, other).exists()]]
     s = settings.scoring
-    key = signature({"data": data_digest, "options": asdict(scoring_options(settings)), "human": s.human,
-                     "annotator": s.annotator, "seed": settings.seed, "baselines": settings.analysis.baseline_options,
-                     "metrics": list(run_metrics(s.metrics)), "version": 1})
-    path = Path(settings.cache) / "references" / f"{key[:24]}.csv"
-    if path.exists():
-        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
-        if list(frame.columns) == ["question_id", "reference", *run_metrics(s.metrics), "undefined"]:
-            frame["undefined"] = frame["undefined"].fillna("").astype(str)
-            return frame, True
-    frame = score_references(dataset, examples, geometry, scoring_options(settings), human_mode=s.human,
-                             annotator=s.annotator, seed=settings.seed,
-                             baseline_options=json.loads(json.dumps(settings.analysis.baseline_options)),
-                             metrics=run_metrics(s.metrics))
-    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
-    return frame, False
+    tables = score_references(dataset, examples, geometry, scoring_options(settings), human_mode=s.human,
+                              annotator=s.annotator, seed=settings.seed,
+                              baseline_options=json.loads(json.dumps(settings.analysis.baseline_options)),
+                              metrics=run_metrics(s.metrics), ks=wanted)
+    for at, table in tables.items():
+        write_atomic(_score_cache_path(settings, "references", depends_on, at),
+                     lambda tmp, table=table: table.to_csv(tmp, index=False))
+    return tables[k], False
 
 
 # ------------------------------------------------------------------ sanity checks
@@ -404,10 +496,12 @@ def scoring_options(settings: Settings) -> ScoringOptions:
 
 
 def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoint: Path, timings: dict,
-            on_predictions: Callable[[pd.DataFrame], None] | None = None) -> RunOutputs:
+            on_predictions: Callable[[pd.DataFrame], None] | None = None, also_k: Sequence[float] = ()) -> RunOutputs:
     """Model -> predictions -> maps -> scores for validated settings, a data selection and an existing
     checkpoint (the entry point trains the embedded model, if needed, before calling this).
 
+    ``also_k``: the other k values of a k sweep; their score tables are made from the same sorted
+    maps and cached for those jobs.
     ``on_predictions`` receives the predictions as soon as they exist (the run logs them then, so a
     later failure loses nothing already computed; maps are kept by the cache as they are made).
     """
@@ -431,10 +525,8 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
                           dataset=dataset, geometry=geometry)
     s = settings.scoring
     with timed(timings, "scoring"):
-        table, skipped_scores = score_targets(dataset, examples, predictions, targets, cache, geometry,
-                                              scoring_options(settings), human_mode=s.human, annotator=s.annotator,
-                                              method=settings.attribution.method, workers=s.workers,
-                                              metrics=run_metrics(s.metrics))
+        table, skipped_scores, scores_cached = cached_scores(settings, dataset, examples, predictions, targets, cache,
+                                                             geometry, data_digest, also_k)
     sanity = None
     if settings.analysis.sanity:
         with timed(timings, "sanity"):
@@ -442,7 +534,7 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
     references = None
     if settings.analysis.baselines and len(table):
         with timed(timings, "references"):
-            references, was_cached = cached_references(settings, dataset, examples, geometry, data_digest)
+            references, was_cached = cached_references(settings, dataset, examples, geometry, data_digest, also_k)
     skipped = selection.skipped + skipped_targets + skipped_scores
     counts = {"count/questions": len(examples), "count/maps": len(targets), "count/rows": len(table),
               "count/map_cache_hits": cache.hits, "count/map_cache_misses": cache.misses,
@@ -458,7 +550,8 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
             "checkpoint_path": str(Path(checkpoint).resolve()), "map_cache": str(cache.folder.resolve()),
             "backbone": loaded.backbone_description,
             "backbone_variant": str(settings.model.backbone.get("variant", settings.model.backbone.get("type"))),
-            "human_map": s.human if s.human != "annotator" else f"annotator {s.annotator}"}
+            "human_map": s.human if s.human != "annotator" else f"annotator {s.annotator}",
+            "scores_cache": "hit" if scores_cached else "computed"}
     if references is not None:
         single = int(len(examples) - (references["reference"] == "human_ceiling").sum())
         if single:

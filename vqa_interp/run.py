@@ -170,6 +170,23 @@ def parent_run_id_for_job() -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
+def sweep_k_for_job() -> list[float]:
+    """Inside a Hydra multirun job: the k values the sweep runs (written by the sweep callback)."""
+    import json
+
+    from vqa_interp.tracking.callback import SWEEP_K_FILE
+
+    if not _in_multirun():
+        return []
+    from hydra.core.hydra_config import HydraConfig
+
+    path = Path(HydraConfig.get().sweep.dir) / SWEEP_K_FILE
+    try:
+        return [float(k) for k in json.loads(path.read_text())] if path.exists() else []
+    except (ValueError, TypeError):
+        return []
+
+
 def _in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -215,7 +232,8 @@ def evaluate(cfg: DictConfig) -> str:
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
         tracker.log_text("\n".join(hydra_cfg.overrides.task) + "\n", "config/overrides.txt")
         outputs = execute(settings, dataset, selection, checkpoint, timings,
-                          on_predictions=lambda frame: tracker.log_table(frame, "predictions"))
+                          on_predictions=lambda frame: tracker.log_table(frame, "predictions"),
+                          also_k=[k for k in sweep_k_for_job() if 0 < k < 1 and round(k * settings.scoring.size ** 2) >= 1])
         record_outputs(tracker, settings, outputs, timings)
         timings["time/total_s"] = time.perf_counter() - job_start + timings["time/startup_s"]
         tracker.log_metrics({k: v for k, v in timings.items() if k in HEADLINE_TIMINGS})
@@ -234,8 +252,10 @@ def evaluate(cfg: DictConfig) -> str:
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     from vqa_interp.tracking.store import raise_on_sigterm
+    from vqa_interp.util.allocator import keep_freed_buffers
 
     raise_on_sigterm()
+    keep_freed_buffers()
     try:
         return evaluate(cfg)
     except VqaInterpError as exc:

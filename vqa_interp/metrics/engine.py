@@ -59,8 +59,11 @@ def average_defined(rows: Sequence[dict], names: Sequence[str]) -> dict[str, flo
     return {**{m: float(np.mean([r[m] for r in defined])) for m in names}, "undefined": ""}
 
 
-def _digest(array: np.ndarray) -> str:
-    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest() + str(array.shape)
+def _fingerprint(array: np.ndarray) -> tuple:
+    """A cheap key for finding equal human maps: shape, dtype and every 997th value (equality is
+    then confirmed on the whole map; hashing every byte cost 2 ms a 448x448 pair)."""
+    flat = np.ascontiguousarray(array).reshape(-1)
+    return array.shape, array.dtype.str, hashlib.blake2b(flat[::997].tobytes(), digest_size=16).digest()
 
 
 def score(attributions: np.ndarray, humans: np.ndarray, *, k: float = 0.1, size: int = 448,
@@ -91,12 +94,14 @@ def score(attributions: np.ndarray, humans: np.ndarray, *, k: float = 0.1, size:
     if "steps" in options:
         options["steps"] = tuple(options["steps"])
     opts = ScoringOptions(k=k, size=size, **options)
-    prepared_humans: dict[str, PreparedMap] = {}
+    prepared_humans: dict[tuple, list[tuple[np.ndarray, PreparedMap]]] = {}
     rows = []
     for attribution, human in zip(attributions, humans):
-        key = _digest(human)
-        if key not in prepared_humans:
-            prepared_humans[key] = PreparedMap(resize_maps(human[None], size, opts.resample)[0], opts)
+        same = prepared_humans.setdefault(_fingerprint(human), [])
+        prepared_h = next((p for raw, p in same if np.array_equal(raw, human)), None)
+        if prepared_h is None:
+            prepared_h = PreparedMap(resize_maps(human[None], size, opts.resample)[0], opts)
+            same.append((human, prepared_h))
         prepared_a = PreparedMap(resize_maps(attribution[None], size, opts.resample)[0], opts)
-        rows.append(score_prepared(prepared_a, prepared_humans[key], opts, names))
+        rows.append(score_prepared(prepared_a, prepared_h, opts, names))
     return pd.DataFrame(rows, columns=[*names, "undefined"])

@@ -30,8 +30,7 @@ def _pointing_reference(a, h, options):
         in_family=False)
 def pointing_game(a, h) -> float:
     """1 if the attribution maximum lies in the human top-k region (the share inside when the maximum is tied)."""
-    at_max = a.values == a.values.max()
-    return float(h.region[at_max].mean())
+    return float(h.region[a.max_index].mean())
 
 
 def _mass_reference(a, h, options):
@@ -46,4 +45,4 @@ def _mass_reference(a, h, options):
         in_family=False)
 def mass_accuracy(a, h) -> float:
     """Relevance mass accuracy: the share of the attribution's mass inside the human top-k region."""
-    return float(a.minmax @ h.region / a.minmax.sum())
+    return h.over_region(a.minmax) / a.minmax_sum

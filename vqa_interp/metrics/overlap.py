@@ -73,12 +73,15 @@ def _f1_reference(a, h, options):
 
 # ------------------------------------------------------------------ fast, from prepared features
 def _overlap(a, h) -> float:
-    return float(a.region @ h.region)
+    return a.over_region(h.region)
 
 
 @metric("intersect", needs=("weights",), range=(-float("inf"), float("inf")), reference=_intersect_reference)
 def intersect(a, h) -> float:
     """Inner product of the two preprocessed maps (each sums to 1 by default; ~5e-6 at 448 px)."""
+    if a.options.steps == ("minmax", "unit_sum"):   # the default: no third array per map
+        eps = a.options.eps
+        return float(a.minmax @ h.minmax) / ((a.minmax_sum + eps) * (h.minmax_sum + eps))
     return float(a.weights @ h.weights)
 
 
@@ -101,8 +104,7 @@ def dice(a, h) -> float:
     """Soft Dice 2 sum(a h) / (sum a^2 + sum h^2) of the min-max maps (``scoring.dice=hard``: 2|A & H| / (|A| + |H|))."""
     if a.options.dice == "hard":
         return 2.0 * _overlap(a, h) / (a.region_size + h.region_size)
-    am, hm = a.minmax, h.minmax
-    return 2.0 * float(am @ hm) / (float(am @ am) + float(hm @ hm) + a.options.eps)
+    return 2.0 * float(a.minmax @ h.minmax) / (a.minmax_sumsq + h.minmax_sumsq + a.options.eps)
 
 
 @metric("precision", needs=("region",), range=(0.0, 1.0), reference=_precision_reference, in_family=False)

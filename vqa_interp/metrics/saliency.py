@@ -42,11 +42,10 @@ def _cc_reference(a, h, options):
     return float(np.corrcoef(_minmax(a).ravel(), _minmax(h).ravel())[0, 1])
 
 
-@metric("cc", needs=("minmax",), range=(-1.0, 1.0), reference=_cc_reference, in_family=False)
+@metric("cc", needs=("centred_minmax",), range=(-1.0, 1.0), reference=_cc_reference, in_family=False)
 def cc(a, h) -> float:
     """Pearson correlation coefficient of the two maps (Bylinskii et al.; pysaliency CC)."""
-    x, y = a.minmax - a.minmax.mean(), h.minmax - h.minmax.mean()
-    return float(x @ y / np.sqrt((x @ x) * (y @ y)))
+    return float(a.centred_minmax @ h.centred_minmax) / (a.centred_minmax_norm * h.centred_minmax_norm)
 
 
 # ------------------------------------------------------------------ sim
@@ -54,10 +53,10 @@ def _sim_reference(a, h, options):
     return float(np.minimum(_density(_minmax(a)), _density(_minmax(h))).sum())
 
 
-@metric("sim", needs=("minmax",), range=(0.0, 1.0), reference=_sim_reference, in_family=False)
+@metric("sim", needs=("density",), range=(0.0, 1.0), reference=_sim_reference, in_family=False)
 def sim(a, h) -> float:
     """Histogram intersection of the two maps as distributions (MIT similarity.m; pysaliency SIM)."""
-    return float(np.minimum(a.minmax / a.minmax.sum(), h.minmax / h.minmax.sum()).sum())
+    return float(np.minimum(a.density, h.density).sum())
 
 
 # ------------------------------------------------------------------ kld
@@ -66,12 +65,15 @@ def _kld_reference(a, h, options):
     return float((p * np.log(EPS + p / (q + EPS))).sum())
 
 
-@metric("kld", needs=("minmax",), range=(0.0, float("inf")), reference=_kld_reference, higher_is_better=False,
+@metric("kld", needs=("density",), range=(0.0, float("inf")), reference=_kld_reference, higher_is_better=False,
         in_family=False)
 def kld(a, h) -> float:
     """KL divergence of the attribution distribution from the human one, KL(human || attribution) (MIT KLdiv.m)."""
-    p, q = h.minmax / h.minmax.sum(), a.minmax / a.minmax.sum()
-    return float(p @ np.log(EPS + p / (q + EPS)))
+    p, q = h.density, a.density
+    ratio = q + EPS
+    np.divide(p, ratio, out=ratio)
+    ratio += EPS
+    return float(p @ np.log(ratio, out=ratio))
 
 
 # ------------------------------------------------------------------ nss
@@ -83,13 +85,13 @@ def _nss_reference(a, h, options):
     return float((z * region).sum() / region.sum())
 
 
-@metric("nss", needs=("values", "region"), range=(-float("inf"), float("inf")), reference=_nss_reference,
+@metric("nss", needs=("moments", "region"), range=(-float("inf"), float("inf")), reference=_nss_reference,
         in_family=False)
 def nss(a, h) -> float:
     """Normalised scanpath saliency: mean z-scored attribution over the human top-k region (Peters et al. 2005)."""
-    v = a.values
-    z = (v - v.mean()) / v.std()
-    return float(z @ h.region / h.region_size)
+    mean, std = a.moments
+    # mean of (v - mean) / std over H, weighted: (v . H - mean |H|) / (std |H|)
+    return (h.over_region(a.values) - mean * h.region_size) / (std * h.region_size)
 
 
 # ------------------------------------------------------------------ auc
@@ -108,22 +110,15 @@ def _auc_reference(a, h, options):
     return float(np.trapezoid(tpr, fpr))
 
 
-@metric("auc", needs=("values", "region"), range=(0.0, 1.0), reference=_auc_reference, in_family=False)
+@metric("auc", needs=("ranks", "region"), range=(0.0, 1.0), reference=_auc_reference, in_family=False)
 def auc(a, h) -> float:
     """ROC AUC of the attribution as a score for the human top-k region (ties half; scikit-learn, Quantus AUC)."""
-    order, sorted_values = a.sorted
-    positive = h.region[order]
-    negative = 1.0 - positive
-    n = sorted_values.size
-    new_run = np.empty(n, bool)
-    new_run[0] = True
-    np.not_equal(sorted_values[1:], sorted_values[:-1], out=new_run[1:])
-    starts = np.flatnonzero(new_run)
-    run_pos = np.add.reduceat(positive, starts)
-    run_neg = np.add.reduceat(negative, starts)
-    below = np.cumsum(run_neg) - run_neg          # negatives strictly below each run of equal scores
-    total = float(run_pos @ (below + 0.5 * run_neg))
-    return total / (positive.sum() * negative.sum())
+    # With weights w (the region), ties counted half: sum_i w_i (#{j below i} + #{j tied with i} / 2
+    # weighted by 1 - w_j) = w . (ranks - 1/2) - W^2 / 2, since the pairs of positives add up to
+    # W^2 / 2 whatever their order. So AUC = 1/2 + w . (ranks - (n + 1) / 2) / (W (n - W)): the
+    # Mann-Whitney U from the map's average ranks, no second pass over its sort.
+    n, total = a.values.size, h.region_size
+    return 0.5 + h.over_region(a.centred_ranks) / (total * (n - total))
 
 
 # ------------------------------------------------------------------ emd

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
 import subprocess
@@ -17,6 +18,24 @@ from omegaconf import DictConfig
 from vqa_interp.tracking.store import PARENT_ID_FILE, RunTracker, resolve_tracking_uri, run_url, start_run, ui_command
 
 log = logging.getLogger(__name__)
+
+
+SWEEP_K_FILE = "sweep_k.json"
+
+
+def swept_values(overrides: list[str], key: str) -> list[float]:
+    """The values a multirun sweeps ``key`` over (``k=0.05,0.1`` or ``k=range(...)``); [] if none.
+    Each job scores at all of them from one sort of its maps and caches the other jobs' tables."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    values: list[float] = []
+    try:
+        for override in OverridesParser.create().parse_overrides(overrides):
+            if override.key_or_group == key and override.is_sweep_override():
+                values = [float(v) for v in override.sweep_string_iterator()]
+    except Exception:   # an override Hydra will itself reject, or a non-numeric k: let the job say so
+        return []
+    return values
 
 
 class MlflowSweepCallback(Callback):
@@ -46,6 +65,7 @@ class MlflowSweepCallback(Callback):
                                        "sweep_overrides": " ".join(overrides)})
         self.tracker.log_params({"sweep.overrides": " ".join(overrides)})
         (sweep_dir / PARENT_ID_FILE).write_text(self.tracker.run_id)
+        (sweep_dir / SWEEP_K_FILE).write_text(json.dumps(swept_values(overrides, "k")))
         atexit.register(self._close, "FAILED")
         print(f"MLflow parent run: {self.tracker.run_id}", flush=True)
 
