@@ -131,7 +131,9 @@ def train_model(split: TrainingSplit, *, backbone_spec: dict, dims: dict, epochs
 
 def embedded_checkpoint_path(settings: Settings, dataset: Dataset) -> Path:
     """Where the embedded model for this data/model/training config lives (signature in the name)."""
-    signature = short_signature({"data": {k: v for k, v in dataset.signature().items() if k != "generator"},
+    # the model is trained on the train split only: the size of the val split is not part of its name
+    signature = short_signature({"data": {k: v for k, v in dataset.signature().items()
+                                          if k not in ("generator", "n_val_images")},
                                  "generator": dataset.signature().get("generator"),
                                  "backbone": settings.model.backbone, "dims": settings.model.dims,
                                  "input": settings.model.input, "train": settings.model.train})
