@@ -1,5 +1,7 @@
 """Maps per second for the paper's model (ResNet-152 at 448 + Kazemi net) on a GPU, per method,
-and the estimated time for the whole VQA-HAT val set.
+and the estimated time for the whole VQA-HAT val set; then, separately, scoring: pairs per second
+of the torch scorer on the device (every default metric, 448x448, batched) next to the NumPy scorer
+on this machine's CPU for the same pairs.
 
     python -m benchmarks.gpu [--batch 16] [--repeats 5] [--device cuda] [--json OUT.json]
 
@@ -29,6 +31,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size", type=int, default=448)
     parser.add_argument("--json")
+    parser.add_argument("--score-pairs", type=int, default=64, help="pairs per scoring batch")
+    parser.add_argument("--score-size", type=int, default=448, help="side of the maps scored")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device here; use --device cpu to check the script", file=sys.stderr)
@@ -59,11 +63,39 @@ def main(argv=None) -> int:
             per_second = args.batch * args.repeats / (time.perf_counter() - start)
             results[f"maps_per_second.{method}"] = per_second
             results[f"vqahat_val_minutes.{method}"] = VQA_HAT_VAL_QUESTIONS * TARGETS_PER_QUESTION / per_second / 60
+    results.update(bench_scoring(args.device, args.score_pairs, args.score_size, sync))
     print(json.dumps(results, indent=1))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1)
     return 0
+
+
+def bench_scoring(device: str, pairs: int, size: int, sync) -> dict:
+    """Pairs per second: the torch scorer on ``device`` (one batch of ``pairs`` maps against 4 human
+    maps, every default metric) and the NumPy scorer on the CPU (``score()``), same pairs."""
+    import numpy as np
+
+    from vqa_interp.metrics import run_metrics, score
+    from vqa_interp.metrics.batch import score_batch
+    from vqa_interp.metrics.prepare import ScoringOptions, resize_maps
+
+    rng = np.random.default_rng(0)
+    maps = resize_maps(rng.random((pairs, 28, 28)).astype(np.float32), size)
+    humans = resize_maps(rng.random((4, 28, 28)).astype(np.float32), size)
+    pair_human = np.arange(pairs) % 4
+    options, names = ScoringOptions(size=size), run_metrics()
+    score_batch(maps[:2], humans, pair_human[:2], options, names, device=device)   # warm-up
+    sync()
+    start = time.perf_counter()
+    score_batch(maps, humans, pair_human, options, names, device=device)
+    sync()
+    device_s = time.perf_counter() - start
+    start = time.perf_counter()
+    score(maps, humans[pair_human], size=size, metrics=names)
+    cpu_s = time.perf_counter() - start
+    return {"scoring_pairs_per_second.device": pairs / device_s, "scoring_pairs_per_second.numpy_cpu": pairs / cpu_s,
+            "scoring_pairs": pairs, "scoring_size": size}
 
 
 if __name__ == "__main__":

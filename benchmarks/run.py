@@ -7,8 +7,9 @@ ratio with the machine description. Targets (checked here, never in tests):
   spearmanr + argsort top-k + masks per pair), the worse of smooth and random 448x448 maps
 - attribution_overhead.<method> <= 1.3 (saliency, gbackp, deconv), <= 2.3 (ggradcam): time per
   map / raw forward+backward time of the same model, batch and input
-- sweep_cost_ratio <= 1.3: ``-m k=0.05,0.1,0.2,0.3`` wall time / one run (embedded default)
-- rss_growth_ratio <= 1.3: peak RSS of a run over 4x the examples / the base run
+- sweep_cost_ratio <= 1.5: ``-m k=0.05,0.1,0.2,0.3`` wall time / one run (embedded default, cold caches)
+- scale_time_ratio <= 4.4 and rss_growth_ratio <= 1.3: wall time and peak RSS of the default run
+  with 4x the questions (``data.n_val_images=400``) / the default run
 - default_run_seconds <= 60: the warm default run, with its stage breakdown
 """
 from __future__ import annotations
@@ -29,8 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"scoring_speedup": (">=", 8.0), "attribution_overhead.saliency": ("<=", 1.3),
            "attribution_overhead.gbackp": ("<=", 1.3), "attribution_overhead.deconv": ("<=", 1.3),
-           "attribution_overhead.ggradcam": ("<=", 2.3), "sweep_cost_ratio": ("<=", 1.3),
-           "rss_growth_ratio": ("<=", 1.3), "default_run_seconds": ("<=", 60.0)}
+           "attribution_overhead.ggradcam": ("<=", 2.3), "sweep_cost_ratio": ("<=", 1.5),
+           "rss_growth_ratio": ("<=", 1.3), "scale_time_ratio": ("<=", 4.4), "default_run_seconds": ("<=", 60.0)}
 
 
 def machine() -> dict:
@@ -232,9 +233,13 @@ def bench_runs(quick: bool) -> dict:
         sweep, _, _ = _run_cli(["-m", "k=0.05,0.1,0.2,0.3", f"paths.cache={tmp}/cache-sweep"], env)
         results["sweep_single_run_seconds"], results["sweep_seconds"] = single, sweep
         results["sweep_cost_ratio"] = sweep / single
-        # peak RSS: limit 75 vs 300 questions (4x), maps computed fresh
-        base_wall, _, base_rss = _run_cli(["data.limit=75", f"paths.cache={tmp}/cache-rss1"], env)
-        big_wall, _, big_rss = _run_cli([f"paths.cache={tmp}/cache-rss4"], env)
+        # scaling: the default (data.n_val_images=100: 300 questions) vs 4x the questions (400 images,
+        # 1200 questions), maps and scores computed fresh; the 4x data is generated before timing
+        _run_cli(["data.n_val_images=400", "data.limit=4", "tracking.log_maps=false", f"paths.cache={tmp}/warm4"], env)
+        base_wall, _, base_rss = _run_cli([f"paths.cache={tmp}/cache-scale1"], env)
+        big_wall, _, big_rss = _run_cli(["data.n_val_images=400", f"paths.cache={tmp}/cache-scale4"], env)
+        results["scale_seconds_1x"], results["scale_seconds_4x"] = base_wall, big_wall
+        results["scale_time_ratio"] = big_wall / base_wall
         results["rss_base_kib"], results["rss_4x_kib"] = base_rss, big_rss
         results["rss_growth_ratio"] = big_rss / base_rss if base_rss > 0 else float("nan")
     return results

@@ -30,9 +30,10 @@ from vqa_interp.data.images import InputGeometry, load_display_image, load_image
 from vqa_interp.data.text import encode_questions
 from vqa_interp.data.vqa import Example, Selection, digest_examples
 from vqa_interp.errors import CheckpointError, DataError
-from vqa_interp.metrics import (ScoringOptions, metric_names, prepare_map, resize_maps, run_metrics,
+from vqa_interp.metrics import (PreparedMap, ScoringOptions, metric_names, prepare_map, resize_maps, run_metrics,
                                 score_against_annotators, score_prepared)
 from vqa_interp.metrics.engine import average_defined
+from vqa_interp.metrics.registry import get as get_metric
 from vqa_interp.models.checkpoint import BACKBONE_FILES, BACKBONE_SOURCES, LoadedModel, load_model
 from vqa_interp.settings import Settings
 
@@ -197,27 +198,66 @@ def attribute_targets(loaded: LoadedModel, settings: Settings, targets: pd.DataF
 
 
 # ------------------------------------------------------------------ scores
+def score_maps_against_humans(maps: np.ndarray, humans: np.ndarray, options: ScoringOptions, metrics: Sequence[str],
+                              ks: Sequence[float], device: str | None = None) -> dict[float, list[dict]]:
+    """Each map ``[T, S, S]`` (or an already prepared :class:`PreparedMap`) against the human maps
+    ``[U, S, S]`` (both resized to ``options.size``),
+    every metric averaged over the humans whose pair is defined: ``k -> [T rows]``.
+
+    Each human map is prepared once for all the maps and every map is sorted once for all of ``ks``.
+    ``device``: score in torch on that device, all pairs in one batch; None: NumPy.
+    """
+    if device is not None:
+        from vqa_interp.metrics.batch import score_batch
+
+        maps = np.stack([m.values.reshape(m.shape) if isinstance(m, PreparedMap) else m for m in maps])
+        n_maps, n_humans = len(maps), len(humans)
+        pairs = score_batch(np.repeat(maps, n_humans, axis=0), humans, np.tile(np.arange(n_humans), n_maps), options,
+                            metrics, ks, device=device)
+        return {k: [average_defined(rows[t * n_humans:(t + 1) * n_humans], metrics) for t in range(n_maps)]
+                for k, rows in pairs.items()}
+    prepared_h = [prepare_map(h, options) for h in humans]
+    # the metrics that do not read a top-k region are computed once for all of ks
+    fixed = [m for m in metrics if not get_metric(m).depends_on_k]
+    varying = [m for m in metrics if get_metric(m).depends_on_k]
+    out: dict[float, list[dict]] = {k: [] for k in ks}
+    for m in maps:
+        prepared = m if isinstance(m, PreparedMap) else prepare_map(m, options)
+        once = score_against_annotators(prepared, prepared_h, options, fixed)
+        for k in ks:
+            at_k = score_against_annotators(prepared.at_k(k), [h.at_k(k) for h in prepared_h], options, varying)
+            out[k].append({**{name: once[name] for name in fixed}, **at_k})
+    return out
+
+
 def score_targets(dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame, targets: pd.DataFrame,
                   cache: MapCache, geometry: InputGeometry, options: ScoringOptions, *, human_mode: str,
                   annotator: int, method: str, workers: int = 1,
                   metrics: Sequence[str] | None = None) -> tuple[pd.DataFrame, Counter]:
     """The per-example table: one row per (question, method, target) with every metric
     (:func:`score_targets_at` at ``options.k`` alone)."""
-    tables, skipped = score_targets_at(dataset, examples, predictions, targets, cache, geometry, options, (options.k,),
-                                       human_mode=human_mode, annotator=annotator, method=method, workers=workers,
-                                       metrics=metrics)
+    tables, skipped, _ = score_targets_at(dataset, examples, predictions, targets, cache, geometry, options,
+                                          (options.k,), human_mode=human_mode, annotator=annotator, method=method,
+                                          workers=workers, metrics=metrics)
     return tables[options.k], skipped
 
 
 def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame, targets: pd.DataFrame,
                      cache: MapCache, geometry: InputGeometry, options: ScoringOptions, ks: Sequence[float], *,
                      human_mode: str, annotator: int, method: str, workers: int = 1,
-                     metrics: Sequence[str] | None = None) -> tuple[dict[float, pd.DataFrame], Counter]:
+                     metrics: Sequence[str] | None = None, device: str | None = None,
+                     references: dict | None = None):
     """The per-example tables at each ``k`` of ``ks``: one row per (question, method, target).
+    Returns ``(k -> table, skipped, k -> references table or None)``.
 
     Each question's human maps are loaded and prepared once and reused for all its targets, and
     each map is sorted once for all of ``ks`` (only its top-k region is made per k), so the jobs
     of a k sweep can take their tables from the first one.
+    ``references`` (``{"ks", "seed", "baseline_options"}``): also score the floors and the ceiling
+    (:func:`score_references`) at ``references["ks"]``, in the same pass, so each question's human
+    maps are loaded and prepared once for both.
+    ``device`` (a torch device such as ``"cuda"``): score in torch, batched per question
+    (:mod:`vqa_interp.metrics.batch`); None: the NumPy scorer.
     ``workers > 1`` scores questions on threads (rows keep the targets' order; the sort kernels
     release the GIL), but on these 2-core VMs threads were slower: a worker thread's malloc arena
     returns the pages of each freed map and faults them in again (a 448x448 map's features took
@@ -227,6 +267,8 @@ def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions:
 
     by_question = predictions.set_index("question_id")
     ks = tuple(dict.fromkeys(ks))
+    all_ks = tuple(dict.fromkeys([*ks, *(references["ks"] if references else ())]))
+    metrics = tuple(metrics or run_metrics())
 
     def score_question(item) -> dict[float, list[dict]] | None:
         question_id, group = item
@@ -234,12 +276,18 @@ def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions:
         humans = dataset.human_maps(example, geometry, human_mode, annotator)
         if humans is None:
             return None
-        prepared_h = [prepare_map(m, options) for m in resize_maps(humans, options.size, options.resample)]
+        resized_h = resize_maps(humans, options.size, options.resample)
         info = by_question.loc[question_id]
-        attributions = resize_maps(np.stack([cache.load(k) for k in group["map_key"]]), options.size, options.resample)
-        rows: dict[float, list[dict]] = {k: [] for k in ks}
-        for t, attribution in zip(group.itertuples(index=False), attributions):
-            prepared = prepare_map(attribution, options)
+        attributions = list(resize_maps(np.stack([cache.load(k) for k in group["map_key"]]), options.size,
+                                        options.resample))
+        named = baseline_maps_for(example, dataset, geometry, options, references) if references else []
+        scores = score_maps_against_humans(attributions + [m for _, m in named], resized_h, options, metrics,
+                                           all_ks, device)
+        rows: dict = {k: [] for k in ks}
+        if references:
+            rows["references"] = reference_rows(example, [name for name, _ in named], scores, len(attributions),
+                                                dataset, geometry, options, metrics, references["ks"])
+        for i, t in enumerate(group.itertuples(index=False)):
             common = {
                 "question_id": question_id, "image_id": int(info["image_id"]), "question": info["question"],
                 "answer": info["answer"], "answer_type": info["answer_type"], "prediction": info["prediction"],
@@ -248,12 +296,12 @@ def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions:
                 "target_answer": info["answer"] if t.target == "label" else info["prediction"],
                 "on_prediction": bool(t.on_prediction), "map_key": t.map_key, **cache.extras(t.map_key)}
             for k in ks:
-                scores = score_against_annotators(prepared.at_k(k), [h.at_k(k) for h in prepared_h], options, metrics)
-                rows[k].append({**common, **scores})
+                rows[k].append({**common, **scores[k][i]})
         return rows
 
     skipped: Counter = Counter()
     rows: dict[float, list[dict]] = {k: [] for k in ks}
+    reference_rows_at: dict[float, list[dict]] = {k: [] for k in (references["ks"] if references else ())}
     groups = list(targets.groupby("question_id", sort=False))
     with contextlib.ExitStack() as stack:
         if workers > 1:
@@ -266,7 +314,22 @@ def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions:
             else:
                 for k in ks:
                     rows[k].extend(result[k])
-    return {k: pd.DataFrame(rows[k]) for k in ks}, skipped
+                for k, at_k in result.get("references", {}).items():
+                    reference_rows_at[k].extend(at_k)
+    tables = {k: pd.DataFrame(rows[k]) for k in ks}
+    if not references:
+        return tables, skipped, None
+    # questions without a target (none planned for them) get their floors and ceiling here
+    done = set(targets["question_id"])
+    rest = [e for e in examples if e.question_id not in done]
+    columns = ["question_id", "reference", *metrics, "undefined"]
+    reference_tables = {k: pd.DataFrame(reference_rows_at[k], columns=columns) for k in references["ks"]}
+    if rest:
+        more = score_references(dataset, rest, geometry, options, human_mode=human_mode, annotator=annotator,
+                                seed=references["seed"], baseline_options=references["baseline_options"],
+                                metrics=metrics, ks=references["ks"])
+        reference_tables = {k: pd.concat([reference_tables[k], more[k]], ignore_index=True) for k in references["ks"]}
+    return tables, skipped, reference_tables
 
 
 # ------------------------------------------------------------------ floors and ceiling
@@ -288,9 +351,54 @@ def human_ceiling(annotator_maps: np.ndarray, options: ScoringOptions,
         # the mean of the others, rounded to float32 like every other map (so it sorts in linear time)
         others = np.delete(resized, i, axis=0).mean(axis=0).astype(np.float32).astype(np.float64)
         pairs.append((prepare_map(resized[i], options), prepare_map(others, options)))
-    at = {k: average_defined([score_prepared(a.at_k(k), h.at_k(k), options, names) for a, h in pairs], names)
+    fixed = [m for m in names if not get_metric(m).depends_on_k]
+    varying = [m for m in names if get_metric(m).depends_on_k]
+    once = average_defined([score_prepared(a, h, options, fixed) for a, h in pairs], fixed)
+    at = {k: {**{m: once[m] for m in fixed},
+              **average_defined([score_prepared(a.at_k(k), h.at_k(k), options, varying) for a, h in pairs], varying)}
           for k in (ks or (options.k,))}
     return at if ks is not None else at[options.k]
+
+
+_CENTRE: dict = {}
+
+
+def baseline_maps_for(example: Example, dataset: Dataset, geometry: InputGeometry, options: ScoringOptions,
+                      references: dict) -> list[tuple[str, np.ndarray | PreparedMap]]:
+    """The floors' maps for one question, resized (``(name, map)``; a floor a question lacks is left
+    out). The centre map is the same for every question: it is prepared once."""
+    context = baseline_context(example, dataset, geometry, references["seed"])
+    out = []
+    for name in BASELINES:
+        options_of = references["baseline_options"].get(name)
+        if name == "centre":
+            key = (geometry, options, repr(options_of))
+            if key not in _CENTRE:
+                _CENTRE.clear()
+                _CENTRE[key] = prepare_map(resize_maps(baseline_map(name, context, options_of)[None], options.size,
+                                                       options.resample)[0], options)
+            out.append((name, _CENTRE[key]))
+            continue
+        array = baseline_map(name, context, options_of)
+        if array is not None:
+            out.append((name, resize_maps(array[None], options.size, options.resample)[0]))
+    return out
+
+
+def reference_rows(example: Example, names: Sequence[str], scores: dict[float, list[dict]], first: int,
+                   dataset: Dataset, geometry: InputGeometry, options: ScoringOptions, metrics: Sequence[str],
+                   ks: Sequence[float]) -> dict[float, list[dict]]:
+    """One question's reference rows at each k: the floors (``names``, scored as rows ``first...`` of
+    ``scores``) and the human ceiling (leave-one-annotator-out on its own annotators)."""
+    ceiling = human_ceiling(dataset.human_maps(example, geometry, "each", 1), options, metrics, ks=ks)
+    out = {}
+    for k in ks:
+        rows = [{"question_id": example.question_id, "reference": name, **scores[k][first + i]}
+                for i, name in enumerate(names)]
+        if ceiling is not None:
+            rows.append({"question_id": example.question_id, "reference": "human_ceiling", **ceiling[k]})
+        out[k] = rows
+    return out
 
 
 def score_references(dataset: Dataset, examples: Sequence[Example], geometry: InputGeometry,
@@ -303,37 +411,23 @@ def score_references(dataset: Dataset, examples: Sequence[Example], geometry: In
     Baselines are scored exactly like an attribution map (same human map, same scorer); the human
     ceiling is leave-one-annotator-out on the question's own annotators. A reference that does not
     exist for a question (no exact mask, one annotator) has no row. With ``ks``: a dict
-    ``k -> table``, every map sorted once for all of them.
+    ``k -> table``, every map sorted once for all of them. (A run scores them in the same pass as
+    its method's maps: :func:`score_targets_at`.)
     """
     names = tuple(metrics or run_metrics())
     at_ks = tuple(dict.fromkeys(ks or (options.k,)))
-    baseline_options = baseline_options or {}
-    centre_cache: dict = {}
+    spec = {"ks": at_ks, "seed": seed, "baseline_options": baseline_options or {}}
     rows: dict[float, list[dict]] = {k: [] for k in at_ks}
     for example in tqdm(examples, desc="references", leave=False):
         humans = dataset.human_maps(example, geometry, human_mode, annotator)
         if humans is None:
             continue
-        prepared_h = [prepare_map(m, options) for m in resize_maps(humans, options.size, options.resample)]
-        context = baseline_context(example, dataset, geometry, seed)
-        for name in BASELINES:
-            if name == "centre" and "centre" in centre_cache:   # the same map for every question
-                prepared = centre_cache["centre"]
-            else:
-                array = baseline_map(name, context, baseline_options.get(name))
-                if array is None:
-                    continue
-                prepared = prepare_map(resize_maps(array[None], options.size, options.resample)[0], options)
-                if name == "centre":
-                    centre_cache["centre"] = prepared
-            for k in at_ks:
-                rows[k].append({"question_id": example.question_id, "reference": name,
-                                **score_against_annotators(prepared.at_k(k), [h.at_k(k) for h in prepared_h],
-                                                           options, names)})
-        ceiling = human_ceiling(dataset.human_maps(example, geometry, "each", 1), options, names, ks=at_ks)
-        if ceiling is not None:
-            for k in at_ks:
-                rows[k].append({"question_id": example.question_id, "reference": "human_ceiling", **ceiling[k]})
+        named = baseline_maps_for(example, dataset, geometry, options, spec)
+        scores = score_maps_against_humans([m for _, m in named], resize_maps(humans, options.size, options.resample),
+                                           options, names, at_ks)
+        for k, at_k in reference_rows(example, [n for n, _ in named], scores, 0, dataset, geometry, options, names,
+                                      at_ks).items():
+            rows[k].extend(at_k)
     tables = {k: pd.DataFrame(rows[k], columns=["question_id", "reference", *names, "undefined"]) for k in at_ks}
     return tables if ks is not None else tables[options.k]
 
@@ -367,62 +461,64 @@ def _score_cache_path(settings: Settings, kind: str, depends_on: dict, k: float)
 SCORE_CACHE_VERSION = 2   # raise when a metric's definition changes: cached score tables are then ignored
 
 
-def cached_scores(settings: Settings, dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame,
+def cached_tables(settings: Settings, dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame,
                   targets: pd.DataFrame, cache: MapCache, geometry: InputGeometry, data_digest: str,
-                  also_k: Sequence[float] = ()) -> tuple[pd.DataFrame, Counter, bool]:
-    """The per-example table at ``scoring.k`` (:func:`score_targets_at`), cached on disk by what it
-    depends on (the map set, the data, the target policy, the scoring setup). The tables at
-    ``also_k`` are made in the same pass and cached. Returns (table, skipped, was_cached)."""
-    from vqa_interp.util.locking import write_atomic
+                  also_k: Sequence[float] = (), with_references: bool = True):
+    """The per-example table and the references table (floors and ceiling) at ``scoring.k``, each
+    cached on disk by what it depends on, computed in one pass when missing.
 
-    a = settings.attribution
-    depends_on = {"maps": cache.signature, "data": data_digest, "targets": a.target_policy, "method": a.method,
-                  "device": settings.device}
-    k = settings.scoring.k
-    columns = [*run_metrics(settings.scoring.metrics), "undefined"]
-    frame = _read_cached_table(_score_cache_path(settings, "scores", depends_on, k), columns)
-    if frame is not None:
-        skipped = Counter({"annotator_missing": targets["question_id"].nunique() - frame["question_id"].nunique()})
-        return frame, +skipped, True
-    wanted = [k, *[other for other in also_k if not _score_cache_path(settings, "scores", depends_on, other).exists()]]
-    s = settings.scoring
-    tables, skipped = score_targets_at(dataset, examples, predictions, targets, cache, geometry, scoring_options(settings),
-                                       wanted, human_mode=s.human, annotator=s.annotator, method=a.method,
-                                       workers=s.workers, metrics=run_metrics(s.metrics))
-    for at, table in tables.items():
-        write_atomic(_score_cache_path(settings, "scores", depends_on, at),
-                     lambda tmp, table=table: table.to_csv(tmp, index=False))
-    return tables[k], skipped, False
-
-
-def cached_references(settings: Settings, dataset: Dataset, examples: Sequence[Example], geometry: InputGeometry,
-                      data_digest: str, also_k: Sequence[float] = ()) -> tuple[pd.DataFrame, bool]:
-    """:func:`score_references`, cached on disk by everything it depends on (the data, the human-map
-    setting, the scoring options, the baselines' options, the seed; not the model or the method), so
-    a sweep over methods computes the floors and the ceiling once. The tables at ``also_k`` (the
-    other k values of a k sweep) are made in the same pass and cached for those jobs.
-    Returns (table at ``scoring.k``, was_cached)."""
+    The per-example table depends on the map set, the data, the target policy and the scoring
+    setup; the references on the data, the scoring setup, the seed and the floors' options (not the
+    model or the method: a sweep over methods computes them once). The tables at ``also_k`` (the
+    other k values of a k sweep) are made in the same pass, from the same sorted maps, and cached
+    for those jobs. Returns ``(table, skipped, references or None, {"scores": hit, "references": hit})``.
+    """
     import json
 
     from vqa_interp.util.locking import write_atomic
 
-    depends_on = {"data": data_digest, "seed": settings.seed, "baselines": settings.analysis.baseline_options}
-    columns = ["question_id", "reference", *run_metrics(settings.scoring.metrics), "undefined"]
-    k = settings.scoring.k
-    frame = _read_cached_table(_score_cache_path(settings, "references", depends_on, k), columns)
-    if frame is not None:
-        return frame, True
-    wanted = [k, *[other for other in also_k
-                   if not _score_cache_path(settings, "references", depends_on, other).exists()]]
-    s = settings.scoring
-    tables = score_references(dataset, examples, geometry, scoring_options(settings), human_mode=s.human,
-                              annotator=s.annotator, seed=settings.seed,
-                              baseline_options=json.loads(json.dumps(settings.analysis.baseline_options)),
-                              metrics=run_metrics(s.metrics), ks=wanted)
-    for at, table in tables.items():
-        write_atomic(_score_cache_path(settings, "references", depends_on, at),
-                     lambda tmp, table=table: table.to_csv(tmp, index=False))
-    return tables[k], False
+    a, s, k = settings.attribution, settings.scoring, settings.scoring.k
+    metrics = run_metrics(s.metrics)
+    score_dep = {"maps": cache.signature, "data": data_digest, "targets": a.target_policy, "method": a.method,
+                 "device": settings.device}
+    ref_dep = {"data": data_digest, "seed": settings.seed, "baselines": settings.analysis.baseline_options}
+    table = _read_cached_table(_score_cache_path(settings, "scores", score_dep, k), [*metrics, "undefined"])
+    references = (_read_cached_table(_score_cache_path(settings, "references", ref_dep, k),
+                                     ["question_id", "reference", *metrics, "undefined"]) if with_references else None)
+    hits = {"scores": table is not None, "references": references is not None}
+
+    def missing(kind: str, depends_on: dict) -> list[float]:
+        return [k, *[o for o in also_k if o != k and not _score_cache_path(settings, kind, depends_on, o).exists()]]
+
+    spec = None
+    if with_references and references is None:
+        spec = {"ks": tuple(missing("references", ref_dep)), "seed": settings.seed,
+                "baseline_options": json.loads(json.dumps(settings.analysis.baseline_options))}
+    device = settings.device if settings.device.startswith("cuda") else None
+    options = scoring_options(settings)
+    reference_tables = None
+    if table is None:
+        tables, skipped, reference_tables = score_targets_at(
+            dataset, examples, predictions, targets, cache, geometry, options, missing("scores", score_dep),
+            human_mode=s.human, annotator=s.annotator, method=a.method, workers=s.workers, metrics=metrics,
+            device=device, references=spec)
+        for at, frame in tables.items():
+            write_atomic(_score_cache_path(settings, "scores", score_dep, at),
+                         lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
+        table = tables[k]
+    else:
+        skipped = +Counter({"annotator_missing": targets["question_id"].nunique() - table["question_id"].nunique()})
+        if spec is not None:
+            reference_tables = score_references(dataset, examples, geometry, options, human_mode=s.human,
+                                                annotator=s.annotator, seed=settings.seed,
+                                                baseline_options=spec["baseline_options"], metrics=metrics,
+                                                ks=spec["ks"])
+    if reference_tables is not None:
+        for at, frame in reference_tables.items():
+            write_atomic(_score_cache_path(settings, "references", ref_dep, at),
+                         lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
+        references = reference_tables[k]
+    return table, skipped, references, hits
 
 
 # ------------------------------------------------------------------ sanity checks
@@ -524,17 +620,16 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
         attribute_targets(loaded, settings, targets, cache, load_images, q, q_len, examples=examples,
                           dataset=dataset, geometry=geometry)
     s = settings.scoring
-    with timed(timings, "scoring"):
-        table, skipped_scores, scores_cached = cached_scores(settings, dataset, examples, predictions, targets, cache,
-                                                             geometry, data_digest, also_k)
+    with timed(timings, "scoring"):   # the method's maps, and the floors and ceiling in the same pass
+        table, skipped_scores, references, hits = cached_tables(settings, dataset, examples, predictions, targets,
+                                                                cache, geometry, data_digest, also_k,
+                                                                with_references=settings.analysis.baselines)
+    if references is not None and not len(table):
+        references = None
     sanity = None
     if settings.analysis.sanity:
         with timed(timings, "sanity"):
             sanity = run_sanity_checks(loaded, settings, dataset, examples, geometry, load_images, q, q_len)
-    references = None
-    if settings.analysis.baselines and len(table):
-        with timed(timings, "references"):
-            references, was_cached = cached_references(settings, dataset, examples, geometry, data_digest, also_k)
     skipped = selection.skipped + skipped_targets + skipped_scores
     counts = {"count/questions": len(examples), "count/maps": len(targets), "count/rows": len(table),
               "count/map_cache_hits": cache.hits, "count/map_cache_misses": cache.misses,
@@ -551,11 +646,11 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
             "backbone": loaded.backbone_description,
             "backbone_variant": str(settings.model.backbone.get("variant", settings.model.backbone.get("type"))),
             "human_map": s.human if s.human != "annotator" else f"annotator {s.annotator}",
-            "scores_cache": "hit" if scores_cached else "computed"}
+            "scores_cache": "hit" if hits["scores"] else "computed"}
     if references is not None:
         single = int(len(examples) - (references["reference"] == "human_ceiling").sum())
         if single:
             counts["count/ceiling_single_annotator"] = single
-        tags["references_cache"] = "hit" if was_cached else "computed"
+        tags["references_cache"] = "hit" if hits["references"] else "computed"
     return RunOutputs(examples, predictions, table, counts, timings, tags, cache, loaded, geometry, dataset, references,
                       sanity=sanity)

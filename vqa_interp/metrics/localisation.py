@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vqa_interp.metrics.registry import metric
+from vqa_interp.metrics.registry import batched, metric
 
 
 def _pointing_reference(a, h, options):
@@ -46,3 +46,14 @@ def _mass_reference(a, h, options):
 def mass_accuracy(a, h) -> float:
     """Relevance mass accuracy: the share of the attribution's mass inside the human top-k region."""
     return h.over_region(a.minmax) / a.minmax_sum
+
+
+# ------------------------------------------------------------------ batched (torch; see metrics/batch.py)
+@batched("pointing_game")
+def _pointing_batched(a, h):
+    return (h.region * a.at_max).sum(1) / a.at_max.sum(1)
+
+
+@batched("mass_accuracy")
+def _mass_batched(a, h):
+    return (a.minmax * h.region).sum(1) / a.minmax_sum

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from vqa_interp.metrics.prepare import apply_steps
-from vqa_interp.metrics.registry import metric
+from vqa_interp.metrics.registry import batched, metric
 
 
 # ------------------------------------------------------------------ the obvious way (tests only)
@@ -124,3 +124,52 @@ def f1(a, h) -> float:
     """2PR / (P + R) of precision and recall."""
     p, r = precision(a, h), recall(a, h)
     return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+# ------------------------------------------------------------------ batched (torch; see metrics/batch.py)
+def _overlap_batched(a, h):
+    return (a.region * h.region).sum(1)
+
+
+@batched("intersect")
+def _intersect_batched(a, h):
+    if a.options.steps == ("minmax", "unit_sum"):
+        eps = a.options.eps
+        return (a.minmax * h.minmax).sum(1) / ((a.minmax_sum + eps) * (h.minmax_sum + eps))
+    return (a.weights * h.weights).sum(1)
+
+
+@batched("disc_intersect")
+def _disc_intersect_batched(a, h):
+    return _overlap_batched(a, h)
+
+
+@batched("iou")
+def _iou_batched(a, h):
+    inter = _overlap_batched(a, h)
+    return inter / (a.region_size + h.region_size - inter)
+
+
+@batched("dice")
+def _dice_batched(a, h):
+    if a.options.dice == "hard":
+        return 2.0 * _overlap_batched(a, h) / (a.region_size + h.region_size)
+    return 2.0 * (a.minmax * h.minmax).sum(1) / (a.minmax_sumsq + h.minmax_sumsq + a.options.eps)
+
+
+@batched("precision")
+def _precision_batched(a, h):
+    return _overlap_batched(a, h) / a.region_size
+
+
+@batched("recall")
+def _recall_batched(a, h):
+    return _overlap_batched(a, h) / h.region_size
+
+
+@batched("f1")
+def _f1_batched(a, h):
+    import torch
+
+    p, r = _precision_batched(a, h), _recall_batched(a, h)
+    return torch.where(p + r == 0, torch.zeros_like(p), 2 * p * r / (p + r))

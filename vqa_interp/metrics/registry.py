@@ -41,6 +41,11 @@ class Metric:
     slow: bool = False        # a run computes it only when scoring.metrics names it
 
     @property
+    def depends_on_k(self) -> bool:
+        """Whether the score changes with ``k`` (it reads a top-k region)."""
+        return any(n in ("region", "sparse_region") for n in self.needs)
+
+    @property
     def bounded(self) -> bool:
         return all(math.isfinite(v) for v in self.range)
 
@@ -59,6 +64,19 @@ def metric(name: str, *, needs: tuple[str, ...], range: tuple[float, float], ref
                                 description=(compute.__doc__ or name).strip().split("\n")[0],
                                 in_family=in_family, slow=slow)
         return compute
+    return wrap
+
+
+BATCHED: dict[str, Callable] = {}
+
+
+def batched(name: str):
+    """Decorator: register the batched torch version of metric ``name``: ``f(a, h) -> [B]`` tensor of
+    two :class:`~vqa_interp.metrics.batch.MapBatch` (pair ``i`` is row ``i`` of both). Used by the
+    device scorer; a metric without one is scored there by its NumPy version, pair by pair."""
+    def wrap(function: Callable) -> Callable:
+        BATCHED[name] = function
+        return function
     return wrap
 
 

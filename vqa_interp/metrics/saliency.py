@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from vqa_interp.metrics.prepare import apply_steps
-from vqa_interp.metrics.registry import metric
+from vqa_interp.metrics.registry import batched, metric
 
 EPS = 2.2204e-16     # MATLAB's eps, as MIT's KLdiv.m and pysaliency
 EMD_GRID = 32
@@ -160,3 +160,34 @@ def emd(a, h) -> float:
     """Earth mover's distance of the two maps pooled to 32x32, in pooled pixels (POT emd2; Rubner et al. 2000)."""
     side = a.options.size
     return _emd(a.minmax.reshape(side, side), h.minmax.reshape(side, side))
+
+
+# ------------------------------------------------------------------ batched (torch; see metrics/batch.py)
+@batched("cc")
+def _cc_batched(a, h):
+    return (a.centred_minmax * h.centred_minmax).sum(1) / (a.centred_minmax_norm * h.centred_minmax_norm)
+
+
+@batched("sim")
+def _sim_batched(a, h):
+    import torch
+
+    return torch.minimum(a.density, h.density).sum(1)
+
+
+@batched("kld")
+def _kld_batched(a, h):
+    p, q = h.density, a.density
+    return (p * (EPS + p / (q + EPS)).log()).sum(1)
+
+
+@batched("nss")
+def _nss_batched(a, h):
+    mean, std = a.moments
+    return ((a.values * h.region).sum(1) - mean * h.region_size) / (std * h.region_size)
+
+
+@batched("auc")
+def _auc_batched(a, h):
+    n, total = a.values.shape[1], h.region_size
+    return 0.5 + (h.region * a.centred_ranks).sum(1) / (total * (n - total))

@@ -189,7 +189,11 @@ class RunTracker:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(artifact_file).name
             figure.savefig(path, dpi=150)
+            # the layout is computed by the first save; the second keeps it (half the figure time)
+            engine = figure.get_layout_engine()
+            figure.set_layout_engine("none")
             figure.savefig(path.with_suffix(".svg"))
+            figure.set_layout_engine(engine)
             self.log_file(path, str(Path(artifact_file).parent))
             self.log_file(path.with_suffix(".svg"), str(Path(artifact_file).parent))
 

@@ -1,0 +1,64 @@
+"""The torch scorer (device=cuda runs) equals the NumPy scorer: every metric, every tie policy,
+several k from one sort, undefined maps; on the CPU here, and on a GPU where there is one."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vqa_interp.metrics import metric_names, run_metrics, score
+from vqa_interp.metrics.batch import score_batch
+from vqa_interp.metrics.prepare import ScoringOptions, resize_maps
+
+S = 48
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _maps(rng):
+    attributions = np.concatenate([
+        rng.random((3, S, S)),                                   # no ties
+        np.kron(rng.random((2, 6, 6)), np.ones((8, 8))),         # CAM-like plateaus
+        np.round(rng.normal(0, 1, (2, S, S))),                   # heavy ties
+        np.where(rng.random((1, S, S)) < 0.8, 0.0, rng.random((1, S, S))),   # mostly zeros
+        np.ones((1, S, S)),                                      # constant: undefined
+        np.full((1, S, S), np.nan),                              # non-finite: undefined
+    ])
+    humans = np.concatenate([np.kron(rng.random((2, 4, 4)), np.ones((12, 12))), rng.random((1, S, S))])
+    return attributions, humans
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tie_policy", ["fractional", "include", "index"])
+@pytest.mark.parametrize("dice", ["soft", "hard"])
+def test_torch_scorer_equals_numpy_scorer(device, tie_policy, dice):
+    rng = np.random.default_rng(3)
+    attributions, humans = _maps(rng)
+    pair_human = rng.integers(0, len(humans), len(attributions))
+    options = ScoringOptions(size=S, tie_policy=tie_policy, dice=dice)
+    got = score_batch(attributions, humans, pair_human, options, metric_names(), ks=[0.05, 0.1, 0.3], device=device)
+    for k in (0.05, 0.1, 0.3):
+        expected = score(attributions, humans[pair_human], k=k, size=S, tie_policy=tie_policy, dice=dice)
+        frame = pd.DataFrame(got[k])
+        assert frame["undefined"].tolist() == expected["undefined"].tolist()
+        assert frame["undefined"].tolist()[-2:] == ["attribution_constant", "attribution_non_finite"]
+        for m in metric_names():
+            np.testing.assert_allclose(frame[m].to_numpy(float), expected[m].to_numpy(float), atol=1e-6, rtol=0,
+                                       err_msg=f"{m} at k={k}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_pipeline_scores_the_same_with_either_scorer(device):
+    """What a run does per question: maps against every annotator, averaged, at several k."""
+    from vqa_interp.pipeline import score_maps_against_humans
+
+    rng = np.random.default_rng(5)
+    maps = resize_maps(rng.random((3, 14, 14)).astype(np.float32), S)
+    humans = resize_maps(rng.random((3, 20, 20)).astype(np.float32), S)
+    options = ScoringOptions(size=S)
+    names = run_metrics()
+    on_numpy = score_maps_against_humans(maps, humans, options, names, (0.1, 0.2))
+    on_torch = score_maps_against_humans(maps, humans, options, names, (0.1, 0.2), device=device)
+    for k in (0.1, 0.2):
+        for a, b in zip(on_numpy[k], on_torch[k]):
+            assert a["undefined"] == b["undefined"] == ""
+            for m in names:
+                assert abs(a[m] - b[m]) < 1e-6, (m, k)
