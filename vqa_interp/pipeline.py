@@ -28,7 +28,7 @@ from vqa_interp.data.answers import normalize_answer, vqa_accuracy
 from vqa_interp.data.datasets import Dataset, dataset_for
 from vqa_interp.data.images import InputGeometry, load_display_image, load_image
 from vqa_interp.data.text import encode_questions
-from vqa_interp.data.vqa import Example, Selection, digest_examples
+from vqa_interp.data.vqa import Example, Selection, digest_examples, example_digest
 from vqa_interp.errors import CheckpointError, DataError
 from vqa_interp.metrics import (PreparedMap, ScoringOptions, metric_names, prepare_map, resize_maps, run_metrics,
                                 score_against_annotators, score_prepared)
@@ -132,6 +132,14 @@ def predict(loaded: LoadedModel, examples: Sequence[Example], load_images, q: to
     return pd.DataFrame(rows)
 
 
+def map_keys(targets: pd.DataFrame, digests: Sequence[str]) -> pd.DataFrame:
+    """Each target's cache key: ``{question_id}_{target_index}_{example digest[:16]}`` (``digests``
+    per example row, :func:`vqa_interp.data.vqa.example_digest`)."""
+    targets = targets.copy()
+    targets["map_key"] = [f"{t.question_id}_{t.target_index}_{digests[t.row][:16]}" for t in targets.itertuples()]
+    return targets
+
+
 def plan_targets(predictions: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, Counter]:
     """The maps to compute: one row per (question, target) with ``target`` in {label, prediction}.
 
@@ -156,11 +164,12 @@ def plan_targets(predictions: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, 
 
 
 # ------------------------------------------------------------------ maps
-def map_cache_for(settings: Settings, data_digest: str, checkpoint_digest: str) -> MapCache:
-    """The map set of this run, keyed by everything its maps depend on (not k, thresholds, scoring)."""
+def map_cache_for(settings: Settings, checkpoint_digest: str) -> MapCache:
+    """The map folder of this run, keyed by what all its maps depend on (not the data selection, k,
+    thresholds or scoring: each map's own key names its example, see :func:`map_keys`)."""
     a = settings.attribution
     return MapCache(Path(settings.cache) / "maps", {
-        "data": data_digest, "checkpoint": checkpoint_digest, "method": {"name": a.method, **a.options},
+        "version": 2, "checkpoint": checkpoint_digest, "method": {"name": a.method, **a.options},
         "channel_reduction": a.channel_reduction, "input": settings.model.input, "backbone": settings.model.backbone,
     })
 
@@ -178,23 +187,46 @@ def attribute_targets(loaded: LoadedModel, settings: Settings, targets: pd.DataF
     keys = targets.drop_duplicates("map_key")
     missing = [MapRequest(r.map_key, r.row, r.row, r.target_index) for r in keys.itertuples() if not cache.has(r.map_key)]
     cache.hits += len(keys) - len(missing)
-    cache.misses += len(missing)
-    if not missing:
-        return
-    if METHODS[a.method].kind == "baseline":
-        for request in missing:
-            example = examples[request.image_row]
-            array = baseline_map(a.method, baseline_context(example, dataset, geometry, settings.seed), a.options)
-            if array is None:
-                raise DataError(f"method={a.method}: the dataset {dataset.name!r} has no such map for question "
-                                f"{example.question_id} (the oracle needs exact evidence masks: data=embedded).")
-            cache.store(request.key, array)
-        return
-    attribute = make_attributor(loaded.model, a.method, a.options)
-    maps = compute_maps(loaded.model, attribute, missing, load_images, q, q_len, batch_size=a.batch_size,
-                        channel_reduction=a.channel_reduction, device=a.device)
-    for request, array, extras in tqdm(maps, total=len(missing), desc=f"attribute ({a.method})"):
-        cache.store(request.key, array, extras)
+    attribute = None
+
+    def compute(requests: list[MapRequest]) -> None:
+        nonlocal attribute
+        cache.misses += len(requests)
+        if METHODS[a.method].kind == "baseline":
+            for request in requests:
+                example = examples[request.image_row]
+                array = baseline_map(a.method, baseline_context(example, dataset, geometry, settings.seed), a.options)
+                if array is None:
+                    raise DataError(f"method={a.method}: the dataset {dataset.name!r} has no such map for question "
+                                    f"{example.question_id} (the oracle needs exact evidence masks: data=embedded).")
+                cache.store(request.key, array)
+            return
+        attribute = attribute or make_attributor(loaded.model, a.method, a.options)
+        maps = compute_maps(loaded.model, attribute, requests, load_images, q, q_len, batch_size=a.batch_size,
+                            channel_reduction=a.channel_reduction, device=a.device)
+        for request, array, extras in tqdm(maps, total=len(requests), desc=f"attribute ({a.method})"):
+            cache.store(request.key, array, extras)
+
+    # claim what no other run is computing, compute it; then wait for the rest, or take it over
+    # when the run computing it is gone
+    while missing:
+        mine = [r for r in missing if cache.claim(r.key)]
+        theirs = [r for r in missing if r not in mine]
+        try:
+            if mine:
+                compute(mine)
+        finally:
+            for request in mine:
+                cache.release(request.key)
+        missing = []
+        for request in theirs:
+            while cache.claimed_by_other(request.key) and not cache.has(request.key):
+                time.sleep(0.2)
+            if cache.has(request.key):
+                cache.hits += 1
+                cache.waited += 1
+            else:
+                missing.append(request)      # its claimant stopped without storing it
 
 
 # ------------------------------------------------------------------ scores
@@ -615,7 +647,8 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
     targets, skipped_targets = plan_targets(predictions, settings.attribution.target_policy)
     with timed(timings, "digest"):
         data_digest = digest_examples(examples)
-    cache = map_cache_for(settings, data_digest, loaded.checkpoint_digest)
+        targets = map_keys(targets, [example_digest(e) for e in examples])
+    cache = map_cache_for(settings, loaded.checkpoint_digest)
     with timed(timings, "attribution"):
         attribute_targets(loaded, settings, targets, cache, load_images, q, q_len, examples=examples,
                           dataset=dataset, geometry=geometry)
@@ -633,6 +666,7 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
     skipped = selection.skipped + skipped_targets + skipped_scores
     counts = {"count/questions": len(examples), "count/maps": len(targets), "count/rows": len(table),
               "count/map_cache_hits": cache.hits, "count/map_cache_misses": cache.misses,
+              **({"count/map_cache_waited": cache.waited} if cache.waited else {}),
               "model/accuracy": float(predictions["correct"].mean()) if len(predictions) else float("nan"),
               "model/vqa_accuracy": float(predictions["vqa_accuracy"].mean()) if len(predictions) else float("nan"),
               **{f"count/skipped_{reason}": n for reason, n in skipped.items() if n}}

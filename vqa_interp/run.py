@@ -6,6 +6,8 @@ opens; once the run is open, a failure marks it FAILED (the map cache keeps what
 """
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import os
 import sys
@@ -227,6 +229,7 @@ def evaluate(cfg: DictConfig) -> str:
             "hydra_overrides": " ".join(hydra_cfg.overrides.task), "method": settings.attribution.method}
     name = run_name(settings, len(selection.examples), list(hydra_cfg.overrides.task))
     with tracked_run(settings.tracking, name, parent_run_id=parent_run_id_for_job(), tags=tags) as tracker:
+        _RUN_OPENED.append(tracker.run_id)
         print(f"MLflow run: {tracker.run_id} ({name})", flush=True)
         tracker.log_params(flatten(settings.resolved))
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
@@ -251,18 +254,40 @@ def evaluate(cfg: DictConfig) -> str:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str:
-    from vqa_interp.tracking.store import raise_on_sigterm
+    from vqa_interp.tracking.store import mark_interrupted, raise_on_sigterm
     from vqa_interp.util.allocator import keep_freed_buffers
 
     raise_on_sigterm()
     keep_freed_buffers()
+    _RUN_OPENED.clear()
     try:
         return evaluate(cfg)
-    except VqaInterpError as exc:
+    except KeyboardInterrupt:
+        mark_interrupted()
+        raise
+    except BaseException as exc:
         if _in_multirun():
+            if not _RUN_OPENED:   # the parent cannot see a job that never opened its run: leave it a note
+                record_job_failure(exc)
             raise            # the sweep records the failed job
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        if isinstance(exc, VqaInterpError):
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        raise
+
+
+_RUN_OPENED: list[str] = []
+
+
+def record_job_failure(exc: BaseException) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from vqa_interp.tracking.sweep import record_failed_job
+
+    with contextlib.suppress(Exception):
+        hydra_cfg = HydraConfig.get()
+        record_failed_job(hydra_cfg.sweep.dir, int(hydra_cfg.job.num), list(hydra_cfg.overrides.task),
+                          f"{type(exc).__name__}: {exc}")
 
 
 _START = time.perf_counter()

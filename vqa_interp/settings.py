@@ -39,6 +39,7 @@ class DataSettings:
     num_shards: int = 1
     shard: int = 0
     skip_missing_images: bool = False
+    skip_bad_images: bool = False
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,8 @@ def from_config(cfg) -> Settings:
         name=d.name, root=d.root, split=d.split, seed=d.get("seed", 0), n_train_images=d.get("n_train_images", 0),
         n_val_images=d.get("n_val_images", 0), questions=d.questions, annotations=d.annotations, images=d.images,
         human_maps=d.human_maps, limit=d.limit, question_ids=_ids(d.question_ids, "data.question_ids"),
-        num_shards=num_shards, shard=int(d.shard), skip_missing_images=bool(d.skip_missing_images))
+        num_shards=num_shards, shard=int(d.shard), skip_missing_images=bool(d.skip_missing_images),
+        skip_bad_images=bool(d.get("skip_bad_images", False)))
     model = ModelSettings(
         name=m.name, checkpoint=m.checkpoint, backbone_weights=m.backbone_weights,
         backbone=OmegaConf.to_container(m.backbone, resolve=True), input_size=int(m.input.size),

@@ -52,7 +52,8 @@ class Dataset:
         """The selected questions that have human maps (``data.limit``, ``question_ids``, shards)."""
         s = self.settings
         return load_examples(self.paths(), limit=s.limit, question_ids=s.question_ids, num_shards=s.num_shards,
-                             shard=s.shard, skip_missing_images=s.skip_missing_images)
+                             shard=s.shard, skip_missing_images=s.skip_missing_images,
+                             skip_bad_images=s.skip_bad_images)
 
     def human_maps(self, example: Example, geometry: InputGeometry, mode: str = "mean",
                    annotator: int = 1) -> np.ndarray | None:

@@ -51,6 +51,36 @@ def load_display_image(path: Path, geometry: InputGeometry) -> np.ndarray:
         return np.asarray(_resize_and_crop(image.convert("RGB"), geometry, Image.BILINEAR))
 
 
+def image_problem(path: Path) -> str:
+    """"" for an image file that decodes, else what is wrong with it ("empty (0 bytes)", "truncated
+    ...", "not an image ..."). A JPEG is decoded in full only when it does not end with the JPEG
+    end-of-image marker, so checking a folder of good images reads little more than their headers."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if size == 0:
+        return "empty (0 bytes)"
+    try:
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                with open(path, "rb") as handle:
+                    handle.seek(max(0, size - 64))
+                    if b"\xff\xd9" in handle.read():
+                        return ""
+            image.load()       # raises on a truncated or corrupt file (truncated images are not accepted)
+    except OSError as exc:
+        message = str(exc)
+        if "truncated" in message:
+            return f"truncated ({size} bytes; {message})"
+        if "cannot identify" in message:
+            return f"not an image ({size} bytes)"
+        return f"not decodable ({message})"
+    except Exception as exc:   # Pillow raises other types for some corrupt streams
+        return f"not decodable ({type(exc).__name__}: {exc})"
+    return ""
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """``(width, height)`` of an image file, without decoding its pixels."""
     with Image.open(path) as image:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,8 +17,10 @@ from typing import Sequence
 
 from PIL import Image
 
-from vqa_interp.data.images import HIGH_DEPTH_MODES
+from vqa_interp.data.images import HIGH_DEPTH_MODES, image_problem
 from vqa_interp.errors import DataError
+
+log = logging.getLogger(__name__)
 
 SOURCES = {
     "questions": "VQA 1.0 val questions (OpenEnded_mscoco_val2014_questions.json or "
@@ -140,10 +143,28 @@ def read_records(paths: DataPaths, question_ids: Sequence[int] | None = None,
         if ann is None:
             raise DataError(f"data.annotations: {paths.annotations} has no annotation for question_id "
                             f"{q['question_id']} of {paths.questions}; the two files must come from the same split.")
-        records.append(QARecord(int(q["question_id"]), int(q["image_id"]), q["question"],
-                                [a["answer"] for a in ann.get("answers", [])], ann["multiple_choice_answer"],
-                                ann.get("answer_type", "")))
+        answers = [a.get("answer") if isinstance(a, dict) else a for a in ann.get("answers", [])]
+        _check_text(q.get("question"), "data.questions", paths.questions, qid, "question")
+        for value in [*answers, ann.get("multiple_choice_answer")]:
+            _check_text(value, "data.annotations", paths.annotations, qid, "answer")
+        records.append(QARecord(int(q["question_id"]), int(q["image_id"]), q["question"], answers,
+                                ann["multiple_choice_answer"], ann.get("answer_type", "")))
     return records
+
+
+def _check_text(value, key: str, path: Path, question_id, what: str) -> None:
+    """A question or answer must be a string that UTF-8 can hold (JSON allows a lone surrogate such
+    as ``\\ud800``, which cannot be tokenised, logged or written out)."""
+    if not isinstance(value, str):
+        raise DataError(f"{key}: {path}, question_id {question_id}: the {what} is {type(value).__name__} "
+                        f"{value!r}, expected a string (VQA 1.0 format). Fix that entry, or leave the question "
+                        f"out with data.question_ids.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(f"{key}: {path}, question_id {question_id}: the {what} {value!r} holds an invalid "
+                        f"character ({exc.reason} at position {exc.start}: a lone UTF-16 surrogate). Fix that "
+                        f"entry, or leave the question out with data.question_ids.") from None
 
 
 def image_path_of(paths: DataPaths, image_id: int) -> Path:
@@ -180,12 +201,15 @@ class Selection:
 
 
 def load_examples(paths: DataPaths, *, limit: int | None = None, question_ids: Sequence[int] | None = None,
-                  num_shards: int = 1, shard: int = 0, skip_missing_images: bool = False) -> Selection:
+                  num_shards: int = 1, shard: int = 0, skip_missing_images: bool = False,
+                  skip_bad_images: bool = False) -> Selection:
     """The questions that have human maps, in ascending question-id order, then selected.
 
     Selection order: explicit ``question_ids`` (else every question with a map), then ``limit``
     (the first N), then shard ``shard`` of ``num_shards`` (round-robin, so shards are balanced and
-    their union is the unsharded selection).
+    their union is the unsharded selection). Every selected image is checked before anything
+    else runs: an empty, truncated or undecodable one stops the selection with its path named, or
+    with ``skip_bad_images`` is left out and counted (``bad_image``).
     """
     loaded = read_questions(paths)
     questions = loaded[0]
@@ -217,6 +241,15 @@ def load_examples(paths: DataPaths, *, limit: int | None = None, question_ids: S
             raise DataError(f"data.images: {image_path} (image of question {qid}) does not exist. "
                             f"Expected {SOURCES['images']}. Place it there, or set "
                             f"data.skip_missing_images=true to skip such questions (they are counted).")
+        problem = image_problem(image_path)
+        if problem:
+            if skip_bad_images:
+                log.warning("data.images: %s (image of question %s) is %s: skipped", image_path, qid, problem)
+                skipped["bad_image"] += 1
+                continue
+            raise DataError(f"data.images: {image_path} (image of question {qid}) is {problem}. Replace it with "
+                            f"the original file, or set data.skip_bad_images=true to skip such questions "
+                            f"(they are counted).")
         usable = [p for p in maps[qid] if not _is_constant_image(p)]
         skipped["constant_human_map"] += len(maps[qid]) - len(usable)
         if not usable:
@@ -228,6 +261,14 @@ def load_examples(paths: DataPaths, *, limit: int | None = None, question_ids: S
             image_path=image_path, human_map_paths=usable,
         ))
     return Selection(examples, skipped)
+
+
+def example_digest(example: Example) -> str:
+    """sha256 of what one example's attribution maps depend on: its question id and text and its
+    image's bytes (not the human maps or the answers): part of each map's cache key."""
+    h = hashlib.sha256(json.dumps([example.question_id, example.question]).encode())
+    h.update(hashlib.sha256(example.image_path.read_bytes()).digest())
+    return h.hexdigest()
 
 
 def digest_examples(examples: Sequence[Example]) -> str:

@@ -78,6 +78,10 @@ class MlflowSweepCallback(Callback):
         use a thread pool, are refused."""
         if self.tracker is None:
             return
+        from vqa_interp.tracking.store import was_interrupted
+
+        if status == "FAILED" and was_interrupted():
+            status = "KILLED"
         tracker, self.tracker = self.tracker, None
         uri = resolve_tracking_uri(self.cfg.tracking.uri)
         if in_process:
@@ -92,7 +96,7 @@ class MlflowSweepCallback(Callback):
             if result.returncode != 0:
                 log.error("closing the sweep parent failed: %s", result.stderr[-2000:])
                 with contextlib.suppress(Exception):
-                    tracker.end("FAILED")
+                    tracker.end(status if status == "KILLED" else "FAILED")
             else:
                 status = result.stdout.split()[-1]  # "parent run ID: STATUS"
         if tracker.summary:

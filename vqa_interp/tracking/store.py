@@ -111,9 +111,21 @@ def flatten(node: Any, prefix: str = "") -> dict[str, str]:
 
 
 def client_for(uri: str):
+    """An ``MlflowClient`` for ``uri``. A SQLite store is created (or its schema upgraded) by one
+    process at a time: two runs started at once on a new store otherwise both create its tables
+    and one fails in MLflow's migration."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=resolve_tracking_uri(uri))
+    from vqa_interp.util.locking import file_lock
+
+    uri = resolve_tracking_uri(uri)
+    database = _sqlite_path(uri)
+    if database is None:
+        return MlflowClient(tracking_uri=uri)
+    with file_lock(database.with_name(database.name + ".lock")):
+        client = MlflowClient(tracking_uri=uri)      # MLflow creates or upgrades the tables here
+        client.search_experiments(max_results=1)
+    return client
 
 
 def ensure_experiment(client, name: str, artifact_root: str) -> str:
@@ -122,6 +134,7 @@ def ensure_experiment(client, name: str, artifact_root: str) -> str:
     if experiment is not None:
         if EXPERIMENT_KIND_TAG not in experiment.tags:
             client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        check_artifact_location(client, experiment, Path(artifact_root).resolve() / name)
         return experiment.experiment_id
     location = None
     if not client.tracking_uri.startswith("http"):
@@ -135,6 +148,56 @@ def ensure_experiment(client, name: str, artifact_root: str) -> str:
         if experiment is None:
             raise
         return experiment.experiment_id
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+
+
+def check_artifact_location(client, experiment, expected: Path) -> None:
+    """Before a run opens: the experiment's artifacts must go where this project keeps them.
+
+    A SQLite store records the artifact location as an absolute path, so after ``cp -a`` or a move
+    of the project, every run would silently write into the original tree. When the experiment
+    points elsewhere and this project's artifact folder holds a copy of that experiment's run
+    folders (a copied or moved project), the store is repointed (the experiment and its runs) and a
+    warning says so; otherwise the run stops, naming both places and the fix.
+    """
+    from urllib.parse import unquote, urlparse
+
+    from vqa_interp.errors import ConfigError
+
+    database = _sqlite_path(client.tracking_uri)
+    location = experiment.artifact_location
+    if database is None or not location.startswith("file:"):
+        return
+    current = Path(unquote(urlparse(location).path))
+    if current == expected:
+        return
+    runs = client.search_runs([experiment.experiment_id], max_results=50000)
+    copied = expected.is_dir() and any((expected / r.info.run_id).is_dir() for r in runs)
+    if not copied and runs:
+        raise ConfigError(
+            f"tracking.artifact_root: the experiment {experiment.name!r} in {database} keeps its artifacts in "
+            f"{current}, not in {expected}. If the project was copied or moved, copy {current} to {expected} "
+            f"too (the store is then repointed); otherwise set tracking.artifact_root={current.parent} or use "
+            f"another tracking.experiment.")
+    import sqlite3
+
+    old_prefix, new_prefix = current.as_uri(), expected.as_uri()
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                   (new_prefix, int(experiment.experiment_id)))
+        db.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                   "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+                   (new_prefix, len(old_prefix) + 1, int(experiment.experiment_id), len(old_prefix), old_prefix))
+    if runs:
+        log.warning("the tracking store %s was moved or copied from another folder: its experiment %r and %d "
+                    "run(s) pointed at %s; they now point at %s (this project's copy)", database, experiment.name,
+                    len(runs), current, expected)
+    else:
+        log.info("experiment %r (no runs yet) now keeps its artifacts in %s", experiment.name, expected)
 
 
 class RunTracker:
@@ -229,6 +292,14 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def orphaned(run) -> bool:
+    """Whether a RUNNING run's process is gone (it ran on this host, and its process ID is not alive)."""
+    tags = run.data.tags
+    pid = tags.get(PID_TAG, "")
+    return (tags.get(HOST_TAG) == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid()
+            and not _process_alive(int(pid)))
+
+
 def close_orphans(client, experiment_id: str) -> list[str]:
     """Mark KILLED the RUNNING runs of this host whose process is gone (killed with SIGKILL, a lost
     machine...): nothing is left RUNNING once the tool runs again. Returns their IDs."""
@@ -239,9 +310,8 @@ def close_orphans(client, experiment_id: str) -> list[str]:
     except Exception:   # never let the bookkeeping of old runs stop a new one
         return closed
     for run in running:
-        tags = run.data.tags
-        pid = tags.get(PID_TAG, "")
-        if tags.get(HOST_TAG) == host and pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+        pid = run.data.tags.get(PID_TAG, "")
+        if orphaned(run):
             with contextlib.suppress(Exception):
                 client.set_tag(run.info.run_id, "error", f"process {pid} on {host} ended without closing the run")
                 client.set_terminated(run.info.run_id, "KILLED")
@@ -258,8 +328,22 @@ def raise_on_sigterm() -> None:
 
     if threading.current_thread() is threading.main_thread():
         def handler(signum, frame):
+            mark_interrupted()
             raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
         signal.signal(signal.SIGTERM, handler)
+
+
+_INTERRUPTED: list[bool] = []
+
+
+def mark_interrupted() -> None:
+    """Remember that this process was interrupted (Ctrl-C, SIGTERM): a sweep parent closed at exit
+    then ends KILLED, not FAILED."""
+    _INTERRUPTED.append(True)
+
+
+def was_interrupted() -> bool:
+    return bool(_INTERRUPTED)
 
 
 @contextlib.contextmanager

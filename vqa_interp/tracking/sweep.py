@@ -1,8 +1,11 @@
 """The parent run of a multirun: the comparison across its child runs (methods x k x thresholds)."""
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import tempfile
+from pathlib import Path
 
 import pandas as pd
 
@@ -47,9 +50,10 @@ def scenario_medians(client, runs) -> pd.DataFrame:
 
 
 def close_parent(tracker, status: str = "FINISHED") -> str:
-    """Summarise the children into the parent and end it; FAILED if any child did not finish."""
+    """Summarise the children into the parent and end it: ``status``, but FAILED instead of FINISHED
+    when a child did not finish."""
     try:
-        if summarize_sweep(tracker):
+        if summarize_sweep(tracker) and status == "FINISHED":   # an interrupted sweep stays KILLED
             status = "FAILED"
     except Exception as exc:  # the comparison must never leave the parent RUNNING
         log.exception("sweep comparison failed")
@@ -57,6 +61,43 @@ def close_parent(tracker, status: str = "FINISHED") -> str:
         status = "FAILED"
     tracker.end(status)
     return status
+
+
+FAILED_JOBS_DIR = "failed_jobs"
+
+
+def record_failed_job(sweep_dir: str | Path, job: int, overrides: list[str], error: str) -> None:
+    """A job that fails before opening its run leaves ``<sweep dir>/failed_jobs/<job>.json`` so the
+    parent counts it (whatever process or machine the launcher ran it on)."""
+    folder = Path(sweep_dir) / FAILED_JOBS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{job}.json").write_text(json.dumps({"job": job, "overrides": overrides, "error": error}))
+
+
+def failed_jobs(sweep_dir: str | None) -> list[str]:
+    """``"job N (overrides): error"`` for each job of the sweep that failed before opening its run."""
+    if not sweep_dir or not (Path(sweep_dir) / FAILED_JOBS_DIR).is_dir():
+        return []
+    out = []
+    for path in sorted((Path(sweep_dir) / FAILED_JOBS_DIR).glob("*.json"), key=lambda p: int(p.stem)):
+        note = json.loads(path.read_text())
+        out.append(f"job {note['job']} ({' '.join(note['overrides'])}): {note['error'][:300]}")
+    return out
+
+
+def close_orphaned_children(client, parent_run_id: str) -> list[str]:
+    """Mark KILLED the parent's RUNNING children whose process is gone (same host; see
+    :func:`vqa_interp.tracking.store.close_orphans`). Returns their IDs."""
+    from vqa_interp.tracking.store import orphaned
+
+    closed = []
+    for run in child_runs(client, parent_run_id):
+        if run.info.status == "RUNNING" and orphaned(run):
+            client.set_tag(run.info.run_id, "error", f"process {run.data.tags.get('process_id')} ended without "
+                                                     "closing the run (closed by the sweep command)")
+            client.set_terminated(run.info.run_id, "KILLED")
+            closed.append(run.info.run_id)
+    return closed
 
 
 def main(argv=None) -> int:
@@ -74,6 +115,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db"))
     args = parser.parse_args(argv)
     tracker = RunTracker(client_for(args.tracking_uri), args.parent_run_id)
+    closed = close_orphaned_children(tracker.client, args.parent_run_id)
+    if closed:
+        print(f"marked {len(closed)} orphaned child run(s) KILLED: {', '.join(closed)}")
     status = close_parent(tracker, args.status)
     if tracker.summary:
         print(tracker.summary, file=sys.stderr)
@@ -90,9 +134,13 @@ def summarize_sweep(tracker) -> list[str]:
     runs = [r for r in child_runs(tracker.client, tracker.run_id) if r.data.tags.get("run_kind") == "evaluation"]
     table = comparison_table(runs)
     failed = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
-    tracker.log_metrics({"count/children": len(runs), "count/children_finished": len(runs) - len(failed),
+    # jobs that failed before opening a run (a config error, bad data): each left a note in the sweep folder
+    unopened = failed_jobs(tracker.client.get_run(tracker.run_id).data.tags.get("hydra_sweep_dir"))
+    failed += unopened
+    tracker.log_metrics({"count/children": len(runs) + len(unopened),
+                         "count/children_finished": len(runs) + len(unopened) - len(failed),
                          "count/children_failed": len(failed)})
-    tracker.set_tags({"failed_children": ",".join(failed) or "none"})
+    tracker.set_tags({"failed_children": ",".join(failed)[:5000] or "none"})
     if table.empty:
         return failed
     merged = merge_sweep(tracker.client, tracker.run_id)

@@ -1,0 +1,71 @@
+"""The question side and faithfulness (groundwork of the question-side analysis): Integrated
+Gradients is complete on the embedding path, shares are proportions, and deleting a map's top
+pixels lowers the target's probability more than deleting random pixels, on average."""
+import numpy as np
+import pytest
+import torch
+
+from vqa_interp.attribution import make_attributor
+from vqa_interp.attribution.faithfulness import deletion_insertion
+from vqa_interp.attribution.question import image_question_share, token_attributions
+
+
+@pytest.fixture(scope="module")
+def batch(home, tmp_path_factory):
+    from hydra import compose, initialize_config_dir
+
+    from conftest import ROOT
+    from vqa_interp.data.datasets import dataset_for
+    from vqa_interp.data.images import InputGeometry, load_image
+    from vqa_interp.data.text import encode_questions
+    from vqa_interp.pipeline import load_vqa_model
+    from vqa_interp.settings import from_config
+    from vqa_interp.train import ensure_embedded_model
+
+    store = tmp_path_factory.mktemp("store")
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        settings = from_config(compose("config", overrides=[f"paths.home={home}", "data.limit=24",
+                                                            f"tracking.uri=sqlite:///{store}/mlflow.db"]))
+    dataset = dataset_for(settings.data, settings.home)
+    checkpoint = ensure_embedded_model(settings, dataset)      # trained once, if no test has yet
+    loaded = load_vqa_model(settings, checkpoint)
+    examples = dataset.examples().examples
+    geometry = InputGeometry(settings.model.input_size, settings.model.central_fraction)
+    images = torch.stack([torch.from_numpy(load_image(e.image_path, geometry)) for e in examples])
+    q, q_len = encode_questions([e.question for e in examples], loaded.question_vocab)
+    with torch.no_grad():
+        targets = loaded.model(images, q, q_len).argmax(1)
+    return loaded.model, images, q, q_len, targets
+
+
+def test_token_attributions_are_complete_on_the_embedding_path(batch):
+    model, images, q, q_len, targets = batch
+    scores, error = token_attributions(model, images, q, q_len, targets, n_steps=128)
+    with torch.no_grad():
+        gap = (model(images, q, q_len) - model(images, torch.zeros_like(q), q_len)).gather(1, targets[:, None])[:, 0]
+    assert (error <= 0.02 * gap.abs() + 1e-3).all(), (error, gap)       # sum of attributions = f(x) - f(baseline)
+    assert torch.allclose(scores.norm(dim=1), torch.ones(len(q)), atol=1e-5)
+    positions = torch.arange(q.shape[1])[None, :]
+    assert (scores[positions >= q_len[:, None]] == 0).all()               # padding gets nothing
+
+
+def test_the_image_share_is_a_proportion_from_one_complete_pass(batch):
+    model, images, q, q_len, targets = batch
+    share, error = image_question_share(model, images, q, q_len, targets, n_steps=128)
+    assert ((share > 0) & (share < 1)).all()
+    with torch.no_grad():
+        gap = (model(images, q, q_len) - model(torch.zeros_like(images), torch.zeros_like(q), q_len)
+               ).gather(1, targets[:, None])[:, 0]
+    assert (error <= 0.05 * gap.abs() + 1e-3).all(), (error, gap)
+
+
+def test_deleting_a_maps_top_pixels_hurts_more_than_deleting_random_pixels(batch):
+    model, images, q, q_len, targets = batch
+    saliency = make_attributor(model, "saliency", {})(images.clone().requires_grad_(True), targets, q, q_len)
+    maps = saliency.detach().abs().sum(1).numpy()
+    faithful = deletion_insertion(model, images, maps, q, q_len, targets)
+    random = deletion_insertion(model, images, np.random.default_rng(0).random(maps.shape), q, q_len, targets)
+    assert faithful["deletion"].shape == (len(q), 11)
+    np.testing.assert_allclose(faithful["deletion"][:, 0], faithful["insertion"][:, -1], atol=1e-6)  # both: the image
+    np.testing.assert_allclose(faithful["deletion"][:, -1], faithful["insertion"][:, 0], atol=1e-6)  # both: the blur
+    assert faithful["deletion_auc"].mean() < random["deletion_auc"].mean()

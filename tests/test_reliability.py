@@ -1,0 +1,242 @@
+"""Faults a hostile but fair user meets: a copied project, SIGTERM and SIGKILL in a sweep, a job
+that fails before it opens its run, bad images and text in the data, two runs sharing a cache.
+After each fault, nothing is left RUNNING once the tool has run again, and nothing computed is lost."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import FAST_ARGS, ROOT, cli_environment, python
+
+QUICK = ["data.limit=3", "preprocessing.size=32", "analysis.baselines=false", "analysis.bootstrap=50",
+         "analysis.n_panels=1", "tracking.log_maps=false"]
+
+
+def _run(args, env, cwd, timeout=900):
+    return subprocess.run([python(), "-m", "vqa_interp.run", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _run_id(stdout: str) -> str:
+    return re.findall(r"MLflow run: (\w+)", stdout)[0]
+
+
+# ------------------------------------------------------------------ a copied or moved project
+@pytest.mark.slow
+def test_a_copied_project_records_into_its_own_tree(tmp_path, home):
+    env = cli_environment(tmp_path, home)
+    env.pop("MLFLOW_TRACKING_URI")               # the default store: ./mlruns/mlflow.db of the project
+    first = tmp_path / "project"
+    first.mkdir()
+    done = _run(QUICK, env, first)
+    assert done.returncode == 0, done.stderr[-3000:]
+    old_run = _run_id(done.stdout)
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy, symlinks=True)
+    before = sorted(p.name for p in (first / "mlruns" / "artifacts").rglob("*") if p.is_dir())
+    again = _run(QUICK, env, copy)
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = again.stdout + again.stderr
+    assert "moved" in said and str(first / "mlruns") in said                        # it says what it did
+    client = MlflowClient(f"sqlite:///{copy}/mlruns/mlflow.db")
+    new_run = client.get_run(_run_id(again.stdout))
+    for run in (new_run, client.get_run(old_run)):
+        assert run.info.artifact_uri.startswith((copy / "mlruns").as_uri()), run.info.artifact_uri
+    assert client.list_artifacts(old_run, "tables")                      # the copied artifacts are found
+    after = sorted(p.name for p in (first / "mlruns" / "artifacts").rglob("*") if p.is_dir())
+    assert after == before                                               # the original tree is untouched
+
+
+def test_an_experiment_whose_artifacts_are_elsewhere_stops_with_the_fix(tmp_path):
+    from vqa_interp.errors import ConfigError
+    from vqa_interp.tracking.store import client_for, ensure_experiment
+
+    client = client_for(f"sqlite:///{tmp_path}/a/mlflow.db")
+    experiment = ensure_experiment(client, "vqa-interp", str(tmp_path / "a" / "artifacts"))
+    client.create_run(experiment)
+    # the same store read with an artifact root that holds none of its runs: not a move, a mistake
+    with pytest.raises(ConfigError, match=r"tracking.artifact_root"):
+        ensure_experiment(client, "vqa-interp", str(tmp_path / "elsewhere"))
+    # an experiment without runs simply follows the configured root
+    empty = client_for(f"sqlite:///{tmp_path}/b/mlflow.db")
+    ensure_experiment(empty, "vqa-interp", str(tmp_path / "b" / "artifacts"))
+    ensure_experiment(empty, "vqa-interp", str(tmp_path / "b2"))
+    assert empty.get_experiment_by_name("vqa-interp").artifact_location == (tmp_path / "b2" / "vqa-interp").as_uri()
+
+
+# ------------------------------------------------------------------ signals in a sweep
+SLOW_SWEEP = ["-m", "method=occlusion,saliency", "data.limit=40", "preprocessing.size=32", "analysis.baselines=false",
+              "attribution.batch_size=2"]
+
+
+def _start_sweep(env, cwd):
+    return subprocess.Popen([python(), "-m", "vqa_interp.run", *SLOW_SWEEP, f"paths.cache={cwd / 'cache'}"], env=env,
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(process, prefix: str) -> str:
+    deadline = time.time() + 600
+    for line in process.stdout:
+        if line.startswith(prefix):
+            return line.split()[len(prefix.split())]
+        assert time.time() < deadline
+    raise AssertionError(f"never saw {prefix!r}")
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_sweep_parent_and_child_killed(cli_env, tmp_path):
+    process = _start_sweep(cli_env, tmp_path)
+    parent = _wait_for(process, "MLflow parent run:")
+    child = _wait_for(process, "MLflow run:")
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=300)
+    client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
+    assert client.get_run(child).info.status == "KILLED"
+    assert client.get_run(parent).info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_the_sweep_command_closes_a_killed_sweeps_parent_and_children(cli_env, tmp_path):
+    process = _start_sweep(cli_env, tmp_path)
+    parent = _wait_for(process, "MLflow parent run:")
+    child = _wait_for(process, "MLflow run:")
+    process.kill()                                         # SIGKILL: nothing can close the runs
+    process.wait(timeout=60)
+    client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
+    assert client.get_run(child).info.status == client.get_run(parent).info.status == "RUNNING"
+    result = subprocess.run([python(), "-m", "vqa_interp.sweep", parent, "--status", "KILLED"], env=cli_env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert client.get_run(child).info.status == "KILLED"
+    assert client.get_run(parent).info.status == "KILLED"
+    assert child in result.stdout + result.stderr                           # it says which it closed
+
+
+@pytest.mark.slow
+def test_a_job_that_fails_before_opening_its_run_is_counted_by_the_parent(cli_env, tmp_path):
+    result = _run(["-m", "k=0.1,2", *FAST_ARGS, "analysis.baselines=false"], cli_env, tmp_path)
+    assert result.returncode != 0
+    client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
+    parent = client.get_run(re.findall(r"MLflow parent run: (\w+)", result.stdout)[0])
+    assert parent.info.status == "FAILED"
+    failed = parent.data.tags["failed_children"]
+    assert failed != "none" and "k=2" in failed and "out of range" in failed
+    assert parent.data.metrics["count/children_failed"] == 1
+
+
+# ------------------------------------------------------------------ bad data, named before any run
+def _copy_embedded(embedded_root, tmp_path) -> Path:
+    copy = tmp_path / "embedded"
+    shutil.copytree(embedded_root, copy)
+    return copy
+
+
+def _first_val_image(root: Path) -> Path:
+    from vqa_interp.data.vqa import image_path_of, read_records, resolve_paths
+
+    paths = resolve_paths(root)
+    first = min(int(p.stem.split("_")[0]) for p in paths.human_maps.glob("*.png"))
+    record = next(r for r in read_records(paths) if r.question_id == first)
+    return image_path_of(paths, record.image_id)
+
+
+@pytest.mark.parametrize("damage", ["zero_bytes", "truncated", "not_an_image"])
+def test_a_bad_image_is_named_or_skipped_and_counted(embedded_root, tmp_path, damage):
+    from vqa_interp.data.vqa import load_examples, resolve_paths
+    from vqa_interp.errors import DataError
+
+    root = _copy_embedded(embedded_root, tmp_path)
+    image = _first_val_image(root)
+    data = image.read_bytes()
+    image.write_bytes({"zero_bytes": b"", "truncated": data[:len(data) // 2], "not_an_image": b"hello" * 100}[damage])
+    with pytest.raises(DataError, match=re.escape(str(image)) + r".*skip_bad_images"):
+        load_examples(resolve_paths(root), limit=5)
+    selection = load_examples(resolve_paths(root), limit=5, skip_bad_images=True)
+    assert selection.skipped["bad_image"] >= 1 and len(selection.examples) == 5 - selection.skipped["bad_image"]
+
+
+@pytest.mark.slow
+def test_the_cli_names_a_truncated_image_before_opening_a_run(embedded_root, cli_env, tmp_path):
+    root = _copy_embedded(embedded_root, tmp_path)
+    image = _first_val_image(root)
+    image.write_bytes(image.read_bytes()[:300])
+    result = _run([f"data.root={root}", *QUICK], cli_env, tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert str(image) in result.stderr and "truncated" in result.stderr
+    assert "MLflow run:" not in result.stdout
+    # the embedded benchmark asks 3 questions about each image: all 3 are skipped, the next 3 are run
+    skipped = _run([f"data.root={root}", "data.skip_bad_images=true", *QUICK, "data.limit=6"], cli_env, tmp_path)
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    run = MlflowClient(cli_env["MLFLOW_TRACKING_URI"]).get_run(_run_id(skipped.stdout))
+    assert run.data.metrics["count/skipped_bad_image"] == 3 and run.data.metrics["count/questions"] == 3
+
+
+def _edit_json(path: Path, edit) -> None:
+    payload = json.loads(path.read_text())
+    edit(payload)
+    path.write_text(json.dumps(payload))
+
+
+@pytest.mark.parametrize("fault", ["lone_surrogate", "answer_not_a_string", "question_not_a_string"])
+def test_bad_text_in_the_json_is_named(embedded_root, tmp_path, fault):
+    from vqa_interp.data.vqa import load_examples, resolve_paths
+    from vqa_interp.errors import DataError
+
+    root = _copy_embedded(embedded_root, tmp_path)
+    paths = resolve_paths(root)
+    first = min(int(p.stem.split("_")[0]) for p in paths.human_maps.glob("*.png"))
+
+    def questions(payload):
+        q = next(q for q in payload["questions"] if q["question_id"] == first)
+        q["question"] = "Is there a \ud800 circle?" if fault == "lone_surrogate" else 42
+
+    def annotations(payload):
+        a = next(a for a in payload["annotations"] if a["question_id"] == first)
+        a["answers"][0]["answer"] = 7
+
+    if fault == "answer_not_a_string":
+        _edit_json(paths.annotations, annotations)
+    else:
+        _edit_json(paths.questions, questions)
+    with pytest.raises(DataError, match=rf"{first}"):
+        load_examples(resolve_paths(root), limit=3)
+
+
+# ------------------------------------------------------------------ the map cache, per map
+@pytest.mark.slow
+def test_maps_are_reused_across_selections(cli_env, tmp_path):
+    cache = tmp_path / "cache"
+    small = _run([*QUICK, f"paths.cache={cache}"], cli_env, tmp_path)
+    assert small.returncode == 0, small.stderr[-3000:]
+    larger = _run([*[a for a in QUICK if not a.startswith("data.limit")], "data.limit=5", f"paths.cache={cache}"],
+                  cli_env, tmp_path)
+    assert larger.returncode == 0, larger.stderr[-3000:]
+    client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
+    first, second = (client.get_run(_run_id(r.stdout)).data.metrics for r in (small, larger))
+    assert second["count/map_cache_hits"] == first["count/maps"]            # the 3 questions' maps reused
+    assert second["count/map_cache_misses"] == second["count/maps"] - first["count/maps"]
+
+
+@pytest.mark.slow
+def test_two_identical_runs_at_once_compute_each_map_once(cli_env, tmp_path):
+    args = ["method=occlusion", "data.limit=12", "preprocessing.size=32", "analysis.baselines=false",
+            "attribution.batch_size=2", "tracking.log_maps=false", f"paths.cache={tmp_path / 'cache'}"]
+    runs = [subprocess.Popen([python(), "-m", "vqa_interp.run", *args], env=cli_env, cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [r.communicate(timeout=900) for r in runs]
+    assert all(r.returncode == 0 for r in runs), outputs[0][1][-3000:] + outputs[1][1][-3000:]
+    client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
+    metrics = [client.get_run(_run_id(out)).data.metrics for out, _ in outputs]
+    assert metrics[0]["count/maps"] == metrics[1]["count/maps"]
+    assert metrics[0]["count/map_cache_misses"] + metrics[1]["count/map_cache_misses"] == metrics[0]["count/maps"]
+    tables = [client.download_artifacts(_run_id(out), "tables/per_example.csv", str(tmp_path / f"t{i}"))
+              for i, (out, _) in enumerate(outputs)]
+    assert Path(tables[0]).read_text() == Path(tables[1]).read_text()
