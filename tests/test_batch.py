@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from vqa_interp.metrics import metric_names, run_metrics, score
+from vqa_interp.metrics import run_metrics, score
 from vqa_interp.metrics.batch import score_batch
 from vqa_interp.metrics.prepare import ScoringOptions, resize_maps
 
@@ -34,15 +34,28 @@ def test_torch_scorer_equals_numpy_scorer(device, tie_policy, dice):
     attributions, humans = _maps(rng)
     pair_human = rng.integers(0, len(humans), len(attributions))
     options = ScoringOptions(size=S, tie_policy=tie_policy, dice=dice)
-    got = score_batch(attributions, humans, pair_human, options, metric_names(), ks=[0.05, 0.1, 0.3], device=device)
+    names = run_metrics()        # every metric with a batched version (emd: see the next test)
+    got = score_batch(attributions, humans, pair_human, options, names, ks=[0.05, 0.1, 0.3], device=device)
     for k in (0.05, 0.1, 0.3):
-        expected = score(attributions, humans[pair_human], k=k, size=S, tie_policy=tie_policy, dice=dice)
+        expected = score(attributions, humans[pair_human], k=k, size=S, tie_policy=tie_policy, dice=dice,
+                         metrics=names)
         frame = pd.DataFrame(got[k])
         assert frame["undefined"].tolist() == expected["undefined"].tolist()
         assert frame["undefined"].tolist()[-2:] == ["attribution_constant", "attribution_non_finite"]
-        for m in metric_names():
+        for m in names:
             np.testing.assert_allclose(frame[m].to_numpy(float), expected[m].to_numpy(float), atol=1e-6, rtol=0,
                                        err_msg=f"{m} at k={k}")
+
+
+def test_a_metric_without_a_batched_version_is_scored_by_its_numpy_version():
+    from vqa_interp.metrics.registry import BATCHED
+
+    assert "emd" not in BATCHED and set(run_metrics()) <= set(BATCHED)
+    rng = np.random.default_rng(4)
+    attributions, humans = rng.random((3, S, S)), rng.random((2, S, S))
+    got = score_batch(attributions, humans, [0, 1, 0], ScoringOptions(size=S), ["rank_corr", "emd"])
+    expected = score(attributions, humans[[0, 1, 0]], size=S, metrics=["rank_corr", "emd"])
+    np.testing.assert_allclose(pd.DataFrame(got[0.1])["emd"], expected["emd"], atol=1e-9)
 
 
 @pytest.mark.parametrize("device", DEVICES)
