@@ -75,3 +75,20 @@ def test_the_pipeline_scores_the_same_with_either_scorer(device):
             assert a["undefined"] == b["undefined"] == ""
             for m in names:
                 assert abs(a[m] - b[m]) < 1e-6, (m, k)
+
+
+@pytest.mark.parametrize("change", ["flip", "transpose", "rotate", "scale_down", "scale_up"])
+def test_torch_scores_do_not_change_when_both_maps_are_flipped_or_one_is_scaled(change):
+    rng = np.random.default_rng(6)
+    attributions, humans = _maps(rng)
+    attributions, humans = attributions[:-2], humans      # the defined maps
+    pair_human = rng.integers(0, len(humans), len(attributions))
+    options, names = ScoringOptions(size=S), run_metrics()
+    moved = {"flip": lambda m: m[..., ::-1, :], "transpose": lambda m: np.swapaxes(m, -1, -2),
+             "rotate": lambda m: np.rot90(m, axes=(-2, -1)), "scale_down": lambda m: m, "scale_up": lambda m: m}[change]
+    scale = {"scale_down": 1e-7, "scale_up": 1e7}.get(change, 1.0)
+    before = pd.DataFrame(score_batch(attributions, humans, pair_human, options, names)[0.1])
+    after = pd.DataFrame(score_batch(np.ascontiguousarray(moved(attributions)) * scale,
+                                     np.ascontiguousarray(moved(humans)), pair_human, options, names)[0.1])
+    for m in names:
+        np.testing.assert_allclose(after[m], before[m], rtol=1e-9, atol=1e-12, err_msg=m)

@@ -7,7 +7,6 @@ and MLflow around it. Nothing here trains: the entry point makes sure the model 
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import time
 from collections import Counter
@@ -31,9 +30,8 @@ from vqa_interp.data.text import encode_questions
 from vqa_interp.data.vqa import Example, Selection, digest_examples, example_digest
 from vqa_interp.errors import CheckpointError, DataError
 from vqa_interp.metrics import (PreparedMap, ScoringOptions, metric_names, prepare_map, resize_maps, run_metrics,
-                                score_against_annotators, score_prepared)
-from vqa_interp.metrics.engine import average_defined
-from vqa_interp.metrics.registry import get as get_metric
+                                score_against_annotators)
+from vqa_interp.metrics.engine import average_defined, score_at_ks
 from vqa_interp.models.checkpoint import BACKBONE_FILES, BACKBONE_SOURCES, LoadedModel, load_model
 from vqa_interp.settings import Settings
 
@@ -210,8 +208,9 @@ def attribute_targets(loaded: LoadedModel, settings: Settings, targets: pd.DataF
     # claim what no other run is computing, compute it; then wait for the rest, or take it over
     # when the run computing it is gone
     while missing:
-        mine = [r for r in missing if cache.claim(r.key)]
-        theirs = [r for r in missing if r not in mine]
+        claimed = {r.key for r in missing if cache.claim(r.key)}
+        mine = [r for r in missing if r.key in claimed]
+        theirs = [r for r in missing if r.key not in claimed]
         try:
             if mine:
                 compute(mine)
@@ -249,29 +248,12 @@ def score_maps_against_humans(maps: np.ndarray, humans: np.ndarray, options: Sco
         return {k: [average_defined(rows[t * n_humans:(t + 1) * n_humans], metrics) for t in range(n_maps)]
                 for k, rows in pairs.items()}
     prepared_h = [prepare_map(h, options) for h in humans]
-    # the metrics that do not read a top-k region are computed once for all of ks
-    fixed = [m for m in metrics if not get_metric(m).depends_on_k]
-    varying = [m for m in metrics if get_metric(m).depends_on_k]
     out: dict[float, list[dict]] = {k: [] for k in ks}
     for m in maps:
         prepared = m if isinstance(m, PreparedMap) else prepare_map(m, options)
-        once = score_against_annotators(prepared, prepared_h, options, fixed)
-        for k in ks:
-            at_k = score_against_annotators(prepared.at_k(k), [h.at_k(k) for h in prepared_h], options, varying)
-            out[k].append({**{name: once[name] for name in fixed}, **at_k})
+        for k, row in score_at_ks(prepared, prepared_h, options, metrics, ks).items():
+            out[k].append(row)
     return out
-
-
-def score_targets(dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame, targets: pd.DataFrame,
-                  cache: MapCache, geometry: InputGeometry, options: ScoringOptions, *, human_mode: str,
-                  annotator: int, method: str, workers: int = 1,
-                  metrics: Sequence[str] | None = None) -> tuple[pd.DataFrame, Counter]:
-    """The per-example table: one row per (question, method, target) with every metric
-    (:func:`score_targets_at` at ``options.k`` alone)."""
-    tables, skipped, _ = score_targets_at(dataset, examples, predictions, targets, cache, geometry, options,
-                                          (options.k,), human_mode=human_mode, annotator=annotator, method=method,
-                                          workers=workers, metrics=metrics)
-    return tables[options.k], skipped
 
 
 def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame, targets: pd.DataFrame,
@@ -383,12 +365,9 @@ def human_ceiling(annotator_maps: np.ndarray, options: ScoringOptions,
         # the mean of the others, rounded to float32 like every other map (so it sorts in linear time)
         others = np.delete(resized, i, axis=0).mean(axis=0).astype(np.float32).astype(np.float64)
         pairs.append((prepare_map(resized[i], options), prepare_map(others, options)))
-    fixed = [m for m in names if not get_metric(m).depends_on_k]
-    varying = [m for m in names if get_metric(m).depends_on_k]
-    once = average_defined([score_prepared(a, h, options, fixed) for a, h in pairs], fixed)
-    at = {k: {**{m: once[m] for m in fixed},
-              **average_defined([score_prepared(a.at_k(k), h.at_k(k), options, varying) for a, h in pairs], varying)}
-          for k in (ks or (options.k,))}
+    at_ks = ks or (options.k,)
+    per_pair = [score_at_ks(a, [h], options, names, at_ks) for a, h in pairs]
+    at = {k: average_defined([row[k] for row in per_pair], names) for k in at_ks}
     return at if ks is not None else at[options.k]
 
 
@@ -646,8 +625,9 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
         on_predictions(predictions)
     targets, skipped_targets = plan_targets(predictions, settings.attribution.target_policy)
     with timed(timings, "digest"):
-        data_digest = digest_examples(examples)
-        targets = map_keys(targets, [example_digest(e) for e in examples])
+        digests = [example_digest(e) for e in examples]
+        data_digest = digest_examples(examples, digests)
+        targets = map_keys(targets, digests)
     cache = map_cache_for(settings, loaded.checkpoint_digest)
     with timed(timings, "attribution"):
         attribute_targets(loaded, settings, targets, cache, load_images, q, q_len, examples=examples,

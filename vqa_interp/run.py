@@ -7,7 +7,6 @@ opens; once the run is open, a failure marks it FAILED (the map cache keeps what
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import os
 import sys
@@ -189,6 +188,20 @@ def sweep_k_for_job() -> list[float]:
         return []
 
 
+def scorable_at(settings, k: float) -> bool:
+    """Whether this run's scoring setup is valid at ``k`` (the sweep's other values are checked by
+    :class:`~vqa_interp.metrics.prepare.ScoringOptions`, as the jobs' own k is)."""
+    from dataclasses import replace
+
+    from vqa_interp.pipeline import scoring_options
+
+    try:
+        replace(scoring_options(settings), k=k)
+    except ValueError:
+        return False
+    return True
+
+
 def _in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -236,7 +249,7 @@ def evaluate(cfg: DictConfig) -> str:
         tracker.log_text("\n".join(hydra_cfg.overrides.task) + "\n", "config/overrides.txt")
         outputs = execute(settings, dataset, selection, checkpoint, timings,
                           on_predictions=lambda frame: tracker.log_table(frame, "predictions"),
-                          also_k=[k for k in sweep_k_for_job() if 0 < k < 1 and round(k * settings.scoring.size ** 2) >= 1])
+                          also_k=[k for k in sweep_k_for_job() if scorable_at(settings, k)])
         record_outputs(tracker, settings, outputs, timings)
         timings["time/total_s"] = time.perf_counter() - job_start + timings["time/startup_s"]
         tracker.log_metrics({k: v for k, v in timings.items() if k in HEADLINE_TIMINGS})

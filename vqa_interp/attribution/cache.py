@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vqa_interp.util.locking import write_atomic
+from vqa_interp.util.locking import process_alive, write_atomic
 from vqa_interp.util.signature import signature
 
 log = logging.getLogger(__name__)
@@ -90,13 +90,7 @@ class MapCache:
         except (OSError, ValueError):
             return True        # gone meanwhile, or half-written by a process killed while claiming
         if host == socket.gethostname():
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                return False
-            return False
+            return not process_alive(int(pid))
         return age > self.CLAIM_TIMEOUT_S
 
     def release(self, key: str) -> None:

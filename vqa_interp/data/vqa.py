@@ -271,11 +271,14 @@ def example_digest(example: Example) -> str:
     return h.hexdigest()
 
 
-def digest_examples(examples: Sequence[Example]) -> str:
-    """sha256 over what the selection depends on: ids, text, answers, image and map bytes."""
+def digest_examples(examples: Sequence[Example], example_digests: Sequence[str] | None = None) -> str:
+    """sha256 over what the selection depends on: ids, text, answers, image and map bytes.
+    ``example_digests`` (:func:`example_digest` of each example, if already made) stand for the ids,
+    text and image bytes, so no image is read twice."""
     h = hashlib.sha256()
-    for ex in examples:
-        h.update(json.dumps([ex.question_id, ex.question, ex.answers, ex.multiple_choice_answer]).encode())
-        for path in [ex.image_path, *ex.human_map_paths]:
+    for i, ex in enumerate(examples):
+        h.update((example_digests[i] if example_digests is not None else example_digest(ex)).encode())
+        h.update(json.dumps([ex.answers, ex.multiple_choice_answer]).encode())
+        for path in ex.human_map_paths:
             h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from vqa_interp.metrics.prepare import TIE_POLICIES, PreparedMap, ScoringOptions
+from vqa_interp.metrics.prepare import PreparedMap, ScoringOptions
 from vqa_interp.metrics.registry import BATCHED, REGISTRY
 
 
@@ -204,4 +204,4 @@ def score_batch(attributions: np.ndarray, humans: np.ndarray, pair_human: Sequen
     return out
 
 
-__all__ = ["MapBatch", "score_batch", "TIE_POLICIES"]
+__all__ = ["MapBatch", "score_batch"]

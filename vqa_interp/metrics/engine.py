@@ -50,6 +50,19 @@ def score_against_annotators(attribution: PreparedMap, humans: Sequence[Prepared
     return average_defined([score_prepared(attribution, h, options, names) for h in humans], names)
 
 
+def score_at_ks(attribution: PreparedMap, humans: Sequence[PreparedMap], options: ScoringOptions,
+                metrics: Sequence[str], ks: Sequence[float]) -> dict[float, dict[str, float]]:
+    """:func:`score_against_annotators` at each ``k`` of ``ks``: the metrics that do not read a top-k
+    region (see :attr:`~vqa_interp.metrics.registry.Metric.depends_on_k`) are computed once, the
+    others per k from the maps' shared sorts."""
+    fixed = [m for m in metrics if not REGISTRY[m].depends_on_k]
+    varying = [m for m in metrics if REGISTRY[m].depends_on_k]
+    once = score_against_annotators(attribution, humans, options, fixed)
+    return {k: {**{m: once[m] for m in fixed},
+                **score_against_annotators(attribution.at_k(k), [h.at_k(k) for h in humans], options, varying)}
+            for k in ks}
+
+
 def average_defined(rows: Sequence[dict], names: Sequence[str]) -> dict[str, float]:
     """Each metric averaged over the rows whose pair is defined; the first row (NaN, with its reason)
     when none is."""

@@ -282,22 +282,14 @@ def start_run(tracking, run_name: str, *, parent_run_id: str | None = None,
 HOST_TAG, PID_TAG = "process_host", "process_id"
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # alive, another user's
-        return True
-    return True
-
-
 def orphaned(run) -> bool:
     """Whether a RUNNING run's process is gone (it ran on this host, and its process ID is not alive)."""
+    from vqa_interp.util.locking import process_alive
+
     tags = run.data.tags
     pid = tags.get(PID_TAG, "")
     return (tags.get(HOST_TAG) == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid()
-            and not _process_alive(int(pid)))
+            and not process_alive(int(pid)))
 
 
 def close_orphans(client, experiment_id: str) -> list[str]:
