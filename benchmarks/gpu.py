@@ -1,5 +1,6 @@
 """Maps per second for the paper's model (ResNet-152 at 448 + Kazemi net) on a GPU, per method,
-and the estimated time for the whole VQA-HAT val set; then, separately, scoring: pairs per second
+and the estimated time for the whole VQA-HAT val set; the explain stage's maps per second (token
+attributions, image/question share, deletion/insertion); then, separately, scoring: pairs per second
 of the torch scorer on the device (every default metric, 448x448, batched) next to the NumPy scorer
 on this machine's CPU for the same pairs.
 
@@ -63,12 +64,36 @@ def main(argv=None) -> int:
             per_second = args.batch * args.repeats / (time.perf_counter() - start)
             results[f"maps_per_second.{method}"] = per_second
             results[f"vqahat_val_minutes.{method}"] = VQA_HAT_VAL_QUESTIONS * TARGETS_PER_QUESTION / per_second / 60
+        results.update(bench_explain(model, images, q, q_len, targets, sync))
     results.update(bench_scoring(args.device, args.score_pairs, args.score_size, sync))
     print(json.dumps(results, indent=1))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1)
     return 0
+
+
+def bench_explain(model, images, q, q_len, targets, sync) -> dict:
+    """Maps per second of each explain part (``explain.*`` defaults: 32 IG steps, 10 deletion steps;
+    faithfulness counts the method's map and the random map a run also scores)."""
+    import numpy as np
+
+    from vqa_interp.attribution.faithfulness import deletion_insertion
+    from vqa_interp.attribution.question import image_question_share, token_attributions
+
+    maps = np.random.default_rng(0).random((len(images), images.shape[-1], images.shape[-1]))
+    calls = {"tokens": lambda: token_attributions(model, images, q, q_len, targets, n_steps=32),
+             "share": lambda: image_question_share(model, images, q, q_len, targets, n_steps=32),
+             "faithfulness": lambda: [deletion_insertion(model, images, maps, q, q_len, targets) for _ in range(2)]}
+    out = {}
+    for name, call in calls.items():
+        call()                                  # warm-up
+        sync()
+        start = time.perf_counter()
+        call()
+        sync()
+        out[f"explain_maps_per_second.{name}"] = len(images) / (time.perf_counter() - start)
+    return out
 
 
 def bench_scoring(device: str, pairs: int, size: int, sync) -> dict:

@@ -195,6 +195,56 @@ def bench_attribution(quick: bool) -> dict:
     return results
 
 
+def explain_passes_per_map(ig_steps: int = 32, steps: int = 10) -> dict:
+    """Extra model passes per map of each explain part (``explain.*`` defaults), by design."""
+    return {"explain_passes_per_map.tokens": f"{ig_steps} forward+backward (Layer IG on the embedding)",
+            "explain_passes_per_map.share": f"{ig_steps} forward+backward (joint IG, image + embedding)",
+            "explain_passes_per_map.faithfulness": f"{4 * (steps + 1)} forward (deletion + insertion, "
+                                                   "the method's map and a random map)"}
+
+
+def bench_explain(quick: bool) -> dict:
+    """Seconds per map of each explain part on the embedded model (batch 16 as a run uses), and
+    each as a multiple of the attribution floor (one forward + backward to the input)."""
+    import numpy as np
+    import torch
+
+    from vqa_interp.attribution.faithfulness import deletion_insertion
+    from vqa_interp.attribution.question import image_question_share, token_attributions
+    from vqa_interp.models import Net, SmallConvBackbone, VQAModel
+
+    torch.manual_seed(0)
+    backbone = SmallConvBackbone(64)
+    net = Net(100, v_features=backbone.out_channels, embedding_features=64, lstm_features=128, mid_features=64,
+              glimpses=2, classifier_mid=256, max_answers=20, drop=0.0)
+    model = VQAModel(backbone, net).eval()
+    batch = 16
+    images, q = torch.randn(batch, 3, 64, 64), torch.randint(1, 100, (batch, 8))
+    q_len, targets = torch.full((batch,), 8), torch.randint(0, 20, (batch,))
+    maps = np.random.default_rng(0).random((batch, 64, 64))
+
+    def floor():
+        x = images.clone().requires_grad_(True)
+        torch.autograd.grad(model(x, q, q_len).gather(1, targets[:, None]).sum(), x)
+
+    calls = {"floor": floor,
+             "tokens": lambda: token_attributions(model, images, q, q_len, targets, n_steps=32),
+             "share": lambda: image_question_share(model, images, q, q_len, targets, n_steps=32),
+             # a run makes two sets of curves per target: its method's map and a random map
+             "faithfulness": lambda: [deletion_insertion(model, images, maps, q, q_len, targets) for _ in range(2)]}
+    best = {name: float("inf") for name in calls}
+    for round_ in range((2 if quick else 5) + 1):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if round_:
+                best[name] = min(best[name], time.perf_counter() - start)
+    results = {f"explain_seconds_per_map.{name}.embedded": t / batch for name, t in best.items() if name != "floor"}
+    results.update({f"explain_overhead.{name}.embedded": t / best["floor"] for name, t in best.items() if name != "floor"})
+    results.update(explain_passes_per_map())
+    return results
+
+
 def _run_cli(args: list[str], env: dict) -> tuple[float, str, int]:
     """Wall time, output and peak RSS (KiB, from GNU time when present) of one CLI invocation."""
     command = [sys.executable, "-m", "vqa_interp.run", *args]
@@ -303,13 +353,14 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and pairs (< 3 minutes)")
     parser.add_argument("--json", type=Path, help="write results here")
     parser.add_argument("--markdown", type=Path, help="write a table here (e.g. benchmarks/RESULTS.md)")
-    parser.add_argument("--only", nargs="*", choices=["scoring", "attribution", "runs"], help="a subset")
+    parser.add_argument("--only", nargs="*", choices=["scoring", "attribution", "explain", "runs"], help="a subset")
     args = parser.parse_args(argv)
-    parts = args.only or ["scoring", "attribution", "runs"]
+    parts = args.only or ["scoring", "attribution", "explain", "runs"]
     results: dict = {}
     for part in parts:
         print(f"[benchmark] {part} ...", flush=True)
-        results.update({"scoring": bench_scoring, "attribution": bench_attribution, "runs": bench_runs}[part](args.quick))
+        results.update({"scoring": bench_scoring, "attribution": bench_attribution, "explain": bench_explain,
+                        "runs": bench_runs}[part](args.quick))
     report = {"command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "results": results,
               "verdicts": verdicts(results)}

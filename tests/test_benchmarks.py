@@ -25,3 +25,15 @@ def test_gpu_script_runs_on_cpu(tmp_path):
     assert results["scoring_pairs_per_second.device"] > 0 and results["scoring_pairs_per_second.numpy_cpu"] > 0
     for method in ("saliency", "gbackp", "deconv", "ggradcam"):
         assert results[f"maps_per_second.{method}"] > 0 and results[f"vqahat_val_minutes.{method}"] > 0
+    for part in ("tokens", "share", "faithfulness"):
+        assert results[f"explain_maps_per_second.{part}"] > 0
+
+
+def test_explain_benchmark_reports_each_parts_cost():
+    from benchmarks.run import bench_explain
+
+    results = bench_explain(quick=True)
+    for part in ("tokens", "share", "faithfulness"):
+        assert results[f"explain_seconds_per_map.{part}.embedded"] > 0
+        assert results[f"explain_overhead.{part}.embedded"] > 1          # each costs more than one pass
+        assert "forward" in results[f"explain_passes_per_map.{part}"]

@@ -45,7 +45,8 @@ def test_default_run_logs_a_traceable_record(cli_env, tmp_path):
     assert metrics["count/questions"] == 10 and metrics["count/rows"] >= 10
     assert 0 <= metrics["model/accuracy"] <= 1 and "score/rank_corr" in metrics and "score_median/iou" in metrics
     # a readable MLflow view: a few headline metrics in "/" sections, the summary as the description
-    assert len(metrics) <= 60 and all("/" in name for name in metrics), sorted(metrics)
+    # (the explain section adds 13: tokens/, share/, faithfulness/)
+    assert len(metrics) <= 72 and all("/" in name for name in metrics), sorted(metrics)
     assert not any(name.startswith(("p.", "p_holm", "cohens_d")) for name in metrics)
     description = run.data.tags["mlflow.note.content"]
     assert "Headline" in description and "rank_corr" in description
@@ -58,11 +59,25 @@ def test_default_run_logs_a_traceable_record(cli_env, tmp_path):
     assert "figures/fig9_10_qualitative.png" in figures and "figures/fig7_scenario_medians.png" in figures
     assert {"figures/fig4_correlation_matrix.png", "figures/fig4_correlation_matrix.svg",
             "figures/floor_ceiling.png"} <= figures
+    # what the model used: token table, image share, faithfulness against random maps, and the figures
+    assert {"tables/token_attributions.csv", "tables/faithfulness.csv", "tables/faithfulness_curves.csv",
+            "tables/image_share_by_split.csv", "tables/image_share_significance.csv",
+            "tables/plausibility_faithfulness.csv", "tables/token_scores.csv"} <= artifacts
+    assert {"figures/token_attributions.png", "figures/faithfulness_curves.png",
+            "figures/image_share_by_split.png"} <= figures
+    for name in ("tokens/decisive_auc", "tokens/top1_hit", "share/image", "faithfulness/deletion_auc",
+                 "faithfulness/random_deletion_auc", "faithfulness/plausibility_rank_corr_vs_deletion"):
+        assert np.isfinite(metrics[name]), name
+    assert metrics["tokens/decisive_auc_random"] == 0.5 and "What the model used" in result.stdout
+    tokens = pd.read_csv(client.download_artifacts(run.info.run_id, "tables/token_attributions.csv", str(tmp_path)),
+                         keep_default_na=False)
+    assert list(tokens.columns) == ["question_id", "target", "position", "token", "attribution"]
     # every number is traceable: recompute the table's metrics from the run's own maps
     table = pd.read_csv(client.download_artifacts(run.info.run_id, "tables/per_example.csv", str(tmp_path)))
     for column in ("question_id", "image_id", "question", "answer", "prediction", "confidence", "correct",
                    "target", "target_answer", "method", "rank_corr", "intersect", "disc_intersect", "iou", "dice",
-                   "precision", "recall", "f1"):
+                   "precision", "recall", "f1", "deletion_auc", "insertion_auc", "random_deletion_auc",
+                   "image_share", "token_auc"):
         assert column in table
     archive = client.download_artifacts(run.info.run_id, "maps/maps.npz", str(tmp_path))
     maps = np.load(archive)

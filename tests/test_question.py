@@ -56,7 +56,9 @@ def test_the_image_share_is_a_proportion_from_one_complete_pass(batch):
     with torch.no_grad():
         gap = (model(images, q, q_len) - model(torch.zeros_like(images), torch.zeros_like(q), q_len)
                ).gather(1, targets[:, None])[:, 0]
-    assert (error <= 0.05 * gap.abs() + 1e-3).all(), (error, gap)
+    # the error of a 128-step Riemann sum is about constant in logits (~0.1 here, where gaps reach
+    # ~15), so it is bounded by the batch's scale; leaving either input out would miss by whole logits
+    assert (error <= 0.015 * gap.abs().max()).all() and error.median() <= 0.01 * gap.abs().median(), (error, gap)
 
 
 def test_deleting_a_maps_top_pixels_hurts_more_than_deleting_random_pixels(batch):
@@ -69,3 +71,31 @@ def test_deleting_a_maps_top_pixels_hurts_more_than_deleting_random_pixels(batch
     np.testing.assert_allclose(faithful["deletion"][:, 0], faithful["insertion"][:, -1], atol=1e-6)  # both: the image
     np.testing.assert_allclose(faithful["deletion"][:, -1], faithful["insertion"][:, 0], atol=1e-6)  # both: the blur
     assert faithful["deletion_auc"].mean() < random["deletion_auc"].mean()
+
+
+@pytest.mark.parametrize("side, sigma", [(4, 0.25), (33, 0.25), (64, 1 / 16), (64, 0.5)])
+def test_the_separable_blur_equals_torchvisions_gaussian_blur(side, sigma):
+    from torchvision.transforms.functional import gaussian_blur
+
+    from vqa_interp.attribution.faithfulness import blurred
+
+    images = torch.rand(3, 3, side, side, generator=torch.Generator().manual_seed(side))
+    s = max(0.5, sigma * side)
+    kernel = min(int(2 * round(3 * s) + 1), 2 * side - 1)
+    torch.testing.assert_close(blurred(images, sigma), gaussian_blur(images, [kernel, kernel], [s, s]),
+                               atol=1e-5, rtol=0)
+    constant = torch.full((1, 3, side, side), 0.7)
+    torch.testing.assert_close(blurred(constant, sigma), constant)            # a blur keeps a flat image
+
+
+def test_curves_of_several_map_sets_equal_one_set_at_a_time(batch):
+    from vqa_interp.attribution.faithfulness import curves_for_map_sets
+
+    model, images, q, q_len, targets = batch
+    rng = np.random.default_rng(3)
+    sets = {"a": rng.random((len(q), 64, 64)), "b": rng.random((len(q), 64, 64))}
+    together = curves_for_map_sets(model, images, sets, q, q_len, targets, steps=4, batch_size=7)
+    for name, maps in sets.items():
+        alone = deletion_insertion(model, images, maps, q, q_len, targets, steps=4, batch_size=64)
+        for key in ("deletion", "insertion", "deletion_auc", "insertion_auc"):
+            np.testing.assert_allclose(together[name][key], alone[key], atol=1e-6)

@@ -29,6 +29,7 @@ from vqa_interp.data.images import InputGeometry, load_display_image, load_image
 from vqa_interp.data.text import encode_questions
 from vqa_interp.data.vqa import Example, Selection, digest_examples, example_digest
 from vqa_interp.errors import CheckpointError, DataError
+from vqa_interp.explain.compute import ExplainTables, explain_targets
 from vqa_interp.metrics import (PreparedMap, ScoringOptions, metric_names, prepare_map, resize_maps, run_metrics,
                                 score_against_annotators)
 from vqa_interp.metrics.engine import average_defined, score_at_ks
@@ -586,6 +587,7 @@ class RunOutputs:
     summary: str = ""                           # the terminal summary, filled when the run is recorded
     summary_markdown: str = ""                  # the same for the run's description in MLflow
     sanity: pd.DataFrame | None = None          # randomisation curves (analysis.sanity)
+    explain: "ExplainTables | None" = None      # tokens, image share, faithfulness (explain.*)
     summary_lines: list[str] = field(default_factory=list)
 
 
@@ -643,6 +645,16 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
     if settings.analysis.sanity:
         with timed(timings, "sanity"):
             sanity = run_sanity_checks(loaded, settings, dataset, examples, geometry, load_images, q, q_len)
+    explain = None
+    if len(table):
+        with timed(timings, "explain"):
+            explain = explain_targets(loaded.model, settings, examples, targets, cache, load_images, q, q_len,
+                                      checkpoint_digest=loaded.checkpoint_digest, data_digest=data_digest,
+                                      evidence=dataset.question_evidence())
+        if explain is not None:
+            extra = [c for c in explain.per_target.columns if c not in ("question_id", "target")]
+            table = table.drop(columns=[c for c in extra if c in table]).merge(
+                explain.per_target, on=["question_id", "target"], how="left")
     skipped = selection.skipped + skipped_targets + skipped_scores
     counts = {"count/questions": len(examples), "count/maps": len(targets), "count/rows": len(table),
               "count/map_cache_hits": cache.hits, "count/map_cache_misses": cache.misses,
@@ -666,5 +678,7 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
         if single:
             counts["count/ceiling_single_annotator"] = single
         tags["references_cache"] = "hit" if hits["references"] else "computed"
+    if explain is not None:
+        tags["explain_cache"] = ", ".join(f"{part} {'hit' if hit else 'computed'}" for part, hit in explain.hits.items())
     return RunOutputs(examples, predictions, table, counts, timings, tags, cache, loaded, geometry, dataset, references,
-                      sanity=sanity)
+                      sanity=sanity, explain=explain)

@@ -27,7 +27,7 @@ log = logging.getLogger("vqa_interp")
 
 
 
-HEADLINE_TIMINGS = ("time/total_s", "time/attribution_s", "time/scoring_s", "time/sanity_s",
+HEADLINE_TIMINGS = ("time/total_s", "time/attribution_s", "time/scoring_s", "time/explain_s", "time/sanity_s",
                     "time/logging_s")
 BASELINE_METRICS = ("rank_corr", "iou", "dice")
 
@@ -82,6 +82,9 @@ def record_outputs(tracker, settings, outputs, timings: dict) -> None:
             f"Sanity check ({settings.attribution.method}, model randomisation): "
             f"{'passes' if passed else 'FAILS'}: mean Spearman of |maps| after full randomisation {final:.2f} "
             f"(fails above 0.5).")
+    explain_lines: list[str] = []
+    if outputs.explain is not None:
+        run_figures.update(record_explain(tracker, settings, outputs, results, explain_lines))
     if "baselines" in results.tables:
         from vqa_interp.analysis.baselines import floor_ceiling_figure
 
@@ -92,9 +95,10 @@ def record_outputs(tracker, settings, outputs, timings: dict) -> None:
 
     method, k = settings.attribution.method, settings.scoring.k
     sanity = " ".join(outputs.summary_lines)
-    outputs.summary = run_summary(results, method, k, sanity_line=sanity, n_bootstrap=min(1000, a.bootstrap), seed=a.seed)
+    outputs.summary = run_summary(results, method, k, sanity_line=sanity, n_bootstrap=min(1000, a.bootstrap), seed=a.seed,
+                                  explain_lines=explain_lines)
     outputs.summary_markdown = run_summary(results, method, k, markdown=True, sanity_line=sanity,
-                                           n_bootstrap=min(1000, a.bootstrap), seed=a.seed)
+                                           n_bootstrap=min(1000, a.bootstrap), seed=a.seed, explain_lines=explain_lines)
     if cases:
         log_panel(tracker, cases)
     if settings.tracking.log_maps and len(outputs.table):
@@ -103,6 +107,40 @@ def record_outputs(tracker, settings, outputs, timings: dict) -> None:
             write_maps_archive(archive, outputs.cache, outputs.table["map_key"])
             tracker.log_file(archive, "maps")
     timings["time/logging_s"] = time.perf_counter() - start - timings["time/analysis_s"]
+
+
+def record_explain(tracker, settings, outputs, results, lines: list[str]) -> dict:
+    """Log the explain stage's tables and metrics, add its summary lines to ``lines``; returns its figures."""
+    from vqa_interp.explain.analysis import explain_results
+    from vqa_interp.explain.figures import curves_figure, share_figure, token_cases, token_figure
+
+    explain, a = outputs.explain, settings.analysis
+    examples = results.examples
+    if examples is None or examples.empty:
+        return {}
+    columns = [c for c in explain.per_target.columns if c not in ("question_id", "target")]
+    examples = examples.drop(columns=[c for c in columns if c in examples]).merge(
+        explain.per_target, on=["question_id", "target"], how="left")
+    results.examples = examples
+    tables, metrics, found = explain_results(examples, explain.per_target, alpha=a.alpha, n_bootstrap=a.bootstrap,
+                                             seed=a.seed, min_group=a.min_group)
+    if len(explain.tokens):
+        tracker.log_table(explain.tokens, "token_attributions")
+    if len(explain.curves):
+        tracker.log_table(explain.curves, "faithfulness_curves")
+    for name, frame in tables.items():
+        tracker.log_table(frame, name)
+    tracker.log_metrics(metrics)
+    lines.extend(found)
+    figures = {}
+    cases = token_cases(outputs, examples, settings.explain.n_token_panels)
+    if cases:
+        figures["token_attributions"] = token_figure(cases)
+    if len(explain.curves):
+        figures["faithfulness_curves"] = curves_figure(explain.curves, settings.attribution.method)
+    if "image_share" in examples and examples["image_share"].notna().any():
+        figures["image_share_by_split"] = share_figure(examples, settings.attribution.method)
+    return figures
 
 
 def reference_results(results, references, settings) -> None:

@@ -100,6 +100,22 @@ class AnalysisSettings:
 
 
 @dataclass(frozen=True)
+class ExplainSettings:
+    """What the model used, beside where it looked (``explain.*``): the question's words, the image's
+    share of the attribution, and the faithfulness of each map (deletion/insertion)."""
+    tokens: bool = True           # token attributions (Layer IG on the word embedding)
+    share: bool = True            # image vs question share (one joint IG pass)
+    faithfulness: bool = True     # RISE deletion/insertion curves per map, and of random maps
+    ig_steps: int = 32            # IG steps of the token and share passes
+    steps: int = 10               # deletion/insertion: fractions 0, 1/steps, ..., 1
+    substrate: str = "blur"       # what a removed pixel becomes: blur (the blurred image) | mean (its mean colour)
+    blur_sigma: float = 0.25      # Gaussian sigma as a fraction of the side (substrate=blur)
+    batch_size: int = 64          # targets per chunk, and images per forward of the deletion/insertion curves
+    ig_batch_size: int = 512      # scaled inputs per pass of the IG passes (each a forward + backward)
+    n_token_panels: int = 6       # questions in the token figure
+
+
+@dataclass(frozen=True)
 class TrackingSettings:
     """Where runs are recorded (``tracking.*``)."""
     uri: str = "sqlite:///mlruns/mlflow.db"
@@ -117,6 +133,7 @@ class Settings:
     scoring: ScoringSettings
     analysis: AnalysisSettings
     tracking: TrackingSettings
+    explain: ExplainSettings = field(default_factory=ExplainSettings)
     home: str = ".vqa-interp"
     cache: str = ".vqa-interp/cache"
     seed: int = 0
@@ -287,9 +304,42 @@ def from_config(cfg) -> Settings:
                                 sanity=bool(an.get("sanity", False)),
                                 sanity_questions=_integer(an.get("sanity_questions", 50), "analysis.sanity_questions", 2))
     tracking = tracking_settings(cfg)
+    explain = explain_settings(cfg.get("explain") or {})
     return Settings(data=data, model=model, attribution=attribution, scoring=scoring, analysis=analysis,
-                    tracking=tracking, home=str(cfg.paths.home), cache=str(cfg.paths.cache), seed=int(cfg.seed),
+                    tracking=tracking, explain=explain, home=str(cfg.paths.home), cache=str(cfg.paths.cache), seed=int(cfg.seed),
                     device=device, resolved=OmegaConf.to_container(cfg, resolve=True))
+
+
+SUBSTRATES = ("blur", "mean")
+
+
+def explain_settings(e) -> ExplainSettings:
+    """``explain.*`` checked (a missing key keeps its default)."""
+    default = ExplainSettings()
+    unknown = sorted(set(e) - set(default.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"explain.{unknown[0]} is not a key of explain; expected one of "
+                          f"{sorted(default.__dataclass_fields__)}.")
+    flags = {}
+    for key in ("tokens", "share", "faithfulness"):
+        value = e.get(key, getattr(default, key))
+        if not isinstance(value, bool):
+            raise ConfigError(f"explain.{key}={value!r}; expected true or false.")
+        flags[key] = value
+    substrate = e.get("substrate", default.substrate)
+    _choice(substrate, SUBSTRATES, "explain.substrate")
+    sigma = _number(e.get("blur_sigma", default.blur_sigma), "explain.blur_sigma",
+                    "a fraction of the image side, 0 < blur_sigma <= 1 (default 0.25)")
+    if not 0 < sigma <= 1:
+        raise ConfigError(f"explain.blur_sigma={sigma}; expected 0 < blur_sigma <= 1 (a fraction of the image side, "
+                          "default 0.25).")
+    return ExplainSettings(
+        **flags, substrate=substrate, blur_sigma=sigma,
+        ig_steps=_integer(e.get("ig_steps", default.ig_steps), "explain.ig_steps", 2, " (IG steps, default 32)"),
+        steps=_integer(e.get("steps", default.steps), "explain.steps", 1, " (deletion/insertion steps, default 10)"),
+        batch_size=_integer(e.get("batch_size", default.batch_size), "explain.batch_size", 1),
+        ig_batch_size=_integer(e.get("ig_batch_size", default.ig_batch_size), "explain.ig_batch_size", 1),
+        n_token_panels=_integer(e.get("n_token_panels", default.n_token_panels), "explain.n_token_panels", 0))
 
 
 def load_plugins(modules) -> None:

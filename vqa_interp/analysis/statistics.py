@@ -155,18 +155,18 @@ SIGNIFICANCE_COLUMNS = ["comparison", "group1", "group2", "metric", "test", "rol
 
 
 def significance_table(examples: pd.DataFrame, *, alpha: float = 0.05, n_bootstrap: int = 2000,
-                       seed: int = 0, metrics=None, min_group: int = 10) -> pd.DataFrame:
+                       seed: int = 0, metrics=None, min_group: int = 10, family=None) -> pd.DataFrame:
     """One row per (comparison, metric, test).
 
     The adjusted family is pre-specified: the primary test (Student's t, as the paper) of each
-    comparison on each non-redundant metric (:func:`vqa_interp.metrics.family_metrics`) that is
+    comparison on each non-redundant metric (:func:`vqa_interp.metrics.family_metrics`, or ``family``) that is
     testable. Holm and Benjamini-Hochberg adjust over that family only; ``significant`` is
     Holm < ``alpha`` within it. Welch and Mann-Whitney rows (``role`` robustness) and the redundant
     metrics keep their raw p-values, outside the family (``in_family`` False, no adjusted p).
     """
     rng = np.random.default_rng(seed)
     metrics = present_metrics(examples, metrics)
-    family = set(family_metrics())
+    family = set(family_metrics() if family is None else family)
     rows = []
     for name, (first, second) in COMPARISONS.items():
         g1, g2 = examples[scenario_mask(examples, first)], examples[scenario_mask(examples, second)]

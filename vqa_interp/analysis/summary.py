@@ -79,7 +79,7 @@ def comparison_rows(significance: pd.DataFrame) -> list[dict]:
 
 
 def run_summary(results, method: str, k: float, *, markdown: bool = False, sanity_line: str = "",
-                n_bootstrap: int = 1000, seed: int = 0) -> str:
+                n_bootstrap: int = 1000, seed: int = 0, explain_lines=()) -> str:
     """The summary of one run (see the module docs); ``markdown`` for MLflow's description."""
     fmt = "github" if markdown else "simple"
     parts = []
@@ -94,6 +94,10 @@ def run_summary(results, method: str, k: float, *, markdown: bool = False, sanit
     if "significance" in results.tables and not results.tables["significance"].empty:
         title = "Correct vs wrong, by confidence (Student's t, Holm over the primary family)"
         parts.append(_section(title, comparison_rows(results.tables["significance"]), fmt, markdown))
+    if explain_lines:
+        title = "What the model used (question words, image vs question, faithfulness of the maps)"
+        heading = f"**{title}**\n" if markdown else f"{title}:"
+        parts.append(heading + "\n" + "\n".join(f"- {line}" for line in explain_lines))
     if sanity_line:
         parts.append(sanity_line)
     return "\n\n".join(p for p in parts if p)

@@ -68,6 +68,17 @@ class Dataset:
         """The exact evidence mask ``[S, S]`` where the dataset knows it (None otherwise)."""
         return None
 
+    def question_evidence(self) -> dict[int, tuple[int, ...]] | None:
+        """Which question words decide each answer, where the dataset knows it:
+        ``question_id -> token positions`` (0-based, pytorch-vqa tokenisation), read from
+        ``question_evidence_{split}2014.json`` beside the questions (``{"evidence": {"<qid>": [..]}}``);
+        None when there is no such file (real VQA-HAT has none)."""
+        root = self.root()
+        path = root / f"question_evidence_{self.settings.split}2014.json" if root is not None else None
+        if path is None or not path.exists():
+            return None
+        return read_question_evidence(path)
+
     # -- what the embedded model is trained on
     def training_records(self, split: str = "train") -> tuple[DataPaths, list[QARecord]]:
         """Every question of a training split (no human maps needed), through the same reader."""
@@ -77,6 +88,20 @@ class Dataset:
     def signature(self) -> dict:
         """What a model trained on this dataset depends on."""
         return {"name": self.name, "root": str(self.root())}
+
+
+def read_question_evidence(path: Path) -> dict[int, tuple[int, ...]]:
+    """``question_id -> token positions`` from a question-evidence file; a malformed file is named."""
+    import json
+
+    from vqa_interp.errors import DataError
+
+    try:
+        evidence = json.loads(Path(path).read_text())["evidence"]
+        return {int(qid): tuple(int(p) for p in positions) for qid, positions in evidence.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: not a question-evidence file ({type(exc).__name__}: {exc}); expected "
+                        '{"evidence": {"<question_id>": [token positions, ...]}}. Fix or remove the file.') from None
 
 
 def human_maps_for(example: Example, geometry: InputGeometry, mode: str = "mean", annotator: int = 1) -> np.ndarray | None:

@@ -7,6 +7,9 @@ as the real data (VQA 1.0 JSON, COCO-style JPEGs, VQA-HAT PNGs). Layout under ``
     OpenEnded_mscoco_{split}2014_questions.json               VQA 1.0 question schema
     MultipleChoice_mscoco_{split}2014_questions.json          + 18 ``multiple_choices``
     mscoco_{split}2014_annotations.json                       10 answers per question
+    question_evidence_{split}2014.json                        question_id -> positions of the words
+                                                              the answer rests on (the attribute
+                                                              asked about, the object's name)
     vqahat_val/{question_id}_{n}.png                          3 simulated annotators, n = 1..3
     exact_masks_val/{question_id}.png                         exact mask of the objects the question
                                                               is about (255 inside; all 0 when no
@@ -34,7 +37,7 @@ from scipy.ndimage import gaussian_filter, shift as nd_shift
 
 from vqa_interp.util.locking import file_lock
 
-GENERATOR_VERSION = 12
+GENERATOR_VERSION = 13
 IMAGE_SIZE = 128
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {
@@ -81,6 +84,9 @@ class QuestionSpec:
     # ambiguous questions ("what color is the small object?" with several small objects): each
     # human answerer picks one of these, so the 10 answers disagree as they do in VQA
     answer_pool: tuple[str, ...] = ()
+    # the words the answer rests on: the attribute asked about and the words that name the object
+    # ("What color is the circle?" -> color, circle); written to question_evidence_{split}.json
+    decisive: tuple[str, ...] = ()
 
 
 def _draw_object(draw: ImageDraw.ImageDraw, obj: SceneObject, fill) -> None:
@@ -147,40 +153,46 @@ def sample_questions(objects: list[SceneObject], rng: np.random.Generator, n: in
         idx = _unique(objects, "shape", shape)
         if len(idx) == 1:
             o = objects[idx[0]]
-            candidates.append(QuestionSpec(f"What color is the {shape}?", o.colour, "other", "what color is the", tuple(idx)))
+            candidates.append(QuestionSpec(f"What color is the {shape}?", o.colour, "other", "what color is the", tuple(idx),
+                                            decisive=("color", shape)))
             colour = o.colour if rng.random() < 0.5 else str(rng.choice(list(COLOURS)))
-            candidates.append(QuestionSpec(f"Is the {shape} {colour}?", "yes" if o.colour == colour else "no", "yes/no", "is the", tuple(idx)))
-            candidates.append(QuestionSpec(f"What size is the {shape}?", o.size, "other", "what size is the", tuple(idx)))
-        candidates.append(QuestionSpec(f"How many {shape}s are there?", NUMBER_WORDS[min(len(idx), 7)], "number", "how many", tuple(idx)))
+            candidates.append(QuestionSpec(f"Is the {shape} {colour}?", "yes" if o.colour == colour else "no", "yes/no", "is the",
+                                            tuple(idx), decisive=(shape, colour)))
+            candidates.append(QuestionSpec(f"What size is the {shape}?", o.size, "other", "what size is the", tuple(idx),
+                                            decisive=("size", shape)))
+        candidates.append(QuestionSpec(f"How many {shape}s are there?", NUMBER_WORDS[min(len(idx), 7)], "number", "how many",
+                                        tuple(idx), decisive=(f"{shape}s",)))
     for colour in COLOURS:
         idx = _unique(objects, "colour", colour)
         if len(idx) == 1:
             o = objects[idx[0]]
-            candidates.append(QuestionSpec(f"What shape is the {colour} object?", o.shape, "other", "what shape is the", tuple(idx)))
+            candidates.append(QuestionSpec(f"What shape is the {colour} object?", o.shape, "other", "what shape is the",
+                                            tuple(idx), decisive=("shape", colour)))
         if idx or rng.random() < 0.3:
-            candidates.append(QuestionSpec(f"How many {colour} objects are there?", NUMBER_WORDS[min(len(idx), 7)], "number", "how many", tuple(idx)))
+            candidates.append(QuestionSpec(f"How many {colour} objects are there?", NUMBER_WORDS[min(len(idx), 7)], "number",
+                                            "how many", tuple(idx), decisive=(colour,)))
     # counting everything (or every object of a size) is the hard, low-confidence kind, as in VQA
     candidates.append(QuestionSpec("How many objects are there?", NUMBER_WORDS[min(len(objects), 7)], "number",
-                                   "how many", tuple(range(len(objects)))))
+                                   "how many", tuple(range(len(objects))), decisive=("objects",)))
     for size in SIZES:
         idx = _unique(objects, "size", size)
         candidates.append(QuestionSpec(f"How many {size} objects are there?", NUMBER_WORDS[min(len(idx), 7)],
-                                       "number", "how many", tuple(idx)))
+                                       "number", "how many", tuple(idx), decisive=(size,)))
     # under-specified questions, as VQA has them: every object fits, so answers spread widely
     every = tuple(range(len(objects)))
     candidates.append(QuestionSpec("What color is the object?", "", "other", "what color is the", every,
-                                   tuple(o.colour for o in objects) + ("colorful", "gray")))
+                                   tuple(o.colour for o in objects) + ("colorful", "gray"), decisive=("color",)))
     candidates.append(QuestionSpec("What shape is the object?", "", "other", "what shape is the", every,
-                                   tuple(o.shape for o in objects) + ("shapes", "geometric")))
+                                   tuple(o.shape for o in objects) + ("shapes", "geometric"), decisive=("shape",)))
     for size in SIZES:
         idx = _unique(objects, "size", size)
         if len(idx) >= 2:  # ambiguous: several objects fit
             colours = tuple(objects[i].colour for i in idx)
             shapes = tuple(objects[i].shape for i in idx)
             candidates.append(QuestionSpec(f"What color is the {size} object?", "", "other", "what color is the",
-                                           tuple(idx), colours))
+                                           tuple(idx), colours, decisive=("color", size)))
             candidates.append(QuestionSpec(f"What shape is the {size} object?", "", "other", "what shape is the",
-                                           tuple(idx), shapes))
+                                           tuple(idx), shapes, decisive=("shape", size)))
     for _ in range(2):
         if rng.random() < 0.5 and objects:
             o = objects[int(rng.integers(len(objects)))]
@@ -188,7 +200,9 @@ def sample_questions(objects: list[SceneObject], rng: np.random.Generator, n: in
         else:
             colour, shape = str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES))
         idx = tuple(i for i, o in enumerate(objects) if o.colour == colour and o.shape == shape)
-        candidates.append(QuestionSpec(f"Is there a {colour} {shape}?", "yes" if idx else "no", "yes/no", "is there a", idx))
+        article = "an" if colour[0] in "aeiou" else "a"   # "an orange circle"
+        candidates.append(QuestionSpec(f"Is there {article} {colour} {shape}?", "yes" if idx else "no", "yes/no",
+                                       "is there a", idx, decisive=(colour, shape)))
     seen, unique = set(), []
     for c in candidates:
         if c.question not in seen:
@@ -213,6 +227,16 @@ def sample_questions(objects: list[SceneObject], rng: np.random.Generator, n: in
             index = plain[int(rng.integers(len(plain)))]
         chosen.append(pool.pop(index))
     return chosen
+
+
+EVIDENCE_TOKENISATION = "pytorch-vqa: lower-case, final character dropped, split on single spaces; positions from 0"
+
+
+def decisive_positions(spec: QuestionSpec) -> list[int]:
+    """Positions (0-based, in the question's tokens) of the words the answer rests on."""
+    from vqa_interp.data.answers import tokenize_question
+
+    return [i for i, token in enumerate(tokenize_question(spec.question)) if token in spec.decisive]
 
 
 def exact_question_mask(spec: QuestionSpec, objects: list[SceneObject]) -> np.ndarray:
@@ -316,13 +340,14 @@ def write_split(root: Path, split: str, n_images: int, questions_per_image: int,
     if with_human_maps:
         hat_dir.mkdir(exist_ok=True)
         mask_dir.mkdir(exist_ok=True)
-    questions, mc_questions, annotations = [], [], []
+    questions, mc_questions, annotations, evidence = [], [], [], {}
     for image_id in range(first_image_id, first_image_id + n_images):
         objects = sample_scene(rng)
         render_scene(objects, rng).save(image_dir / f"COCO_{split}2014_{image_id:012d}.jpg", quality=92)
         for j, spec in enumerate(sample_questions(objects, rng, questions_per_image)):
             qid = image_id * 1000 + j
             questions.append({"image_id": image_id, "question": spec.question, "question_id": qid})
+            evidence[str(qid)] = decisive_positions(spec)
             answers = _ten_answers(spec.answer, spec.answer_type, rng, spec.answer_pool)
             label = _most_common(answers) if spec.answer_pool else spec.answer
             mc_questions.append({**questions[-1], "multiple_choices": _multiple_choices(label, rng)})
@@ -345,6 +370,9 @@ def write_split(root: Path, split: str, n_images: int, questions_per_image: int,
     _write_json_atomic(root / f"MultipleChoice_mscoco_{split}2014_questions.json",
                        {**common, "task_type": "Multiple-Choice", "num_choices": 18, "questions": mc_questions})
     _write_json_atomic(root / f"mscoco_{split}2014_annotations.json", {**common, "annotations": annotations})
+    if with_human_maps:
+        _write_json_atomic(root / f"question_evidence_{split}2014.json",
+                           {**common, "tokenisation": EVIDENCE_TOKENISATION, "evidence": evidence})
     return len(questions)
 
 

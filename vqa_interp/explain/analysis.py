@@ -1,0 +1,149 @@
+"""Reading the explain tables: each number next to its floor.
+
+- Token attributions against the decisive words (where the dataset knows them): mean ``token_auc``
+  next to a random ranking's 0.5 (Wilcoxon signed-rank of ``token_auc - 0.5``), top-1 hit rate next
+  to its chance value.
+- The image's share of the attribution by split (correct/wrong x confidence), with the paper's five
+  comparisons applied to it (Student's t primary, Holm over those five).
+- Faithfulness: mean deletion/insertion AUC of the method's maps next to random maps' on the same
+  targets (Wilcoxon signed-rank of the paired difference, bootstrap 95% CI).
+- Plausibility vs faithfulness: per example, Spearman correlation between agreeing with humans
+  (``rank_corr``, ``iou``) and each faithfulness AUC. With deletion, a negative correlation means the
+  maps that agree with humans are also the ones whose top pixels the model needs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from vqa_interp.analysis.baselines import bootstrap_mean_ci
+from vqa_interp.analysis.statistics import scenario_mask, significance_table, SCENARIOS
+
+PLAUSIBILITY_METRICS = ("rank_corr", "iou")
+FAITHFULNESS = (("deletion_auc", "lower"), ("insertion_auc", "higher"))
+
+
+def _wilcoxon(diff: np.ndarray) -> tuple[float, float]:
+    if len(diff) < 2 or not np.any(diff != 0):
+        return float("nan"), float("nan")
+    result = scipy.stats.wilcoxon(diff)
+    return float(result.statistic), float(result.pvalue)
+
+
+def faithfulness_table(per_target: pd.DataFrame, *, n_bootstrap: int, seed: int) -> pd.DataFrame:
+    """One row per curve: the method's mean AUC, random maps' mean AUC on the same targets, the paired
+    difference (95% bootstrap CI, Wilcoxon p) and whether the method is more faithful than random."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for column, better in FAITHFULNESS:
+        if column not in per_target or f"random_{column}" not in per_target:
+            continue
+        pair = per_target[[column, f"random_{column}"]].dropna().to_numpy(float)
+        diff = pair[:, 0] - pair[:, 1]
+        low, high = bootstrap_mean_ci(diff, n_bootstrap, rng)
+        statistic, p = _wilcoxon(diff)
+        sign = -1 if better == "lower" else 1
+        rows.append({"curve": column.removesuffix("_auc"), "better": better, "n": len(diff),
+                     "method": float(pair[:, 0].mean()) if len(pair) else np.nan,
+                     "random": float(pair[:, 1].mean()) if len(pair) else np.nan,
+                     "mean_diff": float(diff.mean()) if len(diff) else np.nan, "ci_low": low, "ci_high": high,
+                     "wilcoxon": statistic, "p_value": p,
+                     "more_faithful_than_random": bool(np.isfinite(p) and p < 0.05 and sign * diff.mean() > 0)})
+    return pd.DataFrame(rows)
+
+
+def plausibility_faithfulness(examples: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation, per example, of each plausibility metric with each faithfulness AUC."""
+    rows = []
+    for metric in [m for m in PLAUSIBILITY_METRICS if m in examples]:
+        for column, better in FAITHFULNESS:
+            if column not in examples:
+                continue
+            pair = examples[[metric, column]].dropna().to_numpy(float)
+            row = {"plausibility": metric, "faithfulness": column, "better": better, "n": len(pair)}
+            if len(pair) < 3 or np.ptp(pair[:, 0]) == 0 or np.ptp(pair[:, 1]) == 0:
+                row.update(spearman=np.nan, p_value=np.nan)
+            else:
+                result = scipy.stats.spearmanr(pair[:, 0], pair[:, 1])
+                row.update(spearman=float(result.statistic), p_value=float(result.pvalue))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["plausibility", "faithfulness", "better", "n", "spearman", "p_value"])
+
+
+def share_by_split(examples: pd.DataFrame) -> pd.DataFrame:
+    """n, mean, median and quartiles of the image's share per scenario (the paper's splits)."""
+    rows = []
+    for scenario in SCENARIOS:
+        values = examples.loc[scenario_mask(examples, scenario), "image_share"].dropna().to_numpy(float)
+        quartiles = np.percentile(values, [25, 75]) if len(values) else (np.nan, np.nan)
+        rows.append({"scenario": scenario, "n": len(values), "mean": values.mean() if len(values) else np.nan,
+                     "median": np.median(values) if len(values) else np.nan, "q25": quartiles[0], "q75": quartiles[1]})
+    return pd.DataFrame(rows)
+
+
+def token_table(per_target: pd.DataFrame) -> pd.DataFrame:
+    """Token scores against the decisive words next to a random ranking (one row)."""
+    auc = per_target["token_auc"].dropna().to_numpy(float)
+    top1 = per_target[["token_top1", "token_top1_chance"]].dropna().to_numpy(float)
+    statistic, p = _wilcoxon(auc - 0.5)
+    return pd.DataFrame([{"n": len(auc), "token_auc": auc.mean() if len(auc) else np.nan, "random_auc": 0.5,
+                          "wilcoxon": statistic, "p_value": p,
+                          "top1_hit": top1[:, 0].mean() if len(top1) else np.nan,
+                          "top1_chance": top1[:, 1].mean() if len(top1) else np.nan}])
+
+
+def explain_results(examples: pd.DataFrame, per_target: pd.DataFrame, *, alpha: float, n_bootstrap: int,
+                    seed: int, min_group: int) -> tuple[dict[str, pd.DataFrame], dict[str, float], list[str]]:
+    """Tables, MLflow metrics and summary lines. ``examples``: the analysis' one row per question
+    (with ``confidence_level``) joined with ``per_target``'s columns; ``per_target``: every map."""
+    tables: dict[str, pd.DataFrame] = {}
+    metrics: dict[str, float] = {}
+    lines: list[str] = []
+    if "token_auc" in per_target and per_target["token_auc"].notna().any():
+        tokens = token_table(per_target)
+        tables["token_scores"] = tokens
+        t = tokens.iloc[0]
+        metrics.update({"tokens/decisive_auc": t.token_auc, "tokens/decisive_auc_random": 0.5,
+                        "tokens/top1_hit": t.top1_hit, "tokens/top1_chance": t.top1_chance})
+        lines.append(f"Question words: the decisive words outrank the others with AUC {t.token_auc:.2f} (random 0.5, "
+                     f"Wilcoxon p={t.p_value:.2g}, n={int(t.n)}); the top word is decisive in {t.top1_hit:.0%} of maps "
+                     f"(chance {t.top1_chance:.0%}).")
+    if "image_share" in examples and examples["image_share"].notna().any():
+        by_split = share_by_split(examples)
+        tables["image_share_by_split"] = by_split
+        significance = significance_table(examples, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed,
+                                          metrics=["image_share"], min_group=min_group, family=["image_share"])
+        tables["image_share_significance"] = significance
+        means = by_split.set_index("scenario")["mean"]
+        metrics.update({"share/image": float(means["all"]), "share/image_correct": float(means["correct"]),
+                        "share/image_wrong": float(means["wrong"])})
+        primary = significance[(significance["test"] == "student")]
+        significant = primary[primary["significant"].astype(bool)]
+        found = "; ".join(f"{r.comparison} {r.mean1:.2f} vs {r.mean2:.2f} (Holm p={r.p_holm:.2g})"
+                          for r in significant.itertuples()) or "no comparison significant after Holm"
+        lines.append(f"Image vs question: the image holds {means['all']:.0%} of the attribution (correct "
+                     f"{means['correct']:.0%}, wrong {means['wrong']:.0%}); {found}.")
+    faithful = faithfulness_table(per_target, n_bootstrap=n_bootstrap, seed=seed)
+    if len(faithful):
+        tables["faithfulness"] = faithful
+        for row in faithful.itertuples():
+            metrics[f"faithfulness/{row.curve}_auc"] = row.method
+            metrics[f"faithfulness/random_{row.curve}_auc"] = row.random
+        parts = [f"{r.curve} AUC {r.method:.3f} vs random maps {r.random:.3f} ({r.better} is more faithful; "
+                 f"{'more faithful than random' if r.more_faithful_than_random else 'not more faithful than random'}, "
+                 f"Wilcoxon p={r.p_value:.2g})" for r in faithful.itertuples()]
+        lines.append("Faithfulness: " + "; ".join(parts) + ".")
+        correlation = plausibility_faithfulness(examples)
+        tables["plausibility_faithfulness"] = correlation
+        for row in correlation.itertuples():    # the issue's measure as a metric; iou's stays in the table
+            if np.isfinite(row.spearman) and row.plausibility == "rank_corr":
+                metrics[f"faithfulness/plausibility_{row.plausibility}_vs_{row.faithfulness.removesuffix('_auc')}"] = \
+                    row.spearman
+        deletion = correlation[(correlation["plausibility"] == "rank_corr") & (correlation["faithfulness"] == "deletion_auc")]
+        if len(deletion) and np.isfinite(deletion.iloc[0]["spearman"]):
+            d = deletion.iloc[0]
+            lines.append(f"Plausible vs faithful: Spearman {d.spearman:+.2f} between rank correlation with humans and "
+                         f"deletion AUC (p={d.p_value:.2g}, n={int(d.n)}); negative means the maps that agree with humans "
+                         "are also the ones the model's answer depends on.")
+    return tables, metrics, lines
