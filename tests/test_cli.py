@@ -1,5 +1,6 @@
 """End to end through the CLI, as a user types it; the store is read back with MlflowClient."""
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -119,6 +120,17 @@ def test_two_by_two_multirun_has_one_parent_four_children_and_reuses_maps(two_by
         mine = [c for c in children if c.data.params["method.name"] == method]
         assert sorted(c.data.metrics["count/map_cache_misses"] for c in mine)[0] == 0
         assert max(c.data.metrics["count/map_cache_hits"] for c in mine) == mine[0].data.metrics["count/maps"]
+        # figures that do not depend on k are rendered once and logged by both runs, byte for byte;
+        # those that do (Figure 7: medians of k-dependent metrics) are each run's own
+        def figure(run, name):
+            folder = tmp_path / run.info.run_id
+            folder.mkdir(exist_ok=True)
+            return Path(client.download_artifacts(run.info.run_id, f"figures/{name}", str(folder))).read_bytes()
+
+        for name in ("token_attributions.png", "token_attributions.svg", "faithfulness_curves.png",
+                     "fig9_10_qualitative.png"):
+            assert figure(mine[0], name) == figure(mine[1], name), name
+        assert figure(mine[0], "fig7_scenario_medians.png") != figure(mine[1], "fig7_scenario_medians.png")
     for child in children:
         assert {"tables/per_example.csv"} <= {a.path for a in client.list_artifacts(child.info.run_id, "tables")}
     comparison = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/method_comparison.csv", str(tmp_path)))

@@ -69,7 +69,9 @@ def record_outputs(tracker, settings, outputs, timings: dict) -> None:
     tracker.log_metrics({**outputs.counts, **results.metrics})
     timings["time/analysis_s"] = time.perf_counter() - start
     cases = figures.panel_cases(outputs, results, settings)
-    run_figures = figures.run_figures(outputs, results, settings, cases)
+    rendered = FigureCache(settings, outputs)
+    skip = rendered.available()
+    run_figures = figures.run_figures(outputs, results, settings, cases, skip=skip)
     if outputs.sanity is not None and not outputs.sanity.empty:
         from vqa_interp.attribution.sanity import sanity_figure, verdict
 
@@ -84,13 +86,15 @@ def record_outputs(tracker, settings, outputs, timings: dict) -> None:
             f"(fails above 0.5).")
     explain_lines: list[str] = []
     if outputs.explain is not None:
-        run_figures.update(record_explain(tracker, settings, outputs, results, explain_lines))
+        run_figures.update(record_explain(tracker, settings, outputs, results, explain_lines, skip=skip))
     if "baselines" in results.tables:
         from vqa_interp.analysis.baselines import floor_ceiling_figure
 
         run_figures["floor_ceiling"] = floor_ceiling_figure(results.tables["baselines"], settings.attribution.method)
     for name, figure in run_figures.items():
-        tracker.log_figure(figure, f"figures/{name}.png")
+        tracker.log_figure(figure, f"figures/{name}.png", keep_in=rendered.folder(name))
+    for name in skip:
+        tracker.log_figure_files(rendered.png(name), "figures")
     from vqa_interp.analysis.summary import run_summary
 
     method, k = settings.attribution.method, settings.scoring.k
@@ -109,8 +113,45 @@ def record_outputs(tracker, settings, outputs, timings: dict) -> None:
     timings["time/logging_s"] = time.perf_counter() - start - timings["time/analysis_s"]
 
 
-def record_explain(tracker, settings, outputs, results, lines: list[str]) -> dict:
-    """Log the explain stage's tables and metrics, add its summary lines to ``lines``; returns its figures."""
+class FigureCache:
+    """The figures of a run that do not depend on k, kept as rendered (PNG + SVG) under
+    ``<cache>/figures/<key>/``, so that the jobs of a k sweep render them once. The key holds what
+    they show: the data, the model, the map set, the panels' choice, the confidence splits, the
+    human map, the explain setup, the method's name and :data:`FIGURE_CACHE_VERSION`."""
+
+    K_INDEPENDENT = ("fig1_human_weight_distribution", "fig9_10_qualitative", "token_attributions",
+                     "faithfulness_curves", "image_share_by_split")
+
+    def __init__(self, settings, outputs):
+        from dataclasses import asdict
+
+        from vqa_interp.util.signature import short_signature
+
+        a, s = settings.analysis, settings.scoring
+        tags = outputs.tags
+        self.root = Path(settings.cache) / "figures" / short_signature({
+            "version": FIGURE_CACHE_VERSION, "data": tags.get("data_digest"), "model": tags.get("checkpoint_digest"),
+            "maps": tags.get("map_cache"), "method": settings.attribution.method, "n_panels": a.n_panels,
+            "panel_ids": a.panel_ids, "map_for_example": a.map_for_example, "low": a.low, "high": a.high,
+            "human": [s.human, s.annotator], "explain": asdict(settings.explain), "seed": settings.seed}, 24)
+
+    def png(self, name: str) -> Path:
+        return self.root / f"{name}.png"
+
+    def folder(self, name: str) -> Path | None:
+        """Where a newly rendered figure is kept (None: one that depends on k)."""
+        return self.root if name in self.K_INDEPENDENT else None
+
+    def available(self) -> set[str]:
+        return {n for n in self.K_INDEPENDENT if self.png(n).exists() and self.png(n).with_suffix(".svg").exists()}
+
+
+FIGURE_CACHE_VERSION = 1   # raise when a k-independent figure's drawing changes
+
+
+def record_explain(tracker, settings, outputs, results, lines: list[str], skip=()) -> dict:
+    """Log the explain stage's tables and metrics, add its summary lines to ``lines``; returns its
+    figures (but those named in ``skip``)."""
     from vqa_interp.explain.analysis import explain_results
     from vqa_interp.explain.figures import curves_figure, share_figure, token_cases, token_figure
 
@@ -133,12 +174,12 @@ def record_explain(tracker, settings, outputs, results, lines: list[str]) -> dic
     tracker.log_metrics(metrics)
     lines.extend(found)
     figures = {}
-    cases = token_cases(outputs, examples, settings.explain.n_token_panels)
+    cases = token_cases(outputs, examples, settings.explain.n_token_panels) if "token_attributions" not in skip else []
     if cases:
         figures["token_attributions"] = token_figure(cases)
-    if len(explain.curves):
+    if len(explain.curves) and "faithfulness_curves" not in skip:
         figures["faithfulness_curves"] = curves_figure(explain.curves, settings.attribution.method)
-    if "image_share" in examples and examples["image_share"].notna().any():
+    if "image_share" in examples and examples["image_share"].notna().any() and "image_share_by_split" not in skip:
         figures["image_share_by_split"] = share_figure(examples, settings.attribution.method)
     return figures
 

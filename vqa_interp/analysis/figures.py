@@ -232,13 +232,15 @@ def panel_cases(outputs, results, settings) -> list[dict]:
     return cases
 
 
-def run_figures(outputs, results, settings, cases: list[dict] | None = None) -> dict[str, Figure]:
-    """Every figure of one run, by artifact name (``settings``: :class:`vqa_interp.settings.Settings`)."""
+def run_figures(outputs, results, settings, cases: list[dict] | None = None, skip=()) -> dict[str, Figure]:
+    """Every figure of one run, by artifact name (``settings``: :class:`vqa_interp.settings.Settings`),
+    but those named in ``skip`` (already rendered: see :func:`vqa_interp.run.record_outputs`)."""
     method = settings.attribution.method
     figures: dict[str, Figure] = {}
-    human_maps = _human_maps(outputs)
-    humans = [human_maps(e, outputs.geometry, "mean", 1)[0] for e in outputs.examples[:100]]
-    figures["fig1_human_weight_distribution"] = human_weight_distribution(humans)
+    if "fig1_human_weight_distribution" not in skip:
+        human_maps = _human_maps(outputs)
+        humans = [human_maps(e, outputs.geometry, "mean", 1)[0] for e in outputs.examples[:100]]
+        figures["fig1_human_weight_distribution"] = human_weight_distribution(humans)
     if results.examples is None or results.examples.empty:
         return figures
     examples, tables = results.examples, results.tables
@@ -248,7 +250,7 @@ def run_figures(outputs, results, settings, cases: list[dict] | None = None) -> 
     figures["fig4_correlation_matrix"] = correlation_matrix(examples, method)
     figures["fig4_confidence_correlation"] = confidence_scatter(examples, tables["confidence_correlations"], method)
     cases = panel_cases(outputs, results, settings) if cases is None else cases
-    if cases:
+    if cases and "fig9_10_qualitative" not in skip:
         figures["fig9_10_qualitative"] = qualitative_panel(cases)
     return figures
 

@@ -7,6 +7,7 @@ The default store is SQLite under ``mlruns/`` (``sqlite:///mlruns/mlflow.db``, a
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import json
 import logging
@@ -247,8 +248,11 @@ class RunTracker:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
-    def log_figure(self, figure, artifact_file: str) -> None:
-        """A matplotlib figure as ``artifact_file`` (PNG at 150 dpi) and beside it as SVG."""
+    def log_figure(self, figure, artifact_file: str, keep_in: Path | None = None) -> None:
+        """A matplotlib figure as ``artifact_file`` (PNG at 150 dpi) and beside it as SVG; with
+        ``keep_in``, the two files are also kept in that folder (for :meth:`log_figure_files`)."""
+        from vqa_interp.util.locking import write_atomic
+
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(artifact_file).name
             figure.savefig(path, dpi=150)
@@ -257,8 +261,15 @@ class RunTracker:
             figure.set_layout_engine("none")
             figure.savefig(path.with_suffix(".svg"))
             figure.set_layout_engine(engine)
-            self.log_file(path, str(Path(artifact_file).parent))
-            self.log_file(path.with_suffix(".svg"), str(Path(artifact_file).parent))
+            self.log_figure_files(path, str(Path(artifact_file).parent))
+            if keep_in is not None:
+                for file in (path.with_suffix(".svg"), path):     # the PNG last: it marks the pair complete
+                    write_atomic(Path(keep_in) / file.name, lambda tmp, file=file: shutil.copyfile(file, tmp))
+
+    def log_figure_files(self, png: str | Path, artifact_dir: str) -> None:
+        """A figure already saved: ``png`` and the SVG beside it."""
+        self.log_file(png, artifact_dir)
+        self.log_file(Path(png).with_suffix(".svg"), artifact_dir)
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
