@@ -78,13 +78,14 @@ def bench_explain(model, images, q, q_len, targets, sync) -> dict:
     faithfulness counts the method's map and the random map a run also scores)."""
     import numpy as np
 
-    from vqa_interp.attribution.faithfulness import deletion_insertion
+    from vqa_interp.attribution.faithfulness import curves_for_map_sets
     from vqa_interp.attribution.question import image_question_share, token_attributions
 
     maps = np.random.default_rng(0).random((len(images), images.shape[-1], images.shape[-1]))
     calls = {"tokens": lambda: token_attributions(model, images, q, q_len, targets, n_steps=32),
              "share": lambda: image_question_share(model, images, q, q_len, targets, n_steps=32),
-             "faithfulness": lambda: [deletion_insertion(model, images, maps, q, q_len, targets) for _ in range(2)]}
+             "faithfulness": lambda: curves_for_map_sets(model, images, {"method": maps, "random": maps[::-1]},
+                                                         q, q_len, targets)}
     out = {}
     for name, call in calls.items():
         call()                                  # warm-up

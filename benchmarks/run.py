@@ -197,10 +197,12 @@ def bench_attribution(quick: bool) -> dict:
 
 def explain_passes_per_map(ig_steps: int = 32, steps: int = 10) -> dict:
     """Extra model passes per map of each explain part (``explain.*`` defaults), by design."""
-    return {"explain_passes_per_map.tokens": f"{ig_steps} forward+backward (Layer IG on the embedding)",
-            "explain_passes_per_map.share": f"{ig_steps} forward+backward (joint IG, image + embedding)",
-            "explain_passes_per_map.faithfulness": f"{4 * (steps + 1)} forward (deletion + insertion, "
-                                                   "the method's map and a random map)"}
+    return {"explain_passes_per_map.tokens": f"{ig_steps} forward+backward of the question side (Layer IG on "
+                                             "the embedding; the image features once)",
+            "explain_passes_per_map.share": f"{ig_steps} forward+backward (joint IG, image + embedding; the "
+                                            "example's map only)",
+            "explain_passes_per_map.faithfulness": f"{2 + 4 * (steps - 1)} forward (deletion + insertion of the "
+                                                   "method's map and of a random map, the two ends shared)"}
 
 
 def bench_explain(quick: bool) -> dict:
@@ -209,7 +211,7 @@ def bench_explain(quick: bool) -> dict:
     import numpy as np
     import torch
 
-    from vqa_interp.attribution.faithfulness import deletion_insertion
+    from vqa_interp.attribution.faithfulness import curves_for_map_sets
     from vqa_interp.attribution.question import image_question_share, token_attributions
     from vqa_interp.models import Net, SmallConvBackbone, VQAModel
 
@@ -230,8 +232,9 @@ def bench_explain(quick: bool) -> dict:
     calls = {"floor": floor,
              "tokens": lambda: token_attributions(model, images, q, q_len, targets, n_steps=32),
              "share": lambda: image_question_share(model, images, q, q_len, targets, n_steps=32),
-             # a run makes two sets of curves per target: its method's map and a random map
-             "faithfulness": lambda: [deletion_insertion(model, images, maps, q, q_len, targets) for _ in range(2)]}
+             # a run makes two sets of curves per target, its method's map and a random map, in one call
+             "faithfulness": lambda: curves_for_map_sets(model, images, {"method": maps, "random": maps[::-1]},
+                                                         q, q_len, targets)}
     best = {name: float("inf") for name in calls}
     for round_ in range((2 if quick else 5) + 1):
         for name, call in calls.items():
@@ -273,7 +276,7 @@ def bench_runs(quick: bool) -> dict:
         uri = f"sqlite:///{tmp}/mlflow.db"
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TQDM_DISABLE": "1"}
         _run_cli(["data.limit=4", "tracking.log_maps=false"], env)  # warm: data, model, store schema
-        wall, out, rss = _run_cli([], env)
+        wall, out, rss = _run_cli([f"paths.cache={tmp}/cache-default"], env)   # every map, score and table made
         run_id = re.findall(r"MLflow run: (\w+)", out)[0]
         metrics = _metrics_of(uri, run_id)
         results["default_run_seconds"] = wall
@@ -322,13 +325,30 @@ NOTES = """## Notes on the targets
   policy does more work there, and the speed-up is lower (reported, not a target). `all_metrics` is
   the run's default metric set (15 metrics) through the same `score()`.
 - `sweep_cost_ratio` (not met): the first job of `-m k=0.05,0.1,0.2,0.3` scores every k from one sort
-  per map and caches the other jobs' per-example and floors/ceiling tables, so those jobs compute no
-  map and score nothing (`scores_cache`/`references_cache` tags say `hit`). What each of them still
-  pays is its own analysis, 8 figures (PNG + SVG) and MLflow run: ~8.5 s here (figures ~4.7 s of
-  it). With one run at ~35-43 s, three such jobs alone give 1.6-1.7x, before the first job's extra
-  k values; so on the embedded default, where attribution is ~1.5 s of a run, 1.5x is below the
-  per-job floor of what a run records. On ResNet-152 (~420 maps at ~1.2 s each, ~9 min per run)
-  the same per-job work puts a 4-value sweep near 1.05x one run (estimate from these numbers).
+  per map and caches the other jobs' per-example and floors/ceiling tables; the explain stage's
+  tables (tokens, share, faithfulness) do not depend on k and are cached too, and so are the five
+  figures that do not depend on k. So the later jobs compute no map, score nothing and explain
+  nothing (`scores_cache`, `references_cache`, `explain_cache` tags say `hit`). What each of them
+  still pays is its own analysis, its six k-dependent figures (PNG + SVG) and its MLflow run: ~9.5 s
+  here (13 s before the figures were shared). The first job also scores the three other k values
+  (~9-15 s). With one run at ~50-65 s, that is ~1.7-1.8x; 1.5x would need each later job under ~3 s,
+  less than rendering its own figures takes on 2 cores. Saving figures in a worker process was
+  tried and measured: on 2 cores it made the later jobs slower (11-12.7 s against 10.6-12.5 s), the
+  pickling and the worker competing with the run, and was not kept. On ResNet-152 (~420 maps at
+  ~1.2 s each, ~9 min per run) the same per-job work puts a 4-value sweep near 1.05x one run
+  (estimate from these numbers).
+- `default_run_seconds` (not met since the explain stage is on by default: 62 s against 60): the
+  default run, every map, score and table made afresh (its own cache folder), on 2 cores. The
+  explain stage (question words, image/question share, deletion/insertion against random maps)
+  takes ~17 s of it, the share's 32 IG steps through the whole model most (~9 s); without it
+  (`explain.tokens=false explain.share=false explain.faithfulness=false`) a run takes ~45 s. Fewer
+  IG steps were measured and not taken: 24 steps would save ~2.3 s but double the share's error
+  (largest deviation from a 128-step share 0.05, against 0.028 at 32). Running the explain stage
+  in a thread beside scoring was measured too: both took 44 s side by side, no gain on 2 cores.
+- `explain_*`: the explain stage per map on the embedded model (batch 16): token attributions
+  (32 IG steps through the question side), the image/question share (32 IG steps through the whole
+  model), and the deletion/insertion curves of the map and of a random map (2 + 4 x 9 = 38
+  forwards, the ends shared). `explain_overhead.*` is each as a multiple of one forward + backward.
 - `scale_time_ratio` and `rss_growth_ratio`: 4x the questions (`data.n_val_images=400`, 1200
   questions, generated before timing) against the default (300): maps are computed, scored and
   analysed question by question and never all held, so peak RSS is flat.

@@ -135,6 +135,8 @@ def test_two_by_two_multirun_has_one_parent_four_children_and_reuses_maps(two_by
         assert {"tables/per_example.csv"} <= {a.path for a in client.list_artifacts(child.info.run_id, "tables")}
     comparison = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/method_comparison.csv", str(tmp_path)))
     assert len(comparison) == 4 and set(comparison["status"]) == {"FINISHED"}
+    # each method's faithfulness next to its random maps', per child (what the maps tell about the model)
+    assert comparison[["faithfulness/deletion_auc", "faithfulness/random_deletion_auc"]].notna().all().all()
     # what a researcher sees: names that say what differs, the ranking last in the terminal and in the parent
     assert parent.info.run_name == "sweep: method=saliency,ggradcam k=0.05,0.1 " + " ".join(FAST)
     assert {c.info.run_name for c in children} >= {"saliency k=0.05 (embedded, 10 q)", "ggradcam k=0.1 (embedded, 10 q)"}

@@ -205,3 +205,16 @@ def test_a_runs_explain_tables_cover_every_target_and_are_cached(run_parts):
 
 def test_every_part_off_computes_nothing(run_parts):
     assert explain(run_parts, tokens=False, share=False, faithfulness=False) is None
+
+
+def test_without_an_evidence_file_tokens_are_reported_without_a_score():
+    from vqa_interp.explain.analysis import explain_results
+
+    rng = np.random.default_rng(2)
+    per_target = pd.DataFrame({"question_id": np.arange(30), "target": "label", "token_error": 0.01,
+                               "deletion_auc": rng.random(30), "random_deletion_auc": rng.random(30)})
+    examples = per_target.assign(correct=rng.random(30) > 0.5, confidence_level="high", rank_corr=rng.random(30))
+    tables, metrics, lines = explain_results(examples, per_target, alpha=0.05, n_bootstrap=100, seed=0, min_group=5)
+    assert "token_scores" not in tables and not any(m.startswith("tokens/") for m in metrics)
+    assert not any(line.startswith("Question words") for line in lines)
+    assert "faithfulness" in tables and "faithfulness/deletion_auc" in metrics

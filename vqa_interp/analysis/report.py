@@ -132,7 +132,9 @@ def build_report(client, run_ids: list[str], out: Path, ui_url: str) -> tuple[Pa
         comparison = comparison_table(evaluations) if evaluations else pd.DataFrame()
         if not comparison.empty:
             keep = ["run_name", "status", "method.name", "k", "model/accuracy", "count/rows",
-                    *(f"score/{m}" for m in family_metrics()), *(f"norm/{m}" for m in family_metrics())]
+                    *(f"score/{m}" for m in family_metrics()), *(f"norm/{m}" for m in family_metrics()),
+                    "faithfulness/deletion_auc", "faithfulness/random_deletion_auc", "faithfulness/insertion_auc",
+                    "faithfulness/random_insertion_auc"]
             comparison = comparison[[c for c in keep if c in comparison]]
         tables = run_tables(client, evaluations, tmp)
         parent_tables = {}

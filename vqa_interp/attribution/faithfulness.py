@@ -92,7 +92,7 @@ def curves_for_map_sets(model: nn.Module, images: torch.Tensor, map_sets: dict[s
         # interior points: (map, step, curve) with step in 1..steps-1 and curve deletion (0) / insertion (1)
         grid = torch.cartesian_prod(every, torch.arange(1, steps, device=device), torch.arange(2, device=device))
         for name, maps in map_sets.items():
-            flat = torch.as_tensor(np.asarray(maps, np.float64).reshape(batch, n))
+            flat = torch.as_tensor(np.ascontiguousarray(maps, np.float64).reshape(batch, n))
             order = torch.argsort(-flat, dim=1, stable=True)                  # highest first, ties by index
             rank = torch.empty_like(order).scatter_(1, order, torch.arange(n).expand(batch, n)).to(device)
             curves = np.zeros((2, batch, steps + 1))
