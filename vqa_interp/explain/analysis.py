@@ -143,7 +143,12 @@ def explain_results(examples: pd.DataFrame, per_target: pd.DataFrame, *, alpha: 
         deletion = correlation[(correlation["plausibility"] == "rank_corr") & (correlation["faithfulness"] == "deletion_auc")]
         if len(deletion) and np.isfinite(deletion.iloc[0]["spearman"]):
             d = deletion.iloc[0]
+            if d.p_value < 0.05:
+                reading = ("the maps that agree more with humans are also the ones the model's answer depends on more"
+                           if d.spearman < 0 else
+                           "the maps that agree more with humans are the ones the model's answer depends on less")
+            else:
+                reading = "agreeing with humans tells nothing here about being faithful"
             lines.append(f"Plausible vs faithful: Spearman {d.spearman:+.2f} between rank correlation with humans and "
-                         f"deletion AUC (p={d.p_value:.2g}, n={int(d.n)}); negative means the maps that agree with humans "
-                         "are also the ones the model's answer depends on.")
+                         f"deletion AUC (p={d.p_value:.2g}, n={int(d.n)}): {reading}.")
     return tables, metrics, lines
