@@ -115,7 +115,8 @@ def explain_targets(model: torch.nn.Module, settings, examples: Sequence, target
     context = torch.backends.cudnn.flags(enabled=False) if device.startswith("cuda") else contextlib.nullcontext()
     per_target, token_rows, curve_rows, map_curves = [], [], [], []
     with context:
-        for begin in range(0, len(targets), e.batch_size):
+        # nothing to compute when every part is cached: no image is read
+        for begin in range(0, 0 if all(hits.values()) else len(targets), e.batch_size):
             chunk = targets.iloc[begin:begin + e.batch_size]
             rows = chunk["row"].tolist()
             images = load_images(rows).to(device)
