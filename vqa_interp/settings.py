@@ -111,7 +111,7 @@ class ExplainSettings:
     substrate: str = "blur"       # what a removed pixel becomes: blur (the blurred image) | mean (its mean colour)
     blur_sigma: float = 0.25      # Gaussian sigma as a fraction of the side (substrate=blur)
     batch_size: int = 64          # targets per chunk, and images per forward of the deletion/insertion curves
-    ig_batch_size: int = 512      # scaled inputs per pass of the IG passes (each a forward + backward)
+    ig_batch_size: int = 128      # scaled inputs per pass of the IG passes (each a forward + backward)
     n_token_panels: int = 6       # questions in the token figure
 
 
