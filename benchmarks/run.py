@@ -341,8 +341,10 @@ NOTES = """## Notes on the targets
   default run, every map, score and table made afresh (its own cache folder), on 2 cores. The
   explain stage (question words, image/question share, deletion/insertion against random maps)
   takes ~17 s of it, the share's 32 IG steps through the whole model most (~9 s); without it
-  (`explain.tokens=false explain.share=false explain.faithfulness=false`) a run takes ~45 s. Fewer
-  IG steps were measured and not taken: 24 steps would save ~2.3 s but double the share's error
+  (`explain.tokens=false explain.share=false explain.faithfulness=false`) a run took 38 s in one
+  measurement (62 s minus the stage's 17 s would be 45 s). Fewer IG steps were measured and not
+  taken: 24 steps ran 28% faster than 32 on 64 examples (so ~2.3 s of a run, estimated) but
+  roughly doubled the share's error
   (largest deviation from a 128-step share 0.05, against 0.028 at 32). Running the explain stage
   in a thread beside scoring was measured too: both took 44 s side by side, no gain on 2 cores.
 - Peak RSS: the default run with the explain stage off peaked at 1.18 GB; with it on and IG passes

@@ -99,3 +99,13 @@ def test_curves_of_several_map_sets_equal_one_set_at_a_time(batch):
         alone = deletion_insertion(model, images, maps, q, q_len, targets, steps=4, batch_size=64)
         for key in ("deletion", "insertion", "deletion_auc", "insertion_auc"):
             np.testing.assert_allclose(together[name][key], alone[key], atol=1e-6)
+
+
+def test_curves_do_not_change_when_a_map_is_scaled(batch):
+    model, images, q, q_len, targets = batch
+    maps = np.random.default_rng(5).random((len(q), 64, 64))
+    base = deletion_insertion(model, images, maps, q, q_len, targets, steps=4)
+    for factor in (1e-7, 1e7):
+        scaled = deletion_insertion(model, images, maps * factor, q, q_len, targets, steps=4)
+        for key in ("deletion_auc", "insertion_auc"):
+            np.testing.assert_array_equal(scaled[key], base[key])

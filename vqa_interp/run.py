@@ -156,13 +156,9 @@ def record_explain(tracker, settings, outputs, results, lines: list[str], skip=(
     from vqa_interp.explain.figures import curves_figure, share_figure, token_cases, token_figure
 
     explain, a = outputs.explain, settings.analysis
-    examples = results.examples
+    examples = results.examples          # drawn from the run's table, which holds the explain columns
     if examples is None or examples.empty:
         return {}
-    columns = [c for c in explain.per_target.columns if c not in ("question_id", "target")]
-    examples = examples.drop(columns=[c for c in columns if c in examples]).merge(
-        explain.per_target, on=["question_id", "target"], how="left")
-    results.examples = examples
     tables, metrics, found = explain_results(examples, explain.per_target, alpha=a.alpha, n_bootstrap=a.bootstrap,
                                              seed=a.seed, min_group=a.min_group)
     if len(explain.tokens):
