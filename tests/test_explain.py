@@ -203,6 +203,25 @@ def test_a_runs_explain_tables_cover_every_target_and_are_cached(run_parts):
     assert other.curves.filter(like="step_").shape[1] == 5 and other.tokens.empty
 
 
+def test_predictions_are_cached_and_read_back_equal_dtypes_included(run_parts):
+    """A k sweep's later jobs and a rerun read the predictions back instead of running the model."""
+    from dataclasses import replace
+
+    from vqa_interp.pipeline import cached_predictions
+
+    p = run_parts
+    args = (p["loaded"], p["examples"], p["load_images"], p["q"], p["q_len"], p["data_digest"])
+    first, hit = cached_predictions(p["settings"], *args)
+    assert not hit and first["answer"].map(type).eq(str).all()
+    again, hit = cached_predictions(p["settings"], *args)
+    assert hit
+    pd.testing.assert_frame_equal(again, first)
+    # another batch size or other data is another entry
+    other = replace(p["settings"], attribution=replace(p["settings"].attribution, batch_size=5))
+    assert not cached_predictions(other, *args)[1]
+    assert not cached_predictions(p["settings"], *args[:-1], "another data digest")[1]
+
+
 def test_every_part_off_computes_nothing(run_parts):
     assert explain(run_parts, tokens=False, share=False, faithfulness=False) is None
 

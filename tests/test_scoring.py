@@ -95,3 +95,37 @@ def test_bad_arguments_name_the_option():
         score(np.ones((1, 4, 4)), np.ones((1, 4, 4)), tie_policy="random")
     with pytest.raises(ValueError, match="same B"):
         score(np.ones((2, 4, 4)), np.ones((1, 4, 4)))
+
+
+@pytest.mark.parametrize("tie_policy", ["fractional", "include", "index"])
+def test_scoring_several_k_from_shared_maps_equals_scoring_each_k_afresh(tie_policy):
+    """What a k sweep's first job does: one human map shared by several maps, every map sorted
+    once for all k, the human's region made once per k and each pair's overlap once per k; the
+    order of k and of the maps must not matter."""
+    import gc
+    import weakref
+
+    from vqa_interp.metrics import prepare_map, run_metrics
+    from vqa_interp.metrics.engine import score_at_ks
+
+    rng = np.random.default_rng(7)
+    maps = _maps(rng, (24, 24))
+    human = prepare_map(np.round(rng.random((24, 24)) * 6), ScoringOptions(size=24, tie_policy=tie_policy))
+    names = run_metrics()
+    ks = (0.3, 0.05, 0.1, 0.3)
+    for values in maps + maps[::-1]:          # the human (and its views) reused, in both orders
+        got = score_at_ks(prepare_map(values, human.options), [human], human.options, names, ks)
+        for k in ks:
+            expected = score(values[None], human.values.reshape(1, 24, 24), k=k, size=24, tie_policy=tie_policy,
+                             metrics=names).iloc[0]
+            for m in names:
+                assert got[k][m] == pytest.approx(expected[m], rel=1e-12, abs=1e-15), (m, k)
+    assert human.at_k(0.3) is human.at_k(0.3) and human.at_k(human.options.k) is human
+    # a map shared by every question (the centre floor) keeps no other map alive through its overlaps
+    shared = prepare_map(maps[3], human.options)
+    other = prepare_map(maps[0], human.options)
+    shared.at_k(0.3).overlap(other.at_k(0.3))
+    gone = weakref.ref(other)
+    del other
+    gc.collect()
+    assert gone() is None

@@ -35,6 +35,7 @@ from vqa_interp.metrics import (PreparedMap, ScoringOptions, metric_names, prepa
 from vqa_interp.metrics.engine import average_defined, score_at_ks
 from vqa_interp.models.checkpoint import BACKBONE_FILES, BACKBONE_SOURCES, LoadedModel, load_model
 from vqa_interp.settings import Settings
+from vqa_interp.util.allocator import one_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,37 @@ def predict(loaded: LoadedModel, examples: Sequence[Example], load_images, q: to
                     "row": i,
                 })
     return pd.DataFrame(rows)
+
+
+PREDICTIONS_CACHE_VERSION = 1   # raise when predict()'s table changes: cached predictions are then ignored
+
+
+def cached_predictions(settings: Settings, loaded: LoadedModel, examples: Sequence[Example], load_images,
+                       q: torch.Tensor, q_len: torch.Tensor, data_digest: str) -> tuple[pd.DataFrame, bool]:
+    """:func:`predict`'s table, cached on disk (``<cache>/predictions``) by what it depends on: the
+    checkpoint, the backbone and its weights, the input geometry, the device, the batch size and
+    the data (questions, images, answers). A k sweep's later jobs, and a rerun, read it back
+    (equal to the computed one, dtypes included). Returns ``(table, whether it was cached)``."""
+    from vqa_interp.util.locking import write_atomic
+    from vqa_interp.util.signature import signature
+
+    m = settings.model
+    key = signature({"version": PREDICTIONS_CACHE_VERSION, "checkpoint": loaded.checkpoint_digest,
+                     "backbone": m.backbone, "backbone_weights": str(resolve_backbone_weights(settings)),
+                     "input": m.input, "device": settings.device, "batch_size": settings.attribution.batch_size,
+                     "data": data_digest})
+    path = Path(settings.cache) / "predictions" / f"{key[:24]}.csv"
+    table = _read_cached_table(path, PREDICTION_COLUMNS)
+    if table is not None and len(table) == len(examples):
+        return table[list(PREDICTION_COLUMNS)], True
+    table = predict(loaded, examples, load_images, q, q_len, batch_size=settings.attribution.batch_size,
+                    device=settings.device)
+    write_atomic(path, lambda tmp: table.to_csv(tmp, index=False))
+    return table, False
+
+
+PREDICTION_COLUMNS = ("question_id", "image_id", "question", "answer", "answer_type", "prediction", "confidence",
+                      "correct", "vqa_accuracy", "label_index", "prediction_index", "row")
 
 
 def map_keys(targets: pd.DataFrame, digests: Sequence[str]) -> pd.DataFrame:
@@ -456,7 +488,8 @@ def _read_cached_table(path: Path, columns: Sequence[str]) -> pd.DataFrame | Non
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in TEXT_COLUMNS})
     if not set(columns) <= set(frame.columns):
         return None
-    frame["undefined"] = frame["undefined"].fillna("").astype(str)
+    if "undefined" in frame:
+        frame["undefined"] = frame["undefined"].fillna("").astype(str)
     return frame
 
 
@@ -620,22 +653,22 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
     geometry = InputGeometry(settings.model.input_size, settings.model.central_fraction)
     load_images = image_loader(examples, geometry)
     q, q_len = encode_questions([e.question for e in examples], loaded.question_vocab)
-    with timed(timings, "predict"):
-        predictions = predict(loaded, examples, load_images, q, q_len, batch_size=settings.attribution.batch_size,
-                              device=settings.device)
-    if on_predictions is not None:
-        on_predictions(predictions)
-    targets, skipped_targets = plan_targets(predictions, settings.attribution.target_policy)
     with timed(timings, "digest"):
         digests = [example_digest(e) for e in examples]
         data_digest = digest_examples(examples, digests)
-        targets = map_keys(targets, digests)
+    with timed(timings, "predict"):
+        predictions, predictions_hit = cached_predictions(settings, loaded, examples, load_images, q, q_len,
+                                                          data_digest)
+    if on_predictions is not None:
+        on_predictions(predictions)
+    targets, skipped_targets = plan_targets(predictions, settings.attribution.target_policy)
+    targets = map_keys(targets, digests)
     cache = map_cache_for(settings, loaded.checkpoint_digest)
     with timed(timings, "attribution"):
         attribute_targets(loaded, settings, targets, cache, load_images, q, q_len, examples=examples,
                           dataset=dataset, geometry=geometry)
     s = settings.scoring
-    with timed(timings, "scoring"):   # the method's maps, and the floors and ceiling in the same pass
+    with timed(timings, "scoring"), one_blas_thread():   # the method's maps, and the floors and ceiling in one pass
         table, skipped_scores, references, hits = cached_tables(settings, dataset, examples, predictions, targets,
                                                                 cache, geometry, data_digest, also_k,
                                                                 with_references=settings.analysis.baselines)
@@ -672,6 +705,7 @@ def execute(settings: Settings, dataset: Dataset, selection: Selection, checkpoi
             "backbone": loaded.backbone_description,
             "backbone_variant": str(settings.model.backbone.get("variant", settings.model.backbone.get("type"))),
             "human_map": s.human if s.human != "annotator" else f"annotator {s.annotator}",
+            "predictions_cache": "hit" if predictions_hit else "computed",
             "scores_cache": "hit" if hits["scores"] else "computed"}
     if references is not None:
         single = int(len(examples) - (references["reference"] == "human_ceiling").sum())

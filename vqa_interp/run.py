@@ -51,9 +51,11 @@ def write_maps_archive(path: Path, cache, keys) -> None:
                 np.lib.format.write_array(handle, cache.load(key))
 
 
-def record_outputs(tracker, settings, outputs, timings: dict) -> None:
-    """Log a finished run's tables, analysis, figures and maps."""
+def record_outputs(tracker, settings, outputs, timings: dict):
+    """Log a finished run's tables, analysis and maps, and start drawing its figures: returns the
+    :class:`~vqa_interp.tracking.background.FigureJob` whose figures the run logs before it ends."""
     from vqa_interp.analysis import figures, statistics
+    from vqa_interp.tracking.background import draw_figures, finish_deferred
 
     a = settings.analysis
     start = time.perf_counter()
@@ -70,8 +72,11 @@ def record_outputs(tracker, settings, outputs, timings: dict) -> None:
     timings["time/analysis_s"] = time.perf_counter() - start
     cases = figures.panel_cases(outputs, results, settings)
     rendered = FigureCache(settings, outputs)
+    # an earlier job of this sweep still drawing the figures this one would reuse: wait for it;
+    # and keep no more drawing processes than the machine has cores
+    finish_deferred(wait=False, keeps=rendered.root, at_most=max(0, (os.cpu_count() or 1) - 1))
     skip = rendered.available()
-    run_figures = figures.run_figures(outputs, results, settings, cases, skip=skip)
+    makers = figures.figure_makers(outputs, results, settings, cases, skip=skip)
     if outputs.sanity is not None and not outputs.sanity.empty:
         from vqa_interp.attribution.sanity import sanity_figure, verdict
 
@@ -79,38 +84,43 @@ def record_outputs(tracker, settings, outputs, timings: dict) -> None:
         tracker.log_table(outputs.sanity, "sanity_randomisation")
         tracker.log_metrics({"sanity/final_spearman_abs": final, "sanity/passed": float(passed)})
         tracker.set_tags({"sanity_check": "pass" if passed else "fail"})
-        run_figures["sanity_randomisation"] = sanity_figure(outputs.sanity)
+        makers["sanity_randomisation"] = lambda: sanity_figure(outputs.sanity)
         outputs.summary_lines.append(
             f"Sanity check ({settings.attribution.method}, model randomisation): "
             f"{'passes' if passed else 'FAILS'}: mean Spearman of |maps| after full randomisation {final:.2f} "
             f"(fails above 0.5).")
     explain_lines: list[str] = []
     if outputs.explain is not None:
-        run_figures.update(record_explain(tracker, settings, outputs, results, explain_lines, skip=skip))
+        makers.update(record_explain(tracker, settings, outputs, results, explain_lines, skip=skip))
     if "baselines" in results.tables:
         from vqa_interp.analysis.baselines import floor_ceiling_figure
 
-        run_figures["floor_ceiling"] = floor_ceiling_figure(results.tables["baselines"], settings.attribution.method)
-    for name, figure in run_figures.items():
-        tracker.log_figure(figure, f"figures/{name}.png", keep_in=rendered.folder(name))
-    for name in skip:
-        tracker.log_figure_files(rendered.png(name), "figures")
-    from vqa_interp.analysis.summary import run_summary
+        makers["floor_ceiling"] = lambda: floor_ceiling_figure(results.tables["baselines"],
+                                                               settings.attribution.method)
+    # drawn in another process (vqa_interp.tracking.background); the cached kind first, so that a
+    # k sweep's next job can reuse them while this job's other figures are still being drawn
+    makers = dict(sorted(makers.items(), key=lambda item: rendered.folder(item[0]) is None))
+    job = draw_figures(makers, keep_in=rendered.folder, cached=[rendered.png(name) for name in sorted(skip)],
+                       keeps=rendered.root if set(rendered.K_INDEPENDENT) - skip else None)
+    with job.cancelled_on_error():
+        from vqa_interp.analysis.summary import run_summary
 
-    method, k = settings.attribution.method, settings.scoring.k
-    sanity = " ".join(outputs.summary_lines)
-    outputs.summary = run_summary(results, method, k, sanity_line=sanity, n_bootstrap=min(1000, a.bootstrap), seed=a.seed,
-                                  explain_lines=explain_lines)
-    outputs.summary_markdown = run_summary(results, method, k, markdown=True, sanity_line=sanity,
-                                           n_bootstrap=min(1000, a.bootstrap), seed=a.seed, explain_lines=explain_lines)
-    if cases:
-        log_panel(tracker, cases)
-    if settings.tracking.log_maps and len(outputs.table):
-        with tempfile.TemporaryDirectory() as tmp:
-            archive = Path(tmp) / "maps.npz"
-            write_maps_archive(archive, outputs.cache, outputs.table["map_key"])
-            tracker.log_file(archive, "maps")
-    timings["time/logging_s"] = time.perf_counter() - start - timings["time/analysis_s"]
+        method, k = settings.attribution.method, settings.scoring.k
+        sanity = " ".join(outputs.summary_lines)
+        outputs.summary = run_summary(results, method, k, sanity_line=sanity, n_bootstrap=min(1000, a.bootstrap),
+                                      seed=a.seed, explain_lines=explain_lines)
+        outputs.summary_markdown = run_summary(results, method, k, markdown=True, sanity_line=sanity,
+                                               n_bootstrap=min(1000, a.bootstrap), seed=a.seed,
+                                               explain_lines=explain_lines)
+        if cases:
+            log_panel(tracker, cases)
+        if settings.tracking.log_maps and len(outputs.table):
+            with tempfile.TemporaryDirectory() as tmp:
+                archive = Path(tmp) / "maps.npz"
+                write_maps_archive(archive, outputs.cache, outputs.table["map_key"])
+                tracker.log_file(archive, "maps")
+        timings["time/logging_s"] = time.perf_counter() - start - timings["time/analysis_s"]
+    return job
 
 
 class FigureCache:
@@ -151,7 +161,7 @@ FIGURE_CACHE_VERSION = 1   # raise when a k-independent figure's drawing changes
 
 def record_explain(tracker, settings, outputs, results, lines: list[str], skip=()) -> dict:
     """Log the explain stage's tables and metrics, add its summary lines to ``lines``; returns its
-    figures (but those named in ``skip``)."""
+    figures (but those named in ``skip``), by name, as functions that draw them."""
     from vqa_interp.explain.analysis import explain_results
     from vqa_interp.explain.figures import curves_figure, share_figure, token_cases, token_figure
 
@@ -172,11 +182,11 @@ def record_explain(tracker, settings, outputs, results, lines: list[str], skip=(
     figures = {}
     cases = token_cases(outputs, examples, settings.explain.n_token_panels) if "token_attributions" not in skip else []
     if cases:
-        figures["token_attributions"] = token_figure(cases)
+        figures["token_attributions"] = lambda: token_figure(cases)
     if len(explain.curves) and "faithfulness_curves" not in skip:
-        figures["faithfulness_curves"] = curves_figure(explain.curves, settings.attribution.method)
+        figures["faithfulness_curves"] = lambda: curves_figure(explain.curves, settings.attribution.method)
     if "image_share" in examples and examples["image_share"].notna().any() and "image_share_by_split" not in skip:
-        figures["image_share_by_split"] = share_figure(examples, settings.attribution.method)
+        figures["image_share_by_split"] = lambda: share_figure(examples, settings.attribution.method)
     return figures
 
 
@@ -277,6 +287,19 @@ def scorable_at(settings, k: float) -> bool:
     return True
 
 
+def figures_deferred() -> bool:
+    """Whether this job's run may end after the job returns, once its figures are drawn: in a
+    sweep whose jobs run in this process (Hydra's basic launcher), where the sweep's next job or
+    its end finishes it (:func:`vqa_interp.tracking.background.finish_deferred`). A launcher that
+    runs jobs in other processes gets each run finished by its own job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not _in_multirun():
+        return False
+    target = str(HydraConfig.get().launcher.get("_target_", ""))
+    return target.endswith(".BasicLauncher")
+
+
 def _in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -292,7 +315,8 @@ def evaluate(cfg: DictConfig) -> str:
     from vqa_interp.errors import DataError
     from vqa_interp.pipeline import execute, preflight_model_files, timed
     from vqa_interp.settings import from_config
-    from vqa_interp.tracking.store import (check_reachable, flatten, resolve_tracking_uri, run_url, tracked_run,
+    from vqa_interp.tracking.background import defer, log_figures
+    from vqa_interp.tracking.store import (check_reachable, ending, flatten, resolve_tracking_uri, run_url, start_run,
                                            ui_command)
     from vqa_interp.train import ensure_embedded_model
 
@@ -316,7 +340,9 @@ def evaluate(cfg: DictConfig) -> str:
     tags = {"run_kind": "evaluation", "hydra_output_dir": str(Path(hydra_cfg.runtime.output_dir).resolve()),
             "hydra_overrides": " ".join(hydra_cfg.overrides.task), "method": settings.attribution.method}
     name = run_name(settings, len(selection.examples), list(hydra_cfg.overrides.task))
-    with tracked_run(settings.tracking, name, parent_run_id=parent_run_id_for_job(), tags=tags) as tracker:
+    deferred = figures_deferred()
+    tracker = start_run(settings.tracking, name, parent_run_id=parent_run_id_for_job(), tags=tags)
+    with ending(tracker, finish=not deferred):   # FAILED or KILLED if anything below raises
         _RUN_OPENED.append(tracker.run_id)
         print(f"MLflow run: {tracker.run_id} ({name})", flush=True)
         tracker.log_params(flatten(settings.resolved))
@@ -325,12 +351,17 @@ def evaluate(cfg: DictConfig) -> str:
         outputs = execute(settings, dataset, selection, checkpoint, timings,
                           on_predictions=lambda frame: tracker.log_table(frame, "predictions"),
                           also_k=[k for k in sweep_k_for_job() if scorable_at(settings, k)])
-        record_outputs(tracker, settings, outputs, timings)
-        timings["time/total_s"] = time.perf_counter() - job_start + timings["time/startup_s"]
-        tracker.log_metrics({k: v for k, v in timings.items() if k in HEADLINE_TIMINGS})
-        tracker.log_table(pd.DataFrame([{"stage": k.split("/", 1)[1][:-2], "seconds": v} for k, v in timings.items()]),
-                          "timings")
-        tracker.set_description(outputs.summary_markdown)
+        job = record_outputs(tracker, settings, outputs, timings)
+        with job.cancelled_on_error():
+            if not deferred:
+                log_figures(tracker, job)    # waits for the drawing
+            timings["time/total_s"] = time.perf_counter() - job_start + timings["time/startup_s"]
+            tracker.log_metrics({k: v for k, v in timings.items() if k in HEADLINE_TIMINGS})
+            tracker.log_table(pd.DataFrame([{"stage": k.split("/", 1)[1][:-2], "seconds": v}
+                                            for k, v in timings.items()]), "timings")
+            tracker.set_description(outputs.summary_markdown)
+    if deferred:   # this sweep's next job runs while the figures are drawn; the run ends when they are in
+        defer(tracker, job)
     uri = resolve_tracking_uri(settings.tracking.uri)
     if outputs.summary:
         print("\n" + outputs.summary + "\n", flush=True)

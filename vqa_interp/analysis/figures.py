@@ -1,6 +1,8 @@
 """Figures of a run (the paper's Figures 1, 3-10), as matplotlib figures for the tracker to log."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -16,6 +18,16 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, figsize, **kwargs):
     """A figure and its axes, without pyplot (no global backend or figure registry is touched)."""
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def save_figure(figure: Figure, png: Path) -> None:
+    """``figure`` as ``png`` (150 dpi) and, beside it, the same figure as SVG."""
+    figure.savefig(png, dpi=150)
+    # the layout is computed by the first save; the second keeps it (half the figure time)
+    engine = figure.get_layout_engine()
+    figure.set_layout_engine("none")
+    figure.savefig(png.with_suffix(".svg"))
+    figure.set_layout_engine(engine)
 
 
 def human_weight_distribution(human_maps: list[np.ndarray]) -> Figure:
@@ -235,24 +247,34 @@ def panel_cases(outputs, results, settings) -> list[dict]:
 def run_figures(outputs, results, settings, cases: list[dict] | None = None, skip=()) -> dict[str, Figure]:
     """Every figure of one run, by artifact name (``settings``: :class:`vqa_interp.settings.Settings`),
     but those named in ``skip`` (already rendered: see :func:`vqa_interp.run.record_outputs`)."""
+    return {name: draw() for name, draw in figure_makers(outputs, results, settings, cases, skip).items()}
+
+
+def figure_makers(outputs, results, settings, cases: list[dict] | None = None, skip=()) -> dict:
+    """:func:`run_figures` as functions that draw each figure when called, by artifact name, the
+    figures that do not depend on k first (a k sweep's later jobs reuse them)."""
     method = settings.attribution.method
-    figures: dict[str, Figure] = {}
+    makers = {}
     if "fig1_human_weight_distribution" not in skip:
-        human_maps = _human_maps(outputs)
-        humans = [human_maps(e, outputs.geometry, "mean", 1)[0] for e in outputs.examples[:100]]
-        figures["fig1_human_weight_distribution"] = human_weight_distribution(humans)
+        def fig1():
+            human_maps = _human_maps(outputs)
+            return human_weight_distribution([human_maps(e, outputs.geometry, "mean", 1)[0]
+                                              for e in outputs.examples[:100]])
+        makers["fig1_human_weight_distribution"] = fig1
     if results.examples is None or results.examples.empty:
-        return figures
+        return makers
     examples, tables = results.examples, results.tables
-    figures["fig7_scenario_medians"] = scenario_bars(tables["scenario_medians"], method, settings.analysis.min_group)
-    figures["fig8_split_distributions"] = split_boxplots(examples, method)
-    figures["fig3_5_6_mean_differences"] = mean_differences(tables["significance"], method)
-    figures["fig4_correlation_matrix"] = correlation_matrix(examples, method)
-    figures["fig4_confidence_correlation"] = confidence_scatter(examples, tables["confidence_correlations"], method)
     cases = panel_cases(outputs, results, settings) if cases is None else cases
     if cases and "fig9_10_qualitative" not in skip:
-        figures["fig9_10_qualitative"] = qualitative_panel(cases)
-    return figures
+        makers["fig9_10_qualitative"] = lambda: qualitative_panel(cases)
+    makers.update({
+        "fig7_scenario_medians": lambda: scenario_bars(tables["scenario_medians"], method, settings.analysis.min_group),
+        "fig8_split_distributions": lambda: split_boxplots(examples, method),
+        "fig3_5_6_mean_differences": lambda: mean_differences(tables["significance"], method),
+        "fig4_correlation_matrix": lambda: correlation_matrix(examples, method),
+        "fig4_confidence_correlation": lambda: confidence_scatter(examples, tables["confidence_correlations"],
+                                                                  method)})
+    return makers
 
 
 def methods_side_by_side(cases: list[dict], maps_by_method: dict[str, dict[int, np.ndarray]]) -> Figure:

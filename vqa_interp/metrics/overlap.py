@@ -73,7 +73,7 @@ def _f1_reference(a, h, options):
 
 # ------------------------------------------------------------------ fast, from prepared features
 def _overlap(a, h) -> float:
-    return a.over_region(h.region)
+    return a.overlap(h)
 
 
 @metric("intersect", needs=("weights",), range=(-float("inf"), float("inf")), reference=_intersect_reference)

@@ -29,6 +29,7 @@ Top-k regions (``n = round(k * size^2)`` pixels), by ``tie_policy``:
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Sequence
@@ -167,16 +168,22 @@ class PreparedMap:
         elif self.values.min() == self.values.max():
             self.undefined = "constant"
 
-    K_DEPENDENT = ("sparse_region", "region", "region_size")
+    K_DEPENDENT = ("sparse_region", "region", "region_size", "_at", "_overlaps")
 
     def at_k(self, k: float) -> "PreparedMap":
         """The same map for another ``k``: every k-independent feature already computed (its sort,
-        ranks, scaled maps) is shared, only the region is made again."""
+        ranks, scaled maps) is shared, only the region is made again, once per ``k``: the view is
+        kept, so a human map scored against many maps at several k makes each region once."""
         if k == self.options.k:
             return self
-        other = PreparedMap.__new__(PreparedMap)
-        other.__dict__ = {key: value for key, value in self.__dict__.items() if key not in self.K_DEPENDENT}
-        other.options = replace(self.options, k=k)
+        views = self.__dict__.setdefault("_at", {})
+        other = views.get(k)
+        if other is None:
+            other = views[k] = PreparedMap.__new__(PreparedMap)
+            other.options = replace(self.options, k=k)
+        # the k-independent features, including those this map computed since the view was made
+        other.__dict__.update((key, value) for key, value in self.__dict__.items()
+                              if key not in self.K_DEPENDENT and key != "options")
         return other
 
     @property
@@ -264,6 +271,15 @@ class PreparedMap:
     @cached_property
     def region_size(self) -> float:
         return float(self.sparse_region[1].sum())
+
+    def overlap(self, other: "PreparedMap") -> float:
+        """``|A & H|``: this map's top-k region against ``other``'s, weighted (:meth:`over_region`
+        of ``other.region``). Kept per pair: IoU, Dice, precision, recall and F1 all read it."""
+        overlaps = self.__dict__.setdefault("_overlaps", {})
+        kept = overlaps.get(id(other))
+        if kept is None or kept[0]() is not other:   # a weak reference: a map shared by every question
+            kept = overlaps[id(other)] = (weakref.ref(other), self.over_region(other.region))  # must not keep theirs
+        return kept[1]
 
     def over_region(self, feature: np.ndarray) -> float:
         """``feature . region``: a flat feature ``[size * size]`` of another map summed over this

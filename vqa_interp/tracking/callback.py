@@ -76,6 +76,9 @@ class MlflowSweepCallback(Callback):
         """Summarise and end the parent. From ``atexit`` (a job failed and Hydra is exiting) the
         work runs in a fresh process: at interpreter shutdown MLflow's artifact downloads, which
         use a thread pool, are refused."""
+        from vqa_interp.tracking.background import finish_deferred
+
+        finish_deferred()      # the jobs' runs still waiting for their figures (see run.figures_deferred)
         if self.tracker is None:
             return
         from vqa_interp.tracking.store import was_interrupted

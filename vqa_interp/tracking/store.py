@@ -7,7 +7,6 @@ The default store is SQLite under ``mlruns/`` (``sqlite:///mlruns/mlflow.db``, a
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import json
 import logging
@@ -248,23 +247,14 @@ class RunTracker:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
-    def log_figure(self, figure, artifact_file: str, keep_in: Path | None = None) -> None:
-        """A matplotlib figure as ``artifact_file`` (PNG at 150 dpi) and beside it as SVG; with
-        ``keep_in``, the two files are also kept in that folder (for :meth:`log_figure_files`)."""
-        from vqa_interp.util.locking import write_atomic
+    def log_figure(self, figure, artifact_file: str) -> None:
+        """A matplotlib figure as ``artifact_file`` (PNG at 150 dpi) and beside it as SVG."""
+        from vqa_interp.analysis.figures import save_figure
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(artifact_file).name
-            figure.savefig(path, dpi=150)
-            # the layout is computed by the first save; the second keeps it (half the figure time)
-            engine = figure.get_layout_engine()
-            figure.set_layout_engine("none")
-            figure.savefig(path.with_suffix(".svg"))
-            figure.set_layout_engine(engine)
+            save_figure(figure, path)
             self.log_figure_files(path, str(Path(artifact_file).parent))
-            if keep_in is not None:
-                for file in (path.with_suffix(".svg"), path):     # the PNG last: it marks the pair complete
-                    write_atomic(Path(keep_in) / file.name, lambda tmp, file=file: shutil.copyfile(file, tmp))
 
     def log_figure_files(self, png: str | Path, artifact_dir: str) -> None:
         """A figure already saved: ``png`` and the SVG beside it."""
@@ -357,17 +347,19 @@ def tracked_run(tracking, run_name: str, **kwargs) -> Iterator[RunTracker]:
 
 
 @contextlib.contextmanager
-def ending(tracker: RunTracker) -> Iterator[RunTracker]:
-    """End an open run FINISHED after the block, or FAILED (KILLED on Ctrl-C) with the error logged."""
+def ending(tracker: RunTracker, *, finish: bool = True, failed: str = "FAILED") -> Iterator[RunTracker]:
+    """End an open run FINISHED after the block (``finish=False``: leave it open, for the caller
+    to end), or ``failed`` (KILLED on Ctrl-C) with the error logged if the block raises."""
     try:
         yield tracker
     except BaseException as exc:
         with contextlib.suppress(Exception):
             tracker.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
             tracker.log_text("".join(traceback.format_exception(exc)), "error.txt")
-        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else failed)
         raise
-    tracker.end("FINISHED")
+    if finish:
+        tracker.end("FINISHED")
 
 
 @contextlib.contextmanager

@@ -1,5 +1,9 @@
-"""Process-wide allocator setting, applied by the command-line entry points only (never on import)."""
+"""Process-wide allocator and thread settings, applied by the command-line entry points and the
+scoring stage only (never on import)."""
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 
 def keep_freed_buffers() -> bool:
@@ -8,14 +12,34 @@ def keep_freed_buffers() -> bool:
     Scoring a 448x448 map makes about a dozen 1.6 MB arrays; with glibc's defaults the freed ones go
     back to the OS and the next map faults its pages in again. Measured in the default run on these
     2-core VMs: a map's features took 2-4x longer than the same code on a warm heap (the min-max
-    scaling 1.4 ms instead of 0.3 ms). Raising the mmap and trim thresholds to 32/64 MB lets the
-    heap reuse them. Returns False where glibc's ``mallopt`` is not available (a no-op there).
+    scaling 1.4 ms instead of 0.3 ms). The mmap threshold is raised to 32 MB and the trim threshold
+    to 1 GB: one question's maps, floors and ceiling pairs at the four k of a k sweep hold over
+    64 MB, and with a 64 MB trim threshold the heap was handed back after every question
+    (measured, the first job of ``-m k=0.05,0.1,0.2,0.3``: 6.3 M minor page faults and 34.6 s of
+    scoring; with 1 GB, 0.7 M and 22.4 s, peak RSS 1.24 GB). Returns False where glibc's
+    ``mallopt`` is not available (a no-op there).
     """
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-3, 32 * 1024 * 1024) and libc.mallopt(-1, 64 * 1024 * 1024))  # MMAP, TRIM
+        return bool(libc.mallopt(-3, 32 * 1024 * 1024) and libc.mallopt(-1, 1024 * 1024 * 1024))  # MMAP, TRIM
     except (OSError, AttributeError):
         return False
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """NumPy's BLAS on one thread for the block (threadpoolctl; torch's own threads are untouched).
+
+    Scoring calls BLAS for many short dot products (a map's region against another map's
+    features); OpenBLAS then keeps a second thread busy-waiting between calls. Measured on these
+    2-core VMs, the first job of a 4-value k sweep: scoring took 22.4 s of wall and 44.5 s of CPU
+    time with two BLAS threads, 20.8 s and 20.8 s with one, which leaves the other core to the
+    process drawing an earlier job's figures (:mod:`vqa_interp.tracking.background`).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
