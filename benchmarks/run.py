@@ -324,29 +324,35 @@ NOTES = """## Notes on the targets
   the naive loop's `np.argsort` is fast and breaks ties by position; the library's fractional tie
   policy does more work there, and the speed-up is lower (reported, not a target). `all_metrics` is
   the run's default metric set (15 metrics) through the same `score()`.
-- `sweep_cost_ratio` (not met): the first job of `-m k=0.05,0.1,0.2,0.3` scores every k from one sort
-  per map and caches the other jobs' per-example and floors/ceiling tables; the explain stage's
-  tables (tokens, share, faithfulness) do not depend on k and are cached too, and so are the five
-  figures that do not depend on k. So the later jobs compute no map, score nothing and explain
-  nothing (`scores_cache`, `references_cache`, `explain_cache` tags say `hit`). What each of them
-  still pays is its own analysis, its six k-dependent figures (PNG + SVG) and its MLflow run: ~9.5 s
-  here (13 s before the figures were shared). The first job also scores the three other k values
-  (~9-15 s). With one run at ~50-65 s, that is ~1.7-1.8x; 1.5x would need each later job under ~3 s,
-  less than rendering its own figures takes on 2 cores. Saving figures in a worker process was
-  tried and measured: on 2 cores it made the later jobs slower (11-12.7 s against 10.6-12.5 s), the
-  pickling and the worker competing with the run, and was not kept. On ResNet-152 (~420 maps at
-  ~1.2 s each, ~9 min per run) the same per-job work puts a 4-value sweep near 1.05x one run
-  (estimate from these numbers).
-- `default_run_seconds` (not met since the explain stage is on by default: 62 s against 60): the
-  default run, every map, score and table made afresh (its own cache folder), on 2 cores. The
-  explain stage (question words, image/question share, deletion/insertion against random maps)
-  takes ~17 s of it, the share's 32 IG steps through the whole model most (~9 s); without it
-  (`explain.tokens=false explain.share=false explain.faithfulness=false`) a run took 38 s in one
-  measurement (62 s minus the stage's 17 s would be 45 s). Fewer IG steps were measured and not
+- `sweep_cost_ratio`: the first job of `-m k=0.05,0.1,0.2,0.3` scores every k from one sort per
+  map and caches the other jobs' per-example and floors/ceiling tables; the predictions, the
+  explain stage's tables and the five figures that do not depend on k are cached too. So the later
+  jobs run no model, compute no map, score and explain nothing (`predictions_cache`,
+  `scores_cache`, `references_cache`, `explain_cache` tags say `hit`). Every run's figures are
+  drawn in a forked process (`vqa_interp/tracking/background.py`) while the run goes on, and in a
+  sweep with Hydra's basic launcher while the next job runs; a run ends once its figures are
+  logged. What a later job still pays on the critical path is its analysis and its MLflow run
+  (~1-4 s measured), and the end of the sweep waits for the last drawings (~5 s of figures per
+  job, on the other core). Three costs were found and removed on the way (each measured on the
+  first job of that sweep, 2 cores): glibc handed the heap back to the OS after every question
+  once a question's maps at four k held over 64 MB (6.3 M minor page faults, 34.6 s of scoring;
+  trim threshold 1 GB: 0.7 M, 22.4 s); OpenBLAS kept a second thread busy-waiting between the
+  scorer's short dot products (scoring 22.4 s of wall and 44.5 s of CPU; BLAS on one thread
+  while scoring: 20.8 s and 20.8 s, leaving the other core to the drawing); and each later job
+  ran the model again for its predictions (~1.2 s with a drawing beside it; now cached). Before
+  this, the ratio was 1.74-2.0; tried earlier and dropped: figures pickled to a worker process
+  and waited for in the same job (slower on 2 cores).
+- `default_run_seconds`: the default run, every map, score and table made afresh (its own cache
+  folder), on 2 cores. The explain stage (question words, image/question share, deletion/insertion
+  against random maps) takes ~8-17 s of it (the share's 32 IG steps through the whole model most);
+  without it (`explain.tokens=false explain.share=false explain.faithfulness=false`) a run took
+  38 s in one measurement before this round. Fewer IG steps were measured and not
   taken: 24 steps ran 28% faster than 32 on 64 examples (so ~2.3 s of a run, estimated) but
   roughly doubled the share's error
   (largest deviation from a 128-step share 0.05, against 0.028 at 32). Running the explain stage
   in a thread beside scoring was measured too: both took 44 s side by side, no gain on 2 cores.
+  Timings on this VM vary by up to ~40% from run to run (the same 300-question scoring measured
+  17-23 s in one process), so each measure here is one sample, not a bound.
 - Peak RSS: the default run with the explain stage off peaked at 1.18 GB; with it on and IG passes
   of 512 scaled inputs (the first default, measured in the table above) at 2.16 GB, and with 128
   (the default now) at 1.41 GB, 2.5 s faster too (same machine, one run each, fresh caches).
