@@ -24,7 +24,7 @@ from vqa_interp.attribution import METHODS, MapRequest, compute_maps, make_attri
 from vqa_interp.attribution.baselines import BASELINES, BaselineContext, baseline_map
 from vqa_interp.attribution.cache import MapCache
 from vqa_interp.data.answers import normalize_answer, vqa_accuracy
-from vqa_interp.data.datasets import Dataset, dataset_for
+from vqa_interp.data.datasets import Dataset
 from vqa_interp.data.images import InputGeometry, load_display_image, load_image
 from vqa_interp.data.text import encode_questions
 from vqa_interp.data.vqa import Example, Selection, digest_examples, example_digest

@@ -13,8 +13,6 @@ scaled to [0, 1].
 """
 from __future__ import annotations
 
-import numpy as np
-
 from vqa_interp.metrics.registry import batched, metric
 
 
