@@ -340,8 +340,8 @@ NOTES = """## Notes on the targets
   scorer's short dot products (scoring 22.4 s of wall and 44.5 s of CPU; BLAS on one thread
   while scoring: 20.8 s and 20.8 s, leaving the other core to the drawing); and each later job
   ran the model again for its predictions (~1.2 s with a drawing beside it; now cached). Before
-  this, the ratio was 1.74-2.0; tried earlier and dropped: figures pickled to a worker process
-  and waited for in the same job (slower on 2 cores).
+  this round the ratio was 1.74 (the previous benchmark); tried earlier and dropped: figures
+  pickled to a worker process and waited for in the same job (slower on 2 cores).
 - `default_run_seconds`: the default run, every map, score and table made afresh (its own cache
   folder), on 2 cores. The explain stage (question words, image/question share, deletion/insertion
   against random maps) takes ~8-17 s of it (the share's 32 IG steps through the whole model most);

@@ -139,7 +139,8 @@ def draw_figures(makers: Makers, keep_in: Callable[[str], Path | None] = lambda 
     folder = Path(tempfile.mkdtemp(prefix="vqa-interp-figures-"))
     job = FigureJob(None, folder, keeps, list(cached))
     if not can_fork():
-        _draw(makers, folder, keep_in)
+        with job.cancelled_on_error():   # a failed drawing leaves no folder behind
+            _draw(makers, folder, keep_in)
         return job
     sys.stdout.flush()
     sys.stderr.flush()
