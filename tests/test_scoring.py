@@ -129,3 +129,25 @@ def test_scoring_several_k_from_shared_maps_equals_scoring_each_k_afresh(tie_pol
     del other
     gc.collect()
     assert gone() is None
+
+
+@pytest.mark.parametrize("change", ["flip", "transpose", "scale_down"])
+def test_scores_at_several_k_do_not_change_when_both_maps_are_flipped_or_one_is_scaled(change):
+    """The k-sweep path (views kept per k, overlaps kept per pair) keeps the scorer's invariances."""
+    from vqa_interp.metrics import prepare_map, run_metrics
+    from vqa_interp.metrics.engine import score_at_ks
+
+    rng = np.random.default_rng(11)
+    options = ScoringOptions(size=24)
+    names, ks = run_metrics(), (0.05, 0.1, 0.3)
+    alter = {"flip": (np.flipud, np.flipud), "transpose": (np.transpose, np.transpose),
+             "scale_down": (lambda m: m * 1e-7, lambda m: m)}[change]
+    humans = [np.round(rng.random((24, 24)) * 6), rng.random((24, 24))]
+    for values in _maps(rng, (24, 24)):
+        before = score_at_ks(prepare_map(values, options), [prepare_map(h, options) for h in humans], options,
+                             names, ks)
+        after = score_at_ks(prepare_map(alter[0](values), options),
+                            [prepare_map(alter[1](h), options) for h in humans], options, names, ks)
+        for k in ks:
+            for m in names:
+                assert after[k][m] == pytest.approx(before[k][m], rel=1e-9, abs=1e-12), (change, m, k)
