@@ -39,7 +39,10 @@ def main(argv=None) -> int:
         print("no CUDA device here; use --device cpu to check the script", file=sys.stderr)
         return 2
     torch.manual_seed(0)
-    model = VQAModel(ResNetBackbone(152), Net(15193, max_answers=3000, drop=0.0)).eval().to(args.device)
+    from benchmarks.run import kazemi_interface
+
+    model = kazemi_interface(VQAModel(ResNetBackbone(152), Net(15193, max_answers=3000, drop=0.0)).eval(),
+                             args.size).to(args.device)
     images = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
     q = torch.randint(1, 15193, (args.batch, 12), device=args.device)
     q_len = torch.full((args.batch,), 12)
@@ -51,15 +54,15 @@ def main(argv=None) -> int:
 
     results = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
                "batch": args.batch, "size": args.size}
-    options = {"saliency": {"abs": True}, "ggradcam": {"layer": "backbone.layer4"}}
+    options = {"saliency": {"abs": True}, "ggradcam": {"layer": "cam"}}
     with torch.backends.cudnn.flags(enabled=not args.device.startswith("cuda")):  # LSTM backward in eval mode
         for method in ("saliency", "gbackp", "deconv", "ggradcam"):
             attribute = make_attributor(model, method, options.get(method, {}))
-            attribute(images.clone().requires_grad_(True), targets, q, q_len)  # warm-up
+            attribute(images.clone().requires_grad_(True), targets, (q, q_len))  # warm-up
             sync()
             start = time.perf_counter()
             for _ in range(args.repeats):
-                attribute(images.clone().requires_grad_(True), targets, q, q_len)
+                attribute(images.clone().requires_grad_(True), targets, (q, q_len))
             sync()
             per_second = args.batch * args.repeats / (time.perf_counter() - start)
             results[f"maps_per_second.{method}"] = per_second
@@ -82,10 +85,10 @@ def bench_explain(model, images, q, q_len, targets, sync) -> dict:
     from vqa_interp.attribution.question import image_question_share, token_attributions
 
     maps = np.random.default_rng(0).random((len(images), images.shape[-1], images.shape[-1]))
-    calls = {"tokens": lambda: token_attributions(model, images, q, q_len, targets, n_steps=32),
-             "share": lambda: image_question_share(model, images, q, q_len, targets, n_steps=32),
+    calls = {"tokens": lambda: token_attributions(model, images, (q, q_len), targets, n_steps=32),
+             "share": lambda: image_question_share(model, images, (q, q_len), targets, n_steps=32),
              "faithfulness": lambda: curves_for_map_sets(model, images, {"method": maps, "random": maps[::-1]},
-                                                         q, q_len, targets)}
+                                                         (q, q_len), targets)}
     out = {}
     for name, call in calls.items():
         call()                                  # warm-up

@@ -144,12 +144,12 @@ def _floor_and_methods(model, images, q, q_len, targets, repeats: int, methods=P
 
     def floor():
         x = images.clone().requires_grad_(True)
-        torch.autograd.grad(model(x, q, q_len).gather(1, targets[:, None]).sum(), x)
+        torch.autograd.grad(model.module(x, q, q_len).gather(1, targets[:, None]).sum(), x)
 
     calls = {"floor": floor}
     for method in methods:
         attribute = make_attributor(model, method, {})   # the method's default options
-        calls[method] = (lambda a: lambda: a(images.clone().requires_grad_(True), targets, q, q_len))(attribute)
+        calls[method] = (lambda a: lambda: a(images.clone().requires_grad_(True), targets, (q, q_len)))(attribute)
     best = {name: float("inf") for name in calls}
     for round_ in range(repeats + 1):
         for name, call in calls.items():
@@ -159,6 +159,17 @@ def _floor_and_methods(model, images, q, q_len, targets, repeats: int, methods=P
                 best[name] = min(best[name], time.perf_counter() - start)
     floor_s = best.pop("floor")
     return {"floor_s": floor_s, **{m: t / floor_s for m, t in best.items()}}
+
+
+def kazemi_interface(module, size: int):
+    """A Kazemi net (random weights) behind the model interface the methods take."""
+    from vqa_interp.data.images import InputGeometry
+    from vqa_interp.models import KazemiModel
+
+    n_tokens = module.net.text.embedding.num_embeddings
+    n_answers = module.net.classifier.lin2.out_features
+    return KazemiModel(module, {f"w{i}": i for i in range(1, n_tokens)}, {f"a{i}": i for i in range(n_answers)},
+                       InputGeometry(size, 1.0))
 
 
 def bench_attribution(quick: bool) -> dict:
@@ -175,7 +186,7 @@ def bench_attribution(quick: bool) -> dict:
                   lstm_features=1024 if label != "embedded" else 128, mid_features=512 if label != "embedded" else 64,
                   glimpses=2, classifier_mid=1024 if label != "embedded" else 256,
                   max_answers=3000 if label != "embedded" else 20, drop=0.0)
-        model = VQAModel(backbone, net).eval()
+        model = kazemi_interface(VQAModel(backbone, net).eval(), size)
         images = torch.randn(batch, 3, size, size)
         q = torch.randint(1, 100, (batch, 8))
         q_len = torch.full((batch,), 8)
@@ -219,7 +230,7 @@ def bench_explain(quick: bool) -> dict:
     backbone = SmallConvBackbone(64)
     net = Net(100, v_features=backbone.out_channels, embedding_features=64, lstm_features=128, mid_features=64,
               glimpses=2, classifier_mid=256, max_answers=20, drop=0.0)
-    model = VQAModel(backbone, net).eval()
+    model = kazemi_interface(VQAModel(backbone, net).eval(), 64)
     batch = 16
     images, q = torch.randn(batch, 3, 64, 64), torch.randint(1, 100, (batch, 8))
     q_len, targets = torch.full((batch,), 8), torch.randint(0, 20, (batch,))
@@ -227,14 +238,14 @@ def bench_explain(quick: bool) -> dict:
 
     def floor():
         x = images.clone().requires_grad_(True)
-        torch.autograd.grad(model(x, q, q_len).gather(1, targets[:, None]).sum(), x)
+        torch.autograd.grad(model.module(x, q, q_len).gather(1, targets[:, None]).sum(), x)
 
     calls = {"floor": floor,
-             "tokens": lambda: token_attributions(model, images, q, q_len, targets, n_steps=32),
-             "share": lambda: image_question_share(model, images, q, q_len, targets, n_steps=32),
+             "tokens": lambda: token_attributions(model, images, (q, q_len), targets, n_steps=32),
+             "share": lambda: image_question_share(model, images, (q, q_len), targets, n_steps=32),
              # a run makes two sets of curves per target, its method's map and a random map, in one call
              "faithfulness": lambda: curves_for_map_sets(model, images, {"method": maps, "random": maps[::-1]},
-                                                         q, q_len, targets)}
+                                                         (q, q_len), targets)}
     best = {name: float("inf") for name in calls}
     for round_ in range((2 if quick else 5) + 1):
         for name, call in calls.items():

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, python
 
 PACKAGE = ROOT / "vqa_interp"
-HYDRA_ALLOWED = {"vqa_interp.run", "vqa_interp.train", "vqa_interp.tracking.callback"}
+HYDRA_ALLOWED = {"vqa_interp.run", "vqa_interp.train", "vqa_interp.tracking.callback", "vqa_interp.tracking.hydra_job"}
 
 
 def _module_name(path: Path) -> str:
@@ -42,15 +42,37 @@ def _graph() -> dict[str, set[str]]:
     return {name: {i for i in _imports(path) if i in modules and i != name} for name, path in modules.items()}
 
 
+def _package_of(module: str) -> str:
+    """``vqa_interp.pipeline.score`` -> ``vqa_interp.pipeline``; a flat module is its own node."""
+    return ".".join(module.split(".")[:2])
+
+
+def _package_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for module, imported in _graph().items():
+        node = _package_of(module)
+        graph.setdefault(node, set()).update(_package_of(i) for i in imported if _package_of(i) != node)
+    return graph
+
+
 def test_the_stages_are_packages_and_few_modules_stay_flat():
     packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
-    assert {"data", "models", "attribution", "metrics", "analysis", "tracking"} <= packages
+    assert {"data", "models", "attribution", "metrics", "analysis", "tracking", "pipeline", "explain"} <= packages
     flat = [p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
-    assert len(flat) <= 10, flat
+    assert len(flat) <= 8, flat
+    stages = {p.stem for p in (PACKAGE / "pipeline").glob("*.py")}
+    assert {"data", "model", "predict", "targets", "attribute", "score", "sanity", "explain"} <= stages
 
 
-def test_no_import_cycles_even_through_deferred_imports():
-    graph = _graph()
+def test_no_module_is_long():
+    long = {p.relative_to(PACKAGE).as_posix(): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 420}
+    assert not long, long
+
+
+@pytest.mark.parametrize("graph_of", [_graph, _package_graph], ids=["modules", "packages"])
+def test_no_import_cycles_even_through_deferred_imports(graph_of):
+    graph = graph_of()
     state: dict[str, int] = {}
 
     def visit(node, stack):
@@ -65,6 +87,22 @@ def test_no_import_cycles_even_through_deferred_imports():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
+
+
+def test_layers_go_one_way():
+    """tracking may use analysis, never the reverse; settings knows no model; the randomisation
+    tests draw no figure; the model interface is how stages reach a model."""
+    graph = _graph()
+    for module, imported in graph.items():
+        if module.startswith("vqa_interp.analysis"):
+            assert not any(i.startswith("vqa_interp.tracking") for i in imported), module
+        if module.startswith(("vqa_interp.attribution", "vqa_interp.explain", "vqa_interp.pipeline")):
+            assert not any(i.startswith("vqa_interp.models.kazemi") for i in imported), module
+    assert not any(i.startswith("vqa_interp.models") for i in graph["vqa_interp.settings"])
+    assert not any("figures" in i for i in graph["vqa_interp.attribution.sanity"])
+    for path in (PACKAGE / "attribution").glob("*.py"):       # no module path, no (q, q_len) in the methods
+        text = path.read_text()
+        assert "backbone.layer4" not in text and "q_len" not in text and ".net." not in text, path.name
 
 
 def test_hydra_only_in_the_entry_points_and_mlflow_only_under_tracking():
@@ -138,9 +176,9 @@ def toy_top_mass(a, h):
 
 
 def _doubled_gradient(model, options):
-    def attribute(x, t, q, ql):
+    def attribute(x, t, question):          # model: the model interface; question: its own encoding
         x = x.detach().requires_grad_(True)
-        model(x, q, ql).gather(1, t[:, None]).sum().backward()
+        model.forward(x, question).gather(1, t[:, None]).sum().backward()
         return options["scale"] * x.grad.abs()
     return attribute
 
@@ -246,3 +284,52 @@ def test_smoke_tables_equal_the_stored_ones(method, cli_env, tmp_path):
     scores = [c for c in old.columns if c not in explain]
     pd.testing.assert_frame_equal(new[scores], old[scores], check_exact=False, rtol=1e-6, atol=1e-12)
     pd.testing.assert_frame_equal(new[explain], old[explain], check_exact=False, rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------ adding a model
+PLUGINS = ROOT / "tests" / "plugins"
+
+
+@pytest.mark.slow
+def test_a_plugin_model_runs_every_stage_through_the_cli(cli_env, tmp_path):
+    """The toy model of tests/plugins/toy_vqa.py (its own inputs, one file + one config): saliency and
+    Grad-CAM maps, token attributions, the image share, the faithfulness curves and the sanity check
+    all run on it through the model interface, in one sweep."""
+    from mlflow.tracking import MlflowClient
+
+    env = {**cli_env, "PYTHONPATH": f"{PLUGINS}:{cli_env['PYTHONPATH']}"}
+    result = subprocess.run([python(), "-m", "vqa_interp.run", "-m", f"hydra.searchpath=[file://{PLUGINS / 'conf'}]",
+                             "+plugins=[toy_vqa]", "model=toy", "method=saliency,gradcam", "+experiment=sanity",
+                             "analysis.sanity_questions=6", "data.limit=16", "preprocessing.size=32",
+                             "analysis.bootstrap=50", "analysis.n_panels=1", "explain.ig_steps=8", "explain.steps=4"],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("vqa-interp")
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("run_kind") == "evaluation"]
+    assert sorted(r.data.params["method.name"] for r in runs) == ["gradcam", "saliency"]
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.data.tags["model_kind"] == "toy"
+        assert run.data.params["model.kind"] == "toy"
+        folder = tmp_path / run.info.run_id
+        folder.mkdir()
+        tables = {name: pd.read_csv(client.download_artifacts(run.info.run_id, f"tables/{name}.csv", str(folder)))
+                  for name in ("per_example", "token_attributions", "faithfulness_curves", "sanity_randomisation")}
+        table = tables["per_example"]
+        assert len(table) and table["rank_corr"].notna().any() and table["image_share"].notna().any()
+        assert table["deletion_auc"].between(0, 1).all()
+        assert len(tables["token_attributions"]) and set(tables["faithfulness_curves"]["source"]) == {"method", "random"}
+        blocks = tables["sanity_randomisation"]
+        assert list(dict.fromkeys(blocks[blocks["mode"] == "cascading"].sort_values("step")["block"])) == \
+            ["none", "head", "text", "grid"]
+
+
+def test_a_method_the_model_cannot_serve_is_refused_before_any_work():
+    from vqa_interp.errors import ConfigError
+    from vqa_interp.models import ModelKind
+    from vqa_interp.models.registry import check_method
+
+    pixels_only = ModelKind("pixels_only", lambda settings, checkpoint: None, frozenset({"pixels"}))
+    check_method(pixels_only, "saliency", ("pixels",))
+    with pytest.raises(ConfigError, match="method=gradcam needs the model's cam_layer"):
+        check_method(pixels_only, "gradcam", ("pixels", "cam_layer"))

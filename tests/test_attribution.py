@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from vqa_interp.attribution import METHODS, make_attributor
-from vqa_interp.models import Net, ResNetBackbone, SmallConvBackbone, VQAModel
+from vqa_interp.data.images import InputGeometry
+from vqa_interp.models import KazemiModel, Net, ResNetBackbone, SmallConvBackbone, VQAModel
 
 
 class _RuleReLU(torch.autograd.Function):
@@ -44,11 +45,13 @@ def with_rule_relus(model, guided):
 
 
 def tiny_vqa(seed=0, backbone=None):
+    """A small Kazemi net behind the model interface (the methods take the interface)."""
     torch.manual_seed(seed)
     backbone = backbone or SmallConvBackbone(16)
     net = Net(20, v_features=backbone.out_channels, embedding_features=8, lstm_features=16, mid_features=8,
               glimpses=2, classifier_mid=16, max_answers=7, drop=0.0)
-    return VQAModel(backbone, net).eval()
+    return KazemiModel(VQAModel(backbone, net).eval(), {f"w{i}": i for i in range(1, 20)},
+                       {f"a{i}": i for i in range(7)}, InputGeometry(32, 1.0))
 
 
 def inputs(batch=3, size=32):
@@ -64,8 +67,8 @@ def test_guided_backprop_and_deconv_equal_the_hand_written_rule(method, guided):
     model = tiny_vqa()
     image, q, q_len = inputs()
     target = torch.tensor([0, 3, 6])
-    captum = make_attributor(model, method, {})(image.clone().requires_grad_(True), target, q, q_len)
-    twin = with_rule_relus(model, guided)
+    captum = make_attributor(model, method, {})(image.clone().requires_grad_(True), target, (q, q_len))
+    twin = with_rule_relus(model.module, guided)
     x = image.clone().requires_grad_(True)
     twin(x, q, q_len).gather(1, target[:, None]).sum().backward()
     assert torch.allclose(captum, x.grad, atol=1e-6)
@@ -73,7 +76,8 @@ def test_guided_backprop_and_deconv_equal_the_hand_written_rule(method, guided):
 
 
 def test_every_relu_call_site_is_its_own_non_inplace_module():
-    for model, image in ((tiny_vqa(), inputs()[0]), (tiny_vqa(backbone=ResNetBackbone(50)), torch.randn(1, 3, 64, 64))):
+    for model, image in ((tiny_vqa().module, inputs()[0]),
+                         (tiny_vqa(backbone=ResNetBackbone(50)).module, torch.randn(1, 3, 64, 64))):
         calls = {}
         relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
         assert relus and not any(m.inplace for m in relus)
@@ -91,11 +95,12 @@ def test_saliency_is_abs_gradient_and_all_methods_give_input_shaped_maps():
     image, q, q_len = inputs()
     target = torch.tensor([1, 2, 3])
     x = image.clone().requires_grad_(True)
-    model(x, q, q_len).gather(1, target[:, None]).sum().backward()
-    saliency = make_attributor(model, "saliency", {"abs": True})(image.clone().requires_grad_(True), target, q, q_len)
+    model.forward(x, (q, q_len)).gather(1, target[:, None]).sum().backward()
+    saliency = make_attributor(model, "saliency", {"abs": True})(image.clone().requires_grad_(True), target,
+                                                                (q, q_len))
     assert torch.allclose(saliency, x.grad.abs(), atol=1e-6)
     for method in [m for m, entry in METHODS.items() if entry.kind == "model"]:
-        out = make_attributor(model, method, {})(image.clone().requires_grad_(True), target, q, q_len)
+        out = make_attributor(model, method, {})(image.clone().requires_grad_(True), target, (q, q_len))
         if isinstance(out, tuple):   # (attributions, per-map diagnostics), e.g. IG's completeness error
             out, extras = out
             assert all(v.shape == (len(image),) for v in extras.values()), method
@@ -109,3 +114,13 @@ def test_unknown_method_and_layer_are_named():
         make_attributor(model, "lrp", {})
     with pytest.raises(ValueError, match="method.layer"):
         make_attributor(model, "ggradcam", {"layer": "backbone.layer9"})
+
+
+def test_the_cam_layer_is_the_model_interfaces_and_a_dotted_path_still_names_a_module():
+    model = tiny_vqa()
+    image, q, q_len = inputs()
+    target = torch.tensor([1, 2, 3])
+    by_name = make_attributor(model, "gradcam", {"layer": "cam"})(image, target, (q, q_len))
+    by_path = make_attributor(model, "gradcam", {"layer": "backbone.layer4"})(image, target, (q, q_len))
+    assert model.cam_layer() is model.module.backbone.layer4
+    assert torch.equal(by_name, by_path) and by_name.abs().sum() > 0

@@ -13,7 +13,7 @@ from vqa_interp.attribution.baselines import BaselineContext, baseline_map
 from vqa_interp.attribution.sanity import sanity_checks, ssim, verdict
 from vqa_interp.data import Example
 from vqa_interp.metrics import ScoringOptions
-from vqa_interp.pipeline import human_ceiling
+from vqa_interp.pipeline.humans import human_ceiling
 
 
 def _context(question_id=1, size=32, seed=0, image=None):
@@ -134,7 +134,7 @@ def test_saliency_maps_decorrelate_under_cascading_randomisation():
     model = tiny_vqa(seed=3)
     torch.manual_seed(0)
     images, q, q_len = torch.randn(6, 3, 32, 32), torch.randint(1, 20, (6, 5)), torch.tensor([5, 3, 4, 5, 2, 5])
-    table = sanity_checks(model, "saliency", {"abs": True}, images, q, q_len, batch_size=3)
+    table = sanity_checks(model, "saliency", {"abs": True}, images, (q, q_len), batch_size=3)
     assert set(table["mode"]) == {"cascading", "independent"}
     assert list(table.columns) == ["mode", "step", "block", "method", "similarity", "mean", "std", "n"]
     cascade = table[(table["mode"] == "cascading") & (table["similarity"] == "spearman_abs")].sort_values("step")
@@ -149,7 +149,7 @@ def test_random_baseline_is_at_chance_on_the_embedded_default(embedded_root, hom
 
     from conftest import ROOT
     from vqa_interp.data import InputGeometry, dataset_for
-    from vqa_interp.pipeline import score_references
+    from vqa_interp.pipeline.references import score_references
     from vqa_interp.settings import from_config
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from vqa_interp.settings import validate
+from vqa_interp.settings import from_config as validate
 from vqa_interp.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -34,7 +34,7 @@ def test_every_group_option_composes_and_validates(option):
 
 def test_method_aliases_resolve_to_the_method():
     assert _compose(["method=salien"]).method.name == "saliency"
-    assert _compose(["method=ggrdcm"]).method.layer == "backbone.layer4"
+    assert _compose(["method=ggrdcm"]).method.layer == "cam"
 
 
 @pytest.mark.parametrize("override,key", [

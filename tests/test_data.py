@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from vqa_interp.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+from vqa_interp.models import KazemiModel, load_model
+from vqa_interp.models.checkpoint import read_checkpoint
 from vqa_interp.data import (InputGeometry, load_examples, load_human_maps, normalize_answer, resolve_paths,
                              tokenize_question, vqa_accuracy)
 from vqa_interp.errors import CheckpointError, DataError
@@ -74,15 +75,15 @@ def _small_model():
 def test_checkpoint_roundtrip_in_the_pytorch_vqa_layout(tmp_path):
     model = _small_model()
     path = tmp_path / "model.pth"
-    save_checkpoint(path, model, question_vocab={"what": 1, "is": 2, "a": 3, "b": 4, "c": 5},
-                    answer_vocab={"yes": 0, "no": 1, "2": 2}, config={"backbone": {"type": "small_cnn"}})
+    KazemiModel(model, {"what": 1, "is": 2, "a": 3, "b": 4, "c": 5}, {"yes": 0, "no": 1, "2": 2},
+                InputGeometry(16, 1.0)).save(path, config={"backbone": {"type": "small_cnn"}})
     payload = read_checkpoint(path)
     assert set(payload) == {"name", "tracker", "config", "weights", "vocab", "eval"}
     assert all(k.startswith("module.") for k in payload["weights"])
     assert "module.text.embedding.weight" in payload["weights"] and "module.classifier.lin2.bias" in payload["weights"]
     loaded = load_model(path, {"type": "small_cnn", "channels": 8})
     x, q, q_len = torch.randn(2, 3, 16, 16), torch.tensor([[1, 2, 0], [3, 4, 5]]), torch.tensor([2, 3])
-    assert torch.allclose(loaded.model(x, q, q_len), model(x, q, q_len))
+    assert torch.allclose(loaded.forward(x, (q, q_len)), model(x, q, q_len))
     assert loaded.answers == ["yes", "no", "2"]
 
 

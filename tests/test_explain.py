@@ -134,31 +134,30 @@ def run_parts(home, tmp_path_factory):
 
     from conftest import ROOT
     from vqa_interp.data.datasets import dataset_for
-    from vqa_interp.data.images import InputGeometry
-    from vqa_interp.data.text import encode_questions
     from vqa_interp.data.vqa import digest_examples, example_digest
-    from vqa_interp.pipeline import (attribute_targets, image_loader, load_vqa_model, map_cache_for, map_keys,
-                                     plan_targets, predict)
+    from vqa_interp.pipeline import model as model_stage
+    from vqa_interp.pipeline.attribute import attribute_targets, map_cache_for
+    from vqa_interp.pipeline.predict import image_loader, predict
+    from vqa_interp.pipeline.targets import map_keys, plan_targets
     from vqa_interp.settings import from_config
-    from vqa_interp.train import ensure_embedded_model
+    from vqa_interp.train import ensure_model
 
     cache = tmp_path_factory.mktemp("cache")
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         settings = from_config(compose("config", overrides=[f"paths.home={home}", "data.limit=12",
                                                             f"paths.cache={cache}", "explain.ig_steps=16"]))
     dataset = dataset_for(settings.data, settings.home)
-    loaded = load_vqa_model(settings, ensure_embedded_model(settings, dataset))
+    model = model_stage.load(settings, ensure_model(settings, dataset))
     examples = dataset.examples().examples
-    geometry = InputGeometry(settings.model.input_size, settings.model.central_fraction)
-    load_images = image_loader(examples, geometry)
-    q, q_len = encode_questions([e.question for e in examples], loaded.question_vocab)
-    predictions = predict(loaded, examples, load_images, q, q_len, batch_size=16)
+    load_images = image_loader(model, examples)
+    question = model.encode([e.question for e in examples])
+    predictions = predict(model, examples, load_images, question, batch_size=16)
     digests = [example_digest(e) for e in examples]
     targets = map_keys(plan_targets(predictions, "paper")[0], digests)
-    maps = map_cache_for(settings, loaded.checkpoint_digest)
-    attribute_targets(loaded, settings, targets, maps, load_images, q, q_len)
-    return dict(settings=settings, dataset=dataset, loaded=loaded, examples=examples, targets=targets, maps=maps,
-                load_images=load_images, q=q, q_len=q_len, data_digest=digest_examples(examples, digests))
+    maps = map_cache_for(settings, model)
+    attribute_targets(model, settings, targets, maps, load_images, question)
+    return dict(settings=settings, dataset=dataset, model=model, examples=examples, targets=targets, maps=maps,
+                load_images=load_images, question=question, data_digest=digest_examples(examples, digests))
 
 
 def explain(parts, **changes):
@@ -169,14 +168,13 @@ def explain(parts, **changes):
     settings = parts["settings"]
     if changes:
         settings = replace(settings, explain=replace(settings.explain, **changes))
-    return explain_targets(parts["loaded"].model, settings, parts["examples"], parts["targets"], parts["maps"],
-                           parts["load_images"], parts["q"], parts["q_len"],
-                           checkpoint_digest=parts["loaded"].checkpoint_digest, data_digest=parts["data_digest"],
+    return explain_targets(parts["model"], settings, parts["examples"], parts["targets"], parts["maps"],
+                           parts["load_images"], parts["question"], data_digest=parts["data_digest"],
                            evidence=parts["dataset"].question_evidence())
 
 
 def test_a_runs_explain_tables_cover_every_target_and_are_cached(run_parts):
-    targets, q_len = run_parts["targets"], run_parts["q_len"]
+    targets, q_len = run_parts["targets"], run_parts["question"][1]
     first = explain(run_parts)
     assert first.hits == {"model": False, "map": False}
     table = first.per_target
@@ -207,10 +205,10 @@ def test_predictions_are_cached_and_read_back_equal_dtypes_included(run_parts):
     """A k sweep's later jobs and a rerun read the predictions back instead of running the model."""
     from dataclasses import replace
 
-    from vqa_interp.pipeline import cached_predictions
+    from vqa_interp.pipeline.predict import cached_predictions
 
     p = run_parts
-    args = (p["loaded"], p["examples"], p["load_images"], p["q"], p["q_len"], p["data_digest"])
+    args = (p["model"], p["examples"], p["load_images"], p["question"], p["data_digest"])
     first, hit = cached_predictions(p["settings"], *args)
     assert not hit and first["answer"].map(type).eq(str).all()
     again, hit = cached_predictions(p["settings"], *args)

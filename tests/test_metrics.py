@@ -114,9 +114,14 @@ def test_registry_entries_declare_what_the_rest_of_the_tool_reads():
         assert isinstance(entry.higher_is_better, bool)
 
 
-def test_a_region_of_zero_pixels_is_refused():
-    with pytest.raises(ValueError, match="0 pixels"):
+def test_a_region_of_zero_pixels_or_of_every_pixel_is_refused():
+    with pytest.raises(ValueError, match="top-k region of 1.6e-08 pixels"):
         score(np.ones((1, 4, 4)), np.ones((1, 4, 4)), k=1e-9, size=4)
+    # a region covering every pixel leaves none outside it (AUC divided by zero before)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="leaving none outside"):
+        score(rng.random((1, 4, 4)), rng.random((1, 4, 4)), size=2, k=0.9)
+    assert len(score(rng.random((1, 4, 4)), rng.random((1, 4, 4)), size=2, k=0.6)) == 1   # 2 of 4 pixels
 
 
 @pytest.mark.parametrize("kind", ["random", "ties", "negative_zero", "float64", "float64_same_float32",

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from vqa_interp.data import Example
-from vqa_interp.models import Net, ResNetBackbone, VQAModel, load_model
+from vqa_interp.data.images import InputGeometry
+from vqa_interp.models import KazemiModel, Net, ResNetBackbone, VQAModel, load_model
 from vqa_interp.models.backbones import SmallConvBackbone
-from vqa_interp.pipeline import answer_lookup, plan_targets, predict
+from vqa_interp.pipeline.predict import answer_lookup, predict
+from vqa_interp.pipeline.targets import plan_targets
 
 
 def test_caffe_resnet152_has_the_converted_caffe_geometry_and_differs_from_torchvision():
@@ -43,15 +45,16 @@ def test_pytorch_vqa_checkpoint_and_caffe_weights_round_trip(tmp_path):
                tmp_path / "ckpt.pth")
     loaded = load_model(tmp_path / "ckpt.pth", {"type": "resnet", "depth": 50, "variant": "caffe"},
                         tmp_path / "resnet50-caffe.pth")
-    assert loaded.backbone_description.startswith("caffe resnet50")
+    assert loaded.description.startswith("caffe resnet50")
+    assert loaded.tags()["backbone_variant"] == "caffe"
     x, q, q_len = torch.randn(2, 3, 224, 224), torch.randint(1, 12, (2, 4)), torch.tensor([4, 2])
     with torch.no_grad():
         expected = VQAModel(backbone, net.eval())(x, q, q_len)
-        assert torch.allclose(loaded.model(x, q, q_len), expected, atol=1e-5)
+        assert torch.allclose(loaded.forward(x, (q, q_len)), expected, atol=1e-5)
 
 
 def test_answer_lookup_finds_labels_under_the_vocabularys_own_spelling():
-    lookup = answer_lookup({"two": 0, "a lot": 1, "yes": 2, "2": 3})
+    lookup = answer_lookup(["two", "a lot", "yes", "2"])
     assert lookup["2"] == 0          # "two" and "2" normalise alike: the more frequent (lower index) wins
     assert lookup["lot"] == 1        # the official normalisation drops articles
     assert lookup["yes"] == 2
@@ -71,13 +74,11 @@ def _model_that_answers(index: int, n_answers: int) -> VQAModel:
 @pytest.mark.parametrize("vocab_answer,label,correct", [("two", "2", True), ("2", "two", True),
                                                         ("a lot", "lot", True), ("3", "2", False)])
 def test_a_prediction_is_compared_with_the_label_after_both_are_normalised(vocab_answer, label, correct):
-    from vqa_interp.models.checkpoint import LoadedModel
-
     vocab = {vocab_answer: 0, "other": 1}
-    loaded = LoadedModel(_model_that_answers(0, 2), {"how": 1}, vocab, "digest", "small_cnn")
+    model = KazemiModel(_model_that_answers(0, 2), {"how": 1}, vocab, InputGeometry(32, 1.0))
     example = Example(1, 1, "How many?", [label] * 10, label, "number", Path("unused.jpg"), [])
-    q, q_len = torch.tensor([[1, 0]]), torch.tensor([1])
-    frame = predict(loaded, [example], lambda rows: torch.zeros(len(rows), 3, 32, 32), q, q_len, batch_size=1)
+    question = model.encode([example.question])
+    frame = predict(model, [example], lambda rows: torch.zeros(len(rows), 3, 32, 32), question, batch_size=1)
     assert bool(frame.loc[0, "correct"]) is correct
     assert frame.loc[0, "label_index"] == (0 if correct else -1)
     targets, skipped = plan_targets(frame, "paper")

@@ -16,33 +16,31 @@ def batch(home, tmp_path_factory):
 
     from conftest import ROOT
     from vqa_interp.data.datasets import dataset_for
-    from vqa_interp.data.images import InputGeometry, load_image
-    from vqa_interp.data.text import encode_questions
-    from vqa_interp.pipeline import load_vqa_model
+    from vqa_interp.pipeline import model as model_stage
     from vqa_interp.settings import from_config
-    from vqa_interp.train import ensure_embedded_model
+    from vqa_interp.train import ensure_model
 
     store = tmp_path_factory.mktemp("store")
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         settings = from_config(compose("config", overrides=[f"paths.home={home}", "data.limit=24",
                                                             f"tracking.uri=sqlite:///{store}/mlflow.db"]))
     dataset = dataset_for(settings.data, settings.home)
-    checkpoint = ensure_embedded_model(settings, dataset)      # trained once, if no test has yet
-    loaded = load_vqa_model(settings, checkpoint)
+    checkpoint = ensure_model(settings, dataset)      # trained once, if no test has yet
+    model = model_stage.load(settings, checkpoint)        # the model interface the functions take
     examples = dataset.examples().examples
-    geometry = InputGeometry(settings.model.input_size, settings.model.central_fraction)
-    images = torch.stack([torch.from_numpy(load_image(e.image_path, geometry)) for e in examples])
-    q, q_len = encode_questions([e.question for e in examples], loaded.question_vocab)
+    images = model.load_pixels([e.image_path for e in examples])
+    q, q_len = model.encode([e.question for e in examples])
     with torch.no_grad():
-        targets = loaded.model(images, q, q_len).argmax(1)
-    return loaded.model, images, q, q_len, targets
+        targets = model.forward(images, (q, q_len)).argmax(1)
+    return model, images, q, q_len, targets
 
 
 def test_token_attributions_are_complete_on_the_embedding_path(batch):
     model, images, q, q_len, targets = batch
-    scores, error = token_attributions(model, images, q, q_len, targets, n_steps=128)
+    scores, error = token_attributions(model, images, (q, q_len), targets, n_steps=128)
+    net = model.module
     with torch.no_grad():
-        gap = (model(images, q, q_len) - model(images, torch.zeros_like(q), q_len)).gather(1, targets[:, None])[:, 0]
+        gap = (net(images, q, q_len) - net(images, torch.zeros_like(q), q_len)).gather(1, targets[:, None])[:, 0]
     assert (error <= 0.02 * gap.abs() + 1e-3).all(), (error, gap)       # sum of attributions = f(x) - f(baseline)
     assert torch.allclose(scores.norm(dim=1), torch.ones(len(q)), atol=1e-5)
     positions = torch.arange(q.shape[1])[None, :]
@@ -51,10 +49,11 @@ def test_token_attributions_are_complete_on_the_embedding_path(batch):
 
 def test_the_image_share_is_a_proportion_from_one_complete_pass(batch):
     model, images, q, q_len, targets = batch
-    share, error = image_question_share(model, images, q, q_len, targets, n_steps=128)
+    share, error = image_question_share(model, images, (q, q_len), targets, n_steps=128)
     assert ((share > 0) & (share < 1)).all()
+    net = model.module
     with torch.no_grad():
-        gap = (model(images, q, q_len) - model(torch.zeros_like(images), torch.zeros_like(q), q_len)
+        gap = (net(images, q, q_len) - net(torch.zeros_like(images), torch.zeros_like(q), q_len)
                ).gather(1, targets[:, None])[:, 0]
     # the error of a 128-step Riemann sum is about constant in logits (~0.1 here, where gaps reach
     # ~15), so it is bounded by the batch's scale; leaving either input out would miss by whole logits
@@ -63,10 +62,10 @@ def test_the_image_share_is_a_proportion_from_one_complete_pass(batch):
 
 def test_deleting_a_maps_top_pixels_hurts_more_than_deleting_random_pixels(batch):
     model, images, q, q_len, targets = batch
-    saliency = make_attributor(model, "saliency", {})(images.clone().requires_grad_(True), targets, q, q_len)
+    saliency = make_attributor(model, "saliency", {})(images.clone().requires_grad_(True), targets, (q, q_len))
     maps = saliency.detach().abs().sum(1).numpy()
-    faithful = deletion_insertion(model, images, maps, q, q_len, targets)
-    random = deletion_insertion(model, images, np.random.default_rng(0).random(maps.shape), q, q_len, targets)
+    faithful = deletion_insertion(model, images, maps, (q, q_len), targets)
+    random = deletion_insertion(model, images, np.random.default_rng(0).random(maps.shape), (q, q_len), targets)
     assert faithful["deletion"].shape == (len(q), 11)
     np.testing.assert_allclose(faithful["deletion"][:, 0], faithful["insertion"][:, -1], atol=1e-6)  # both: the image
     np.testing.assert_allclose(faithful["deletion"][:, -1], faithful["insertion"][:, 0], atol=1e-6)  # both: the blur
@@ -94,9 +93,9 @@ def test_curves_of_several_map_sets_equal_one_set_at_a_time(batch):
     model, images, q, q_len, targets = batch
     rng = np.random.default_rng(3)
     sets = {"a": rng.random((len(q), 64, 64)), "b": rng.random((len(q), 64, 64))}
-    together = curves_for_map_sets(model, images, sets, q, q_len, targets, steps=4, batch_size=7)
+    together = curves_for_map_sets(model, images, sets, (q, q_len), targets, steps=4, batch_size=7)
     for name, maps in sets.items():
-        alone = deletion_insertion(model, images, maps, q, q_len, targets, steps=4, batch_size=64)
+        alone = deletion_insertion(model, images, maps, (q, q_len), targets, steps=4, batch_size=64)
         for key in ("deletion", "insertion", "deletion_auc", "insertion_auc"):
             np.testing.assert_allclose(together[name][key], alone[key], atol=1e-6)
 
@@ -104,8 +103,8 @@ def test_curves_of_several_map_sets_equal_one_set_at_a_time(batch):
 def test_curves_do_not_change_when_a_map_is_scaled(batch):
     model, images, q, q_len, targets = batch
     maps = np.random.default_rng(5).random((len(q), 64, 64))
-    base = deletion_insertion(model, images, maps, q, q_len, targets, steps=4)
+    base = deletion_insertion(model, images, maps, (q, q_len), targets, steps=4)
     for factor in (1e-7, 1e7):
-        scaled = deletion_insertion(model, images, maps * factor, q, q_len, targets, steps=4)
+        scaled = deletion_insertion(model, images, maps * factor, (q, q_len), targets, steps=4)
         for key in ("deletion_auc", "insertion_auc"):
             np.testing.assert_array_equal(scaled[key], base[key])

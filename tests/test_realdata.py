@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import python
 from realdata import build_checkpoint, build_resnet152_weights, build_tree
-from vqa_interp.models.checkpoint import load_model
+from vqa_interp.models import load_model
 from vqa_interp.data import load_examples, resolve_paths
 from vqa_interp.errors import DataError
 
@@ -42,12 +42,12 @@ def test_missing_image_is_a_clear_error_or_skipped_on_request(real, tmp_path):
 def test_pytorch_vqa_checkpoint_loads_on_resnet152(real):
     loaded = load_model(real["checkpoint"], {"type": "resnet", "depth": 152}, real["backbone"])
     assert loaded.answer_vocab["2"] == 2
-    assert loaded.model.net.text.embedding.num_embeddings == len(loaded.question_vocab) + 1
-    assert loaded.backbone_description.startswith("caffe resnet152")
-    assert loaded.model.backbone.variant == "caffe"
+    assert loaded.text_embedding().num_embeddings == len(loaded.question_vocab) + 1
+    assert loaded.description.startswith("caffe resnet152")
+    assert loaded.module.backbone.variant == "caffe"
     torchvision_variant = load_model(real["checkpoint"], {"type": "resnet", "depth": 152, "variant": "torchvision"},
                                      real["backbone"])
-    assert torchvision_variant.backbone_description.startswith("torchvision resnet152")
+    assert torchvision_variant.description.startswith("torchvision resnet152")
 
 
 def _run(args, env, cwd):

@@ -89,7 +89,7 @@ def test_intersect_has_the_papers_magnitude_for_uniform_like_maps():
 
 
 def test_bad_arguments_name_the_option():
-    with pytest.raises(ValueError, match="k: 1.5"):
+    with pytest.raises(ValueError, match="k=1.5"):
         score(np.ones((1, 4, 4)), np.ones((1, 4, 4)), k=1.5)
     with pytest.raises(ValueError, match="scoring.tie_policy"):
         score(np.ones((1, 4, 4)), np.ones((1, 4, 4)), tie_policy="random")

@@ -18,7 +18,6 @@ TARGET_POLICIES = ("paper", "label", "prediction")
 HUMAN_MODES = ("mean", "annotator", "each")
 MAP_FOR_EXAMPLE = ("prediction", "label")
 DEVICES = ("cpu", "cuda")
-BACKBONE_TYPES = ("small_cnn", "resnet")
 
 
 @dataclass(frozen=True)
@@ -44,16 +43,15 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """The VQA model (``model.*``); ``backbone``, ``dims`` and ``train`` stay plain dicts."""
+    """The VQA model (``model.*``): its config name, its registered ``kind``
+    (:mod:`vqa_interp.models.registry`), the checkpoint, the input geometry, and every other key of
+    ``model.*`` as ``options`` (a plain dict the kind checks: ``backbone``, ``dims``, ``train`` ...)."""
     name: str = "embedded"
+    kind: str = "kazemi"
     checkpoint: str | None = None
-    backbone_weights: str | None = None
-    backbone: dict = field(default_factory=dict, hash=False)
     input_size: int = 64
     central_fraction: float = 1.0
-    max_answers: int = 3000
-    dims: dict = field(default_factory=dict, hash=False)
-    train: dict = field(default_factory=dict, hash=False)
+    options: dict = field(default_factory=dict, hash=False)
 
     @property
     def input(self) -> dict:
@@ -188,14 +186,10 @@ def from_config(cfg) -> Settings:
     from vqa_interp.attribution import METHODS
     from vqa_interp.data.datasets import DATASETS
     from vqa_interp.attribution.compute import CHANNEL_REDUCTIONS
-    from vqa_interp.metrics.prepare import DICE_KINDS, RESAMPLES, STEPS, TIE_POLICIES
+    from vqa_interp.metrics.prepare import STEPS
 
     _missing(cfg)
     load_plugins(cfg.get("plugins") or [])
-    k = _number(cfg.k, "k", "0 < k < 1 (the fraction of pixels in a top-k region, the paper used 0.1)")
-    if not 0 < k < 1:
-        raise ConfigError(f"k={k!r} is out of range; expected 0 < k < 1 (the fraction of pixels in a top-k region, "
-                          "the paper used 0.1).")
     low = _number(cfg.confidence.low, "confidence.low", "a probability in [0, 1]")
     high = _number(cfg.confidence.high, "confidence.high", "a probability in [0, 1]")
     if not (0 <= low < high <= 1):
@@ -210,23 +204,13 @@ def from_config(cfg) -> Settings:
     _choice(p.channel_reduction, CHANNEL_REDUCTIONS, "preprocessing.channel_reduction")
     for step in p.steps:
         _choice(step, STEPS, "preprocessing.steps[]")
-    size = _integer(p.size, "preprocessing.size", 2, " (the paper: 448)")
     eps = _number(p.eps, "preprocessing.eps", "a small positive number (the paper: 1e-6)")
     if not eps > 0:
         raise ConfigError(f"preprocessing.eps={p.eps!r}; expected a small positive number (the paper: 1e-6).")
     s = cfg.scoring
-    if s.tie_policy == "exact":
-        raise ConfigError("scoring.tie_policy='exact' (ties broken by the lowest flat index, i.e. by position) is no "
-                          "longer a policy of that name: use scoring.tie_policy=fractional (the unbiased default) or "
-                          "scoring.tie_policy=index to reproduce the old position-based numbers.")
-    _choice(s.tie_policy, TIE_POLICIES, "scoring.tie_policy")
-    _choice(s.dice, DICE_KINDS, "scoring.dice")
     _choice(s.human, HUMAN_MODES, "scoring.human")
     annotator = _integer(s.annotator, "scoring.annotator", 1, " (1-based, as in {question_id}_{n}.png)")
     workers = _integer(s.workers, "scoring.workers", 1)
-    if round(k * size * size) < 1:
-        raise ConfigError(f"k={k} at preprocessing.size={size} gives a top-k region of "
-                          f"{k * size * size:.3g} pixels; expected at least 1 pixel (k >= {1 / size ** 2:.2g}).")
 
     a = cfg.attribution
     _choice(a.target_policy, TARGET_POLICIES, "attribution.target_policy")
@@ -256,18 +240,11 @@ def from_config(cfg) -> Settings:
                           "0 <= shard < num_shards.")
     if d.limit is not None:
         _integer(d.limit, "data.limit", 1, " or null")
-    m = cfg.model
-    _choice(m.backbone.type, BACKBONE_TYPES, "model.backbone.type")
-    from vqa_interp.data.datasets import Embedded
-
-    if m.name == "embedded" and not m.checkpoint and not issubclass(DATASETS[d.name], Embedded):
-        raise ConfigError(f"model=embedded is trained on the embedded benchmark's train split, which data={d.name} "
-                          "does not have: with real data use model=kazemi model.checkpoint=FILE (the pytorch-vqa "
-                          "checkpoint), or give model.checkpoint=FILE of a trained embedded model.")
-    if m.backbone.type == "resnet":
-        from vqa_interp.models.backbones import RESNET_VARIANTS
-
-        _choice(m.backbone.get("variant", "caffe"), RESNET_VARIANTS, "model.backbone.variant")
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    geometry = m.pop("input", None) or {}
+    if not isinstance(m.get("kind"), str):
+        raise ConfigError(f"model.kind={m.get('kind')!r}: expected the name of a registered model kind (e.g. kazemi); "
+                          "each conf/model/*.yaml sets it.")
 
     data = DataSettings(
         name=d.name, root=d.root, split=d.split, seed=d.get("seed", 0), n_train_images=d.get("n_train_images", 0),
@@ -275,28 +252,28 @@ def from_config(cfg) -> Settings:
         human_maps=d.human_maps, limit=d.limit, question_ids=_ids(d.question_ids, "data.question_ids"),
         num_shards=num_shards, shard=int(d.shard), skip_missing_images=bool(d.skip_missing_images),
         skip_bad_images=bool(d.get("skip_bad_images", False)))
-    model = ModelSettings(
-        name=m.name, checkpoint=m.checkpoint, backbone_weights=m.backbone_weights,
-        backbone=OmegaConf.to_container(m.backbone, resolve=True), input_size=int(m.input.size),
-        central_fraction=float(m.input.central_fraction), max_answers=int(m.get("max_answers", 3000)),
-        dims=OmegaConf.to_container(m.dims, resolve=True) if "dims" in m else {},
-        train=OmegaConf.to_container(m.train, resolve=True) if "train" in m else {})
+    input_size = _integer(geometry.get("size"), "model.input.size", 2)
+    central_fraction = _number(geometry.get("central_fraction", 1.0), "model.input.central_fraction", "0 < f <= 1")
+    if not 0 < central_fraction <= 1:
+        raise ConfigError(f"model.input.central_fraction={central_fraction}; expected 0 < central_fraction <= 1 "
+                          "(pytorch-vqa: 0.875).")
+    model = ModelSettings(name=str(m.pop("name", m["kind"])), kind=m.pop("kind"), checkpoint=m.pop("checkpoint", None),
+                          input_size=input_size, central_fraction=central_fraction, options=m)
     attribution = AttributionSettings(method=method, options=method_cfg, batch_size=batch_size,
                                       target_policy=a.target_policy, channel_reduction=p.channel_reduction,
                                       device=device)
-    resample = p.get("resample", "bilinear")
-    _choice(resample, RESAMPLES, "preprocessing.resample")
-    metrics = s.get("metrics")
-    if metrics is not None and metrics != "all":
-        from vqa_interp.metrics.registry import REGISTRY
+    from vqa_interp.metrics.registry import run_metrics
 
-        metrics = tuple(metrics) if not isinstance(metrics, str) else (metrics,)
-        for name in metrics:
-            _choice(name, ["all", *REGISTRY], "scoring.metrics[]")
-        if "all" in metrics:
-            metrics = "all"
-    scoring = ScoringSettings(k=k, size=size, steps=tuple(p.steps), eps=eps, tie_policy=s.tie_policy, dice=s.dice,
-                              resample=resample, human=s.human, annotator=annotator, workers=workers, metrics=metrics)
+    metrics = s.get("metrics")
+    if metrics is not None and not isinstance(metrics, str):
+        metrics = tuple(metrics)
+    run_metrics(metrics)   # checks the names (ConfigError)
+    if metrics == ("all",):
+        metrics = "all"
+    # k, size, resample, tie policy, dice: checked by ScoringOptions, where they are defined
+    scoring = ScoringSettings(k=cfg.k, size=p.size, steps=tuple(p.steps), eps=eps, tie_policy=s.tie_policy,
+                              dice=s.dice, resample=p.get("resample", "bilinear"), human=s.human, annotator=annotator,
+                              workers=workers, metrics=metrics)
     analysis = AnalysisSettings(low=low, high=high, map_for_example=an.map_for_example, alpha=alpha,
                                 bootstrap=bootstrap, n_panels=n_panels, min_group=min_group,
                                 panel_ids=_ids(an.get("panel_ids"), "analysis.panel_ids"), seed=int(cfg.seed),
@@ -376,11 +353,6 @@ def tracking_settings(cfg) -> TrackingSettings:
     t = cfg.tracking
     return TrackingSettings(uri=str(t.uri), artifact_root=str(t.artifact_root), experiment=str(t.experiment),
                             log_maps=bool(t.log_maps))
-
-
-def validate(cfg) -> None:
-    """Raise :class:`ConfigError` for the first invalid value (kept for callers of the old API)."""
-    from_config(cfg)
 
 
 def as_dict(value: Any) -> Any:

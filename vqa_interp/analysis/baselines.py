@@ -16,24 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
-from vqa_interp.analysis.statistics import holm, present_metrics
+from vqa_interp.analysis.statistics import (WILCOXON_UNTESTABLE, bootstrap_mean_ci, holm, present_metrics,
+                                            wilcoxon_test)
+from vqa_interp.attribution.baselines import REFERENCES
 from vqa_interp.metrics.registry import REGISTRY, family_metrics
 
-REFERENCE_ORDER = ("method", "random", "centre", "image", "oracle", "human_ceiling")
+REFERENCE_ORDER = ("method", *REFERENCES)
 PAIRED_AGAINST = ("centre", "image")
-
-
-def bootstrap_mean_ci(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator,
-                      level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` ``[n]`` (NaN, NaN when empty)."""
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    means = values[rng.integers(0, len(values), size=(n_bootstrap, len(values)))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
 
 
 def _long(examples: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
@@ -90,12 +80,9 @@ def paired_baseline_tests(examples: pd.DataFrame, references: pd.DataFrame, *, a
             row = {"reference": reference, "metric": metric, "n": len(diff),
                    "mean_diff": float(diff.mean()) if len(diff) else np.nan, "test": "wilcoxon"}
             row["ci_low"], row["ci_high"] = bootstrap_mean_ci(diff, n_bootstrap, rng)
-            if len(diff) < 2 or not np.any(diff != 0):
-                row.update(statistic=np.nan, p_value=np.nan, testable=False,
-                           reason="fewer than 2 questions or no non-zero difference")
-            else:
-                result = scipy.stats.wilcoxon(diff)
-                row.update(statistic=float(result.statistic), p_value=float(result.pvalue), testable=True, reason="")
+            statistic, p_value, testable = wilcoxon_test(diff)
+            row.update(statistic=statistic, p_value=p_value, testable=testable,
+                       reason="" if testable else WILCOXON_UNTESTABLE)
             rows.append(row)
     table = pd.DataFrame(rows, columns=["reference", "metric", "n", "mean_diff", "ci_low", "ci_high", "statistic",
                                         "p_value", "test", "testable", "reason"])

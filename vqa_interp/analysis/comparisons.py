@@ -20,8 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from vqa_interp.analysis.baselines import bootstrap_mean_ci
-from vqa_interp.analysis.statistics import holm
+from vqa_interp.analysis.statistics import bootstrap_mean_ci, holm, wilcoxon_test
 from vqa_interp.metrics.registry import REGISTRY, family_metrics
 
 PAIR_COLUMNS = ["method_a", "method_b", "k", "metric", "n", "mean_diff", "ci_low", "ci_high", "statistic", "p_value",
@@ -63,12 +62,9 @@ def paired_method_tests(runs: list[dict], *, metrics=None, n_bootstrap: int = 20
                 base = {"method_a": a, "method_b": b, "k": k, "metric": metric, "n": len(diff),
                         "mean_diff": float(diff.mean()) if len(diff) else np.nan}
                 base["ci_low"], base["ci_high"] = bootstrap_mean_ci(diff, n_bootstrap, rng)
-                testable = len(diff) >= 2 and np.any(diff != 0)
-                wilcoxon = scipy.stats.wilcoxon(diff) if testable else None
+                statistic, p_value, testable = wilcoxon_test(diff)
                 paired_t = scipy.stats.ttest_rel(pair[f"{metric}_a"], pair[f"{metric}_b"]) if testable else None
-                rows.append({**base, "test": "wilcoxon",
-                             "statistic": float(wilcoxon.statistic) if testable else np.nan,
-                             "p_value": float(wilcoxon.pvalue) if testable else np.nan})
+                rows.append({**base, "test": "wilcoxon", "statistic": statistic, "p_value": p_value})
                 rows.append({**base, "test": "paired_t",
                              "statistic": float(paired_t.statistic) if testable else np.nan,
                              "p_value": float(paired_t.pvalue) if testable else np.nan})

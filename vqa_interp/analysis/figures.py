@@ -244,12 +244,6 @@ def panel_cases(outputs, results, settings) -> list[dict]:
     return cases
 
 
-def run_figures(outputs, results, settings, cases: list[dict] | None = None, skip=()) -> dict[str, Figure]:
-    """Every figure of one run, by artifact name (``settings``: :class:`vqa_interp.settings.Settings`),
-    but those named in ``skip`` (already rendered: see :func:`vqa_interp.run.record_outputs`)."""
-    return {name: draw() for name, draw in figure_makers(outputs, results, settings, cases, skip).items()}
-
-
 def figure_makers(outputs, results, settings, cases: list[dict] | None = None, skip=()) -> dict:
     """:func:`run_figures` as functions that draw each figure when called, by artifact name, the
     figures that do not depend on k first (a k sweep's later jobs reuse them)."""
@@ -340,5 +334,35 @@ def comparison_figure(table: pd.DataFrame):
         ax.set_title(f"k={setting[0]}, low={setting[1]}, high={setting[2]}", fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle("Method comparison (means over each run's rows)")
+    fig.tight_layout()
+    return fig
+
+
+def sanity_figure(table: pd.DataFrame):
+    """The classic curves: similarity to the original maps after each randomisation step."""
+    from vqa_interp.attribution.sanity import FAIL_THRESHOLD, verdict
+
+    method = table["method"].iloc[0]
+    modes = list(dict.fromkeys(table["mode"]))
+    fig, axes = new_figure(1, len(modes), figsize=(6.2 * len(modes), 4.0), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        part = table[table["mode"] == mode]
+        labels = list(dict.fromkeys(part.sort_values("step")["block"]))
+        for similarity in sorted(set(part["similarity"])):
+            curve = part[part["similarity"] == similarity].sort_values("step")
+            style = "--" if similarity.startswith("human_") else "-"
+            ax.errorbar(curve["step"], curve["mean"], yerr=curve["std"], fmt="o" + style, ms=3, capsize=2,
+                        label=similarity)
+        ax.axhline(FAIL_THRESHOLD, color="grey", lw=0.8, ls=":")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_ylim(-0.3, 1.05)
+        ax.set_ylabel("mean over questions (bars: 1 SD)", fontsize=8)
+        ax.set_xlabel("randomised " + ("up to (from the output down)" if mode == "cascading" else "block alone"),
+                      fontsize=8)
+        ax.set_title(f"{method}: {mode} randomisation", fontsize=9)
+        ax.legend(fontsize=6)
+    passed, final = verdict(table)
+    fig.suptitle(f"Sanity check (Adebayo et al. 2018): {'passes' if passed else 'FAILS'} "
+                 f"(Spearman |map| after full randomisation {final:.2f}; fails above {FAIL_THRESHOLD})", fontsize=9)
     fig.tight_layout()
     return fig

@@ -55,12 +55,45 @@ def present_metrics(table: pd.DataFrame, metrics=None) -> list[str]:
     return [m for m in names if m in table.columns]
 
 
+def stands_for_example(targets: pd.DataFrame, map_for_example: str = "prediction") -> np.ndarray:
+    """``[rows]`` bool: which (question, target) rows hold the map that stands for their example
+    (``analysis.map_for_example``: the map of the predicted answer, or of the labelled one). The one
+    definition, used by the analysis and by the explain stage."""
+    if map_for_example == "prediction":
+        return targets["on_prediction"].to_numpy(bool)
+    return (targets["target"] == "label").to_numpy()
+
+
 def example_rows(table: pd.DataFrame, map_for_example: str = "prediction") -> pd.DataFrame:
     """One row per (question, method): the map that stands for the example."""
     if table.empty:
         return table
-    mask = table["on_prediction"] if map_for_example == "prediction" else table["target"] == "label"
-    return table[mask.astype(bool)].drop_duplicates(["question_id", "method"])
+    return table[stands_for_example(table, map_for_example)].drop_duplicates(["question_id", "method"])
+
+
+def bootstrap_mean_ci(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator,
+                      level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values`` ``[n]`` (NaN, NaN when empty)."""
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    means = values[rng.integers(0, len(values), size=(n_bootstrap, len(values)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+WILCOXON_UNTESTABLE = "fewer than 2 questions or no non-zero difference"
+
+
+def wilcoxon_test(diff: np.ndarray) -> tuple[float, float, bool]:
+    """Wilcoxon signed-rank test of paired differences ``[n]``: ``(statistic, p, testable)``; NaN, NaN,
+    False when it cannot be tested (fewer than 2 differences, or none non-zero: see
+    :data:`WILCOXON_UNTESTABLE`)."""
+    diff = np.asarray(diff, float)
+    if len(diff) < 2 or not np.any(diff != 0):
+        return float("nan"), float("nan"), False
+    result = scipy.stats.wilcoxon(diff)
+    return float(result.statistic), float(result.pvalue), True
 
 
 def confidence_level(confidence: pd.Series, low: float, high: float) -> pd.Series:
@@ -237,29 +270,34 @@ def method_means(table: pd.DataFrame, metrics=None) -> pd.DataFrame:
 
 
 def analyse(table: pd.DataFrame, *, low: float, high: float, map_for_example: str = "prediction",
-            alpha: float = 0.05, n_bootstrap: int = 2000, seed: int = 0, min_group: int = 10) -> AnalysisResults:
-    """Every table and summary metric of one run's per-example table."""
+            alpha: float = 0.05, n_bootstrap: int = 2000, seed: int = 0, min_group: int = 10,
+            metrics=None) -> AnalysisResults:
+    """Every table and summary metric of one run's per-example table; ``metrics``: the metrics the
+    run scored (default: the registered ones the table has)."""
     results = AnalysisResults()
     if table.empty:
         return results
     examples = example_rows(table, map_for_example).copy()
     examples["confidence_level"] = confidence_level(examples["confidence"], low, high)
     results.examples = examples
-    significance = significance_table(examples, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed, min_group=min_group)
-    correlations = confidence_correlations(examples)
-    means = scenario_summary(examples, "mean")
-    medians = scenario_summary(examples, "median")
-    results.tables = {"method_means": method_means(table), "scenario_means": means, "scenario_medians": medians,
-                      "descriptive_by_split": descriptive_by_split(examples), "significance": significance,
-                      "confidence_correlations": correlations}
-    results.metrics = headline_metrics(table, means, significance)
+    metrics = present_metrics(table, metrics)
+    significance = significance_table(examples, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed, min_group=min_group,
+                                      metrics=metrics)
+    correlations = confidence_correlations(examples, metrics)
+    means = scenario_summary(examples, "mean", metrics)
+    medians = scenario_summary(examples, "median", metrics)
+    results.tables = {"method_means": method_means(table, metrics), "scenario_means": means,
+                      "scenario_medians": medians, "descriptive_by_split": descriptive_by_split(examples, metrics),
+                      "significance": significance, "confidence_correlations": correlations}
+    results.metrics = headline_metrics(table, means, significance, metrics)
     return results
 
 
 HEADLINE_SPLITS = ("correct", "wrong")
 
 
-def headline_metrics(table: pd.DataFrame, means: pd.DataFrame, significance: pd.DataFrame) -> dict[str, float]:
+def headline_metrics(table: pd.DataFrame, means: pd.DataFrame, significance: pd.DataFrame,
+                     metrics=None) -> dict[str, float]:
     """The few numbers a run logs as MLflow metrics, in ``/`` sections the UI groups (every test
     statistic stays in the tables): ``score/<metric>`` means over all rows for every non-redundant
     metric, ``score_median/<metric>`` and ``split/<correct|wrong>/<metric>`` for the tested family,
@@ -268,7 +306,8 @@ def headline_metrics(table: pd.DataFrame, means: pd.DataFrame, significance: pd.
 
     m: dict[str, float] = {}
     family = family_metrics()
-    shown = [x for x in present_metrics(table) if x in family or (x in REGISTRY and REGISTRY[x].family != "overlap")]
+    shown = [x for x in present_metrics(table, metrics)
+             if x in family or (x in REGISTRY and REGISTRY[x].family != "overlap")]
     for metric in shown:
         m[f"score/{metric}"] = float(table[metric].mean())
     for metric in [x for x in family if x in table]:

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from vqa_interp.analysis.baselines import bootstrap_mean_ci, normalised_scores
+from vqa_interp.analysis.baselines import normalised_scores
+from vqa_interp.analysis.statistics import bootstrap_mean_ci
 from vqa_interp.metrics.registry import REGISTRY, family_metrics
 
 

@@ -1,5 +1,6 @@
 """Attribution maps w.r.t. the image pixels: a registry of methods (Captum's, as one table),
-batched computation and a content-addressed cache.
+batched computation and a content-addressed cache. Every method takes the model interface
+(:class:`vqa_interp.models.base.VqaModel`).
 
 To add a method: one row in :data:`vqa_interp.attribution.captum_methods.TABLE` (or a
 :func:`register` call with your own builder) plus one ``conf/method/<name>.yaml``.

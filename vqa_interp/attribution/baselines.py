@@ -40,9 +40,14 @@ class BaselineContext:
         return int(self.image.shape[0])
 
 
+def random_map_for(question_id: int, side: int, seed: int) -> np.ndarray:
+    """The random floor's map of a question ``[side, side]``: uniform, seeded by (seed, question id);
+    the explain stage's random maps are the same ones."""
+    return np.random.default_rng([int(seed), int(question_id)]).random((side, side))
+
+
 def random_map(context: BaselineContext, options: dict) -> np.ndarray:
-    rng = np.random.default_rng([int(context.seed), int(context.example.question_id)])
-    return rng.random((context.size, context.size))
+    return random_map_for(context.example.question_id, context.size, context.seed)
 
 
 def centre_map(context: BaselineContext, options: dict) -> np.ndarray:
@@ -66,6 +71,8 @@ def oracle_map(context: BaselineContext, options: dict) -> np.ndarray | None:
 
 
 BASELINES = {"random": random_map, "centre": centre_map, "image": image_map, "oracle": oracle_map}
+HUMAN_CEILING = "human_ceiling"
+REFERENCES = (*BASELINES, HUMAN_CEILING)    # every floor, then the ceiling (leave-one-annotator-out)
 _OPTIONS = {"random": {}, "centre": {"sigma": 0.25}, "image": {"blur": 1.0}, "oracle": {}}
 _DESCRIPTIONS = {"random": "i.i.d. uniform noise (chance)", "centre": "centre Gaussian (centre bias)",
                  "image": "edges of the blurred image (model-free saliency)",

@@ -1,14 +1,18 @@
 """Captum's attribution methods as one table: a row per method names the Captum class, whether it
 takes a layer, and which options go to ``attribute()``. Adding a Captum method is one row here
 plus one ``conf/method/<name>.yaml``.
+
+Every method runs on the model interface (:class:`~vqa_interp.models.base.VqaModel`): Captum's
+forward is ``model.forward``'s module, called as ``module(pixels, *question)``, the question
+encoding travels as ``additional_forward_args``, a layer method reads ``model.layer(options["layer"])``
+(``cam``: the model's CAM layer), and the black image is the model's own (``model.black``).
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
 
-from vqa_interp.attribution.registry import Method, register, resolve_layer
-
+from vqa_interp.attribution.registry import Method, register
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ TABLE = (
     CaptumRow("gbackp", "GuidedBackprop", description="Guided Backpropagation",
               reference="Springenberg et al. 2015"),
     CaptumRow("deconv", "Deconvolution", description="DeconvNet", reference="Zeiler & Fergus 2014"),
-    CaptumRow("ggradcam", "GuidedGradCam", {"interpolate_mode": "nearest"}, layer="backbone.layer4",
+    CaptumRow("ggradcam", "GuidedGradCam", {"interpolate_mode": "nearest"}, layer="cam",
               description="Guided Backprop x upsampled ReLU(Grad-CAM) on the backbone's last block",
               reference="Selvaraju et al. 2017", aliases=("ggrdcm",)),
     CaptumRow("inputxgrad", "InputXGradient", description="input x gradient", reference="Shrikumar et al. 2016"),
@@ -41,40 +45,31 @@ def _builder(row: CaptumRow):
         import captum.attr
 
         cls = getattr(captum.attr, row.cls)
-        explainer = cls(model, resolve_layer(model, options["layer"])) if row.layer else cls(model)
+        explainer = cls(model.module, model.layer(options["layer"])) if row.layer else cls(model.module)
         kwargs = {key: options[key] for key in row.attribute}
 
-        def attribute(x, t, q, ql):
+        def attribute(x, t, question):
             with warnings.catch_warnings():
                 # Captum warns on every Guided Backprop / DeconvNet call that it hooks the ReLU modules:
                 # that is the method working as intended (one ReLU module per call site), not a problem
                 warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
-                return explainer.attribute(x, target=t, additional_forward_args=(q, ql), **kwargs)
+                return explainer.attribute(x, target=t, additional_forward_args=tuple(question), **kwargs)
         return attribute
     return build
 
 
 for _row in TABLE:
     register(Method(_row.name, _builder(_row), {**_row.attribute, **({"layer": _row.layer} if _row.layer else {})},
-                    _row.description, _row.reference, _row.aliases))
+                    _row.description, _row.reference, _row.aliases,
+                    needs=("pixels", "cam_layer") if _row.layer else ("pixels",)))
 
 
 # ------------------------------------------------------------------ methods beyond the paper
-def _black(x):
-    """The black image in the model's (ImageNet-normalised) input space, shaped like ``x``."""
-    import torch
-
-    from vqa_interp.data.images import IMAGENET_MEAN, IMAGENET_STD
-
-    value = torch.as_tensor(-IMAGENET_MEAN / IMAGENET_STD, dtype=x.dtype, device=x.device)
-    return value[None, :, None, None].expand_as(x).contiguous()
-
-
-def _target_logits(model, x, t, q, ql):
+def _target_logits(model, x, t, question):
     import torch
 
     with torch.no_grad():
-        return model(x, q, ql).gather(1, t[:, None])[:, 0]
+        return model.forward(x, question).gather(1, t[:, None])[:, 0]
 
 
 def _integrated_gradients(model, options):
@@ -82,15 +77,15 @@ def _integrated_gradients(model, options):
     error ``|sum(attr) - (f(x) - f(black))| / |f(x) - f(black)|`` of each map (f: the target logit)."""
     from captum.attr import IntegratedGradients
 
-    explainer = IntegratedGradients(model)
+    explainer = IntegratedGradients(model.module)
 
-    def attribute(x, t, q, ql):
-        baseline = _black(x)
-        attr, delta = explainer.attribute(x, baselines=baseline, target=t, additional_forward_args=(q, ql),
+    def attribute(x, t, question):
+        baseline = model.black(x)
+        attr, delta = explainer.attribute(x, baselines=baseline, target=t, additional_forward_args=tuple(question),
                                           n_steps=options["n_steps"], method="gausslegendre",
                                           internal_batch_size=options["internal_batch_size"],
                                           return_convergence_delta=True)
-        gap = (_target_logits(model, x, t, q, ql) - _target_logits(model, baseline, t, q, ql)).abs()
+        gap = (_target_logits(model, x, t, question) - _target_logits(model, baseline, t, question)).abs()
         return attr, {"completeness_error": (delta.detach().abs() / gap.clamp_min(1e-12)).cpu()}
     return attribute
 
@@ -100,13 +95,13 @@ def _smoothgrad(model, options):
     sd = ``noise`` x the input's value range."""
     from captum.attr import NoiseTunnel, Saliency
 
-    explainer = NoiseTunnel(Saliency(model))
+    explainer = NoiseTunnel(Saliency(model.module))
 
-    def attribute(x, t, q, ql):
+    def attribute(x, t, question):
         sd = float(options["noise"]) * float((x.max() - x.min()).item())
         return explainer.attribute(x, nt_type="smoothgrad", nt_samples=options["nt_samples"],
                                    nt_samples_batch_size=options["nt_samples"], stdevs=sd, target=t,
-                                   additional_forward_args=(q, ql), abs=True)
+                                   additional_forward_args=tuple(question), abs=True)
     return attribute
 
 
@@ -115,10 +110,10 @@ def _gradcam(model, options):
     upsampled bilinearly to the input."""
     from captum.attr import LayerAttribution, LayerGradCam
 
-    explainer = LayerGradCam(model, resolve_layer(model, options["layer"]))
+    explainer = LayerGradCam(model.module, model.layer(options["layer"]))
 
-    def attribute(x, t, q, ql):
-        cam = explainer.attribute(x, target=t, additional_forward_args=(q, ql), relu_attributions=True)
+    def attribute(x, t, question):
+        cam = explainer.attribute(x, target=t, additional_forward_args=tuple(question), relu_attributions=True)
         return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
     return attribute
 
@@ -131,18 +126,20 @@ def _gradient_shap(model, options):
     from captum.attr import GradientShap
     from torchvision.transforms.functional import gaussian_blur
 
-    explainer = GradientShap(model)
+    from vqa_interp.models.base import take
 
-    def attribute(x, t, q, ql):
+    explainer = GradientShap(model.module)
+
+    def attribute(x, t, question):
         sigma = max(0.5, float(options["blur"]) * x.shape[-1])
         kernel = 2 * int(3 * sigma) + 1
         blurred = gaussian_blur(x, [kernel, kernel], [sigma, sigma])
         out = []
         for i in range(len(x)):   # each image has its own blurred baseline
-            baselines = torch.cat([_black(x[i:i + 1]), blurred[i:i + 1]])
+            baselines = torch.cat([model.black(x[i:i + 1]), blurred[i:i + 1]])
             out.append(explainer.attribute(x[i:i + 1], baselines=baselines, n_samples=options["n_samples"],
                                            stdevs=0.0, target=t[i:i + 1],
-                                           additional_forward_args=(q[i:i + 1], ql[i:i + 1])))
+                                           additional_forward_args=take(question, [i])))
         return torch.cat(out)
     return attribute
 
@@ -153,12 +150,12 @@ def _occlusion(model, options):
     forward pass."""
     from captum.attr import Occlusion
 
-    explainer = Occlusion(model)
+    explainer = Occlusion(model.module)
 
-    def attribute(x, t, q, ql):
+    def attribute(x, t, question):
         w, s = int(options["window"]), int(options["stride"])
-        return explainer.attribute(x, sliding_window_shapes=(3, w, w), strides=(3, s, s), baselines=_black(x),
-                                   target=t, additional_forward_args=(q, ql),
+        return explainer.attribute(x, sliding_window_shapes=(3, w, w), strides=(3, s, s), baselines=model.black(x),
+                                   target=t, additional_forward_args=tuple(question),
                                    perturbations_per_eval=int(options["perturbations_per_eval"]))
     return attribute
 
@@ -168,8 +165,8 @@ for _method in (
            "Integrated Gradients from a black image", "Sundararajan et al. 2017"),
     Method("smoothgrad", _smoothgrad, {"nt_samples": 16, "noise": 0.15},
            "SmoothGrad: |gradient| averaged over noisy inputs", "Smilkov et al. 2017"),
-    Method("gradcam", _gradcam, {"layer": "backbone.layer4"}, "Grad-CAM on the backbone's last block, upsampled",
-           "Selvaraju et al. 2017"),
+    Method("gradcam", _gradcam, {"layer": "cam"}, "Grad-CAM on the model's CAM layer (the backbone's last block), "
+           "upsampled", "Selvaraju et al. 2017", needs=("pixels", "cam_layer")),
     Method("gradshap", _gradient_shap, {"n_samples": 16, "blur": 0.0625},
            "GradientShap with a black and a blurred-image baseline", "Lundberg & Lee 2017"),
     Method("occlusion", _occlusion, {"window": 8, "stride": 4, "perturbations_per_eval": 64},

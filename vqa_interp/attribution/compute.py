@@ -7,9 +7,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from torch import nn
 
 from vqa_interp.attribution.registry import AttributeFn
+from vqa_interp.models.base import take
 
 CHANNEL_REDUCTIONS = ("max_abs", "sum_abs", "l2", "sum")
 
@@ -31,19 +31,21 @@ def reduce_channels(attributions: torch.Tensor, how: str = "max_abs") -> torch.T
 class MapRequest:
     """One map to compute: an example's image/question and the answer index to attribute."""
     key: str               # cache key of this map within the run's map set
-    image_row: int         # row into the images array
-    question_row: int      # row into q / q_len
+    image_row: int         # row into the images (the example's row)
+    question_row: int      # row into the question encoding
     target_index: int      # answer index (logit) to attribute
 
 
-def compute_maps(model: nn.Module, attribute: AttributeFn, requests: list[MapRequest],
-                 load_images: Callable[[list[int]], torch.Tensor], q: torch.Tensor, q_len: torch.Tensor,
+def compute_maps(model, attribute: AttributeFn, requests: list[MapRequest],
+                 load_images: Callable[[list[int]], torch.Tensor], question: tuple,
                  *, batch_size: int, channel_reduction: str, device: str = "cpu"
                  ) -> Iterator[tuple[MapRequest, np.ndarray, dict[str, float]]]:
     """Yield ``(request, map [S, S] float32, extras)`` batch by batch (maps are never all held at once).
 
-    An attribution function may return ``(attributions, {name: [B] tensor})``: per-map diagnostics
-    (e.g. Integrated Gradients' completeness error) that come back as ``extras``.
+    ``model`` is the :class:`~vqa_interp.models.base.VqaModel`, ``question`` its encoding of every
+    example (rows ``question_row``). An attribution function may return ``(attributions, {name: [B]
+    tensor})``: per-map diagnostics (e.g. Integrated Gradients' completeness error) that come back
+    as ``extras``.
 
     On CUDA the LSTM backward needs cuDNN off in eval mode, so the whole attribution runs with
     cuDNN disabled there.
@@ -56,7 +58,7 @@ def compute_maps(model: nn.Module, attribute: AttributeFn, requests: list[MapReq
             images = load_images([r.image_row for r in batch]).to(device).requires_grad_(True)
             rows = torch.tensor([r.question_row for r in batch])
             targets = torch.tensor([r.target_index for r in batch], device=device)
-            raw = attribute(images, targets, q[rows].to(device), q_len[rows])
+            raw = attribute(images, targets, model.to_device(take(question, rows), device))
             extras: dict = {}
             if isinstance(raw, tuple):
                 raw, extras = raw

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
+
+from vqa_interp.models.base import take
 
 
 def blurred(images: torch.Tensor, sigma_fraction: float = 0.25) -> torch.Tensor:
@@ -53,20 +54,21 @@ def substrate(images: torch.Tensor, kind: str = "blur", blur_sigma: float = 0.25
     return blurred(images, blur_sigma)
 
 
-def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: np.ndarray, q: torch.Tensor,
-                       q_len: torch.Tensor, targets: torch.Tensor, steps: int = 10,
-                       batch_size: int = 64, kind: str = "blur", blur_sigma: float = 0.25) -> dict[str, np.ndarray]:
-    """Curves and areas for ``B`` maps ``[B, S, S]`` of ``images [B, 3, S, S]``.
+def deletion_insertion(model, images: torch.Tensor, maps: np.ndarray, question: tuple, targets: torch.Tensor,
+                       steps: int = 10, batch_size: int = 64, kind: str = "blur",
+                       blur_sigma: float = 0.25) -> dict[str, np.ndarray]:
+    """Curves and areas for ``B`` maps ``[B, S, S]`` of ``images [B, 3, S, S]`` (``model`` a
+    :class:`~vqa_interp.models.base.VqaModel`, ``question`` its encoding of the ``B`` questions).
 
     Returns ``deletion`` and ``insertion`` curves ``[B, steps + 1]`` (target probabilities) and their
     areas ``deletion_auc``, ``insertion_auc`` ``[B]``.
     """
-    return curves_for_map_sets(model, images, {"maps": maps}, q, q_len, targets, steps=steps, batch_size=batch_size,
+    return curves_for_map_sets(model, images, {"maps": maps}, question, targets, steps=steps, batch_size=batch_size,
                                kind=kind, blur_sigma=blur_sigma)["maps"]
 
 
-def curves_for_map_sets(model: nn.Module, images: torch.Tensor, map_sets: dict[str, np.ndarray], q: torch.Tensor,
-                        q_len: torch.Tensor, targets: torch.Tensor, steps: int = 10, batch_size: int = 64,
+def curves_for_map_sets(model, images: torch.Tensor, map_sets: dict[str, np.ndarray], question: tuple,
+                        targets: torch.Tensor, steps: int = 10, batch_size: int = 64,
                         kind: str = "blur", blur_sigma: float = 0.25) -> dict[str, dict[str, np.ndarray]]:
     """:func:`deletion_insertion` for several sets of maps of the same images and targets (a method's
     maps and random maps, say): the curves' ends (the image, the substrate) are the same for every
@@ -78,10 +80,9 @@ def curves_for_map_sets(model: nn.Module, images: torch.Tensor, map_sets: dict[s
     fractions = np.linspace(0.0, 1.0, steps + 1)
     counts = torch.tensor([int(round(f * n)) for f in fractions], device=device)
     base = substrate(images, kind, blur_sigma)
-    lengths = q_len.cpu()
 
     def probabilities(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(model(x, q[rows], lengths[rows.cpu()]).float(), dim=1)
+        probs = torch.softmax(model.forward(x, take(question, rows)).float(), dim=1)
         return probs.gather(1, targets[rows][:, None]).squeeze(1)
 
     results = {}

@@ -1,41 +1,45 @@
 """The method registry: name -> :class:`Method` (how to build its attribution function, its options).
 
-An attribution function maps ``(images [B, 3, S, S], targets [B], q [B, T], q_len [B])`` to
-attributions ``[B, 3, S, S]`` w.r.t. the image pixels. Methods are registered by their family
-files (:mod:`vqa_interp.attribution.captum_methods` holds the table of Captum classes).
+An attribution function maps ``(pixels [B, 3, S, S], targets [B], question)`` to attributions
+``[B, 3, S, S]`` w.r.t. the pixels, where ``question`` is the model's own question encoding (a
+tuple of tensors, see :mod:`vqa_interp.models.base`). A method is built for a loaded model (the
+model interface, never a module path) and names the attachment points it needs from it
+(``needs``), so a model that lacks one is refused before any work. Methods are registered by their
+family files (:mod:`vqa_interp.attribution.captum_methods` holds the table of Captum classes).
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
 from vqa_interp.errors import ConfigError
 
-AttributeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+AttributeFn = Callable[[torch.Tensor, torch.Tensor, tuple], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Method:
     """One attribution method.
 
-    ``build(model, options) -> AttributeFn``; ``options`` maps each allowed option key to its
-    default (the config file ``conf/method/<name>.yaml`` sets them); ``aliases`` are other config
-    names for the same method (the paper's short names). A model-free reference map (``kind``
+    ``build(model, options) -> AttributeFn`` for a :class:`~vqa_interp.models.base.VqaModel`;
+    ``options`` maps each allowed option key to its default (the config file
+    ``conf/method/<name>.yaml`` sets them); ``aliases`` are other config names for the same method
+    (the paper's short names); ``needs`` the model's attachment points it uses
+    (:data:`vqa_interp.models.base.ATTACHMENTS`). A model-free reference map (``kind``
     ``"baseline"``, see :mod:`vqa_interp.attribution.baselines`) has ``baseline(context, options)
     -> map [S, S] | None`` instead of ``build``.
     """
     name: str
-    build: Callable[[nn.Module, dict], AttributeFn] | None
+    build: Callable[[Any, dict], AttributeFn] | None
     options: dict[str, Any] = field(default_factory=dict, hash=False)
     description: str = ""
     reference: str = ""
     aliases: tuple[str, ...] = ()
     kind: str = "model"
     baseline: Callable | None = None
+    needs: tuple[str, ...] = ("pixels",)
 
     def validate(self, options: dict) -> None:
         """Raise :class:`ConfigError` for an unknown option or a value of the wrong type."""
@@ -62,18 +66,9 @@ def register(method: Method) -> Method:
     return method
 
 
-def resolve_layer(model: nn.Module, dotted: str) -> nn.Module:
-    """``"backbone.layer4"`` -> that submodule, or a :class:`ConfigError` listing candidates."""
-    try:
-        return operator.attrgetter(dotted)(model)
-    except AttributeError as exc:
-        names = [n for n, _ in model.named_modules() if n.count(".") <= 1 and n]
-        raise ConfigError(f"method.layer: {dotted!r} is not a module of the model; "
-                          f"try one of {names[:12]}") from exc
-
-
-def make_attributor(model: nn.Module, method: str, options: dict) -> AttributeFn:
-    """The attribution function of ``method`` (see :data:`METHODS`) for ``model``."""
+def make_attributor(model, method: str, options: dict) -> AttributeFn:
+    """The attribution function of ``method`` (see :data:`METHODS`) for ``model`` (a
+    :class:`~vqa_interp.models.base.VqaModel`)."""
     if method not in METHODS:
         raise ValueError(f"method.name: {method!r} is unknown; expected one of {sorted(METHODS)}")
     entry = METHODS[method]

@@ -3,8 +3,9 @@
 A map that explains the model must change when the model's weights are destroyed. For a sample of
 questions the method's maps are recomputed after
 
-- ``cascading`` randomisation: re-initialise the blocks from the output down, cumulatively: the
-  classifier, then the attention, then the question encoder, then the backbone's blocks top-down;
+- ``cascading`` randomisation: re-initialise the model's blocks from the output down, cumulatively
+  (the model interface's ``blocks()``: for the Kazemi net the classifier, then the attention, then
+  the question encoder, then the backbone's blocks top-down);
 - ``independent`` randomisation: one block at a time, the rest intact;
 
 and compared with the original maps by the Spearman correlation of the absolute maps, the
@@ -28,22 +29,10 @@ from torch import nn
 
 from vqa_interp.attribution.compute import reduce_channels
 from vqa_interp.attribution.registry import make_attributor
+from vqa_interp.models.base import take
 
 FAIL_THRESHOLD = 0.5
 SIMILARITIES = ("spearman_abs", "spearman_signed", "ssim")
-
-
-def model_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The blocks to randomise, from the output down: ``net.classifier``, ``net.attention``,
-    ``net.text``, then the backbone's ``layer4`` .. ``layer1`` (and its stem, where it has one)."""
-    blocks = [("classifier", model.net.classifier), ("attention", model.net.attention), ("text", model.net.text)]
-    backbone = model.backbone
-    for name in ("layer4", "layer3", "layer2", "layer1"):
-        if hasattr(backbone, name):
-            blocks.append((f"backbone.{name}", getattr(backbone, name)))
-    if hasattr(backbone, "conv1"):
-        blocks.append(("backbone.stem", nn.ModuleList([backbone.conv1, backbone.bn1])))
-    return blocks
 
 
 def randomise(block: nn.Module, seed: int) -> None:
@@ -84,32 +73,34 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(scipy.stats.spearmanr(x.ravel(), y.ravel()).statistic)
 
 
-def _maps(model: nn.Module, method: str, options: dict, images: torch.Tensor, q: torch.Tensor, q_len: torch.Tensor,
+def _maps(model, method: str, options: dict, images: torch.Tensor, question: tuple,
           batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(absolute maps ``[N, S, S]``, signed maps ``[N, S, S]``) for the model's own predictions."""
     attribute = make_attributor(model, method, options)
     absolute, signed = [], []
     for begin in range(0, len(images), batch_size):
-        x, qq, ql = images[begin:begin + batch_size], q[begin:begin + batch_size], q_len[begin:begin + batch_size]
+        x, qq = images[begin:begin + batch_size], take(question, range(begin, min(begin + batch_size, len(images))))
         with torch.no_grad():
-            targets = model(x, qq, ql).argmax(dim=1)
-        raw = attribute(x.clone().requires_grad_(True), targets, qq, ql).detach()
+            targets = model.forward(x, qq).argmax(dim=1)
+        raw = attribute(x.clone().requires_grad_(True), targets, qq)
+        raw = (raw[0] if isinstance(raw, tuple) else raw).detach()
         absolute.append(reduce_channels(raw, "max_abs").numpy())
         signed.append(reduce_channels(raw, "sum").numpy())
     return np.concatenate(absolute), np.concatenate(signed)
 
 
-def sanity_checks(model: nn.Module, method: str, options: dict, images: torch.Tensor, q: torch.Tensor,
-                  q_len: torch.Tensor, *, human_scores: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
+def sanity_checks(model, method: str, options: dict, images: torch.Tensor, question: tuple, *,
+                  human_scores: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
                   batch_size: int = 16, seed: int = 0, modes: Sequence[str] = ("cascading", "independent")) -> pd.DataFrame:
-    """Randomisation curves for one method on ``images [N, 3, S, S]`` and their questions.
+    """Randomisation curves for one method of ``model`` (a :class:`~vqa_interp.models.base.VqaModel`)
+    on ``images [N, 3, S, S]`` and their questions' encoding ``question``.
 
     ``human_scores(abs_maps [N, S, S]) -> {metric: [N]}`` scores maps against the questions' human
     maps (optional). Returns rows ``mode, step, block, method, similarity, mean, std, n``; step 0
     (block ``none``) is the intact model.
     """
     model = model.eval()
-    original_abs, original_signed = _maps(model, method, options, images, q, q_len, batch_size)
+    original_abs, original_signed = _maps(model, method, options, images, question, batch_size)
     rows = []
 
     def record(mode: str, step: int, block: str, absolute: np.ndarray, signed: np.ndarray) -> None:
@@ -127,16 +118,16 @@ def sanity_checks(model: nn.Module, method: str, options: dict, images: torch.Te
                          "mean": float(series.mean()) if len(series) else np.nan,
                          "std": float(series.std(ddof=1)) if len(series) > 1 else np.nan, "n": len(series)})
 
-    blocks = [name for name, _ in model_blocks(model)]
+    blocks = [name for name, _ in model.blocks()]
     for mode in modes:
         record(mode, 0, "none", original_abs, original_signed)
         for step, name in enumerate(blocks, 1):
             twin = copy.deepcopy(model)
             chosen = blocks[:step] if mode == "cascading" else [name]
-            for i, (block_name, block) in enumerate(model_blocks(twin)):
+            for i, (block_name, block) in enumerate(twin.blocks()):
                 if block_name in chosen:
                     randomise(block, seed + i)
-            absolute, signed = _maps(twin.eval(), method, options, images, q, q_len, batch_size)
+            absolute, signed = _maps(twin.eval(), method, options, images, question, batch_size)
             record(mode, step, name, absolute, signed)
     return pd.DataFrame(rows, columns=["mode", "step", "block", "method", "similarity", "mean", "std", "n"])
 
@@ -146,33 +137,3 @@ def verdict(table: pd.DataFrame) -> tuple[bool, float]:
     cascade = table[(table["mode"] == "cascading") & (table["similarity"] == "spearman_abs")]
     final = float(cascade.sort_values("step")["mean"].iloc[-1]) if len(cascade) else float("nan")
     return bool(final <= FAIL_THRESHOLD), final
-
-
-def sanity_figure(table: pd.DataFrame):
-    """The classic curves: similarity to the original maps after each randomisation step."""
-    from vqa_interp.analysis.figures import new_figure
-
-    method = table["method"].iloc[0]
-    modes = list(dict.fromkeys(table["mode"]))
-    fig, axes = new_figure(1, len(modes), figsize=(6.2 * len(modes), 4.0), squeeze=False)
-    for ax, mode in zip(axes[0], modes):
-        part = table[table["mode"] == mode]
-        labels = list(dict.fromkeys(part.sort_values("step")["block"]))
-        for similarity in sorted(set(part["similarity"])):
-            curve = part[part["similarity"] == similarity].sort_values("step")
-            style = "--" if similarity.startswith("human_") else "-"
-            ax.errorbar(curve["step"], curve["mean"], yerr=curve["std"], fmt="o" + style, ms=3, capsize=2,
-                        label=similarity)
-        ax.axhline(FAIL_THRESHOLD, color="grey", lw=0.8, ls=":")
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
-        ax.set_ylim(-0.3, 1.05)
-        ax.set_ylabel("mean over questions (bars: 1 SD)", fontsize=8)
-        ax.set_xlabel("randomised " + ("up to (from the output down)" if mode == "cascading" else "block alone"),
-                      fontsize=8)
-        ax.set_title(f"{method}: {mode} randomisation", fontsize=9)
-        ax.legend(fontsize=6)
-    passed, final = verdict(table)
-    fig.suptitle(f"Sanity check (Adebayo et al. 2018): {'passes' if passed else 'FAILS'} "
-                 f"(Spearman |map| after full randomisation {final:.2f}; fails above {FAIL_THRESHOLD})", fontsize=9)
-    fig.tight_layout()
-    return fig

@@ -29,6 +29,7 @@ class Dataset:
     ``settings`` is a :class:`vqa_interp.settings.DataSettings`; ``home`` the tool's data folder.
     """
     name: ClassVar[str] = ""
+    has_training_split: ClassVar[bool] = False   # a train split a model can be trained on (training_records)
 
     def __init__(self, settings, home: str | Path = ".vqa-interp"):
         self.settings = settings
@@ -127,6 +128,7 @@ class Embedded(Dataset):
     """The embedded benchmark: generated on first use under ``<home>/data`` in the real formats,
     with the exact evidence masks (``exact_masks_val/{question_id}.png``)."""
     name = "embedded"
+    has_training_split = True
 
     def root(self) -> Path:
         if self.settings.root:

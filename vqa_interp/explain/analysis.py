@@ -17,18 +17,15 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from vqa_interp.analysis.baselines import bootstrap_mean_ci
-from vqa_interp.analysis.statistics import scenario_mask, significance_table, SCENARIOS
+from vqa_interp.analysis.statistics import SCENARIOS, bootstrap_mean_ci, scenario_mask, significance_table, wilcoxon_test
+from vqa_interp.metrics.registry import headline_metrics
 
-PLAUSIBILITY_METRICS = ("rank_corr", "iou")
 FAITHFULNESS = (("deletion_auc", "lower"), ("insertion_auc", "higher"))
-
-
-def _wilcoxon(diff: np.ndarray) -> tuple[float, float]:
-    if len(diff) < 2 or not np.any(diff != 0):
-        return float("nan"), float("nan")
-    result = scipy.stats.wilcoxon(diff)
-    return float(result.statistic), float(result.pvalue)
+# the explain metrics a sweep compares across its children: what each method's maps tell about the
+# model, next to how human-like they are
+COMPARED_METRICS = ("faithfulness/deletion_auc", "faithfulness/random_deletion_auc", "faithfulness/insertion_auc",
+                    "faithfulness/random_insertion_auc", "faithfulness/plausibility_rank_corr_vs_deletion",
+                    "tokens/decisive_auc", "share/image")
 
 
 def faithfulness_table(per_target: pd.DataFrame, *, n_bootstrap: int, seed: int) -> pd.DataFrame:
@@ -42,7 +39,7 @@ def faithfulness_table(per_target: pd.DataFrame, *, n_bootstrap: int, seed: int)
         pair = per_target[[column, f"random_{column}"]].dropna().to_numpy(float)
         diff = pair[:, 0] - pair[:, 1]
         low, high = bootstrap_mean_ci(diff, n_bootstrap, rng)
-        statistic, p = _wilcoxon(diff)
+        statistic, p, _ = wilcoxon_test(diff)
         sign = -1 if better == "lower" else 1
         rows.append({"curve": column.removesuffix("_auc"), "better": better, "n": len(diff),
                      "method": float(pair[:, 0].mean()) if len(pair) else np.nan,
@@ -56,7 +53,7 @@ def faithfulness_table(per_target: pd.DataFrame, *, n_bootstrap: int, seed: int)
 def plausibility_faithfulness(examples: pd.DataFrame) -> pd.DataFrame:
     """Spearman correlation, per example, of each plausibility metric with each faithfulness AUC."""
     rows = []
-    for metric in [m for m in PLAUSIBILITY_METRICS if m in examples]:
+    for metric in [m for m in headline_metrics(2) if m in examples]:
         for column, better in FAITHFULNESS:
             if column not in examples:
                 continue
@@ -86,7 +83,7 @@ def token_table(per_target: pd.DataFrame) -> pd.DataFrame:
     """Token scores against the decisive words next to a random ranking (one row)."""
     auc = per_target["token_auc"].dropna().to_numpy(float)
     top1 = per_target[["token_top1", "token_top1_chance"]].dropna().to_numpy(float)
-    statistic, p = _wilcoxon(auc - 0.5)
+    statistic, p, _ = wilcoxon_test(auc - 0.5)
     return pd.DataFrame([{"n": len(auc), "token_auc": auc.mean() if len(auc) else np.nan, "random_auc": 0.5,
                           "wilcoxon": statistic, "p_value": p,
                           "top1_hit": top1[:, 0].mean() if len(top1) else np.nan,

@@ -17,18 +17,20 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from vqa_interp.data.answers import tokenize_question
+from vqa_interp.analysis.statistics import stands_for_example
+from vqa_interp.attribution.baselines import random_map_for
+from vqa_interp.models.base import take
+from vqa_interp.util.disk_cache import DiskCache
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2   # raise when a part's table changes: cached parts are then ignored
 CURVES = ("deletion", "insertion")
 
 
@@ -48,26 +50,6 @@ class ExplainTables:
     evidence: dict | None = None      # question_id -> decisive token positions (None: the dataset has none)
 
 
-def _cache_path(cache_root: str | Path, part: str, depends_on: dict) -> Path:
-    from vqa_interp.util.signature import signature
-
-    return Path(cache_root) / "explain" / f"{signature({**depends_on, 'version': CACHE_VERSION})[:24]}_{part}.csv"
-
-
-def _read(path: Path) -> pd.DataFrame | None:
-    if not path.exists():
-        return None
-    if path.stat().st_size <= 1:         # a part that was off: written empty
-        return pd.DataFrame()
-    return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"token": str, "target": str,
-                                                                            "source": str, "curve": str})
-
-
-def random_map(question_id: int, side: int, seed: int) -> np.ndarray:
-    """The random floor's map of a question ``[side, side]`` (uniform; seeded by the question)."""
-    return np.random.default_rng([seed, int(question_id)]).random((side, side))
-
-
 def _curve_rows(chunk: pd.DataFrame, source: str, result: dict) -> list[dict]:
     rows = []
     for i, t in enumerate(chunk.itertuples()):
@@ -78,38 +60,29 @@ def _curve_rows(chunk: pd.DataFrame, source: str, result: dict) -> list[dict]:
     return rows
 
 
-def _stands_for_example(targets: pd.DataFrame, map_for_example: str) -> np.ndarray:
-    """Which targets' maps stand for their example (as :func:`vqa_interp.analysis.statistics.example_rows`)."""
-    if map_for_example == "prediction":
-        return targets["on_prediction"].to_numpy(bool)
-    return (targets["target"] == "label").to_numpy()
-
-
-def explain_targets(model: torch.nn.Module, settings, examples: Sequence, targets: pd.DataFrame, map_cache,
-                    load_images, q: torch.Tensor, q_len: torch.Tensor, *, checkpoint_digest: str,
-                    data_digest: str, evidence: dict[int, tuple[int, ...]] | None = None) -> ExplainTables | None:
-    """The explain tables of a run's ``targets`` (``question_id, row, target, target_index, map_key``),
-    from cache where possible. None when every part is off (``explain.*``)."""
+def explain_targets(model, settings, examples: Sequence, targets: pd.DataFrame, map_cache, load_images,
+                    question: tuple, *, data_digest: str,
+                    evidence: dict[int, tuple[int, ...]] | None = None) -> ExplainTables | None:
+    """The explain tables of a run's ``targets`` (``question_id, row, target, target_index, map_key``)
+    for ``model`` (a :class:`~vqa_interp.models.base.VqaModel`) and its encoding of every example's
+    question, from cache where possible. None when every part is off (``explain.*``)."""
     from vqa_interp.attribution.faithfulness import curves_for_map_sets
     from vqa_interp.attribution.question import image_question_share, token_attributions
-    from vqa_interp.util.locking import write_atomic
 
     e = settings.explain
     if not (e.tokens or e.share or e.faithfulness) or targets.empty:
         return None
     device = settings.device
     curve_options = {"steps": e.steps, "substrate": e.substrate, "blur_sigma": e.blur_sigma}
-    common = {"data": data_digest, "targets": settings.attribution.target_policy, "input": settings.model.input,
+    common = {"data": data_digest, "targets": settings.attribution.target_policy, "model": model.identity(),
               "device": device}
-    model_dep = {**common, "checkpoint": checkpoint_digest, "tokens": e.tokens, "share": e.share,
+    model_dep = {**common, "tokens": e.tokens, "share": e.share,
                  "faithfulness": e.faithfulness, "ig_steps": e.ig_steps, "curves": curve_options, "seed": settings.seed,
                  "example_map": settings.analysis.map_for_example}
     map_dep = {**common, "maps": map_cache.signature, "curves": curve_options}
-    paths = {"model": _cache_path(settings.cache, "model", model_dep),
-             "tokens": _cache_path(settings.cache, "tokens", model_dep),
-             "random": _cache_path(settings.cache, "random", model_dep),
-             "map": _cache_path(settings.cache, "map", map_dep)}
-    cached = {name: _read(path) for name, path in paths.items()}
+    store = DiskCache(settings.cache, "explain", CACHE_VERSION)
+    depends = {"model": model_dep, "tokens": model_dep, "random": model_dep, "map": map_dep}
+    cached = {name: store.read_table(dep, name) for name, dep in depends.items()}
     hits = {"model": all(cached[name] is not None for name in ("model", "tokens", "random")),
             "map": cached["map"] is not None or not e.faithfulness}
     context = torch.backends.cudnn.flags(enabled=False) if device.startswith("cuda") else contextlib.nullcontext()
@@ -120,39 +93,39 @@ def explain_targets(model: torch.nn.Module, settings, examples: Sequence, target
             chunk = targets.iloc[begin:begin + e.batch_size]
             rows = chunk["row"].tolist()
             images = load_images(rows).to(device)
-            index = torch.tensor(rows)
-            qs, lengths = q[index].to(device), q_len[index]
+            qs = model.to_device(take(question, rows), device)
             goal = torch.tensor(chunk["target_index"].tolist(), device=device)
             map_sets = {}
             if not hits["model"]:
                 record = [{"question_id": t.question_id, "target": t.target} for t in chunk.itertuples()]
                 if e.tokens:
-                    scores, error = token_attributions(model, images, qs, lengths, goal, n_steps=e.ig_steps,
+                    scores, error = token_attributions(model, images, qs, goal, n_steps=e.ig_steps,
                                                        internal_batch_size=e.ig_batch_size)
                     scores, error = scores.cpu().numpy(), error.cpu().numpy()
+                    lengths = model.token_mask(qs).sum(dim=1).cpu()
                     for i, t in enumerate(chunk.itertuples()):
-                        words = tokenize_question(examples[t.row].question)[: int(lengths[i])]
+                        words = model.tokens(examples[t.row].question)[: int(lengths[i])]
                         token_rows.extend({"question_id": t.question_id, "target": t.target, "position": p,
                                            "token": word, "attribution": float(scores[i, p])}
                                           for p, word in enumerate(words))
                         record[i]["token_error"] = float(error[i])
                 # the share is the example's: only the map that stands for it (analysis.map_for_example)
-                stands = np.flatnonzero(_stands_for_example(chunk, settings.analysis.map_for_example))
+                stands = np.flatnonzero(stands_for_example(chunk, settings.analysis.map_for_example))
                 if e.share and len(stands):
                     pick = torch.as_tensor(stands, device=device)
-                    share, error = image_question_share(model, images[pick], qs[pick], lengths[pick.cpu()], goal[pick],
+                    share, error = image_question_share(model, images[pick], take(qs, pick), goal[pick],
                                                         n_steps=e.ig_steps, internal_batch_size=e.ig_batch_size)
                     for i, value, err in zip(stands, share.cpu().numpy(), error.cpu().numpy()):
                         record[i].update(image_share=float(value), share_error=float(err))
                 if e.faithfulness:
                     side = images.shape[-1]
-                    map_sets["random"] = np.stack([random_map(t.question_id, side, settings.seed)
+                    map_sets["random"] = np.stack([random_map_for(t.question_id, side, settings.seed)
                                                    for t in chunk.itertuples()])
                 per_target.extend(record)
             if not hits["map"]:
                 map_sets["method"] = np.stack([map_cache.load(key) for key in chunk["map_key"]])
             if map_sets:     # both sets in one call: the curves' ends are shared
-                curves = curves_for_map_sets(model, images, map_sets, qs, lengths, goal, steps=e.steps,
+                curves = curves_for_map_sets(model, images, map_sets, qs, goal, steps=e.steps,
                                              batch_size=e.batch_size, kind=e.substrate, blur_sigma=e.blur_sigma)
                 if "random" in curves:
                     curve_rows.extend(_curve_rows(chunk, "random", curves["random"]))
@@ -163,10 +136,10 @@ def explain_targets(model: torch.nn.Module, settings, examples: Sequence, target
         cached["tokens"] = pd.DataFrame(token_rows, columns=["question_id", "target", "position", "token", "attribution"])
         cached["random"] = pd.DataFrame(curve_rows)
         for name in ("model", "tokens", "random"):
-            write_atomic(paths[name], lambda tmp, frame=cached[name]: frame.to_csv(tmp, index=False))
+            store.write_table(depends[name], cached[name], name)
     if not hits["map"]:
         cached["map"] = pd.DataFrame(map_curves)
-        write_atomic(paths["map"], lambda tmp: cached["map"].to_csv(tmp, index=False))
+        store.write_table(map_dep, cached["map"], "map")
     curves = pd.concat([frame for frame in (cached["map"], cached["random"])
                         if frame is not None and len(frame)], ignore_index=True) if e.faithfulness else pd.DataFrame()
     per_target = cached["model"].merge(targets[["question_id", "target"]], on=["question_id", "target"], how="right")

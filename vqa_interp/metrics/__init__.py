@@ -14,9 +14,9 @@ from vqa_interp.metrics.engine import score, score_against_annotators, score_pre
 from vqa_interp.metrics.prepare import (DICE_KINDS, STEPS, TIE_POLICIES, PreparedMap, ScoringOptions, apply_steps,
                                         average_ranks, prepare_map, prepare_maps, resize_maps, top_k_region)
 from vqa_interp.metrics.registry import (REGISTRY, Metric, bounded_metrics, family_metrics, get, metric,
-                                         metric_names, run_metrics)
+                                         headline_metrics, metric_names, run_metrics, selected)
 
 __all__ = ["score", "score_prepared", "score_against_annotators", "undefined_reason", "PreparedMap",
            "ScoringOptions", "prepare_map", "prepare_maps", "resize_maps", "apply_steps", "average_ranks",
            "top_k_region", "REGISTRY", "Metric", "metric", "metric_names", "family_metrics", "bounded_metrics",
-           "get", "run_metrics", "STEPS", "TIE_POLICIES", "DICE_KINDS"]
+           "get", "run_metrics", "headline_metrics", "selected", "STEPS", "TIE_POLICIES", "DICE_KINDS"]

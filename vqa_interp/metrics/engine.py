@@ -12,16 +12,7 @@ import numpy as np
 import pandas as pd
 
 from vqa_interp.metrics.prepare import PreparedMap, ScoringOptions, resize_maps
-from vqa_interp.metrics.registry import REGISTRY, metric_names
-
-
-def _selected(metrics: Sequence[str] | None) -> tuple[str, ...]:
-    if metrics is None:
-        return metric_names()
-    unknown = [m for m in metrics if m not in REGISTRY]
-    if unknown:
-        raise ValueError(f"metrics: {unknown} unknown; expected any of {list(REGISTRY)}")
-    return tuple(metrics)
+from vqa_interp.metrics.registry import REGISTRY, selected
 
 
 def undefined_reason(attribution: PreparedMap, human: PreparedMap) -> str:
@@ -34,7 +25,7 @@ def undefined_reason(attribution: PreparedMap, human: PreparedMap) -> str:
 def score_prepared(attribution: PreparedMap, human: PreparedMap, options: ScoringOptions | None = None,
                    metrics: Sequence[str] | None = None) -> dict[str, float]:
     """The selected metrics (default: all registered) for one prepared pair, plus ``undefined``."""
-    names = _selected(metrics)
+    names = selected(metrics)
     reason = undefined_reason(attribution, human)
     if reason:
         return {**{m: float("nan") for m in names}, "undefined": reason}
@@ -46,7 +37,7 @@ def score_against_annotators(attribution: PreparedMap, humans: Sequence[Prepared
                              metrics: Sequence[str] | None = None) -> dict[str, float]:
     """Score one attribution map against several annotators' maps and average each metric over the
     annotators whose pair is defined (NaN, with the first reason, if none is)."""
-    names = _selected(metrics)
+    names = selected(metrics)
     return average_defined([score_prepared(attribution, h, options, names) for h in humans], names)
 
 
@@ -103,7 +94,7 @@ def score(attributions: np.ndarray, humans: np.ndarray, *, k: float = 0.1, size:
     if attributions.ndim != 3 or humans.ndim != 3 or len(attributions) != len(humans):
         raise ValueError(f"score: expected attributions [B, H, W] and humans [B, H', W'] with the same B; "
                          f"got {attributions.shape} and {humans.shape}")
-    names = _selected(metrics)
+    names = selected(metrics)
     if "steps" in options:
         options["steps"] = tuple(options["steps"])
     opts = ScoringOptions(k=k, size=size, **options)

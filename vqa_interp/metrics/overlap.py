@@ -92,14 +92,14 @@ def disc_intersect(a, h) -> float:
     return _overlap(a, h)
 
 
-@metric("iou", needs=("region",), range=(0.0, 1.0), reference=_iou_reference)
+@metric("iou", needs=("region",), range=(0.0, 1.0), reference=_iou_reference, headline=2)
 def iou(a, h) -> float:
     """|A & H| / |A | H| of the two top-k regions."""
     inter = _overlap(a, h)
     return inter / (a.region_size + h.region_size - inter)
 
 
-@metric("dice", needs=("minmax", "region"), range=(0.0, 1.0), reference=_dice_reference)
+@metric("dice", needs=("minmax", "region"), range=(0.0, 1.0), reference=_dice_reference, headline=3)
 def dice(a, h) -> float:
     """Soft Dice 2 sum(a h) / (sum a^2 + sum h^2) of the min-max maps (``scoring.dice=hard``: 2|A & H| / (|A| + |H|))."""
     if a.options.dice == "hard":

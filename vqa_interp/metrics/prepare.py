@@ -29,6 +29,7 @@ Top-k regions (``n = round(k * size^2)`` pixels), by ``tie_policy``:
 """
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -37,12 +38,38 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from vqa_interp.errors import ConfigError
 from vqa_interp.metrics.kernels import argsort_exact, centred_average_ranks, sort_map, top_region  # noqa: F401
 
 STEPS = ("minmax", "zscore", "unit_sum")
 RESAMPLES = ("bilinear", "area")
 TIE_POLICIES = ("fractional", "include", "index")
 DICE_KINDS = ("soft", "hard")
+
+
+def _one_of(value, allowed, key: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; expected one of {list(allowed)}.")
+
+
+def k_problem(k, size) -> str:
+    """"" when ``k`` (fraction of pixels in a top-k region) and ``size`` (the scoring side) can be
+    scored, else what is wrong, naming the key and the limits."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+        return f"preprocessing.size={size!r}; expected an integer >= 2 (the paper: 448)."
+    what = "0 < k < 1 (the fraction of pixels in a top-k region, the paper used 0.1)"
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k):
+        return f"k={k!r} is not a number; expected {what}."
+    if not 0 < k < 1:
+        return f"k={k!r} is out of range; expected {what}."
+    pixels = size * size
+    if round(k * pixels) < 1:
+        return (f"k={k} at preprocessing.size={size} gives a top-k region of {k * pixels:.3g} pixels; expected at "
+                f"least 1 pixel (k >= {0.5 / pixels:.2g}).")
+    if round(k * pixels) >= pixels:
+        return (f"k={k} at preprocessing.size={size} gives a top-k region of all {pixels} pixels, leaving none "
+                f"outside it (AUC and the region metrics need both); expected k < {(pixels - 0.5) / pixels:.6g}.")
+    return ""
 
 
 @dataclass(frozen=True)
@@ -57,22 +84,23 @@ class ScoringOptions:
     resample: str = "bilinear"
 
     def __post_init__(self):
-        if self.resample not in RESAMPLES:
-            raise ValueError(f"preprocessing.resample: {self.resample!r} is unknown; expected one of {RESAMPLES}")
-        if not 0 < self.k < 1:
-            raise ValueError(f"k: {self.k} is out of range; expected 0 < k < 1 (the fraction of pixels in a region)")
-        if self.tie_policy not in TIE_POLICIES:
-            raise ValueError(f"scoring.tie_policy: {self.tie_policy!r} is unknown; expected one of {TIE_POLICIES}")
-        if self.dice not in DICE_KINDS:
-            raise ValueError(f"scoring.dice: {self.dice!r} is unknown; expected one of {DICE_KINDS}")
-        unknown = [s for s in self.steps if s not in STEPS]
-        if unknown:
-            raise ValueError(f"preprocessing.steps: {unknown} unknown; expected any of {STEPS}")
-        if self.size < 2:
-            raise ValueError(f"preprocessing.size: {self.size}; expected an integer >= 2")
-        if round(self.k * self.size * self.size) < 1:
-            raise ValueError(f"k: {self.k} at size {self.size} gives a region of 0 pixels; expected k >= "
-                             f"{1 / self.size ** 2:.2g}")
+        # every value is checked here, where it is defined (the run's settings and score() both build one)
+        problem = k_problem(self.k, self.size)
+        if problem:
+            raise ConfigError(problem)
+        _one_of(self.resample, RESAMPLES, "preprocessing.resample")
+        if self.tie_policy == "exact":
+            raise ConfigError("scoring.tie_policy='exact' (ties broken by the lowest flat index, i.e. by position) is "
+                              "no longer a policy of that name: use scoring.tie_policy=fractional (the unbiased "
+                              "default) or scoring.tie_policy=index to reproduce the old position-based numbers.")
+        _one_of(self.tie_policy, TIE_POLICIES, "scoring.tie_policy")
+        _one_of(self.dice, DICE_KINDS, "scoring.dice")
+        for step in self.steps:
+            _one_of(step, STEPS, "preprocessing.steps[]")
+
+    def accepts(self, k: float) -> bool:
+        """Whether these options score at ``k`` too (a k sweep's other values)."""
+        return not k_problem(k, self.size)
 
     @property
     def n_region(self) -> int:

@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from vqa_interp.errors import ConfigError
+
 REDUNDANT_NOTE = ("With equal-size regions (tie_policy fractional or index), precision = recall = F1 = "
                   "disc_intersect / n and IoU = F1 / (2 - F1): one number in five columns. IoU stands for them "
                   "in the tested family; the others stay in the per-example table.")
@@ -39,6 +41,7 @@ class Metric:
     description: str
     in_family: bool = True
     slow: bool = False        # a run computes it only when scoring.metrics names it
+    headline: int = 0         # 1, 2, ...: reported first, in this order (see headline_metrics); 0: not
 
     @property
     def depends_on_k(self) -> bool:
@@ -54,7 +57,8 @@ REGISTRY: dict[str, Metric] = {}
 
 
 def metric(name: str, *, needs: tuple[str, ...], range: tuple[float, float], reference: Callable,
-           higher_is_better: bool = True, in_family: bool = True, family: str = "", slow: bool = False):
+           higher_is_better: bool = True, in_family: bool = True, family: str = "", slow: bool = False,
+           headline: int = 0):
     """Decorator: register the fast function as metric ``name`` (its docstring's first line is the
     description; ``family`` defaults to the defining module's name)."""
     def wrap(compute: Callable) -> Callable:
@@ -62,7 +66,7 @@ def metric(name: str, *, needs: tuple[str, ...], range: tuple[float, float], ref
                                 higher_is_better=higher_is_better, range=tuple(range),
                                 family=family or compute.__module__.rsplit(".", 1)[-1],
                                 description=(compute.__doc__ or name).strip().split("\n")[0],
-                                in_family=in_family, slow=slow)
+                                in_family=in_family, slow=slow, headline=headline)
         return compute
     return wrap
 
@@ -85,17 +89,37 @@ def metric_names(include_slow: bool = True) -> tuple[str, ...]:
     return tuple(n for n, m in REGISTRY.items() if include_slow or not m.slow)
 
 
+def selected(names, key: str = "metrics") -> tuple[str, ...]:
+    """``names`` checked against the registry (None: every registered metric), in the given order;
+    the one check of metric names (raises :class:`ConfigError` naming ``key``)."""
+    if names is None:
+        return metric_names()
+    unknown = [m for m in names if m not in REGISTRY]
+    if unknown:
+        raise ConfigError(f"{key}={list(names)}: {unknown} unknown; expected names from {list(REGISTRY)}"
+                          + (" or 'all'." if key == "scoring.metrics[]" else "."))
+    return tuple(names)
+
+
 def run_metrics(selection=None) -> tuple[str, ...]:
     """The metrics a run computes: ``scoring.metrics`` (a list of names, or ``"all"``), by default
-    every registered metric except the slow ones."""
+    every registered metric except the slow ones; in registry order."""
     if selection is None:
         return metric_names(include_slow=False)
-    if selection == "all" or list(selection) == ["all"]:
+    if isinstance(selection, str):
+        selection = (selection,)
+    if list(selection) == ["all"]:
         return metric_names()
-    unknown = [m for m in selection if m not in REGISTRY]
-    if unknown:
-        raise ValueError(f"scoring.metrics: {unknown} unknown; expected names from {list(REGISTRY)} or 'all'")
-    return tuple(m for m in REGISTRY if m in set(selection))
+    chosen = set(selected([m for m in selection if m != "all"], "scoring.metrics[]"))
+    return metric_names() if "all" in selection else tuple(m for m in REGISTRY if m in chosen)
+
+
+def headline_metrics(n: int | None = None) -> tuple[str, ...]:
+    """The metrics a run reports first (``headline`` rank 1, 2, ...: rank correlation, IoU, Dice):
+    the floors' metrics, the sanity checks' human agreement, plausibility vs faithfulness (the first
+    ``n``)."""
+    ranked = sorted((m.headline, n_) for n_, m in REGISTRY.items() if m.headline)
+    return tuple(name for _, name in ranked)[:n]
 
 
 def family_metrics() -> tuple[str, ...]:
@@ -111,6 +135,4 @@ def bounded_metrics() -> tuple[str, ...]:
 
 
 def get(name: str) -> Metric:
-    if name not in REGISTRY:
-        raise ValueError(f"metric {name!r} is unknown; expected one of {list(REGISTRY)}")
-    return REGISTRY[name]
+    return REGISTRY[selected([name], "metric")[0]]

@@ -1,4 +1,4 @@
-"""Checkpoints in the pytorch-vqa format, and loading a :class:`VQAModel` from one.
+"""Checkpoints in the pytorch-vqa format: reading them safely, writing them, file digests.
 
 A checkpoint is ``torch.save`` of a dict with ``name``, ``tracker``, ``config``, ``weights``
 (state_dict of ``nn.DataParallel(Net)``: every key starts with ``module.``), ``eval`` and
@@ -10,35 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from vqa_interp.errors import CheckpointError
 from vqa_interp.util.locking import write_atomic
-from vqa_interp.models.backbones import build_backbone
-from vqa_interp.models.kazemi import Net, VQAModel, net_dims_from_weights
 
 BACKBONE_PREFIX = "backbone."
-
-
-@dataclass
-class LoadedModel:
-    """A ready model (eval mode) with its vocabularies and provenance."""
-    model: VQAModel
-    question_vocab: dict[str, int]
-    answer_vocab: dict[str, int]
-    checkpoint_digest: str
-    backbone_description: str
-
-    @property
-    def answers(self) -> list[str]:
-        """Answer strings ordered by their logit index."""
-        ordered = [""] * len(self.answer_vocab)
-        for answer, index in self.answer_vocab.items():
-            ordered[index] = answer
-        return ordered
 
 
 def file_digest(path: str | Path) -> str:
@@ -49,12 +28,11 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | Path, model: VQAModel, *, question_vocab: dict[str, int],
+def save_checkpoint(path: str | Path, weights: dict[str, torch.Tensor], *, question_vocab: dict[str, int],
                     answer_vocab: dict[str, int], config: dict, tracker: dict | None = None,
                     name: str = "vqa-interp", eval_results: dict | None = None) -> None:
-    """Write ``model`` in the pytorch-vqa layout (atomically)."""
-    weights = {f"module.{k}": v.detach().cpu() for k, v in model.net.state_dict().items()}
-    weights.update({f"module.{BACKBONE_PREFIX}{k}": v.detach().cpu() for k, v in model.backbone.state_dict().items()})
+    """Write a checkpoint in the pytorch-vqa layout (atomically); ``weights`` already carry their
+    ``module.`` prefix."""
     payload = {"name": name, "tracker": tracker or {}, "config": config, "weights": weights,
                "eval": eval_results or {}, "vocab": {"question": question_vocab, "answer": answer_vocab}}
     write_atomic(path, lambda tmp: torch.save(payload, tmp))
@@ -117,7 +95,7 @@ def read_checkpoint(path: str | Path) -> dict:
     return payload
 
 
-def _strip_module(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def strip_module(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in weights.items()}
 
 
@@ -127,41 +105,4 @@ def load_backbone_weights(path: str | Path, variant: str = "caffe") -> dict[str,
     state = _safe_load(path, "model.backbone_weights", BACKBONE_SOURCES.get(variant, BACKBONE_SOURCE))
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    return _strip_module(state)
-
-
-def load_model(checkpoint: str | Path, backbone_spec: dict, backbone_weights: str | Path | None = None) -> LoadedModel:
-    """Build a :class:`VQAModel` in eval mode from a pytorch-vqa checkpoint.
-
-    Net sizes (vocabulary, LSTM, attention, answers) come from the weights themselves; the
-    backbone from ``module.backbone.*`` in the checkpoint or else from ``backbone_weights``.
-    """
-    payload = read_checkpoint(checkpoint)
-    weights = _strip_module(payload["weights"])
-    backbone_state = {k[len(BACKBONE_PREFIX):]: v for k, v in weights.items() if k.startswith(BACKBONE_PREFIX)}
-    net_state = {k: v for k, v in weights.items() if not k.startswith(BACKBONE_PREFIX)}
-    try:
-        dims = net_dims_from_weights(net_state)
-    except KeyError as exc:
-        raise CheckpointError(f"model.checkpoint: {checkpoint} lacks the weight {exc}; expected pytorch-vqa's "
-                              "Net keys (module.text.*, module.attention.*, module.classifier.*).") from exc
-    net = Net(**dims, drop=0.0)
-    net.load_state_dict(net_state, strict=True)
-    backbone = build_backbone(backbone_spec)
-    if backbone_state:
-        backbone.load_state_dict(backbone_state, strict=True)
-        description = f"{backbone_spec.get('type')} (weights from the checkpoint)"
-    elif backbone_weights is not None:
-        variant = str(backbone_spec.get("variant", "caffe"))
-        backbone.load_torchvision_state_dict(load_backbone_weights(backbone_weights, variant))
-        description = f"{variant} resnet{backbone_spec.get('depth', 152)} from {Path(backbone_weights).name}"
-    else:
-        raise CheckpointError(
-            f"model.backbone_weights: the checkpoint {checkpoint} holds no backbone weights, so the image "
-            "backbone needs its own file. Set model.backbone_weights=FILE (the Caffe ResNet-152 resnet152-95e0e999.pth).")
-    vocab = payload["vocab"]
-    if len(vocab["answer"]) != dims["max_answers"]:
-        raise CheckpointError(f"model.checkpoint: {checkpoint} has {len(vocab['answer'])} answers in its vocab but "
-                              f"{dims['max_answers']} classifier outputs; the file is inconsistent.")
-    model = VQAModel(backbone, net).eval()
-    return LoadedModel(model, dict(vocab["question"]), dict(vocab["answer"]), file_digest(checkpoint), description)
+    return strip_module(state)

@@ -203,7 +203,7 @@ def finish_deferred(*, wait: bool = True, keeps: Path | None = None, at_most: in
     wait for the oldest until no more than that many are still drawing. A failed drawing ends its
     run FAILED (KILLED after Ctrl-C or SIGTERM) and is logged, never raised (the job that
     deferred it has already returned)."""
-    from vqa_interp.tracking.store import was_interrupted
+    from vqa_interp.tracking.signals import was_interrupted
 
     while keeps is not None and not all(job.kept() for _, job in _DEFERRED if job.keeps == keeps):
         time.sleep(0.05)

@@ -81,7 +81,7 @@ class MlflowSweepCallback(Callback):
         finish_deferred()      # the jobs' runs still waiting for their figures (see run.figures_deferred)
         if self.tracker is None:
             return
-        from vqa_interp.tracking.store import was_interrupted
+        from vqa_interp.tracking.signals import was_interrupted
 
         if status == "FAILED" and was_interrupted():
             status = "KILLED"

@@ -84,11 +84,6 @@ def run_url(uri: str, experiment_id: str, run_id: str) -> str:
     return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs/{run_id}{UI_VIEW}"
 
 
-def runs_url(uri: str, experiment_id: str) -> str:
-    """The experiment's runs table in the UI."""
-    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs{UI_VIEW}"
-
-
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -314,31 +309,6 @@ def close_orphans(client, experiment_id: str) -> list[str]:
     return closed
 
 
-def raise_on_sigterm() -> None:
-    """Handle SIGTERM like Ctrl-C: the open run ends KILLED, the maps already made stay cached."""
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        def handler(signum, frame):
-            mark_interrupted()
-            raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
-        signal.signal(signal.SIGTERM, handler)
-
-
-_INTERRUPTED: list[bool] = []
-
-
-def mark_interrupted() -> None:
-    """Remember that this process was interrupted (Ctrl-C, SIGTERM): a sweep parent closed at exit
-    then ends KILLED, not FAILED."""
-    _INTERRUPTED.append(True)
-
-
-def was_interrupted() -> bool:
-    return bool(_INTERRUPTED)
-
-
 @contextlib.contextmanager
 def tracked_run(tracking, run_name: str, **kwargs) -> Iterator[RunTracker]:
     """A new run that ends FINISHED, or FAILED (with the traceback logged) if the block raises."""
@@ -368,7 +338,8 @@ def training_run(settings) -> Iterator[RunTracker]:
     from dataclasses import asdict
 
     with tracked_run(settings.tracking, f"train-{settings.model.name}", tags={"run_kind": "training"}) as tracker:
-        tracker.log_params(flatten({"model": asdict(settings.model), "data": asdict(settings.data)}))
+        model = {k: v for k, v in asdict(settings.model).items() if k != "options"}
+        tracker.log_params(flatten({"model": {**model, **settings.model.options}, "data": asdict(settings.data)}))
         yield tracker
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from vqa_interp.explain.analysis import COMPARED_METRICS
 from vqa_interp.metrics.registry import family_metrics, metric_names
 from vqa_interp.tracking.store import child_runs, download_table
 
@@ -16,11 +17,6 @@ log = logging.getLogger(__name__)
 AXES = ("method.name", "k", "confidence.low", "confidence.high", "model.name", "preprocessing.size",
         "scoring.tie_policy", "scoring.dice", "scoring.human", "data.shard")
 
-
-# what each method's maps tell about the model (vqa_interp.explain), next to how human-like they are
-EXPLAIN_METRICS = ("faithfulness/deletion_auc", "faithfulness/random_deletion_auc", "faithfulness/insertion_auc",
-                   "faithfulness/random_insertion_auc", "faithfulness/plausibility_rank_corr_vs_deletion",
-                   "tokens/decisive_auc", "share/image")
 
 
 def comparison_table(runs) -> pd.DataFrame:
@@ -30,7 +26,7 @@ def comparison_table(runs) -> pd.DataFrame:
         row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status}
         row.update({axis: run.data.params.get(axis) for axis in AXES})
         for metric in ("model/accuracy", "count/rows", *(f"score/{m}" for m in metric_names()),
-                       *(f"norm/{m}" for m in family_metrics()), *EXPLAIN_METRICS):
+                       *(f"norm/{m}" for m in family_metrics()), *COMPARED_METRICS):
             if metric in run.data.metrics:
                 row[metric] = run.data.metrics[metric]
         rows.append(row)

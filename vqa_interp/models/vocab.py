@@ -1,4 +1,5 @@
-"""Questions to token tensors, with pytorch-vqa's tokenisation and vocabulary conventions."""
+"""Questions to token tensors and the vocabularies of a pytorch-vqa checkpoint (its tokenisation and
+conventions: question tokens indexed from 1, 0 = padding/unknown)."""
 from __future__ import annotations
 
 from collections import Counter

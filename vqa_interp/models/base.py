@@ -1,0 +1,169 @@
+"""The model interface: one object per loaded VQA model that owns everything the stages need to know
+about it, so that methods, sanity checks, token attributions, faithfulness and training never name
+a model's inputs or module paths.
+
+A model is called as ``forward(pixels [B, 3, S, S], question) -> logits [B, n_answers]``, where
+``question`` is the model's own question encoding: a tuple of tensors with the batch first
+(``(q [B, T], q_len [B])`` for the Kazemi & Elqursh net; ``(input_ids, attention_mask,
+token_type_ids)`` for a BERT-style transformer). :func:`take` selects rows of an encoding, and
+:meth:`VqaModel.to_device` places one on a device (some models keep lengths on the CPU).
+
+Attachment points (:data:`ATTACHMENTS`) are what a method may ask a model for; a model lists the ones
+it has in :attr:`VqaModel.provides`, and a method names the ones it needs, so that an impossible
+model x method pair is refused before any work (:func:`vqa_interp.models.registry.check_method`).
+"""
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Callable, ClassVar, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from vqa_interp.data.images import InputGeometry
+
+Question = tuple  # tuple[torch.Tensor, ...], batch first
+
+ATTACHMENTS = {
+    "pixels": "the pixel input [B, 3, S, S] (every model has it)",
+    "cam_layer": "a layer whose output is a spatial grid [B, C, h, w] (Grad-CAM, Guided Grad-CAM)",
+    "text_embedding": "the question's token embedding layer, output [B, T, D] (token attributions, share)",
+    "blocks": "the ordered blocks that sanity checks re-initialise, from the output down",
+    "attentions": "attention maps over the image patches (transformer-native methods)",
+}
+
+
+def take(question: Question, rows) -> Question:
+    """Rows ``rows`` of every tensor of an encoding (each indexed on its own device)."""
+    rows = torch.as_tensor(rows)
+    return tuple(t[rows.to(t.device)] for t in question)
+
+
+class VqaModel(abc.ABC):
+    """One loaded VQA model (eval mode): inputs, forward, vocabularies, attachment points, identity.
+
+    Subclasses set :attr:`module` (an ``nn.Module`` whose ``forward(pixels, *question)`` gives the
+    logits), :attr:`answers`, :attr:`geometry`, :attr:`checkpoint_digest` and :attr:`description`,
+    and implement the abstract methods; the optional attachment points raise unless listed in
+    :attr:`provides`.
+    """
+    kind: ClassVar[str] = ""
+    provides: ClassVar[frozenset[str]] = frozenset({"pixels"})
+
+    module: nn.Module
+    answers: list[str]              # answer strings by logit index
+    geometry: InputGeometry         # how an image becomes the pixel input (and the maps' size)
+    checkpoint_digest: str = ""
+    description: str = ""
+
+    # ------------------------------------------------------------ inputs and forward
+    @abc.abstractmethod
+    def encode(self, questions: Sequence[str]) -> Question:
+        """The question encoding of ``N`` questions: a tuple of tensors ``[N, ...]``."""
+
+    @abc.abstractmethod
+    def tokens(self, question: str) -> list[str]:
+        """The tokens of one question, position ``i`` being position ``i`` of the text embedding."""
+
+    @abc.abstractmethod
+    def token_mask(self, question: Question) -> torch.Tensor:
+        """``[B, T]`` bool: the positions of the text embedding that hold a real token."""
+
+    @abc.abstractmethod
+    def question_baseline(self, question: Question) -> Question:
+        """The "no question" encoding of the same shape (padding tokens): token attributions' baseline."""
+
+    def load_pixels(self, paths: Sequence[Path]) -> torch.Tensor:
+        """The pixel input of image files: ``[B, 3, S, S]`` float32."""
+        from vqa_interp.data.images import load_image
+
+        return torch.from_numpy(np.stack([load_image(p, self.geometry) for p in paths]))
+
+    def black(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The black image in the model's (normalised) input space, shaped like ``pixels``."""
+        from vqa_interp.data.images import IMAGENET_MEAN, IMAGENET_STD
+
+        value = torch.as_tensor(-IMAGENET_MEAN / IMAGENET_STD, dtype=pixels.dtype, device=pixels.device)
+        return value[None, :, None, None].expand_as(pixels).contiguous()
+
+    def to_device(self, question: Question, device: str) -> Question:
+        """An encoding placed where :meth:`forward` wants it on ``device``."""
+        return tuple(t.to(device) for t in question)
+
+    def forward(self, pixels: torch.Tensor, question: Question) -> torch.Tensor:
+        """``logits [B, n_answers]``."""
+        return self.module(pixels, *question)
+
+    def question_side(self, pixels: torch.Tensor) -> tuple[Callable, tuple]:
+        """``(f, fixed)``: ``f(*question, *fixed) -> logits`` with the image fixed to ``pixels`` (``fixed``
+        are tensors ``[B, ...]`` that an attribution library repeats with the question). A model whose
+        image encoder does not see the question overrides this to encode the image once."""
+        return (lambda *args: self.module(args[-1], *args[:-1])), (pixels.detach(),)
+
+    def training_logits(self, pixels: torch.Tensor, image_of: torch.Tensor, question: Question) -> torch.Tensor:
+        """Logits ``[Q, A]`` of ``Q`` questions about ``I`` images ``pixels [I, 3, S, S]`` (question ``j`` is
+        about image ``image_of[j]``): a model whose image encoder does not see the question runs it
+        once per image."""
+        return self.forward(pixels[image_of], question)
+
+    # ------------------------------------------------------------ attachment points
+    def cam_layer(self) -> nn.Module:
+        """The layer whose output ``[B, C, h, w]`` a CAM method reads."""
+        raise self._lacks("cam_layer")
+
+    def text_embedding(self) -> nn.Module:
+        """The question's token embedding layer (output ``[B, T, D]``)."""
+        raise self._lacks("text_embedding")
+
+    def blocks(self) -> list[tuple[str, nn.Module]]:
+        """``(name, block)`` from the output down, the order sanity checks re-initialise them in."""
+        raise self._lacks("blocks")
+
+    def layer(self, name: str) -> nn.Module:
+        """A named attachment point (``cam``) or, for users who need another one, a dotted module path."""
+        from vqa_interp.errors import ConfigError
+
+        if name == "cam":
+            return self.cam_layer()
+        module = self.module
+        for part in name.split("."):
+            if not hasattr(module, part):
+                names = [n for n, _ in self.module.named_modules() if n.count(".") <= 1 and n]
+                raise ConfigError(f"method.layer: {name!r} is neither 'cam' (the model's CAM layer) nor a module "
+                                  f"of the {self.kind} model; try one of {names[:12]}")
+            module = getattr(module, part)
+        return module
+
+    def _lacks(self, attachment: str) -> Exception:
+        from vqa_interp.errors import ConfigError
+
+        return ConfigError(f"model.kind={self.kind!r} has no {attachment} ({ATTACHMENTS[attachment]}); "
+                           f"it provides {sorted(self.provides)}.")
+
+    # ------------------------------------------------------------ identity and placement
+    def identity(self) -> dict:
+        """What the model's outputs depend on (cache keys): kind, checkpoint digest, input geometry."""
+        return {"kind": self.kind, "checkpoint": self.checkpoint_digest,
+                "input": {"size": self.geometry.size, "central_fraction": self.geometry.central_fraction}}
+
+    def tags(self) -> dict[str, str]:
+        """Tags a run records about its model."""
+        return {"model_kind": self.kind, "model_description": self.description}
+
+    @property
+    def answer_vocab(self) -> dict[str, int]:
+        return {answer: i for i, answer in enumerate(self.answers)}
+
+    def to(self, device: str) -> "VqaModel":
+        self.module.to(device)
+        return self
+
+    def eval(self) -> "VqaModel":
+        self.module.eval()
+        return self
+
+    def save(self, path: Path, **provenance) -> None:
+        """Write a checkpoint this model's kind loads (trainable kinds only)."""
+        raise NotImplementedError(f"model.kind={self.kind!r} cannot be saved")

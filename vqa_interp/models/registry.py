@@ -1,0 +1,84 @@
+"""The model registry: ``model.kind`` -> a :class:`ModelKind` (how to check its config, find its files,
+load it, and, for a kind trained on the embedded benchmark, build it untrained).
+
+To add a model: one file with a :class:`~vqa_interp.models.base.VqaModel` subclass and a
+:func:`register_model` call, plus one ``conf/model/<name>.yaml`` whose ``kind`` names it
+(``docs/architecture.md``, "Adding a model").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from vqa_interp.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """One kind of model.
+
+    - ``load(model_settings, checkpoint: Path | None) -> VqaModel`` (eval mode, on the CPU);
+    - ``provides``: its attachment points (:data:`vqa_interp.models.base.ATTACHMENTS`), known before
+      loading so that a method it cannot serve is refused before any work;
+    - ``validate(model_settings)``: raise :class:`ConfigError` for a bad kind-specific option;
+    - ``preflight(model_settings)``: raise for a named file that is missing (before a run opens);
+    - ``untrained(model_settings, questions, answers) -> VqaModel``: a fresh model sized for these
+      training questions and answer lists (kinds that can be trained on the embedded benchmark when
+      ``model.checkpoint`` is null); None for a kind that is only loaded;
+    - ``train_signature(model_settings) -> dict``: what a trained model depends on besides the data
+      (its cached checkpoint is named by it);
+    - ``needs_checkpoint``: False for a kind built from its config alone (``load`` gets None).
+    """
+    name: str
+    load: Callable
+    provides: frozenset[str]
+    validate: Callable = lambda model_settings: None
+    preflight: Callable = lambda model_settings: None
+    untrained: Callable | None = None
+    train_signature: Callable = lambda m: {"kind": m.kind, "options": m.options, "input": m.input}
+    description: str = ""
+    needs_checkpoint: bool = True
+
+    @property
+    def trainable(self) -> bool:
+        return self.untrained is not None
+
+
+MODELS: dict[str, ModelKind] = {}
+
+
+def register_model(kind: ModelKind) -> ModelKind:
+    MODELS[kind.name] = kind
+    return kind
+
+
+def model_kind(name: str) -> ModelKind:
+    if name not in MODELS:
+        raise ConfigError(f"model.kind={name!r} is not allowed; expected one of {sorted(MODELS)} (or a kind "
+                          "registered by a module in plugins).")
+    return MODELS[name]
+
+
+def check_model_settings(model_settings) -> ModelKind:
+    """The kind of ``model.kind``, its options validated (raises :class:`ConfigError`)."""
+    kind = model_kind(model_settings.kind)
+    kind.validate(model_settings)
+    return kind
+
+
+def check_method(kind: ModelKind, method: str, needs: tuple[str, ...]) -> None:
+    """Refuse a method whose attachment points the model kind lacks, before any work."""
+    from vqa_interp.models.base import ATTACHMENTS
+
+    missing = [n for n in needs if n not in kind.provides]
+    if missing:
+        raise ConfigError(f"method={method} needs the model's {', '.join(missing)} "
+                          f"({'; '.join(ATTACHMENTS[n] for n in missing)}), which model.kind={kind.name} does not "
+                          f"have; choose another method (model.kind={kind.name} provides {sorted(kind.provides)}).")
+
+
+def load(model_settings, checkpoint: Path | None, device: str = "cpu"):
+    """The :class:`~vqa_interp.models.base.VqaModel` of the settings, in eval mode on ``device``."""
+    kind = model_kind(model_settings.kind)
+    return kind.load(model_settings, checkpoint).eval().to(device)

@@ -1,0 +1,178 @@
+"""Stage 6, scores: the per-example table (one row per question, method and target, every metric),
+with the floors and the ceiling scored in the same pass from the same prepared human maps, each
+table cached on disk by what it depends on."""
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import Counter
+from dataclasses import asdict, replace
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from vqa_interp.attribution.cache import MapCache
+from vqa_interp.data.datasets import Dataset
+from vqa_interp.data.images import InputGeometry
+from vqa_interp.data.vqa import Example
+from vqa_interp.metrics import ScoringOptions, resize_maps, run_metrics
+from vqa_interp.pipeline.humans import score_maps_against_humans, scoring_options
+from vqa_interp.pipeline.references import baseline_maps_for, reference_rows, score_references
+from vqa_interp.util.disk_cache import DiskCache
+
+CACHE_VERSION = 3   # raise when a metric's definition changes: cached score tables are then ignored
+
+
+def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame, targets: pd.DataFrame,
+                     cache: MapCache, geometry: InputGeometry, options: ScoringOptions, ks: Sequence[float], *,
+                     human_mode: str, annotator: int, method: str, workers: int = 1,
+                     metrics: Sequence[str] | None = None, device: str | None = None,
+                     references: dict | None = None):
+    """The per-example tables at each ``k`` of ``ks``: one row per (question, method, target).
+    Returns ``(k -> table, skipped, k -> references table or None)``.
+
+    Each question's human maps are loaded and prepared once and reused for all its targets, and
+    each map is sorted once for all of ``ks`` (only its top-k region is made per k), so the jobs
+    of a k sweep can take their tables from the first one.
+    ``references`` (``{"ks", "seed", "baseline_options"}``): also score the floors and the ceiling
+    (:func:`score_references`) at ``references["ks"]``, in the same pass, so each question's human
+    maps are loaded and prepared once for both.
+    ``device`` (a torch device such as ``"cuda"``): score in torch, batched per question
+    (:mod:`vqa_interp.metrics.batch`); None: the NumPy scorer.
+    ``workers > 1`` scores questions on threads (rows keep the targets' order; the sort kernels
+    release the GIL), but on these 2-core VMs threads were slower: a worker thread's malloc arena
+    returns the pages of each freed map and faults them in again (a 448x448 map's features took
+    2-4x longer), so the default, 1, scores in the calling thread.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    by_question = predictions.set_index("question_id")
+    ks = tuple(dict.fromkeys(ks))
+    all_ks = tuple(dict.fromkeys([*ks, *(references["ks"] if references else ())]))
+    metrics = tuple(metrics or run_metrics())
+
+    def score_question(item) -> dict[float, list[dict]] | None:
+        question_id, group = item
+        example = examples[int(group["row"].iloc[0])]
+        humans = dataset.human_maps(example, geometry, human_mode, annotator)
+        if humans is None:
+            return None
+        resized_h = resize_maps(humans, options.size, options.resample)
+        info = by_question.loc[question_id]
+        attributions = list(resize_maps(np.stack([cache.load(k) for k in group["map_key"]]), options.size,
+                                        options.resample))
+        named = baseline_maps_for(example, dataset, geometry, options, references) if references else []
+        scores = score_maps_against_humans(attributions + [m for _, m in named], resized_h, options, metrics,
+                                           all_ks, device)
+        rows: dict = {k: [] for k in ks}
+        if references:
+            rows["references"] = reference_rows(example, [name for name, _ in named], scores, len(attributions),
+                                                dataset, geometry, options, metrics, references["ks"])
+        for i, t in enumerate(group.itertuples(index=False)):
+            common = {
+                "question_id": question_id, "image_id": int(info["image_id"]), "question": info["question"],
+                "answer": info["answer"], "answer_type": info["answer_type"], "prediction": info["prediction"],
+                "confidence": float(info["confidence"]), "correct": bool(info["correct"]),
+                "vqa_accuracy": float(info["vqa_accuracy"]), "method": method, "target": t.target,
+                "target_answer": info["answer"] if t.target == "label" else info["prediction"],
+                "on_prediction": bool(t.on_prediction), "map_key": t.map_key, **cache.extras(t.map_key)}
+            for k in ks:
+                rows[k].append({**common, **scores[k][i]})
+        return rows
+
+    skipped: Counter = Counter()
+    rows: dict[float, list[dict]] = {k: [] for k in ks}
+    reference_rows_at: dict[float, list[dict]] = {k: [] for k in (references["ks"] if references else ())}
+    groups = list(targets.groupby("question_id", sort=False))
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            results = stack.enter_context(ThreadPoolExecutor(max_workers=workers)).map(score_question, groups)
+        else:   # in this thread: a worker thread's malloc arena hands its pages back and faults them in again
+            results = map(score_question, groups)
+        for result in tqdm(results, total=len(groups), desc="score", leave=False):
+            if result is None:
+                skipped["annotator_missing"] += 1
+            else:
+                for k in ks:
+                    rows[k].extend(result[k])
+                for k, at_k in result.get("references", {}).items():
+                    reference_rows_at[k].extend(at_k)
+    tables = {k: pd.DataFrame(rows[k]) for k in ks}
+    if not references:
+        return tables, skipped, None
+    # questions without a target (none planned for them) get their floors and ceiling here
+    done = set(targets["question_id"])
+    rest = [e for e in examples if e.question_id not in done]
+    columns = ["question_id", "reference", *metrics, "undefined"]
+    reference_tables = {k: pd.DataFrame(reference_rows_at[k], columns=columns) for k in references["ks"]}
+    if rest:
+        more = score_references(dataset, rest, geometry, options, human_mode=human_mode, annotator=annotator,
+                                seed=references["seed"], baseline_options=references["baseline_options"],
+                                metrics=metrics, ks=references["ks"])
+        reference_tables = {k: pd.concat([reference_tables[k], more[k]], ignore_index=True) for k in references["ks"]}
+    return tables, skipped, reference_tables
+
+
+def _cache_key(settings, depends_on: dict, k: float) -> dict:
+    s = settings.scoring
+    return {**depends_on, "options": asdict(replace(scoring_options(settings), k=k)), "human": s.human,
+            "annotator": s.annotator, "metrics": list(run_metrics(s.metrics))}
+
+
+def cached_tables(settings, dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame,
+                  targets: pd.DataFrame, cache: MapCache, geometry: InputGeometry, data_digest: str,
+                  also_k: Sequence[float] = (), with_references: bool = True):
+    """The per-example table and the references table (floors and ceiling) at ``scoring.k``, each
+    cached on disk by what it depends on, computed in one pass when missing.
+
+    The per-example table depends on the map set, the data, the target policy and the scoring
+    setup; the references on the data, the scoring setup, the seed and the floors' options (not the
+    model or the method: a sweep over methods computes them once). The tables at ``also_k`` (the
+    other k values of a k sweep) are made in the same pass, from the same sorted maps, and cached
+    for those jobs. Returns ``(table, skipped, references or None, {"scores": hit, "references": hit})``.
+    """
+    a, s, k = settings.attribution, settings.scoring, settings.scoring.k
+    metrics = run_metrics(s.metrics)
+    score_dep = {"maps": cache.signature, "data": data_digest, "targets": a.target_policy, "method": a.method,
+                 "device": settings.device}
+    ref_dep = {"data": data_digest, "input": settings.model.input, "seed": settings.seed,
+               "baselines": settings.analysis.baseline_options}
+    stores = {kind: DiskCache(settings.cache, kind, CACHE_VERSION) for kind in ("scores", "references")}
+    table = stores["scores"].read_table(_cache_key(settings, score_dep, k), columns=[*metrics, "undefined"])
+    references = (stores["references"].read_table(_cache_key(settings, ref_dep, k),
+                                                  columns=["question_id", "reference", *metrics, "undefined"])
+                  if with_references else None)
+    hits = {"scores": table is not None, "references": references is not None}
+
+    def missing(kind: str, depends_on: dict) -> list[float]:
+        return [k, *[o for o in also_k if o != k and not stores[kind].exists(_cache_key(settings, depends_on, o))]]
+
+    spec = None
+    if with_references and references is None:
+        spec = {"ks": tuple(missing("references", ref_dep)), "seed": settings.seed,
+                "baseline_options": json.loads(json.dumps(settings.analysis.baseline_options))}
+    device = settings.device if settings.device.startswith("cuda") else None
+    options = scoring_options(settings)
+    reference_tables = None
+    if table is None:
+        tables, skipped, reference_tables = score_targets_at(
+            dataset, examples, predictions, targets, cache, geometry, options, missing("scores", score_dep),
+            human_mode=s.human, annotator=s.annotator, method=a.method, workers=s.workers, metrics=metrics,
+            device=device, references=spec)
+        for at, frame in tables.items():
+            stores["scores"].write_table(_cache_key(settings, score_dep, at), frame)
+        table = tables[k]
+    else:
+        skipped = +Counter({"annotator_missing": targets["question_id"].nunique() - table["question_id"].nunique()})
+        if spec is not None:
+            reference_tables = score_references(dataset, examples, geometry, options, human_mode=s.human,
+                                                annotator=s.annotator, seed=settings.seed,
+                                                baseline_options=spec["baseline_options"], metrics=metrics,
+                                                ks=spec["ks"])
+    if reference_tables is not None:
+        for at, frame in reference_tables.items():
+            stores["references"].write_table(_cache_key(settings, ref_dep, at), frame)
+        references = reference_tables[k]
+    return table, skipped, references, hits
