@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from vqa_interp.data.images import InputGeometry
+from vqa_interp.data.images import IMAGENET_MEAN, IMAGENET_STD, InputGeometry, load_image
+from vqa_interp.errors import ConfigError
 
 Question = tuple  # tuple[torch.Tensor, ...], batch first
 
@@ -77,14 +78,10 @@ class VqaModel(abc.ABC):
 
     def load_pixels(self, paths: Sequence[Path]) -> torch.Tensor:
         """The pixel input of image files: ``[B, 3, S, S]`` float32."""
-        from vqa_interp.data.images import load_image
-
         return torch.from_numpy(np.stack([load_image(p, self.geometry) for p in paths]))
 
     def black(self, pixels: torch.Tensor) -> torch.Tensor:
         """The black image in the model's (normalised) input space, shaped like ``pixels``."""
-        from vqa_interp.data.images import IMAGENET_MEAN, IMAGENET_STD
-
         value = torch.as_tensor(-IMAGENET_MEAN / IMAGENET_STD, dtype=pixels.dtype, device=pixels.device)
         return value[None, :, None, None].expand_as(pixels).contiguous()
 
@@ -123,8 +120,6 @@ class VqaModel(abc.ABC):
 
     def layer(self, name: str) -> nn.Module:
         """A named attachment point (``cam``) or, for users who need another one, a dotted module path."""
-        from vqa_interp.errors import ConfigError
-
         if name == "cam":
             return self.cam_layer()
         module = self.module
@@ -137,8 +132,6 @@ class VqaModel(abc.ABC):
         return module
 
     def _lacks(self, attachment: str) -> Exception:
-        from vqa_interp.errors import ConfigError
-
         return ConfigError(f"model.kind={self.kind!r} has no {attachment} ({ATTACHMENTS[attachment]}); "
                            f"it provides {sorted(self.provides)}.")
 

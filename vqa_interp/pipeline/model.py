@@ -17,9 +17,9 @@ def preflight(settings, dataset) -> registry.ModelKind:
     the dataset has the train split to train on."""
     m = settings.model
     kind = registry.check_model_settings(m)
-    for method in (settings.attribution.method,):
-        if METHODS[method].kind != "baseline":
-            registry.check_method(kind, method, METHODS[method].needs)
+    method = settings.attribution.method
+    if METHODS[method].kind != "baseline":
+        registry.check_method(kind, method, METHODS[method].needs)
     kind.preflight(m)
     if not m.checkpoint and kind.needs_checkpoint:
         if not kind.trainable:
