@@ -94,18 +94,19 @@ def test_map_for_example_picks_one_row_per_question():
     assert (by_label["target"] == "label").all()
 
 
-def test_the_adjusted_family_is_the_primary_test_on_non_redundant_metrics():
+@pytest.mark.parametrize("primary", ["welch", "student", "mannwhitney"])
+def test_the_adjusted_family_is_the_primary_test_on_non_redundant_metrics(primary):
     from vqa_interp.metrics import family_metrics
 
     table = _table(n=300, seed=4)
-    sig = analyse(table, low=0.25, high=0.75, n_bootstrap=50, min_group=5).tables["significance"]
+    sig = analyse(table, low=0.25, high=0.75, n_bootstrap=50, min_group=5, test=primary).tables["significance"]
     family = sig[sig["in_family"]]
-    assert set(family["test"]) == {"student"} and set(family["metric"]) <= set(family_metrics())
+    assert set(family["test"]) == {primary} and set(family["metric"]) <= set(family_metrics())
     assert not set(family["metric"]) & {"precision", "recall", "f1", "disc_intersect"}
     assert family["p_holm"].to_numpy() == pytest.approx(holm(family["p_value"].to_numpy()))
     outside = sig[~sig["in_family"]]
     assert outside["p_holm"].isna().all() and not outside["significant"].any()
-    assert set(sig.loc[sig["test"] != "student", "role"]) == {"robustness"}
+    assert set(sig.loc[sig["test"] != primary, "role"]) == {"robustness"}
     # welch / mann-whitney are still reported with their raw p-values
     assert outside.loc[outside["testable"].astype(bool), "p_value"].notna().all()
 

@@ -67,7 +67,7 @@ def test_baselines_table_normalised_scores_and_paired_tests_against_scipy():
     examples, refs = _examples_and_references()
     table = baselines_table(examples, refs, n_bootstrap=200)
     assert set(table["reference"]) == {"method", "random", "centre", "image", "human_ceiling"}
-    assert list(table.columns) == ["reference", "metric", "mean", "ci_low", "ci_high", "n"]
+    assert list(table.columns) == ["reference", "metric", "mean", "ci_low", "ci_high", "n", "protocol"]
     means = table.pivot(index="metric", columns="reference", values="mean")
     norm = normalised_scores(table)
     for metric in ("rank_corr", "iou"):
@@ -85,36 +85,42 @@ def _per_example(method_shift, n=40, seed=0):
     rng = np.random.default_rng(seed)
     rows = []
     for q in range(n):
-        for target in (("label",) if q % 3 else ("label", "prediction")):
-            rows.append({"question_id": q, "target": target, "rank_corr": rng.normal(0.3 + method_shift, 0.1),
+        wrong = q % 3 == 0
+        for target in (("label", "prediction") if wrong else ("label",)):
+            rows.append({"question_id": q, "image_id": q // 2, "target": target,
+                         "on_prediction": target == "prediction" or not wrong,
+                         "rank_corr": rng.normal(0.3 + method_shift, 0.1),
                          "iou": rng.normal(0.2, 0.05), "intersect": 1e-5, "dice": rng.normal(0.3, 0.1)})
     return pd.DataFrame(rows)
 
 
-def test_method_pairs_equal_scipy_wilcoxon_on_the_joined_tables():
+def test_method_pairs_equal_scipy_wilcoxon_on_one_row_per_question_every_method_scored():
     a, b = _per_example(0.1, seed=1), _per_example(0.0, seed=2)
-    c = _per_example(0.0, seed=3).iloc[5:]                     # a method with fewer rows: the join decides
+    c = _per_example(0.0, seed=3).iloc[5:]                     # a method with fewer questions
     runs = [{"method": "a", "k": 0.1, "setting": (), "table": a}, {"method": "b", "k": 0.1, "setting": (), "table": b},
             {"method": "c", "k": 0.1, "setting": (), "table": c},
             {"method": "a", "k": 0.2, "setting": (), "table": a}]   # alone in its setting: no pair
     pairs = paired_method_tests(runs, n_bootstrap=100)
     assert set(pairs["k"]) == {0.1} and len(pairs[pairs["test"] == "wilcoxon"]) == 3 * 4
-    for (x, y, tx, ty) in (("a", "b", a, b), ("a", "c", a, c)):
-        joined = tx.merge(ty, on=["question_id", "target"])
+    # one row per question (the map of the predicted answer), on the questions all three scored
+    stands = {name: t[t["on_prediction"]].set_index("question_id") for name, t in (("a", a), ("b", b), ("c", c))}
+    common = sorted(set(stands["a"].index) & set(stands["b"].index) & set(stands["c"].index))
+    assert len(common) == 37          # q3 keeps its prediction row, the one that stands for it
+    for x, y in (("a", "b"), ("a", "c")):
         for metric in ("rank_corr", "iou"):
             row = pairs[(pairs.method_a == x) & (pairs.method_b == y) & (pairs.metric == metric)].set_index("test")
-            assert row.loc["wilcoxon", "n"] == len(joined)
-            expected = scipy.stats.wilcoxon(joined[f"{metric}_x"] - joined[f"{metric}_y"])
+            assert row.loc["wilcoxon", "n"] == len(common)
+            vx, vy = stands[x].loc[common, metric], stands[y].loc[common, metric]
+            expected = scipy.stats.wilcoxon(vx - vy)
             assert row.loc["wilcoxon", "p_value"] == pytest.approx(expected.pvalue, rel=1e-12)
-            assert row.loc["paired_t", "p_value"] == pytest.approx(
-                scipy.stats.ttest_rel(joined[f"{metric}_x"], joined[f"{metric}_y"]).pvalue, rel=1e-12)
+            assert row.loc["paired_t", "p_value"] == pytest.approx(scipy.stats.ttest_rel(vx, vy).pvalue, rel=1e-12)
     wilcoxon = pairs[(pairs.test == "wilcoxon") & (pairs.metric == "rank_corr")]
     from vqa_interp.analysis.statistics import holm
 
     assert wilcoxon["p_holm"].to_numpy() == pytest.approx(holm(wilcoxon["p_value"].to_numpy()))
     ranking = method_ranking(runs, n_bootstrap=100)
     top = ranking[(ranking.k == 0.1) & (ranking.metric == "rank_corr")].sort_values("rank")
-    assert top["method"].iloc[0] == "a" and top["n"].nunique() == 1
+    assert top["method"].iloc[0] == "a" and set(top["n"]) == {37}
 
 
 def test_ssim_equals_scikit_image():

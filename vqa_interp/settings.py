@@ -17,6 +17,24 @@ from vqa_interp.metrics.prepare import ScoringOptions
 TARGET_POLICIES = ("paper", "label", "prediction")
 HUMAN_MODES = ("mean", "annotator", "each")
 MAP_FOR_EXAMPLE = ("prediction", "label")
+ANALYSIS_TESTS = ("welch", "student", "mannwhitney")
+# (attribution.target_policy, analysis.map_for_example) pairs where the map that stands for an
+# example is not computed for some examples: refused, saying which to use instead
+MISSING_MAP = {
+    ("label", "prediction"): "a wrong answer's map of the prediction, which target_policy=label does not compute",
+    ("prediction", "label"): "a wrong answer's map of the label, which target_policy=prediction does not compute",
+}
+
+
+def target_combination_problem(target_policy: str, map_for_example: str) -> str:
+    """"" when every example has the map that stands for it, else a one-line config error."""
+    missing = MISSING_MAP.get((target_policy, map_for_example))
+    if not missing:
+        return ""
+    return (f"attribution.target_policy={target_policy} with analysis.map_for_example={map_for_example}: every wrong "
+            f"example needs {missing} (the wrong examples would silently drop out of the analysis). Use "
+            f"analysis.map_for_example={target_policy} (the {target_policy}'s map stands for every example), or "
+            f"attribution.target_policy=paper (both maps for wrong answers).")
 DEVICES = ("cpu", "cuda")
 
 
@@ -85,6 +103,7 @@ class AnalysisSettings:
     low: float = 0.25
     high: float = 0.75
     map_for_example: str = "prediction"
+    test: str = "welch"                       # the primary two-sample test (analysis.test)
     alpha: float = 0.05
     bootstrap: int = 2000
     n_panels: int = 4
@@ -221,6 +240,10 @@ def from_config(cfg) -> Settings:
 
     an = cfg.analysis
     _choice(an.map_for_example, MAP_FOR_EXAMPLE, "analysis.map_for_example")
+    _choice(an.get("test", "welch"), ANALYSIS_TESTS, "analysis.test")
+    problem = target_combination_problem(a.target_policy, an.map_for_example)
+    if problem:
+        raise ConfigError(problem)
     alpha = _number(an.alpha, "analysis.alpha", "0 < alpha < 1")
     if not 0 < alpha < 1:
         raise ConfigError(f"analysis.alpha={an.alpha}; expected 0 < alpha < 1.")
@@ -274,7 +297,8 @@ def from_config(cfg) -> Settings:
     scoring = ScoringSettings(k=cfg.k, size=p.size, steps=tuple(p.steps), eps=eps, tie_policy=s.tie_policy,
                               dice=s.dice, resample=p.get("resample", "bilinear"), human=s.human, annotator=annotator,
                               workers=workers, metrics=metrics)
-    analysis = AnalysisSettings(low=low, high=high, map_for_example=an.map_for_example, alpha=alpha,
+    analysis = AnalysisSettings(low=low, high=high, map_for_example=an.map_for_example, test=an.get("test", "welch"),
+                                alpha=alpha,
                                 bootstrap=bootstrap, n_panels=n_panels, min_group=min_group,
                                 panel_ids=_ids(an.get("panel_ids"), "analysis.panel_ids"), seed=int(cfg.seed),
                                 baselines=bool(an.get("baselines", True)), baseline_options=baseline_options,

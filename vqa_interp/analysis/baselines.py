@@ -4,56 +4,130 @@ Inputs: the run's example rows (one per question: the map that stands for the ex
 :func:`vqa_interp.analysis.statistics.example_rows`) and the references table of the same questions
 (:func:`vqa_interp.pipeline.score_references`: one row per question x reference).
 
-- ``tables/baselines.csv``: per metric, the mean with a percentile-bootstrap 95% CI and n for the
-  method and every reference (``random``, ``centre``, ``image``, ``oracle``, ``human_ceiling``).
-- normalised score per metric: ``(method - random) / (human_ceiling - random)``: 0 = chance, 1 =
-  as close as one annotator is to the others (for a lower-is-better metric the ratio reads the same).
-- paired tests: Wilcoxon signed-rank of the per-question differences method - reference (two-sided;
-  zero differences dropped, scipy's default), for ``centre`` and ``image`` on the tested metrics,
-  Holm over those tests.
+Like with like: the human ceiling scores each annotator against the mean of the *other* annotators
+(leave-one-out), so the method and the floors here are scored the same way (``protocol="loo"``:
+their ``loo/<metric>`` columns, against every leave-one-out mean, averaged). Scored against the mean
+of all annotators instead, one more human would beat the ceiling (that mean holds less noise).
+Data with one annotator per question has no ceiling: the table then uses the headline reference
+(``protocol="headline"``) and has no normalised score.
+
+Paired: every number of a metric is a mean over the same questions, those where the method, the
+random floor and the ceiling are all defined (the other floors: those of them where they are too,
+``n`` says how many). A method equal to the ceiling on its questions normalises to exactly 1.
+
+- ``tables/baselines.csv``: per metric, the mean with a bootstrap 95% CI (resampling images) and n
+  for the method and every reference (``random``, ``centre``, ``image``, ``oracle``,
+  ``human_ceiling``), and the protocol.
+- ``tables/normalised.csv``: ``(method - random) / (human_ceiling - random)`` per metric on those
+  questions, with its bootstrap 95% CI: 0 = chance, 1 = as close as one annotator is to the others
+  (for a lower-is-better metric the ratio reads the same).
+- paired tests: Wilcoxon signed-rank of the per-question differences method - reference (two-sided,
+  zeros by Pratt's method), for ``centre`` and ``image`` on the tested metrics, Holm over those tests;
+  ``verdict`` says better / worse / no difference in the metric's own direction.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from vqa_interp.analysis.statistics import (WILCOXON_UNTESTABLE, bootstrap_mean_ci, holm, present_metrics,
-                                            wilcoxon_test)
-from vqa_interp.attribution.baselines import REFERENCES
+from vqa_interp.analysis.statistics import (WILCOXON_UNTESTABLE, bootstrap_mean_ci, holm, images_of, percentile_ci,
+                                            present_metrics, resampled_means, wilcoxon_test)
+from vqa_interp.attribution.baselines import HUMAN_CEILING, REFERENCES
 from vqa_interp.metrics.registry import REGISTRY, family_metrics
+from vqa_interp.pipeline.humans import LOO_PREFIX
 
 REFERENCE_ORDER = ("method", *REFERENCES)
 PAIRED_AGAINST = ("centre", "image")
+PROTOCOLS = {"loo": "each map against every leave-one-out mean of the annotators, as the ceiling",
+             "headline": "each map against the headline reference (scoring.human)"}
 
 
-def _long(examples: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
-    """Method rows and reference rows stacked with a ``reference`` column."""
-    method = examples.assign(reference="method")
-    return pd.concat([method, references], ignore_index=True)
+def protocol_of(references: pd.DataFrame) -> str:
+    """``loo`` when the references hold a ceiling scored leave-one-out, else ``headline``."""
+    ceiling = references[references["reference"] == HUMAN_CEILING] if len(references) else references
+    return "loo" if len(ceiling) and any(c.startswith(LOO_PREFIX) for c in references.columns) else "headline"
+
+
+def _column(frame: pd.DataFrame, metric: str, protocol: str) -> pd.Series:
+    name = LOO_PREFIX + metric if protocol == "loo" else metric
+    return frame[name] if name in frame else pd.Series(np.nan, index=frame.index)
+
+
+def _wide(examples: pd.DataFrame, references: pd.DataFrame, metric: str, protocol: str) -> pd.DataFrame:
+    """One row per question of ``examples``: ``method``, each reference's value of ``metric`` and
+    ``image_id`` (NaN where a reference has no row or is undefined)."""
+    method = examples.drop_duplicates("question_id").set_index("question_id")
+    out = pd.DataFrame({"method": _column(method, metric, protocol)})
+    out["image_id"] = method["image_id"] if "image_id" in method else method.index
+    refs = references.assign(value=_column(references, metric, protocol))
+    wide = refs.pivot_table(index="question_id", columns="reference", values="value", aggfunc="first", dropna=False)
+    return out.join(wide, how="left")
+
+
+def _paired_rows(wide: pd.DataFrame) -> pd.Series:
+    """The questions every part of the normalisation has: the method, the random floor and (where
+    the table has one) the ceiling."""
+    needed = ["method", *[r for r in ("random", HUMAN_CEILING) if r in wide]]
+    return wide[needed].notna().all(axis=1)
 
 
 def baselines_table(examples: pd.DataFrame, references: pd.DataFrame, *, n_bootstrap: int = 2000,
-                    seed: int = 0, metrics=None) -> pd.DataFrame:
-    """``reference, metric, mean, ci_low, ci_high, n`` for the method and every reference."""
+                    seed: int = 0, metrics=None, protocol: str | None = None) -> pd.DataFrame:
+    """``reference, metric, mean, ci_low, ci_high, n, protocol`` for the method and every reference,
+    paired on the method's questions (see the module docs)."""
     rng = np.random.default_rng(seed)
+    protocol = protocol or protocol_of(references)
     metrics = present_metrics(references if metrics is None else references[["reference", *metrics]], metrics)
-    frame = _long(examples, references)
     rows = []
-    for reference in REFERENCE_ORDER:
-        part = frame[frame["reference"] == reference]
-        if part.empty:
-            continue
-        for metric in metrics:
-            values = part[metric].dropna().to_numpy(float)
-            low, high = bootstrap_mean_ci(values, n_bootstrap, rng)
+    for metric in metrics:
+        wide = _wide(examples, references, metric, protocol)
+        paired = wide[_paired_rows(wide)]
+        for reference in REFERENCE_ORDER:
+            if reference not in wide:
+                continue
+            part = paired[paired[reference].notna()]
+            values = part[reference].to_numpy(float)
+            low, high = bootstrap_mean_ci(values, n_bootstrap, rng, clusters=part["image_id"].to_numpy())
             rows.append({"reference": reference, "metric": metric, "mean": float(values.mean()) if len(values) else np.nan,
-                         "ci_low": low, "ci_high": high, "n": len(values)})
-    return pd.DataFrame(rows, columns=["reference", "metric", "mean", "ci_low", "ci_high", "n"])
+                         "ci_low": low, "ci_high": high, "n": len(values), "protocol": protocol})
+    return pd.DataFrame(rows, columns=["reference", "metric", "mean", "ci_low", "ci_high", "n", "protocol"])
+
+
+def normalised_table(examples: pd.DataFrame, references: pd.DataFrame, *, n_bootstrap: int = 2000, seed: int = 0,
+                     metrics=None, protocol: str | None = None) -> pd.DataFrame:
+    """``metric, normalised, ci_low, ci_high, n, protocol``: ``(method - random) / (ceiling - random)``
+    of the means over the same questions, its CI from a bootstrap over images (the ratio of the
+    resampled means); NaN without a ceiling or where the ceiling equals the floor."""
+    rng = np.random.default_rng(seed)
+    protocol = protocol or protocol_of(references)
+    metrics = present_metrics(references if metrics is None else references[["reference", *metrics]], metrics)
+    rows = []
+    for metric in metrics:
+        wide = _wide(examples, references, metric, protocol)
+        row = {"metric": metric, "normalised": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n": 0,
+               "protocol": protocol}
+        if {"random", HUMAN_CEILING} <= set(wide.columns):
+            paired = wide[_paired_rows(wide)]
+            values = paired[["method", "random", HUMAN_CEILING]].to_numpy(float)
+            row["n"] = len(values)
+            if len(values):
+                row["normalised"] = float(_ratio(*values.mean(axis=0)))
+                means = resampled_means(values, paired["image_id"].to_numpy(), n_bootstrap, rng)
+                row["ci_low"], row["ci_high"] = percentile_ci(_ratio(*means.T))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["metric", "normalised", "ci_low", "ci_high", "n", "protocol"])
+
+
+def _ratio(method, floor, ceiling) -> np.ndarray:
+    """``(method - floor) / (ceiling - floor)`` elementwise, NaN where the span is 0."""
+    method, floor, ceiling = (np.asarray(x, float) for x in (method, floor, ceiling))
+    span = ceiling - floor
+    return np.where(span != 0, (method - floor) / np.where(span != 0, span, 1.0), np.nan)
 
 
 def normalised_scores(table: pd.DataFrame) -> dict[str, float]:
-    """``(method - random) / (human_ceiling - random)`` per metric (NaN where a part is missing or the
-    ceiling equals the floor)."""
+    """``(method - random) / (human_ceiling - random)`` per metric from a :func:`baselines_table`
+    (means over the same questions; NaN where a part is missing or the ceiling equals the floor)."""
     means = table.pivot(index="metric", columns="reference", values="mean")
     out = {}
     for metric, row in means.iterrows():
@@ -63,35 +137,50 @@ def normalised_scores(table: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def verdict(mean_diff: float, p_holm: float, testable: bool, higher_is_better: bool, alpha: float = 0.05) -> str:
+    """``better`` / ``worse`` (significant, in the metric's own direction) or ``no difference``."""
+    if not testable or not np.isfinite(p_holm):
+        return "not testable"
+    if p_holm >= alpha:
+        return "no difference"
+    return "better" if (mean_diff > 0) == higher_is_better else "worse"
+
+
 def paired_baseline_tests(examples: pd.DataFrame, references: pd.DataFrame, *, against=PAIRED_AGAINST,
-                          metrics=None, n_bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
+                          metrics=None, n_bootstrap: int = 2000, seed: int = 0,
+                          protocol: str | None = None) -> pd.DataFrame:
     """Does the method beat ``centre`` / ``image`` on the same questions? Wilcoxon signed-rank of
-    method - reference per question, bootstrap 95% CI of the mean difference, Holm over all rows.
-    ``better`` says whether the method is better in the metric's own direction and significant."""
+    method - reference per question, bootstrap 95% CI of the mean difference (over images), Holm over
+    all rows. ``better`` says whether the method is better in the metric's own direction and
+    significant; ``verdict`` is better / worse / no difference / not testable."""
     rng = np.random.default_rng(seed)
+    protocol = protocol or protocol_of(references)
     metrics = [m for m in (metrics or family_metrics()) if m in examples.columns]
-    method = examples.drop_duplicates("question_id").set_index("question_id")
     rows = []
     for reference in against:
-        ref = references[references["reference"] == reference].set_index("question_id")
         for metric in metrics:
-            joined = pd.concat([method[metric].rename("a"), ref[metric].rename("b")], axis=1, join="inner").dropna()
-            diff = (joined["a"] - joined["b"]).to_numpy(float)
+            wide = _wide(examples, references, metric, protocol)
+            if reference not in wide:
+                continue
+            joined = wide[["method", reference, "image_id"]].dropna()
+            diff = (joined["method"] - joined[reference]).to_numpy(float)
             row = {"reference": reference, "metric": metric, "n": len(diff),
-                   "mean_diff": float(diff.mean()) if len(diff) else np.nan, "test": "wilcoxon"}
-            row["ci_low"], row["ci_high"] = bootstrap_mean_ci(diff, n_bootstrap, rng)
+                   "mean_diff": float(diff.mean()) if len(diff) else np.nan, "test": "wilcoxon", "protocol": protocol}
+            row["ci_low"], row["ci_high"] = bootstrap_mean_ci(diff, n_bootstrap, rng, clusters=images_of(joined))
             statistic, p_value, testable = wilcoxon_test(diff)
             row.update(statistic=statistic, p_value=p_value, testable=testable,
                        reason="" if testable else WILCOXON_UNTESTABLE)
             rows.append(row)
     table = pd.DataFrame(rows, columns=["reference", "metric", "n", "mean_diff", "ci_low", "ci_high", "statistic",
-                                        "p_value", "test", "testable", "reason"])
+                                        "p_value", "test", "testable", "reason", "protocol"])
     table["p_holm"] = np.nan
     testable = table["testable"].astype(bool)
     if testable.any():
         table.loc[testable, "p_holm"] = holm(table.loc[testable, "p_value"].to_numpy(float))
     direction = table["metric"].map(lambda m: 1.0 if REGISTRY[m].higher_is_better else -1.0)
     table["better"] = testable & (table["p_holm"] < 0.05) & (table["mean_diff"] * direction > 0)
+    table["verdict"] = [verdict(r.mean_diff, r.p_holm, bool(r.testable), REGISTRY[r.metric].higher_is_better)
+                        for r in table.itertuples()]
     return table
 
 
@@ -122,6 +211,9 @@ def floor_ceiling_figure(table: pd.DataFrame, method: str):
         ax.tick_params(axis="x", labelsize=7)
         ax.set_title(f"{direction} = closer to humans", fontsize=6, loc="right")
     axes[0, 0].legend(fontsize=6, ncol=6, loc="lower left", bbox_to_anchor=(0, 1.25))
-    fig.suptitle(f"{method} between its floors and the human ceiling (means, bootstrap 95% CI)", fontsize=9)
+    protocol = table["protocol"].iloc[0] if "protocol" in table and len(table) else "headline"
+    against = "leave-one-out means, as the ceiling" if protocol == "loo" else "the headline reference"
+    fig.suptitle(f"{method} between its floors and the human ceiling (means over the same questions, against "
+                 f"{against}; bootstrap 95% CI over images)", fontsize=9)
     fig.tight_layout()
     return fig

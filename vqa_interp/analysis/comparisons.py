@@ -1,16 +1,21 @@
-"""Which method is closest to humans? Paired tests between the methods of a sweep.
+"""Which method is closest to humans? Paired tests between the methods of a sweep, and their ranking.
 
 Two runs are compared when they differ only in the method (same k, data, model and scoring setup).
-Their per-example tables are joined on ``(question_id, target)``, so each pair of maps explains the
-same answer to the same question, and the per-row difference ``a - b`` is tested:
+The unit is the question: each run's table is reduced to one row per question (the map that stands
+for the example, ``analysis.map_for_example``), and a metric is compared on the questions that
+*every* method of the setting scored (defined, not NaN), so the ranking and the paired tests read
+the same rows and cannot disagree: the ranking orders the means over those rows, and a pair's mean
+difference is the difference of those means.
 
-- Wilcoxon signed-rank (two-sided, zero differences dropped: scipy's default) is the primary test;
-  Holm adjusts it over the pairs of methods, separately for each metric;
-- the paired t-test is reported beside it (``test`` = ``paired_t``, no adjusted p);
-- the mean difference gets a percentile-bootstrap 95% CI.
-
-The ranking orders the methods of each setting by their mean over the rows that every method of
-that setting scored (so each is averaged over the same maps' questions).
+- Wilcoxon signed-rank (two-sided, zeros by Pratt's method) is the primary test; Holm adjusts it
+  over the pairs of methods, separately for each (k, metric); the paired t-test is reported beside
+  it (``test`` = ``paired_t``, no adjusted p).
+- The verdict follows the sign of the paired mean difference in the metric's own direction: ``better``
+  names the better method when Holm p < 0.05, "" otherwise.
+- Bootstrap 95% CIs resample images (questions about one image are not independent).
+- Each method's coverage (questions it scored / its questions) is shown; a method defined on fewer
+  than 90% of its questions is flagged: the shared rows then exclude exactly the questions it
+  cannot score (a constant Grad-CAM map on the hard ones, say).
 """
 from __future__ import annotations
 
@@ -20,21 +25,31 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from vqa_interp.analysis.statistics import bootstrap_mean_ci, holm, wilcoxon_test
+from vqa_interp.analysis.statistics import (bootstrap_mean_ci, example_rows, holm, percentile_ci, resampled_means,
+                                            wilcoxon_test)
 from vqa_interp.metrics.registry import REGISTRY, family_metrics
 
 PAIR_COLUMNS = ["method_a", "method_b", "k", "metric", "n", "mean_diff", "ci_low", "ci_high", "statistic", "p_value",
-                "p_holm", "test"]
-KEY = ["question_id", "target"]
+                "p_holm", "test", "better"]
+RANKING_COLUMNS = ["k", "metric", "rank", "method", "mean", "ci_low", "ci_high", "n", "coverage", "low_coverage",
+                   "p_first", "rank_low", "rank_high", "p_above_next"]
+KEY = ["question_id"]
+LOW_COVERAGE = 0.9
 # params that do not change a per-example score: runs differing only in these are one setting
 IGNORED_PREFIXES = ("method.", "analysis.", "confidence.", "tracking.", "attribution.batch_size", "paths.", "device",
                     "plugins", "seed", "hydra")
+CONTEXT = ("image_id", "answer_type", "question_type", "correct")
 
 
 def setting_of(params: dict) -> tuple:
     """The scoring setting of a run: every param that changes its per-example scores, except the
     method (and k, reported as its own column)."""
     return tuple(sorted((k, v) for k, v in params.items() if k != "k" and not k.startswith(IGNORED_PREFIXES)))
+
+
+def direction(metric: str) -> float:
+    """+1 where higher is closer to humans, -1 where lower is."""
+    return 1.0 if metric not in REGISTRY or REGISTRY[metric].higher_is_better else -1.0
 
 
 def _by_setting(runs: list[dict]) -> dict[tuple, list[dict]]:
@@ -44,64 +59,128 @@ def _by_setting(runs: list[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
+def question_rows(run: dict) -> pd.DataFrame:
+    """One row per question of a run's per-example table (the map that stands for the example)."""
+    table = run["table"]
+    if "target" in table and "on_prediction" in table:
+        table = example_rows(table, run.get("map_for_example", "prediction"))
+    return table.drop_duplicates("question_id").set_index("question_id")
+
+
+def wide_values(members: list[dict], metric: str) -> tuple[pd.DataFrame, dict[str, float]]:
+    """``[questions, methods]`` values of ``metric`` (NaN where a method has no row or no value) with
+    the questions' context columns, and each method's coverage (defined / its questions)."""
+    columns, coverage, context = {}, {}, None
+    for m in members:
+        rows = question_rows(m)
+        if metric not in rows:
+            continue
+        columns[m["method"]] = rows[metric]
+        coverage[m["method"]] = float(rows[metric].notna().mean()) if len(rows) else float("nan")
+        present = rows[[c for c in CONTEXT if c in rows]]
+        context = present if context is None else context.combine_first(present)
+    if not columns:
+        return pd.DataFrame(), {}
+    wide = pd.DataFrame(columns)
+    return wide.join(context, how="left"), coverage
+
+
+def shared(wide: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """The rows every method scored."""
+    return wide[wide[methods].notna().all(axis=1)]
+
+
+def _clusters(frame: pd.DataFrame) -> np.ndarray:
+    return frame["image_id"].to_numpy() if "image_id" in frame else frame.index.to_numpy()
+
+
 def paired_method_tests(runs: list[dict], *, metrics=None, n_bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """``runs``: dicts with ``method``, ``k``, ``setting`` and ``table`` (a per-example table).
-    One row per (pair of methods in the same setting, metric, test)."""
+    """``runs``: dicts with ``method``, ``k``, ``setting``, ``table`` (a per-example table) and
+    optionally ``map_for_example``. One row per (pair of methods in the same setting, metric, test),
+    on the questions every method of the setting scored."""
     rng = np.random.default_rng(seed)
     metrics = list(metrics or family_metrics())
     rows = []
     for (k, _), members in _by_setting(runs).items():
-        by_method = {m["method"]: m["table"] for m in members}
-        for a, b in combinations(sorted(by_method), 2):
-            joined = by_method[a].merge(by_method[b], on=KEY, suffixes=("_a", "_b"))
-            for metric in metrics:
-                if f"{metric}_a" not in joined:
-                    continue
-                pair = joined[[f"{metric}_a", f"{metric}_b"]].dropna()
-                diff = (pair[f"{metric}_a"] - pair[f"{metric}_b"]).to_numpy(float)
+        for metric in metrics:
+            wide, _ = wide_values(members, metric)
+            methods = sorted(c for c in wide.columns if c not in CONTEXT)
+            if len(methods) < 2:
+                continue
+            common = shared(wide, methods)
+            for a, b in combinations(methods, 2):
+                diff = (common[a] - common[b]).to_numpy(float)
                 base = {"method_a": a, "method_b": b, "k": k, "metric": metric, "n": len(diff),
                         "mean_diff": float(diff.mean()) if len(diff) else np.nan}
-                base["ci_low"], base["ci_high"] = bootstrap_mean_ci(diff, n_bootstrap, rng)
+                base["ci_low"], base["ci_high"] = bootstrap_mean_ci(diff, n_bootstrap, rng, clusters=_clusters(common))
                 statistic, p_value, testable = wilcoxon_test(diff)
-                paired_t = scipy.stats.ttest_rel(pair[f"{metric}_a"], pair[f"{metric}_b"]) if testable else None
+                paired_t = scipy.stats.ttest_rel(common[a], common[b]) if testable else None
                 rows.append({**base, "test": "wilcoxon", "statistic": statistic, "p_value": p_value})
                 rows.append({**base, "test": "paired_t",
                              "statistic": float(paired_t.statistic) if testable else np.nan,
                              "p_value": float(paired_t.pvalue) if testable else np.nan})
-    table = pd.DataFrame(rows, columns=[c for c in PAIR_COLUMNS if c != "p_holm"])
+    table = pd.DataFrame(rows, columns=[c for c in PAIR_COLUMNS if c not in ("p_holm", "better")])
     table["p_holm"] = np.nan
-    for (k, metric), index in table[(table["test"] == "wilcoxon") & table["p_value"].notna()].groupby(
+    for _, index in table[(table["test"] == "wilcoxon") & table["p_value"].notna()].groupby(
             ["k", "metric"]).groups.items():
         table.loc[index, "p_holm"] = holm(table.loc[index, "p_value"].to_numpy(float))
+    table["better"] = [better_of(r.method_a, r.method_b, r.metric, r.mean_diff, r.p_holm) for r in table.itertuples()]
     return table[PAIR_COLUMNS]
+
+
+def better_of(a: str, b: str, metric: str, mean_diff: float, p_holm: float, alpha: float = 0.05) -> str:
+    """The better method of a pair (``mean_diff`` = a - b) when Holm p < alpha, else ""."""
+    if not np.isfinite(p_holm) or p_holm >= alpha or not np.isfinite(mean_diff) or mean_diff == 0:
+        return ""
+    return a if mean_diff * direction(metric) > 0 else b
+
+
+def rank_rows(common: pd.DataFrame, methods: list[str], metric: str, n_bootstrap: int,
+              rng: np.random.Generator) -> list[dict]:
+    """The methods ordered best first by their mean over ``common`` (rows every method scored), with
+    bootstrap CIs (over images), the probability of ranking first, the rank's 95% interval and the
+    probability of ranking above the next method, from the same resamples."""
+    values = common[methods].to_numpy(float)
+    sign = direction(metric)
+    means = values.mean(axis=0) if len(values) else np.full(len(methods), np.nan)
+    order = sorted(range(len(methods)), key=lambda i: (-sign * means[i], methods[i]))
+    if len(values):
+        resampled = resampled_means(values, _clusters(common), n_bootstrap, rng)          # [B, M]
+        # rank 1 = best; ties share the better rank
+        ranks = scipy.stats.rankdata(-sign * resampled, axis=1, method="min")
+    rows = []
+    for position, i in enumerate(order):
+        row = {"metric": metric, "method": methods[i], "mean": float(means[i]), "n": len(values), "rank": position + 1,
+               "ci_low": np.nan, "ci_high": np.nan, "p_first": np.nan, "rank_low": np.nan, "rank_high": np.nan,
+               "p_above_next": np.nan}
+        if len(values):
+            row["ci_low"], row["ci_high"] = percentile_ci(resampled[:, i])
+            row["p_first"] = float((ranks[:, i] == 1).mean())
+            row["rank_low"], row["rank_high"] = (float(x) for x in np.percentile(ranks[:, i], [2.5, 97.5]))
+            if position + 1 < len(order):
+                following = order[position + 1]
+                row["p_above_next"] = float((sign * (resampled[:, i] - resampled[:, following]) > 0).mean())
+        rows.append(row)
+    return rows
 
 
 def method_ranking(runs: list[dict], *, metrics=None, n_bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per setting and metric, the methods ordered best first (in the metric's own direction), by
-    their mean over the (question, target) rows every method of the setting scored."""
+    their mean over the questions every method of the setting scored, with each method's coverage
+    (``low_coverage`` below 90%) and the ranking's stability over a bootstrap of images."""
     rng = np.random.default_rng(seed)
     metrics = list(metrics or family_metrics())
     rows = []
     for (k, _), members in _by_setting(runs).items():
-        common = None
-        for m in members:
-            keys = m["table"][KEY].drop_duplicates()
-            common = keys if common is None else common.merge(keys, on=KEY)
         for metric in metrics:
-            entries = []
-            for m in members:
-                if metric not in m["table"]:
-                    continue
-                values = m["table"].merge(common, on=KEY)[metric].dropna().to_numpy(float)
-                low, high = bootstrap_mean_ci(values, n_bootstrap, rng)
-                entries.append({"k": k, "metric": metric, "method": m["method"],
-                                "mean": float(values.mean()) if len(values) else np.nan,
-                                "ci_low": low, "ci_high": high, "n": len(values)})
-            descending = REGISTRY[metric].higher_is_better if metric in REGISTRY else True
-            entries.sort(key=lambda e: -e["mean"] if descending else e["mean"])
-            for rank, entry in enumerate(entries, 1):
-                rows.append({"rank": rank, **entry})
-    return pd.DataFrame(rows, columns=["k", "metric", "rank", "method", "mean", "ci_low", "ci_high", "n"])
+            wide, coverage = wide_values(members, metric)
+            methods = sorted(coverage)
+            if not methods:
+                continue
+            for row in rank_rows(shared(wide, methods), methods, metric, n_bootstrap, rng):
+                cover = coverage[row["method"]]
+                rows.append({"k": k, **row, "coverage": cover, "low_coverage": bool(cover < LOW_COVERAGE)})
+    return pd.DataFrame(rows, columns=RANKING_COLUMNS)
 
 
 def ranking_figure(ranking: pd.DataFrame, pairs: pd.DataFrame):
@@ -119,20 +198,29 @@ def ranking_figure(ranking: pd.DataFrame, pairs: pd.DataFrame):
         y = np.arange(len(part))[::-1]
         ax.errorbar(part["mean"], y, xerr=[part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]],
                     fmt="o", capsize=3, color="tab:red")
-        ax.set_yticks(y, part["method"], fontsize=8)
+        labels = [f"{m}{' (low coverage)' if low else ''}" for m, low in zip(part["method"], part["low_coverage"])]
+        ax.set_yticks(y, labels, fontsize=8)
         for upper, lower, yy in zip(part["method"].iloc[:-1], part["method"].iloc[1:], y[:-1]):
-            test = pairs[(pairs["k"] == k) & (pairs["metric"] == metric) & (pairs["test"] == "wilcoxon")
-                         & (((pairs["method_a"] == upper) & (pairs["method_b"] == lower))
-                            | ((pairs["method_a"] == lower) & (pairs["method_b"] == upper)))]
-            if len(test) and test["p_holm"].iloc[0] < 0.05:
+            test = pair_test(pairs, k, metric, upper, lower)
+            if test is not None and test["better"] == upper:
                 ax.axhline(yy - 0.5, color="grey", lw=0.8, ls="--")
-        direction = "higher" if REGISTRY.get(metric) is None or REGISTRY[metric].higher_is_better else "lower"
-        ax.set_title(f"{metric} (k={k}; {direction} is closer)", fontsize=8)
+        towards = "higher" if direction(metric) > 0 else "lower"
+        ax.set_title(f"{metric} (k={k}; {towards} is closer; n={int(part['n'].iloc[0])})", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
-        ax.set_xlabel("mean over shared rows (95% CI)", fontsize=7)
+        ax.set_xlabel("mean over the questions every method scored (95% CI)", fontsize=7)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
-    fig.suptitle("Method ranking (dashed line: the method above is better, Wilcoxon signed-rank, Holm p < 0.05)",
-                 fontsize=9)
+    fig.suptitle("Method ranking, one value per question (dashed line: the method above is better, Wilcoxon "
+                 "signed-rank, Holm p < 0.05)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def pair_test(pairs: pd.DataFrame | None, k, metric: str, a: str, b: str) -> pd.Series | None:
+    """The Wilcoxon row of methods ``a`` and ``b`` (either order), or None."""
+    if pairs is None or pairs.empty:
+        return None
+    first, second = sorted([a, b])
+    test = pairs[(pairs["k"] == k) & (pairs["metric"] == metric) & (pairs["test"] == "wilcoxon")
+                 & (pairs["method_a"] == first) & (pairs["method_b"] == second)]
+    return test.iloc[0] if len(test) else None

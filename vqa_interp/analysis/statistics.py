@@ -9,12 +9,16 @@ was silent, made explicit here:
 - Splits: correct/wrong x low (p < low) / high (p > high); examples with low <= p <= high
   belong to neither confidence level.
 - Five planned comparisons (the paper's). One pre-specified primary test per comparison and
-  metric: Student's t (what the paper used); Welch's t and Mann-Whitney U (two-sided) are
-  reported as robustness checks. Rows with a NaN metric are dropped for that metric.
+  metric, ``analysis.test``: Welch's t by default (the groups are unequal, e.g. 172/128 or 19/5,
+  and so are their variances), Student's t in ``+experiment=paper`` (what the paper used), or
+  Mann-Whitney U; the other two are reported as robustness checks (two-sided). Rows with a NaN
+  metric are dropped for that metric.
+- The unit is the question: one row per question (the map that stands for it), never one per
+  map; bootstrap CIs resample images (questions about one image are not independent draws).
 - Effect sizes: Cohen's d (pooled SD) for the t-tests; rank-biserial ``2 U1 / (n1 n2) - 1`` for
   Mann-Whitney. 95% CI of the mean difference: percentile bootstrap.
-- Multiple comparisons: Holm (and Benjamini-Hochberg) over the primary family only: Student's t
-  on the non-redundant metrics (``family_metrics()``: precision, recall, F1 and disc_intersect are
+- Multiple comparisons: Holm (and Benjamini-Hochberg) over the primary family only: the primary
+  test on the non-redundant metrics (``family_metrics()``: precision, recall, F1 and disc_intersect are
   functions of IoU when regions have equal size); ``significant`` = Holm-adjusted p < alpha.
 - Not testable (reported, never a NaN p-value, never significant): a group below
   ``min_group`` examples ("underpowered", default 10), or both groups constant.
@@ -39,7 +43,7 @@ COMPARISONS = {
     "wrong_high_vs_low": ("high_wrong", "low_wrong"),
 }
 TESTS = ("student", "welch", "mannwhitney")
-ROLES = {"student": "primary", "welch": "robustness", "mannwhitney": "robustness"}
+TEST_NAMES = {"student": "Student's t", "welch": "Welch's t", "mannwhitney": "Mann-Whitney U"}
 
 
 @dataclass
@@ -68,31 +72,79 @@ def example_rows(table: pd.DataFrame, map_for_example: str = "prediction") -> pd
     """One row per (question, method): the map that stands for the example."""
     if table.empty:
         return table
-    return table[stands_for_example(table, map_for_example)].drop_duplicates(["question_id", "method"])
+    return table[stands_for_example(table, map_for_example)].drop_duplicates(
+        [c for c in ("question_id", "method") if c in table])
 
 
-def bootstrap_mean_ci(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator,
-                      level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` ``[n]`` (NaN, NaN when empty)."""
-    if len(values) == 0:
+def resampled_means(values: np.ndarray, clusters: np.ndarray | None, n_bootstrap: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Cluster bootstrap: ``values [n]`` or ``[n, c]`` (NaN = missing in that column), ``clusters
+    [n]`` (the image of each row; None: every row its own) -> ``[n_bootstrap, c]`` (or ``[n_bootstrap]``)
+    means of each column over the rows of the resampled clusters.
+
+    Whole images are drawn with replacement (questions about one image share its content, so they
+    are not independent draws); each column's mean is over its non-missing rows of those images.
+    Vectorised: per-image sums and counts, then ``[n_bootstrap, images]`` draws.
+    """
+    values = np.asarray(values, float)
+    flat = values.ndim == 1
+    values = values[:, None] if flat else values
+    codes = np.arange(len(values)) if clusters is None else np.unique(np.asarray(clusters), return_inverse=True)[1]
+    groups = int(codes.max()) + 1 if len(codes) else 0
+    present = ~np.isnan(values)
+    sums = np.stack([np.bincount(codes, weights=np.where(present[:, j], values[:, j], 0.0), minlength=groups)
+                     for j in range(values.shape[1])], 1)
+    counts = np.stack([np.bincount(codes, weights=present[:, j].astype(float), minlength=groups)
+                       for j in range(values.shape[1])], 1)
+    pick = rng.integers(0, groups, size=(n_bootstrap, groups))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.stack([sums[pick, j].sum(1) / counts[pick, j].sum(1) for j in range(values.shape[1])], 1)
+    return means[:, 0] if flat else means
+
+
+def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap ``samples [B]`` (NaN samples ignored; NaN, NaN if none)."""
+    samples = np.asarray(samples, float)
+    samples = samples[np.isfinite(samples)]
+    if not len(samples):
         return float("nan"), float("nan")
-    means = values[rng.integers(0, len(values), size=(n_bootstrap, len(values)))].mean(axis=1)
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
+    low, high = np.percentile(samples, [tail, 100 - tail])
     return float(low), float(high)
 
 
+def bootstrap_mean_ci(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator,
+                      level: float = 0.95, clusters: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values`` ``[n]`` (NaN, NaN when empty), resampling
+    ``clusters`` ``[n]`` (the images: see :func:`resampled_means`) or, without them, rows."""
+    values = np.asarray(values, float)
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    return percentile_ci(resampled_means(values, clusters, n_bootstrap, rng), level)
+
+
+def images_of(frame: pd.DataFrame) -> np.ndarray | None:
+    """The cluster of each row for the bootstrap: its ``image_id`` (None when the table has none)."""
+    return frame["image_id"].to_numpy() if "image_id" in frame else None
+
+
 WILCOXON_UNTESTABLE = "fewer than 2 questions or no non-zero difference"
+# Paired maps often tie exactly (IoU 0 vs 0 when neither region meets the human one): scipy's
+# default (zero_method="wilcox") drops those questions before ranking, so a few non-zero
+# differences among many ties look like the whole sample. Pratt's method ranks the zeros with the
+# others and then drops their ranks: the non-zero differences keep the ranks they have among all
+# questions, which is the conservative choice when ties are many (Pratt 1959; Conover 1973).
+WILCOXON_ZERO_METHOD = "pratt"
 
 
 def wilcoxon_test(diff: np.ndarray) -> tuple[float, float, bool]:
-    """Wilcoxon signed-rank test of paired differences ``[n]``: ``(statistic, p, testable)``; NaN, NaN,
-    False when it cannot be tested (fewer than 2 differences, or none non-zero: see
-    :data:`WILCOXON_UNTESTABLE`)."""
+    """Wilcoxon signed-rank test of paired differences ``[n]`` (two-sided, zeros by Pratt's method,
+    :data:`WILCOXON_ZERO_METHOD`): ``(statistic, p, testable)``; NaN, NaN, False when it cannot be
+    tested (fewer than 2 differences, or none non-zero: see :data:`WILCOXON_UNTESTABLE`)."""
     diff = np.asarray(diff, float)
     if len(diff) < 2 or not np.any(diff != 0):
         return float("nan"), float("nan"), False
-    result = scipy.stats.wilcoxon(diff)
+    result = scipy.stats.wilcoxon(diff, zero_method=WILCOXON_ZERO_METHOD)
     return float(result.statistic), float(result.pvalue), True
 
 
@@ -136,23 +188,36 @@ def cohens_d(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def bootstrap_mean_difference_ci(x: np.ndarray, y: np.ndarray, n_bootstrap: int, rng: np.random.Generator,
-                                 level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``mean(x) - mean(y)`` (each group resampled on its own)."""
-    bx = x[rng.integers(0, len(x), size=(n_bootstrap, len(x)))].mean(axis=1)
-    by = y[rng.integers(0, len(y), size=(n_bootstrap, len(y)))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(bx - by, [tail, 100 - tail])
-    return float(low), float(high)
+                                 level: float = 0.95, clusters_x: np.ndarray | None = None,
+                                 clusters_y: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile bootstrap CI of ``mean(x) - mean(y)``: without clusters each group resampled on
+    its own; with the images of each row (``clusters_x [n1]``, ``clusters_y [n2]``) whole images
+    are drawn, each bringing its rows of both groups."""
+    if clusters_x is None or clusters_y is None:
+        bx = x[rng.integers(0, len(x), size=(n_bootstrap, len(x)))].mean(axis=1)
+        by = y[rng.integers(0, len(y), size=(n_bootstrap, len(y)))].mean(axis=1)
+        return percentile_ci(bx - by, level)
+    values = np.full((len(x) + len(y), 2), np.nan)
+    values[:len(x), 0], values[len(x):, 1] = x, y
+    means = resampled_means(values, np.concatenate([clusters_x, clusters_y]), n_bootstrap, rng)
+    return percentile_ci(means[:, 0] - means[:, 1], level)
 
 
 def compare_groups(x: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.random.Generator,
-                   min_group: int = 2) -> list[dict]:
-    """The three tests of group 1 (``x``) vs group 2 (``y``), one dict per test (NaNs dropped).
+                   min_group: int = 2, primary: str = "welch", clusters_x: np.ndarray | None = None,
+                   clusters_y: np.ndarray | None = None) -> list[dict]:
+    """The three tests of group 1 (``x``) vs group 2 (``y``), one dict per test (NaNs dropped);
+    ``primary`` (``analysis.test``) is the one with role ``primary``, the others ``robustness``.
+    ``clusters_x`` / ``clusters_y``: the image of each value, for the bootstrap CI.
 
     Not testable (``testable`` False, ``reason`` set, p NaN): a group below ``min_group``
     (underpowered), or both groups constant.
     """
-    x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+    keep_x, keep_y = ~np.isnan(x), ~np.isnan(y)
+    x, y = x[keep_x], y[keep_y]
+    if clusters_x is not None and clusters_y is not None:
+        clusters_x, clusters_y = np.asarray(clusters_x)[keep_x], np.asarray(clusters_y)[keep_y]
+    roles = {t: "primary" if t == primary else "robustness" for t in TESTS}
     base = {"n1": len(x), "n2": len(y), "mean1": float(x.mean()) if len(x) else float("nan"),
             "mean2": float(y.mean()) if len(y) else float("nan")}
     reason = ""
@@ -161,10 +226,11 @@ def compare_groups(x: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.ra
     elif np.ptp(x) == 0 and np.ptp(y) == 0:
         reason = "both groups are constant"
     if reason:
-        return [{**base, "test": t, "role": ROLES[t], "testable": False, "reason": reason, "statistic": np.nan,
+        return [{**base, "test": t, "role": roles[t], "testable": False, "reason": reason, "statistic": np.nan,
                  "p_value": np.nan, "effect_size": np.nan, "effect_name": "",
                  "mean_diff": base["mean1"] - base["mean2"], "ci_low": np.nan, "ci_high": np.nan} for t in TESTS]
-    ci_low, ci_high = bootstrap_mean_difference_ci(x, y, n_bootstrap, rng)
+    ci_low, ci_high = bootstrap_mean_difference_ci(x, y, n_bootstrap, rng, clusters_x=clusters_x,
+                                                   clusters_y=clusters_y)
     d = cohens_d(x, y)
     student = scipy.stats.ttest_ind(x, y, equal_var=True)
     welch = scipy.stats.ttest_ind(x, y, equal_var=False)
@@ -173,11 +239,11 @@ def compare_groups(x: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.ra
     common = {**base, "testable": True, "reason": "", "mean_diff": base["mean1"] - base["mean2"],
               "ci_low": ci_low, "ci_high": ci_high}
     return [
-        {**common, "test": "student", "role": ROLES["student"], "statistic": float(student.statistic),
+        {**common, "test": "student", "role": roles["student"], "statistic": float(student.statistic),
          "p_value": float(student.pvalue), "effect_size": d, "effect_name": "cohens_d"},
-        {**common, "test": "welch", "role": ROLES["welch"], "statistic": float(welch.statistic),
+        {**common, "test": "welch", "role": roles["welch"], "statistic": float(welch.statistic),
          "p_value": float(welch.pvalue), "effect_size": d, "effect_name": "cohens_d"},
-        {**common, "test": "mannwhitney", "role": ROLES["mannwhitney"], "statistic": float(mw.statistic),
+        {**common, "test": "mannwhitney", "role": roles["mannwhitney"], "statistic": float(mw.statistic),
          "p_value": float(mw.pvalue), "effect_size": float(rank_biserial), "effect_name": "rank_biserial"},
     ]
 
@@ -188,10 +254,12 @@ SIGNIFICANCE_COLUMNS = ["comparison", "group1", "group2", "metric", "test", "rol
 
 
 def significance_table(examples: pd.DataFrame, *, alpha: float = 0.05, n_bootstrap: int = 2000,
-                       seed: int = 0, metrics=None, min_group: int = 10, family=None) -> pd.DataFrame:
-    """One row per (comparison, metric, test).
+                       seed: int = 0, metrics=None, min_group: int = 10, family=None,
+                       primary: str = "welch") -> pd.DataFrame:
+    """One row per (comparison, metric, test), on one row per question (``examples``).
 
-    The adjusted family is pre-specified: the primary test (Student's t, as the paper) of each
+    The adjusted family is pre-specified: the primary test (``analysis.test``: Welch's t by default,
+    Student's t in ``+experiment=paper`` as the paper) of each
     comparison on each non-redundant metric (:func:`vqa_interp.metrics.family_metrics`, or ``family``) that is
     testable. Holm and Benjamini-Hochberg adjust over that family only; ``significant`` is
     Holm < ``alpha`` within it. Welch and Mann-Whitney rows (``role`` robustness) and the redundant
@@ -203,9 +271,11 @@ def significance_table(examples: pd.DataFrame, *, alpha: float = 0.05, n_bootstr
     rows = []
     for name, (first, second) in COMPARISONS.items():
         g1, g2 = examples[scenario_mask(examples, first)], examples[scenario_mask(examples, second)]
+        c1, c2 = images_of(g1), images_of(g2)
         for metric in metrics:
             for result in compare_groups(g1[metric].to_numpy(float), g2[metric].to_numpy(float),
-                                         n_bootstrap=n_bootstrap, rng=rng, min_group=min_group):
+                                         n_bootstrap=n_bootstrap, rng=rng, min_group=min_group, primary=primary,
+                                         clusters_x=c1, clusters_y=c2):
                 in_family = result["testable"] and result["role"] == "primary" and metric in family
                 rows.append({"comparison": name, "group1": first, "group2": second, "metric": metric,
                              "in_family": in_family, **result})
@@ -271,7 +341,7 @@ def method_means(table: pd.DataFrame, metrics=None) -> pd.DataFrame:
 
 def analyse(table: pd.DataFrame, *, low: float, high: float, map_for_example: str = "prediction",
             alpha: float = 0.05, n_bootstrap: int = 2000, seed: int = 0, min_group: int = 10,
-            metrics=None) -> AnalysisResults:
+            metrics=None, test: str = "welch") -> AnalysisResults:
     """Every table and summary metric of one run's per-example table; ``metrics``: the metrics the
     run scored (default: the registered ones the table has)."""
     results = AnalysisResults()
@@ -282,14 +352,14 @@ def analyse(table: pd.DataFrame, *, low: float, high: float, map_for_example: st
     results.examples = examples
     metrics = present_metrics(table, metrics)
     significance = significance_table(examples, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed, min_group=min_group,
-                                      metrics=metrics)
+                                      metrics=metrics, primary=test)
     correlations = confidence_correlations(examples, metrics)
     means = scenario_summary(examples, "mean", metrics)
     medians = scenario_summary(examples, "median", metrics)
     results.tables = {"method_means": method_means(table, metrics), "scenario_means": means,
                       "scenario_medians": medians, "descriptive_by_split": descriptive_by_split(examples, metrics),
                       "significance": significance, "confidence_correlations": correlations}
-    results.metrics = headline_metrics(table, means, significance, metrics)
+    results.metrics = headline_metrics(examples, means, significance, metrics)
     return results
 
 
@@ -299,7 +369,8 @@ HEADLINE_SPLITS = ("correct", "wrong")
 def headline_metrics(table: pd.DataFrame, means: pd.DataFrame, significance: pd.DataFrame,
                      metrics=None) -> dict[str, float]:
     """The few numbers a run logs as MLflow metrics, in ``/`` sections the UI groups (every test
-    statistic stays in the tables): ``score/<metric>`` means over all rows for every non-redundant
+    statistic stays in the tables), from one row per question (``table``: the example rows):
+    ``score/<metric>`` means over the questions for every non-redundant
     metric, ``score_median/<metric>`` and ``split/<correct|wrong>/<metric>`` for the tested family,
     ``count/<split>`` sizes and ``count/significant_holm``."""
     from vqa_interp.metrics.registry import REGISTRY

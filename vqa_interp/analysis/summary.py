@@ -12,8 +12,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from vqa_interp.analysis.baselines import normalised_scores
-from vqa_interp.analysis.statistics import bootstrap_mean_ci
-from vqa_interp.metrics.registry import REGISTRY, family_metrics
+from vqa_interp.analysis.statistics import TEST_NAMES, bootstrap_mean_ci, images_of
+from vqa_interp.metrics.registry import family_metrics
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -26,42 +26,55 @@ def _fmt(value, digits: int = 3) -> str:
 
 def headline_table(examples: pd.DataFrame, method: str, k: float, *, n_bootstrap: int = 1000,
                    seed: int = 0) -> list[dict]:
-    """One row: the method, k, n questions and each tested metric's mean [95% CI] over the examples."""
+    """One row: the method, k, n questions and each tested metric's mean [95% CI] over the examples
+    (one row per question; the CI resamples images)."""
     rng = np.random.default_rng(seed)
     row = {"method": method, "k": k, "n": int(examples["question_id"].nunique())}
     for metric in family_metrics():
         if metric not in examples:
             continue
-        values = examples[metric].dropna().to_numpy(float)
-        low, high = bootstrap_mean_ci(values, n_bootstrap, rng)
+        frame = examples[examples[metric].notna()]
+        values = frame[metric].to_numpy(float)
+        low, high = bootstrap_mean_ci(values, n_bootstrap, rng, clusters=images_of(frame))
         row[metric] = f"{_fmt(values.mean())} [{_fmt(low)}, {_fmt(high)}]" if len(values) else ""
     return [row]
 
 
-def baselines_rows(baselines: pd.DataFrame, tests: pd.DataFrame | None, method: str) -> list[dict]:
+def baselines_rows(baselines: pd.DataFrame, tests: pd.DataFrame | None, method: str,
+                   normalised: pd.DataFrame | None = None) -> list[dict]:
+    """The floor/ceiling table: per tested metric the method's and each reference's mean over the
+    same questions, the normalised score [95% CI] and the paired verdicts against centre and image."""
     means = baselines.pivot(index="metric", columns="reference", values="mean")
-    norm = normalised_scores(baselines)
+    counts = baselines.pivot(index="metric", columns="reference", values="n")
+    norm = normalised.set_index("metric") if normalised is not None and len(normalised) else None
+    fallback = normalised_scores(baselines)
     rows = []
     for metric in [m for m in family_metrics() if m in means.index]:
-        row = {"metric": metric, method: _fmt(means.loc[metric].get("method"))}
+        row = {"metric": metric, "n": _fmt(counts.loc[metric].get("method")), method: _fmt(means.loc[metric].get("method"))}
         for ref in ("random", "centre", "image", "oracle", "human_ceiling"):
             if ref in means.columns:
                 row[ref.replace("human_ceiling", "ceiling")] = _fmt(means.loc[metric, ref])
-        row["normalised"] = _fmt(norm.get(metric))
+        if norm is not None and metric in norm.index:
+            n = norm.loc[metric]
+            row["normalised [95% CI]"] = (f"{_fmt(n['normalised'])} [{_fmt(n['ci_low'])}, {_fmt(n['ci_high'])}]"
+                                          if np.isfinite(n["normalised"]) else "")
+        else:
+            row["normalised [95% CI]"] = _fmt(fallback.get(metric))
         if tests is not None:
             for ref in ("centre", "image"):
                 test = tests[(tests["reference"] == ref) & (tests["metric"] == metric)]
                 if len(test):
                     t = test.iloc[0]
-                    verdict = ("yes" if t["better"] else "no") + (f" (p={t['p_holm']:.2g})" if t["testable"] else "")
-                    row[f"beats {ref}"] = verdict if t["testable"] else "n/a"
+                    words = t["verdict"] if "verdict" in t else ("better" if t["better"] else "no difference")
+                    row[f"vs {ref}"] = f"{words} (p={t['p_holm']:.2g})" if t["testable"] else "not testable"
         rows.append(row)
     return rows
 
 
 def comparison_rows(significance: pd.DataFrame) -> list[dict]:
-    """The paper's comparisons on the tested metrics: mean difference, Cohen's d, Holm p, flags."""
-    primary = significance[(significance["test"] == "student") & significance["metric"].isin(family_metrics())]
+    """The paper's comparisons on the tested metrics (the primary test, ``analysis.test``): mean
+    difference, Cohen's d, Holm p, flags."""
+    primary = significance[(significance["role"] == "primary") & significance["metric"].isin(family_metrics())]
     rows = []
     for comparison, part in primary.groupby("comparison", sort=False):
         label = comparison.replace("_", " ")
@@ -69,13 +82,13 @@ def comparison_rows(significance: pd.DataFrame) -> list[dict]:
             first = part.iloc[0]
             reason = "underpowered" if str(first["reason"]).startswith("underpowered") else "not testable"
             rows.append({"comparison": label, "metric": "(all)", "n1/n2": f"{first['n1']}/{first['n2']}",
-                         "mean diff": "", "cohen d": "", "p (Holm)": "", "": reason})
+                         "mean diff": "", "cohen d": "", "p (Holm)": "", "verdict": reason})
             continue
         for row in part.itertuples():
             verdict = ("significant" if row.significant else "n.s.") if row.testable else "not testable"
             rows.append({"comparison": label, "metric": row.metric, "n1/n2": f"{row.n1}/{row.n2}",
                          "mean diff": _fmt(row.mean_diff), "cohen d": _fmt(row.effect_size, 2),
-                         "p (Holm)": _fmt(row.p_holm, 2), "": verdict})
+                         "p (Holm)": _fmt(row.p_holm, 2), "verdict": verdict})
     return rows
 
 
@@ -85,15 +98,24 @@ def run_summary(results, method: str, k: float, *, markdown: bool = False, sanit
     fmt = "github" if markdown else "simple"
     parts = []
     if results.examples is not None and not results.examples.empty:
-        title = "Headline (mean [bootstrap 95% CI] per question, the map of the predicted answer)"
+        title = ("Headline (mean [95% CI, bootstrap over images] over questions, one map per question; "
+                 "against scoring.human: by default the mean of all annotators)")
         parts.append(_section(title, headline_table(results.examples, method, k, n_bootstrap=n_bootstrap,
                                                     seed=seed), fmt, markdown))
     if "baselines" in results.tables:
-        title = "Between floors and ceiling (normalised = (method - random) / (ceiling - random))"
-        parts.append(_section(title, baselines_rows(results.tables["baselines"], results.tables.get("baseline_tests"),
-                                                    method), fmt, markdown))
+        table = results.tables["baselines"]
+        loo = "protocol" in table and (table["protocol"] == "loo").any()
+        against = ("every map against the leave-one-out means, as the ceiling" if loo
+                   else "every map against the headline reference")
+        title = (f"Between floors and ceiling (means over the same questions, {against}; "
+                 f"normalised = (method - random) / (ceiling - random); vs centre/image: Wilcoxon, Holm)")
+        parts.append(_section(title, baselines_rows(table, results.tables.get("baseline_tests"), method,
+                                                    results.tables.get("normalised")), fmt, markdown))
     if "significance" in results.tables and not results.tables["significance"].empty:
-        title = "Correct vs wrong, by confidence (Student's t, Holm over the primary family)"
+        significance = results.tables["significance"]
+        primary = significance.loc[significance["role"] == "primary", "test"]
+        name = TEST_NAMES.get(primary.iloc[0], primary.iloc[0]) if len(primary) else "primary test"
+        title = f"Correct vs wrong, by confidence (one row per question; {name}, Holm over the primary family)"
         parts.append(_section(title, comparison_rows(results.tables["significance"]), fmt, markdown))
     if explain_lines:
         title = "What the model used (question words, image vs question, faithfulness of the maps)"
@@ -112,8 +134,11 @@ def _section(title: str, rows: list[dict], fmt: str, markdown: bool) -> str:
 
 
 def sweep_summary(ranking: pd.DataFrame | None, pairs: pd.DataFrame | None, comparison: pd.DataFrame,
-                  *, markdown: bool = False) -> str:
-    """The methods of a sweep, best first per (k, metric), with the paired test against the next."""
+                  *, markdown: bool = False, robustness: dict | None = None) -> str:
+    """The methods of a sweep, best first per (k, metric), with the paired test against the next, and
+    how robust that ranking is (:mod:`vqa_interp.analysis.robustness`)."""
+    from vqa_interp.analysis.comparisons import direction, pair_test
+
     fmt = "github" if markdown else "simple"
     if ranking is None or ranking.empty:
         rows = [{"run": r.get("run_name"), "status": r.get("status"),
@@ -125,15 +150,33 @@ def sweep_summary(ranking: pd.DataFrame | None, pairs: pd.DataFrame | None, comp
         order = list(part["method"])
         for i, entry in enumerate(part.itertuples()):
             versus = ""
-            if i + 1 < len(order) and pairs is not None:
-                a, b = sorted([entry.method, order[i + 1]])
-                test = pairs[(pairs["k"] == k) & (pairs["metric"] == metric) & (pairs["test"] == "wilcoxon")
-                             & (pairs["method_a"] == a) & (pairs["method_b"] == b)]
-                if len(test) and np.isfinite(test["p_holm"].iloc[0]):
-                    p = test["p_holm"].iloc[0]
-                    versus = f"{'>' if p < 0.05 else '~'} {order[i + 1]} (p={p:.2g})"
-            direction = "" if REGISTRY.get(metric) is None or REGISTRY[metric].higher_is_better else " (lower better)"
-            rows.append({"k": k, "metric": metric + direction, "rank": entry.rank, "method": entry.method,
+            if i + 1 < len(order):
+                test = pair_test(pairs, k, metric, entry.method, order[i + 1])
+                if test is not None and np.isfinite(test["p_holm"]):
+                    better = test["better"] if isinstance(test["better"], str) else ""
+                    sign = ">" if better == entry.method else "<" if better == order[i + 1] else "~"
+                    versus = f"{sign} {order[i + 1]} (p={test['p_holm']:.2g})"
+            towards = "" if direction(metric) > 0 else " (lower better)"
+            coverage = f"{entry.coverage:.0%}" + (" LOW" if entry.low_coverage else "")
+            rows.append({"k": k, "metric": metric + towards, "rank": entry.rank, "method": entry.method,
                          "mean [95% CI]": f"{_fmt(entry.mean)} [{_fmt(entry.ci_low)}, {_fmt(entry.ci_high)}]",
+                         "n": entry.n, "coverage": coverage, "P(first)": _fmt(entry.p_first, 2),
                          "vs next (Wilcoxon, Holm)": versus})
-    return _section("Method ranking (mean over the rows every method scored)", rows, fmt, markdown)
+    title = ("Method ranking (one value per question; mean over the questions every method scored, 95% CI "
+             "resampling images; coverage = questions the method scored, LOW below 90%)")
+    text = _section(title, rows, fmt, markdown)
+    if robustness:
+        from vqa_interp.analysis.robustness import robustness_lines
+
+        lines = robustness_lines(ranking, robustness.get("ranking_by_type"))
+        agreement = robustness.get("metric_agreement")
+        if agreement is not None and len(agreement):
+            worst = agreement.sort_values("kendall_tau").iloc[0]
+            lines.append(f"Least agreeing metrics: {worst['metric_a']} vs {worst['metric_b']} (k={worst['k']}, "
+                         f"Kendall's tau {worst['kendall_tau']:.2f}"
+                         + (f"; they disagree on {worst['disagreeing_pairs']}" if worst["disagreeing_pairs"] else "")
+                         + ").")
+        if lines:
+            heading = "**Robustness of the ranking**" if markdown else "Robustness of the ranking:"
+            text += "\n\n" + heading + "\n" + "\n".join(f"- {line}" for line in lines)
+    return text

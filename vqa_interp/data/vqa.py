@@ -51,6 +51,7 @@ class QARecord:
     answers: list[str]              # the 10 human answers (raw)
     multiple_choice_answer: str     # the labelled answer (raw)
     answer_type: str
+    question_type: str = ""         # VQA 1.0's question_type ("what color is the", ...), "" if absent
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ def read_records(paths: DataPaths, question_ids: Sequence[int] | None = None,
         for value in [*answers, ann.get("multiple_choice_answer")]:
             _check_text(value, "data.annotations", paths.annotations, qid, "answer")
         records.append(QARecord(int(q["question_id"]), int(q["image_id"]), q["question"], answers,
-                                ann["multiple_choice_answer"], ann.get("answer_type", "")))
+                                ann["multiple_choice_answer"], ann.get("answer_type", ""),
+                                str(ann.get("question_type", ""))))
     return records
 
 
@@ -258,7 +260,7 @@ def load_examples(paths: DataPaths, *, limit: int | None = None, question_ids: S
         examples.append(Example(
             question_id=qid, image_id=record.image_id, question=record.question, answers=record.answers,
             multiple_choice_answer=record.multiple_choice_answer, answer_type=record.answer_type,
-            image_path=image_path, human_map_paths=usable,
+            question_type=record.question_type, image_path=image_path, human_map_paths=usable,
         ))
     return Selection(examples, skipped)
 

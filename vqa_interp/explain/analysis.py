@@ -1,10 +1,12 @@
-"""Reading the explain tables: each number next to its floor.
+"""Reading the explain tables: each number next to its floor. The unit is the question: every test
+and mean is over one row per question (the map that stands for it, ``analysis.map_for_example``),
+bootstrap CIs resample images.
 
 - Token attributions against the decisive words (where the dataset knows them): mean ``token_auc``
   next to a random ranking's 0.5 (Wilcoxon signed-rank of ``token_auc - 0.5``), top-1 hit rate next
   to its chance value.
 - The image's share of the attribution by split (correct/wrong x confidence), with the paper's five
-  comparisons applied to it (Student's t primary, Holm over those five).
+  comparisons applied to it (``analysis.test`` primary, Holm over those five).
 - Faithfulness: mean deletion/insertion AUC of the method's maps next to random maps' on the same
   targets (Wilcoxon signed-rank of the paired difference, bootstrap 95% CI).
 - Plausibility vs faithfulness: per example, Spearman correlation between agreeing with humans
@@ -17,7 +19,8 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from vqa_interp.analysis.statistics import SCENARIOS, bootstrap_mean_ci, scenario_mask, significance_table, wilcoxon_test
+from vqa_interp.analysis.statistics import (SCENARIOS, bootstrap_mean_ci, images_of, scenario_mask, significance_table,
+                                            wilcoxon_test)
 from vqa_interp.metrics.registry import headline_metrics
 
 FAITHFULNESS = (("deletion_auc", "lower"), ("insertion_auc", "higher"))
@@ -28,17 +31,19 @@ COMPARED_METRICS = ("faithfulness/deletion_auc", "faithfulness/random_deletion_a
                     "tokens/decisive_auc", "share/image")
 
 
-def faithfulness_table(per_target: pd.DataFrame, *, n_bootstrap: int, seed: int) -> pd.DataFrame:
-    """One row per curve: the method's mean AUC, random maps' mean AUC on the same targets, the paired
-    difference (95% bootstrap CI, Wilcoxon p) and whether the method is more faithful than random."""
+def faithfulness_table(examples: pd.DataFrame, *, n_bootstrap: int, seed: int) -> pd.DataFrame:
+    """One row per curve: the method's mean AUC, random maps' mean AUC on the same questions (one row
+    per question), the paired difference (95% bootstrap CI over images, Wilcoxon p) and whether the
+    method is more faithful than random."""
     rng = np.random.default_rng(seed)
     rows = []
     for column, better in FAITHFULNESS:
-        if column not in per_target or f"random_{column}" not in per_target:
+        if column not in examples or f"random_{column}" not in examples:
             continue
-        pair = per_target[[column, f"random_{column}"]].dropna().to_numpy(float)
+        frame = examples[[column, f"random_{column}", *(["image_id"] if "image_id" in examples else [])]].dropna()
+        pair = frame[[column, f"random_{column}"]].to_numpy(float)
         diff = pair[:, 0] - pair[:, 1]
-        low, high = bootstrap_mean_ci(diff, n_bootstrap, rng)
+        low, high = bootstrap_mean_ci(diff, n_bootstrap, rng, clusters=images_of(frame))
         statistic, p, _ = wilcoxon_test(diff)
         sign = -1 if better == "lower" else 1
         rows.append({"curve": column.removesuffix("_auc"), "better": better, "n": len(diff),
@@ -79,10 +84,10 @@ def share_by_split(examples: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def token_table(per_target: pd.DataFrame) -> pd.DataFrame:
-    """Token scores against the decisive words next to a random ranking (one row)."""
-    auc = per_target["token_auc"].dropna().to_numpy(float)
-    top1 = per_target[["token_top1", "token_top1_chance"]].dropna().to_numpy(float)
+def token_table(examples: pd.DataFrame) -> pd.DataFrame:
+    """Token scores against the decisive words next to a random ranking (one row; n questions)."""
+    auc = examples["token_auc"].dropna().to_numpy(float)
+    top1 = examples[["token_top1", "token_top1_chance"]].dropna().to_numpy(float)
     statistic, p, _ = wilcoxon_test(auc - 0.5)
     return pd.DataFrame([{"n": len(auc), "token_auc": auc.mean() if len(auc) else np.nan, "random_auc": 0.5,
                           "wilcoxon": statistic, "p_value": p,
@@ -91,14 +96,16 @@ def token_table(per_target: pd.DataFrame) -> pd.DataFrame:
 
 
 def explain_results(examples: pd.DataFrame, per_target: pd.DataFrame, *, alpha: float, n_bootstrap: int,
-                    seed: int, min_group: int) -> tuple[dict[str, pd.DataFrame], dict[str, float], list[str]]:
+                    seed: int, min_group: int, test: str = "welch"
+                    ) -> tuple[dict[str, pd.DataFrame], dict[str, float], list[str]]:
     """Tables, MLflow metrics and summary lines. ``examples``: the analysis' one row per question
-    (with ``confidence_level``) joined with ``per_target``'s columns; ``per_target``: every map."""
+    (with ``confidence_level``) joined with ``per_target``'s columns, the unit of every test;
+    ``per_target``: every map (kept in ``per_example.csv``, not tested)."""
     tables: dict[str, pd.DataFrame] = {}
     metrics: dict[str, float] = {}
     lines: list[str] = []
-    if "token_auc" in per_target and per_target["token_auc"].notna().any():
-        tokens = token_table(per_target)
+    if "token_auc" in examples and examples["token_auc"].notna().any():
+        tokens = token_table(examples)
         tables["token_scores"] = tokens
         t = tokens.iloc[0]
         metrics.update({"tokens/decisive_auc": t.token_auc, "tokens/decisive_auc_random": 0.5,
@@ -110,18 +117,19 @@ def explain_results(examples: pd.DataFrame, per_target: pd.DataFrame, *, alpha: 
         by_split = share_by_split(examples)
         tables["image_share_by_split"] = by_split
         significance = significance_table(examples, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed,
-                                          metrics=["image_share"], min_group=min_group, family=["image_share"])
+                                          metrics=["image_share"], min_group=min_group, family=["image_share"],
+                                          primary=test)
         tables["image_share_significance"] = significance
         means = by_split.set_index("scenario")["mean"]
         metrics.update({"share/image": float(means["all"]), "share/image_correct": float(means["correct"]),
                         "share/image_wrong": float(means["wrong"])})
-        primary = significance[(significance["test"] == "student")]
+        primary = significance[(significance["test"] == test)]
         significant = primary[primary["significant"].astype(bool)]
         found = "; ".join(f"{r.comparison} {r.mean1:.2f} vs {r.mean2:.2f} (Holm p={r.p_holm:.2g})"
                           for r in significant.itertuples()) or "no comparison significant after Holm"
         lines.append(f"Image vs question: the image holds {means['all']:.0%} of the attribution (correct "
                      f"{means['correct']:.0%}, wrong {means['wrong']:.0%}); {found}.")
-    faithful = faithfulness_table(per_target, n_bootstrap=n_bootstrap, seed=seed)
+    faithful = faithfulness_table(examples, n_bootstrap=n_bootstrap, seed=seed)
     if len(faithful):
         tables["faithfulness"] = faithful
         for row in faithful.itertuples():

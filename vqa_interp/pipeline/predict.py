@@ -13,8 +13,8 @@ from vqa_interp.data.vqa import Example
 from vqa_interp.models.base import VqaModel, take
 from vqa_interp.util.disk_cache import DiskCache
 
-CACHE_VERSION = 2   # raise when predict()'s table changes: cached predictions are then ignored
-COLUMNS = ("question_id", "image_id", "question", "answer", "answer_type", "prediction", "confidence",
+CACHE_VERSION = 3   # raise when predict()'s table changes: cached predictions are then ignored
+COLUMNS = ("question_id", "image_id", "question", "answer", "answer_type", "question_type", "prediction", "confidence",
            "correct", "vqa_accuracy", "label_index", "prediction_index", "row")
 
 
@@ -58,7 +58,8 @@ def predict(model: VqaModel, examples: Sequence[Example], load_images, question:
                 prediction = normalize_answer(model.answers[int(predicted[j])])
                 rows.append({
                     "question_id": ex.question_id, "image_id": ex.image_id, "question": ex.question,
-                    "answer": label, "answer_type": ex.answer_type, "prediction": prediction,
+                    "answer": label, "answer_type": ex.answer_type,
+                    "question_type": ex.question_type, "prediction": prediction,
                     "confidence": float(confidence[j]), "correct": prediction == label,
                     "vqa_accuracy": vqa_accuracy(prediction, ex.answers),
                     "label_index": vocab.get(label, -1), "prediction_index": int(predicted[j]),

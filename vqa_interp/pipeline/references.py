@@ -1,6 +1,7 @@
 """The floors and the ceiling of every run: each model-free baseline map (random, centre, image,
-oracle) scored exactly like an attribution map, and the human ceiling (leave-one-annotator-out), on
-the same questions and human maps as the run's method."""
+oracle) scored exactly like an attribution map (against the headline reference, and against the
+leave-one-out means as ``loo/<metric>``), and the human ceiling (leave-one-annotator-out), on the
+same questions and human maps as the run's method."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -15,7 +16,7 @@ from vqa_interp.data.images import InputGeometry
 from vqa_interp.data.vqa import Example
 from vqa_interp.metrics import PreparedMap, ScoringOptions, prepare_map, resize_maps, run_metrics
 from vqa_interp.pipeline.attribute import baseline_context
-from vqa_interp.pipeline.humans import human_ceiling, score_maps_against_humans
+from vqa_interp.pipeline.humans import LOO_PREFIX, QuestionHumans, ceiling_from, question_humans, score_both
 
 
 _CENTRE: dict = {}
@@ -43,12 +44,17 @@ def baseline_maps_for(example: Example, dataset: Dataset, geometry: InputGeometr
     return out
 
 
+def reference_columns(metrics: Sequence[str]) -> list[str]:
+    """The columns of a references table."""
+    return ["question_id", "reference", *metrics, "undefined", *(LOO_PREFIX + m for m in metrics)]
+
+
 def reference_rows(example: Example, names: Sequence[str], scores: dict[float, list[dict]], first: int,
-                   dataset: Dataset, geometry: InputGeometry, options: ScoringOptions, metrics: Sequence[str],
+                   humans: QuestionHumans, options: ScoringOptions, metrics: Sequence[str],
                    ks: Sequence[float]) -> dict[float, list[dict]]:
     """One question's reference rows at each k: the floors (``names``, scored as rows ``first...`` of
     ``scores``) and the human ceiling (leave-one-annotator-out on its own annotators)."""
-    ceiling = human_ceiling(dataset.human_maps(example, geometry, "each", 1), options, metrics, ks=ks)
+    ceiling = ceiling_from(humans, options, metrics, ks)
     out = {}
     for k in ks:
         rows = [{"question_id": example.question_id, "reference": name, **scores[k][first + i]}
@@ -77,14 +83,13 @@ def score_references(dataset: Dataset, examples: Sequence[Example], geometry: In
     spec = {"ks": at_ks, "seed": seed, "baseline_options": baseline_options or {}}
     rows: dict[float, list[dict]] = {k: [] for k in at_ks}
     for example in tqdm(examples, desc="references", leave=False):
-        humans = dataset.human_maps(example, geometry, human_mode, annotator)
+        humans = question_humans(dataset, example, geometry, options, human_mode, annotator)
         if humans is None:
             continue
         named = baseline_maps_for(example, dataset, geometry, options, spec)
-        scores = score_maps_against_humans([m for _, m in named], resize_maps(humans, options.size, options.resample),
-                                           options, names, at_ks)
-        for k, at_k in reference_rows(example, [n for n, _ in named], scores, 0, dataset, geometry, options, names,
+        scores = score_both([m for _, m in named], humans, options, names, at_ks)
+        for k, at_k in reference_rows(example, [n for n, _ in named], scores, 0, humans, options, names,
                                       at_ks).items():
             rows[k].extend(at_k)
-    tables = {k: pd.DataFrame(rows[k], columns=["question_id", "reference", *names, "undefined"]) for k in at_ks}
+    tables = {k: pd.DataFrame(rows[k], columns=reference_columns(names)) for k in at_ks}
     return tables if ks is not None else tables[options.k]

@@ -18,11 +18,11 @@ from vqa_interp.data.datasets import Dataset
 from vqa_interp.data.images import InputGeometry
 from vqa_interp.data.vqa import Example
 from vqa_interp.metrics import ScoringOptions, resize_maps, run_metrics
-from vqa_interp.pipeline.humans import score_maps_against_humans, scoring_options
-from vqa_interp.pipeline.references import baseline_maps_for, reference_rows, score_references
+from vqa_interp.pipeline.humans import LOO_PREFIX, question_humans, score_both, scoring_options
+from vqa_interp.pipeline.references import baseline_maps_for, reference_columns, reference_rows, score_references
 from vqa_interp.util.disk_cache import DiskCache
 
-CACHE_VERSION = 3   # raise when a metric's definition changes: cached score tables are then ignored
+CACHE_VERSION = 4   # raise when a metric's definition changes: cached score tables are then ignored
 
 
 def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame, targets: pd.DataFrame,
@@ -56,24 +56,23 @@ def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions:
     def score_question(item) -> dict[float, list[dict]] | None:
         question_id, group = item
         example = examples[int(group["row"].iloc[0])]
-        humans = dataset.human_maps(example, geometry, human_mode, annotator)
+        humans = question_humans(dataset, example, geometry, options, human_mode, annotator)
         if humans is None:
             return None
-        resized_h = resize_maps(humans, options.size, options.resample)
         info = by_question.loc[question_id]
         attributions = list(resize_maps(np.stack([cache.load(k) for k in group["map_key"]]), options.size,
                                         options.resample))
         named = baseline_maps_for(example, dataset, geometry, options, references) if references else []
-        scores = score_maps_against_humans(attributions + [m for _, m in named], resized_h, options, metrics,
-                                           all_ks, device)
+        scores = score_both(attributions + [m for _, m in named], humans, options, metrics, all_ks, device)
         rows: dict = {k: [] for k in ks}
         if references:
             rows["references"] = reference_rows(example, [name for name, _ in named], scores, len(attributions),
-                                                dataset, geometry, options, metrics, references["ks"])
+                                                humans, options, metrics, references["ks"])
         for i, t in enumerate(group.itertuples(index=False)):
             common = {
                 "question_id": question_id, "image_id": int(info["image_id"]), "question": info["question"],
-                "answer": info["answer"], "answer_type": info["answer_type"], "prediction": info["prediction"],
+                "answer": info["answer"], "answer_type": info["answer_type"],
+                "question_type": info.get("question_type", ""), "prediction": info["prediction"],
                 "confidence": float(info["confidence"]), "correct": bool(info["correct"]),
                 "vqa_accuracy": float(info["vqa_accuracy"]), "method": method, "target": t.target,
                 "target_answer": info["answer"] if t.target == "label" else info["prediction"],
@@ -105,7 +104,7 @@ def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions:
     # questions without a target (none planned for them) get their floors and ceiling here
     done = set(targets["question_id"])
     rest = [e for e in examples if e.question_id not in done]
-    columns = ["question_id", "reference", *metrics, "undefined"]
+    columns = reference_columns(metrics)
     reference_tables = {k: pd.DataFrame(reference_rows_at[k], columns=columns) for k in references["ks"]}
     if rest:
         more = score_references(dataset, rest, geometry, options, human_mode=human_mode, annotator=annotator,
@@ -140,9 +139,10 @@ def cached_tables(settings, dataset: Dataset, examples: Sequence[Example], predi
     ref_dep = {"data": data_digest, "input": settings.model.input, "seed": settings.seed,
                "baselines": settings.analysis.baseline_options}
     stores = {kind: DiskCache(settings.cache, kind, CACHE_VERSION) for kind in ("scores", "references")}
-    table = stores["scores"].read_table(_cache_key(settings, score_dep, k), columns=[*metrics, "undefined"])
+    table = stores["scores"].read_table(_cache_key(settings, score_dep, k),
+                                        columns=[*metrics, "undefined", *(LOO_PREFIX + m for m in metrics)])
     references = (stores["references"].read_table(_cache_key(settings, ref_dep, k),
-                                                  columns=["question_id", "reference", *metrics, "undefined"])
+                                                  columns=reference_columns(metrics))
                   if with_references else None)
     hits = {"scores": table is not None, "references": references is not None}
 

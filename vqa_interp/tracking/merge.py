@@ -54,7 +54,8 @@ def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> s
     results = analyse(table, low=float(params["confidence.low"]), high=float(params["confidence.high"]),
                       map_for_example=params.get("analysis.map_for_example", "prediction"),
                       alpha=float(params.get("analysis.alpha", 0.05)), n_bootstrap=int(params.get("analysis.bootstrap", 2000)),
-                      seed=int(params.get("seed", 0)), min_group=int(params.get("analysis.min_group", 10)))
+                      seed=int(params.get("seed", 0)), min_group=int(params.get("analysis.min_group", 10)),
+                      test=params.get("analysis.test", "welch"))
     shard_ids = ",".join(r.info.run_id for r in sorted(runs, key=lambda r: int(r.data.params["data.shard"])))
     run = client.create_run(experiment_id, run_name=f"{runs[0].info.run_name.rsplit('-shard', 1)[0]}-merged",
                             tags={"run_kind": "merged", PARENT_TAG: parent_run_id, "merged_from": shard_ids,

@@ -37,7 +37,7 @@ def record_outputs(tracker, settings, outputs, timings: dict):
     tracker.log_table(outputs.table, "per_example")
     results = statistics.analyse(outputs.table, low=a.low, high=a.high, map_for_example=a.map_for_example,
                                  alpha=a.alpha, n_bootstrap=a.bootstrap, seed=a.seed,
-                                 min_group=a.min_group, metrics=outputs.metrics)
+                                 min_group=a.min_group, metrics=outputs.metrics, test=a.test)
     if outputs.references is not None and results.examples is not None:
         reference_results(results, outputs.references, settings)
     for name, frame in results.tables.items():
@@ -109,7 +109,7 @@ def record_explain(tracker, settings, outputs, results, lines: list[str], skip=(
     if examples is None or examples.empty:
         return {}
     tables, metrics, found = explain_results(examples, explain.per_target, alpha=a.alpha, n_bootstrap=a.bootstrap,
-                                             seed=a.seed, min_group=a.min_group)
+                                             seed=a.seed, min_group=a.min_group, test=a.test)
     if len(explain.tokens):
         tracker.log_table(explain.tokens, "token_attributions")
     if len(explain.curves):
@@ -130,8 +130,9 @@ def record_explain(tracker, settings, outputs, results, lines: list[str], skip=(
 
 
 def reference_results(results, references, settings) -> None:
-    """Add the floors/ceiling tables and metrics to ``results`` (see :mod:`vqa_interp.analysis.baselines`)."""
-    from vqa_interp.analysis.baselines import baselines_table, normalised_scores, paired_baseline_tests
+    """Add the floors/ceiling tables and metrics to ``results`` (see :mod:`vqa_interp.analysis.baselines`:
+    paired on the method's questions, scored leave-one-out like the ceiling)."""
+    from vqa_interp.analysis.baselines import baselines_table, normalised_table, paired_baseline_tests, protocol_of
     from vqa_interp.attribution.baselines import REFERENCES
     from vqa_interp.metrics.registry import family_metrics, headline_metrics
 
@@ -139,16 +140,20 @@ def reference_results(results, references, settings) -> None:
     # logged as metrics: the headline metrics of the floors and the ceiling (the oracle, which only
     # the embedded data has, stays in the table)
     logged = {r for r in REFERENCES if r != "oracle"}
-    table = baselines_table(results.examples, references, n_bootstrap=a.bootstrap, seed=a.seed)
-    tests = paired_baseline_tests(results.examples, references, n_bootstrap=a.bootstrap, seed=a.seed)
-    results.tables.update({"baselines": table, "baseline_tests": tests, "references_per_question": references})
+    protocol = protocol_of(references)
+    options = {"n_bootstrap": a.bootstrap, "seed": a.seed, "protocol": protocol}
+    table = baselines_table(results.examples, references, **options)
+    normalised = normalised_table(results.examples, references, **options)
+    tests = paired_baseline_tests(results.examples, references, **options)
+    results.tables.update({"baselines": table, "normalised": normalised, "baseline_tests": tests,
+                           "references_per_question": references})
     family = set(family_metrics())
     for row in table.itertuples():
         if row.metric in headline_metrics() and row.reference in logged and np.isfinite(row.mean):
             results.metrics[f"baseline/{row.reference}/{row.metric}"] = row.mean
-    for metric, value in normalised_scores(table).items():
-        if metric in family and np.isfinite(value):
-            results.metrics[f"norm/{metric}"] = value
+    for row in normalised.itertuples():
+        if row.metric in family and np.isfinite(row.normalised):
+            results.metrics[f"norm/{row.metric}"] = row.normalised
 
 
 def log_panel(tracker, cases: list[dict]) -> None:

@@ -163,16 +163,26 @@ def summarize_sweep(tracker) -> list[str]:
         panel = side_by_side_panel(tracker.client, finished, tmp)
         if panel is not None:
             tracker.log_figure(panel, "figures/fig9_10_methods_side_by_side.png")
-        pairs, ranking = method_pairs(tracker.client, finished, tmp)
+        pairs, ranking, entries = method_pairs(tracker.client, finished, tmp)
+        robustness = {}
         if pairs is not None:
+            from vqa_interp.analysis import robustness as robust
+
             tracker.log_table(pairs, "method_pairs")
             tracker.log_table(ranking, "method_ranking")
             tracker.log_figure(ranking_figure(ranking, pairs), "figures/method_ranking.png")
+            robustness = {"metric_agreement": robust.metric_agreement(ranking),
+                          "ranking_stability": robust.ranking_stability(ranking),
+                          "ranking_by_type": robust.ranking_by_type(entries)}
+            for name, frame in robustness.items():
+                tracker.log_table(frame, name)
+            tracker.log_figure(robust.robustness_figure(ranking, robustness["metric_agreement"]),
+                               "figures/ranking_robustness.png")
     log_children_table(tracker, table)
     from vqa_interp.analysis.summary import sweep_summary
 
-    tracker.summary = sweep_summary(ranking, pairs, table)
-    tracker.set_description(sweep_summary(ranking, pairs, table, markdown=True))
+    tracker.summary = sweep_summary(ranking, pairs, table, robustness=robustness)
+    tracker.set_description(sweep_summary(ranking, pairs, table, markdown=True, robustness=robustness))
     return failed
 
 
@@ -186,8 +196,8 @@ def log_children_table(tracker, table: pd.DataFrame) -> None:
 
 
 def method_pairs(client, runs, tmp: str):
-    """The paired tests between the children's methods and their ranking (None for fewer than two
-    methods in any setting). See :mod:`vqa_interp.analysis.comparisons`."""
+    """The paired tests between the children's methods, their ranking and the children's tables
+    (None, None, [] for fewer than two methods in any setting). See :mod:`vqa_interp.analysis.comparisons`."""
     from vqa_interp.analysis.comparisons import method_ranking, paired_method_tests, setting_of
 
     entries = []
@@ -198,14 +208,15 @@ def method_pairs(client, runs, tmp: str):
         if table is None or table.empty:
             continue
         entries.append({"method": run.data.params.get("method.name"), "k": float(run.data.params.get("k", "nan")),
-                        "setting": setting_of(run.data.params), "table": table})
+                        "setting": setting_of(run.data.params), "table": table,
+                        "map_for_example": run.data.params.get("analysis.map_for_example", "prediction")})
     if len({(e["k"], e["setting"], e["method"]) for e in entries}) < 2:
-        return None, None
+        return None, None, []
     n_bootstrap = int(runs[0].data.params.get("analysis.bootstrap", 2000))
     pairs = paired_method_tests(entries, n_bootstrap=n_bootstrap)
     if pairs.empty:
-        return None, None
-    return pairs, method_ranking(entries, n_bootstrap=n_bootstrap)
+        return None, None, []
+    return pairs, method_ranking(entries, n_bootstrap=n_bootstrap), entries
 
 
 def method_means_by_run(client, runs, tmp: str) -> pd.DataFrame:
