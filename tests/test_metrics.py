@@ -34,23 +34,37 @@ def test_every_metric_is_unchanged_when_both_maps_are_flipped_or_transposed(name
     pairs = _pairs()
     a = np.stack([p[0] for p in pairs])
     h = np.stack([p[1] for p in pairs])
-    before = score(a, h, size=32, tie_policy=tie_policy)
+    before = score(a, h, size=32, tie_policy=tie_policy, metrics="all")
     after = score(np.stack([transform(x) for x in a]), np.stack([transform(x) for x in h]), size=32,
-                  tie_policy=tie_policy)
+                  tie_policy=tie_policy, metrics="all")
     for metric in metric_names():
         np.testing.assert_allclose(after[metric], before[metric], rtol=1e-9, atol=1e-12, err_msg=metric)
 
 
-@pytest.mark.parametrize("factor", [1e-7, 1e7, 3.0])
+@pytest.mark.parametrize("factor", [1e-7, 1e7, 3.0, 2.0 ** 200])
 def test_every_metric_is_unchanged_when_a_map_is_multiplied_by_a_positive_constant(factor):
+    """2^200: finite float64 values beyond float32's range are scaled (exactly) before the float32
+    resize, not turned into inf and called non-finite."""
     pairs = _pairs(seed=1)
     a = np.stack([p[0] for p in pairs])
     h = np.stack([p[1] for p in pairs])
-    before = score(a, h, size=32)
+    before = score(a, h, size=32, metrics="all")
     for scaled_a, scaled_h in ((a * factor, h), (a, h * factor)):
-        after = score(scaled_a, scaled_h, size=32)
+        after = score(scaled_a, scaled_h, size=32, metrics="all")
+        assert (after["undefined"] == before["undefined"]).all()
         for metric in metric_names():
             np.testing.assert_allclose(after[metric], before[metric], rtol=1e-9, atol=1e-15, err_msg=metric)
+
+
+def test_finite_values_above_float32s_range_are_scored_not_called_non_finite():
+    rng = np.random.default_rng(2)
+    a, h = rng.random((1, 40, 40)), rng.random((1, 40, 40))
+    big = score(a * 1e39, h, size=32)
+    assert big.loc[0, "undefined"] == "" and np.isfinite(big.loc[0, "rank_corr"])
+    assert big.loc[0, "rank_corr"] == pytest.approx(score(a, h, size=32).loc[0, "rank_corr"], abs=1e-6)
+    with_inf = a.copy()
+    with_inf[0, 0, 0] = np.inf
+    assert score(with_inf * 1e39, h, size=32).loc[0, "undefined"] == "attribution_non_finite"
 
 
 def test_soft_dice_of_a_tiny_map_does_not_depend_on_its_scale():
@@ -100,7 +114,7 @@ def test_every_metric_equals_its_reference(tie_policy):
     pairs = _pairs(seed=3, size=24)
     options = ScoringOptions(k=0.1, size=20, tie_policy=tie_policy)
     frame = score(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), k=0.1, size=20,
-                  tie_policy=tie_policy)
+                  tie_policy=tie_policy, metrics="all")
     for i, (a, h) in enumerate(pairs):
         expected = score_pair_reference(a, h, options)
         for metric in metric_names():

@@ -54,8 +54,9 @@ def test_cc_sim_kld_equal_pysaliency(scored, i):
     assert frame.loc[i, "cc"] == pytest.approx(pysaliency_metrics.CC(a, h), abs=1e-6)
     assert frame.loc[i, "cc"] == pytest.approx(scipy.stats.pearsonr(a.ravel(), h.ravel()).statistic, abs=1e-6)
     assert frame.loc[i, "sim"] == pytest.approx(pysaliency_metrics.SIM(a, h), abs=1e-6)
-    # pysaliency: MIT_KLDiv(saliency_map, gt): P is the second argument, the human map
-    assert frame.loc[i, "kld"] == pytest.approx(pysaliency_metrics.MIT_KLDiv(a, h), abs=1e-6)
+    # pysaliency: MIT_KLDiv(saliency_map, gt): P is the second argument, the human map; on the raw maps
+    raw_a, raw_h = (maps[n] for n in PAIRS[i])
+    assert frame.loc[i, "kld"] == pytest.approx(pysaliency_metrics.MIT_KLDiv(raw_a, raw_h), abs=1e-6)
 
 
 @pytest.mark.parametrize("i", range(len(PAIRS)))
@@ -79,15 +80,44 @@ def test_nss_and_auc_equal_pysaliency_and_scikit_learn(scored, i):
 
 
 @pytest.mark.parametrize("i", [0, 5, 10, 15])
-def test_emd_equals_pot(i):
+def test_emd_is_the_mit_benchmarks_downsampled_emd_and_equals_pot_on_that_grid(i):
+    """Maps scored at 448 are downsampled by 32 (MIT EMD.m) to 14x14 blocks: POT on the block means."""
     maps = _maps()
-    a, h = (_minmax(maps[n]) for n in PAIRS[i])
-    grid = np.stack(np.mgrid[:SIZE, :SIZE], -1).reshape(-1, 2).astype(float)   # SIZE = 32: pooling is the identity
-    expected = ot.emd2((a / a.sum()).ravel(), (h / h.sum()).ravel(), ot.dist(grid, grid, metric="euclidean"),
+    a, h = (np.kron(maps[n], np.ones((14, 14))) for n in PAIRS[i])         # 32 -> 448, exact blocks
+    pooled = [_minmax(x).reshape(14, 32, 14, 32).mean(axis=(1, 3)) for x in (a, h)]
+    cells = np.stack(np.mgrid[:14, :14], -1).reshape(-1, 2).astype(float)
+    expected = ot.emd2(*((p / p.sum()).ravel() for p in pooled), ot.dist(cells, cells, metric="euclidean"),
                        numItermax=1_000_000)
-    got = score(maps[PAIRS[i][0]][None], maps[PAIRS[i][1]][None], size=SIZE, metrics=["emd"]).loc[0, "emd"]
+    got = score(a[None], h[None], size=448, metrics=["emd"]).loc[0, "emd"]
     assert got == pytest.approx(expected, abs=1e-6)
-    assert score(maps["blob"][None], maps["blob"][None], size=SIZE, metrics=["emd"]).loc[0, "emd"] == pytest.approx(0)
+    assert score(a[None], a[None], size=448, metrics=["emd"]).loc[0, "emd"] == pytest.approx(0)
+
+
+def test_score_defaults_to_the_runs_metric_set_without_emd():
+    from vqa_interp.metrics import run_metrics
+
+    maps = _maps()
+    frame = score(maps["plain"][None], maps["blob"][None], size=SIZE)
+    assert list(frame.columns) == [*run_metrics(), "undefined"] and "emd" not in frame
+    assert "emd" in score(maps["plain"][None], maps["blob"][None], size=SIZE, metrics="all")
+
+
+@pytest.mark.parametrize("a_name,h_name", [("offset", "offset"), ("signed", "offset"), ("plain", "offset"),
+                                           ("offset", "zeros"), ("signed", "signed")])
+def test_kld_equals_pysaliency_on_raw_maps_not_prescaled(a_name, h_name):
+    """KL reads the raw maps as pysaliency and MIT KLdiv.m do (sum-normalised; a negative minimum
+    shifted away), not min-max scaled maps: a map with a positive floor keeps it."""
+    rng = np.random.default_rng(5)
+    maps = {**_maps(), "offset": 0.5 + 0.5 * rng.random((SIZE, SIZE)), "signed": rng.normal(0, 1, (SIZE, SIZE))}
+    a, h = maps[a_name], maps[h_name]
+    got = score(a[None], h[None], size=SIZE, metrics=["kld"]).loc[0, "kld"]
+    assert got == pytest.approx(pysaliency_metrics.MIT_KLDiv(a, h), rel=1e-6, abs=1e-9)
+    if a_name == "offset" and h_name != a_name:   # min-max scaling first would give another number
+        scaled = pysaliency_metrics.MIT_KLDiv(_minmax(a), _minmax(h))
+        assert abs(got - scaled) > 1e-3
+    # invariant to a positive scale, and to flipping / transposing both maps
+    assert score((3.5 * a)[None], h[None], size=SIZE, metrics=["kld"]).loc[0, "kld"] == pytest.approx(got, rel=1e-6)
+    assert score(a.T[None, ::-1], h.T[None, ::-1], size=SIZE, metrics=["kld"]).loc[0, "kld"] == pytest.approx(got, rel=1e-6)
 
 
 def test_pointing_game_and_mass_accuracy_by_hand():

@@ -2,10 +2,15 @@
 highest change the model's answer?
 
 For each map ``[S, S]`` (at the model's input size) the pixels are ordered by the map, highest
-first (ties in index order). At ``steps + 1`` fractions ``f = 0, 1/steps, ..., 1``:
+first. At ``steps + 1`` fractions ``f = 0, 1/steps, ..., 1``:
 
 - deletion: the top ``f`` of the pixels are replaced by the substrate, the rest kept;
 - insertion: the substrate with the top ``f`` of the pixels put back.
+
+Ties are broken by no position: the pixels tied at the step's threshold share its remaining slots,
+each blended ``slots / tied`` of the way to the substrate (the scorer's ``fractional`` top-k rule).
+Taking the lowest index first, as an index-order sort does, would remove the top rows of a flat
+map first; here flipping the image and the map together leaves the curves unchanged.
 
 The substrate is the blurred image (``blur``, RISE's choice; sigma a fraction of the side) or the
 image's mean colour (``mean``). On the embedded benchmark a weak blur (sigma 1/16 of the side)
@@ -54,6 +59,16 @@ def substrate(images: torch.Tensor, kind: str = "blur", blur_sigma: float = 0.25
     return blurred(images, blur_sigma)
 
 
+def top_weights(flat: torch.Tensor, threshold: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """``[m, n]`` weights of each map's top ``count`` pixels: 1 above ``threshold`` (``[m]``), the
+    pixels equal to it sharing the remaining slots (``(count - above) / tied`` each), 0 below. The
+    weights of a map sum to ``count``, and no position decides which tied pixel goes first."""
+    above = flat > threshold[:, None]
+    tied = flat == threshold[:, None]
+    share = (count - above.sum(1)).to(flat.dtype) / tied.sum(1).clamp(min=1).to(flat.dtype)
+    return above.to(flat.dtype) + tied.to(flat.dtype) * share[:, None]
+
+
 def deletion_insertion(model, images: torch.Tensor, maps: np.ndarray, question: tuple, targets: torch.Tensor,
                        steps: int = 10, batch_size: int = 64, kind: str = "blur",
                        blur_sigma: float = 0.25) -> dict[str, np.ndarray]:
@@ -93,18 +108,18 @@ def curves_for_map_sets(model, images: torch.Tensor, map_sets: dict[str, np.ndar
         # interior points: (map, step, curve) with step in 1..steps-1 and curve deletion (0) / insertion (1)
         grid = torch.cartesian_prod(every, torch.arange(1, steps, device=device), torch.arange(2, device=device))
         for name, maps in map_sets.items():
-            flat = torch.as_tensor(np.ascontiguousarray(maps, np.float64).reshape(batch, n))
-            order = torch.argsort(-flat, dim=1, stable=True)                  # highest first, ties by index
-            rank = torch.empty_like(order).scatter_(1, order, torch.arange(n).expand(batch, n)).to(device)
+            flat = torch.as_tensor(np.ascontiguousarray(maps, np.float64).reshape(batch, n)).to(device)
+            # each step's threshold: the value of its last pixel in the descending order
+            thresholds = torch.sort(flat, dim=1, descending=True).values[:, (counts - 1).clamp(min=0)]   # [B, steps+1]
             curves = np.zeros((2, batch, steps + 1))
             curves[0, :, 0], curves[0, :, steps] = ends            # deletion: image -> substrate
             curves[1, :, 0], curves[1, :, steps] = ends[::-1]      # insertion: substrate -> image
             for c in range(0, len(grid), batch_size):
                 rows, step, curve = grid[c:c + batch_size].unbind(1)
-                top = rank[rows] < counts[step][:, None]                       # [m, n]: the map's top pixels
+                top = top_weights(flat[rows], thresholds[rows, step], counts[step])   # [m, n] in [0, 1]
                 # deletion keeps the image outside the top pixels, insertion inside them
-                keep = (top ^ (curve == 0)[:, None]).reshape(-1, 1, side, side)
-                p = probabilities(torch.where(keep, images[rows], base[rows]), rows).cpu().numpy()
+                keep = torch.where((curve == 0)[:, None], 1 - top, top).reshape(-1, 1, side, side).to(images.dtype)
+                p = probabilities(images[rows] * keep + base[rows] * (1 - keep), rows).cpu().numpy()
                 curves[curve.cpu().numpy(), rows.cpu().numpy(), step.cpu().numpy()] = p
             results[name] = {"deletion": curves[0], "insertion": curves[1],
                              "deletion_auc": np.trapezoid(curves[0], fractions, axis=1),

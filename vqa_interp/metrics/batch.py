@@ -75,6 +75,12 @@ class MapBatch:
         return self.minmax * (1.0 / self.minmax_sum)[:, None]
 
     @cached_property
+    def kl_density(self) -> torch.Tensor:
+        low = self.values.amin(1, keepdim=True).clamp(max=0.0)
+        shifted = self.values - low
+        return shifted * (1.0 / shifted.sum(1))[:, None]
+
+    @cached_property
     def centred_minmax(self) -> torch.Tensor:
         return self.minmax - (self.minmax_sum / self.values.shape[1])[:, None]
 
@@ -158,7 +164,7 @@ def _take(value, index: torch.Tensor):
     return value
 
 
-HUMAN_FEATURES = ("undefined", "minmax", "minmax_sum", "minmax_sumsq", "density", "centred_minmax",
+HUMAN_FEATURES = ("undefined", "minmax", "minmax_sum", "minmax_sumsq", "density", "kl_density", "centred_minmax",
                   "centred_minmax_norm", "centred_ranks", "rank_norm", "region", "region_size", "weights")
 
 

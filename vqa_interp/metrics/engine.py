@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from vqa_interp.metrics.prepare import PreparedMap, ScoringOptions, resize_maps
-from vqa_interp.metrics.registry import REGISTRY, selected
+from vqa_interp.metrics.registry import REGISTRY, run_metrics, selected
 
 
 def undefined_reason(attribution: PreparedMap, human: PreparedMap) -> str:
@@ -80,8 +80,8 @@ def score(attributions: np.ndarray, humans: np.ndarray, *, k: float = 0.1, size:
             (by content) are prepared once and reused, as in a run.
         k: fraction of pixels in each top-k region.
         size: both maps are resized to ``size x size``.
-        metrics: names of registered metrics (default: all, see
-            :func:`vqa_interp.metrics.metric_names`).
+        metrics: names of registered metrics, or ``"all"``; default: a run's default set (every
+            registered metric but the slow ones, EMD: :func:`vqa_interp.metrics.run_metrics`).
         **options: ``steps`` (default ``("minmax", "unit_sum")``), ``eps`` (1e-6),
             ``tie_policy`` (``"fractional"`` | ``"include"`` | ``"index"``), ``dice``
             (``"soft"`` | ``"hard"``).
@@ -94,7 +94,7 @@ def score(attributions: np.ndarray, humans: np.ndarray, *, k: float = 0.1, size:
     if attributions.ndim != 3 or humans.ndim != 3 or len(attributions) != len(humans):
         raise ValueError(f"score: expected attributions [B, H, W] and humans [B, H', W'] with the same B; "
                          f"got {attributions.shape} and {humans.shape}")
-    names = selected(metrics)
+    names = run_metrics(metrics) if metrics is None or isinstance(metrics, str) else selected(metrics)
     if "steps" in options:
         options["steps"] = tuple(options["steps"])
     opts = ScoringOptions(k=k, size=size, **options)

@@ -108,6 +108,23 @@ class ScoringOptions:
 
 
 # ------------------------------------------------------------------ preprocessing
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def float32_range(m: np.ndarray) -> np.ndarray:
+    """``m`` scaled by a power of two into float32's range when a finite value lies beyond it (a
+    float64 map of 1e39 would otherwise become inf in the float32 resize and be called non-finite).
+    A power of two scales exactly, and no score depends on a positive scale."""
+    m = np.asarray(m)
+    if m.dtype.itemsize <= 4 or not m.size:
+        return m
+    finite = np.abs(m[np.isfinite(m)]) if not np.isfinite(m).all() else np.abs(m)
+    peak = float(finite.max()) if finite.size else 0.0
+    if peak <= FLOAT32_MAX / 4:
+        return m
+    return np.ldexp(m, -(math.frexp(peak)[1] - 120))
+
+
 def resize_maps(maps: np.ndarray, size: int, resample: str = "bilinear") -> np.ndarray:
     """``[B, H, W]`` -> ``[B, size, size]`` float64: ``bilinear`` (pixel centres aligned, antialiased
     when shrinking) or ``area`` (each output pixel the area-weighted mean of the input pixels it
@@ -122,7 +139,7 @@ def resize_maps(maps: np.ndarray, size: int, resample: str = "bilinear") -> np.n
         return maps.astype(np.float64, copy=True)
     out = np.empty((len(maps), size, size), np.float64)
     for i, m in enumerate(maps):
-        image = Image.fromarray(np.ascontiguousarray(m, dtype=np.float32), mode="F")
+        image = Image.fromarray(np.ascontiguousarray(float32_range(m), dtype=np.float32), mode="F")
         method = Image.BILINEAR if resample == "bilinear" else Image.BOX
         out[i] = np.asarray(image.resize((size, size), method), np.float32)
     return out
@@ -235,6 +252,14 @@ class PreparedMap:
     def density(self) -> np.ndarray:
         """The min-max map as a distribution (sums to 1)."""
         return self.minmax * (1.0 / self.minmax_sum)
+
+    @cached_property
+    def kl_density(self) -> np.ndarray:
+        """The map as a distribution the way the MIT benchmark's KLdiv.m and pysaliency make it: the
+        raw values divided by their sum, shifted by the minimum first only when it is negative."""
+        low = min(0.0, float(self.values.min()))
+        shifted = self.values - low if low < 0 else self.values
+        return shifted * (1.0 / shifted.sum())
 
     @cached_property
     def centred_minmax(self) -> np.ndarray:

@@ -7,16 +7,24 @@ Definitions equal the peers' (tests compare them on maps with ties and zeros):
 
 - ``cc``: Pearson correlation of ``a`` and ``h`` (pysaliency ``CC``).
 - ``sim``: sum of min(a / sum a, h / sum h) (MIT ``similarity.m``; pysaliency ``SIM`` on [0, 1] maps).
-- ``kld``: KL(P || Q) = sum P log(eps + P / (Q + eps)), P = h / sum h, Q = a / sum a,
-  eps = 2.2204e-16 (MIT ``KLdiv.m``, pysaliency ``MIT_KLDiv``); lower is better.
+- ``kld``: KL(P || Q) = sum P log(eps + P / (Q + eps)), P = h / sum h, Q = a / sum a on the *raw*
+  maps (a map with negative values shifted by its minimum first), eps = 2.2204e-16: MIT
+  ``KLdiv.m`` and pysaliency ``MIT_KLDiv`` exactly, which do not min-max scale (earlier versions of
+  this tool did: on a map with a positive floor, such as a VQA-HAT human map, that sharpened P and
+  raised KL); lower is better.
 - ``nss``: mean of the z-scored ``a`` (population std) over ``H``, weighted by ``H`` (pysaliency ``NSS``
   over the fixation pixels).
-- ``auc``: ROC AUC of ``a`` as a score for membership of ``H`` over all pixels, ties counted half
-  (scikit-learn ``roc_auc_score``, Quantus ``AUC``); a pixel with a fractional weight w counts as w
-  of a positive and 1 - w of a negative.
-- ``emd``: earth mover's distance between ``a`` and ``h`` average-pooled to 32x32 and normalised to
-  sum 1, Euclidean ground distance in pooled-grid pixels (POT ``ot.emd2``); lower is better. Exact
-  but slow (~0.1 s a pair), so a run computes it only when ``scoring.metrics`` names it.
+- ``auc``: the *rank AUC*: ROC AUC of ``a`` as a score for membership of the human top-k region
+  ``H``, over all pixels (every pixel outside ``H`` a negative), ties counted half (scikit-learn
+  ``roc_auc_score``, Quantus ``AUC``); a pixel with a fractional weight w counts as w of a positive
+  and 1 - w of a negative. It is neither AUC-Judd (thresholds at the fixated pixels' values, no
+  half credit for ties: on a Grad-CAM map with half its pixels exactly 0 it reads lower, 0.33
+  where this reads 0.46) nor AUC-Borji (random negatives).
+- ``emd``: earth mover's distance as the MIT benchmark computes it: both maps downsampled by 32
+  first (``EMD.m``: ``imresize(map, 1/32)``), here average-pooled to a ``round(size / 32)``-square
+  grid (14x14 at the default 448), normalised to sum 1, Euclidean ground distance in grid cells,
+  solved exactly (POT ``ot.emd2``: equal to POT on that grid; a few ms a pair). Lower is better. It
+  is not in a run's default metric set (``scoring.metrics`` names it) nor in :func:`score`'s.
 """
 from __future__ import annotations
 
@@ -26,7 +34,6 @@ from vqa_interp.metrics.prepare import apply_steps
 from vqa_interp.metrics.registry import batched, metric
 
 EPS = 2.2204e-16     # MATLAB's eps, as MIT's KLdiv.m and pysaliency
-EMD_GRID = 32
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
@@ -60,16 +67,21 @@ def sim(a, h) -> float:
 
 
 # ------------------------------------------------------------------ kld
+def _raw_density(x: np.ndarray) -> np.ndarray:
+    x = x - x.min() if x.min() < 0 else x
+    return x / x.sum()
+
+
 def _kld_reference(a, h, options):
-    p, q = _density(_minmax(h)), _density(_minmax(a))
+    p, q = _raw_density(h), _raw_density(a)
     return float((p * np.log(EPS + p / (q + EPS))).sum())
 
 
-@metric("kld", needs=("density",), range=(0.0, float("inf")), reference=_kld_reference, higher_is_better=False,
+@metric("kld", needs=("kl_density",), range=(0.0, float("inf")), reference=_kld_reference, higher_is_better=False,
         in_family=False)
 def kld(a, h) -> float:
     """KL divergence of the attribution distribution from the human one, KL(human || attribution) (MIT KLdiv.m)."""
-    p, q = h.density, a.density
+    p, q = h.kl_density, a.kl_density
     ratio = q + EPS
     np.divide(p, ratio, out=ratio)
     ratio += EPS
@@ -112,7 +124,8 @@ def _auc_reference(a, h, options):
 
 @metric("auc", needs=("ranks", "region"), range=(0.0, 1.0), reference=_auc_reference, in_family=False)
 def auc(a, h) -> float:
-    """ROC AUC of the attribution as a score for the human top-k region (ties half; scikit-learn, Quantus AUC)."""
+    """Rank AUC: ROC AUC of the attribution as a score for the human top-k region, every other pixel a
+    negative, ties half (scikit-learn, Quantus AUC; not AUC-Judd, not AUC-Borji)."""
     # With weights w (the region), ties counted half: sum_i w_i (#{j below i} + #{j tied with i} / 2
     # weighted by 1 - w_j) = w . (ranks - 1/2) - W^2 / 2, since the pairs of positives add up to
     # W^2 / 2 whatever their order. So AUC = 1/2 + w . (ranks - (n + 1) / 2) / (W (n - W)): the
@@ -122,15 +135,33 @@ def auc(a, h) -> float:
 
 
 # ------------------------------------------------------------------ emd
-def pool(x: np.ndarray, grid: int = EMD_GRID) -> np.ndarray:
-    """Average-pool a square map ``[S, S]`` to ``[grid, grid]`` (area weights, any S >= 1)."""
-    from PIL import Image
-
-    image = Image.fromarray(np.ascontiguousarray(x, dtype=np.float32), mode="F")
-    return np.asarray(image.resize((grid, grid), Image.BOX), np.float64)
+EMD_DOWNSAMPLE = 32   # the MIT benchmark's factor (EMD.m)
 
 
-def _ground_distance(grid: int) -> np.ndarray:
+def emd_grid(size: int) -> int:
+    """The side of the grid EMD is solved on for maps scored at ``size`` (at least 2)."""
+    return max(2, int(round(size / EMD_DOWNSAMPLE)))
+
+
+def area_weights(side: int, grid: int) -> np.ndarray:
+    """``[grid, side]``: the share of each input pixel in each output cell (area averaging, the
+    cells' rows sum to 1), so that pooling is ``W @ x @ W.T``."""
+    edges = np.linspace(0.0, side, grid + 1)
+    lower, upper = edges[:-1, None], edges[1:, None]
+    pixels = np.arange(side)[None, :]
+    overlap = np.clip(np.minimum(upper, pixels + 1) - np.maximum(lower, pixels), 0.0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def pool(x: np.ndarray, grid: int) -> np.ndarray:
+    """Average-pool a square map ``[S, S]`` to ``[grid, grid]`` (area weights, any S >= 1), in
+    float64: symmetric, so flipping or transposing the map flips or transposes the grid exactly."""
+    weights = area_weights(x.shape[0], grid)
+    return weights @ np.asarray(x, np.float64) @ weights.T
+
+
+def ground_distance(grid: int) -> np.ndarray:
+    """``[grid^2, grid^2]`` Euclidean distances between the cells' centres (in cells)."""
     import ot
 
     cells = np.stack(np.mgrid[:grid, :grid], -1).reshape(-1, 2).astype(np.float64)
@@ -143,11 +174,12 @@ _DISTANCES: dict[int, np.ndarray] = {}
 def _emd(a_map: np.ndarray, h_map: np.ndarray) -> float:
     import ot
 
-    p, q = pool(a_map), pool(h_map)
+    grid = emd_grid(a_map.shape[0])
+    p, q = pool(a_map, grid), pool(h_map, grid)
     p, q = (p / p.sum()).ravel(), (q / q.sum()).ravel()
-    if EMD_GRID not in _DISTANCES:
-        _DISTANCES[EMD_GRID] = _ground_distance(EMD_GRID)
-    return float(ot.emd2(p, q, _DISTANCES[EMD_GRID], numItermax=1_000_000))
+    if grid not in _DISTANCES:
+        _DISTANCES[grid] = ground_distance(grid)
+    return float(ot.emd2(p, q, _DISTANCES[grid], numItermax=1_000_000))
 
 
 def _emd_reference(a, h, options):
@@ -157,7 +189,7 @@ def _emd_reference(a, h, options):
 @metric("emd", needs=("minmax",), range=(0.0, float("inf")), reference=_emd_reference, higher_is_better=False,
         in_family=False, slow=True)
 def emd(a, h) -> float:
-    """Earth mover's distance of the two maps pooled to 32x32, in pooled pixels (POT emd2; Rubner et al. 2000)."""
+    """Earth mover's distance of the two maps downsampled by 32 (the MIT benchmark's EMD), in grid cells (POT emd2)."""
     side = a.options.size
     return _emd(a.minmax.reshape(side, side), h.minmax.reshape(side, side))
 
@@ -177,7 +209,7 @@ def _sim_batched(a, h):
 
 @batched("kld")
 def _kld_batched(a, h):
-    p, q = h.density, a.density
+    p, q = h.kl_density, a.kl_density
     return (p * (EPS + p / (q + EPS)).log()).sum(1)
 
 
