@@ -154,26 +154,37 @@ def test_the_sweep_parent_tests_methods_pairwise_with_wilcoxon(two_by_two_sweep,
     children = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]
     pairs = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/method_pairs.csv", str(tmp_path)))
     assert list(pairs.columns) == ["method_a", "method_b", "k", "metric", "n", "mean_diff", "ci_low", "ci_high",
-                                   "statistic", "p_value", "p_holm", "test"]
+                                   "statistic", "p_value", "p_holm", "test", "better"]
     assert sorted(set(pairs["k"])) == [0.05, 0.1]
+    ranking = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/method_ranking.csv", str(tmp_path)))
     for k in ("0.05", "0.1"):
         tables = {}
         for child in children:
             if child.data.params["k"] == k:
                 folder = tmp_path / child.info.run_id
                 folder.mkdir()
-                tables[child.data.params["method.name"]] = pd.read_csv(
-                    client.download_artifacts(child.info.run_id, "tables/per_example.csv", str(folder)))
-        joined = tables["ggradcam"].merge(tables["saliency"], on=["question_id", "target"])
+                table = pd.read_csv(client.download_artifacts(child.info.run_id, "tables/per_example.csv", str(folder)))
+                tables[child.data.params["method.name"]] = table[table["on_prediction"]].set_index("question_id")
         for metric in ("rank_corr", "iou"):
-            both = joined[[f"{metric}_x", f"{metric}_y"]].dropna()
+            # one row per question (the predicted answer's map), on the questions both methods scored
+            both = pd.concat([tables["ggradcam"][metric], tables["saliency"][metric]], axis=1, join="inner").dropna()
             row = pairs[(pairs["k"] == float(k)) & (pairs["metric"] == metric) & (pairs["test"] == "wilcoxon")].iloc[0]
             assert (row["method_a"], row["method_b"]) == ("ggradcam", "saliency") and row["n"] == len(both)
-            expected = scipy.stats.wilcoxon(both[f"{metric}_x"] - both[f"{metric}_y"])
+            expected = scipy.stats.wilcoxon(both.iloc[:, 0] - both.iloc[:, 1], zero_method="pratt")
             assert row["p_value"] == pytest.approx(expected.pvalue, rel=1e-9)
+            order = ranking[(ranking["k"] == float(k)) & (ranking["metric"] == metric)].sort_values("rank")
+            better = order["method"].iloc[0]   # the ranking follows the sign of the paired difference
+            sign = 1 if metric != "kld" else -1
+            assert (row["mean_diff"] * sign > 0) == (better == "ggradcam") or row["mean_diff"] == 0
+    robustness = {a.path for a in client.list_artifacts(parent.info.run_id, "tables")}
+    assert {"tables/metric_agreement.csv", "tables/ranking_stability.csv", "tables/ranking_by_type.csv"} <= robustness
+    by_type = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/ranking_by_type.csv", str(tmp_path)))
+    assert set(by_type["group_kind"]) <= {"answer_type", "question_type"}
+    assert "Robustness of the ranking" in two_by_two_sweep["stdout"]
+    assert "of resamples of the images" in two_by_two_sweep["stdout"]
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
     assert {"figures/method_ranking.png", "figures/fig2_method_means.png",
-            "figures/fig9_10_methods_side_by_side.png"} <= figures
+            "figures/fig9_10_methods_side_by_side.png", "figures/ranking_robustness.png"} <= figures
 
 
 def test_every_run_reads_its_scores_against_floors_and_the_ceiling(two_by_two_sweep, tmp_path):
@@ -182,13 +193,17 @@ def test_every_run_reads_its_scores_against_floors_and_the_ceiling(two_by_two_sw
     client, runs = store(two_by_two_sweep["env"])
     child = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"][0]
     table = pd.read_csv(client.download_artifacts(child.info.run_id, "tables/baselines.csv", str(tmp_path)))
-    assert list(table.columns) == ["reference", "metric", "mean", "ci_low", "ci_high", "n"]
+    assert list(table.columns) == ["reference", "metric", "mean", "ci_low", "ci_high", "n", "protocol"]
+    assert set(table["protocol"]) == {"loo"}      # the embedded data has 3 annotators: the ceiling's protocol
     assert set(table["reference"]) == {"method", "random", "centre", "image", "oracle", "human_ceiling"}
+    # every number of a metric over the same questions, those of the method
+    for metric, part in table.groupby("metric"):
+        assert part.loc[part["reference"].isin(["method", "random", "human_ceiling"]), "n"].nunique() == 1, metric
     for reference, part in table.groupby("reference"):
         assert set(part["metric"]) == set(run_metrics()), reference
     assert "norm/rank_corr" in child.data.metrics and "baseline/human_ceiling/iou" in child.data.metrics
     assert "Between floors and ceiling" in two_by_two_sweep["stdout"]
-    assert "beats centre" in two_by_two_sweep["stdout"]
+    assert "vs centre" in two_by_two_sweep["stdout"] and "leave-one-out" in two_by_two_sweep["stdout"]
 
 
 def test_sanity_experiment_shows_saliency_maps_decorrelating(cli_env, tmp_path):

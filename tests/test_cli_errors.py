@@ -32,6 +32,8 @@ def test_help_names_every_option_once_and_aliases_as_aliases():
     ("+method.nope=1", "unknown option"),
     ("scoring.metrics=[rank_corr,nope]", "scoring.metrics[]"),
     ("scoring.human=annotator scoring.annotator=7", "scoring.annotator=7: none of the"),
+    ("attribution.target_policy=label", "analysis.map_for_example=label"),
+    ("analysis.test=ttest", "analysis.test"),
 ])
 def test_a_config_error_is_one_line_exit_2_and_no_traceback(override, message, cli_env, tmp_path):
     result = _run([*override.split(), "data.limit=5"], env=cli_env, cwd=tmp_path)
@@ -47,14 +49,11 @@ def test_a_config_error_is_one_line_exit_2_and_no_traceback(override, message, c
 
 def test_an_unreachable_tracking_server_fails_fast_in_one_line(cli_env, tmp_path):
     import socket
-    import time
 
     with socket.socket() as probe:   # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**cli_env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
-    start = time.perf_counter()
-    result = _run(["data.limit=4"], env=env, cwd=tmp_path)
-    assert time.perf_counter() - start < 15
+    result = _run(["data.limit=4"], env=env, cwd=tmp_path)   # no retries: it ends within _run's timeout
     assert result.returncode == 2 and f"tracking.uri=http://127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr

@@ -64,3 +64,35 @@ def test_simulated_annotators_agree_imperfectly_like_vqa_hat(embedded_root):
         correlations += [scipy.stats.spearmanr(maps[i], maps[j]).statistic for i, j in ((0, 1), (0, 2), (1, 2))]
     agreement = float(np.nanmean(correlations))
     assert 0.35 < agreement < 0.85
+
+
+def test_the_same_config_trains_byte_identical_weights_even_beside_a_cpu_hog(home, tmp_path):
+    """Training is decided by epochs alone: a loaded machine gives the same weights (a wall-clock
+    stop once cut a retraining short and cached it under the same name)."""
+    import subprocess
+    import sys
+
+    from hydra import compose, initialize_config_dir
+
+    from conftest import ROOT
+    from vqa_interp.data.datasets import dataset_for
+    from vqa_interp.models.checkpoint import read_checkpoint
+    from vqa_interp.models.training import train_and_save
+    from vqa_interp.settings import from_config
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        settings = from_config(compose("config", overrides=[f"paths.home={home}", "model.train.epochs=2"]))
+    dataset = dataset_for(settings.data, settings.home)
+    quiet = train_and_save(settings.model, dataset, tmp_path / "quiet.pth")
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        loaded = train_and_save(settings.model, dataset, tmp_path / "loaded.pth")
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert quiet["epochs_run"] == loaded["epochs_run"] == 2
+    first, second = (read_checkpoint(tmp_path / name)["weights"] for name in ("quiet.pth", "loaded.pth"))
+    assert list(first) == list(second)
+    for key in first:
+        assert first[key].numpy().tobytes() == second[key].numpy().tobytes(), key

@@ -86,3 +86,6 @@ def test_sharded_joblib_sweep_against_a_server_equals_the_unsharded_run(mlflow_s
     assert list(got["question_id"]) == list(expected["question_id"])
     pd.testing.assert_frame_equal(got[METRIC_COLUMNS], expected[METRIC_COLUMNS], check_exact=False, atol=1e-12)
     assert merged.data.metrics["count/questions"] == unsharded[0].data.metrics["count/questions"] == 10
+    # the floors and the ceiling of the merged questions, read as the unsharded run reads its own
+    for metric in ("norm/rank_corr", "norm/iou", "baseline/human_ceiling/iou"):
+        assert merged.data.metrics[metric] == pytest.approx(unsharded[0].data.metrics[metric], abs=1e-9), metric

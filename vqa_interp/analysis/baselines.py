@@ -35,6 +35,7 @@ from vqa_interp.analysis.statistics import (WILCOXON_UNTESTABLE, bootstrap_mean_
 from vqa_interp.attribution.baselines import HUMAN_CEILING, REFERENCES
 from vqa_interp.metrics.registry import REGISTRY, family_metrics
 from vqa_interp.pipeline.humans import LOO_PREFIX
+from vqa_interp.scoring import normalised
 
 REFERENCE_ORDER = ("method", *REFERENCES)
 PAIRED_AGAINST = ("centre", "image")
@@ -111,18 +112,11 @@ def normalised_table(examples: pd.DataFrame, references: pd.DataFrame, *, n_boot
             values = paired[["method", "random", HUMAN_CEILING]].to_numpy(float)
             row["n"] = len(values)
             if len(values):
-                row["normalised"] = float(_ratio(*values.mean(axis=0)))
+                row["normalised"] = float(normalised(*values.mean(axis=0)))
                 means = resampled_means(values, paired["image_id"].to_numpy(), n_bootstrap, rng)
-                row["ci_low"], row["ci_high"] = percentile_ci(_ratio(*means.T))
+                row["ci_low"], row["ci_high"] = percentile_ci(normalised(*means.T))
         rows.append(row)
     return pd.DataFrame(rows, columns=["metric", "normalised", "ci_low", "ci_high", "n", "protocol"])
-
-
-def _ratio(method, floor, ceiling) -> np.ndarray:
-    """``(method - floor) / (ceiling - floor)`` elementwise, NaN where the span is 0."""
-    method, floor, ceiling = (np.asarray(x, float) for x in (method, floor, ceiling))
-    span = ceiling - floor
-    return np.where(span != 0, (method - floor) / np.where(span != 0, span, 1.0), np.nan)
 
 
 def normalised_scores(table: pd.DataFrame) -> dict[str, float]:

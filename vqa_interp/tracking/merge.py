@@ -49,6 +49,12 @@ def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> s
     with tempfile.TemporaryDirectory() as tmp:
         table = pd.concat([_table(client, r.info.run_id, "per_example", tmp) for r in runs], ignore_index=True)
         predictions = pd.concat([_table(client, r.info.run_id, "predictions", tmp) for r in runs], ignore_index=True)
+        from vqa_interp.tracking.store import download_table
+
+        parts = [download_table(client, r.info.run_id, "references_per_question", tmp + f"/{r.info.run_id}")
+                 for r in runs]
+        references = (pd.concat(parts, ignore_index=True).drop_duplicates(["question_id", "reference"])
+                      if parts and all(p is not None for p in parts) else None)
     table = table.sort_values(["question_id", "method", "target"], kind="stable").reset_index(drop=True)
     predictions = predictions.sort_values("question_id", kind="stable").reset_index(drop=True)
     results = analyse(table, low=float(params["confidence.low"]), high=float(params["confidence.high"]),
@@ -56,6 +62,12 @@ def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> s
                       alpha=float(params.get("analysis.alpha", 0.05)), n_bootstrap=int(params.get("analysis.bootstrap", 2000)),
                       seed=int(params.get("seed", 0)), min_group=int(params.get("analysis.min_group", 10)),
                       test=params.get("analysis.test", "welch"))
+    if references is not None and results.examples is not None:
+        from vqa_interp.tracking.record import reference_results
+
+        # the shards' floors and ceiling, read on the merged questions as one run reads its own
+        reference_results(results, references, n_bootstrap=int(params.get("analysis.bootstrap", 2000)),
+                          seed=int(params.get("seed", 0)))
     shard_ids = ",".join(r.info.run_id for r in sorted(runs, key=lambda r: int(r.data.params["data.shard"])))
     run = client.create_run(experiment_id, run_name=f"{runs[0].info.run_name.rsplit('-shard', 1)[0]}-merged",
                             tags={"run_kind": "merged", PARENT_TAG: parent_run_id, "merged_from": shard_ids,

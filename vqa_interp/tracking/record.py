@@ -39,7 +39,7 @@ def record_outputs(tracker, settings, outputs, timings: dict):
                                  alpha=a.alpha, n_bootstrap=a.bootstrap, seed=a.seed,
                                  min_group=a.min_group, metrics=outputs.metrics, test=a.test)
     if outputs.references is not None and results.examples is not None:
-        reference_results(results, outputs.references, settings)
+        reference_results(results, outputs.references, n_bootstrap=a.bootstrap, seed=a.seed)
     for name, frame in results.tables.items():
         tracker.log_table(frame, name)
     tracker.log_metrics({**outputs.counts, **results.metrics})
@@ -129,19 +129,18 @@ def record_explain(tracker, settings, outputs, results, lines: list[str], skip=(
     return figures
 
 
-def reference_results(results, references, settings) -> None:
+def reference_results(results, references, *, n_bootstrap: int, seed: int) -> None:
     """Add the floors/ceiling tables and metrics to ``results`` (see :mod:`vqa_interp.analysis.baselines`:
     paired on the method's questions, scored leave-one-out like the ceiling)."""
     from vqa_interp.analysis.baselines import baselines_table, normalised_table, paired_baseline_tests, protocol_of
     from vqa_interp.attribution.baselines import REFERENCES
     from vqa_interp.metrics.registry import family_metrics, headline_metrics
 
-    a = settings.analysis
     # logged as metrics: the headline metrics of the floors and the ceiling (the oracle, which only
     # the embedded data has, stays in the table)
     logged = {r for r in REFERENCES if r != "oracle"}
     protocol = protocol_of(references)
-    options = {"n_bootstrap": a.bootstrap, "seed": a.seed, "protocol": protocol}
+    options = {"n_bootstrap": n_bootstrap, "seed": seed, "protocol": protocol}
     table = baselines_table(results.examples, references, **options)
     normalised = normalised_table(results.examples, references, **options)
     tests = paired_baseline_tests(results.examples, references, **options)

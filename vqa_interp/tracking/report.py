@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vqa_interp.analysis.comparisons import pair_test
 from vqa_interp.errors import VqaInterpError
 from vqa_interp.metrics.registry import family_metrics
 from vqa_interp.tracking.store import (child_runs, client_for, download_artifact, download_table, find_run,
@@ -25,6 +26,7 @@ from vqa_interp.tracking.store import (child_runs, client_for, download_artifact
 from vqa_interp.tracking.sweep import comparison_table
 
 KEY_METRICS = family_metrics()
+ROBUSTNESS_TABLES = ("metric_agreement", "ranking_stability", "ranking_by_type")
 PROVENANCE_TAGS = ("git_commit", "data_digest", "checkpoint_digest", "backbone", "backbone_variant",
                    "hydra_output_dir", "mlflow.parentRunId")
 
@@ -112,7 +114,7 @@ def _html_table(frame: pd.DataFrame, links: bool = False) -> str:
     return frame.to_html(index=False, escape=True, border=0, classes="t")
 
 
-def run_tables(client, runs, tmp: str, names=("baselines", "baseline_tests", "significance",
+def run_tables(client, runs, tmp: str, names=("baselines", "normalised", "baseline_tests", "significance",
                                                   "confidence_correlations")) -> dict[str, dict[str, pd.DataFrame]]:
     out: dict[str, dict[str, pd.DataFrame]] = {}
     for r in runs:
@@ -139,7 +141,8 @@ def build_report(client, run_ids: list[str], out: Path, ui_url: str) -> tuple[Pa
         tables = run_tables(client, evaluations, tmp)
         parent_tables = {}
         for parent in parents:
-            parent_tables.update(run_tables(client, [parent], tmp, ("method_ranking", "method_pairs"))[parent.info.run_id])
+            parent_tables.update(run_tables(client, [parent], tmp, ("method_ranking", "method_pairs", *ROBUSTNESS_TABLES))
+                                 [parent.info.run_id])
         figures = figures_of(client, runs, out, tmp)
     sentences = findings(evaluations, tables, parent_tables)
     prov = provenance(runs)
@@ -156,14 +159,35 @@ def build_report(client, run_ids: list[str], out: Path, ui_url: str) -> tuple[Pa
         parts += ["<h2>Method comparison</h2>", _html_table(comparison)]
     ranking = parent_tables.get("method_ranking")
     if ranking is not None and not ranking.empty:
-        md += ["## Method ranking", "", _fmt(ranking).to_markdown(index=False), ""]
-        parts += ["<h2>Method ranking</h2>", _html_table(ranking)]
+        unit = ("One value per question; each metric's mean over the questions every method scored, 95% CI "
+                "resampling images; coverage = the share of its questions a method scored (low below 90%).")
+        md += ["## Method ranking", "", unit, "", _fmt(ranking).to_markdown(index=False), ""]
+        parts += ["<h2>Method ranking</h2>", f"<p>{html.escape(unit)}</p>", _html_table(ranking)]
+        from vqa_interp.analysis.robustness import robustness_lines
+
+        lines = robustness_lines(ranking, parent_tables.get("ranking_by_type"))
+        md += ["## Robustness of the ranking", "", *[f"- {line}" for line in lines], ""]
+        parts += ["<h2>Robustness of the ranking</h2><ul>", *[f"<li>{html.escape(line)}</li>" for line in lines],
+                  "</ul>"]
+        for name, caption in (("metric_agreement", "Agreement between the metrics' rankings (Kendall's tau)"),
+                              ("ranking_stability", "Stability over a bootstrap of images"),
+                              ("ranking_by_type", "The ranking by question type")):
+            frame = parent_tables.get(name)
+            if frame is not None and not frame.empty:
+                md += [f"### {caption}", "", _fmt(frame).to_markdown(index=False), ""]
+                parts += [f"<h3>{html.escape(caption)}</h3>", _html_table(frame)]
     by_name = {r.info.run_id: r.info.run_name for r in runs}
-    md += ["## Floors and ceiling", ""]
-    parts.append("<h2>Floors and ceiling</h2>")
+    reading = ("Each metric's means over the same questions (the method's), every map scored against the "
+               "leave-one-out means of the annotators as the ceiling is (protocol loo); normalised = "
+               "(method - random) / (ceiling - random).")
+    md += ["## Floors and ceiling", "", reading, ""]
+    parts += ["<h2>Floors and ceiling</h2>", f"<p>{html.escape(reading)}</p>"]
     for run_id, t in tables.items():
         if "baselines" in t:
             wide = t["baselines"].pivot(index="metric", columns="reference", values="mean").reset_index()
+            normalised = t.get("normalised")
+            if normalised is not None and not normalised.empty:
+                wide = wide.merge(normalised[["metric", "normalised", "ci_low", "ci_high", "n"]], on="metric", how="left")
             md += [f"### {by_name[run_id]}", "", _fmt(wide).to_markdown(index=False), ""]
             parts += [f"<h3>{html.escape(by_name[run_id])}</h3>", _html_table(wide)]
     md += ["## Details", "", "### Significance", ""]
@@ -175,7 +199,7 @@ def build_report(client, run_ids: list[str], out: Path, ui_url: str) -> tuple[Pa
         if frame is None or frame.empty:
             continue
         frame = frame[[c for c in cols if c in frame]]
-        key = frame[frame["metric"].isin(KEY_METRICS) & (frame["test"] == "student")]
+        key = frame[frame["metric"].isin(KEY_METRICS) & (frame["role"] == "primary")]
         md += [f"#### {by_name[run_id]}", "", _fmt(key).to_markdown(index=False), ""]
         parts += [f"<details><summary>{html.escape(by_name[run_id])}: the primary tests</summary>", _html_table(key),
                   "<details><summary>every metric and test</summary>", _html_table(frame), "</details></details>"]
@@ -230,18 +254,18 @@ def findings(evaluations, tables: dict[str, dict[str, pd.DataFrame]], parent_tab
             best, rest = part.iloc[0], part.iloc[1:]
             beaten, tied = [], []
             for other in rest.itertuples():
-                a, b = sorted([best["method"], other.method])
-                test = pairs[(pairs["k"] == k) & (pairs["metric"] == metric) & (pairs["test"] == "wilcoxon")
-                             & (pairs["method_a"] == a) & (pairs["method_b"] == b)] if pairs is not None else []
-                p = float(test["p_holm"].iloc[0]) if len(test) else float("nan")
-                (beaten if p < 0.05 else tied).append(f"{other.method} (p={_g(p)})")
+                test = pair_test(pairs, k, metric, best["method"], other.method)
+                p = float(test["p_holm"]) if test is not None else float("nan")
+                won = test is not None and test["better"] == best["method"]   # the sign of the paired difference
+                (beaten if won else tied).append(f"{other.method} (p={_g(p)})")
             sentence = (f"Closest to humans on {metric} (k={k:g}): **{best['method']}**, mean {_g(best['mean'])} "
                         f"[{_g(best['ci_low'])}, {_g(best['ci_high'])}]")
             if beaten:
                 sentence += f"; significantly better than {', '.join(beaten)}"
             if tied:
                 sentence += f"; not distinguishable from {', '.join(tied)}"
-            lines.append(sentence + " (Wilcoxon signed-rank on the same maps, Holm).")
+            lines.append(sentence + f" (Wilcoxon signed-rank on the {int(best['n'])} questions every method scored, "
+                                    "Holm).")
     for run in evaluations:
         t = tables.get(run.info.run_id, {})
         name = run.info.run_name
@@ -259,14 +283,17 @@ def findings(evaluations, tables: dict[str, dict[str, pd.DataFrame]], parent_tab
                     for ref in ("centre", "image"):
                         test = tests[(tests["reference"] == ref) & (tests["metric"] == metric)]
                         if len(test) and test["testable"].iloc[0]:
-                            won = bool(test["better"].iloc[0])
-                            verdicts.append(f"{'beats' if won else 'does not beat'} the {ref} baseline "
+                            said = {"better": "beats", "worse": "is significantly worse than",
+                                    "no difference": "does not differ from"}.get(
+                                str(test["verdict"].iloc[0]) if "verdict" in test else "",
+                                "beats" if bool(test["better"].iloc[0]) else "does not beat")
+                            verdicts.append(f"{said} the {ref} baseline "
                                             f"({_g(row.get(ref))}, p={_g(float(test['p_holm'].iloc[0]))})")
                 lines.append(f"{name}: {metric} {_g(value)} sits {where}; " + ("; ".join(verdicts) or "no paired test")
                              + ".")
         significance = t.get("significance")
         if significance is not None and not significance.empty:
-            primary = significance[(significance["test"] == "student") & significance["in_family"].astype(bool)]
+            primary = significance[(significance["role"] == "primary") & significance["in_family"].astype(bool)]
             cvw = primary[primary["comparison"] == "correct_vs_wrong"]
             significant = cvw[cvw["significant"].astype(bool)]
             if len(significant):
@@ -281,7 +308,7 @@ def findings(evaluations, tables: dict[str, dict[str, pd.DataFrame]], parent_tab
             for r in others.itertuples():
                 lines.append(f"{name}: {r.comparison.replace('_', ' ')} differs on {r.metric} "
                              f"(diff {_g(r.mean_diff)}, d={_g(r.effect_size)}, Holm p={_g(r.p_holm)}).")
-            under = significance[(significance["test"] == "student")
+            under = significance[(significance["role"] == "primary")
                                  & significance["reason"].astype(str).str.startswith("underpowered")]
             if len(under):
                 groups = sorted({f"{r.comparison.replace('_', ' ')} ({r.n1} vs {r.n2})" for r in under.itertuples()})
