@@ -278,7 +278,7 @@ def test_robustness_tables_read_a_sweep_whose_answer_is_known(tmp_path):
     lines = robustness_lines(ranking, by_type)
     assert len(lines) == 1
     assert "the ranking of a over b (rank_corr) holds on 3/4 metrics" in lines[0]
-    assert "within 1/2 question types" in lines[0]
+    assert "within 1/2 answer and question types" in lines[0]
     text = sweep_summary(ranking, paired_method_tests(runs, n_bootstrap=100), pd.DataFrame(),
                          robustness={"metric_agreement": metric_agreement(ranking), "ranking_by_type": by_type})
     assert "Robustness of the ranking" in text and "Least agreeing metrics" in text

@@ -15,6 +15,7 @@ module re-exports it, with the run's reference protocols for notebook users:
 import numpy as np
 import pandas as pd
 
+from vqa_interp.analysis.baselines import normalised
 from vqa_interp.metrics import (DICE_KINDS, STEPS, TIE_POLICIES, PreparedMap, ScoringOptions, average_ranks,
                                 metric_names, prepare_map, prepare_maps, run_metrics, score, score_against_annotators,
                                 score_prepared, top_k_region)
@@ -47,17 +48,6 @@ def human_ceiling(annotator_maps: np.ndarray, *, k: float = 0.1, size: int = 448
     others, every metric averaged over the annotators (None with one annotator)."""
     names = run_metrics(metrics) if metrics is None or isinstance(metrics, str) else tuple(metrics)
     return _humans.human_ceiling(np.asarray(annotator_maps), _options(k, size, options), names)
-
-
-def normalised(method, floor, ceiling):
-    """``(method - floor) / (ceiling - floor)``: 0 = the floor (say the random maps), 1 = the ceiling
-    (one more human). Pass means over the *same* questions, each scored under the same protocol
-    (:func:`score_leave_one_out` for the method and the floor, :func:`human_ceiling`); NaN where
-    the ceiling equals the floor."""
-    method, floor, ceiling = (np.asarray(x, float) for x in (method, floor, ceiling))
-    span = ceiling - floor
-    out = np.where(span != 0, (method - floor) / np.where(span != 0, span, 1.0), np.nan)
-    return float(out) if out.ndim == 0 else out
 
 
 __all__ = ["score", "score_leave_one_out", "human_ceiling", "leave_one_out_means", "normalised", "score_prepared",

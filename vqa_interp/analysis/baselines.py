@@ -33,9 +33,7 @@ import pandas as pd
 from vqa_interp.analysis.statistics import (WILCOXON_UNTESTABLE, bootstrap_mean_ci, holm, images_of, percentile_ci,
                                             present_metrics, resampled_means, wilcoxon_test)
 from vqa_interp.attribution.baselines import HUMAN_CEILING, REFERENCES
-from vqa_interp.metrics.registry import REGISTRY, family_metrics
-from vqa_interp.pipeline.humans import LOO_PREFIX
-from vqa_interp.scoring import normalised
+from vqa_interp.metrics.registry import LOO_PREFIX, REGISTRY, family_metrics
 
 REFERENCE_ORDER = ("method", *REFERENCES)
 PAIRED_AGAINST = ("centre", "image")
@@ -117,6 +115,18 @@ def normalised_table(examples: pd.DataFrame, references: pd.DataFrame, *, n_boot
                 row["ci_low"], row["ci_high"] = percentile_ci(normalised(*means.T))
         rows.append(row)
     return pd.DataFrame(rows, columns=["metric", "normalised", "ci_low", "ci_high", "n", "protocol"])
+
+
+def normalised(method, floor, ceiling):
+    """``(method - floor) / (ceiling - floor)``: 0 = the floor (say the random maps), 1 = the ceiling
+    (one more human). Pass means over the *same* questions, each scored under the same protocol
+    (:func:`vqa_interp.scoring.score_leave_one_out` for the method and the floor,
+    :func:`vqa_interp.scoring.human_ceiling`); NaN where the ceiling equals the floor. Elementwise
+    on arrays (bootstrap resamples)."""
+    method, floor, ceiling = (np.asarray(x, float) for x in (method, floor, ceiling))
+    span = ceiling - floor
+    out = np.where(span != 0, (method - floor) / np.where(span != 0, span, 1.0), np.nan)
+    return float(out) if out.ndim == 0 else out
 
 
 def normalised_scores(table: pd.DataFrame) -> dict[str, float]:
@@ -207,7 +217,7 @@ def floor_ceiling_figure(table: pd.DataFrame, method: str):
     axes[0, 0].legend(fontsize=6, ncol=6, loc="lower left", bbox_to_anchor=(0, 1.25))
     protocol = table["protocol"].iloc[0] if "protocol" in table and len(table) else "headline"
     against = "leave-one-out means, as the ceiling" if protocol == "loo" else "the headline reference"
-    fig.suptitle(f"{method} between its floors and the human ceiling (means over the same questions, against "
+    fig.suptitle(f"{method} between its floors and the human ceiling\n(means over the same questions, against "
                  f"{against}; bootstrap 95% CI over images)", fontsize=9)
     fig.tight_layout()
     return fig

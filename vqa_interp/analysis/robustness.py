@@ -125,7 +125,7 @@ def robustness_lines(ranking: pd.DataFrame, by_type: pd.DataFrame | None = None)
                     if _order_of(part, first, second)]
             n_groups = groups.groupby(["group_kind", "group"]).ngroups
             if n_groups:
-                line += f", and within {len(kept)}/{n_groups} question types"
+                line += f", and within {len(kept)}/{n_groups} answer and question types"
         lines.append(line + ".")
     return lines
 
@@ -155,7 +155,8 @@ def robustness_figure(ranking: pd.DataFrame, agreement: pd.DataFrame):
         for i in range(len(metrics)):
             for j in range(len(metrics)):
                 if np.isfinite(tau[i, j]):
-                    row[0].text(j, i, f"{tau[i, j]:.2f}", ha="center", va="center", fontsize=6)
+                    row[0].text(j, i, f"{tau[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                                color="white" if abs(tau[i, j]) > 0.5 else "black")
         row[0].set_title(f"k={k}: agreement of the metrics' rankings (Kendall's tau)", fontsize=8)
         fig.colorbar(image, ax=row[0], shrink=0.7)
         first = at_k.pivot_table(index="metric", columns="method", values="p_first", sort=False).reindex(metrics)
@@ -168,7 +169,7 @@ def robustness_figure(ranking: pd.DataFrame, agreement: pd.DataFrame):
         row[1].invert_yaxis()
         row[1].set_xlim(0, 1)
         row[1].set_xlabel("P(ranks first), bootstrap over images", fontsize=7)
-        row[1].legend(fontsize=6, loc="lower right")
+        row[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         row[1].set_title(f"k={k}: which method ranks first, per metric", fontsize=8)
     fig.suptitle("How robust the ranking is: across metrics and across resamples of the images "
                  "(one value per question)", fontsize=9)

@@ -23,6 +23,9 @@ from typing import Callable
 
 from vqa_interp.errors import ConfigError
 
+# columns of a map's scores against the leave-one-out means of the annotators (the ceiling's protocol)
+LOO_PREFIX = "loo/"
+
 REDUNDANT_NOTE = ("With equal-size regions (tie_policy fractional or index), precision = recall = F1 = "
                   "disc_intersect / n and IoU = F1 / (2 - F1): one number in five columns. IoU stands for them "
                   "in the tested family; the others stay in the per-example table.")

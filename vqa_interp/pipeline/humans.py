@@ -21,8 +21,7 @@ import numpy as np
 
 from vqa_interp.metrics import PreparedMap, ScoringOptions, prepare_map, resize_maps, run_metrics
 from vqa_interp.metrics.engine import average_defined, score_at_ks
-
-LOO_PREFIX = "loo/"
+from vqa_interp.metrics.registry import LOO_PREFIX
 
 
 def scoring_options(settings) -> ScoringOptions:
