@@ -24,7 +24,7 @@ def test_fast_scorer_equals_reference_on_ties_zeros_and_blobs(tie_policy, dice):
     a = np.stack([x for x in attributions for _ in humans])
     h = np.stack([y for _ in attributions for y in humans])
     options = ScoringOptions(k=0.1, size=32, tie_policy=tie_policy, dice=dice)
-    fast = score(a, h, k=0.1, size=32, tie_policy=tie_policy, dice=dice)
+    fast = score(a, h, k=0.1, size=32, tie_policy=tie_policy, dice=dice, metrics="all")
     for i in range(len(a)):
         expected = score_pair_reference(a[i], h[i], options)
         for metric in METRICS:
@@ -38,7 +38,8 @@ def test_constant_and_nan_maps_give_nan_with_a_reason_not_a_crash():
     zeros = np.zeros((8, 8))
     with_nan = good.copy()
     with_nan[2, 3] = np.nan
-    frame = score(np.stack([constant, good, zeros, with_nan]), np.stack([good, constant, good, good]), size=8)
+    frame = score(np.stack([constant, good, zeros, with_nan]), np.stack([good, constant, good, good]), size=8,
+                  metrics="all")
     assert frame[list(METRICS)].isna().all().all()
     assert list(frame["undefined"]) == ["attribution_constant", "human_constant", "attribution_constant",
                                         "attribution_non_finite"]
