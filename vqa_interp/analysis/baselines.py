@@ -70,17 +70,26 @@ def _paired_rows(wide: pd.DataFrame) -> pd.Series:
     return wide[needed].notna().all(axis=1)
 
 
+def _per_metric(examples: pd.DataFrame, references: pd.DataFrame, metrics, protocol: str | None):
+    """``(protocol, [(metric, wide, paired)])``: each metric's questions (:func:`_wide`) and those the
+    normalisation reads (:func:`_paired_rows`)."""
+    protocol = protocol or protocol_of(references)
+    metrics = present_metrics(references if metrics is None else references[["reference", *metrics]], metrics)
+    out = []
+    for metric in metrics:
+        wide = _wide(examples, references, metric, protocol)
+        out.append((metric, wide, wide[_paired_rows(wide)]))
+    return protocol, out
+
+
 def baselines_table(examples: pd.DataFrame, references: pd.DataFrame, *, n_bootstrap: int = 2000,
                     seed: int = 0, metrics=None, protocol: str | None = None) -> pd.DataFrame:
     """``reference, metric, mean, ci_low, ci_high, n, protocol`` for the method and every reference,
     paired on the method's questions (see the module docs)."""
     rng = np.random.default_rng(seed)
-    protocol = protocol or protocol_of(references)
-    metrics = present_metrics(references if metrics is None else references[["reference", *metrics]], metrics)
+    protocol, frames = _per_metric(examples, references, metrics, protocol)
     rows = []
-    for metric in metrics:
-        wide = _wide(examples, references, metric, protocol)
-        paired = wide[_paired_rows(wide)]
+    for metric, wide, paired in frames:
         for reference in REFERENCE_ORDER:
             if reference not in wide:
                 continue
@@ -98,15 +107,12 @@ def normalised_table(examples: pd.DataFrame, references: pd.DataFrame, *, n_boot
     of the means over the same questions, its CI from a bootstrap over images (the ratio of the
     resampled means); NaN without a ceiling or where the ceiling equals the floor."""
     rng = np.random.default_rng(seed)
-    protocol = protocol or protocol_of(references)
-    metrics = present_metrics(references if metrics is None else references[["reference", *metrics]], metrics)
+    protocol, frames = _per_metric(examples, references, metrics, protocol)
     rows = []
-    for metric in metrics:
-        wide = _wide(examples, references, metric, protocol)
+    for metric, wide, paired in frames:
         row = {"metric": metric, "normalised": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n": 0,
                "protocol": protocol}
         if {"random", HUMAN_CEILING} <= set(wide.columns):
-            paired = wide[_paired_rows(wide)]
             values = paired[["method", "random", HUMAN_CEILING]].to_numpy(float)
             row["n"] = len(values)
             if len(values):

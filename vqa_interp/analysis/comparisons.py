@@ -94,31 +94,35 @@ def _clusters(frame: pd.DataFrame) -> np.ndarray:
     return frame["image_id"].to_numpy() if "image_id" in frame else frame.index.to_numpy()
 
 
+def per_metric(runs: list[dict], metrics=None):
+    """``(k, metric, wide, coverage, methods)`` for every setting of ``runs`` and metric (default:
+    the tested family), ``wide`` as :func:`wide_values` gives it; a metric no run has is left out."""
+    for (k, _), members in _by_setting(runs).items():
+        for metric in list(metrics or family_metrics()):
+            wide, coverage = wide_values(members, metric)
+            if coverage:
+                yield k, metric, wide, coverage, sorted(coverage)
+
+
 def paired_method_tests(runs: list[dict], *, metrics=None, n_bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
     """``runs``: dicts with ``method``, ``k``, ``setting``, ``table`` (a per-example table) and
     optionally ``map_for_example``. One row per (pair of methods in the same setting, metric, test),
     on the questions every method of the setting scored."""
     rng = np.random.default_rng(seed)
-    metrics = list(metrics or family_metrics())
     rows = []
-    for (k, _), members in _by_setting(runs).items():
-        for metric in metrics:
-            wide, _ = wide_values(members, metric)
-            methods = sorted(c for c in wide.columns if c not in CONTEXT)
-            if len(methods) < 2:
-                continue
-            common = shared(wide, methods)
-            for a, b in combinations(methods, 2):
-                diff = (common[a] - common[b]).to_numpy(float)
-                base = {"method_a": a, "method_b": b, "k": k, "metric": metric, "n": len(diff),
-                        "mean_diff": float(diff.mean()) if len(diff) else np.nan}
-                base["ci_low"], base["ci_high"] = bootstrap_mean_ci(diff, n_bootstrap, rng, clusters=_clusters(common))
-                statistic, p_value, testable = wilcoxon_test(diff)
-                paired_t = scipy.stats.ttest_rel(common[a], common[b]) if testable else None
-                rows.append({**base, "test": "wilcoxon", "statistic": statistic, "p_value": p_value})
-                rows.append({**base, "test": "paired_t",
-                             "statistic": float(paired_t.statistic) if testable else np.nan,
-                             "p_value": float(paired_t.pvalue) if testable else np.nan})
+    for k, metric, wide, _, methods in per_metric(runs, metrics):
+        common = shared(wide, methods)
+        for a, b in combinations(methods, 2):
+            diff = (common[a] - common[b]).to_numpy(float)
+            base = {"method_a": a, "method_b": b, "k": k, "metric": metric, "n": len(diff),
+                    "mean_diff": float(diff.mean()) if len(diff) else np.nan}
+            base["ci_low"], base["ci_high"] = bootstrap_mean_ci(diff, n_bootstrap, rng, clusters=_clusters(common))
+            statistic, p_value, testable = wilcoxon_test(diff)
+            paired_t = scipy.stats.ttest_rel(common[a], common[b]) if testable else None
+            rows.append({**base, "test": "wilcoxon", "statistic": statistic, "p_value": p_value})
+            rows.append({**base, "test": "paired_t",
+                         "statistic": float(paired_t.statistic) if testable else np.nan,
+                         "p_value": float(paired_t.pvalue) if testable else np.nan})
     table = pd.DataFrame(rows, columns=[c for c in PAIR_COLUMNS if c not in ("p_holm", "better")])
     table["p_holm"] = np.nan
     for _, index in table[(table["test"] == "wilcoxon") & table["p_value"].notna()].groupby(
@@ -169,17 +173,11 @@ def method_ranking(runs: list[dict], *, metrics=None, n_bootstrap: int = 2000, s
     their mean over the questions every method of the setting scored, with each method's coverage
     (``low_coverage`` below 90%) and the ranking's stability over a bootstrap of images."""
     rng = np.random.default_rng(seed)
-    metrics = list(metrics or family_metrics())
     rows = []
-    for (k, _), members in _by_setting(runs).items():
-        for metric in metrics:
-            wide, coverage = wide_values(members, metric)
-            methods = sorted(coverage)
-            if not methods:
-                continue
-            for row in rank_rows(shared(wide, methods), methods, metric, n_bootstrap, rng):
-                cover = coverage[row["method"]]
-                rows.append({"k": k, **row, "coverage": cover, "low_coverage": bool(cover < LOW_COVERAGE)})
+    for k, metric, wide, coverage, methods in per_metric(runs, metrics):
+        for row in rank_rows(shared(wide, methods), methods, metric, n_bootstrap, rng):
+            cover = coverage[row["method"]]
+            rows.append({"k": k, **row, "coverage": cover, "low_coverage": bool(cover < LOW_COVERAGE)})
     return pd.DataFrame(rows, columns=RANKING_COLUMNS)
 
 

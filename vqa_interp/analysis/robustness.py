@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from vqa_interp.analysis.comparisons import _by_setting, direction, shared, wide_values
-from vqa_interp.metrics.registry import family_metrics, headline_metrics
+from vqa_interp.analysis.comparisons import direction, per_metric, shared
+from vqa_interp.metrics.registry import headline_metrics
 
 AGREEMENT_COLUMNS = ["k", "metric_a", "metric_b", "n_methods", "kendall_tau", "disagreeing_pairs"]
 STABILITY_COLUMNS = ["k", "metric", "rank", "method", "mean", "p_first", "rank_low", "rank_high", "p_above_next"]
@@ -61,29 +61,25 @@ def ranking_stability(ranking: pd.DataFrame) -> pd.DataFrame:
 def ranking_by_type(runs: list[dict], *, metrics=None, min_questions: int = 10, n_types: int = 5) -> pd.DataFrame:
     """The methods ranked within each ``answer_type`` and each frequent ``question_type`` (on the
     questions of that group every method scored; groups with fewer than ``min_questions`` left out)."""
-    metrics = list(metrics or family_metrics())
     rows = []
-    for (k, _), members in _by_setting(runs).items():
-        for metric in metrics:
-            wide, coverage = wide_values(members, metric)
-            methods = sorted(coverage)
-            if len(methods) < 2:
+    for k, metric, wide, _, methods in per_metric(runs, metrics):
+        if len(methods) < 2:
+            continue
+        common = shared(wide, methods)
+        for kind in ("answer_type", "question_type"):
+            if kind not in common or common[kind].isna().all():
                 continue
-            common = shared(wide, methods)
-            for kind in ("answer_type", "question_type"):
-                if kind not in common or common[kind].isna().all():
-                    continue
-                counts = common[kind].value_counts()
-                counts = counts[counts >= min_questions]
-                if kind == "question_type":
-                    counts = counts.head(n_types)
-                for group in counts.index:
-                    part = common[common[kind] == group]
-                    means = part[methods].mean()
-                    order = sorted(methods, key=lambda m: (-direction(metric) * means[m], m))
-                    for rank, method in enumerate(order, 1):
-                        rows.append({"k": k, "metric": metric, "group_kind": kind, "group": group, "n": len(part),
-                                     "rank": rank, "method": method, "mean": float(means[method])})
+            counts = common[kind].value_counts()
+            counts = counts[counts >= min_questions]
+            if kind == "question_type":
+                counts = counts.head(n_types)
+            for group in counts.index:
+                part = common[common[kind] == group]
+                means = part[methods].mean()
+                order = sorted(methods, key=lambda m: (-direction(metric) * means[m], m))
+                for rank, method in enumerate(order, 1):
+                    rows.append({"k": k, "metric": metric, "group_kind": kind, "group": group, "n": len(part),
+                                 "rank": rank, "method": method, "mean": float(means[method])})
     return pd.DataFrame(rows, columns=BY_TYPE_COLUMNS)
 
 
