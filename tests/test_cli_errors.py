@@ -33,6 +33,10 @@ def test_help_names_every_option_once_and_aliases_as_aliases():
     ("scoring.metrics=[rank_corr,nope]", "scoring.metrics[]"),
     ("scoring.human=annotator scoring.annotator=7", "scoring.annotator=7: none of the"),
     ("attribution.target_policy=label", "analysis.map_for_example=label"),
+    ("method=ig method.n_steps=0", "method.n_steps=0 is out of range for method=ig"),
+    ("method=occlusion method.stride=0", "method.stride=0 is out of range"),
+    ("memory.budget=lots", "memory.budget='lots'"),
+    ("tracking.uri=file:./mlruns", "tracking.uri=file:./mlruns: a file store"),
     ("analysis.test=ttest", "analysis.test"),
 ])
 def test_a_config_error_is_one_line_exit_2_and_no_traceback(override, message, cli_env, tmp_path):
@@ -57,3 +61,43 @@ def test_an_unreachable_tracking_server_fails_fast_in_one_line(cli_env, tmp_path
     result = _run(["data.limit=4"], env=env, cwd=tmp_path)   # no retries: it ends within _run's timeout
     assert result.returncode == 2 and f"tracking.uri=http://127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_truncated_tracking_database_is_one_line_before_any_run(cli_env, tmp_path):
+    """A store cut short (a full disk, a copy interrupted) is named with the fix, not two SQLAlchemy
+    tracebacks."""
+    import shutil
+    import sqlite3
+
+    good = tmp_path / "good.db"
+    with sqlite3.connect(good) as db:
+        db.executescript("create table t (x); " + "".join(f"insert into t values ({i}); " for i in range(2000)))
+    truncated = tmp_path / "mlruns" / "mlflow.db"
+    truncated.parent.mkdir()
+    shutil.copy(good, truncated)
+    with truncated.open("r+b") as handle:
+        handle.truncate(truncated.stat().st_size // 2)
+    overwritten = tmp_path / "text.db"
+    overwritten.write_text("not a database at all")
+    for store in (truncated, overwritten):
+        env = {**cli_env, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+        result = _run(["data.limit=4"], env=env, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert f"{store} is not a readable SQLite database" in result.stderr and f"mv {store}" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["data.root=/data/my", "vqa"], "'data.root=\"/data/my vqa\"'"),
+    (["data.root=/data/vqa (copy)"], "'data.root=\"/data/vqa (copy)\"'"),
+])
+def test_a_path_hydra_cannot_parse_is_named_with_the_quoting_that_works(args, message, cli_env, tmp_path):
+    result = _run(args, env=cli_env, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_path_with_a_space_quoted_as_readme_shows_reaches_the_run(cli_env, tmp_path):
+    """README's form for a path with a space: one shell word, Hydra-quoted where needed."""
+    folder = tmp_path / "my data"
+    result = _run([f'data.root="{folder}"', "data=vqahat"], env=cli_env, cwd=tmp_path)
+    assert result.returncode == 2 and f"data.root: {folder} is not a folder" in result.stderr

@@ -1,5 +1,6 @@
 """Readers, answer normalisation, VQA accuracy, checkpoints and their clear errors."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,6 +49,25 @@ def test_missing_files_name_the_key_the_path_and_the_source(tmp_path):
     paths = resolve_paths(tmp_path)
     with pytest.raises(DataError, match="not valid JSON"):
         load_examples(paths)
+
+
+@pytest.mark.parametrize("where,field,value", [("questions", "question_id", "../../../../tmp/x"),
+                                               ("annotations", "question_id", "../../../../tmp/x"),
+                                               ("questions", "question_id", 1.5), ("questions", "image_id", "abc")])
+def test_an_id_that_is_not_an_integer_is_a_data_error_naming_the_file_and_the_id(tmp_path, where, field, value):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from realdata import build_tree
+
+    root = build_tree(tmp_path / "vqa")
+    name = "OpenEnded_mscoco_val2014_questions.json" if where == "questions" else "mscoco_val2014_annotations.json"
+    payload = json.loads((root / name).read_text())
+    payload[where][0][field] = value
+    (root / name).write_text(json.dumps(payload))
+    with pytest.raises(DataError, match=f"data.{where}: .*{name} has an entry whose {field} is") as error:
+        load_examples(resolve_paths(root))
+    assert repr(value) in str(error.value)
 
 
 def test_embedded_selection_limit_and_shards_partition(embedded_root):

@@ -49,7 +49,10 @@ def evaluate(cfg: DictConfig) -> str:
                                            ui_command)
     from vqa_interp.train import ensure_model
 
+    from vqa_interp.util.memory import peak_metrics, peak_text, reset_peak_rss
+
     global _START
+    reset_peak_rss()             # each job of a sweep in this process reports its own peak
     job_start = time.perf_counter()
     # start-up (interpreter, imports, Hydra) is paid once per process, by its first job
     timings: dict[str, float] = {"time/startup_s": job_start - _START if _START else 0.0}
@@ -81,7 +84,8 @@ def evaluate(cfg: DictConfig) -> str:
             if not deferred:
                 log_figures(tracker, job)    # waits for the drawing
             timings["time/total_s"] = time.perf_counter() - job_start + timings["time/startup_s"]
-            tracker.log_metrics({k: v for k, v in timings.items() if k in HEADLINE_TIMINGS})
+            tracker.log_metrics({**{k: v for k, v in timings.items() if k in HEADLINE_TIMINGS},
+                                 **peak_metrics(settings.device)})
             tracker.log_table(pd.DataFrame([{"stage": k.split("/", 1)[1][:-2], "seconds": v}
                                             for k, v in timings.items()]), "timings")
             tracker.set_description(outputs.summary_markdown)
@@ -91,7 +95,7 @@ def evaluate(cfg: DictConfig) -> str:
     if outputs.summary:
         print("\n" + outputs.summary + "\n", flush=True)
     print(f"MLflow run {tracker.run_id} ({name}) finished: {len(outputs.table)} rows, model accuracy "
-          f"{outputs.counts['model/accuracy']:.3f}, {timings['time/total_s']:.1f} s.\n"
+          f"{outputs.counts['model/accuracy']:.3f}, {timings['time/total_s']:.1f} s, {peak_text(settings.device)}.\n"
           f"  {run_url(uri, tracker.experiment_id, tracker.run_id)}\n  (serve it with: {ui_command(uri)})", flush=True)
     return tracker.run_id
 
@@ -121,9 +125,44 @@ def main(cfg: DictConfig) -> str:
         raise
 
 
+PATH_KEYS = ("root", "checkpoint", "weights", "questions", "annotations", "images", "human_maps", "home", "cache",
+             "artifact_root", "uri", "out")
+HYDRA_SPECIAL = set("()[]{},=\'\"")
+
+
+def argument_problem(argv: list[str]) -> str:
+    """"" for arguments Hydra can parse as meant, else a one-line error with the fix, for the two
+    ways a path breaks an override: a space the shell split on (``data.root=/my data`` arrives as
+    ``data.root=/my`` and ``data``), and characters of Hydra's grammar in a path (``(``, ``,``: a
+    comma even makes a sweep)."""
+    previous = ""
+    for arg in argv:
+        if arg.startswith("-"):
+            previous = ""
+            continue
+        if "=" not in arg:
+            if previous:
+                key, value = previous.split("=", 1)
+                return (f"{arg!r} is not an override (key=value): if {key} is a path with a space, the shell split "
+                        f"it; quote it for the shell and for Hydra: '{key}=\"{value} {arg}\"'.")
+            previous = ""
+            continue
+        key, value = arg.split("=", 1)
+        previous = arg
+        leaf = key.lstrip("+~").rsplit(".", 1)[-1]
+        if leaf in PATH_KEYS and value[:1] not in ("'", '"') and HYDRA_SPECIAL & set(value):
+            return (f"{key}={value}: characters of Hydra's override grammar (brackets, commas, quotes, '=') in a path; "
+                    f"quote the value for Hydra inside quotes for the shell: '{key}=\"{value}\"'.")
+    return ""
+
+
 _RUN_OPENED: list[str] = []
 _START = time.perf_counter()
 
 if __name__ == "__main__":
     logging.basicConfig(level=os.environ.get("VQA_INTERP_LOG", "INFO"))
+    problem = argument_problem(sys.argv[1:])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+        sys.exit(2)
     main()

@@ -142,6 +142,12 @@ class TrackingSettings:
 
 
 @dataclass(frozen=True)
+class MemorySettings:
+    """``memory.*``: the budget every batching stage sizes its batches from (:mod:`vqa_interp.pipeline.memory`)."""
+    budget: str = "auto"
+
+
+@dataclass(frozen=True)
 class Settings:
     """One run's settings, stage by stage."""
     data: DataSettings
@@ -151,6 +157,8 @@ class Settings:
     analysis: AnalysisSettings
     tracking: TrackingSettings
     explain: ExplainSettings = field(default_factory=ExplainSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
+    batching: Any = field(default=None, hash=False, compare=False)   # the run's batch sizes, set once the model is loaded
     home: str = ".vqa-interp"
     cache: str = ".vqa-interp/cache"
     seed: int = 0
@@ -306,8 +314,9 @@ def from_config(cfg) -> Settings:
                                 sanity_questions=_integer(an.get("sanity_questions", 50), "analysis.sanity_questions", 2))
     tracking = tracking_settings(cfg)
     explain = explain_settings(cfg.get("explain") or {})
+    memory = memory_settings(cfg.get("memory") or {})
     return Settings(data=data, model=model, attribution=attribution, scoring=scoring, analysis=analysis,
-                    tracking=tracking, explain=explain, home=str(cfg.paths.home), cache=str(cfg.paths.cache), seed=int(cfg.seed),
+                    tracking=tracking, explain=explain, memory=memory, home=str(cfg.paths.home), cache=str(cfg.paths.cache), seed=int(cfg.seed),
                     device=device, resolved=OmegaConf.to_container(cfg, resolve=True))
 
 
@@ -370,6 +379,16 @@ def check_device(device: str) -> None:
     if index and int(index) >= torch.cuda.device_count():
         raise ConfigError(f"device={device}: torch sees {torch.cuda.device_count()} GPU(s); choose cuda:0.."
                           f"{torch.cuda.device_count() - 1}.")
+
+
+def memory_settings(m) -> MemorySettings:
+    from vqa_interp.util.memory import budget_problem
+
+    budget = m.get("budget", "auto")
+    problem = budget_problem(budget)
+    if problem:
+        raise ConfigError(problem)
+    return MemorySettings(budget=str(budget))
 
 
 def tracking_settings(cfg) -> TrackingSettings:

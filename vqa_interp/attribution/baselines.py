@@ -79,7 +79,8 @@ _DESCRIPTIONS = {"random": "i.i.d. uniform noise (chance)", "centre": "centre Ga
                  "oracle": "the exact evidence mask (embedded benchmark only)"}
 
 for _name, _fn in BASELINES.items():
-    register(Method(_name, None, _OPTIONS[_name], _DESCRIPTIONS[_name], kind="baseline", baseline=_fn))
+    register(Method(_name, None, _OPTIONS[_name], _DESCRIPTIONS[_name], kind="baseline", baseline=_fn,
+                    ranges={"sigma": (1e-6, float("inf")), "blur": (0.0, float("inf"))}))
 
 
 def baseline_map(name: str, context: BaselineContext, options: dict | None = None) -> np.ndarray | None:

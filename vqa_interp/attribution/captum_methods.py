@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from vqa_interp.attribution.registry import Method, register
 
+INF = float("inf")
+
 
 @dataclass(frozen=True)
 class CaptumRow:
@@ -99,8 +101,10 @@ def _smoothgrad(model, options):
 
     def attribute(x, t, question):
         sd = float(options["noise"]) * float((x.max() - x.min()).item())
+        # nt_samples_batch_size: set by the run's memory budget (vqa_interp.pipeline.memory), not the config
         return explainer.attribute(x, nt_type="smoothgrad", nt_samples=options["nt_samples"],
-                                   nt_samples_batch_size=options["nt_samples"], stdevs=sd, target=t,
+                                   nt_samples_batch_size=options.get("nt_samples_batch_size", options["nt_samples"]),
+                                   stdevs=sd, target=t,
                                    additional_forward_args=tuple(question), abs=True)
     return attribute
 
@@ -162,14 +166,18 @@ def _occlusion(model, options):
 
 for _method in (
     Method("ig", _integrated_gradients, {"n_steps": 64, "internal_batch_size": 64},
-           "Integrated Gradients from a black image", "Sundararajan et al. 2017"),
+           "Integrated Gradients from a black image", "Sundararajan et al. 2017",
+           ranges={"n_steps": (1, INF), "internal_batch_size": (1, INF)}),
     Method("smoothgrad", _smoothgrad, {"nt_samples": 16, "noise": 0.15},
-           "SmoothGrad: |gradient| averaged over noisy inputs", "Smilkov et al. 2017"),
+           "SmoothGrad: |gradient| averaged over noisy inputs", "Smilkov et al. 2017",
+           ranges={"nt_samples": (1, INF), "noise": (0.0, INF)}),
     Method("gradcam", _gradcam, {"layer": "cam"}, "Grad-CAM on the model's CAM layer (the backbone's last block), "
            "upsampled", "Selvaraju et al. 2017", needs=("pixels", "cam_layer")),
     Method("gradshap", _gradient_shap, {"n_samples": 16, "blur": 0.0625},
-           "GradientShap with a black and a blurred-image baseline", "Lundberg & Lee 2017"),
+           "GradientShap with a black and a blurred-image baseline", "Lundberg & Lee 2017",
+           ranges={"n_samples": (1, INF), "blur": (0.0, INF)}),
     Method("occlusion", _occlusion, {"window": 8, "stride": 4, "perturbations_per_eval": 64},
-           "Occlusion: target-logit drop under a sliding black patch", "Zeiler & Fergus 2014"),
+           "Occlusion: target-logit drop under a sliding black patch", "Zeiler & Fergus 2014",
+           ranges={"window": (1, INF), "stride": (1, INF), "perturbations_per_eval": (1, INF)}),
 ):
     register(_method)

@@ -10,6 +10,7 @@ import torch
 
 from vqa_interp.attribution.registry import AttributeFn
 from vqa_interp.models.base import take
+from vqa_interp.util.memory import halving_on_oom
 
 CHANNEL_REDUCTIONS = ("max_abs", "sum_abs", "l2", "sum")
 
@@ -52,16 +53,20 @@ def compute_maps(model, attribute: AttributeFn, requests: list[MapRequest],
     """
     use_cuda = device.startswith("cuda")
     context = torch.backends.cudnn.flags(enabled=False) if use_cuda else contextlib.nullcontext()
+
+    def run(batch: list[MapRequest]) -> list[tuple[MapRequest, np.ndarray, dict[str, float]]]:
+        images = load_images([r.image_row for r in batch]).to(device).requires_grad_(True)
+        rows = torch.tensor([r.question_row for r in batch])
+        targets = torch.tensor([r.target_index for r in batch], device=device)
+        raw = attribute(images, targets, model.to_device(take(question, rows), device))
+        extras: dict = {}
+        if isinstance(raw, tuple):
+            raw, extras = raw
+        reduced = reduce_channels(raw.detach(), channel_reduction).float().cpu().numpy()
+        return [(request, array, {k: float(v[i]) for k, v in extras.items()})
+                for i, (request, array) in enumerate(zip(batch, reduced))]
+
     with context:
         for begin in range(0, len(requests), batch_size):
-            batch = requests[begin:begin + batch_size]
-            images = load_images([r.image_row for r in batch]).to(device).requires_grad_(True)
-            rows = torch.tensor([r.question_row for r in batch])
-            targets = torch.tensor([r.target_index for r in batch], device=device)
-            raw = attribute(images, targets, model.to_device(take(question, rows), device))
-            extras: dict = {}
-            if isinstance(raw, tuple):
-                raw, extras = raw
-            reduced = reduce_channels(raw.detach(), channel_reduction).float().cpu().numpy()
-            for i, (request, array) in enumerate(zip(batch, reduced)):
-                yield request, array, {k: float(v[i]) for k, v in extras.items()}
+            # a CUDA out-of-memory error halves the batch once (the maps do not depend on the batch)
+            yield from halving_on_oom(run, requests[begin:begin + batch_size], "attribution")

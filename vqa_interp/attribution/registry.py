@@ -40,9 +40,11 @@ class Method:
     kind: str = "model"
     baseline: Callable | None = None
     needs: tuple[str, ...] = ("pixels",)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict, hash=False)   # numeric options: [low, high]
 
     def validate(self, options: dict) -> None:
-        """Raise :class:`ConfigError` for an unknown option or a value of the wrong type."""
+        """Raise :class:`ConfigError` for an unknown option, a value of the wrong type or one outside
+        the option's range (``ranges``), before any work."""
         unknown = set(options) - set(self.options)
         if unknown:
             raise ConfigError(f"method {self.name!r} has unknown option(s) {sorted(unknown)}; "
@@ -53,6 +55,12 @@ class Method:
                     isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)):
                 raise ConfigError(f"method.{key}={value!r}: expected a {type(default).__name__} "
                                   f"(default {default!r}).")
+            if key in self.ranges and value is not None:
+                low, high = self.ranges[key]
+                if not low <= value <= high:
+                    allowed = f">= {low:g}" if high == float("inf") else f"between {low:g} and {high:g}"
+                    raise ConfigError(f"method.{key}={value!r} is out of range for method={self.name}; expected a "
+                                      f"value {allowed} (default {default!r}).")
 
     def with_defaults(self, options: dict) -> dict:
         return {**self.options, **options}

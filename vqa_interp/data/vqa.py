@@ -126,8 +126,28 @@ def read_questions(paths: DataPaths) -> tuple[dict[int, dict], dict[int, dict]]:
     """``({question_id: question}, {question_id: annotation})`` from the two VQA 1.0 JSON files."""
     q_json = _read_json(paths.questions, "data.questions", ["questions"])
     a_json = _read_json(paths.annotations, "data.annotations", ["annotations"])
-    return ({q["question_id"]: q for q in q_json["questions"]},
-            {a["question_id"]: a for a in a_json["annotations"]})
+    questions, annotations = {}, {}
+    for entry in q_json["questions"]:
+        q = {**entry, "question_id": _integer_id(entry, "question_id", "data.questions", paths.questions),
+             "image_id": _integer_id(entry, "image_id", "data.questions", paths.questions)}
+        questions[q["question_id"]] = q
+    for entry in a_json["annotations"]:
+        a = {**entry, "question_id": _integer_id(entry, "question_id", "data.annotations", paths.annotations)}
+        annotations[a["question_id"]] = a
+    return questions, annotations
+
+
+def _integer_id(entry, field: str, key: str, path: Path) -> int:
+    """An entry's ``question_id`` / ``image_id`` as an int (VQA's ids are integers; a digit string is
+    read as one); anything else is a :class:`DataError` naming the file and the value (ids become
+    file names, so ``"../x"`` must never pass)."""
+    value = entry.get(field) if isinstance(entry, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isdigit() and value.isascii():
+        return int(value)
+    raise DataError(f"{key}: {path} has an entry whose {field} is {value!r}; expected a non-negative integer "
+                    f"(VQA 1.0 ids are numbers such as 393225). Fix or remove that entry.")
 
 
 def read_records(paths: DataPaths, question_ids: Sequence[int] | None = None,

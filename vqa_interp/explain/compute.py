@@ -27,6 +27,7 @@ from vqa_interp.analysis.statistics import stands_for_example
 from vqa_interp.attribution.baselines import random_map_for
 from vqa_interp.models.base import take
 from vqa_interp.util.disk_cache import DiskCache
+from vqa_interp.util.memory import batching_of
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ def explain_targets(model, settings, examples: Sequence, targets: pd.DataFrame, 
             "map": cached["map"] is not None or not e.faithfulness}
     context = torch.backends.cudnn.flags(enabled=False) if device.startswith("cuda") else contextlib.nullcontext()
     per_target, token_rows, curve_rows, map_curves = [], [], [], []
+    sizes = batching_of(settings)       # the run's memory budget: the configured sizes are upper bounds
+    ig_batch, curve_batch = sizes.fit(sizes.backward, e.ig_batch_size), sizes.fit(sizes.forward, e.batch_size)
     with context:
         # nothing to compute when every part is cached: no image is read
         for begin in range(0, 0 if all(hits.values()) else len(targets), e.batch_size):
@@ -100,7 +103,7 @@ def explain_targets(model, settings, examples: Sequence, targets: pd.DataFrame, 
                 record = [{"question_id": t.question_id, "target": t.target} for t in chunk.itertuples()]
                 if e.tokens:
                     scores, error = token_attributions(model, images, qs, goal, n_steps=e.ig_steps,
-                                                       internal_batch_size=e.ig_batch_size)
+                                                       internal_batch_size=ig_batch)
                     scores, error = scores.cpu().numpy(), error.cpu().numpy()
                     lengths = model.token_mask(qs).sum(dim=1).cpu()
                     for i, t in enumerate(chunk.itertuples()):
@@ -114,7 +117,7 @@ def explain_targets(model, settings, examples: Sequence, targets: pd.DataFrame, 
                 if e.share and len(stands):
                     pick = torch.as_tensor(stands, device=device)
                     share, error = image_question_share(model, images[pick], take(qs, pick), goal[pick],
-                                                        n_steps=e.ig_steps, internal_batch_size=e.ig_batch_size)
+                                                        n_steps=e.ig_steps, internal_batch_size=ig_batch)
                     for i, value, err in zip(stands, share.cpu().numpy(), error.cpu().numpy()):
                         record[i].update(image_share=float(value), share_error=float(err))
                 if e.faithfulness:
@@ -126,7 +129,7 @@ def explain_targets(model, settings, examples: Sequence, targets: pd.DataFrame, 
                 map_sets["method"] = np.stack([map_cache.load(key) for key in chunk["map_key"]])
             if map_sets:     # both sets in one call: the curves' ends are shared
                 curves = curves_for_map_sets(model, images, map_sets, qs, goal, steps=e.steps,
-                                             batch_size=e.batch_size, kind=e.substrate, blur_sigma=e.blur_sigma)
+                                             batch_size=curve_batch, kind=e.substrate, blur_sigma=e.blur_sigma)
                 if "random" in curves:
                     curve_rows.extend(_curve_rows(chunk, "random", curves["random"]))
                 if "method" in curves:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,6 +25,7 @@ from vqa_interp.data.vqa import Example, Selection, digest_examples, example_dig
 from vqa_interp.explain.compute import ExplainTables
 from vqa_interp.metrics import run_metrics
 from vqa_interp.models.base import VqaModel
+from vqa_interp.pipeline import memory as memory_stage
 from vqa_interp.pipeline import model as model_stage
 from vqa_interp.pipeline.attribute import attribute_targets, map_cache_for
 from vqa_interp.pipeline.explain import explain_stage
@@ -82,6 +83,11 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
         model = model_stage.load(settings, checkpoint)
     load_images = image_loader(model, examples)
     question = model.encode([e.question for e in examples])
+    batching = None
+    if examples:
+        with timed(timings, "memory"):   # every batch size from memory.budget and one sample's measured cost
+            batching = memory_stage.plan(settings, model, load_images([0]), question)
+        settings = replace(settings, batching=batching)
     with timed(timings, "digest"):
         digests = [example_digest(e) for e in examples]
         data_digest = digest_examples(examples, digests)
@@ -129,7 +135,8 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
             "map_cache": str(cache.folder.resolve()), **model.tags(),
             "human_map": s.human if s.human != "annotator" else f"annotator {s.annotator}",
             "predictions_cache": "hit" if predictions_hit else "computed",
-            "scores_cache": "hit" if hits["scores"] else "computed"}
+            "scores_cache": "hit" if hits["scores"] else "computed",
+            **(batching.tags() if batching is not None else {})}
     if references is not None:
         single = int(len(examples) - (references["reference"] == "human_ceiling").sum())
         if single:

@@ -17,6 +17,7 @@ from vqa_interp.data.datasets import Dataset
 from vqa_interp.data.images import InputGeometry, load_display_image
 from vqa_interp.data.vqa import Example
 from vqa_interp.errors import DataError
+from vqa_interp.util.memory import batching_of
 
 CACHE_VERSION = 3   # raise when a method's maps change: the map set gets a new folder
 
@@ -59,8 +60,9 @@ def attribute_targets(model, settings, targets: pd.DataFrame, cache: MapCache, l
                                     f"{example.question_id} (the oracle needs exact evidence masks: data=embedded).")
                 cache.store(request.key, array)
             return
-        attribute = attribute or make_attributor(model, a.method, a.options)
-        maps = compute_maps(model, attribute, requests, load_images, question, batch_size=a.batch_size,
+        batch, overrides = batching_of(settings).attribute(a.method, a.options, a.batch_size)
+        attribute = attribute or make_attributor(model, a.method, {**a.options, **overrides})
+        maps = compute_maps(model, attribute, requests, load_images, question, batch_size=batch,
                             channel_reduction=a.channel_reduction, device=a.device)
         for request, array, extras in tqdm(maps, total=len(requests), desc=f"attribute ({a.method})"):
             cache.store(request.key, array, extras)

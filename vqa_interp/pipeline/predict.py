@@ -12,6 +12,7 @@ from vqa_interp.data.answers import normalize_answer, vqa_accuracy
 from vqa_interp.data.vqa import Example
 from vqa_interp.models.base import VqaModel, take
 from vqa_interp.util.disk_cache import DiskCache
+from vqa_interp.util.memory import batching_of
 
 CACHE_VERSION = 3   # raise when predict()'s table changes: cached predictions are then ignored
 COLUMNS = ("question_id", "image_id", "question", "answer", "answer_type", "question_type", "prediction", "confidence",
@@ -80,7 +81,8 @@ def cached_predictions(settings, model: VqaModel, examples: Sequence[Example], l
     table = store.read_table(key, columns=COLUMNS)
     if table is not None and len(table) == len(examples):
         return table[list(COLUMNS)], True
-    table = predict(model, examples, load_images, question, batch_size=settings.attribution.batch_size,
+    table = predict(model, examples, load_images, question,
+                    batch_size=batching_of(settings).predict(settings.attribution.batch_size),
                     device=settings.device)
     store.write_table(key, table)
     return table, False

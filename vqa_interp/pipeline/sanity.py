@@ -16,6 +16,7 @@ from vqa_interp.data.vqa import Example
 from vqa_interp.metrics import headline_metrics, prepare_map, resize_maps, score_against_annotators
 from vqa_interp.models.base import take
 from vqa_interp.pipeline.humans import scoring_options
+from vqa_interp.util.memory import batching_of
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ def run_sanity_checks(model, settings, dataset: Dataset, examples: Sequence[Exam
     if device != "cpu":
         model.to("cpu")   # deep copies per step stay on the CPU; the sample is small
     try:
-        return sanity_checks(model, a.method, a.options, load_images(rows), take(question, rows),
-                             human_scores=human_scores, batch_size=a.batch_size, seed=settings.seed)
+        batch, overrides = batching_of(settings).attribute(a.method, a.options, a.batch_size)
+        return sanity_checks(model, a.method, {**a.options, **overrides}, load_images(rows), take(question, rows),
+                             human_scores=human_scores, batch_size=batch, seed=settings.seed)
     finally:
         model.to(device)
