@@ -98,6 +98,9 @@ def test_a_path_hydra_cannot_parse_is_named_with_the_quoting_that_works(args, me
 
 def test_a_path_with_a_space_quoted_as_readme_shows_reaches_the_run(cli_env, tmp_path):
     """README's form for a path with a space: one shell word, Hydra-quoted where needed."""
-    folder = tmp_path / "my data"
-    result = _run([f'data.root="{folder}"', "data=vqahat"], env=cli_env, cwd=tmp_path)
-    assert result.returncode == 2 and f"data.root: {folder} is not a folder" in result.stderr
+    folder = tmp_path / "my data (copy)"
+    folder.mkdir()
+    checkpoint = ROOT / "tests" / "data" / "smoke_model_v0.3.pth"
+    result = _run([f'data.root="{folder}"', "data=vqahat", f"model.checkpoint={checkpoint}"], env=cli_env, cwd=tmp_path)
+    # the path arrived whole: the reader looks for the questions inside it
+    assert result.returncode == 2 and f"{folder}/OpenEnded_mscoco_val2014_questions.json" in result.stderr, result.stderr

@@ -103,7 +103,7 @@ def test_maps_and_scores_do_not_depend_on_the_budget(cli_env, tmp_path):
         folder.mkdir()
         args = ["method=ig", "method.n_steps=8", "data.limit=6", "analysis.bootstrap=50", f"memory.budget={budget}",
                 f"paths.cache={folder / 'cache'}", "analysis.n_panels=0", "explain.ig_steps=8"]
-        result = subprocess.run([python(), "-m", "vqa_interp.run", *args], env=cli_env, cwd=folder, capture_output=True,
+        result = subprocess.run([python(), "-m", "vqa_interp.run", *args], env=cli_env, cwd=tmp_path, capture_output=True,
                                 text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "peak memory" in result.stdout
