@@ -30,6 +30,7 @@ import torch
 
 from vqa_interp.errors import ConfigError
 from vqa_interp.models.base import take
+from vqa_interp.util.allocator import large_buffers_mapped
 from vqa_interp.util.memory import (GIB, MIB, Batching, available_memory, budget_problem, current_rss, parse_size,
                                     peak_rss, reset_peak_rss)
 
@@ -63,11 +64,12 @@ def _grown(run, device: str) -> int:
         run()
         torch.cuda.synchronize(device)
         return max(0, torch.cuda.max_memory_allocated(device) - base)
-    reset = reset_peak_rss()
-    base = current_rss()
-    before = peak_rss()
-    run()
-    after = peak_rss()
+    with large_buffers_mapped():
+        reset = reset_peak_rss()
+        base = current_rss()
+        before = peak_rss()
+        run()
+        after = peak_rss()
     # without a resettable peak, a pass that stays below an earlier peak shows no growth: count the
     # pass's whole current footprint instead (an over-estimate, which only makes batches smaller)
     return max(0, after - base) if reset or after > before else max(0, current_rss() - base)

@@ -43,3 +43,25 @@ def one_blas_thread() -> Iterator[None]:
 
     with threadpool_limits(limits=1, user_api="blas"):
         yield
+
+
+@contextlib.contextmanager
+def large_buffers_mapped(threshold: int = 128 * 1024) -> Iterator[None]:
+    """glibc serves every buffer above ``threshold`` bytes with its own mapping for the block, and
+    returns it when freed, so the resident set follows the live large buffers exactly (a measured
+    peak then counts them, not pages the heap kept from earlier work); the thresholds of
+    :func:`keep_freed_buffers` are restored after. A no-op where glibc's ``mallopt`` is missing."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+        changed = bool(libc.mallopt(-3, threshold))            # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        changed = False
+    try:
+        yield
+    finally:
+        if changed:
+            keep_freed_buffers()
