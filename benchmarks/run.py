@@ -11,6 +11,8 @@ ratio with the machine description. Targets (checked here, never in tests):
 - scale_time_ratio <= 4.4 and rss_growth_ratio <= 1.3: wall time and peak RSS of the default run
   with 4x the questions (``data.n_val_images=400``) / the default run
 - default_run_seconds <= 60: the warm default run, with its stage breakdown
+- kazemi_peak_rss_gb.6 <= 4, kazemi_peak_rss_gb.60 <= 4, kazemi_rss_ratio <= 1.2: peak RSS of a
+  ``model=kazemi`` run (ResNet-152 at 448x448) on a real-format tree of 6 and of 60 questions
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"scoring_speedup": (">=", 8.0), "attribution_overhead.saliency": ("<=", 1.3),
            "attribution_overhead.gbackp": ("<=", 1.3), "attribution_overhead.deconv": ("<=", 1.3),
            "attribution_overhead.ggradcam": ("<=", 2.3), "sweep_cost_ratio": ("<=", 1.5),
-           "rss_growth_ratio": ("<=", 1.3), "scale_time_ratio": ("<=", 4.4), "default_run_seconds": ("<=", 60.0)}
+           "rss_growth_ratio": ("<=", 1.3), "scale_time_ratio": ("<=", 4.4), "default_run_seconds": ("<=", 60.0),
+           "kazemi_peak_rss_gb.6": ("<=", 4.0), "kazemi_peak_rss_gb.60": ("<=", 4.0), "kazemi_rss_ratio": ("<=", 1.2)}
 
 
 def machine() -> dict:
@@ -309,6 +312,46 @@ def bench_runs(quick: bool) -> dict:
     return results
 
 
+def kazemi_memory(sizes=(6, 60), side: int = 448, explain: bool = False, extra=()) -> dict:
+    """Peak RSS (GNU time, of the whole run) of ``model=kazemi`` (ResNet-152, random weights in the
+    real file formats) on real-format trees of each size in ``sizes``, at ``side`` px, every map
+    computed afresh; the run's own ``memory/peak_rss_gb`` and its budget beside it. The explain stage
+    is off unless ``explain`` (at 448 px its IG passes take ~1.5 min a question on 2 cores; its
+    batches come from the same budget, see tests/test_memory.py)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from realdata import build_checkpoint, build_resnet152_weights, build_scaled_tree
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TQDM_DISABLE": "1"}
+        checkpoint = build_checkpoint(Path(tmp) / "checkpoint.pth")
+        backbone = build_resnet152_weights(Path(tmp) / "resnet152.pth")
+        off = [] if explain else ["explain.tokens=false", "explain.share=false", "explain.faithfulness=false"]
+        for n in sizes:
+            root = build_scaled_tree(Path(tmp) / f"vqa{n}", n)
+            wall, out, rss = _run_cli(["data=vqahat", "model=kazemi", f"data.root={root}", f"model.checkpoint={checkpoint}",
+                                       f"model.backbone_weights={backbone}", f"model.input.size={side}",
+                                       "method=saliency", "analysis.n_panels=0", f"paths.cache={tmp}/cache{n}",
+                                       "tracking.log_maps=false", *off, *extra], env)
+            run_id = re.findall(r"MLflow run: (\w+)", out)[0]
+            from mlflow.tracking import MlflowClient
+
+            run = MlflowClient(uri).get_run(run_id)
+            results[f"kazemi_peak_rss_gb.{n}"] = rss / 1024 ** 2 if rss > 0 else run.data.metrics["memory/peak_rss_gb"]
+            results[f"kazemi_run_peak_rss_gb.{n}"] = run.data.metrics["memory/peak_rss_gb"]
+            results[f"kazemi_seconds.{n}"] = wall
+            results["kazemi_memory_budget"] = run.data.tags.get("memory_budget", "")
+            results["kazemi_memory_per_sample"] = run.data.tags.get("memory_per_sample", "")
+    first, last = (results[f"kazemi_peak_rss_gb.{n}"] for n in (sizes[0], sizes[-1]))
+    results["kazemi_rss_ratio"] = last / first
+    return results
+
+
+def bench_memory(quick: bool) -> dict:
+    return kazemi_memory((6, 12) if quick else (6, 60))
+
+
 def verdicts(results: dict) -> dict:
     out = {}
     for key, (op, target) in TARGETS.items():
@@ -395,14 +438,15 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and pairs (< 3 minutes)")
     parser.add_argument("--json", type=Path, help="write results here")
     parser.add_argument("--markdown", type=Path, help="write a table here (e.g. benchmarks/RESULTS.md)")
-    parser.add_argument("--only", nargs="*", choices=["scoring", "attribution", "explain", "runs"], help="a subset")
+    parser.add_argument("--only", nargs="*", choices=["scoring", "attribution", "explain", "runs", "memory"],
+                        help="a subset")
     args = parser.parse_args(argv)
-    parts = args.only or ["scoring", "attribution", "explain", "runs"]
+    parts = args.only or ["scoring", "attribution", "explain", "runs", "memory"]
     results: dict = {}
     for part in parts:
         print(f"[benchmark] {part} ...", flush=True)
         results.update({"scoring": bench_scoring, "attribution": bench_attribution, "explain": bench_explain,
-                        "runs": bench_runs}[part](args.quick))
+                        "runs": bench_runs, "memory": bench_memory}[part](args.quick))
     report = {"command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "results": results,
               "verdicts": verdicts(results)}

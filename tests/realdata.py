@@ -72,3 +72,33 @@ def build_resnet152_weights(path: Path) -> Path:
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet152(weights=None).state_dict(), path)
     return path
+
+
+def build_scaled_tree(root: Path, n_questions: int, image_side: int = 480) -> Path:
+    """A real-format tree of ``n_questions`` ordinary questions (3 per image, 3 annotator maps each,
+    answers in :data:`ANSWER_VOCAB`), for measuring how a run grows with the questions."""
+    rng = np.random.default_rng(1)
+    (root / "val2014").mkdir(parents=True)
+    (root / "vqahat_val").mkdir()
+    questions, annotations = [], []
+    answers = list(ANSWER_VOCAB)
+    for i in range(n_questions):
+        image_id = i // 3 + 1
+        path = root / "val2014" / f"COCO_val2014_{image_id:012d}.jpg"
+        if not path.exists():
+            Image.fromarray(rng.integers(0, 255, (image_side, image_side, 3), dtype=np.uint8), "RGB").save(path)
+        qid = 10_000 + i
+        answer = answers[i % len(answers)]
+        questions.append({"image_id": image_id, "question": ["What color is the cube?", "Is the cube big?",
+                                                              "How many dogs are there?"][i % 3], "question_id": qid})
+        annotations.append({"question_id": qid, "image_id": image_id, "question_type": "what", "answer_type": "other",
+                            "multiple_choice_answer": answer,
+                            "answers": [{"answer_id": j + 1, "answer": answer, "answer_confidence": "yes"}
+                                        for j in range(10)]})
+        for n in (1, 2, 3):
+            Image.fromarray(rng.integers(0, 255, (90, 120), dtype=np.uint8), "L").save(
+                root / "vqahat_val" / f"{qid}_{n}.png")
+    (root / "OpenEnded_mscoco_val2014_questions.json").write_text(json.dumps(
+        _info({"task_type": "Open-Ended", "questions": questions})))
+    (root / "mscoco_val2014_annotations.json").write_text(json.dumps(_info({"annotations": annotations})))
+    return root

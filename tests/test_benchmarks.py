@@ -37,3 +37,13 @@ def test_explain_benchmark_reports_each_parts_cost():
         assert results[f"explain_seconds_per_map.{part}.embedded"] > 0
         assert results[f"explain_overhead.{part}.embedded"] > 0          # a measured ratio (the benchmark reads it)
         assert "forward" in results[f"explain_passes_per_map.{part}"]
+
+
+@pytest.mark.slow
+def test_the_paper_models_memory_benchmark_runs_small():
+    """The peak-RSS rows of model=kazemi (the benchmark reads them at 448 px, 6 and 60 questions)."""
+    from benchmarks.run import kazemi_memory
+
+    results = kazemi_memory((2, 3), side=64)
+    assert results["kazemi_peak_rss_gb.2"] > 0 and results["kazemi_peak_rss_gb.3"] > 0
+    assert results["kazemi_rss_ratio"] > 0 and "GiB" in results["kazemi_memory_budget"]

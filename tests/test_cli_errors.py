@@ -104,3 +104,9 @@ def test_a_path_with_a_space_quoted_as_readme_shows_reaches_the_run(cli_env, tmp
     result = _run([f'data.root="{folder}"', "data=vqahat", f"model.checkpoint={checkpoint}"], env=cli_env, cwd=tmp_path)
     # the path arrived whole: the reader looks for the questions inside it
     assert result.returncode == 2 and f"{folder}/OpenEnded_mscoco_val2014_questions.json" in result.stderr, result.stderr
+
+
+def test_a_sweep_into_a_store_it_cannot_use_is_one_line(cli_env, tmp_path):
+    result = _run(["-m", "tracking.uri=file:./mlruns", "k=0.05,0.1", "data.limit=4"], env=cli_env, cwd=tmp_path)
+    assert result.returncode == 2 and "tracking.uri=file:./mlruns: a file store" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -59,10 +59,16 @@ class MlflowSweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         from vqa_interp.settings import tracking_settings
 
+        from vqa_interp.errors import VqaInterpError
+
         name = "sweep: " + (" ".join(overrides) or sweep_dir.name)
-        self.tracker = start_run(tracking_settings(config), name,
-                                 tags={"run_kind": "sweep", "hydra_sweep_dir": str(sweep_dir.resolve()),
-                                       "sweep_overrides": " ".join(overrides)})
+        try:
+            self.tracker = start_run(tracking_settings(config), name,
+                                     tags={"run_kind": "sweep", "hydra_sweep_dir": str(sweep_dir.resolve()),
+                                           "sweep_overrides": " ".join(overrides)})
+        except VqaInterpError as exc:   # a store the sweep cannot record into: one line, before any job
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(2)
         self.tracker.log_params({"sweep.overrides": " ".join(overrides)})
         (sweep_dir / PARENT_ID_FILE).write_text(self.tracker.run_id)
         (sweep_dir / SWEEP_K_FILE).write_text(json.dumps(swept_values(overrides, "k")))
