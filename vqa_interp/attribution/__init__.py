@@ -7,6 +7,7 @@ To add a method: one row in :data:`vqa_interp.attribution.captum_methods.TABLE` 
 """
 from vqa_interp.attribution import captum_methods  # noqa: F401, I001  (registers Captum's methods)
 from vqa_interp.attribution import baselines  # noqa: F401, I001  (registers the model-free baselines)
+from vqa_interp.attribution import transformer_methods  # noqa: F401, I001  (attention, rollout, chefer)
 from vqa_interp.attribution.compute import CHANNEL_REDUCTIONS, MapRequest, compute_maps, reduce_channels
 from vqa_interp.attribution.registry import METHODS, AttributeFn, Method, make_attributor, register
 

@@ -27,17 +27,18 @@ class CaptumRow:
     description: str = ""
     reference: str = ""
     aliases: tuple[str, ...] = ()
+    relu: bool = False                                # modifies ReLU backward passes (needs relu_units)
 
 
 TABLE = (
     CaptumRow("saliency", "Saliency", {"abs": True}, description="|gradient| of the target logit w.r.t. the pixels",
               reference="Simonyan et al. 2014", aliases=("salien",)),
     CaptumRow("gbackp", "GuidedBackprop", description="Guided Backpropagation",
-              reference="Springenberg et al. 2015"),
-    CaptumRow("deconv", "Deconvolution", description="DeconvNet", reference="Zeiler & Fergus 2014"),
+              reference="Springenberg et al. 2015", relu=True),
+    CaptumRow("deconv", "Deconvolution", description="DeconvNet", reference="Zeiler & Fergus 2014", relu=True),
     CaptumRow("ggradcam", "GuidedGradCam", {"interpolate_mode": "nearest"}, layer="cam",
               description="Guided Backprop x upsampled ReLU(Grad-CAM) on the backbone's last block",
-              reference="Selvaraju et al. 2017", aliases=("ggrdcm",)),
+              reference="Selvaraju et al. 2017", aliases=("ggrdcm",), relu=True),
     CaptumRow("inputxgrad", "InputXGradient", description="input x gradient", reference="Shrikumar et al. 2016"),
 )
 
@@ -63,7 +64,7 @@ def _builder(row: CaptumRow):
 for _row in TABLE:
     register(Method(_row.name, _builder(_row), {**_row.attribute, **({"layer": _row.layer} if _row.layer else {})},
                     _row.description, _row.reference, _row.aliases,
-                    needs=("pixels", "cam_layer") if _row.layer else ("pixels",)))
+                    needs=("pixels", *(("cam_layer",) if _row.layer else ()), *(("relu_units",) if _row.relu else ()))))
 
 
 # ------------------------------------------------------------------ methods beyond the paper

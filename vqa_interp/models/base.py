@@ -33,6 +33,7 @@ ATTACHMENTS = {
     "text_embedding": "the question's token embedding layer, output [B, T, D] (token attributions, share)",
     "blocks": "the ordered blocks that sanity checks re-initialise, from the output down",
     "attentions": "attention maps over the image patches (transformer-native methods)",
+    "relu_units": "an nn.ReLU module at every non-linearity (Guided Backprop and DeconvNet modify their backward)",
 }
 
 

@@ -144,7 +144,7 @@ class KazemiModel(VqaModel):
     and its stem, where it has one.
     """
     kind = "kazemi"
-    provides = frozenset({"pixels", "cam_layer", "text_embedding", "blocks"})
+    provides = frozenset({"pixels", "cam_layer", "text_embedding", "blocks", "relu_units"})
 
     def __init__(self, module: VQAModel, question_vocab: dict[str, int], answer_vocab: dict[str, int],
                  geometry: InputGeometry, *, checkpoint_digest: str = "", description: str = "",

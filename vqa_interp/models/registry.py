@@ -39,6 +39,7 @@ class ModelKind:
     train_signature: Callable = lambda m: {"kind": m.kind, "options": m.options, "input": m.input}
     description: str = ""
     needs_checkpoint: bool = True
+    checkpoint_suffix: str = ".pth"   # of a trained embedded model's file ("" for a folder)
 
     @property
     def trainable(self) -> bool:

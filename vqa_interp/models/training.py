@@ -127,7 +127,7 @@ def embedded_checkpoint_path(model_settings, home: str | Path, dataset) -> Path:
                                  "generator": dataset.signature().get("generator"),
                                  **kind.train_signature(model_settings)})
     prefix = "embedded" if kind.name == "kazemi" else f"embedded_{kind.name}"
-    return Path(home) / "models" / f"{prefix}-{signature}.pth"
+    return Path(home) / "models" / f"{prefix}-{signature}{kind.checkpoint_suffix}"
 
 
 def train_and_save(model_settings, dataset, out_path: Path, on_epoch=None) -> dict:

@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
+from vqa_interp.tracking.preflight import check_reachable  # (re-exported: the entry points import it from here)
 
 log = logging.getLogger(__name__)
 PARENT_ID_FILE = "mlflow_parent_run_id"
@@ -38,71 +39,6 @@ def resolve_tracking_uri(uri: str) -> str:
 
 
 UI_PORT = 5000
-
-
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-def check_local_store(uri: str) -> None:
-    """One-line errors, before any run opens, for a local store MLflow would fail on with a
-    traceback: a file store (``file:./mlruns`` or a bare folder: MLflow 3.13+ refuses them) and a
-    SQLite file that is not a readable database (truncated, overwritten)."""
-    from vqa_interp.errors import ConfigError
-
-    default = "tracking.uri=sqlite:///mlruns/mlflow.db (the default)"
-    if uri.startswith("file:") or "://" not in uri and not uri.startswith(("sqlite:", "postgresql", "mysql", "mssql", "databricks")):
-        raise ConfigError(f"tracking.uri={uri}: a file store (a folder of runs), which MLflow 3.13+ no longer writes "
-                          f"to; expected a database or a server URI. Use {default}, or a tracking server "
-                          "(tracking.uri=http://HOST:PORT); `mlflow migrate-filestore` moves old file-store runs.")
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
-        return
-    path = Path(uri[len(prefix):])
-    if not path.exists() or path.stat().st_size == 0:
-        return   # MLflow creates it
-    import sqlite3
-
-    problem = ""
-    with path.open("rb") as handle:
-        if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
-            problem = "it does not start with the SQLite header"
-    if not problem:
-        try:
-            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
-                result = db.execute("PRAGMA quick_check").fetchone()
-            if result and result[0] != "ok":
-                problem = f"SQLite's quick_check reports {result[0]!r}"
-        except sqlite3.DatabaseError as exc:
-            problem = f"SQLite: {exc}"
-    if problem:
-        raise ConfigError(f"tracking.uri={uri}: {path} is not a readable SQLite database ({problem}; a truncated or "
-                          f"overwritten file). Move it aside (mv {path} {path}.broken) to start an empty store there, "
-                          "restore it from a backup, or set tracking.uri to another store.")
-
-
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, in one line, when ``uri`` is a tracking server that does not answer (MLflow itself
-    retries for minutes), or a local store MLflow cannot use (:func:`check_local_store`)."""
-    if not uri.startswith(("http://", "https://")):
-        check_local_store(uri)
-        return
-    import urllib.error
-    import urllib.request
-
-    from vqa_interp.errors import ConfigError
-
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
-            if response.status == 200:
-                return
-            reason = f"HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        reason = f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError) as exc:
-        reason = str(getattr(exc, "reason", exc))
-    raise ConfigError(f"tracking.uri={uri}: no MLflow tracking server answers there ({reason}). Start it "
-                      f"(mlflow server --host 127.0.0.1 --port PORT --backend-store-uri sqlite:///mlruns/mlflow.db) "
-                      f"or unset MLFLOW_TRACKING_URI to record into the local store mlruns/mlflow.db.")
 
 
 def ui_base(uri: str) -> str:

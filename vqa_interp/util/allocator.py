@@ -6,6 +6,23 @@ import contextlib
 from typing import Iterator
 
 
+M_MMAP_THRESHOLD, M_TRIM_THRESHOLD = -3, -1      # glibc's mallopt parameters
+KEPT_MMAP, KEPT_TRIM = 32 * 1024 * 1024, 1024 * 1024 * 1024
+GLIBC_MMAP = 128 * 1024                           # glibc's initial mmap threshold
+_KEPT = False
+
+
+def _mallopt(option: int, value: int) -> bool:
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(option, value))
+    except (OSError, AttributeError):
+        return False
+
+
 def keep_freed_buffers() -> bool:
     """Ask glibc to keep freed multi-MB buffers in the heap instead of returning them to the OS.
 
@@ -19,14 +36,9 @@ def keep_freed_buffers() -> bool:
     scoring; with 1 GB, 0.7 M and 22.4 s, peak RSS 1.24 GB). Returns False where glibc's
     ``mallopt`` is not available (a no-op there).
     """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-3, 32 * 1024 * 1024) and libc.mallopt(-1, 1024 * 1024 * 1024))  # MMAP, TRIM
-    except (OSError, AttributeError):
-        return False
+    global _KEPT
+    _KEPT = _mallopt(M_MMAP_THRESHOLD, KEPT_MMAP) and _mallopt(M_TRIM_THRESHOLD, KEPT_TRIM)
+    return _KEPT
 
 
 @contextlib.contextmanager
@@ -46,22 +58,22 @@ def one_blas_thread() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def large_buffers_mapped(threshold: int = 128 * 1024) -> Iterator[None]:
+def large_buffers_mapped(threshold: int = GLIBC_MMAP) -> Iterator[None]:
     """glibc serves every buffer above ``threshold`` bytes with its own mapping for the block, and
     returns it when freed, so the resident set follows the live large buffers exactly (a measured
-    peak then counts them, not pages the heap kept from earlier work); the thresholds of
-    :func:`keep_freed_buffers` are restored after. A no-op where glibc's ``mallopt`` is missing."""
+    peak then counts them, not pages the heap kept from earlier work). After the block the mmap
+    threshold is what :func:`keep_freed_buffers` set, or glibc's initial 128 KiB. A no-op where
+    glibc's ``mallopt`` is missing."""
     import ctypes
     import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-        changed = bool(libc.mallopt(-3, threshold))            # M_MMAP_THRESHOLD
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
-        changed = False
+        pass
+    changed = _mallopt(M_MMAP_THRESHOLD, threshold)
     try:
         yield
     finally:
         if changed:
-            keep_freed_buffers()
+            _mallopt(M_MMAP_THRESHOLD, KEPT_MMAP if _KEPT else GLIBC_MMAP)

@@ -1,0 +1,97 @@
+"""Transformer-native maps: what a model with self-attention over text and image patches
+(``attentions`` attachment, :meth:`vqa_interp.models.vilt.ViltModel.attentions`) says it looked at.
+
+Each map is row ``r`` (the token the answer head reads) of a ``[T, T]`` matrix over the patch
+columns, laid out on the ``h x w`` patch grid and upsampled bilinearly to the input ``[B, 1, S, S]``:
+
+- ``attention``: the last layer's attention probabilities, mean over heads;
+- ``rollout`` (Abnar & Zuidema 2020): ``R = prod_l norm(mean_h(A_l) + I)`` from the first layer up,
+  the residual added and each row renormalised to sum 1;
+- ``chefer`` (Chefer, Gur & Wolf 2021, relevancy for self-attention): ``R = I``, then for each layer
+  from the first up ``R += mean_h(clamp(dA_l * A_l, min=0)) @ R``, ``dA_l`` the gradient of the
+  target logit with respect to layer ``l``'s attention probabilities.
+
+The token layout (which row, which columns, the grid) comes from the model
+(:meth:`~vqa_interp.models.vilt.ViltModel.token_layout`), so these functions name no model.
+"""
+from __future__ import annotations
+
+import torch
+
+from vqa_interp.attribution.registry import Method, register
+
+
+def on_grid(values: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """``[B, h*w]`` patch values -> ``[B, 1, S, S]`` (bilinear, pixel centres aligned)."""
+    h, w = grid
+    maps = values.reshape(values.shape[0], 1, h, w)
+    return torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+def attention_map(attentions: list[torch.Tensor], row: int, columns: slice) -> torch.Tensor:
+    """``[B, N]``: the last layer's attention of token ``row`` over ``columns``, mean over heads."""
+    return attentions[-1].mean(dim=1)[:, row, columns]
+
+
+def rollout(attentions: list[torch.Tensor]) -> torch.Tensor:
+    """``[B, T, T]`` attention rollout (residual added, rows renormalised)."""
+    eye = torch.eye(attentions[0].shape[-1], dtype=attentions[0].dtype, device=attentions[0].device)
+    result = eye.expand_as(attentions[0][:, 0]).clone()
+    for a in attentions:
+        mixed = a.mean(dim=1) + eye
+        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+        result = mixed @ result
+    return result
+
+
+def relevancy(attentions: list[torch.Tensor], gradients: list[torch.Tensor]) -> torch.Tensor:
+    """``[B, T, T]`` Chefer et al.'s relevancy for self-attention from each layer's attention
+    probabilities and their gradients."""
+    eye = torch.eye(attentions[0].shape[-1], dtype=attentions[0].dtype, device=attentions[0].device)
+    result = eye.expand_as(attentions[0][:, 0]).clone()
+    for a, g in zip(attentions, gradients):
+        weighted = (g * a).clamp(min=0).mean(dim=1)
+        result = result + weighted @ result
+    return result
+
+
+def _attention(model, options):
+    def attribute(x, t, question):
+        with torch.no_grad():
+            _, attentions = model.attentions(x, question)
+            row, columns, grid = model.token_layout(x, question)
+            return on_grid(attention_map(attentions, row, columns), grid, tuple(x.shape[-2:]))
+    return attribute
+
+
+def _rollout(model, options):
+    def attribute(x, t, question):
+        with torch.no_grad():
+            _, attentions = model.attentions(x, question)
+            row, columns, grid = model.token_layout(x, question)
+            return on_grid(rollout(attentions)[:, row, columns], grid, tuple(x.shape[-2:]))
+    return attribute
+
+
+def _chefer(model, options):
+    def attribute(x, t, question):
+        with torch.enable_grad():
+            logits, attentions = model.attentions(x.detach(), question)
+            target = logits.gather(1, t[:, None]).sum()
+            gradients = torch.autograd.grad(target, attentions)
+        row, columns, grid = model.token_layout(x, question)
+        with torch.no_grad():
+            values = relevancy([a.detach() for a in attentions], list(gradients))[:, row, columns]
+            return on_grid(values, grid, tuple(x.shape[-2:]))
+    return attribute
+
+
+for _method in (
+    Method("attention", _attention, {}, "the last layer's attention from the answer token over the patches, mean "
+           "over heads", "Vaswani et al. 2017", needs=("pixels", "attentions")),
+    Method("rollout", _rollout, {}, "attention rollout (residual added, rows renormalised)", "Abnar & Zuidema 2020",
+           needs=("pixels", "attentions")),
+    Method("chefer", _chefer, {}, "relevancy: gradient-weighted attention propagated through the layers",
+           "Chefer, Gur & Wolf 2021", needs=("pixels", "attentions")),
+):
+    register(_method)
