@@ -207,7 +207,7 @@ def check_folder(folder) -> Path:
     if not any((folder / w).is_file() for w in ("model.safetensors", "pytorch_model.bin")):
         missing.append("model.safetensors")
     if not any((folder / t).is_file() for t in ("vocab.txt", "tokenizer.json")):
-        missing.append("vocab.txt")
+        missing.append("vocab.txt")     # or tokenizer.json: either holds the vocabulary
     if missing:
         raise CheckpointError(f"model.pretrained: {folder} lacks {missing}; expected a save_pretrained folder of "
                               "ViltForQuestionAnswering and its tokenizer (processor.save_pretrained writes vocab.txt).")
