@@ -181,3 +181,65 @@ def test_grad_cam_reads_the_patch_grid_at_the_last_blocks_input():
     maps = make_attributor(model, "gradcam", {"layer": "cam"})(pixels.requires_grad_(True), torch.tensor([0, 1, 2]),
                                                                question)
     assert maps.shape == (3, 1, 64, 64) and maps.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_embedded_vilt_runs_end_to_end_with_every_table_the_cnn_has(cli_env, tmp_path):
+    """``model=embedded_vilt method=rollout`` (trained on first use): floors and ceiling, the
+    analysis, the explain stage's tables; and a method it cannot serve refused in one line."""
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    from conftest import python
+
+    result = subprocess.run([python(), "-m", "vqa_interp.run", "model=embedded_vilt", "method=rollout",
+                             "+experiment=smoke"], env=cli_env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Between floors and ceiling" in result.stdout and "Faithfulness:" in result.stdout
+    client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
+    run = client.search_runs([client.get_experiment_by_name("vqa-interp").experiment_id])[0]
+    assert run.info.status == "FINISHED" and run.data.tags["model_kind"] == "vilt"
+    tables = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
+    assert {"tables/baselines.csv", "tables/normalised.csv", "tables/significance.csv", "tables/faithfulness.csv",
+            "tables/token_attributions.csv"} <= tables
+    assert "norm/rank_corr" in run.data.metrics
+    refused = subprocess.run([python(), "-m", "vqa_interp.run", "model=embedded_vilt", "method=gbackp"], env=cli_env,
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "relu_units" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.slow
+def test_a_model_by_method_sweep_compares_models_on_the_same_questions(cli_env, tmp_path):
+    """``-m model=embedded,embedded_vilt method=saliency,rollout``: the CNN cannot serve rollout, so
+    that pair is listed as not applicable (not a failed child); saliency's two models are compared
+    question by question."""
+    import subprocess
+
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from conftest import python
+
+    result = subprocess.run([python(), "-m", "vqa_interp.run", "-m", "model=embedded,embedded_vilt",
+                             "method=saliency,rollout", "+experiment=smoke", "explain.tokens=false",
+                             "explain.share=false", "explain.faithfulness=false"], env=cli_env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("vqa-interp").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("run_kind") == "sweep")
+    children = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]
+    assert parent.info.status == "FINISHED" and len(children) == 3
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert parent.data.metrics["count/children_failed"] == 0 and parent.data.metrics["count/children_not_applicable"] == 1
+    skipped = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/not_applicable.csv", str(tmp_path)))
+    assert "model=embedded" in skipped["overrides"].iloc[0] and "method=rollout" in skipped["overrides"].iloc[0]
+    pairs = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/model_pairs.csv", str(tmp_path)))
+    wilcoxon = pairs[pairs["test"] == "wilcoxon"]
+    assert set(wilcoxon["method"]) == {"saliency"} and set(wilcoxon["model_a"]) | set(wilcoxon["model_b"]) == {
+        "embedded", "embedded_vilt"}
+    assert (wilcoxon["n"] > 0).all()
+    assert "Models compared on the same questions" in result.stdout + result.stderr
+    assert "Not applicable" in result.stdout + result.stderr

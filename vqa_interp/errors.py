@@ -9,6 +9,11 @@ class ConfigError(VqaInterpError, ValueError):
     """A config value is out of range or unknown."""
 
 
+class NotApplicableError(ConfigError):
+    """A method the model cannot serve (it lacks what the method needs): in a sweep over models and
+    methods such a pair is listed as not applicable, not as a failed job."""
+
+
 class DataError(VqaInterpError):
     """An input file is missing or malformed."""
 

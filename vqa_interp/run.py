@@ -102,7 +102,8 @@ def evaluate(cfg: DictConfig) -> str:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str:
-    from vqa_interp.tracking.hydra_job import in_multirun, record_job_failure
+    from vqa_interp.errors import NotApplicableError
+    from vqa_interp.tracking.hydra_job import in_multirun, record_job_failure, record_job_not_applicable
     from vqa_interp.tracking.signals import mark_interrupted, raise_on_sigterm
     from vqa_interp.util.allocator import keep_freed_buffers
 
@@ -114,6 +115,13 @@ def main(cfg: DictConfig) -> str:
     except KeyboardInterrupt:
         mark_interrupted()
         raise
+    except NotApplicableError as exc:
+        if in_multirun() and not _RUN_OPENED:   # a model x method pair that cannot run: listed by the parent
+            record_job_not_applicable(exc)
+            print(f"not applicable: {exc}", file=sys.stderr, flush=True)
+            return ""
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
     except BaseException as exc:
         if in_multirun():
             if not _RUN_OPENED:   # the parent cannot see a job that never opened its run: leave it a note

@@ -41,10 +41,24 @@ IGNORED_PREFIXES = ("method.", "analysis.", "confidence.", "tracking.", "attribu
 CONTEXT = ("image_id", "answer_type", "question_type", "correct")
 
 
-def setting_of(params: dict) -> tuple:
+def setting_of(params: dict, also_ignore: tuple[str, ...] = ()) -> tuple:
     """The scoring setting of a run: every param that changes its per-example scores, except the
-    method (and k, reported as its own column)."""
-    return tuple(sorted((k, v) for k, v in params.items() if k != "k" and not k.startswith(IGNORED_PREFIXES)))
+    method (and k, reported as its own column); ``also_ignore``: more prefixes (``model.``, to
+    compare models)."""
+    ignored = IGNORED_PREFIXES + tuple(also_ignore)
+    return tuple(sorted((k, v) for k, v in params.items() if k != "k" and not k.startswith(ignored)))
+
+
+def model_entries(entries: list[dict]) -> list[dict]:
+    """The same runs, compared across models instead of methods: each run's ``method`` becomes its
+    model, and its setting holds the method (so each method's models are paired on the same
+    questions); [] when the runs have fewer than two models for any method."""
+    out = [{**e, "method": e["model"], "setting": (e["model_setting"], e["method"]),
+            "label": e["method"]} for e in entries if "model" in e]
+    groups: dict = {}
+    for e in out:
+        groups.setdefault((e["k"], e["setting"]), set()).add(e["method"])
+    return out if any(len(models) > 1 for models in groups.values()) else []
 
 
 def direction(metric: str) -> float:

@@ -133,6 +133,35 @@ def _section(title: str, rows: list[dict], fmt: str, markdown: bool) -> str:
     return heading + "\n\n" * markdown + ("\n" if not markdown else "") + tabulate(rows, headers="keys", tablefmt=fmt)
 
 
+def model_summary(ranking: pd.DataFrame, pairs: pd.DataFrame, *, markdown: bool = False) -> str:
+    """The models of a sweep compared on the same questions, for each method: best first per
+    (method, k, metric), with the paired test (Wilcoxon, Holm) against the next model."""
+    from vqa_interp.analysis.comparisons import direction
+
+    fmt = "github" if markdown else "simple"
+    rows = []
+    for (method, k, metric), part in ranking.groupby(["method", "k", "metric"], sort=False):
+        part = part.sort_values("rank")
+        order = list(part["model"])
+        for i, entry in enumerate(part.itertuples()):
+            versus = ""
+            if i + 1 < len(order):
+                a, b = sorted([entry.model, order[i + 1]])
+                test = pairs[(pairs["method"] == method) & (pairs["k"] == k) & (pairs["metric"] == metric)
+                             & (pairs["test"] == "wilcoxon") & (pairs["model_a"] == a) & (pairs["model_b"] == b)]
+                if len(test) and np.isfinite(test["p_holm"].iloc[0]):
+                    better = test["better"].iloc[0] if isinstance(test["better"].iloc[0], str) else ""
+                    sign = ">" if better == entry.model else "<" if better == order[i + 1] else "~"
+                    versus = f"{sign} {order[i + 1]} (p={test['p_holm'].iloc[0]:.2g})"
+            towards = "" if direction(metric) > 0 else " (lower better)"
+            rows.append({"method": method, "k": k, "metric": metric + towards, "rank": entry.rank, "model": entry.model,
+                         "mean [95% CI]": f"{_fmt(entry.mean)} [{_fmt(entry.ci_low)}, {_fmt(entry.ci_high)}]",
+                         "n": entry.n, "vs next (Wilcoxon, Holm)": versus})
+    title = ("Models compared on the same questions (one value per question, the questions every model scored; "
+             "95% CI resampling images)")
+    return _section(title, rows, fmt, markdown)
+
+
 def sweep_summary(ranking: pd.DataFrame | None, pairs: pd.DataFrame | None, comparison: pd.DataFrame,
                   *, markdown: bool = False, robustness: dict | None = None) -> str:
     """The methods of a sweep, best first per (k, metric), with the paired test against the next, and

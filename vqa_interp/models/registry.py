@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from vqa_interp.errors import ConfigError
+from vqa_interp.errors import ConfigError, NotApplicableError
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def check_method(kind: ModelKind, method: str, needs: tuple[str, ...]) -> None:
 
     missing = [n for n in needs if n not in kind.provides]
     if missing:
-        raise ConfigError(f"method={method} needs the model's {', '.join(missing)} "
+        raise NotApplicableError(f"method={method} needs the model's {', '.join(missing)} "
                           f"({'; '.join(ATTACHMENTS[n] for n in missing)}), which model.kind={kind.name} does not "
                           f"have; choose another method (model.kind={kind.name} provides {sorted(kind.provides)}).")
 

@@ -65,6 +65,16 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def record_job_not_applicable(exc: BaseException) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from vqa_interp.tracking.sweep import record_not_applicable
+
+    with contextlib.suppress(Exception):
+        hydra_cfg = HydraConfig.get()
+        record_not_applicable(hydra_cfg.sweep.dir, int(hydra_cfg.job.num), list(hydra_cfg.overrides.task), str(exc))
+
+
 def record_job_failure(exc: BaseException) -> None:
     from hydra.core.hydra_config import HydraConfig
 

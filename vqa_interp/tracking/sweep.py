@@ -76,6 +76,28 @@ def record_failed_job(sweep_dir: str | Path, job: int, overrides: list[str], err
     (folder / f"{job}.json").write_text(json.dumps({"job": job, "overrides": overrides, "error": error}))
 
 
+NOT_APPLICABLE_DIR = "not_applicable"
+
+
+def record_not_applicable(sweep_dir: str | Path, job: int, overrides: list[str], reason: str) -> None:
+    """A job whose model cannot serve its method (a model x method sweep) leaves
+    ``<sweep dir>/not_applicable/<job>.json``: the parent lists it, not as a failure."""
+    folder = Path(sweep_dir) / NOT_APPLICABLE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{job}.json").write_text(json.dumps({"job": job, "overrides": overrides, "error": reason}))
+
+
+def not_applicable_jobs(sweep_dir: str | None) -> pd.DataFrame:
+    """``job, overrides, reason`` of the sweep's jobs that were not applicable."""
+    folder = Path(sweep_dir) / NOT_APPLICABLE_DIR if sweep_dir else None
+    rows = []
+    if folder is not None and folder.is_dir():
+        for path in sorted(folder.glob("*.json"), key=lambda p: int(p.stem)):
+            note = json.loads(path.read_text())
+            rows.append({"job": note["job"], "overrides": " ".join(note["overrides"]), "reason": note["error"]})
+    return pd.DataFrame(rows, columns=["job", "overrides", "reason"])
+
+
 def failed_jobs(sweep_dir: str | None) -> list[str]:
     """``"job N (overrides): error"`` for each job of the sweep that failed before opening its run."""
     if not sweep_dir or not (Path(sweep_dir) / FAILED_JOBS_DIR).is_dir():
@@ -137,8 +159,14 @@ def summarize_sweep(tracker) -> list[str]:
     table = comparison_table(runs)
     failed = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
     # jobs that failed before opening a run (a config error, bad data): each left a note in the sweep folder
-    unopened = failed_jobs(tracker.client.get_run(tracker.run_id).data.tags.get("hydra_sweep_dir"))
+    sweep_dir = tracker.client.get_run(tracker.run_id).data.tags.get("hydra_sweep_dir")
+    unopened = failed_jobs(sweep_dir)
     failed += unopened
+    skipped = not_applicable_jobs(sweep_dir)
+    if len(skipped):
+        tracker.log_table(skipped, "not_applicable")
+        tracker.log_metrics({"count/children_not_applicable": len(skipped)})
+        tracker.set_tags({"not_applicable": "; ".join(skipped["overrides"])[:5000]})
     tracker.log_metrics({"count/children": len(runs) + len(unopened),
                          "count/children_finished": len(runs) + len(unopened) - len(failed),
                          "count/children_failed": len(failed)})
@@ -178,11 +206,26 @@ def summarize_sweep(tracker) -> list[str]:
                 tracker.log_table(frame, name)
             tracker.log_figure(robust.robustness_figure(ranking, robustness["metric_agreement"]),
                                "figures/ranking_robustness.png")
+        model_pairs, model_ranking = model_comparison(entries, int(runs[0].data.params.get("analysis.bootstrap", 2000))
+                                                      if runs else 2000)
+        if model_pairs is not None:
+            tracker.log_table(model_pairs, "model_pairs")
+            tracker.log_table(model_ranking, "model_ranking")
     log_children_table(tracker, table)
     from vqa_interp.analysis.summary import sweep_summary
 
     tracker.summary = sweep_summary(ranking, pairs, table, robustness=robustness)
-    tracker.set_description(sweep_summary(ranking, pairs, table, markdown=True, robustness=robustness))
+    markdown = sweep_summary(ranking, pairs, table, markdown=True, robustness=robustness)
+    if model_pairs is not None:
+        from vqa_interp.analysis.summary import model_summary
+
+        tracker.summary += "\n\n" + model_summary(model_ranking, model_pairs)
+        markdown += "\n\n" + model_summary(model_ranking, model_pairs, markdown=True)
+    if len(skipped):
+        lines = [f"- {r.overrides}: {r.reason.split(';')[0]}" for r in skipped.itertuples()]
+        tracker.summary += "\n\nNot applicable (pairs the model cannot serve, not run):\n" + "\n".join(lines)
+        markdown += "\n\n**Not applicable** (pairs the model cannot serve, not run)\n\n" + "\n".join(lines)
+    tracker.set_description(markdown)
     return failed
 
 
@@ -209,14 +252,38 @@ def method_pairs(client, runs, tmp: str):
             continue
         entries.append({"method": run.data.params.get("method.name"), "k": float(run.data.params.get("k", "nan")),
                         "setting": setting_of(run.data.params), "table": table,
+                        "model": run.data.params.get("model.name", ""),
+                        "model_setting": setting_of(run.data.params, ("model.", "preprocessing.size")),
                         "map_for_example": run.data.params.get("analysis.map_for_example", "prediction")})
     if len({(e["k"], e["setting"], e["method"]) for e in entries}) < 2:
-        return None, None, []
+        return None, None, entries
     n_bootstrap = int(runs[0].data.params.get("analysis.bootstrap", 2000))
     pairs = paired_method_tests(entries, n_bootstrap=n_bootstrap)
     if pairs.empty:
-        return None, None, []
+        return None, None, entries
     return pairs, method_ranking(entries, n_bootstrap=n_bootstrap), entries
+
+
+def model_comparison(entries: list[dict], n_bootstrap: int) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The children's models compared on the same questions, for each method: paired tests and the
+    ranking, with a ``method`` column (None, None when no method ran on two models)."""
+    from vqa_interp.analysis.comparisons import method_ranking, model_entries, paired_method_tests
+
+    models = model_entries(entries)
+    if not models:
+        return None, None
+    pairs, rankings = [], []
+    for method in sorted({e["label"] for e in models}):
+        mine = [e for e in models if e["label"] == method]
+        if len({e["method"] for e in mine}) < 2:
+            continue
+        pairs.append(paired_method_tests(mine, n_bootstrap=n_bootstrap).rename(
+            columns={"method_a": "model_a", "method_b": "model_b"}).assign(method=method))
+        rankings.append(method_ranking(mine, n_bootstrap=n_bootstrap).rename(columns={"method": "model"})
+                        .assign(method=method))
+    if not pairs:
+        return None, None
+    return pd.concat(pairs, ignore_index=True), pd.concat(rankings, ignore_index=True)
 
 
 def method_means_by_run(client, runs, tmp: str) -> pd.DataFrame:
