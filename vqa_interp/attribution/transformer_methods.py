@@ -55,22 +55,20 @@ def relevancy(attentions: list[torch.Tensor], gradients: list[torch.Tensor]) -> 
     return result
 
 
-def _attention(model, options):
-    def attribute(x, t, question):
-        with torch.no_grad():
-            _, attentions = model.attentions(x, question)
-            row, columns, grid = model.token_layout(x, question)
-            return on_grid(attention_map(attentions, row, columns), grid, tuple(x.shape[-2:]))
-    return attribute
+def _from_attentions(combine):
+    """A builder whose map is ``combine(attentions, row, columns) -> [B, N]`` of one forward."""
+    def build(model, options):
+        def attribute(x, t, question):
+            with torch.no_grad():
+                _, attentions = model.attentions(x, question)
+                row, columns, grid = model.token_layout(x, question)
+                return on_grid(combine(attentions, row, columns), grid, tuple(x.shape[-2:]))
+        return attribute
+    return build
 
 
-def _rollout(model, options):
-    def attribute(x, t, question):
-        with torch.no_grad():
-            _, attentions = model.attentions(x, question)
-            row, columns, grid = model.token_layout(x, question)
-            return on_grid(rollout(attentions)[:, row, columns], grid, tuple(x.shape[-2:]))
-    return attribute
+_attention = _from_attentions(attention_map)
+_rollout = _from_attentions(lambda attentions, row, columns: rollout(attentions)[:, row, columns])
 
 
 def _chefer(model, options):

@@ -36,14 +36,19 @@ def budget_problem(value) -> str:
             f"positive size such as 4GB, 512MB or 2.5GiB.")
 
 
-def _meminfo(key: str) -> int | None:
+def _proc_kib(path: str, key: str) -> int | None:
+    """Bytes of the ``key:`` line of a ``/proc`` file in kB (``MemAvailable``, ``VmHWM``), or None."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in Path(path).read_text().splitlines():
             if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
+
+
+def _meminfo(key: str) -> int | None:
+    return _proc_kib("/proc/meminfo", key)
 
 
 def _cgroup_room() -> int | None:
@@ -73,13 +78,7 @@ def available_memory(device: str = "cpu") -> int:
 
 
 def _status(key: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return _proc_kib("/proc/self/status", key)
 
 
 def current_rss() -> int:
