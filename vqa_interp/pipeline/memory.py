@@ -8,11 +8,10 @@ is harmless for one model and kills the other, so every stage that batches takes
 - the **budget**: ``memory.budget`` (``auto``: a quarter of the memory available when the run
   starts, at most 2 GiB of working set, on the CPU; 80% of the free memory of a CUDA device), or a
   size such as ``4GB``;
-- the **cost of one sample**, measured on the loaded model before any stage runs: one forward pass
-  (predictions, occlusion, the deletion/insertion curves) and one forward with the input gradient
-  (every gradient method, each scaled input of Integrated Gradients, each noisy copy of
-  SmoothGrad, the sanity checks, the explain stage's IG passes), read as the growth of the peak
-  resident set (CPU) or of torch's peak allocation (CUDA) over one sample;
+- the **cost of one sample**, counted on the loaded model before any stage runs (:func:`measure`):
+  one forward pass (predictions, occlusion, the deletion/insertion curves) and one forward with
+  the input gradient (every gradient method, each scaled input of Integrated Gradients, each noisy
+  copy of SmoothGrad, the sanity checks, the explain stage's IG passes);
 - the configured sizes as upper bounds (``attribution.batch_size``, a method's
   ``internal_batch_size`` / ``nt_samples`` / ``perturbations_per_eval``, ``explain.ig_batch_size``,
   ``explain.batch_size``), so a small model keeps its configured batches.
@@ -30,9 +29,7 @@ import torch
 
 from vqa_interp.errors import ConfigError
 from vqa_interp.models.base import take
-from vqa_interp.util.allocator import large_buffers_mapped
-from vqa_interp.util.memory import (GIB, MIB, Batching, available_memory, budget_problem, current_rss, parse_size,
-                                    peak_rss, reset_peak_rss)
+from vqa_interp.util.memory import GIB, Batching, MIB, available_memory, budget_problem, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -55,47 +52,63 @@ def budget_bytes(value, device: str) -> tuple[int, str]:
             f"auto: a quarter of the {room / GIB:.1f} GiB available, at most {AUTO_CPU_CAP / GIB:.0f} GiB")
 
 
-def _grown(run, device: str) -> int:
-    """Bytes of memory ``run()`` needs beyond what is held now (its peak minus the current use)."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        run()
-        torch.cuda.synchronize(device)
-        return max(0, torch.cuda.max_memory_allocated(device) - base)
-    with large_buffers_mapped():
-        reset = reset_peak_rss()
-        base = current_rss()
-        before = peak_rss()
-        run()
-        after = peak_rss()
-    # without a resettable peak, a pass that stays below an earlier peak shows no growth: count the
-    # pass's whole current footprint instead (an over-estimate, which only makes batches smaller)
-    return max(0, after - base) if reset or after > before else max(0, current_rss() - base)
+def _storage(t: torch.Tensor) -> tuple[int, int]:
+    storage = t.untyped_storage()
+    return storage.data_ptr(), storage.nbytes()
 
 
 def measure(model, pixels: torch.Tensor, question, device: str) -> tuple[int, int]:
     """``(forward, backward)`` bytes per sample for ``model`` on one example (``pixels [1, ...]``,
-    ``question`` its encoding): a forward pass, and a forward with the gradient of the top logit
-    with respect to the input (what a gradient method computes)."""
+    ``question`` its encoding), counted, not sampled, so that every run of the same model on the
+    same machine or another sizes the same batches (two runs at once computed different batch
+    sizes from noisy resident-set readings, and IG's float sums then differed in the 7th digit):
+
+    - backward (a gradient method: a forward with the input's gradient): the distinct storages
+      autograd saves for the backward, the model's parameters and buffers excepted, plus twice the
+      largest activation (the gradient flowing back through it);
+    - forward (no gradient kept): twice the largest input + output of any module (what is alive
+      while one module runs).
+    """
     pixels = pixels[:1].to(device)
     question = model.to_device(take(question, [0]), device)
+    fixed = {t.untyped_storage().data_ptr() for t in [*model.module.parameters(), *model.module.buffers()]}
+    largest = {"out": 0, "in_out": 0}
 
-    def forward():
-        with torch.no_grad():
-            model.forward(pixels, question)
+    def sizes(value) -> int:
+        if isinstance(value, torch.Tensor):
+            return value.untyped_storage().nbytes() if value.untyped_storage().data_ptr() not in fixed else 0
+        if isinstance(value, (tuple, list)):
+            return sum(sizes(v) for v in value)
+        return 0
 
-    def backward():
-        x = pixels.clone().requires_grad_(True)
-        out = model.forward(x, question)
-        torch.autograd.grad(out.max(dim=1).values.sum(), x)
+    def hook(module, inputs, output):
+        out = sizes(output)
+        largest["out"] = max(largest["out"], out)
+        largest["in_out"] = max(largest["in_out"], out + sizes(inputs))
+
+    handles = [m.register_forward_hook(hook) for m in model.module.modules()]
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        pointer, size = _storage(t)
+        if pointer not in fixed:
+            saved[pointer] = size
+        return t
 
     context = torch.backends.cudnn.flags(enabled=False) if device.startswith("cuda") else contextlib.nullcontext()
-    with context:
-        fwd = _grown(forward, device)
-        bwd = _grown(backward, device)
-    return max(fwd, MIB), max(bwd, fwd, MIB)
+    try:
+        with context:
+            with torch.no_grad():
+                model.forward(pixels, question)
+            forward = 2 * largest["in_out"]
+            x = pixels.clone().requires_grad_(True)
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                model.forward(x, question)
+            backward = sum(saved.values()) + 2 * largest["out"]
+    finally:
+        for handle in handles:
+            handle.remove()
+    return max(forward, MIB), max(backward, forward, MIB)
 
 
 def plan(settings, model, pixels: torch.Tensor, question) -> Batching:

@@ -8,7 +8,6 @@ from typing import Iterator
 
 M_MMAP_THRESHOLD, M_TRIM_THRESHOLD = -3, -1      # glibc's mallopt parameters
 KEPT_MMAP, KEPT_TRIM = 32 * 1024 * 1024, 1024 * 1024 * 1024
-GLIBC_MMAP = 128 * 1024                           # glibc's initial mmap threshold
 _KEPT = False
 
 
@@ -55,25 +54,3 @@ def one_blas_thread() -> Iterator[None]:
 
     with threadpool_limits(limits=1, user_api="blas"):
         yield
-
-
-@contextlib.contextmanager
-def large_buffers_mapped(threshold: int = GLIBC_MMAP) -> Iterator[None]:
-    """glibc serves every buffer above ``threshold`` bytes with its own mapping for the block, and
-    returns it when freed, so the resident set follows the live large buffers exactly (a measured
-    peak then counts them, not pages the heap kept from earlier work). After the block the mmap
-    threshold is what :func:`keep_freed_buffers` set, or glibc's initial 128 KiB. A no-op where
-    glibc's ``mallopt`` is missing."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    changed = _mallopt(M_MMAP_THRESHOLD, threshold)
-    try:
-        yield
-    finally:
-        if changed:
-            _mallopt(M_MMAP_THRESHOLD, KEPT_MMAP if _KEPT else GLIBC_MMAP)
