@@ -139,12 +139,8 @@ def normalised_scores(table: pd.DataFrame) -> dict[str, float]:
     """``(method - random) / (human_ceiling - random)`` per metric from a :func:`baselines_table`
     (means over the same questions; NaN where a part is missing or the ceiling equals the floor)."""
     means = table.pivot(index="metric", columns="reference", values="mean")
-    out = {}
-    for metric, row in means.iterrows():
-        method, floor, ceiling = (row.get(k, np.nan) for k in ("method", "random", "human_ceiling"))
-        span = ceiling - floor
-        out[metric] = float((method - floor) / span) if np.isfinite(span) and span != 0 else float("nan")
-    return out
+    return {metric: normalised(*(row.get(k, np.nan) for k in ("method", "random", HUMAN_CEILING)))
+            for metric, row in means.iterrows()}
 
 
 def verdict(mean_diff: float, p_holm: float, testable: bool, higher_is_better: bool, alpha: float = 0.05) -> str:

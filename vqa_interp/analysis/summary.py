@@ -133,30 +133,40 @@ def _section(title: str, rows: list[dict], fmt: str, markdown: bool) -> str:
     return heading + "\n\n" * markdown + ("\n" if not markdown else "") + tabulate(rows, headers="keys", tablefmt=fmt)
 
 
+def ranked_rows(ranking: pd.DataFrame, pairs: pd.DataFrame | None, item: str = "method") -> list[dict]:
+    """Rows of a ranking (``item``: the ranked column, ``method`` or ``model``), best first per
+    (k, metric), each with its mean [CI], n and the paired test against the next one: ``>`` / ``<``
+    when Holm p < 0.05, following the sign of the paired difference, ``~`` otherwise."""
+    from vqa_interp.analysis.comparisons import direction, pair_test
+
+    rows = []
+    for (k, metric), part in ranking.groupby(["k", "metric"], sort=False):
+        part = part.sort_values("rank")
+        order = list(part[item])
+        for i, entry in enumerate(part.to_dict("records")):
+            versus = ""
+            test = pair_test(pairs, k, metric, entry[item], order[i + 1]) if i + 1 < len(order) else None
+            if test is not None and np.isfinite(test["p_holm"]):
+                better = test["better"] if isinstance(test["better"], str) else ""
+                sign = ">" if better == entry[item] else "<" if better == order[i + 1] else "~"
+                versus = f"{sign} {order[i + 1]} (p={test['p_holm']:.2g})"
+            towards = "" if direction(metric) > 0 else " (lower better)"
+            rows.append({"k": k, "metric": metric + towards, "rank": entry["rank"], item: entry[item],
+                         "mean [95% CI]": f"{_fmt(entry['mean'])} [{_fmt(entry['ci_low'])}, {_fmt(entry['ci_high'])}]",
+                         "n": entry["n"], "entry": entry, "vs next (Wilcoxon, Holm)": versus})
+    return rows
+
+
 def model_summary(ranking: pd.DataFrame, pairs: pd.DataFrame, *, markdown: bool = False) -> str:
     """The models of a sweep compared on the same questions, for each method: best first per
     (method, k, metric), with the paired test (Wilcoxon, Holm) against the next model."""
-    from vqa_interp.analysis.comparisons import direction
-
     fmt = "github" if markdown else "simple"
     rows = []
-    for (method, k, metric), part in ranking.groupby(["method", "k", "metric"], sort=False):
-        part = part.sort_values("rank")
-        order = list(part["model"])
-        for i, entry in enumerate(part.itertuples()):
-            versus = ""
-            if i + 1 < len(order):
-                a, b = sorted([entry.model, order[i + 1]])
-                test = pairs[(pairs["method"] == method) & (pairs["k"] == k) & (pairs["metric"] == metric)
-                             & (pairs["test"] == "wilcoxon") & (pairs["model_a"] == a) & (pairs["model_b"] == b)]
-                if len(test) and np.isfinite(test["p_holm"].iloc[0]):
-                    better = test["better"].iloc[0] if isinstance(test["better"].iloc[0], str) else ""
-                    sign = ">" if better == entry.model else "<" if better == order[i + 1] else "~"
-                    versus = f"{sign} {order[i + 1]} (p={test['p_holm'].iloc[0]:.2g})"
-            towards = "" if direction(metric) > 0 else " (lower better)"
-            rows.append({"method": method, "k": k, "metric": metric + towards, "rank": entry.rank, "model": entry.model,
-                         "mean [95% CI]": f"{_fmt(entry.mean)} [{_fmt(entry.ci_low)}, {_fmt(entry.ci_high)}]",
-                         "n": entry.n, "vs next (Wilcoxon, Holm)": versus})
+    for method, part in ranking.groupby("method", sort=False):
+        tests = pairs[pairs["method"] == method].rename(columns={"model_a": "method_a", "model_b": "method_b"})
+        for row in ranked_rows(part, tests, item="model"):
+            row.pop("entry")
+            rows.append({"method": method, **row})
     title = ("Models compared on the same questions (one value per question, the questions every model scored; "
              "95% CI resampling images)")
     return _section(title, rows, fmt, markdown)
@@ -166,31 +176,17 @@ def sweep_summary(ranking: pd.DataFrame | None, pairs: pd.DataFrame | None, comp
                   *, markdown: bool = False, robustness: dict | None = None) -> str:
     """The methods of a sweep, best first per (k, metric), with the paired test against the next, and
     how robust that ranking is (:mod:`vqa_interp.analysis.robustness`)."""
-    from vqa_interp.analysis.comparisons import direction, pair_test
-
     fmt = "github" if markdown else "simple"
     if ranking is None or ranking.empty:
         rows = [{"run": r.get("run_name"), "status": r.get("status"),
                  **{m: _fmt(r.get(f"score/{m}")) for m in family_metrics()}} for r in comparison.to_dict("records")]
         return _section("Runs of this sweep", rows, fmt, markdown)
     rows = []
-    for (k, metric), part in ranking.groupby(["k", "metric"], sort=False):
-        part = part.sort_values("rank")
-        order = list(part["method"])
-        for i, entry in enumerate(part.itertuples()):
-            versus = ""
-            if i + 1 < len(order):
-                test = pair_test(pairs, k, metric, entry.method, order[i + 1])
-                if test is not None and np.isfinite(test["p_holm"]):
-                    better = test["better"] if isinstance(test["better"], str) else ""
-                    sign = ">" if better == entry.method else "<" if better == order[i + 1] else "~"
-                    versus = f"{sign} {order[i + 1]} (p={test['p_holm']:.2g})"
-            towards = "" if direction(metric) > 0 else " (lower better)"
-            coverage = f"{entry.coverage:.0%}" + (" LOW" if entry.low_coverage else "")
-            rows.append({"k": k, "metric": metric + towards, "rank": entry.rank, "method": entry.method,
-                         "mean [95% CI]": f"{_fmt(entry.mean)} [{_fmt(entry.ci_low)}, {_fmt(entry.ci_high)}]",
-                         "n": entry.n, "coverage": coverage, "P(first)": _fmt(entry.p_first, 2),
-                         "vs next (Wilcoxon, Holm)": versus})
+    for row in ranked_rows(ranking, pairs):
+        entry, versus = row.pop("entry"), row.pop("vs next (Wilcoxon, Holm)")
+        coverage = f"{entry['coverage']:.0%}" + (" LOW" if entry["low_coverage"] else "")
+        rows.append({**row, "coverage": coverage, "P(first)": _fmt(entry["p_first"], 2),
+                     "vs next (Wilcoxon, Holm)": versus})
     title = ("Method ranking (one value per question; mean over the questions every method scored, 95% CI "
              "resampling images; coverage = questions the method scored, LOW below 90%)")
     text = _section(title, rows, fmt, markdown)

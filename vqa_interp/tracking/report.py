@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vqa_interp.analysis.baselines import normalised
 from vqa_interp.analysis.comparisons import pair_test
 from vqa_interp.errors import VqaInterpError
 from vqa_interp.metrics.registry import family_metrics
@@ -275,9 +276,9 @@ def findings(evaluations, tables: dict[str, dict[str, pd.DataFrame]], parent_tab
             for metric in [m for m in ("rank_corr", "iou") if m in means.index]:
                 row = means.loc[metric]
                 floor, ceiling, value = row.get("random"), row.get("human_ceiling"), row.get("method")
-                span = ceiling - floor if np.isfinite(floor) and np.isfinite(ceiling) else float("nan")
-                where = f"{_pct((value - floor) / span)} of the way from the random floor ({_g(floor)}) to the human " \
-                        f"ceiling ({_g(ceiling)})" if span and np.isfinite(span) else "with no floor/ceiling"
+                share = normalised(value, floor, ceiling)
+                where = f"{_pct(share)} of the way from the random floor ({_g(floor)}) to the human " \
+                        f"ceiling ({_g(ceiling)})" if np.isfinite(share) else "with no floor/ceiling"
                 verdicts = []
                 if tests is not None:
                     for ref in ("centre", "image"):
