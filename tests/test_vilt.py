@@ -243,3 +243,27 @@ def test_a_model_by_method_sweep_compares_models_on_the_same_questions(cli_env, 
     assert (wilcoxon["n"] > 0).all()
     assert "Models compared on the same questions" in result.stdout + result.stderr
     assert "Not applicable" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("method", ["rollout", "chefer", "saliency"])
+def test_sanity_checks_randomise_every_vilt_parameter_and_the_maps_follow(method):
+    """Cascading randomisation through ``blocks()`` (classifier, encoder blocks from the top, the
+    embeddings) leaves no parameter of ViLT as it was (the position embeddings and the image [CLS]
+    token included), and the method's maps fall from Spearman 1 to under the check's threshold."""
+    from vqa_interp.attribution.sanity import FAIL_THRESHOLD, randomise, sanity_checks, verdict
+
+    model = tiny_vilt(seed=12)
+    twin = tiny_vilt(seed=12)
+    for i, (_, block) in enumerate(twin.blocks()):
+        randomise(block, i)
+    for (name, before), after in zip(model.module.named_parameters(), twin.module.parameters()):
+        if before.numel() > 1 and before.std() > 0:   # LayerNorm's ones and zero biases are their own reset
+            assert not torch.equal(before, after), f"{name} was not re-initialised"
+    pixels, question = _inputs(model, seed=13)
+    table = sanity_checks(model, method, {}, pixels, question, batch_size=2)
+    cascade = table[(table["mode"] == "cascading") & (table["similarity"] == "spearman_abs")].sort_values("step")
+    assert list(cascade["block"]) == ["none", "classifier", "encoder.layer2", "encoder.layer1", "encoder.layer0",
+                                      "embeddings"]
+    assert cascade["mean"].iloc[0] == pytest.approx(1.0)
+    passed, final = verdict(table)
+    assert passed and final <= FAIL_THRESHOLD and final < cascade["mean"].iloc[1:3].max()

@@ -36,11 +36,19 @@ SIMILARITIES = ("spearman_abs", "spearman_signed", "ssim")
 
 
 def randomise(block: nn.Module, seed: int) -> None:
-    """Re-initialise every parameterised submodule of ``block`` (its own ``reset_parameters``)."""
+    """Re-initialise every parameter of ``block``: a submodule's own ``reset_parameters`` where it has
+    one (Linear, Conv, Embedding, LayerNorm), else a fresh normal draw with the parameter's current
+    standard deviation (or 0.02, BERT's initializer range, for a constant), so that parameters a
+    module holds directly (ViLT's position embeddings and image [CLS] token) are not left intact."""
     torch.manual_seed(seed)
     for module in block.modules():
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
+            continue
+        with torch.no_grad():
+            for parameter in module.parameters(recurse=False):
+                spread = float(parameter.std()) if parameter.numel() > 1 else 0.0
+                parameter.normal_(0.0, spread if spread > 0 else 0.02)
 
 
 def ssim(a: np.ndarray, b: np.ndarray, *, sigma: float = 1.5, data_range: float = 1.0) -> float:
