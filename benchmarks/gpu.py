@@ -1,6 +1,7 @@
 """Maps per second for the paper's model (ResNet-152 at 448 + Kazemi net) on a GPU, per method,
 and the estimated time for the whole VQA-HAT val set; the explain stage's maps per second (token
-attributions, image/question share, deletion/insertion); then, separately, scoring: pairs per second
+attributions, image/question share, deletion/insertion); ViLT-B/32-sized maps per second (attention,
+rollout, Chefer, saliency); then, separately, scoring: pairs per second
 of the torch scorer on the device (every default metric, 448x448, batched) next to the NumPy scorer
 on this machine's CPU for the same pairs.
 
@@ -34,6 +35,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json")
     parser.add_argument("--score-pairs", type=int, default=64, help="pairs per scoring batch")
     parser.add_argument("--score-size", type=int, default=448, help="side of the maps scored")
+    parser.add_argument("--vilt-size", default="b32", choices=["b32", "embedded"],
+                        help="ViLT maps per second at this size (b32: ViLT-B/32 at 384 px, 117 M parameters)")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device here; use --device cpu to check the script", file=sys.stderr)
@@ -68,6 +71,7 @@ def main(argv=None) -> int:
             results[f"maps_per_second.{method}"] = per_second
             results[f"vqahat_val_minutes.{method}"] = VQA_HAT_VAL_QUESTIONS * TARGETS_PER_QUESTION / per_second / 60
         results.update(bench_explain(model, images, q, q_len, targets, sync))
+    results.update(bench_vilt(args.device, args.vilt_size, args.batch, args.repeats, sync))
     results.update(bench_scoring(args.device, args.score_pairs, args.score_size, sync))
     print(json.dumps(results, indent=1))
     if args.json:
@@ -97,6 +101,32 @@ def bench_explain(model, images, q, q_len, targets, sync) -> dict:
         call()
         sync()
         out[f"explain_maps_per_second.{name}"] = len(images) / (time.perf_counter() - start)
+    return out
+
+
+def bench_vilt(device: str, size: str, batch: int, repeats: int, sync) -> dict:
+    """ViLT maps per second (random weights of the named size, ``benchmarks.vilt.SIZES``) for the
+    transformer-native methods and saliency, and the VQA-HAT val projection for each."""
+    from benchmarks.vilt import random_vilt
+    from vqa_interp.attribution import make_attributor
+
+    model, pixels, question, targets = random_vilt(size)
+    pixels = pixels[:1].expand(batch, -1, -1, -1).contiguous().to(device)
+    question = tuple(q[:1].expand(batch, -1).contiguous().to(device) for q in question)
+    targets = targets[:1].expand(batch).contiguous().to(device)
+    model.to(device)
+    out = {"vilt_size": size}
+    for method in ("attention", "rollout", "chefer", "saliency"):
+        attribute = make_attributor(model, method, {})
+        attribute(pixels.clone().requires_grad_(True), targets, question)    # warm-up
+        sync()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            attribute(pixels.clone().requires_grad_(True), targets, question)
+        sync()
+        per_second = batch * repeats / (time.perf_counter() - start)
+        out[f"vilt_maps_per_second.{method}"] = per_second
+        out[f"vilt_vqahat_val_minutes.{method}"] = VQA_HAT_VAL_QUESTIONS * TARGETS_PER_QUESTION / per_second / 60
     return out
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.vilt import TARGETS as VILT_TARGETS, bench_vilt, bench_vilt_run
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"scoring_speedup": (">=", 8.0), "attribution_overhead.saliency": ("<=", 1.3),
            "attribution_overhead.gbackp": ("<=", 1.3), "attribution_overhead.deconv": ("<=", 1.3),
@@ -354,7 +356,7 @@ def bench_memory(quick: bool) -> dict:
 
 def verdicts(results: dict) -> dict:
     out = {}
-    for key, (op, target) in TARGETS.items():
+    for key, (op, target) in {**TARGETS, **VILT_TARGETS}.items():
         if key in results:
             value = results[key]
             out[key] = {"value": value, "target": f"{op} {target}",
@@ -438,15 +440,17 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and pairs (< 3 minutes)")
     parser.add_argument("--json", type=Path, help="write results here")
     parser.add_argument("--markdown", type=Path, help="write a table here (e.g. benchmarks/RESULTS.md)")
-    parser.add_argument("--only", nargs="*", choices=["scoring", "attribution", "explain", "runs", "memory"],
+    parser.add_argument("--only", nargs="*", choices=["scoring", "attribution", "explain", "runs", "memory", "vilt",
+                                                      "vilt_run"],
                         help="a subset")
     args = parser.parse_args(argv)
-    parts = args.only or ["scoring", "attribution", "explain", "runs", "memory"]
+    parts = args.only or ["scoring", "attribution", "explain", "runs", "memory", "vilt", "vilt_run"]
     results: dict = {}
     for part in parts:
         print(f"[benchmark] {part} ...", flush=True)
         results.update({"scoring": bench_scoring, "attribution": bench_attribution, "explain": bench_explain,
-                        "runs": bench_runs, "memory": bench_memory}[part](args.quick))
+                        "runs": bench_runs, "memory": bench_memory, "vilt": bench_vilt,
+                        "vilt_run": bench_vilt_run}[part](args.quick))
     report = {"command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "results": results,
               "verdicts": verdicts(results)}

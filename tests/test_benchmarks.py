@@ -20,13 +20,25 @@ def test_scoring_benchmark_fast_and_naive_agree():
 def test_gpu_script_runs_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     assert gpu.main(["--device", "cpu", "--batch", "1", "--repeats", "1", "--size", "64", "--json", str(out),
-                     "--score-pairs", "4", "--score-size", "64"]) == 0
+                     "--score-pairs", "4", "--score-size", "64", "--vilt-size", "embedded"]) == 0
     results = json.loads(out.read_text())
     assert results["scoring_pairs_per_second.device"] > 0 and results["scoring_pairs_per_second.numpy_cpu"] > 0
     for method in ("saliency", "gbackp", "deconv", "ggradcam"):
         assert results[f"maps_per_second.{method}"] > 0 and results[f"vqahat_val_minutes.{method}"] > 0
     for part in ("tokens", "share", "faithfulness"):
         assert results[f"explain_maps_per_second.{part}"] > 0
+    for method in ("attention", "rollout", "chefer", "saliency"):
+        assert results[f"vilt_maps_per_second.{method}"] > 0 and results[f"vilt_vqahat_val_minutes.{method}"] > 0
+
+
+def test_vilt_benchmark_reports_each_method_against_its_floor(monkeypatch):
+    import benchmarks.vilt as vilt
+
+    monkeypatch.setitem(vilt.SIZES, "b32", {**vilt.SIZES["embedded"], "batch": 2})   # the large size is the benchmark's
+    results = vilt.bench_vilt(quick=True)
+    for method in ("attention", "rollout", "chefer", "saliency", "inputxgrad", "ig"):
+        assert results[f"vilt_overhead.{method}"] > 0
+    assert results["vilt_floor_backward_seconds_per_map.embedded"] > results["vilt_floor_forward_seconds_per_map.embedded"] > 0
 
 
 def test_explain_benchmark_reports_each_parts_cost():

@@ -55,6 +55,29 @@ def relevancy(attentions: list[torch.Tensor], gradients: list[torch.Tensor]) -> 
     return result
 
 
+def rollout_row(attentions: list[torch.Tensor], row: int) -> torch.Tensor:
+    """``[B, T]``: row ``row`` of :func:`rollout`, as a vector times the layers' matrices from the top
+    (``e_row^T M_L ... M_1``: O(L T^2) instead of the full product's O(L T^3))."""
+    a = attentions[-1]
+    v = torch.zeros(a.shape[0], 1, a.shape[-1], dtype=a.dtype, device=a.device)
+    v[:, 0, row] = 1.0
+    for a in reversed(attentions):
+        mixed = a.mean(dim=1)
+        mixed = mixed + torch.eye(mixed.shape[-1], dtype=mixed.dtype, device=mixed.device)
+        v = v @ (mixed / mixed.sum(dim=-1, keepdim=True))
+    return v[:, 0]
+
+
+def relevancy_row(attentions: list[torch.Tensor], gradients: list[torch.Tensor], row: int) -> torch.Tensor:
+    """``[B, T]``: row ``row`` of :func:`relevancy` (``e_row^T (I + W_L) ... (I + W_1)``, from the top)."""
+    a = attentions[-1]
+    v = torch.zeros(a.shape[0], 1, a.shape[-1], dtype=a.dtype, device=a.device)
+    v[:, 0, row] = 1.0
+    for a, g in zip(reversed(attentions), reversed(gradients)):
+        v = v + v @ (g * a).clamp(min=0).mean(dim=1)
+    return v[:, 0]
+
+
 def _from_attentions(combine):
     """A builder whose map is ``combine(attentions, row, columns) -> [B, N]`` of one forward."""
     def build(model, options):
@@ -68,7 +91,7 @@ def _from_attentions(combine):
 
 
 _attention = _from_attentions(attention_map)
-_rollout = _from_attentions(lambda attentions, row, columns: rollout(attentions)[:, row, columns])
+_rollout = _from_attentions(lambda attentions, row, columns: rollout_row(attentions, row)[:, columns])
 
 
 def _chefer(model, options):
@@ -79,7 +102,7 @@ def _chefer(model, options):
             gradients = torch.autograd.grad(target, attentions)
         row, columns, grid = model.token_layout(x, question)
         with torch.no_grad():
-            values = relevancy([a.detach() for a in attentions], list(gradients))[:, row, columns]
+            values = relevancy_row([a.detach() for a in attentions], list(gradients), row)[:, columns]
             return on_grid(values, grid, tuple(x.shape[-2:]))
     return attribute
 
