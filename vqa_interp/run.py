@@ -74,6 +74,7 @@ def evaluate(cfg: DictConfig) -> str:
         _RUN_OPENED.append(tracker.run_id)
         print(f"MLflow run: {tracker.run_id} ({name})", flush=True)
         tracker.log_params(flatten(settings.resolved))
+        tracker.log_dataset(**data_stage.dataset_input(settings, dataset, selection))
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
         tracker.log_text("\n".join(hydra_cfg.overrides.task) + "\n", "config/overrides.txt")
         outputs = execute(settings, dataset, selection, checkpoint, timings,

@@ -371,8 +371,9 @@ def headline_metrics(table: pd.DataFrame, means: pd.DataFrame, significance: pd.
     """The few numbers a run logs as MLflow metrics, in ``/`` sections the UI groups (every test
     statistic stays in the tables), from one row per question (``table``: the example rows):
     ``score/<metric>`` means over the questions for every non-redundant
-    metric, ``score_median/<metric>`` and ``split/<correct|wrong>/<metric>`` for the tested family,
-    ``count/<split>`` sizes and ``count/significant_holm``."""
+    metric, ``score_median/<metric>`` for the tested family, ``count/<split>`` sizes and
+    ``count/significant_holm`` (the means per split are in ``tables/scenario_means.csv``: at most 60
+    metrics a run keeps the MLflow runs table readable)."""
     from vqa_interp.metrics.registry import REGISTRY
 
     m: dict[str, float] = {}
@@ -386,8 +387,5 @@ def headline_metrics(table: pd.DataFrame, means: pd.DataFrame, significance: pd.
     for _, row in means.iterrows():
         if row["scenario"] in HEADLINE_SPLITS:
             m[f"count/{row['scenario']}"] = row["n"]
-            for metric in [x for x in family if x in means.columns]:
-                if not np.isnan(row[metric]):
-                    m[f"split/{row['scenario']}/{metric}"] = row[metric]
     m["count/significant_holm"] = int(significance["significant"].sum()) if len(significance) else 0
     return m

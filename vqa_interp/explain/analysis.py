@@ -108,8 +108,8 @@ def explain_results(examples: pd.DataFrame, per_target: pd.DataFrame, *, alpha: 
         tokens = token_table(examples)
         tables["token_scores"] = tokens
         t = tokens.iloc[0]
-        metrics.update({"tokens/decisive_auc": t.token_auc, "tokens/decisive_auc_random": 0.5,
-                        "tokens/top1_hit": t.top1_hit, "tokens/top1_chance": t.top1_chance})
+        # their references (random AUC 0.5, the top-1 chance) are in tables/token_scores.csv
+        metrics.update({"tokens/decisive_auc": t.token_auc, "tokens/top1_hit": t.top1_hit})
         lines.append(f"Question words: the decisive words outrank the others with AUC {t.token_auc:.2f} (random 0.5, "
                      f"Wilcoxon p={t.p_value:.2g}, n={int(t.n)}); the top word is decisive in {t.top1_hit:.0%} of maps "
                      f"(chance {t.top1_chance:.0%}).")
@@ -121,8 +121,7 @@ def explain_results(examples: pd.DataFrame, per_target: pd.DataFrame, *, alpha: 
                                           primary=test)
         tables["image_share_significance"] = significance
         means = by_split.set_index("scenario")["mean"]
-        metrics.update({"share/image": float(means["all"]), "share/image_correct": float(means["correct"]),
-                        "share/image_wrong": float(means["wrong"])})
+        metrics["share/image"] = float(means["all"])    # by split: tables/image_share_by_split.csv
         primary = significance[(significance["test"] == test)]
         significant = primary[primary["significant"].astype(bool)]
         found = "; ".join(f"{r.comparison} {r.mean1:.2f} vs {r.mean2:.2f} (Holm p={r.p_holm:.2g})"

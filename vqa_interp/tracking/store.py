@@ -7,10 +7,10 @@ The default store is SQLite under ``mlruns/`` (``sqlite:///mlruns/mlflow.db``, a
 from __future__ import annotations
 
 import contextlib
-import socket
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -192,6 +192,16 @@ class RunTracker:
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for begin in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[begin:begin + 100])
+
+    def log_dataset(self, name: str, digest: str, source: str, profile: dict, context: str = "evaluation") -> None:
+        """The data the run scored as an MLflow dataset input (the runs table's Dataset column):
+        ``profile`` (e.g. the number of questions) is stored as its JSON profile."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}),
+                          profile=json.dumps(profile))
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context",
+                                                                                           context)])])
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
