@@ -58,3 +58,24 @@ def two_by_two_sweep(tmp_path_factory, home):
                              *FAST_ARGS], env=env, cwd=folder, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-5000:]
     return {"env": env, "dir": folder, "stdout": result.stdout}
+
+
+@pytest.fixture
+def browser():
+    """Debian's Chromium, headless, driven by selenium (nothing downloads a browser)."""
+    import shutil
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                "--disable-background-networking", "--disable-component-update", "--no-first-run"):
+        options.add_argument(arg)
+    session = webdriver.Chrome(service=Service(driver), options=options)
+    yield session
+    session.quit()

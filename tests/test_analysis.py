@@ -122,3 +122,28 @@ def test_a_comparison_below_min_group_is_underpowered_and_never_significant():
     sig = analyse(table, low=0.25, high=0.75, n_bootstrap=20, min_group=50).tables["significance"]
     assert not sig["testable"].any() and not sig["significant"].any()
     assert sig["reason"].str.startswith("underpowered").all()
+
+
+@pytest.mark.parametrize("primary", ["welch", "mannwhitney"])
+def test_figures_3_5_6_colour_the_primary_tests_verdict_three_panels_a_row(primary):
+    """The figure reads the test the summary reports (analysis.test), not another one of the table."""
+    from matplotlib.colors import to_hex
+
+    from vqa_interp.analysis.figures import mean_differences
+
+    sig = analyse(_table(n=300, seed=4), low=0.25, high=0.75, n_bootstrap=50, min_group=5,
+                  test=primary).tables["significance"]
+    # make the robustness rows say the opposite of the primary ones: the figure must not read them
+    robust = sig["role"] != "primary"
+    sig.loc[robust, "significant"] = ~sig.loc[robust, "significant"].astype(bool)
+    figure = mean_differences(sig, "saliency")
+    visible = [ax for ax in figure.axes if ax.get_visible()]
+    assert len(visible) == 5 and max(ax.get_subplotspec().colspan.stop for ax in visible) == 3
+    first = visible[0]
+    metrics = [t.get_text() for t in first.get_yticklabels()]
+    primary_rows = sig[(sig["role"] == "primary") & (sig["comparison"] == "correct_vs_wrong")].set_index("metric")
+    for metric, bar in zip(metrics, first.patches):
+        row = primary_rows.loc[metric]
+        expected = "#d62728" if row["significant"] else "#1f77b4" if row["testable"] else "#dddddd"
+        assert to_hex(bar.get_facecolor()) == expected, metric
+    assert primary_rows["significant"].any()       # the case where a wrong reading would show

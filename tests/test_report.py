@@ -40,6 +40,13 @@ def test_report_from_a_parent_run_id_cites_every_run(two_by_two_sweep, tmp_path)
     assert "Closest to humans on rank_corr" in page and "of the way from the random floor" in page
     assert "Downloading artifacts" not in result.stdout + result.stderr
     assert re.search(r"#/experiments/\d+/runs/" + parent.info.run_id, page)
+    # the explorer beside the report, linked from its Findings: one column per child, every question
+    assert page.index("<a href='explorer.html'>Explorer</a>") < page.index("<h2>Runs</h2>")
+    assert "[Explorer](explorer.html)" in (out / "report.md").read_text()
+    explored = (out / "explorer.html").read_text()
+    children = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]
+    assert explored.count("name='col' value=") == len(children) == 4
+    assert explored.count("<article class='card'") == 10 and "method=ggradcam k=0.05" in explored
 
 
 def test_report_takes_short_ids_and_names_and_defaults_its_folder(two_by_two_sweep, tmp_path):
@@ -78,3 +85,29 @@ def test_logged_statistics_recompute_from_the_runs_own_table(two_by_two_sweep, t
     # the headline metrics: one value per question (the map that stands for it), not one per map
     assert child.data.metrics["score/rank_corr"] == pytest.approx(np.nanmean(examples["rank_corr"]))
     assert child.data.metrics["score_median/iou"] == pytest.approx(np.nanmedian(examples["iou"]))
+
+
+def test_the_sweep_parents_explorer_works_in_a_real_browser(two_by_two_sweep, tmp_path, browser):
+    """The page the design-card sweep's parent logged: one column per child, the wrong-prediction
+    filter shows exactly the questions some child got wrong, a card opens to its full view."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    client, runs = _runs(two_by_two_sweep["env"])
+    parent = [r for r in runs if r.data.tags.get("run_kind") == "sweep"][0]
+    page = client.download_artifacts(parent.info.run_id, "explorer.html", str(tmp_path))
+    child = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"][0]
+    predictions = pd.read_csv(client.download_artifacts(child.info.run_id, "tables/predictions.csv", str(tmp_path)))
+    wrong = set(predictions.loc[~predictions["correct"].astype(bool), "question_id"].astype(int))
+    browser.get("file://" + page)
+    WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.body.dataset.ready === '1'"))
+    shown = lambda: {int(c.get_attribute("data-qid")) for c in browser.find_elements(By.CSS_SELECTOR, ".card")
+                     if c.is_displayed()}
+    assert len(shown()) == 10 and len(browser.find_elements(By.CSS_SELECTOR, "input[name='col']")) == 4
+    Select(browser.find_element(By.NAME, "correct")).select_by_value("wrong")
+    assert shown() == wrong          # every child has the same predictions (one model)
+    Select(browser.find_element(By.NAME, "correct")).select_by_value("all")
+    card = browser.find_elements(By.CSS_SELECTOR, ".card")[0]
+    card.find_element(By.TAG_NAME, "summary").click()
+    full = card.find_element(By.CSS_SELECTOR, ".full")
+    assert full.is_displayed() and "Floors and ceiling" in full.text and "annotator 1" in full.text

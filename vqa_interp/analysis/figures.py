@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from vqa_interp.analysis.statistics import COMPARISONS, SCENARIOS, scenario_mask
+from vqa_interp.analysis.statistics import COMPARISONS, SCENARIOS, TEST_NAMES, scenario_mask
 from vqa_interp.data.datasets import human_maps_for
 from vqa_interp.data.images import load_display_image
 from vqa_interp.metrics.prepare import apply_steps, sigmoid_for_display
@@ -116,11 +116,19 @@ def split_boxplots(examples: pd.DataFrame, method: str, metrics=None) -> Figure:
 
 def mean_differences(significance: pd.DataFrame, method: str) -> Figure:
     """Figures 3, 5, 6: mean difference (group1 - group2) of each tested metric with its bootstrap
-    95% CI, per comparison; red = Holm-significant, grey hatched = not testable (underpowered)."""
+    95% CI, per comparison, under the run's primary test (``analysis.test``, the one the summary
+    reports); red = Holm-significant, grey hatched = not testable (underpowered). Three panels a
+    row, so that each stays ~500 px wide at the report's width."""
     metrics = [m for m in family_metrics() if m in set(significance["metric"])]
-    rows = significance[(significance["test"] == "student") & significance["metric"].isin(metrics)]
-    fig, axes = new_figure(1, len(COMPARISONS), figsize=(3.3 * len(COMPARISONS), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], COMPARISONS):
+    role = significance["role"] == "primary" if "role" in significance else significance["test"] == "welch"
+    rows = significance[role & significance["metric"].isin(metrics)]
+    test = rows["test"].iloc[0] if len(rows) else ""
+    columns = min(3, len(COMPARISONS))
+    lines = -(-len(COMPARISONS) // columns)
+    fig, axes = new_figure(lines, columns, figsize=(4.6 * columns, 3.3 * lines + 0.5), squeeze=False)
+    for ax in axes.flat[len(COMPARISONS):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, COMPARISONS):
         part = rows[rows["comparison"] == name].set_index("metric").reindex(metrics)
         y = np.arange(len(metrics))
         diff = part["mean_diff"].to_numpy(float)
@@ -128,19 +136,21 @@ def mean_differences(significance: pd.DataFrame, method: str) -> Figure:
         testable = part["testable"].fillna(False).astype(bool).to_numpy()
         significant = part["significant"].fillna(False).astype(bool).to_numpy()
         colours = ["tab:red" if s else ("tab:blue" if t else "#dddddd") for s, t in zip(significant, testable)]
-        bars = ax.barh(y, np.nan_to_num(diff), color=colours, xerr=np.nan_to_num(np.abs(err)), capsize=2)
+        bars = ax.barh(y, np.nan_to_num(diff), color=colours, xerr=np.nan_to_num(np.abs(err)), capsize=3)
         for bar, t in zip(bars, testable):
             bar.set_hatch("" if t else "//")
         ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(y, metrics, fontsize=7)
-        ax.set_xlabel("mean difference (group 1 - group 2)", fontsize=7)
+        ax.set_yticks(y, metrics, fontsize=10)
+        ax.tick_params(axis="x", labelsize=9)
+        ax.set_xlabel("mean difference (group 1 - group 2)", fontsize=9)
         n1, n2 = part["n1"].max(), part["n2"].max()
         first, second = COMPARISONS[name]
-        note = "" if testable.any() else "\nunderpowered: not tested"
-        ax.set_title(f"{first.replace('_', ' ')} (n={n1:.0f})\nvs {second.replace('_', ' ')} (n={n2:.0f}){note}",
-                     fontsize=7)
-    fig.suptitle(f"{method}: mean differences with bootstrap 95% CI (red: Holm-significant; grey: not tested)",
-                 fontsize=9)
+        note = "" if testable.any() else ": underpowered, not tested"
+        ax.set_title(f"{first.replace('_', ' ')} (n={n1:.0f}) vs {second.replace('_', ' ')} (n={n2:.0f}){note}",
+                     fontsize=9.5)
+    fig.suptitle(f"{method}: mean differences with bootstrap 95% CI, one value per question "
+                 f"(red: Holm-significant under {TEST_NAMES.get(test, test)}; blue: not significant; "
+                 f"grey hatched: not tested)", fontsize=11)
     fig.tight_layout()
     return fig
 

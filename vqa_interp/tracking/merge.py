@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from vqa_interp.tracking import explorer
+
 
 GROUP_EXCLUDE = {"data.shard"}
 
@@ -83,6 +85,9 @@ def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> s
         counts = {"count/questions": float(predictions["question_id"].nunique()), "count/rows": float(len(table)),
                   "count/shards": float(num_shards), "model/accuracy": float(predictions["correct"].mean())}
         tracker.log_metrics({**counts, **results.metrics})
+        with tempfile.TemporaryDirectory() as tmp:
+            explorer.log(tracker, explorer.merge_shards([explorer.download(client, r.info.run_id, tmp) for r in runs],
+                                                        run.info.run_id, run.info.run_name))
     return run.info.run_id
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vqa_interp.tracking import explorer
+
 HEADLINE_TIMINGS = ("time/total_s", "time/attribution_s", "time/scoring_s", "time/explain_s", "time/sanity_s",
                     "time/logging_s")
 
@@ -89,6 +91,9 @@ def record_outputs(tracker, settings, outputs, timings: dict):
                                                explain_lines=explain_lines)
         if cases:
             log_panel(tracker, cases)
+        if settings.tracking.log_maps:
+            explorer.log(tracker, explorer.run_data(outputs, results.examples, settings, tracker.run_id,
+                                                    f"{method} on {settings.model.name}"))
         if settings.tracking.log_maps and len(outputs.table):
             with tempfile.TemporaryDirectory() as tmp:
                 archive = Path(tmp) / "maps.npz"

@@ -1,7 +1,8 @@
 """``python -m vqa_interp.report RUN_ID [RUN_ID ...] --out DIR``: a report that cites its runs.
 
-Writes ``DIR/report.html`` (self-contained: figures embedded as data URIs, opens offline) and
-``DIR/report.md`` (figures beside it in ``DIR/figures/``). A sweep's parent run ID stands for
+Writes ``DIR/report.html`` (self-contained: figures embedded as data URIs, opens offline),
+``DIR/report.md`` (figures beside it in ``DIR/figures/``) and ``DIR/explorer.html`` (every question
+of the reported runs, each run's map side by side; linked from the Findings). A sweep's parent run ID stands for
 the whole sweep. Reads any tracking store: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else
 the local ``sqlite:///mlruns/mlflow.db``.
 """
@@ -22,6 +23,7 @@ from vqa_interp.analysis.baselines import normalised
 from vqa_interp.analysis.comparisons import pair_test
 from vqa_interp.errors import VqaInterpError
 from vqa_interp.metrics.registry import family_metrics
+from vqa_interp.tracking import explorer
 from vqa_interp.tracking.store import (child_runs, client_for, download_artifact, download_table, find_run,
                                        list_artifacts, resolve_tracking_uri, ui_base, UI_VIEW)
 from vqa_interp.tracking.sweep import comparison_table
@@ -145,6 +147,9 @@ def build_report(client, run_ids: list[str], out: Path, ui_url: str) -> tuple[Pa
             parent_tables.update(run_tables(client, [parent], tmp, ("method_ranking", "method_pairs", *ROBUSTNESS_TABLES))
                                  [parent.info.run_id])
         figures = figures_of(client, runs, out, tmp)
+        page = explorer.for_runs(client, evaluations, tmp, ", ".join(r.info.run_name for r in runs[:3])
+                                 + (" ..." if len(runs) > 3 else ""))
+    explorer_path = explorer.write(page, out / explorer.EXPLORER_HTML) if page else None
     sentences = findings(evaluations, tables, parent_tables)
     prov = provenance(runs)
     names = ", ".join(r.info.run_name for r in runs if r.info.run_id in run_ids or r.info.run_id[:8] in run_ids) \
@@ -152,7 +157,14 @@ def build_report(client, run_ids: list[str], out: Path, ui_url: str) -> tuple[Pa
     title = f"vqa-interp report: {names}"
     md = [f"# {title}", "", "## Findings", "", *[f"- {line}" for line in sentences], ""]
     parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Findings</h2><ul>",
-             *[f"<li>{_markdown_bold(html.escape(line))}</li>" for line in sentences], "</ul>"]
+             *[f"<li>{_markdown_bold(html.escape(line))}</li>" for line in sentences]]
+    if explorer_path is not None:
+        n_questions, n_columns = len(page["questions"]), len(page["columns"])
+        line = (f"every question ({n_questions}) with each run's map side by side ({n_columns} column(s)), "
+                "filtered by correct/wrong, confidence, answer and question type, sorted by any metric")
+        md.insert(-1, f"- [Explorer]({explorer_path.name}): {line}")
+        parts.append(f"<li><a href='{explorer_path.name}'>Explorer</a>: {html.escape(line)}</li>")
+    parts.append("</ul>")
     md += ["## Runs", "", _fmt(header).to_markdown(index=False), ""]
     parts += ["<h2>Runs</h2>", _html_table(header, links=True)]
     if not comparison.empty:
@@ -349,5 +361,6 @@ def main(argv: list[str] | None = None) -> int:
     except VqaInterpError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {html_path} and {md_path}")
+    explorer_path = html_path.parent / "explorer.html"
+    print(f"wrote {html_path} and {md_path}" + (f" (explorer: {explorer_path})" if explorer_path.exists() else ""))
     return 0

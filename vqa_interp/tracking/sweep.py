@@ -11,6 +11,7 @@ import pandas as pd
 
 from vqa_interp.explain.analysis import COMPARED_METRICS
 from vqa_interp.metrics.registry import family_metrics, metric_names
+from vqa_interp.tracking import explorer
 from vqa_interp.tracking.store import child_runs, download_table
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,9 @@ def summarize_sweep(tracker) -> list[str]:
         if not means.empty:
             tracker.log_table(means, "fig2_method_means")
             tracker.log_figure(figures.method_means_table(means), "figures/fig2_method_means.png")
+        # every child's map of the same question side by side (a merged run stands for its shards)
+        explorer.log(tracker, explorer.for_runs(tracker.client, child_runs(tracker.client, tracker.run_id), tmp,
+                                                tracker.client.get_run(tracker.run_id).info.run_name))
         panel = side_by_side_panel(tracker.client, finished, tmp)
         if panel is not None:
             tracker.log_figure(panel, "figures/fig9_10_methods_side_by_side.png")

@@ -1,0 +1,207 @@
+"""The explorer's data: every question of a run with its image, human maps and, per run (a
+*column*), the map, prediction, confidence, scores and floors of that question.
+
+Plain JSON with the pictures inline as data URIs (``explorer/explorer.json``, logged by every run),
+so that a sweep parent, a merged shard run and the report build one page from their runs' entries
+without reading the dataset again; :mod:`vqa_interp.tracking.explorer_page` renders it.
+
+Layout::
+
+    {"version": 1, "title": str,
+     "questions": {qid: {"question", "answer", "answer_type", "question_type", "image_id",
+                         "image": uri, "humans": [uri of the mean, uri of annotator 1, ...]}},
+     "columns": [{"id", "label", "method", "model", "k", "low", "high", "metrics", "headline"}],
+     "rows": {column id: {qid: {"prediction", "target_answer", "confidence", "correct", "band",
+                                "split", "scores": {metric: float|None},
+                                "floors": {reference: {metric: float|None}}, "map": uri}}}}
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+EXPLORER_JSON = "explorer/explorer.json"
+EXPLORER_HTML = "explorer.html"
+IMAGE_PX = 224        # the stored image (the full view shows it at 320 px, a card at 96 px)
+MAP_PX = 64           # the stored maps: smooth at 96 px, still readable at 320 px
+FLOOR_METRICS = 3     # the headline metrics shown for each floor of a question
+
+
+def _uri(rgb: np.ndarray, quality: int = 82) -> str:
+    """A JPEG data URI of an ``[H, W, 3]`` uint8 image."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def image_uri(image: np.ndarray) -> str:
+    """``[S, S, 3]`` uint8 -> a ``IMAGE_PX`` JPEG data URI."""
+    from PIL import Image
+
+    return _uri(np.asarray(Image.fromarray(image).resize((IMAGE_PX, IMAGE_PX), Image.BILINEAR)))
+
+
+def map_uri(values: np.ndarray, *, attribution: bool) -> str:
+    """``[S, S]`` -> a ``MAP_PX`` colour-mapped (inferno) JPEG data URI. Attribution maps are shown
+    as the paper's figures show them (sigmoid of the z-scored map), human maps scaled to their peak."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    from vqa_interp.metrics.prepare import sigmoid_for_display
+
+    values = np.nan_to_num(np.asarray(values, np.float64))
+    if attribution:
+        shown = sigmoid_for_display(values[None])[0]
+    else:
+        peak = values.max()
+        shown = values / peak if peak > 0 else np.zeros_like(values)
+    small = np.asarray(Image.fromarray(shown.astype(np.float32), mode="F").resize((MAP_PX, MAP_PX), Image.BILINEAR))
+    rgb = (colormaps["inferno"](np.clip(small, 0.0, 1.0))[..., :3] * 255).astype(np.uint8)
+    return _uri(rgb)
+
+
+def _number(value) -> float | None:
+    """A JSON-safe float (None for NaN, inf or missing)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def run_data(outputs, examples: pd.DataFrame, settings, run_id: str, label: str) -> dict | None:
+    """One run's explorer entry. ``examples``: the analysed rows, one per question (the map that
+    stands for the question); None when the run scored nothing."""
+    from vqa_interp.analysis.statistics import confidence_level
+    from vqa_interp.data.datasets import human_maps_for
+    from vqa_interp.data.images import load_display_image
+    from vqa_interp.metrics.registry import headline_metrics
+
+    if examples is None or examples.empty:
+        return None
+    a = settings.analysis
+    read_humans = outputs.dataset.human_maps if outputs.dataset is not None else human_maps_for
+    by_id = {e.question_id: e for e in outputs.examples}
+    metrics = [m for m in outputs.metrics if m in examples]
+    floors = {}
+    if outputs.references is not None and len(outputs.references):
+        shown = [m for m in headline_metrics(FLOOR_METRICS) if m in outputs.references]
+        for row in outputs.references[["question_id", "reference", *shown]].itertuples(index=False):
+            floors.setdefault(int(row[0]), {})[row[1]] = {m: _number(v) for m, v in zip(shown, row[2:])}
+    bands = confidence_level(examples["confidence"].astype(float), a.low, a.high)
+    questions, rows = {}, {}
+    for band, row in zip(bands, examples.itertuples(index=False)):
+        qid = int(row.question_id)
+        example = by_id.get(qid)
+        if example is None:
+            continue
+        each = read_humans(example, outputs.geometry, "each")
+        humans = [] if each is None or not len(each) else [map_uri(each.mean(0), attribution=False),
+                                                            *(map_uri(h, attribution=False) for h in each)]
+        questions[str(qid)] = {
+            "question": str(row.question), "answer": str(row.answer), "answer_type": str(row.answer_type),
+            "question_type": str(row.question_type), "image_id": int(row.image_id),
+            "image": image_uri(load_display_image(example.image_path, outputs.geometry)), "humans": humans}
+        correct = bool(row.correct)
+        rows[str(qid)] = {
+            "prediction": str(row.prediction), "target_answer": str(row.target_answer),
+            "confidence": _number(row.confidence), "correct": correct, "band": str(band),
+            "split": f"{band}_{'correct' if correct else 'wrong'}",
+            "scores": {m: _number(getattr(row, m)) for m in metrics},
+            "floors": floors.get(qid, {}), "map": map_uri(outputs.cache.load(row.map_key), attribution=True)}
+    column = {"id": run_id, "label": label, "method": settings.attribution.method,
+              "model": getattr(settings.model, "name", ""), "k": settings.scoring.k, "low": a.low, "high": a.high,
+              "metrics": metrics, "headline": [m for m in headline_metrics() if m in metrics][:FLOOR_METRICS]}
+    return {"version": 1, "title": label, "questions": questions, "columns": [column], "rows": {run_id: rows}}
+
+
+def merge(parts: list[dict], title: str, labels: dict[str, str] | None = None) -> dict | None:
+    """Several runs' entries as one page's data: the union of their questions, one column per run
+    (``labels``: column id -> a new label, e.g. the params that differ across a sweep)."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    questions, columns, rows = {}, [], {}
+    for part in parts:
+        for qid, question in part["questions"].items():
+            questions.setdefault(qid, question)
+        for column in part["columns"]:
+            columns.append({**column, "label": (labels or {}).get(column["id"], column["label"])})
+            rows[column["id"]] = part["rows"][column["id"]]
+    order = sorted(questions, key=int)
+    return {"version": 1, "title": title, "questions": {q: questions[q] for q in order}, "columns": columns,
+            "rows": rows}
+
+
+def merge_shards(parts: list[dict], run_id: str, label: str) -> dict | None:
+    """The entries of a run's shards as the merged run's one column (their questions are disjoint)."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    rows = {}
+    for part in parts:
+        for column in part["columns"]:
+            rows.update(part["rows"][column["id"]])
+    column = {**parts[0]["columns"][0], "id": run_id, "label": label}
+    merged = merge([{"questions": p["questions"], "columns": [], "rows": {}} for p in parts], label)
+    return {**merged, "columns": [column], "rows": {run_id: rows}}
+
+
+def write(data: dict, out: Path) -> Path:
+    """The page for ``data`` at ``out`` (a file path)."""
+    from vqa_interp.tracking.explorer_page import render
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(data), encoding="utf-8")
+    return out
+
+
+def log(tracker, data: dict | None) -> None:
+    """Log ``explorer/explorer.json`` (for parents and reports) and ``explorer.html``."""
+    if not data:
+        return
+    from vqa_interp.tracking.explorer_page import render
+
+    tracker.log_text(json.dumps(data), EXPLORER_JSON)
+    tracker.log_text(render(data), EXPLORER_HTML)
+
+
+def download(client, run_id: str, tmp: str) -> dict | None:
+    """A run's explorer entry (None when it logged none)."""
+    from vqa_interp.tracking.store import download_artifact
+
+    path = download_artifact(client, run_id, EXPLORER_JSON, tmp + f"/explorer-{run_id}")
+    return json.loads(path.read_text()) if path is not None else None
+
+
+def page_runs(runs) -> list:
+    """The runs that are a page's columns: finished evaluations, a merged run standing for its shards."""
+    merged = [r for r in runs if r.data.tags.get("run_kind") == "merged" and r.info.status == "FINISHED"]
+    shards = {s for r in merged for s in r.data.tags.get("merged_from", "").split(",")}
+    return [r for r in runs if r.info.status == "FINISHED" and r.info.run_id not in shards
+            and r.data.tags.get("run_kind") in ("evaluation", "merged")]
+
+
+def column_labels(runs) -> dict[str, str]:
+    """Run id -> what sets it apart from the other runs: the Hydra overrides not shared by all of
+    them (``method=saliency k=0.1``; a shard's ``data.shard`` dropped), else its run name."""
+    overrides = {r.info.run_id: [o for o in r.data.tags.get("hydra_overrides", "").split()
+                                 if not o.startswith("data.shard=")] for r in runs}
+    common = set.intersection(*(set(o) for o in overrides.values())) if overrides else set()
+    return {r.info.run_id: " ".join(o for o in overrides[r.info.run_id] if o not in common) or r.info.run_name
+            for r in runs}
+
+
+def for_runs(client, runs, tmp: str, title: str) -> dict | None:
+    """One page's data for ``runs`` (see :func:`page_runs`), each column labelled by what sets its
+    run apart (:func:`column_labels`)."""
+    runs = page_runs(runs)
+    return merge([download(client, r.info.run_id, tmp) for r in runs], title, column_labels(runs))
