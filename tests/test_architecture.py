@@ -288,10 +288,13 @@ def test_smoke_tables_equal_the_stored_ones(method, cli_env, tmp_path):
     explain = ["token_error", "image_share", "share_error", "deletion_auc", "insertion_auc", "random_deletion_auc",
                "random_insertion_auc", "token_auc", "token_top1", "token_top1_chance"]
     scores = [c for c in old.columns if c not in explain]
-    # atol 1e-7: the maps are float32 and Guided Grad-CAM's differ in the 8th digit with the batch they were
-    # computed in (a fresh cache and this session's cache gave cc -0.004327966 and -0.004327973)
-    pd.testing.assert_frame_equal(new[scores], old[scores], check_exact=False, rtol=1e-6, atol=1e-7)
-    pd.testing.assert_frame_equal(new[explain], old[explain], check_exact=False, rtol=1e-4, atol=1e-6)
+    # atol 1e-6: the maps are float32 and differ in the 7th-8th digit with the batch they were computed in
+    # (Guided Grad-CAM: cc -0.004327966 and -0.004327973 from a fresh and a warm cache) and with the CPU's
+    # kernels (saliency on an AVX-512 machine: rank_corr 0.0296765 against the stored 0.0296764)
+    pd.testing.assert_frame_equal(new[scores], old[scores], check_exact=False, rtol=1e-6, atol=1e-6)
+    # atol 1e-5: token_error is a relative IG completeness error, a difference of float32 sums (0.0086932 on
+    # an AVX-512 machine against the stored 0.0086913)
+    pd.testing.assert_frame_equal(new[explain], old[explain], check_exact=False, rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------ adding a model
