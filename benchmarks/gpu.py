@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device here; use --device cpu to check the script", file=sys.stderr)
         return 2
+    began = time.perf_counter()
     torch.manual_seed(0)
     from benchmarks.run import kazemi_interface
 
@@ -73,11 +74,35 @@ def main(argv=None) -> int:
         results.update(bench_explain(model, images, q, q_len, targets, sync))
     results.update(bench_vilt(args.device, args.vilt_size, args.batch, args.repeats, sync))
     results.update(bench_scoring(args.device, args.score_pairs, args.score_size, sync))
+    results.update(projection(results))
+    results["seconds"] = time.perf_counter() - began
     print(json.dumps(results, indent=1))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1)
     return 0
+
+
+PAPER_METHODS = ("saliency", "gbackp", "deconv", "ggradcam")
+REFERENCE_MAPS = 4     # maps a question also scores besides the method's: random, centre, image, each loo mean
+
+
+def projection(results: dict, questions: int = VQA_HAT_VAL_QUESTIONS) -> dict:
+    """The paper-scale study on this device, from the rates above: the paper's four methods, each
+    run over ``questions`` (x1.4 maps) with its explain stage (token attributions, image share,
+    deletion/insertion of the method's and the random map, once per question) and its scoring
+    (the maps and the references against the human maps, at the scorer's measured pairs/s).
+    Minutes per part, summed over the methods; ``paper_scale_minutes`` is their sum."""
+    maps = questions * TARGETS_PER_QUESTION
+    attribution = sum(maps / results[f"maps_per_second.{m}"] for m in PAPER_METHODS) / 60
+    explain = len(PAPER_METHODS) * sum(questions / results[f"explain_maps_per_second.{part}"]
+                                       for part in ("tokens", "share", "faithfulness")) / 60
+    scoring = len(PAPER_METHODS) * (maps + questions * REFERENCE_MAPS) / results["scoring_pairs_per_second.device"] / 60
+    vilt = sum(maps / results[f"vilt_maps_per_second.{m}"] for m in ("attention", "rollout", "chefer", "saliency")) / 60
+    return {"projection.questions": questions, "projection.methods": len(PAPER_METHODS),
+            "projection.attribution_minutes": attribution, "projection.explain_minutes": explain,
+            "projection.scoring_minutes": scoring, "paper_scale_minutes": attribution + explain + scoring,
+            "projection.vilt_four_methods_minutes": vilt}
 
 
 def bench_explain(model, images, q, q_len, targets, sync) -> dict:

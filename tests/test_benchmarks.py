@@ -29,6 +29,11 @@ def test_gpu_script_runs_on_cpu(tmp_path):
         assert results[f"explain_maps_per_second.{part}"] > 0
     for method in ("attention", "rollout", "chefer", "saliency"):
         assert results[f"vilt_maps_per_second.{method}"] > 0 and results[f"vilt_vqahat_val_minutes.{method}"] > 0
+    # the paper-scale projection is the sum of its parts, each from the rates measured above
+    parts = sum(results[f"projection.{p}_minutes"] for p in ("attribution", "explain", "scoring"))
+    assert results["paper_scale_minutes"] == pytest.approx(parts) and results["paper_scale_minutes"] > 0
+    expected = sum(1374 * 1.4 / results[f"maps_per_second.{m}"] for m in gpu.PAPER_METHODS) / 60
+    assert results["projection.attribution_minutes"] == pytest.approx(expected)
 
 
 def test_vilt_benchmark_reports_each_method_against_its_floor(monkeypatch):
