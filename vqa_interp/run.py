@@ -45,8 +45,9 @@ def evaluate(cfg: DictConfig) -> str:
     from vqa_interp.tracking.background import defer, log_figures
     from vqa_interp.tracking.hydra_job import figures_deferred, parent_run_id_for_job, sweep_k_for_job
     from vqa_interp.tracking.record import HEADLINE_TIMINGS, record_outputs
-    from vqa_interp.tracking.store import (check_reachable, ending, flatten, resolve_tracking_uri, run_url, start_run,
-                                           ui_command)
+    from vqa_interp.tracking.resume import CONFIG_SIGNATURE_TAG, config_signature, reuse_child
+    from vqa_interp.tracking.store import (check_reachable, client_for, ending, flatten, resolve_tracking_uri, run_url,
+                                           start_run, ui_command)
     from vqa_interp.train import ensure_model
 
     from vqa_interp.util.memory import peak_metrics, peak_text, reset_peak_rss
@@ -59,6 +60,14 @@ def evaluate(cfg: DictConfig) -> str:
     _START = 0.0
     settings = from_config(cfg)
     check_reachable(resolve_tracking_uri(settings.tracking.uri))
+    parent_run_id = parent_run_id_for_job()
+    signature = config_signature(flatten(settings.resolved))
+    if parent_run_id:   # a resumed sweep: this config may have FINISHED under its parent already
+        reused = reuse_child(client_for(resolve_tracking_uri(settings.tracking.uri)), parent_run_id, signature)
+        if reused is not None:
+            print(f"MLflow run {reused.info.run_id} ({reused.info.run_name}) reused: it FINISHED with the same config "
+                  f"in this sweep before it was interrupted.", flush=True)
+            return reused.info.run_id
     dataset = dataset_for(settings.data, settings.home)
     model_stage.preflight(settings, dataset)
     with timed(timings, "data"):
@@ -66,10 +75,11 @@ def evaluate(cfg: DictConfig) -> str:
     checkpoint = ensure_model(settings, dataset)
     hydra_cfg = HydraConfig.get()
     tags = {"run_kind": "evaluation", "hydra_output_dir": str(Path(hydra_cfg.runtime.output_dir).resolve()),
-            "hydra_overrides": " ".join(hydra_cfg.overrides.task), "method": settings.attribution.method}
+            "hydra_overrides": " ".join(hydra_cfg.overrides.task), "method": settings.attribution.method,
+            CONFIG_SIGNATURE_TAG: signature}
     name = run_name(settings, len(selection.examples), list(hydra_cfg.overrides.task))
     deferred = figures_deferred()
-    tracker = start_run(settings.tracking, name, parent_run_id=parent_run_id_for_job(), tags=tags)
+    tracker = start_run(settings.tracking, name, parent_run_id=parent_run_id, tags=tags)
     with ending(tracker, finish=not deferred):   # FAILED or KILLED if anything below raises
         _RUN_OPENED.append(tracker.run_id)
         print(f"MLflow run: {tracker.run_id} ({name})", flush=True)

@@ -15,6 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from vqa_interp.tracking.resume import SWEEP_SIGNATURE_TAG, resume_parent, sweep_signature
 from vqa_interp.tracking.store import PARENT_ID_FILE, RunTracker, resolve_tracking_uri, run_url, start_run, ui_command
 
 log = logging.getLogger(__name__)
@@ -62,14 +63,17 @@ class MlflowSweepCallback(Callback):
         from vqa_interp.errors import VqaInterpError
 
         name = "sweep: " + (" ".join(overrides) or sweep_dir.name)
-        try:
-            self.tracker = start_run(tracking_settings(config), name,
-                                     tags={"run_kind": "sweep", "hydra_sweep_dir": str(sweep_dir.resolve()),
-                                           "sweep_overrides": " ".join(overrides)})
+        signature = sweep_signature(overrides)
+        tags = {"run_kind": "sweep", "hydra_sweep_dir": str(sweep_dir.resolve()), "sweep_overrides": " ".join(overrides),
+                SWEEP_SIGNATURE_TAG: signature}
+        try:   # the same command after an interruption reopens its parent (tracking/resume.py)
+            self.tracker = (resume_parent(tracking_settings(config), signature, tags)
+                            or start_run(tracking_settings(config), name, tags=tags))
         except VqaInterpError as exc:   # a store the sweep cannot record into: one line, before any job
             print(f"error: {exc}", file=sys.stderr, flush=True)
             sys.exit(2)
-        self.tracker.log_params({"sweep.overrides": " ".join(overrides)})
+        if "resumed" not in self.tracker.client.get_run(self.tracker.run_id).data.tags:
+            self.tracker.log_params({"sweep.overrides": " ".join(overrides)})
         (sweep_dir / PARENT_ID_FILE).write_text(self.tracker.run_id)
         (sweep_dir / SWEEP_K_FILE).write_text(json.dumps(swept_values(overrides, "k")))
         atexit.register(self._close, "FAILED")

@@ -356,11 +356,16 @@ def find_run(client, run_id: str):
                          "(check the ID, or point --tracking-uri / MLFLOW_TRACKING_URI at the right store).")
 
 
-def child_runs(client, parent_run_id: str) -> list:
-    """The runs tagged as children of ``parent_run_id``."""
+SUPERSEDED_TAG = "superseded"   # a resumed sweep's leftover, replaced by a new run of its config
+
+
+def child_runs(client, parent_run_id: str, superseded: bool = False) -> list:
+    """The runs tagged as children of ``parent_run_id`` (without the leftovers a resumed sweep
+    replaced, unless ``superseded``; see :mod:`vqa_interp.tracking.resume`)."""
     run = client.get_run(parent_run_id)
-    return client.search_runs([run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+    runs = client.search_runs([run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
                               max_results=10000)
+    return runs if superseded else [r for r in runs if r.data.tags.get(SUPERSEDED_TAG) != "true"]
 
 
 def download_table(client, run_id: str, name: str, tmp: str):
