@@ -175,11 +175,14 @@ def check_artifact_location(client, experiment, expected: Path) -> None:
 class RunTracker:
     """One MLflow run; thin, typed helpers over ``MlflowClient``."""
 
-    def __init__(self, client, run_id: str, experiment_id: str | None = None):
+    def __init__(self, client, run_id: str, experiment_id: str | None = None, tags=()):
         self.client = client
         self.run_id = run_id
         self.experiment_id = experiment_id or client.get_run(run_id).info.experiment_id
         self.summary = ""   # what the terminal shows when the run ends (a sweep parent's ranking)
+        # what this tracker sent, by key: written as LOGGED_FILE when the run ends, so that a store
+        # (a server on PostgreSQL, many writers on SQLite) can be checked to hold every one
+        self.logged: dict[str, set] = {"params": set(), "metrics": set(), "tags": set(tags), "artifacts": set()}
 
     def set_description(self, markdown: str) -> None:
         """The run's description in the UI (``mlflow.note.content``)."""
@@ -190,6 +193,7 @@ class RunTracker:
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        self.logged["params"].update(params)
         for begin in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[begin:begin + 100])
 
@@ -208,6 +212,7 @@ class RunTracker:
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        self.logged["metrics"].update(m.key for m in items)
         for begin in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[begin:begin + 500])
 
@@ -215,9 +220,11 @@ class RunTracker:
         from mlflow.entities import RunTag
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.logged["tags"].update(tags)
 
     def log_file(self, path: str | Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_dir)
+        self.logged["artifacts"].add(f"{artifact_dir}/{Path(path).name}" if artifact_dir else Path(path).name)
 
     def log_table(self, frame, name: str, artifact_dir: str = "tables") -> None:
         """A DataFrame as ``{artifact_dir}/{name}.csv``."""
@@ -228,6 +235,7 @@ class RunTracker:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
+        self.logged["artifacts"].add(artifact_file)
 
     def log_figure(self, figure, artifact_file: str) -> None:
         """A matplotlib figure as ``artifact_file`` (PNG at 150 dpi) and beside it as SVG."""
@@ -244,6 +252,8 @@ class RunTracker:
         self.log_file(Path(png).with_suffix(".svg"), artifact_dir)
 
     def end(self, status: str = "FINISHED") -> None:
+        with contextlib.suppress(Exception):   # the record of what was sent never stops a run's closing
+            self.client.log_text(self.run_id, json.dumps({k: sorted(v) for k, v in self.logged.items()}), LOGGED_FILE)
         self.client.set_terminated(self.run_id, status)
 
 
@@ -259,10 +269,11 @@ def start_run(tracking, run_name: str, *, parent_run_id: str | None = None,
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
-    return RunTracker(client, run.info.run_id, experiment_id)
+    return RunTracker(client, run.info.run_id, experiment_id, tags=all_tags)
 
 
 HOST_TAG, PID_TAG = "process_host", "process_id"
+LOGGED_FILE = "tracking/logged.json"   # the keys a run's tracker sent (RunTracker.logged)
 
 
 def orphaned(run) -> bool:
