@@ -70,6 +70,25 @@ def _table(client, run_id, tmp_path):
     return pd.read_csv(path).sort_values(["question_id", "target"]).reset_index(drop=True)
 
 
+def _runs_by_kind(client) -> tuple[list, dict]:
+    runs = client.search_runs([client.get_experiment_by_name("vqa-interp").experiment_id], max_results=1000)
+    kinds: dict[str, list] = {}
+    for r in runs:
+        kinds.setdefault(r.data.tags.get("run_kind"), []).append(r)
+    return runs, kinds
+
+
+def assert_merged_equals_unsharded(client, merged, unsharded, folder: Path) -> None:
+    """The merged shards' per-example table, floors and ceiling are the unsharded run's."""
+    expected = _table(client, unsharded.info.run_id, folder / "unsharded")
+    got = _table(client, merged.info.run_id, folder / "merged")
+    assert list(got["question_id"]) == list(expected["question_id"])
+    pd.testing.assert_frame_equal(got[METRIC_COLUMNS], expected[METRIC_COLUMNS], check_exact=False, atol=1e-12)
+    assert merged.data.metrics["count/questions"] == unsharded.data.metrics["count/questions"]
+    for metric in ("norm/rank_corr", "norm/iou", "baseline/human_ceiling/iou"):
+        assert merged.data.metrics[metric] == pytest.approx(unsharded.data.metrics[metric], abs=1e-9), metric
+
+
 def test_sharded_joblib_sweep_against_a_server_equals_the_unsharded_run(mlflow_server, cli_env, tmp_path):
     env = {**cli_env, "MLFLOW_TRACKING_URI": mlflow_server}
     run = lambda args: subprocess.run([sys.executable, "-m", "vqa_interp.run", *args], env=env, cwd=tmp_path,
@@ -80,10 +99,7 @@ def test_sharded_joblib_sweep_against_a_server_equals_the_unsharded_run(mlflow_s
                    *COMMON])
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     client = MlflowClient(mlflow_server)
-    runs = client.search_runs([client.get_experiment_by_name("vqa-interp").experiment_id], max_results=100)
-    kinds = {}
-    for r in runs:
-        kinds.setdefault(r.data.tags.get("run_kind"), []).append(r)
+    runs, kinds = _runs_by_kind(client)
     assert len(kinds["sweep"]) == 1 and len(kinds["merged"]) == 1
     parent = kinds["sweep"][0]
     shards = [r for r in kinds["evaluation"] if r.data.params["data.num_shards"] == "2"]
@@ -94,13 +110,9 @@ def test_sharded_joblib_sweep_against_a_server_equals_the_unsharded_run(mlflow_s
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in shards + kinds["merged"])
     merged = kinds["merged"][0]
     assert set(merged.data.tags["merged_from"].split(",")) == {r.info.run_id for r in shards}
-    expected, got = _table(client, unsharded[0].info.run_id, tmp_path / "a"), _table(client, merged.info.run_id, tmp_path / "b")
-    assert list(got["question_id"]) == list(expected["question_id"])
-    pd.testing.assert_frame_equal(got[METRIC_COLUMNS], expected[METRIC_COLUMNS], check_exact=False, atol=1e-12)
-    assert merged.data.metrics["count/questions"] == unsharded[0].data.metrics["count/questions"] == 10
-    # the floors and the ceiling of the merged questions, read as the unsharded run reads its own
-    for metric in ("norm/rank_corr", "norm/iou", "baseline/human_ceiling/iou"):
-        assert merged.data.metrics[metric] == pytest.approx(unsharded[0].data.metrics[metric], abs=1e-9), metric
+    assert merged.data.metrics["count/questions"] == 10
+    # the table, floors and ceiling of the merged questions, read as the unsharded run reads its own
+    assert_merged_equals_unsharded(client, merged, unsharded[0], tmp_path)
 
 
 # ------------------------------------------------------------------ PostgreSQL behind the server
@@ -189,10 +201,7 @@ def test_eight_shard_jobs_four_at_a_time_on_a_postgresql_backed_server(cli_env, 
                        "data.shard=range(8)"])
         assert sharded.returncode == 0, sharded.stderr[-3000:]
         client = MlflowClient(url)
-        runs = client.search_runs([client.get_experiment_by_name("vqa-interp").experiment_id], max_results=1000)
-        kinds = {}
-        for r in runs:
-            kinds.setdefault(r.data.tags.get("run_kind"), []).append(r)
+        runs, kinds = _runs_by_kind(client)
         shards = [r for r in kinds["evaluation"] if r.data.params["data.num_shards"] == "8"]
         unsharded = [r for r in kinds["evaluation"] if r.data.params["data.num_shards"] == "1"]
         assert len(kinds["sweep"]) == 1 and len(kinds["merged"]) == 1 and len(unsharded) == 1
@@ -203,10 +212,7 @@ def test_eight_shard_jobs_four_at_a_time_on_a_postgresql_backed_server(cli_env, 
         merged = kinds["merged"][0]
         assert merged.data.tags["mlflow.parentRunId"] == kinds["sweep"][0].info.run_id
         assert merged.data.metrics["count/shards"] == 8 and merged.data.metrics["count/questions"] == 16
-        expected = _table(client, unsharded[0].info.run_id, tmp_path / "a")
-        got = _table(client, merged.info.run_id, tmp_path / "b")
-        assert list(got["question_id"]) == list(expected["question_id"])
-        pd.testing.assert_frame_equal(got[METRIC_COLUMNS], expected[METRIC_COLUMNS], check_exact=False, atol=1e-12)
+        assert_merged_equals_unsharded(client, merged, unsharded[0], tmp_path)
         # the server kept them in PostgreSQL: 11 runs in its runs table
         import sqlalchemy
 
@@ -222,9 +228,8 @@ def test_four_concurrent_writers_on_one_sqlite_store_lose_nothing(cli_env, tmp_p
                             env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "database is locked" not in result.stdout + result.stderr
-    client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
-    runs = client.search_runs([client.get_experiment_by_name("vqa-interp").experiment_id], max_results=100)
-    shards = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]
+    runs, kinds = _runs_by_kind(MlflowClient(cli_env["MLFLOW_TRACKING_URI"]))
+    client, shards = MlflowClient(cli_env["MLFLOW_TRACKING_URI"]), kinds["evaluation"]
     assert sorted(int(r.data.params["data.shard"]) for r in shards) == [0, 1, 2, 3]
     assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == 6       # + parent + merged
     for r in shards:
@@ -255,19 +260,10 @@ def test_submitit_local_runs_a_sharded_sweep_whose_payload_a_compute_node_can_ru
         absolute = {p for p in paths if Path(p).parts[1] in {"root", "home", "tmp", "work", "opt", "usr", "var", "srv"}}
         assert absolute and all(p.startswith(allowed) for p in absolute), sorted(absolute)
     client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
-    runs = client.search_runs([client.get_experiment_by_name("vqa-interp").experiment_id], max_results=100)
-    kinds = {}
-    for r in runs:
-        kinds.setdefault(r.data.tags.get("run_kind"), []).append(r)
+    runs, kinds = _runs_by_kind(client)
     assert all(r.info.status == "FINISHED" for r in runs) and len(kinds["merged"]) == 1 and len(kinds["sweep"]) == 1
     shards = [r for r in kinds["evaluation"] if r.data.params["data.num_shards"] == "2"]
     unsharded = [r for r in kinds["evaluation"] if r.data.params["data.num_shards"] == "1"]
     assert sorted(r.data.params["data.shard"] for r in shards) == ["0", "1"]
     assert all(r.data.tags["hydra_output_dir"].startswith(str(tmp_path)) for r in shards)
-    merged = kinds["merged"][0]
-    expected = _table(client, unsharded[0].info.run_id, tmp_path / "a")
-    got = _table(client, merged.info.run_id, tmp_path / "b")
-    assert list(got["question_id"]) == list(expected["question_id"])
-    pd.testing.assert_frame_equal(got[METRIC_COLUMNS], expected[METRIC_COLUMNS], check_exact=False, atol=1e-12)
-    for metric in ("norm/rank_corr", "norm/iou", "baseline/human_ceiling/iou"):
-        assert merged.data.metrics[metric] == pytest.approx(unsharded[0].data.metrics[metric], abs=1e-9), metric
+    assert_merged_equals_unsharded(client, kinds["merged"][0], unsharded[0], tmp_path)

@@ -51,8 +51,8 @@ def config_signature(params: dict[str, str]) -> str:
 def resume_parent(tracking, signature: str, tags: dict) -> RunTracker | None:
     """Reopen the latest interrupted parent of ``signature`` (KILLED or FAILED), with this process's
     host and PID and ``tags``; None when there is none (the caller starts a new parent)."""
+    check_reachable(resolve_tracking_uri(tracking.uri))      # a store it cannot use: one line, before anything
     client = client_for(resolve_tracking_uri(tracking.uri))
-    check_reachable(resolve_tracking_uri(tracking.uri))
     experiment_id = ensure_experiment(client, tracking.experiment, tracking.artifact_root)
     close_orphans(client, experiment_id)
     found = client.search_runs([experiment_id], filter_string=f"tags.{SWEEP_SIGNATURE_TAG} = '{signature}'",
