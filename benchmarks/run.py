@@ -13,6 +13,9 @@ ratio with the machine description. Targets (checked here, never in tests):
 - default_run_seconds <= 60: the warm default run, with its stage breakdown
 - kazemi_peak_rss_gb.6 <= 4, kazemi_peak_rss_gb.60 <= 4, kazemi_rss_ratio <= 1.2: peak RSS of a
   ``model=kazemi`` run (ResNet-152 at 448x448) on a real-format tree of 6 and of 60 questions
+- scoring_floor_ratio <= 1.5, explain_floor_ratio <= 1.5, run_floor_ratio <= 2: each stage of the
+  default run (and the run's own time) against its floor measured in the same process
+  (``benchmarks/floors.py``)
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.floors import bench_floors
 from benchmarks.vilt import TARGETS as VILT_TARGETS, bench_vilt, bench_vilt_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +40,8 @@ TARGETS = {"scoring_speedup": (">=", 8.0), "attribution_overhead.saliency": ("<=
            "attribution_overhead.gbackp": ("<=", 1.3), "attribution_overhead.deconv": ("<=", 1.3),
            "attribution_overhead.ggradcam": ("<=", 2.3), "sweep_cost_ratio": ("<=", 1.5),
            "rss_growth_ratio": ("<=", 1.3), "scale_time_ratio": ("<=", 4.4), "default_run_seconds": ("<=", 60.0),
-           "kazemi_peak_rss_gb.6": ("<=", 4.0), "kazemi_peak_rss_gb.60": ("<=", 4.0), "kazemi_rss_ratio": ("<=", 1.2)}
+           "kazemi_peak_rss_gb.6": ("<=", 4.0), "kazemi_peak_rss_gb.60": ("<=", 4.0), "kazemi_rss_ratio": ("<=", 1.2),
+           "scoring_floor_ratio": ("<=", 1.5), "explain_floor_ratio": ("<=", 1.5), "run_floor_ratio": ("<=", 2.0)}
 
 
 def machine() -> dict:
@@ -441,16 +446,16 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write results here")
     parser.add_argument("--markdown", type=Path, help="write a table here (e.g. benchmarks/RESULTS.md)")
     parser.add_argument("--only", nargs="*", choices=["scoring", "attribution", "explain", "runs", "memory", "vilt",
-                                                      "vilt_run"],
+                                                      "vilt_run", "floors"],
                         help="a subset")
     args = parser.parse_args(argv)
-    parts = args.only or ["scoring", "attribution", "explain", "runs", "memory", "vilt", "vilt_run"]
+    parts = args.only or ["scoring", "attribution", "explain", "runs", "floors", "memory", "vilt", "vilt_run"]
     results: dict = {}
     for part in parts:
         print(f"[benchmark] {part} ...", flush=True)
         results.update({"scoring": bench_scoring, "attribution": bench_attribution, "explain": bench_explain,
                         "runs": bench_runs, "memory": bench_memory, "vilt": bench_vilt,
-                        "vilt_run": bench_vilt_run}[part](args.quick))
+                        "vilt_run": bench_vilt_run, "floors": bench_floors}[part](args.quick))
     report = {"command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "results": results,
               "verdicts": verdicts(results)}

@@ -119,5 +119,8 @@ def test_maps_and_scores_do_not_depend_on_the_budget(cli_env, tmp_path):
         np.testing.assert_allclose(maps["1B"][key], array, rtol=1e-5, atol=1e-7 * np.abs(array).max(), err_msg=key)
     one, default = tables["1B"], tables["auto"]
     assert list(one["map_key"]) == list(default["map_key"])
-    numeric = [c for c in default.columns if default[c].dtype.kind == "f"]
+    numeric = [c for c in default.columns if default[c].dtype.kind == "f" and c != "completeness_error"]
     pd.testing.assert_frame_equal(one[numeric], default[numeric], check_exact=False, rtol=1e-5, atol=1e-6)
+    # IG's completeness error is itself a float32 residual (|sum(attr) - gap| / |gap|): summed in other
+    # batch groupings it moves by ~2e-6 (0.052188 and 0.052186 on an AVX-512 machine)
+    np.testing.assert_allclose(one["completeness_error"], default["completeness_error"], rtol=1e-4, atol=1e-5)

@@ -1,4 +1,5 @@
-"""Sharded sweeps on the joblib launcher against a real `mlflow server` on 127.0.0.1."""
+"""Scale-out on the engines a cluster uses: sharded sweeps on joblib and on submitit's local executor,
+a real `mlflow server` on a throwaway PostgreSQL, many writers on one SQLite store."""
 import contextlib
 import os
 import signal
@@ -14,8 +15,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
+# the plumbing under test is the launchers' and the stores': the explain stage is left out
 COMMON = ["data.limit=10", "preprocessing.size=64", "analysis.bootstrap=50", "analysis.n_panels=1",
-          "tracking.log_maps=false"]
+          "tracking.log_maps=false", "explain.tokens=false", "explain.share=false", "explain.faithfulness=false"]
 METRIC_COLUMNS = ["rank_corr", "intersect", "disc_intersect", "iou", "dice", "precision", "recall", "f1"]
 
 
@@ -59,12 +61,6 @@ def running_mlflow_server(folder: Path, backend_uri: str, workers: int = 1):
         log.close()
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    with running_mlflow_server(tmp_path, f"sqlite:///{tmp_path}/server.db") as url:
-        yield url
-
-
 def _table(client, run_id, tmp_path):
     path = client.download_artifacts(run_id, "tables/per_example.csv", str(tmp_path))
     return pd.read_csv(path).sort_values(["question_id", "target"]).reset_index(drop=True)
@@ -87,32 +83,6 @@ def assert_merged_equals_unsharded(client, merged, unsharded, folder: Path) -> N
     assert merged.data.metrics["count/questions"] == unsharded.data.metrics["count/questions"]
     for metric in ("norm/rank_corr", "norm/iou", "baseline/human_ceiling/iou"):
         assert merged.data.metrics[metric] == pytest.approx(unsharded.data.metrics[metric], abs=1e-9), metric
-
-
-def test_sharded_joblib_sweep_against_a_server_equals_the_unsharded_run(mlflow_server, cli_env, tmp_path):
-    env = {**cli_env, "MLFLOW_TRACKING_URI": mlflow_server}
-    run = lambda args: subprocess.run([sys.executable, "-m", "vqa_interp.run", *args], env=env, cwd=tmp_path,
-                                      capture_output=True, text=True, timeout=900)
-    single = run(COMMON)
-    assert single.returncode == 0, single.stderr[-3000:]
-    sharded = run(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "data.num_shards=2", "data.shard=0,1",
-                   *COMMON])
-    assert sharded.returncode == 0, sharded.stderr[-3000:]
-    client = MlflowClient(mlflow_server)
-    runs, kinds = _runs_by_kind(client)
-    assert len(kinds["sweep"]) == 1 and len(kinds["merged"]) == 1
-    parent = kinds["sweep"][0]
-    shards = [r for r in kinds["evaluation"] if r.data.params["data.num_shards"] == "2"]
-    unsharded = [r for r in kinds["evaluation"] if r.data.params["data.num_shards"] == "1"]
-    assert len(shards) == 2 and len(unsharded) == 1  # no lost or duplicate runs
-    assert sorted(r.data.params["data.shard"] for r in shards) == ["0", "1"]
-    assert all(r.info.status == "FINISHED" for r in runs)
-    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in shards + kinds["merged"])
-    merged = kinds["merged"][0]
-    assert set(merged.data.tags["merged_from"].split(",")) == {r.info.run_id for r in shards}
-    assert merged.data.metrics["count/questions"] == 10
-    # the table, floors and ceiling of the merged questions, read as the unsharded run reads its own
-    assert_merged_equals_unsharded(client, merged, unsharded[0], tmp_path)
 
 
 # ------------------------------------------------------------------ PostgreSQL behind the server
@@ -190,7 +160,7 @@ def assert_everything_arrived(client, run, folder: Path) -> None:
 def test_eight_shard_jobs_four_at_a_time_on_a_postgresql_backed_server(cli_env, tmp_path):
     """A server on a real PostgreSQL, 8 shard jobs 4 at a time (joblib): nothing lost or doubled,
     the parent and the merged run FINISHED, the merged table the unsharded run's; nothing left running."""
-    args = ["data.limit=16", *COMMON[1:]]
+    args = ["data.limit=8", *COMMON[1:]]
     with postgres_cluster() as database, running_mlflow_server(tmp_path, database, workers=2) as url:
         env = {**cli_env, "MLFLOW_TRACKING_URI": url}
         run = lambda extra: subprocess.run([sys.executable, "-m", "vqa_interp.run", *extra, *args], env=env,
@@ -209,9 +179,10 @@ def test_eight_shard_jobs_four_at_a_time_on_a_postgresql_backed_server(cli_env, 
         assert all(r.info.status == "FINISHED" for r in runs)
         for r in shards + unsharded:
             assert_everything_arrived(client, r, tmp_path / r.info.run_id)
-        merged = kinds["merged"][0]
-        assert merged.data.tags["mlflow.parentRunId"] == kinds["sweep"][0].info.run_id
-        assert merged.data.metrics["count/shards"] == 8 and merged.data.metrics["count/questions"] == 16
+        merged, parent = kinds["merged"][0], kinds["sweep"][0]
+        assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in shards + [merged])
+        assert set(merged.data.tags["merged_from"].split(",")) == {r.info.run_id for r in shards}
+        assert merged.data.metrics["count/shards"] == 8 and merged.data.metrics["count/questions"] == 8
         assert_merged_equals_unsharded(client, merged, unsharded[0], tmp_path)
         # the server kept them in PostgreSQL: 11 runs in its runs table
         import sqlalchemy
