@@ -162,16 +162,20 @@ def draw_figures(makers: Makers, keep_in: Callable[[str], Path | None] = lambda 
     return job
 
 
-def log_figures(tracker, job: FigureJob) -> None:
+def log_figures(tracker, job: FigureJob) -> float:
     """Wait for the drawing, then log the run's figures (``figures/``: each PNG with its SVG) and
-    the seconds the drawing took (``time/figures_s``). Raises when the drawing failed."""
+    the seconds the drawing took (``time/figures_s``). Returns the seconds this process waited
+    for the drawing (what the figures still cost the run). Raises when the drawing failed."""
     try:
+        start = time.perf_counter()
         pngs, seconds = job.collect()
+        waited = time.perf_counter() - start
         for png in pngs:
             tracker.log_figure_files(png, "figures")
         tracker.log_metrics({"time/figures_s": seconds})
     finally:
         job.remove()
+    return waited
 
 
 def finish(tracker, job: FigureJob, *, failed: str = "FAILED") -> None:
