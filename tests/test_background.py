@@ -135,3 +135,31 @@ def test_a_job_waits_only_for_the_figures_an_earlier_job_keeps_for_it(tracking, 
     assert MlflowClient(tracking.uri).get_run(tracker.run_id).info.status == "RUNNING"
     finish_deferred()
     assert MlflowClient(tracking.uri).get_run(tracker.run_id).info.status == "FINISHED" and pending() == 0
+
+
+def test_two_drawing_processes_draw_every_figure_once_the_kept_ones_in_the_first(tmp_path, tracking):
+    """A run that waits for its figures draws them in two processes: the same files, each figure
+    drawn once, the kept (k-independent) ones by the first process; a failure in either fails the run."""
+    from vqa_interp.tracking.background import FigureJobs, draw_figures_split
+
+    keep = tmp_path / "kept"
+    kept = {"k1", "k2"}
+    makers = _source("k1", "k2", "a", "b", "c", sleep=0.3)
+    job = draw_figures_split(makers, keep_in=lambda name: keep if name in kept else None, keeps=keep, workers=2)
+    assert isinstance(job, FigureJobs) and len(job.jobs) == 2 and job.keeps == keep
+    first, second = job.jobs
+    assert len({first.pid, second.pid, os.getpid()}) == 3
+    pngs, seconds = job.collect()
+    assert sorted(p.name for p in pngs) == ["a.png", "b.png", "c.png", "k1.png", "k2.png"] and seconds > 0
+    assert {p.name for p in first.folder.glob("*.png")} >= {"k1.png", "k2.png"}
+    assert not {p.name for p in second.folder.glob("*.png")} & {"k1.png", "k2.png"}
+    assert sorted(p.name for p in keep.iterdir()) == ["k1.png", "k1.svg", "k2.png", "k2.svg"]
+    job.remove()
+    assert not first.folder.exists() and not second.folder.exists()
+    # one worker, or a single figure: the plain one-process job
+    assert not isinstance(draw_figures_split(_source("x"), workers=2), FigureJobs)
+    failing = draw_figures_split(_source("a", "b", "c", fail_at="c"), workers=2)
+    tracker = start_run(tracking, "figures")
+    with pytest.raises(RuntimeError, match="no data for c"):
+        finish(tracker, failing)
+    assert MlflowClient(tracking.uri).get_run(tracker.run_id).info.status == "FAILED"

@@ -90,7 +90,10 @@ def evaluate(cfg: DictConfig) -> str:
         outputs = execute(settings, dataset, selection, checkpoint, timings,
                           on_predictions=lambda frame: tracker.log_table(frame, "predictions"),
                           also_k=sweep_k_for_job())
-        job = record_outputs(tracker, settings, outputs, timings)
+        # a run that waits for its figures draws them in two processes (the other core is idle while
+        # it waits); a sweep job whose next job computes meanwhile draws them in one
+        job = record_outputs(tracker, settings, outputs, timings,
+                             draw_workers=1 if deferred else min(2, os.cpu_count() or 1))
         with job.cancelled_on_error():
             if not deferred:
                 # what the run still waits for its figures (drawn in a forked process since the

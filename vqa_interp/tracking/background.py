@@ -162,6 +162,69 @@ def draw_figures(makers: Makers, keep_in: Callable[[str], Path | None] = lambda 
     return job
 
 
+@dataclass
+class FigureJobs:
+    """Several :class:`FigureJob` drawing one run's figures side by side (the same interface): for a
+    run that would otherwise wait for one drawing process while the other core sits idle."""
+    jobs: list[FigureJob]
+
+    @property
+    def keeps(self) -> Path | None:
+        return next((j.keeps for j in self.jobs if j.keeps is not None), None)
+
+    def done(self) -> bool:
+        return all([j.done() for j in self.jobs])
+
+    def kept(self) -> bool:
+        return all([j.kept() for j in self.jobs])
+
+    def wait(self) -> None:
+        for j in self.jobs:
+            j.wait()
+
+    def collect(self) -> tuple[list[Path], float]:
+        """Every job's PNGs, and the drawing seconds of the slowest (they draw at the same time)."""
+        pngs, seconds = [], 0.0
+        try:
+            for j in self.jobs:
+                mine, took = j.collect()
+                pngs += mine
+                seconds = max(seconds, took)
+        except BaseException:
+            self.cancel()
+            raise
+        return pngs, seconds
+
+    def cancel(self) -> None:
+        for j in self.jobs:
+            j.cancel()
+
+    def remove(self) -> None:
+        for j in self.jobs:
+            j.remove()
+
+    cancelled_on_error = FigureJob.cancelled_on_error
+
+
+def draw_figures_split(makers: Makers, keep_in: Callable[[str], Path | None] = lambda name: None, *,
+                       keeps: Path | None = None, cached: Iterable[Path] = (), workers: int = 1):
+    """:func:`draw_figures` over ``workers`` processes: the first draws the kept figures (those
+    ``keep_in`` names a folder for, first, as :func:`draw_figures` does), the others' share of the
+    rest goes to whichever has drawn least so far, counting a kept figure twice (they hold images)."""
+    if workers <= 1 or not can_fork() or len(makers) < 2:
+        return draw_figures(makers, keep_in, keeps=keeps, cached=cached)
+    shares: list[Makers] = [{} for _ in range(workers)]
+    load = [0] * workers
+    for name, make in makers.items():
+        kept = keep_in(name) is not None
+        i = 0 if kept else min(range(workers), key=lambda w: (load[w], -w))
+        shares[i][name] = make
+        load[i] += 2 if kept else 1
+    jobs = [draw_figures(share, keep_in, keeps=keeps if i == 0 else None, cached=cached if i == 0 else ())
+            for i, share in enumerate(shares) if share]
+    return jobs[0] if len(jobs) == 1 else FigureJobs(jobs)
+
+
 def log_figures(tracker, job: FigureJob) -> float:
     """Wait for the drawing, then log the run's figures (``figures/``: each PNG with its SVG) and
     the seconds the drawing took (``time/figures_s``). Returns the seconds this process waited

@@ -26,11 +26,12 @@ def write_maps_archive(path: Path, cache, keys) -> None:
                 np.lib.format.write_array(handle, cache.load(key))
 
 
-def record_outputs(tracker, settings, outputs, timings: dict):
-    """Log a finished run's tables, analysis and maps, and start drawing its figures: returns the
-    :class:`~vqa_interp.tracking.background.FigureJob` whose figures the run logs before it ends."""
+def record_outputs(tracker, settings, outputs, timings: dict, draw_workers: int = 1):
+    """Log a finished run's tables, analysis and maps, and start drawing its figures (in
+    ``draw_workers`` processes): returns the :class:`~vqa_interp.tracking.background.FigureJob`
+    whose figures the run logs before it ends."""
     from vqa_interp.analysis import figures, statistics
-    from vqa_interp.tracking.background import draw_figures, finish_deferred
+    from vqa_interp.tracking.background import draw_figures_split, finish_deferred
     from vqa_interp.tracking.figure_cache import FigureCache
 
     a = settings.analysis
@@ -77,8 +78,8 @@ def record_outputs(tracker, settings, outputs, timings: dict):
     # drawn in another process (vqa_interp.tracking.background); the cached kind first, so that a
     # k sweep's next job can reuse them while this job's other figures are still being drawn
     makers = dict(sorted(makers.items(), key=lambda item: rendered.folder(item[0]) is None))
-    job = draw_figures(makers, keep_in=rendered.folder, cached=[rendered.png(name) for name in sorted(skip)],
-                       keeps=rendered.root if set(rendered.K_INDEPENDENT) - skip else None)
+    job = draw_figures_split(makers, keep_in=rendered.folder, cached=[rendered.png(name) for name in sorted(skip)],
+                             keeps=rendered.root if set(rendered.K_INDEPENDENT) - skip else None, workers=draw_workers)
     with job.cancelled_on_error():
         from vqa_interp.analysis.summary import run_summary
 
