@@ -157,7 +157,9 @@ def test_two_drawing_processes_draw_every_figure_once_the_kept_ones_in_the_first
     job.remove()
     assert not first.folder.exists() and not second.folder.exists()
     # one worker, or a single figure: the plain one-process job
-    assert not isinstance(draw_figures_split(_source("x"), workers=2), FigureJobs)
+    single = draw_figures_split(_source("x"), workers=2)
+    assert not isinstance(single, FigureJobs) and [p.name for p in single.collect()[0]] == ["x.png"]
+    single.remove()
     failing = draw_figures_split(_source("a", "b", "c", fail_at="c"), workers=2)
     tracker = start_run(tracking, "figures")
     with pytest.raises(RuntimeError, match="no data for c"):
