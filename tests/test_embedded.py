@@ -92,6 +92,8 @@ def test_the_same_config_trains_byte_identical_weights_even_beside_a_cpu_hog(hom
             hog.kill()
             hog.wait()
     assert quiet["epochs_run"] == loaded["epochs_run"] == 2
+    assert quiet["final_val_accuracy"] == loaded["final_val_accuracy"]
+    assert 0 < quiet["val_question_prior_accuracy"] < 1
     first, second = (read_checkpoint(tmp_path / name)["weights"] for name in ("quiet.pth", "loaded.pth"))
     assert list(first) == list(second)
     for key in first:

@@ -83,3 +83,42 @@ def test_a_prediction_is_compared_with_the_label_after_both_are_normalised(vocab
     assert frame.loc[0, "label_index"] == (0 if correct else -1)
     targets, skipped = plan_targets(frame, "paper")
     assert (len(targets) == 1) if correct else (skipped["label_not_in_answer_vocab"] == 1)
+
+
+def test_the_question_prior_answers_each_question_with_its_most_frequent_training_answer():
+    from vqa_interp.models.training import TrainingSplit, question_prior_accuracy
+
+    def split(questions, answers):
+        return TrainingSplit(torch.zeros(1, 3, 2, 2, dtype=torch.uint8), [0] * len(questions), questions, answers)
+
+    train = split(["What color is the ball?", "what color is the ball?", "How many balls?"],
+                  [["red"] * 6 + ["blue"] * 4, ["Red"] * 2 + ["blue"] * 8, ["2"] * 10])
+    # "what color is the ball?": blue 12 x red 8 -> blue; "is it?" unseen -> the overall favourite (blue 12)
+    val = split(["WHAT COLOR IS THE BALL?", "How many balls?", "is it?"],
+                [["blue"] * 2 + ["red"] * 8, ["3"] * 10, ["blue"] * 10])
+    assert question_prior_accuracy(train, val) == pytest.approx((2 / 3 + 0 + 1) / 3)
+
+
+def test_split_accuracy_batches_images_with_all_their_questions():
+    """The validation accuracy reported while training equals scoring every question at once."""
+    from vqa_interp.models.training import TrainingSplit, answer_targets, soft_accuracy, split_accuracy
+    from vqa_interp.models.training import _normalise_batch
+    from vqa_interp.models.vilt import untrained
+
+    class Settings:     # the fields ``untrained`` reads of a model's settings
+        input_size, central_fraction = 32, 1.0
+        options = {"vilt": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                            "intermediate_size": 16, "patch_size": 16}, "max_question_tokens": 8}
+
+    questions = ["what color is it?", "how many are there?", "is it red?", "what shape is it?", "is it big?"]
+    labels = ["red", "2", "yes", "circle", "no"]     # every answer given by 0-4 annotators: each guess scores differently
+    answers = [[a for j, a in enumerate(labels) for _ in range((i + j) % 5)] for i in range(5)]
+    torch.manual_seed(0)
+    model = untrained(Settings, questions, answers)
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    data = TrainingSplit(images, [0, 1, 1, 2, 0], questions, answers)
+    with torch.no_grad():
+        logits = model.module.eval()(_normalise_batch(images)[torch.tensor(data.image_index)], *model.encode(questions))
+    expected = soft_accuracy(logits.argmax(1), answer_targets(answers, model.answer_vocab)).mean()
+    assert 0 < float(expected) < 1
+    assert split_accuracy(model, data, images_per_batch=2) == pytest.approx(float(expected))

@@ -135,8 +135,7 @@ def test_padding_the_question_changes_neither_logits_nor_maps():
     model = tiny_vilt(seed=8)
     pixels, _ = _inputs(model, seed=9)
     short = model.encode(QUESTIONS)
-    model.max_tokens = 16
-    long = model.encode(QUESTIONS)
+    long = model.encode(QUESTIONS, pad_to=model.max_tokens)
     assert long[0].shape[1] > short[0].shape[1]
     with torch.no_grad():
         torch.testing.assert_close(model.forward(pixels, short), model.forward(pixels, long), atol=1e-5, rtol=1e-4)

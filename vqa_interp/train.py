@@ -24,8 +24,9 @@ def _train_logged(settings, dataset, path: Path) -> str:
 
     with training_run(settings) as tracker:
         def on_epoch(epoch, history):
-            tracker.log_metrics({"train_loss": history["loss"][-1],
-                                 "train_accuracy": history["train_accuracy"][-1]}, step=epoch)
+            tracker.log_metrics({"train_loss": history["loss"][-1], "train_accuracy": history["train_accuracy"][-1],
+                                 **({"val_accuracy": history["val_accuracy"][-1]} if "val_accuracy" in history
+                                    else {})}, step=epoch)
 
         result = train_and_save(settings.model, dataset, path, on_epoch=on_epoch)
         tracker.log_metrics(result)

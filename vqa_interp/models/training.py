@@ -67,8 +67,53 @@ def answer_targets(answers: list[list[str]], vocab: dict[str, int]) -> torch.Ten
     return targets
 
 
+def soft_accuracy(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``[N]`` soft accuracy ``min(1, #annotators who gave the answer / 3)`` of predicted answer
+    indices ``[N]`` against answer counts ``[N, A]`` (the score the training history reports)."""
+    return (targets.gather(1, predicted[:, None])[:, 0] / 3).clamp(max=1)
+
+
+def question_prior_accuracy(train: TrainingSplit, other: TrainingSplit) -> float:
+    """The accuracy on ``other`` of answering from the question alone: each (normalised) question
+    string's most frequent answer among ``train``'s human answers, the most frequent answer overall
+    for a question ``train`` lacks. A model that does not beat it does not use the image."""
+    from collections import Counter
+
+    by_question: dict[str, Counter] = {}
+    overall: Counter = Counter()
+    for question, answers in zip(train.questions, train.answers):
+        counts = by_question.setdefault(question.strip().lower(), Counter())
+        for a in answers:
+            counts[normalize_answer(a)] += 1
+            overall[normalize_answer(a)] += 1
+    fallback = overall.most_common(1)[0][0] if overall else ""
+    scores = []
+    for question, answers in zip(other.questions, other.answers):
+        counts = by_question.get(question.strip().lower())
+        guess = counts.most_common(1)[0][0] if counts else fallback
+        scores.append(min(1.0, sum(normalize_answer(a) == guess for a in answers) / 3))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def split_accuracy(model: VqaModel, split: TrainingSplit, images_per_batch: int = 32) -> float:
+    """Soft accuracy (:func:`soft_accuracy`) of ``model`` (put in eval mode) on every question of
+    ``split``, ``images_per_batch`` images with all their questions at a time."""
+    question = model.encode(split.questions)
+    targets = answer_targets(split.answers, model.answer_vocab)
+    rows = torch.tensor(split.image_index)
+    model.module.eval()
+    scores = []
+    with torch.no_grad():
+        for begin in range(0, len(split.images), images_per_batch):
+            idx = torch.nonzero((rows >= begin) & (rows < begin + images_per_batch))[:, 0]
+            logits = model.training_logits(_normalise_batch(split.images[begin:begin + images_per_batch]),
+                                           rows[idx] - begin, take(question, idx))
+            scores.append(soft_accuracy(logits.argmax(1), targets[idx]))
+    return float(torch.cat(scores).mean()) if scores else float("nan")
+
+
 def train_model(model: VqaModel, split: TrainingSplit, *, epochs: int, batch_size: int, lr: float,
-                seed: int, on_epoch=None) -> tuple[VqaModel, dict]:
+                seed: int, on_epoch=None, validation: TrainingSplit | None = None) -> tuple[VqaModel, dict]:
     """Train ``model`` (freshly built, after ``torch.manual_seed(seed)``) end to end; returns it in eval
     mode and its history.
 
@@ -78,7 +123,8 @@ def train_model(model: VqaModel, split: TrainingSplit, *, epochs: int, batch_siz
     same sum over questions).
     Loss as pytorch-vqa: ``mean_b sum_a -log_softmax(logits)[b, a] * count[b, a] / 10``.
     Training is decided by the epoch count alone (no wall-clock budget), so the same config gives
-    the same weights on a quiet machine and on a loaded one.
+    the same weights on a quiet machine and on a loaded one. With ``validation``, the history also
+    holds the soft accuracy on it after each epoch (``val_accuracy``; it does not steer training).
     """
     question = model.encode(split.questions)
     targets = answer_targets(split.answers, model.answer_vocab)
@@ -93,7 +139,7 @@ def train_model(model: VqaModel, split: TrainingSplit, *, epochs: int, batch_siz
     questions_of = [[] for _ in range(n_images)]
     for q, row in enumerate(split.image_index):
         questions_of[row].append(q)
-    history = {"loss": [], "train_accuracy": []}
+    history = {"loss": [], "train_accuracy": [], **({"val_accuracy": []} if validation is not None else {})}
     for epoch in range(epochs):
         model.module.train()
         order = torch.randperm(n_images, generator=generator)
@@ -110,9 +156,11 @@ def train_model(model: VqaModel, split: TrainingSplit, *, epochs: int, batch_siz
             optimiser.step()
             schedule.step()
             losses.append(loss.item())
-            hits.append((targets[idx].gather(1, logits.argmax(1, keepdim=True)) / 3).clamp(max=1).mean().item())
+            hits.append(soft_accuracy(logits.argmax(1), targets[idx]).mean().item())
         history["loss"].append(float(np.mean(losses)))
         history["train_accuracy"].append(float(np.mean(hits)))
+        if validation is not None:
+            history["val_accuracy"].append(split_accuracy(model, validation))
         if on_epoch is not None:
             on_epoch(epoch, history)
     return model.eval(), history
@@ -139,16 +187,19 @@ def train_and_save(model_settings, dataset, out_path: Path, on_epoch=None) -> di
     geometry = InputGeometry(m.input_size, m.central_fraction)
     paths, records = dataset.training_records("train")
     split = read_training_split(paths, records, geometry)
+    validation = read_training_split(*dataset.training_records("val"), geometry)
+    prior = question_prior_accuracy(split, validation)
     t = m.options["train"]
     start = time.perf_counter()
     torch.manual_seed(t["seed"])
     model = model_kind(m.kind).untrained(m, split.questions, split.answers)
     model, history = train_model(model, split, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-                                 seed=t["seed"], on_epoch=on_epoch)
+                                 seed=t["seed"], on_epoch=on_epoch, validation=validation)
     seconds = time.perf_counter() - start
     model.save(out_path, config={"backbone": m.options.get("backbone"), "input": m.input, "train": t},
                tracker=history, name="vqa-interp embedded")
-    log.info("trained the embedded model in %.0f s (train VQA accuracy %.3f) -> %s",
-             seconds, history["train_accuracy"][-1], out_path)
+    log.info("trained the embedded model in %.0f s (accuracy: train %.3f, val %.3f; answering from the question "
+             "alone: %.3f) -> %s", seconds, history["train_accuracy"][-1], history["val_accuracy"][-1], prior, out_path)
     return {"train_seconds": seconds, "epochs_run": len(history["loss"]),
-            "final_train_accuracy": history["train_accuracy"][-1]}
+            "final_train_accuracy": history["train_accuracy"][-1], "final_val_accuracy": history["val_accuracy"][-1],
+            "val_question_prior_accuracy": prior}

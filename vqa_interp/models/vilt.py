@@ -130,9 +130,14 @@ class ViltModel(VqaModel):
         self.checkpoint_digest = checkpoint_digest
         self.description = description
 
-    def encode(self, questions: Sequence[str]):
-        encoded = self.tokenizer(list(questions), padding="max_length", truncation=True, max_length=self.max_tokens,
-                                 return_tensors="pt")
+    def encode(self, questions: Sequence[str], pad_to: int | None = None):
+        """``(input_ids, attention_mask, token_type_ids)``, each ``[B, L]``: padded to the longest of
+        ``questions`` (or to ``pad_to``), truncated at ``max_tokens``. The padding is masked out (the
+        logits and maps do not depend on it, tested); padding every question to ``max_tokens`` cost
+        ~20% more per pass on the embedded questions (24 text tokens where ~11 are used)."""
+        padding = {"padding": "max_length", "max_length": pad_to} if pad_to else {"padding": "longest"}
+        encoded = self.tokenizer(list(questions), truncation=True, return_tensors="pt",
+                                 **{"max_length": self.max_tokens, **padding})
         return encoded["input_ids"], encoded["attention_mask"], encoded["token_type_ids"]
 
     def tokens(self, question: str) -> list[str]:
