@@ -165,8 +165,9 @@ def explain_floor(settings, n_targets: int, n_questions: int, costs: dict) -> di
             "explain.floor_s": backward * costs["pass.forward_backward_s"] + forward * costs["pass.forward_s"]}
 
 
-def bench_floors(quick: bool = False) -> dict:
-    """One default run on a fresh cache, then each stage against its floor (module docs)."""
+def bench_floors(quick: bool = False, overrides: tuple[str, ...] = ()) -> dict:
+    """One default run (plus ``overrides``, e.g. ``model=embedded_vilt``) on a fresh cache, then each
+    stage against its floor (module docs)."""
     import os
 
     from mlflow.tracking import MlflowClient
@@ -176,8 +177,8 @@ def bench_floors(quick: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TQDM_DISABLE": "1"}
-        _run_cli(["data.limit=4", "tracking.log_maps=false"], env)          # warm: data, model, store schema
-        wall, out, _ = _run_cli([f"paths.cache={tmp}/cache"], env)
+        _run_cli([*overrides, "data.limit=4", "tracking.log_maps=false"], env)   # warm: data, model, store schema
+        wall, out, rss = _run_cli([*overrides, f"paths.cache={tmp}/cache"], env)
         run_id = re.findall(r"MLflow run: (\w+)", out)[0]
         client = MlflowClient(uri)
         metrics = client.get_run(run_id).data.metrics
@@ -187,8 +188,8 @@ def bench_floors(quick: bool = False) -> dict:
         stages = dict(zip(tables["timings"]["stage"], tables["timings"]["seconds"]))
         archive = np.load(client.download_artifacts(run_id, "maps/maps.npz", tmp))
         maps = [archive[key] for key in list(archive.files)[:40]]
-        settings, dataset, examples, model, load_images, question = run_setup()
-        results = {"floors.default_run_wall_s": wall, **{f"floors.run.{k}": v for k, v in metrics.items()
+        settings, dataset, examples, model, load_images, question = run_setup(overrides)
+        results = {"floors.default_run_wall_s": wall, "floors.default_run_peak_rss_kib": rss, **{f"floors.run.{k}": v for k, v in metrics.items()
                                                          if k.startswith("time/")}}
         results.update(scoring_floor(settings, dataset, examples, model.geometry, tables["per_example"],
                                      tables["references"], maps))
@@ -201,6 +202,7 @@ def bench_floors(quick: bool = False) -> dict:
     stage_floors = (results["scoring.floor_s"] + results["explain.floor_s"] + n_questions * costs["pass.forward_s"]
                     + n_targets * costs["pass.forward_backward_s"])
     results["floors.run.startup_s"] = stages.get("startup", 0.0)
+    results["floors.stages_floor_s"] = stage_floors
     results["run_floor_ratio"] = (metrics["time/total_s"] - stages.get("startup", 0.0)) / stage_floors
     results["figures_draw_s"] = metrics.get("time/figures_s", float("nan"))
     results["figures_wait_s"] = stages.get("figures_wait", float("nan"))

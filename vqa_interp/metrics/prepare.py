@@ -309,8 +309,8 @@ class PreparedMap:
     @cached_property
     def sparse_region(self) -> tuple[np.ndarray, np.ndarray]:
         """The top-k region as ``(index [m] int64, weight [m] float64)``: the pixels with a non-zero
-        weight (about ``k * size^2`` of them) and their weights. Metrics read the other map through
-        ``index`` instead of multiplying two dense maps that are mostly zero."""
+        weight (about ``k * size^2`` of them) and their weights (the dense :attr:`region` is made
+        from it)."""
         return top_region(self.values, self.order, self.options.n_region, TIE_POLICIES.index(self.options.tie_policy))
 
     @cached_property
@@ -336,9 +336,12 @@ class PreparedMap:
 
     def over_region(self, feature: np.ndarray) -> float:
         """``feature . region``: a flat feature ``[size * size]`` of another map summed over this
-        map's region, weighted."""
-        index, weight = self.sparse_region
-        return float(feature[index] @ weight)
+        map's region, weighted.
+
+        A dense dot with the (cached) dense region, not a gather through ``sparse_region``: at 448 px
+        the dot is ~0.023 ms at any k, the gather 0.019 / 0.038 / 0.114 ms at k = 0.05 / 0.1 / 0.3
+        (its reads are scattered), and each region is read by every map of the question."""
+        return float(feature @ self.region)
 
 
 def prepare_map(resized: np.ndarray, options: ScoringOptions) -> PreparedMap:
