@@ -95,6 +95,7 @@ class ScoringSettings(ScoringOptions):
     annotator: int = 1
     workers: int = 1
     metrics: tuple[str, ...] | str | None = None   # None: every metric but the slow ones; "all"; or names
+    fork: bool = True         # score in a forked process beside the explain stage (vqa_interp.pipeline.execute)
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,10 @@ def from_config(cfg) -> Settings:
     _choice(s.human, HUMAN_MODES, "scoring.human")
     annotator = _integer(s.annotator, "scoring.annotator", 1, " (1-based, as in {question_id}_{n}.png)")
     workers = _integer(s.workers, "scoring.workers", 1)
+    fork = s.get("fork", True)
+    if not isinstance(fork, bool):
+        raise ConfigError(f"scoring.fork={fork!r}; expected true (score in a forked process while the model is "
+                          "explained) or false (one after the other).")
 
     a = cfg.attribution
     _choice(a.target_policy, TARGET_POLICIES, "attribution.target_policy")
@@ -304,7 +309,7 @@ def from_config(cfg) -> Settings:
     # k, size, resample, tie policy, dice: checked by ScoringOptions, where they are defined
     scoring = ScoringSettings(k=cfg.k, size=p.size, steps=tuple(p.steps), eps=eps, tie_policy=s.tie_policy,
                               dice=s.dice, resample=p.get("resample", "bilinear"), human=s.human, annotator=annotator,
-                              workers=workers, metrics=metrics)
+                              workers=workers, metrics=metrics, fork=fork)
     analysis = AnalysisSettings(low=low, high=high, map_for_example=an.map_for_example, test=an.get("test", "welch"),
                                 alpha=alpha,
                                 bootstrap=bootstrap, n_panels=n_panels, min_group=min_group,

@@ -2,7 +2,8 @@
 
 ``data`` (select, check) -> ``model`` (preflight, load) -> ``predict`` -> ``targets`` -> ``attribute``
 (maps, cached) -> ``score`` (per-example table, floors and ceiling in the same pass; ``humans``,
-``references``) -> ``sanity`` (optional) -> ``explain``.
+``references``) -> ``sanity`` (optional) -> ``explain``. ``score`` runs in a forked process beside
+``sanity`` and ``explain`` (Linux, CPU, ``scoring.fork``): it needs the maps, they need the model.
 
 Each stage takes and returns plain data (settings dataclasses, the model interface, arrays,
 DataFrames) so a notebook can call any of them alone; ``vqa_interp.run`` adds Hydra and MLflow
@@ -28,13 +29,15 @@ from vqa_interp.models.base import VqaModel
 from vqa_interp.pipeline import memory as memory_stage
 from vqa_interp.pipeline import model as model_stage
 from vqa_interp.pipeline.attribute import attribute_targets, map_cache_for
-from vqa_interp.pipeline.explain import explain_stage
+from vqa_interp.pipeline.explain import explain_needed, explain_targets_of, with_explain_columns
 from vqa_interp.pipeline.humans import scoring_options
 from vqa_interp.pipeline.predict import cached_predictions, image_loader
 from vqa_interp.pipeline.sanity import run_sanity_checks
 from vqa_interp.pipeline.score import cached_tables
 from vqa_interp.pipeline.targets import map_keys, plan_targets
-from vqa_interp.util.allocator import one_blas_thread
+from vqa_interp.util import forked
+from vqa_interp.util.allocator import one_blas_thread, torch_threads
+from vqa_interp.util.memory import GIB, peak_rss
 
 __all__ = ["execute", "RunOutputs", "timed", "scoring_options"]
 
@@ -102,21 +105,43 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
     with timed(timings, "attribution"):
         attribute_targets(model, settings, targets, cache, load_images, question, examples=examples, dataset=dataset)
     options = scoring_options(settings)
-    with timed(timings, "scoring"), one_blas_thread():   # the method's maps, and the floors and ceiling in one pass
-        table, skipped_scores, references, hits = cached_tables(
-            settings, dataset, examples, predictions, targets, cache, model.geometry, data_digest,
-            [k for k in also_k if options.accepts(k)], with_references=settings.analysis.baselines)
+
+    def score() -> tuple:   # the method's maps, and the floors and ceiling in one pass
+        start = time.perf_counter()
+        with one_blas_thread():
+            out = cached_tables(settings, dataset, examples, predictions, targets, cache, model.geometry,
+                                data_digest, [k for k in also_k if options.accepts(k)],
+                                with_references=settings.analysis.baselines)
+        return out, time.perf_counter() - start, peak_rss()
+
+    # scoring (NumPy, one core) in a forked process while this one runs the model for the sanity
+    # checks and the explain stage (torch, on the other core); one after the other where it cannot
+    beside = settings.scoring.fork and len(targets) and not settings.device.startswith("cuda") and (
+        settings.analysis.sanity or explain_needed(settings))
+    scoring = forked.start(score, fork=bool(beside))
+    try:
+        with torch_threads(1 if scoring.pid is not None else None):
+            sanity = None
+            if settings.analysis.sanity:
+                with timed(timings, "sanity"):
+                    sanity = run_sanity_checks(model, settings, dataset, examples, load_images, question)
+            explained = None
+            if len(targets):
+                with timed(timings, "explain"):
+                    explained = explain_targets_of(model, settings, dataset, examples, targets, cache, load_images,
+                                                   question, data_digest)
+        waited = time.perf_counter()
+        (table, skipped_scores, references, hits), timings["time/scoring_s"], scoring_rss = scoring.result()
+        if scoring.pid is not None:
+            timings["time/scoring_wait_s"] = time.perf_counter() - waited
+    except BaseException:
+        scoring.cancel()
+        raise
     if references is not None and not len(table):
         references = None
-    sanity = None
-    if settings.analysis.sanity:
-        with timed(timings, "sanity"):
-            sanity = run_sanity_checks(model, settings, dataset, examples, load_images, question)
     explain = None
     if len(table):
-        with timed(timings, "explain"):
-            explain, table = explain_stage(model, settings, dataset, examples, targets, cache, load_images, question,
-                                           data_digest, table)
+        explain, table = with_explain_columns(explained, table)
     metrics = run_metrics(settings.scoring.metrics)
     skipped = selection.skipped + skipped_targets + skipped_scores
     counts = {"count/questions": len(examples), "count/maps": len(targets), "count/rows": len(table),
@@ -136,6 +161,8 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
             "human_map": s.human if s.human != "annotator" else f"annotator {s.annotator}",
             "predictions_cache": "hit" if predictions_hit else "computed",
             "scores_cache": "hit" if hits["scores"] else "computed",
+            "scoring_process": (f"forked, beside the explain stage (peak RSS {scoring_rss / GIB:.2f} GB)"
+                                if scoring.pid is not None else "the run's"),
             **(batching.tags() if batching is not None else {})}
     if references is not None:
         single = int(len(examples) - (references["reference"] == "human_ceiling").sum())

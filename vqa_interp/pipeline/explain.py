@@ -1,5 +1,8 @@
 """Stage 8 (``explain.*``), what the model used: token attributions, the image's share and the
-faithfulness of every map (:mod:`vqa_interp.explain.compute`), joined to the per-example table."""
+faithfulness of every map (:mod:`vqa_interp.explain.compute`), joined to the per-example table.
+
+It needs the run's targets and maps, not its scores, so :func:`vqa_interp.pipeline.execute` runs it
+while the maps are scored (in a forked process) and joins the two afterwards."""
 from __future__ import annotations
 
 import pandas as pd
@@ -7,14 +10,33 @@ import pandas as pd
 from vqa_interp.explain.compute import ExplainTables, explain_targets
 
 
-def explain_stage(model, settings, dataset, examples, targets: pd.DataFrame, cache, load_images, question: tuple,
-                  data_digest: str, table: pd.DataFrame) -> tuple[ExplainTables | None, pd.DataFrame]:
-    """``(explain tables or None, the per-example table with the explain columns joined)``."""
-    explain = explain_targets(model, settings, examples, targets, cache, load_images, question,
-                              data_digest=data_digest, evidence=dataset.question_evidence())
+def explain_needed(settings) -> bool:
+    """Whether any part of the explain stage is on (``explain.tokens``, ``share``, ``faithfulness``)."""
+    e = settings.explain
+    return bool(e.tokens or e.share or e.faithfulness)
+
+
+def explain_targets_of(model, settings, dataset, examples, targets: pd.DataFrame, cache, load_images,
+                       question: tuple, data_digest: str) -> ExplainTables | None:
+    """The explain tables of the run's ``targets`` (None when every part is off)."""
+    return explain_targets(model, settings, examples, targets, cache, load_images, question,
+                           data_digest=data_digest, evidence=dataset.question_evidence())
+
+
+def with_explain_columns(explain: ExplainTables | None,
+                         table: pd.DataFrame) -> tuple[ExplainTables | None, pd.DataFrame]:
+    """``(explain, the per-example table with the explain columns joined)`` (the table as it is
+    when ``explain`` is None)."""
     if explain is None:
         return None, table
     extra = [c for c in explain.per_target.columns if c not in ("question_id", "target")]
     table = table.drop(columns=[c for c in extra if c in table]).merge(
         explain.per_target, on=["question_id", "target"], how="left")
     return explain, table
+
+
+def explain_stage(model, settings, dataset, examples, targets: pd.DataFrame, cache, load_images, question: tuple,
+                  data_digest: str, table: pd.DataFrame) -> tuple[ExplainTables | None, pd.DataFrame]:
+    """``(explain tables or None, the per-example table with the explain columns joined)``."""
+    return with_explain_columns(explain_targets_of(model, settings, dataset, examples, targets, cache, load_images,
+                                                   question, data_digest), table)

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from vqa_interp.util.forked import can_fork, kill_and_reap, wait_for
+
 log = logging.getLogger(__name__)
 
 Makers = dict[str, Callable[[], "object"]]   # artifact name -> a function that draws that matplotlib Figure
@@ -58,10 +60,6 @@ def _draw(makers: Makers, folder: Path, keep_in: Callable[[str], Path | None]) -
 SECONDS_FILE, ERROR_FILE, KEPT_FILE = "draw_seconds.txt", "draw_error.txt", "kept_written"
 
 
-def can_fork() -> bool:
-    return hasattr(os, "fork") and sys.platform.startswith("linux")
-
-
 @dataclass
 class FigureJob:
     """A run's figures being drawn: by process ``pid`` (None: already drawn in this process) into
@@ -89,12 +87,7 @@ class FigureJob:
     def wait(self) -> None:
         """Block until the drawing has ended."""
         if self.pid is not None and self.status is None:
-            try:
-                _, status = os.waitpid(self.pid, 0)
-            except BaseException:
-                self.cancel()
-                raise
-            self.status = os.waitstatus_to_exitcode(status)
+            self.status = wait_for(self.pid, self.cancel)
 
     def collect(self) -> tuple[list[Path], float]:
         """Wait; the PNGs to log (each with its SVG beside it) and the seconds the drawing took.
@@ -110,10 +103,7 @@ class FigureJob:
     def cancel(self) -> None:
         """Stop the drawing (the run failed): end the child and reap it."""
         if self.pid is not None and self.status is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, 9)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
+            kill_and_reap(self.pid)
             self.status = -9
 
     def remove(self) -> None:

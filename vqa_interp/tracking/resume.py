@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 SWEEP_SIGNATURE_TAG, CONFIG_SIGNATURE_TAG = "sweep_signature", "config_signature"
 REUSED_TAG = "reused"
-# keys that say where things live or how much memory to use, never what is computed
-UNSIGNED_PREFIXES = ("tracking.uri", "tracking.artifact_root", "paths.", "memory.")
+# keys that say where things live, how much memory to use or how the work is spread over threads and
+# processes, never what is computed
+UNSIGNED_PREFIXES = ("tracking.uri", "tracking.artifact_root", "paths.", "memory.", "scoring.workers", "scoring.fork")
 
 
 def _digest(payload) -> str:
