@@ -58,3 +58,34 @@ def test_a_cancelled_call_leaves_no_process():
     with pytest.raises(ProcessLookupError):
         os.kill(job.pid, 0)
     assert not job.path.exists()
+
+
+def test_done_says_whether_the_call_has_ended_without_waiting(tmp_path):
+    go = tmp_path / "go"
+
+    def wait_for_go():
+        while not go.exists():
+            time.sleep(0.02)
+        return "went"
+
+    job = forked.start(wait_for_go)
+    assert not job.done()
+    go.touch()
+    assert job.result() == "went" and job.done()
+
+
+def test_torch_gets_its_threads_back_when_the_block_ends_or_earlier_when_asked():
+    import torch
+
+    from vqa_interp.util.allocator import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1) as restore:
+        assert torch.get_num_threads() == 1
+        restore()
+        assert torch.get_num_threads() == before
+        restore()
+    assert torch.get_num_threads() == before
+    with torch_threads(None) as restore:
+        restore()
+        assert torch.get_num_threads() == before

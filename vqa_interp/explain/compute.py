@@ -63,10 +63,12 @@ def _curve_rows(chunk: pd.DataFrame, source: str, result: dict) -> list[dict]:
 
 def explain_targets(model, settings, examples: Sequence, targets: pd.DataFrame, map_cache, load_images,
                     question: tuple, *, data_digest: str,
-                    evidence: dict[int, tuple[int, ...]] | None = None) -> ExplainTables | None:
+                    evidence: dict[int, tuple[int, ...]] | None = None, between_chunks=None) -> ExplainTables | None:
     """The explain tables of a run's ``targets`` (``question_id, row, target, target_index, map_key``)
     for ``model`` (a :class:`~vqa_interp.models.base.VqaModel`) and its encoding of every example's
-    question, from cache where possible. None when every part is off (``explain.*``)."""
+    question, from cache where possible. None when every part is off (``explain.*``).
+    ``between_chunks()``, if given, is called before each chunk of ``explain.batch_size`` targets
+    (the run gives torch its threads back there once its scoring process has ended)."""
     from vqa_interp.attribution.faithfulness import curves_for_map_sets
     from vqa_interp.attribution.question import image_question_share, token_attributions
 
@@ -93,6 +95,8 @@ def explain_targets(model, settings, examples: Sequence, targets: pd.DataFrame, 
     with context:
         # nothing to compute when every part is cached: no image is read
         for begin in range(0, 0 if all(hits.values()) else len(targets), e.batch_size):
+            if between_chunks is not None:
+                between_chunks()
             chunk = targets.iloc[begin:begin + e.batch_size]
             rows = chunk["row"].tolist()
             images = load_images(rows).to(device)

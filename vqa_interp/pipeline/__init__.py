@@ -120,7 +120,7 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
         settings.analysis.sanity or explain_needed(settings))
     scoring = forked.start(score, fork=bool(beside))
     try:
-        with torch_threads(1 if scoring.pid is not None else None):
+        with torch_threads(1 if scoring.pid is not None else None) as restore_threads:
             sanity = None
             if settings.analysis.sanity:
                 with timed(timings, "sanity"):
@@ -129,7 +129,8 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
             if len(targets):
                 with timed(timings, "explain"):
                     explained = explain_targets_of(model, settings, dataset, examples, targets, cache, load_images,
-                                                   question, data_digest)
+                                                   question, data_digest,
+                                                   between_chunks=lambda: scoring.done() and restore_threads())
         waited = time.perf_counter()
         (table, skipped_scores, references, hits), timings["time/scoring_s"], scoring_rss = scoring.result()
         if scoring.pid is not None:

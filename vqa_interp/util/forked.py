@@ -61,6 +61,15 @@ class Forked:
     def __init__(self, pid: int | None, path: Path, value: Any = None):
         self.pid, self.path, self.value, self.status = pid, path, value, None
 
+    def done(self) -> bool:
+        """Whether the call has ended (never blocks)."""
+        if self.pid is None or self.status is not None:
+            return True
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid:
+            self.status = os.waitstatus_to_exitcode(status)
+        return self.status is not None
+
     def result(self) -> Any:
         """Wait for the call and return its result; its exception is raised again here (with the
         child's traceback as its note); a child that died without a word raises ``RuntimeError``."""
