@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from vqa_interp.util.forked import can_fork, kill_and_reap, wait_for
+from vqa_interp.util.forked import can_fork, exit_code_if_ended, kill_and_reap, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,9 @@ class FigureJob:
 
     def done(self) -> bool:
         """Whether the drawing has ended (never blocks)."""
-        if self.pid is None or self.status is not None:
-            return True
-        pid, status = os.waitpid(self.pid, os.WNOHANG)
-        if pid:
-            self.status = os.waitstatus_to_exitcode(status)
-        return self.status is not None
+        if self.pid is not None and self.status is None:
+            self.status = exit_code_if_ended(self.pid)
+        return self.pid is None or self.status is not None
 
     def kept(self) -> bool:
         """Whether the figures it keeps in the figure cache are written (or it has ended)."""

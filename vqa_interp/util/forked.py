@@ -42,6 +42,12 @@ def wait_for(pid: int, on_error: Callable[[], None]) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+def exit_code_if_ended(pid: int) -> int | None:
+    """Child ``pid``'s exit code if it has ended (it is then reaped), else None; never blocks."""
+    ended, status = os.waitpid(pid, os.WNOHANG)
+    return os.waitstatus_to_exitcode(status) if ended else None
+
+
 def kill_and_reap(pid: int) -> None:
     """End child ``pid`` (SIGKILL) and reap it; nothing if it is gone already."""
     with contextlib.suppress(ProcessLookupError):
@@ -63,12 +69,9 @@ class Forked:
 
     def done(self) -> bool:
         """Whether the call has ended (never blocks)."""
-        if self.pid is None or self.status is not None:
-            return True
-        pid, status = os.waitpid(self.pid, os.WNOHANG)
-        if pid:
-            self.status = os.waitstatus_to_exitcode(status)
-        return self.status is not None
+        if self.pid is not None and self.status is None:
+            self.status = exit_code_if_ended(self.pid)
+        return self.pid is None or self.status is not None
 
     def result(self) -> Any:
         """Wait for the call and return its result; its exception is raised again here (with the
