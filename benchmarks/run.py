@@ -402,7 +402,10 @@ NOTES = """## Notes on the targets
   while scoring: 20.8 s and 20.8 s, leaving the other core to the drawing); and each later job
   ran the model again for its predictions (~1.2 s with a drawing beside it; now cached). Before
   this round the ratio was 1.74 (the previous benchmark); tried earlier and dropped: figures
-  pickled to a worker process and waited for in the same job (slower on 2 cores).
+  pickled to a worker process and waited for in the same job (slower on 2 cores). Since a run
+  scores in a forked process beside its explain stage, one run gained more than the sweep did
+  (its first job scores four k in that process, ~1.5x the explain stage's time): the sweep
+  went from 100.6 s to 74.9 s, one run from 75.4 s to 45.2 s, so the ratio rose to 1.66.
 - `default_run_seconds`: the default run, every map, score and table made afresh (its own cache
   folder), on 2 cores. The explain stage (question words, image/question share, deletion/insertion
   against random maps) takes ~8-17 s of it (the share's 32 IG steps through the whole model most);
@@ -411,7 +414,11 @@ NOTES = """## Notes on the targets
   taken: 24 steps ran 28% faster than 32 on 64 examples (so ~2.3 s of a run, estimated) but
   roughly doubled the share's error
   (largest deviation from a 128-step share 0.05, against 0.028 at 32). Running the explain stage
-  in a thread beside scoring was measured too: both took 44 s side by side, no gain on 2 cores.
+  in a thread beside scoring was measured too: both took 44 s side by side, no gain on 2 cores
+  (the scorer's Python holds the GIL). In a forked process it gains: the maps are scored there
+  (NumPy, one core) while the model is explained here on one torch thread (then on two once the
+  scoring has ended); the same run measured 59.3 s in turn and 46.7 s so (explain 13.8 s on two
+  threads, 19.2 s on one beside the scoring), with the same tables.
   Timings on this VM vary by up to ~40% from run to run (the same 300-question scoring measured
   17-23 s in one process), so each measure here is one sample, not a bound.
 - Peak RSS: the default run with the explain stage off peaked at 1.18 GB; with it on and IG passes
