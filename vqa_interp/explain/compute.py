@@ -63,13 +63,10 @@ def _curve_rows(chunk: pd.DataFrame, source: str, result: dict) -> list[dict]:
 
 def explain_targets(model, settings, examples: Sequence, targets: pd.DataFrame, map_cache, load_images,
                     question: tuple, *, data_digest: str,
-                    evidence: dict[int, tuple[int, ...]] | None = None, between_chunks=None) -> ExplainTables | None:
+                    evidence: dict[int, tuple[int, ...]] | None = None) -> ExplainTables | None:
     """The explain tables of a run's ``targets`` (``question_id, row, target, target_index, map_key``)
     for ``model`` (a :class:`~vqa_interp.models.base.VqaModel`) and its encoding of every example's
-    question, from cache where possible. None when every part is off (``explain.*``).
-    ``between_chunks()``, if given, is called before each part (tokens, share, curves) of each chunk
-    of ``explain.batch_size`` targets (the run gives torch its threads back there once its scoring
-    process has ended)."""
+    question, from cache where possible. None when every part is off (``explain.*``)."""
     from vqa_interp.attribution.faithfulness import curves_for_map_sets
     from vqa_interp.attribution.question import image_question_share, token_attributions
 
@@ -95,7 +92,6 @@ def explain_targets(model, settings, examples: Sequence, targets: pd.DataFrame, 
     ig_batch, curve_batch = sizes.fit(sizes.backward, e.ig_batch_size), sizes.fit(sizes.forward, e.batch_size)
     with context:
         # nothing to compute when every part is cached: no image is read
-        pause = between_chunks or (lambda: None)
         for begin in range(0, 0 if all(hits.values()) else len(targets), e.batch_size):
             chunk = targets.iloc[begin:begin + e.batch_size]
             rows = chunk["row"].tolist()
@@ -106,7 +102,6 @@ def explain_targets(model, settings, examples: Sequence, targets: pd.DataFrame, 
             if not hits["model"]:
                 record = [{"question_id": t.question_id, "target": t.target} for t in chunk.itertuples()]
                 if e.tokens:
-                    pause()
                     scores, error = token_attributions(model, images, qs, goal, n_steps=e.ig_steps,
                                                        internal_batch_size=ig_batch)
                     scores, error = scores.cpu().numpy(), error.cpu().numpy()
@@ -120,7 +115,6 @@ def explain_targets(model, settings, examples: Sequence, targets: pd.DataFrame, 
                 # the share is the example's: only the map that stands for it (analysis.map_for_example)
                 stands = np.flatnonzero(stands_for_example(chunk, settings.analysis.map_for_example))
                 if e.share and len(stands):
-                    pause()
                     pick = torch.as_tensor(stands, device=device)
                     share, error = image_question_share(model, images[pick], take(qs, pick), goal[pick],
                                                         n_steps=e.ig_steps, internal_batch_size=ig_batch)
@@ -134,7 +128,6 @@ def explain_targets(model, settings, examples: Sequence, targets: pd.DataFrame, 
             if not hits["map"]:
                 map_sets["method"] = np.stack([map_cache.load(key) for key in chunk["map_key"]])
             if map_sets:     # both sets in one call: the curves' ends are shared
-                pause()
                 curves = curves_for_map_sets(model, images, map_sets, qs, goal, steps=e.steps,
                                              batch_size=curve_batch, kind=e.substrate, blur_sigma=e.blur_sigma)
                 if "random" in curves:

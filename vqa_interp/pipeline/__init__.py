@@ -120,7 +120,9 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
         settings.analysis.sanity or explain_needed(settings))
     scoring = forked.start(score, fork=bool(beside))
     try:
-        with torch_threads(1 if scoring.pid is not None else None) as restore_threads:
+        # one torch thread for the whole stage while scoring is forked, whenever the scoring ends: the
+        # thread count changes float32 sums, and a run's tables must not depend on timing
+        with torch_threads(1 if scoring.pid is not None else None):
             sanity = None
             if settings.analysis.sanity:
                 with timed(timings, "sanity"):
@@ -129,8 +131,7 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
             if len(targets):
                 with timed(timings, "explain"):
                     explained = explain_targets_of(model, settings, dataset, examples, targets, cache, load_images,
-                                                   question, data_digest,
-                                                   between_chunks=lambda: scoring.done() and restore_threads())
+                                                   question, data_digest)
         waited = time.perf_counter()
         (table, skipped_scores, references, hits), timings["time/scoring_s"], scoring_rss = scoring.result()
         if scoring.pid is not None:

@@ -17,12 +17,10 @@ def explain_needed(settings) -> bool:
 
 
 def explain_targets_of(model, settings, dataset, examples, targets: pd.DataFrame, cache, load_images,
-                       question: tuple, data_digest: str, between_chunks=None) -> ExplainTables | None:
-    """The explain tables of the run's ``targets`` (None when every part is off); ``between_chunks()``
-    is called before each part of each chunk of targets."""
+                       question: tuple, data_digest: str) -> ExplainTables | None:
+    """The explain tables of the run's ``targets`` (None when every part is off)."""
     return explain_targets(model, settings, examples, targets, cache, load_images, question,
-                           data_digest=data_digest, evidence=dataset.question_evidence(),
-                           between_chunks=between_chunks)
+                           data_digest=data_digest, evidence=dataset.question_evidence())
 
 
 def with_explain_columns(explain: ExplainTables | None,

@@ -3,7 +3,7 @@ scoring stage only (never on import)."""
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import Iterator
 
 
 M_MMAP_THRESHOLD, M_TRIM_THRESHOLD = -3, -1      # glibc's mallopt parameters
@@ -57,25 +57,21 @@ def one_blas_thread() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[Callable[[], None]]:
-    """torch's intra-op threads set to ``n`` for the block (None: left as they are); yields a
-    function that puts them back early (between two batches). A run that scores in a forked process
-    on one core explains the model on one thread beside it (two torch threads would share the other
-    core with the scoring), and on every thread again once the scoring has ended: the embedded
-    ViLT's explain stage took 58 s on two threads, 116 s on one."""
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` for the block (None: left as they are). A run that
+    scores in a forked process on one core explains the model on one thread beside it, for the
+    whole stage: two torch threads would share the other core with the scoring, and giving the
+    second thread back when the scoring ends made the explain columns depend on timing (the thread
+    count changes float32 sums; two identical runs differed by ~1e-8). The cost: the embedded
+    ViLT's explain stage takes 116 s on one thread, 58 s on two."""
     if n is None:
-        yield lambda: None
+        yield
         return
     import torch
 
     before = torch.get_num_threads()
-
-    def restore() -> None:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
     torch.set_num_threads(n)
     try:
-        yield restore
+        yield
     finally:
-        restore()
+        torch.set_num_threads(before)
