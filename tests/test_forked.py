@@ -60,20 +60,6 @@ def test_a_cancelled_call_leaves_no_process():
     assert not job.path.exists()
 
 
-def test_done_says_whether_the_call_has_ended_without_waiting(tmp_path):
-    go = tmp_path / "go"
-
-    def wait_for_go():
-        while not go.exists():
-            time.sleep(0.02)
-        return "went"
-
-    job = forked.start(wait_for_go)
-    assert not job.done()
-    go.touch()
-    assert job.result() == "went" and job.done()
-
-
 def test_torch_gets_its_threads_back_when_the_block_ends():
     import torch
 

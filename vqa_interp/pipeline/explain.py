@@ -34,9 +34,3 @@ def with_explain_columns(explain: ExplainTables | None,
         explain.per_target, on=["question_id", "target"], how="left")
     return explain, table
 
-
-def explain_stage(model, settings, dataset, examples, targets: pd.DataFrame, cache, load_images, question: tuple,
-                  data_digest: str, table: pd.DataFrame) -> tuple[ExplainTables | None, pd.DataFrame]:
-    """``(explain tables or None, the per-example table with the explain columns joined)``."""
-    return with_explain_columns(explain_targets_of(model, settings, dataset, examples, targets, cache, load_images,
-                                                   question, data_digest), table)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
 import os
 import pickle
 import signal
@@ -23,7 +22,6 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -66,12 +64,6 @@ class Forked:
 
     def __init__(self, pid: int | None, path: Path, value: Any = None):
         self.pid, self.path, self.value, self.status = pid, path, value, None
-
-    def done(self) -> bool:
-        """Whether the call has ended (never blocks)."""
-        if self.pid is not None and self.status is None:
-            self.status = exit_code_if_ended(self.pid)
-        return self.pid is None or self.status is not None
 
     def result(self) -> Any:
         """Wait for the call and return its result; its exception is raised again here (with the
