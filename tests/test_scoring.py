@@ -98,27 +98,31 @@ def test_bad_arguments_name_the_option():
         score(np.ones((2, 4, 4)), np.ones((1, 4, 4)))
 
 
-@pytest.mark.parametrize("tie_policy", ["fractional", "include", "index"])
-def test_scoring_several_k_from_shared_maps_equals_scoring_each_k_afresh(tie_policy):
+@pytest.mark.parametrize("tie_policy,dice", [("fractional", "soft"), ("include", "soft"), ("index", "soft"),
+                                             ("fractional", "hard")])
+def test_scoring_several_k_from_shared_maps_equals_scoring_each_k_afresh(tie_policy, dice):
     """What a k sweep's first job does: one human map shared by several maps, every map sorted
     once for all k, the human's region made once per k and each pair's overlap once per k; the
-    order of k and of the maps must not matter."""
+    order of k and of the maps must not matter. Soft Dice reads no region (computed once for all
+    k), hard Dice does."""
     import gc
     import weakref
 
-    from vqa_interp.metrics import prepare_map, run_metrics
+    from vqa_interp.metrics import REGISTRY, prepare_map, run_metrics
     from vqa_interp.metrics.engine import score_at_ks
 
     rng = np.random.default_rng(7)
     maps = _maps(rng, (24, 24))
-    human = prepare_map(np.round(rng.random((24, 24)) * 6), ScoringOptions(size=24, tie_policy=tie_policy))
+    human = prepare_map(np.round(rng.random((24, 24)) * 6), ScoringOptions(size=24, tie_policy=tie_policy, dice=dice))
+    assert REGISTRY["dice"].depends_on_k(human.options) == (dice == "hard") and REGISTRY["dice"].depends_on_k()
     names = run_metrics()
     ks = (0.3, 0.05, 0.1, 0.3)
     for values in maps + maps[::-1]:          # the human (and its views) reused, in both orders
         got = score_at_ks(prepare_map(values, human.options), [human], human.options, names, ks)
+        assert (got[0.05]["dice"] != got[0.3]["dice"]) == (dice == "hard")
         for k in ks:
             expected = score(values[None], human.values.reshape(1, 24, 24), k=k, size=24, tie_policy=tie_policy,
-                             metrics=names).iloc[0]
+                             dice=dice, metrics=names).iloc[0]
             for m in names:
                 assert got[k][m] == pytest.approx(expected[m], rel=1e-12, abs=1e-15), (m, k)
     assert human.at_k(0.3) is human.at_k(0.3) and human.at_k(human.options.k) is human
@@ -152,3 +156,25 @@ def test_scores_at_several_k_do_not_change_when_both_maps_are_flipped_or_one_is_
         for k in ks:
             for m in names:
                 assert after[k][m] == pytest.approx(before[k][m], rel=1e-9, abs=1e-12), (change, m, k)
+
+
+def test_a_map_against_several_annotators_is_the_mean_of_its_defined_pairs():
+    """Each metric averaged over the annotators whose pair is defined (a constant human map is
+    left out); with none defined, NaN and the first reason."""
+    from vqa_interp.metrics import prepare_map, run_metrics
+    from vqa_interp.metrics.engine import score_against_annotators, score_prepared
+
+    rng = np.random.default_rng(11)
+    options = ScoringOptions(size=24)
+    names = run_metrics()
+    attribution = prepare_map(rng.random((24, 24)), options)
+    humans = [prepare_map(np.round(rng.random((24, 24)) * 4), options) for _ in range(3)]
+    constant = prepare_map(np.full((24, 24), 0.5), options)
+    for group in (humans, humans[:1], [constant, *humans], humans[:2] + [constant]):
+        got = score_against_annotators(attribution, group, options, names)
+        pairs = [score_prepared(attribution, h, options, names) for h in group if not h.undefined]
+        assert got["undefined"] == ""
+        for m in names:
+            assert got[m] == np.mean([p[m] for p in pairs]), m
+    none = score_against_annotators(attribution, [constant], options, names)
+    assert none["undefined"] == "human_constant" and all(np.isnan(none[m]) for m in names)

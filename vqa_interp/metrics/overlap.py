@@ -99,7 +99,8 @@ def iou(a, h) -> float:
     return inter / (a.region_size + h.region_size - inter)
 
 
-@metric("dice", needs=("minmax", "region"), range=(0.0, 1.0), reference=_dice_reference, headline=3)
+@metric("dice", needs=("minmax", "region"), range=(0.0, 1.0), reference=_dice_reference, headline=3,
+        k_free_when=lambda options: options.dice == "soft")
 def dice(a, h) -> float:
     """Soft Dice 2 sum(a h) / (sum a^2 + sum h^2) of the min-max maps (``scoring.dice=hard``: 2|A & H| / (|A| + |H|))."""
     if a.options.dice == "hard":

@@ -45,10 +45,13 @@ class Metric:
     in_family: bool = True
     slow: bool = False        # a run computes it only when scoring.metrics names it
     headline: int = 0         # 1, 2, ...: reported first, in this order (see headline_metrics); 0: not
+    k_free_when: Callable | None = None   # options -> True where it reads no region after all (soft Dice)
 
-    @property
-    def depends_on_k(self) -> bool:
-        """Whether the score changes with ``k`` (it reads a top-k region)."""
+    def depends_on_k(self, options=None) -> bool:
+        """Whether the score changes with ``k`` under scoring ``options`` (a ScoringOptions; None:
+        under some options): whether it reads a top-k region."""
+        if options is not None and self.k_free_when is not None and self.k_free_when(options):
+            return False
         return any(n in ("region", "sparse_region") for n in self.needs)
 
     @property
@@ -61,7 +64,7 @@ REGISTRY: dict[str, Metric] = {}
 
 def metric(name: str, *, needs: tuple[str, ...], range: tuple[float, float], reference: Callable,
            higher_is_better: bool = True, in_family: bool = True, family: str = "", slow: bool = False,
-           headline: int = 0):
+           headline: int = 0, k_free_when: Callable | None = None):
     """Decorator: register the fast function as metric ``name`` (its docstring's first line is the
     description; ``family`` defaults to the defining module's name)."""
     def wrap(compute: Callable) -> Callable:
@@ -69,7 +72,7 @@ def metric(name: str, *, needs: tuple[str, ...], range: tuple[float, float], ref
                                 higher_is_better=higher_is_better, range=tuple(range),
                                 family=family or compute.__module__.rsplit(".", 1)[-1],
                                 description=(compute.__doc__ or name).strip().split("\n")[0],
-                                in_family=in_family, slow=slow, headline=headline)
+                                in_family=in_family, slow=slow, headline=headline, k_free_when=k_free_when)
         return compute
     return wrap
 

@@ -3,7 +3,9 @@
 ``data`` (select, check) -> ``model`` (preflight, load) -> ``predict`` -> ``targets`` -> ``attribute``
 (maps, cached) -> ``score`` (per-example table, floors and ceiling in the same pass; ``humans``,
 ``references``) -> ``sanity`` (optional) -> ``explain``. ``score`` runs in a forked process beside
-``sanity`` and ``explain`` (Linux, CPU, ``scoring.fork``): it needs the maps, they need the model.
+``sanity`` and ``explain`` (Linux, CPU, ``scoring.fork``): it needs the maps, they need the model;
+when they end first, this process takes the questions the child has not claimed yet
+(:mod:`vqa_interp.util.shared_work`), so both cores score the rest.
 
 Each stage takes and returns plain data (settings dataclasses, the model interface, arrays,
 DataFrames) so a notebook can call any of them alone; ``vqa_interp.run`` adds Hydra and MLflow
@@ -33,11 +35,12 @@ from vqa_interp.pipeline.explain import explain_needed, explain_targets_of, with
 from vqa_interp.pipeline.humans import scoring_options
 from vqa_interp.pipeline.predict import cached_predictions, image_loader
 from vqa_interp.pipeline.sanity import run_sanity_checks
-from vqa_interp.pipeline.score import cached_tables
+from vqa_interp.pipeline.score import tables_work
 from vqa_interp.pipeline.targets import map_keys, plan_targets
 from vqa_interp.util import forked
 from vqa_interp.util.allocator import one_blas_thread, torch_threads
 from vqa_interp.util.memory import GIB, peak_rss
+from vqa_interp.util.shared_work import SharedCounter
 
 __all__ = ["execute", "RunOutputs", "timed", "scoring_options"]
 
@@ -106,17 +109,20 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
         attribute_targets(model, settings, targets, cache, load_images, question, examples=examples, dataset=dataset)
     options = scoring_options(settings)
 
-    def score() -> tuple:   # the method's maps, and the floors and ceiling in one pass
+    # the cached tables are read here; what is missing is one item per question, taken by whoever is free
+    work = tables_work(settings, dataset, examples, predictions, targets, cache, model.geometry, data_digest,
+                       [k for k in also_k if options.accepts(k)], with_references=settings.analysis.baselines)
+    counter = SharedCounter()
+
+    def score() -> tuple:   # the questions this process claims: the method's maps, the floors and ceiling
         start = time.perf_counter()
         with one_blas_thread():
-            out = cached_tables(settings, dataset, examples, predictions, targets, cache, model.geometry,
-                                data_digest, [k for k in also_k if options.accepts(k)],
-                                with_references=settings.analysis.baselines)
-        return out, time.perf_counter() - start, peak_rss()
+            done = work.take(counter.claim, settings.scoring.workers)
+        return done, time.perf_counter() - start, peak_rss()
 
     # scoring (NumPy, one core) in a forked process while this one runs the model for the sanity
     # checks and the explain stage (torch, on the other core); one after the other where it cannot
-    beside = settings.scoring.fork and len(targets) and not settings.device.startswith("cuda") and (
+    beside = settings.scoring.fork and len(work.items) and not settings.device.startswith("cuda") and (
         settings.analysis.sanity or explain_needed(settings))
     scoring = forked.start(score, fork=bool(beside))
     try:
@@ -133,9 +139,18 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
                     explained = explain_targets_of(model, settings, dataset, examples, targets, cache, load_images,
                                                    question, data_digest)
         waited = time.perf_counter()
-        (table, skipped_scores, references, hits), timings["time/scoring_s"], scoring_rss = scoring.result()
+        # the questions the child has not claimed yet are scored here too, on the core the model freed
+        here, here_s, _ = score()
+        there, there_s, scoring_rss = scoring.result()
         if scoring.pid is not None:
             timings["time/scoring_wait_s"] = time.perf_counter() - waited
+            if here:
+                timings["time/scoring_shared_s"] = here_s
+        finishing = time.perf_counter()
+        with one_blas_thread():
+            table, skipped_scores, references, hits = work.complete(there, here)
+        # the stage's own seconds: what each process spent scoring, and the tables made from it
+        timings["time/scoring_s"] = there_s + (here_s if here else 0.0) + time.perf_counter() - finishing
     except BaseException:
         scoring.cancel()
         raise
@@ -163,7 +178,8 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
             "human_map": s.human if s.human != "annotator" else f"annotator {s.annotator}",
             "predictions_cache": "hit" if predictions_hit else "computed",
             "scores_cache": "hit" if hits["scores"] else "computed",
-            "scoring_process": (f"forked, beside the explain stage (peak RSS {scoring_rss / GIB:.2f} GB)"
+            "scoring_process": (f"forked, beside the explain stage (peak RSS {scoring_rss / GIB:.2f} GB); "
+                                f"{len(here)} of {len(work.items)} {work.label} items then taken by the run's"
                                 if scoring.pid is not None else "the run's"),
             **(batching.tags() if batching is not None else {})}
     if references is not None:

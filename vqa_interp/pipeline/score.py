@@ -3,16 +3,14 @@ with the floors and the ceiling scored in the same pass from the same prepared h
 table cached on disk by what it depends on."""
 from __future__ import annotations
 
-import contextlib
 import json
 from collections import Counter
 from dataclasses import asdict, replace
+from functools import partial
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
-
 from vqa_interp.attribution.cache import MapCache
 from vqa_interp.data.datasets import Dataset
 from vqa_interp.data.images import InputGeometry
@@ -21,6 +19,7 @@ from vqa_interp.metrics import ScoringOptions, resize_maps, run_metrics
 from vqa_interp.pipeline.humans import LOO_PREFIX, question_humans, score_both, scoring_options
 from vqa_interp.pipeline.references import baseline_maps_for, reference_columns, reference_rows, score_references
 from vqa_interp.util.disk_cache import DiskCache
+from vqa_interp.util.shared_work import SharedWork
 
 CACHE_VERSION = 4   # raise when a metric's definition changes: cached score tables are then ignored
 
@@ -31,7 +30,26 @@ def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions:
                      metrics: Sequence[str] | None = None, device: str | None = None,
                      references: dict | None = None):
     """The per-example tables at each ``k`` of ``ks``: one row per (question, method, target).
-    Returns ``(k -> table, skipped, k -> references table or None)``.
+    Returns ``(k -> table, skipped, k -> references table or None)``; :func:`question_work` with
+    the same arguments (but ``workers``), scored here.
+
+    ``workers > 1`` scores questions on threads (rows keep the targets' order; the sort kernels
+    release the GIL), but on these 2-core VMs threads were slower: a worker thread's malloc arena
+    returns the pages of each freed map and faults them in again (a 448x448 map's features took
+    2-4x longer), so the default, 1, scores in the calling thread.
+    """
+    return question_work(dataset, examples, predictions, targets, cache, geometry, options, ks,
+                         human_mode=human_mode, annotator=annotator, method=method, metrics=metrics, device=device,
+                         references=references).run(workers)
+
+
+def question_work(dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame, targets: pd.DataFrame,
+                  cache: MapCache, geometry: InputGeometry, options: ScoringOptions, ks: Sequence[float], *,
+                  human_mode: str, annotator: int, method: str, metrics: Sequence[str] | None = None,
+                  device: str | None = None, references: dict | None = None) -> SharedWork:
+    """The scoring of :func:`score_targets_at` as one item per question (any process or thread
+    may take an item; :mod:`vqa_interp.util.shared_work`); its outcome is
+    ``(k -> table, skipped, k -> references table or None)``.
 
     Each question's human maps are loaded and prepared once and reused for all its targets, and
     each map is sorted once for all of ``ks`` (only its top-k region is made per k), so the jobs
@@ -41,20 +59,13 @@ def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions:
     maps are loaded and prepared once for both.
     ``device`` (a torch device such as ``"cuda"``): score in torch, batched per question
     (:mod:`vqa_interp.metrics.batch`); None: the NumPy scorer.
-    ``workers > 1`` scores questions on threads (rows keep the targets' order; the sort kernels
-    release the GIL), but on these 2-core VMs threads were slower: a worker thread's malloc arena
-    returns the pages of each freed map and faults them in again (a 448x448 map's features took
-    2-4x longer), so the default, 1, scores in the calling thread.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     by_question = predictions.set_index("question_id")
     ks = tuple(dict.fromkeys(ks))
     all_ks = tuple(dict.fromkeys([*ks, *(references["ks"] if references else ())]))
     metrics = tuple(metrics or run_metrics())
 
-    def score_question(item) -> dict[float, list[dict]] | None:
-        question_id, group = item
+    def score_question(question_id, group) -> dict[float, list[dict]] | None:
         example = examples[int(group["row"].iloc[0])]
         humans = question_humans(dataset, example, geometry, options, human_mode, annotator)
         if humans is None:
@@ -81,37 +92,37 @@ def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions:
                 rows[k].append({**common, **scores[k][i]})
         return rows
 
-    skipped: Counter = Counter()
-    rows: dict[float, list[dict]] = {k: [] for k in ks}
-    reference_rows_at: dict[float, list[dict]] = {k: [] for k in (references["ks"] if references else ())}
-    groups = list(targets.groupby("question_id", sort=False))
-    with contextlib.ExitStack() as stack:
-        if workers > 1:
-            results = stack.enter_context(ThreadPoolExecutor(max_workers=workers)).map(score_question, groups)
-        else:   # in this thread: a worker thread's malloc arena hands its pages back and faults them in again
-            results = map(score_question, groups)
-        for result in tqdm(results, total=len(groups), desc="score", leave=False):
+    def finish(results: list) -> tuple:
+        skipped: Counter = Counter()
+        rows: dict[float, list[dict]] = {k: [] for k in ks}
+        reference_rows_at: dict[float, list[dict]] = {k: [] for k in (references["ks"] if references else ())}
+        for result in results:
             if result is None:
                 skipped["annotator_missing"] += 1
-            else:
-                for k in ks:
-                    rows[k].extend(result[k])
-                for k, at_k in result.get("references", {}).items():
-                    reference_rows_at[k].extend(at_k)
-    tables = {k: pd.DataFrame(rows[k]) for k in ks}
-    if not references:
-        return tables, skipped, None
-    # questions without a target (none planned for them) get their floors and ceiling here
-    done = set(targets["question_id"])
-    rest = [e for e in examples if e.question_id not in done]
-    columns = reference_columns(metrics)
-    reference_tables = {k: pd.DataFrame(reference_rows_at[k], columns=columns) for k in references["ks"]}
-    if rest:
-        more = score_references(dataset, rest, geometry, options, human_mode=human_mode, annotator=annotator,
-                                seed=references["seed"], baseline_options=references["baseline_options"],
-                                metrics=metrics, ks=references["ks"])
-        reference_tables = {k: pd.concat([reference_tables[k], more[k]], ignore_index=True) for k in references["ks"]}
-    return tables, skipped, reference_tables
+                continue
+            for k in ks:
+                rows[k].extend(result[k])
+            for k, at_k in result.get("references", {}).items():
+                reference_rows_at[k].extend(at_k)
+        tables = {k: pd.DataFrame(rows[k]) for k in ks}
+        if not references:
+            return tables, skipped, None
+        # questions without a target (none planned for them) get their floors and ceiling here
+        done = set(targets["question_id"])
+        rest = [e for e in examples if e.question_id not in done]
+        columns = reference_columns(metrics)
+        reference_tables = {k: pd.DataFrame(reference_rows_at[k], columns=columns) for k in references["ks"]}
+        if rest:
+            more = score_references(dataset, rest, geometry, options, human_mode=human_mode, annotator=annotator,
+                                    seed=references["seed"], baseline_options=references["baseline_options"],
+                                    metrics=metrics, ks=references["ks"])
+            reference_tables = {k: pd.concat([reference_tables[k], more[k]], ignore_index=True)
+                                for k in references["ks"]}
+        return tables, skipped, reference_tables
+
+    groups = list(targets.groupby("question_id", sort=False))
+    return SharedWork([partial(score_question, question_id, group) for question_id, group in groups], finish,
+                      label="score")
 
 
 def _cache_key(settings, depends_on: dict, k: float) -> dict:
@@ -123,14 +134,25 @@ def _cache_key(settings, depends_on: dict, k: float) -> dict:
 def cached_tables(settings, dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame,
                   targets: pd.DataFrame, cache: MapCache, geometry: InputGeometry, data_digest: str,
                   also_k: Sequence[float] = (), with_references: bool = True):
+    """:func:`tables_work`, done here (``scoring.workers`` threads)."""
+    return tables_work(settings, dataset, examples, predictions, targets, cache, geometry, data_digest, also_k,
+                       with_references).run(settings.scoring.workers)
+
+
+def tables_work(settings, dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame,
+                targets: pd.DataFrame, cache: MapCache, geometry: InputGeometry, data_digest: str,
+                also_k: Sequence[float] = (), with_references: bool = True) -> SharedWork:
     """The per-example table and the references table (floors and ceiling) at ``scoring.k``, each
-    cached on disk by what it depends on, computed in one pass when missing.
+    cached on disk by what it depends on, computed in one pass when missing: the cached tables are
+    read here, what is missing is returned as work whose items (one per question) any process or
+    thread may take; its outcome is ``(table, skipped, references or None, {"scores": hit,
+    "references": hit})``, the computed tables written to the cache by its ``finish``.
 
     The per-example table depends on the map set, the data, the target policy and the scoring
     setup; the references on the data, the scoring setup, the seed and the floors' options (not the
     model or the method: a sweep over methods computes them once). The tables at ``also_k`` (the
     other k values of a k sweep) are made in the same pass, from the same sorted maps, and cached
-    for those jobs. Returns ``(table, skipped, references or None, {"scores": hit, "references": hit})``.
+    for those jobs.
     """
     a, s, k = settings.attribution, settings.scoring, settings.scoring.k
     metrics = run_metrics(s.metrics)
@@ -155,24 +177,34 @@ def cached_tables(settings, dataset: Dataset, examples: Sequence[Example], predi
                 "baseline_options": json.loads(json.dumps(settings.analysis.baseline_options))}
     device = settings.device if settings.device.startswith("cuda") else None
     options = scoring_options(settings)
-    reference_tables = None
-    if table is None:
-        tables, skipped, reference_tables = score_targets_at(
-            dataset, examples, predictions, targets, cache, geometry, options, missing("scores", score_dep),
-            human_mode=s.human, annotator=s.annotator, method=a.method, workers=s.workers, metrics=metrics,
-            device=device, references=spec)
-        for at, frame in tables.items():
-            stores["scores"].write_table(_cache_key(settings, score_dep, at), frame)
-        table = tables[k]
-    else:
-        skipped = +Counter({"annotator_missing": targets["question_id"].nunique() - table["question_id"].nunique()})
-        if spec is not None:
-            reference_tables = score_references(dataset, examples, geometry, options, human_mode=s.human,
-                                                annotator=s.annotator, seed=settings.seed,
-                                                baseline_options=spec["baseline_options"], metrics=metrics,
-                                                ks=spec["ks"])
-    if reference_tables is not None:
+
+    def write_references(reference_tables) -> pd.DataFrame | None:
+        if reference_tables is None:
+            return references
         for at, frame in reference_tables.items():
             stores["references"].write_table(_cache_key(settings, ref_dep, at), frame)
-        references = reference_tables[k]
-    return table, skipped, references, hits
+        return reference_tables[k]
+
+    if table is None:
+        work = question_work(dataset, examples, predictions, targets, cache, geometry, options,
+                             missing("scores", score_dep), human_mode=s.human, annotator=s.annotator,
+                             method=a.method, metrics=metrics, device=device, references=spec)
+
+        def finish_scores(results: list) -> tuple:
+            tables, skipped, reference_tables = work.finish(results)
+            for at, frame in tables.items():
+                stores["scores"].write_table(_cache_key(settings, score_dep, at), frame)
+            return tables[k], skipped, write_references(reference_tables), hits
+
+        return SharedWork(work.items, finish_scores, label=work.label)
+    skipped = +Counter({"annotator_missing": targets["question_id"].nunique() - table["question_id"].nunique()})
+    if spec is None:
+        return SharedWork([], lambda results: (table, skipped, references, hits))
+
+    def score_floors() -> dict:
+        return score_references(dataset, examples, geometry, options, human_mode=s.human, annotator=s.annotator,
+                                seed=settings.seed, baseline_options=spec["baseline_options"], metrics=metrics,
+                                ks=spec["ks"])
+
+    return SharedWork([score_floors], lambda results: (table, skipped, write_references(results[0]), hits),
+                      label="references")
