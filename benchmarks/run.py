@@ -405,7 +405,12 @@ NOTES = """## Notes on the targets
   pickled to a worker process and waited for in the same job (slower on 2 cores). Since a run
   scores in a forked process beside its explain stage, one run gained more than the sweep did
   (its first job scores four k in that process, ~1.5x the explain stage's time): the sweep
-  went from 100.6 s to 74.9 s, one run from 75.4 s to 45.2 s, so the ratio rose to 1.66.
+  went from 100.6 s to 74.9 s, one run from 75.4 s to 45.2 s, so the ratio rose to 1.66. Then
+  the run began to take its share of the scoring once its explain stage ended (one item per
+  question, claimed from a counter in shared memory by the child and the run alike,
+  `vqa_interp/util/shared_work.py`), soft Dice was computed once for all k (it reads no region)
+  and the annotator means became one NumPy call per pair: the sweep's first job scored 81 of 300
+  questions itself, and the ratio came to 1.44 in this benchmark (five manual pairs: 1.44-1.53).
 - `default_run_seconds`: the default run, every map, score and table made afresh (its own cache
   folder), on 2 cores. The explain stage (question words, image/question share, deletion/insertion
   against random maps) takes ~8-17 s of it (the share's 32 IG steps through the whole model most);
