@@ -49,9 +49,20 @@ def score_at_ks(attribution: PreparedMap, humans: Sequence[PreparedMap], options
     fixed = [m for m in metrics if not REGISTRY[m].depends_on_k(options)]
     varying = [m for m in metrics if REGISTRY[m].depends_on_k(options)]
     once = score_against_annotators(attribution, humans, options, fixed)
-    return {k: {**{m: once[m] for m in fixed},
-                **score_against_annotators(attribution.at_k(k), [h.at_k(k) for h in humans], options, varying)}
+    # the columns keep one order whichever metrics the options make k-free (the tables' column order
+    # is part of their format, tests/data/smoke_*_v0.3.csv): those that never read a region, then
+    # those that may
+    order = ([m for m in metrics if not REGISTRY[m].depends_on_k()]
+             + [m for m in metrics if REGISTRY[m].depends_on_k()])
+    return {k: _in_order({**{m: once[m] for m in fixed},
+                          **score_against_annotators(attribution.at_k(k), [h.at_k(k) for h in humans], options, varying)},
+                         order)
             for k in ks}
+
+
+def _in_order(row: dict, metrics: Sequence[str]) -> dict:
+    """``row`` with the keys of ``metrics`` first, in that order, then its other keys."""
+    return {**{m: row[m] for m in metrics if m in row}, **{key: v for key, v in row.items() if key not in metrics}}
 
 
 def average_defined(rows: Sequence[dict], names: Sequence[str]) -> dict[str, float]:
