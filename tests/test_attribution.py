@@ -124,3 +124,29 @@ def test_the_cam_layer_is_the_model_interfaces_and_a_dotted_path_still_names_a_m
     by_path = make_attributor(model, "gradcam", {"layer": "backbone.layer4"})(image, target, (q, q_len))
     assert model.cam_layer() is model.module.backbone.layer4
     assert torch.equal(by_name, by_path) and by_name.abs().sum() > 0
+
+
+@pytest.mark.parametrize("method", ["smoothgrad", "gradshap"])
+def test_a_sampling_methods_map_depends_on_neither_its_batch_nor_the_global_generators(method):
+    """Captum draws SmoothGrad's noise from torch's generator and GradientShap's samples from NumPy's:
+    each image is drawn from generators seeded with the method's ``seed``, so an image's map is the
+    same alone, in a batch, after other draws, and the callers' generators are left as they were."""
+    import numpy as np
+
+    model = tiny_vqa(seed=2)
+    image, q, q_len = inputs()
+    target = torch.tensor([0, 3, 6])
+    options = {**METHODS[method].options, ("nt_samples" if method == "smoothgrad" else "n_samples"): 4}
+    attribute = make_attributor(model, method, options)
+    torch.manual_seed(5)
+    np.random.seed(5)
+    batch = attribute(image.clone().requires_grad_(True), target, (q, q_len))
+    torch.manual_seed(99)
+    np.random.seed(99)
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy())
+    alone = attribute(image[1:2].clone().requires_grad_(True), target[1:2], (q[1:2], q_len[1:2]))
+    assert torch.equal(before[0], torch.get_rng_state()) and np.array_equal(before[1], np.random.get_state()[1])
+    torch.testing.assert_close(alone[0], batch[1], atol=1e-6, rtol=1e-5)
+    other = make_attributor(model, method, {**options, "seed": 1})(image[1:2].clone().requires_grad_(True), target[1:2],
+                                                                  (q[1:2], q_len[1:2]))
+    assert not torch.allclose(other, alone)      # the seed is what the samples depend on

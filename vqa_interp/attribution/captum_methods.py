@@ -9,6 +9,7 @@ encoding travels as ``additional_forward_args``, a layer method reads ``model.la
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, field
 
@@ -93,20 +94,51 @@ def _integrated_gradients(model, options):
     return attribute
 
 
+@contextlib.contextmanager
+def seeded(seed: int, device):
+    """Inside, torch's generators (the CPU's and ``device``'s) and NumPy's global one start from
+    ``seed``; their states are restored after. Captum's sampling methods draw from the global
+    generators (NoiseTunnel: ``torch.normal``; GradientShap: ``np.random``), so without this an
+    image's map would depend on what was drawn before it: its batch, the batch size the memory
+    budget chose, the run's other work."""
+    import numpy as np
+    import torch
+
+    device = torch.device(device)
+    state = np.random.get_state()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [],
+                               device_type=device.type if device.type == "cuda" else "cuda"):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
 def _smoothgrad(model, options):
     """SmoothGrad (Smilkov et al. 2017): |gradient| averaged over noisy copies of the input, noise
-    sd = ``noise`` x the input's value range."""
+    sd = ``noise`` x the image's value range. Each image is drawn on its own from generators seeded
+    with ``seed`` (:func:`seeded`): a map does not depend on its batch."""
+    import torch
     from captum.attr import NoiseTunnel, Saliency
+
+    from vqa_interp.models.base import take
 
     explainer = NoiseTunnel(Saliency(model.module))
 
     def attribute(x, t, question):
-        sd = float(options["noise"]) * float((x.max() - x.min()).item())
-        # nt_samples_batch_size: set by the run's memory budget (vqa_interp.pipeline.memory), not the config
-        return explainer.attribute(x, nt_type="smoothgrad", nt_samples=options["nt_samples"],
-                                   nt_samples_batch_size=options.get("nt_samples_batch_size", options["nt_samples"]),
-                                   stdevs=sd, target=t,
-                                   additional_forward_args=tuple(question), abs=True)
+        out = []
+        for i in range(len(x)):
+            image = x[i:i + 1]
+            sd = float(options["noise"]) * float((image.max() - image.min()).item())
+            with seeded(int(options["seed"]), x.device):
+                # nt_samples_batch_size: set by the run's memory budget (vqa_interp.pipeline.memory)
+                out.append(explainer.attribute(
+                    image, nt_type="smoothgrad", nt_samples=options["nt_samples"],
+                    nt_samples_batch_size=options.get("nt_samples_batch_size", options["nt_samples"]), stdevs=sd,
+                    target=t[i:i + 1], additional_forward_args=take(question, [i]), abs=True))
+        return torch.cat(out)
     return attribute
 
 
@@ -126,7 +158,7 @@ def _gradcam(model, options):
 def _gradient_shap(model, options):
     """GradientShap (Lundberg & Lee 2017) with two baselines per image: a black image and the image
     blurred with a Gaussian of sigma ``blur`` x the side; ``n_samples`` random points between them
-    and the input."""
+    and the input, drawn for each image from generators seeded with ``seed`` (:func:`seeded`)."""
     import torch
     from captum.attr import GradientShap
     from torchvision.transforms.functional import gaussian_blur
@@ -142,9 +174,10 @@ def _gradient_shap(model, options):
         out = []
         for i in range(len(x)):   # each image has its own blurred baseline
             baselines = torch.cat([model.black(x[i:i + 1]), blurred[i:i + 1]])
-            out.append(explainer.attribute(x[i:i + 1], baselines=baselines, n_samples=options["n_samples"],
-                                           stdevs=0.0, target=t[i:i + 1],
-                                           additional_forward_args=take(question, [i])))
+            with seeded(int(options["seed"]), x.device):
+                out.append(explainer.attribute(x[i:i + 1], baselines=baselines, n_samples=options["n_samples"],
+                                               stdevs=0.0, target=t[i:i + 1],
+                                               additional_forward_args=take(question, [i])))
         return torch.cat(out)
     return attribute
 
@@ -169,14 +202,14 @@ for _method in (
     Method("ig", _integrated_gradients, {"n_steps": 64, "internal_batch_size": 64},
            "Integrated Gradients from a black image", "Sundararajan et al. 2017",
            ranges={"n_steps": (1, INF), "internal_batch_size": (1, INF)}),
-    Method("smoothgrad", _smoothgrad, {"nt_samples": 16, "noise": 0.15},
+    Method("smoothgrad", _smoothgrad, {"nt_samples": 16, "noise": 0.15, "seed": 0},
            "SmoothGrad: |gradient| averaged over noisy inputs", "Smilkov et al. 2017",
-           ranges={"nt_samples": (1, INF), "noise": (0.0, INF)}),
+           ranges={"nt_samples": (1, INF), "noise": (0.0, INF), "seed": (0, 2 ** 32 - 1)}),
     Method("gradcam", _gradcam, {"layer": "cam"}, "Grad-CAM on the model's CAM layer (the backbone's last block), "
            "upsampled", "Selvaraju et al. 2017", needs=("pixels", "cam_layer")),
-    Method("gradshap", _gradient_shap, {"n_samples": 16, "blur": 0.0625},
+    Method("gradshap", _gradient_shap, {"n_samples": 16, "blur": 0.0625, "seed": 0},
            "GradientShap with a black and a blurred-image baseline", "Lundberg & Lee 2017",
-           ranges={"n_samples": (1, INF), "blur": (0.0, INF)}),
+           ranges={"n_samples": (1, INF), "blur": (0.0, INF), "seed": (0, 2 ** 32 - 1)}),
     Method("occlusion", _occlusion, {"window": 8, "stride": 4, "perturbations_per_eval": 64},
            "Occlusion: target-logit drop under a sliding black patch", "Zeiler & Fergus 2014",
            ranges={"window": (1, INF), "stride": (1, INF), "perturbations_per_eval": (1, INF)}),

@@ -97,7 +97,9 @@ _rollout = _from_attentions(lambda attentions, row, columns: rollout_row(attenti
 def _chefer(model, options):
     def attribute(x, t, question):
         with torch.enable_grad():
-            logits, attentions = model.attentions(x.detach(), question)
+            # the pixels put the attentions in the graph (the model's parameters are frozen); the
+            # gradient stops at the attentions, nothing is computed below the first layer
+            logits, attentions = model.attentions(x.detach().requires_grad_(True), question)
             target = logits.gather(1, t[:, None]).sum()
             gradients = torch.autograd.grad(target, attentions)
         row, columns, grid = model.token_layout(x, question)

@@ -80,6 +80,7 @@ def check_method(kind: ModelKind, method: str, needs: tuple[str, ...]) -> None:
 
 
 def load(model_settings, checkpoint: Path | None, device: str = "cpu"):
-    """The :class:`~vqa_interp.models.base.VqaModel` of the settings, in eval mode on ``device``."""
+    """The :class:`~vqa_interp.models.base.VqaModel` of the settings, in eval mode on ``device``, its
+    parameters frozen (:meth:`~vqa_interp.models.base.VqaModel.frozen`)."""
     kind = model_kind(model_settings.kind)
-    return kind.load(model_settings, checkpoint).eval().to(device)
+    return kind.load(model_settings, checkpoint).eval().frozen().to(device)

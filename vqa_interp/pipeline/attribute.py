@@ -19,7 +19,7 @@ from vqa_interp.data.vqa import Example
 from vqa_interp.errors import DataError
 from vqa_interp.util.memory import batching_of
 
-CACHE_VERSION = 3   # raise when a method's maps change: the map set gets a new folder
+CACHE_VERSION = 4   # raise when a method's maps change: the map set gets a new folder
 
 
 def map_cache_for(settings, model) -> MapCache:
