@@ -160,9 +160,12 @@ class VqaModel(abc.ABC):
 
     def frozen(self) -> "VqaModel":
         """The model with no parameter requiring a gradient: every stage differentiates with respect
-        to inputs and activations only, and a backward pass that also accumulates each weight's
-        gradient does a third more work (fwd+bwd 1.32x slower on the embedded ViLT, batch 128, one
-        thread). A method that differentiates an activation puts it in the graph through its input
+        to inputs and activations only. Captum's methods take ``torch.autograd.grad`` of their
+        inputs, which skips the weights' gradients anyway (the benchmark's pass costs did not move);
+        what this adds is that a method calling ``loss.backward()`` (a plugin's, say) does not
+        accumulate a gradient the size of the model on the shared weights batch after batch, and
+        costs a third less per pass (1.32x on the embedded ViLT, batch 128, one thread). A method
+        that differentiates an activation puts it in the graph through its input
         (``pixels.requires_grad_()``). Training builds its own model and is not affected."""
         for parameter in self.module.parameters():
             parameter.requires_grad_(False)
