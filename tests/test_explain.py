@@ -235,3 +235,57 @@ def test_without_an_evidence_file_tokens_are_reported_without_a_score():
     assert "token_scores" not in tables and not any(m.startswith("tokens/") for m in metrics)
     assert not any(line.startswith("Question words") for line in lines)
     assert "faithfulness" in tables and "faithfulness/deletion_auc" in metrics
+
+
+def test_explain_batches_shared_with_a_forked_process_equal_the_stage_run_here(run_parts, tmp_path):
+    """What a run does when its forked process ends its scoring first: both take explain batches from
+    one shared counter (each on one torch thread), and the tables put back in batch order are the
+    ones this process makes alone; only this process writes the cache."""
+    from dataclasses import replace
+
+    from vqa_interp.explain.compute import explain_work
+    from vqa_interp.util import forked
+    from vqa_interp.util.allocator import torch_threads
+    from vqa_interp.util.shared_work import SharedCounter
+
+    def work(folder):
+        settings = replace(run_parts["settings"], cache=str(folder), explain=replace(run_parts["settings"].explain,
+                                                                                     batch_size=4))
+        return explain_work(run_parts["model"], settings, run_parts["examples"], run_parts["targets"],
+                            run_parts["maps"], run_parts["load_images"], run_parts["question"],
+                            data_digest=run_parts["data_digest"], evidence=run_parts["dataset"].question_evidence())
+
+    with torch_threads(1):
+        alone = work(tmp_path / "alone").run()
+        shared = work(tmp_path / "shared")
+        assert len(shared.items) >= 4
+        counter = SharedCounter()
+        first = counter.claim()          # this process holds batch 0, so the child must take some of the rest
+        child = forked.start(lambda: shared.take(counter.claim), fork=True)
+        there = child.result()
+        here = {first: shared.items[first](), **shared.take(counter.claim)}
+    assert there and set(there) | set(here) == set(range(len(shared.items))) and not set(there) & set(here)
+    together = shared.complete(here, there)
+    for name in ("per_target", "tokens", "curves"):
+        pd.testing.assert_frame_equal(getattr(together, name), getattr(alone, name))
+    assert work(tmp_path / "shared").items == []       # the parent wrote the cache: nothing left to compute
+
+
+def test_the_forked_process_takes_explain_batches_only_where_two_fit_the_memory_budget():
+    from dataclasses import replace
+
+    from conftest import ROOT
+    from hydra import compose, initialize_config_dir
+
+    from vqa_interp.pipeline.explain import two_can_explain
+    from vqa_interp.settings import from_config
+    from vqa_interp.util.memory import Batching
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        settings = from_config(compose("config"))
+    e = settings.explain
+    need = 2 * max(e.ig_batch_size * 1000, e.batch_size * 100)     # two processes' batches, 1000 B a backward sample
+    fits = replace(settings, batching=Batching(budget=need, forward=100, backward=1000))
+    assert two_can_explain(fits)
+    assert not two_can_explain(replace(fits, batching=Batching(budget=need - 1, forward=100, backward=1000)))
+    assert not two_can_explain(replace(fits, analysis=replace(fits.analysis, sanity=True)))

@@ -15,6 +15,7 @@ method's map and of the random map).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -28,6 +29,7 @@ from vqa_interp.attribution.baselines import random_map_for
 from vqa_interp.models.base import take
 from vqa_interp.util.disk_cache import DiskCache
 from vqa_interp.util.memory import batching_of
+from vqa_interp.util.shared_work import SharedWork
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,18 @@ def explain_targets(model, settings, examples: Sequence, targets: pd.DataFrame, 
     """The explain tables of a run's ``targets`` (``question_id, row, target, target_index, map_key``)
     for ``model`` (a :class:`~vqa_interp.models.base.VqaModel`) and its encoding of every example's
     question, from cache where possible. None when every part is off (``explain.*``)."""
+    work = explain_work(model, settings, examples, targets, map_cache, load_images, question,
+                        data_digest=data_digest, evidence=evidence)
+    return None if work is None else work.run()
+
+
+def explain_work(model, settings, examples: Sequence, targets: pd.DataFrame, map_cache, load_images,
+                 question: tuple, *, data_digest: str,
+                 evidence: dict[int, tuple[int, ...]] | None = None) -> SharedWork | None:
+    """:func:`explain_targets` as shared work: one item per batch of ``explain.batch_size`` targets
+    (none when every part is cached), each a pure function of its targets, so a run and the process
+    it forked can each take batches (:mod:`vqa_interp.util.shared_work`); its ``finish`` writes
+    the caches and returns the :class:`ExplainTables`. None when every part is off."""
     from vqa_interp.attribution.faithfulness import curves_for_map_sets
     from vqa_interp.attribution.question import image_question_share, token_attributions
 
@@ -86,13 +100,14 @@ def explain_targets(model, settings, examples: Sequence, targets: pd.DataFrame, 
     cached = {name: store.read_table(dep, name) for name, dep in depends.items()}
     hits = {"model": all(cached[name] is not None for name in ("model", "tokens", "random")),
             "map": cached["map"] is not None or not e.faithfulness}
-    context = torch.backends.cudnn.flags(enabled=False) if device.startswith("cuda") else contextlib.nullcontext()
-    per_target, token_rows, curve_rows, map_curves = [], [], [], []
     sizes = batching_of(settings)       # the run's memory budget: the configured sizes are upper bounds
     ig_batch, curve_batch = sizes.fit(sizes.backward, e.ig_batch_size), sizes.fit(sizes.forward, e.batch_size)
-    with context:
-        # nothing to compute when every part is cached: no image is read
-        for begin in range(0, 0 if all(hits.values()) else len(targets), e.batch_size):
+
+    def batch(begin: int) -> tuple[list, list, list, list]:
+        """``(per-target rows, token rows, random-map curve rows, method-map curve rows)`` of one batch."""
+        per_target, token_rows, curve_rows, map_curves = [], [], [], []
+        context = torch.backends.cudnn.flags(enabled=False) if device.startswith("cuda") else contextlib.nullcontext()
+        with context:
             chunk = targets.iloc[begin:begin + e.batch_size]
             rows = chunk["row"].tolist()
             images = load_images(rows).to(device)
@@ -134,19 +149,34 @@ def explain_targets(model, settings, examples: Sequence, targets: pd.DataFrame, 
                     curve_rows.extend(_curve_rows(chunk, "random", curves["random"]))
                 if "method" in curves:
                     map_curves.extend(_curve_rows(chunk, "method", curves["method"]))
-    if not hits["model"]:
-        cached["model"] = pd.DataFrame(per_target)
-        cached["tokens"] = pd.DataFrame(token_rows, columns=["question_id", "target", "position", "token", "attribution"])
-        cached["random"] = pd.DataFrame(curve_rows)
-        for name in ("model", "tokens", "random"):
-            store.write_table(depends[name], cached[name], name)
-    if not hits["map"]:
-        cached["map"] = pd.DataFrame(map_curves)
-        store.write_table(map_dep, cached["map"], "map")
+        return per_target, token_rows, curve_rows, map_curves
+
+    def finish(results: list) -> ExplainTables:
+        per_target, token_rows, curve_rows, map_curves = ([row for result in results for row in result[part]]
+                                                          for part in range(4))
+        if not hits["model"]:
+            cached["model"] = pd.DataFrame(per_target)
+            cached["tokens"] = pd.DataFrame(token_rows,
+                                            columns=["question_id", "target", "position", "token", "attribution"])
+            cached["random"] = pd.DataFrame(curve_rows)
+            for name in ("model", "tokens", "random"):
+                store.write_table(depends[name], cached[name], name)
+        if not hits["map"]:
+            cached["map"] = pd.DataFrame(map_curves)
+            store.write_table(map_dep, cached["map"], "map")
+        return _tables(cached, targets, e.faithfulness, evidence, hits)
+
+    # nothing to compute when every part is cached: no image is read
+    begins = [] if all(hits.values()) else list(range(0, len(targets), e.batch_size))
+    return SharedWork([functools.partial(batch, begin) for begin in begins], finish, label="explain")
+
+
+def _tables(cached: dict, targets: pd.DataFrame, faithfulness: bool, evidence, hits: dict) -> ExplainTables:
+    """The :class:`ExplainTables` from the four cached parts."""
     curves = pd.concat([frame for frame in (cached["map"], cached["random"])
-                        if frame is not None and len(frame)], ignore_index=True) if e.faithfulness else pd.DataFrame()
+                        if frame is not None and len(frame)], ignore_index=True) if faithfulness else pd.DataFrame()
     per_target = cached["model"].merge(targets[["question_id", "target"]], on=["question_id", "target"], how="right")
-    if e.faithfulness and len(curves):
+    if faithfulness and len(curves):
         wide = curves.pivot_table(index=["question_id", "target"], columns=["source", "curve"], values="auc")
         wide.columns = [f"{'' if source == 'method' else 'random_'}{curve}_auc" for source, curve in wide.columns]
         per_target = per_target.merge(wide.reset_index(), on=["question_id", "target"], how="left")

@@ -31,7 +31,7 @@ from vqa_interp.models.base import VqaModel
 from vqa_interp.pipeline import memory as memory_stage
 from vqa_interp.pipeline import model as model_stage
 from vqa_interp.pipeline.attribute import attribute_targets, map_cache_for
-from vqa_interp.pipeline.explain import explain_needed, explain_targets_of, with_explain_columns
+from vqa_interp.pipeline.explain import explain_needed, explain_work_of, two_can_explain, with_explain_columns
 from vqa_interp.pipeline.humans import scoring_options
 from vqa_interp.pipeline.predict import cached_predictions, image_loader
 from vqa_interp.pipeline.sanity import run_sanity_checks
@@ -113,6 +113,9 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
     work = tables_work(settings, dataset, examples, predictions, targets, cache, model.geometry, data_digest,
                        [k for k in also_k if options.accepts(k)], with_references=settings.analysis.baselines)
     counter = SharedCounter()
+    explaining = explain_work_of(model, settings, dataset, examples, targets, cache, load_images, question,
+                                 data_digest) if len(targets) else None
+    explain_counter = SharedCounter()
 
     def score() -> tuple:   # the questions this process claims: the method's maps, the floors and ceiling
         start = time.perf_counter()
@@ -120,32 +123,56 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
             done = work.take(counter.claim, settings.scoring.workers)
         return done, time.perf_counter() - start, peak_rss()
 
+    def explain() -> tuple:  # the explain batches this process claims
+        start = time.perf_counter()
+        done = explaining.take(explain_counter.claim) if explaining is not None else {}
+        return done, time.perf_counter() - start
+
     # scoring (NumPy, one core) in a forked process while this one runs the model for the sanity
-    # checks and the explain stage (torch, on the other core); one after the other where it cannot
+    # checks and the explain stage (torch, on the other core); one after the other where it cannot.
+    # Whichever process ends its own stage first takes the other's unclaimed items: the run scores
+    # what the child has not, and the child (one torch thread, as the run's explain stage) runs
+    # explain batches where two processes fit the memory budget
     beside = settings.scoring.fork and len(work.items) and not settings.device.startswith("cuda") and (
         settings.analysis.sanity or explain_needed(settings))
-    scoring = forked.start(score, fork=bool(beside))
+    helps = bool(beside) and explaining is not None and len(explaining.items) > 0 and two_can_explain(settings)
+
+    def child() -> tuple:
+        scored = score()
+        if not helps:
+            return (*scored, {}, 0.0)
+        with torch_threads(1):
+            return (*scored, *explain())
+
+    scoring = forked.start(child, fork=bool(beside))
     try:
         # one torch thread for the whole stage while scoring is forked, whenever the scoring ends: the
-        # thread count changes float32 sums, and a run's tables must not depend on timing
+        # thread count changes float32 sums, and a run's tables must not depend on timing (each
+        # explain batch is computed on one thread in either process)
         with torch_threads(1 if scoring.pid is not None else None):
             sanity = None
             if settings.analysis.sanity:
                 with timed(timings, "sanity"):
                     sanity = run_sanity_checks(model, settings, dataset, examples, load_images, question)
-            explained = None
-            if len(targets):
-                with timed(timings, "explain"):
-                    explained = explain_targets_of(model, settings, dataset, examples, targets, cache, load_images,
-                                                   question, data_digest)
+            explained_here, explain_here_s = explain()
         waited = time.perf_counter()
         # the questions the child has not claimed yet are scored here too, on the core the model freed
         here, here_s, _ = score()
-        there, there_s, scoring_rss = scoring.result()
+        there, there_s, scoring_rss, explained_there, explain_there_s = scoring.result()
         if scoring.pid is not None:
             timings["time/scoring_wait_s"] = time.perf_counter() - waited
             if here:
                 timings["time/scoring_shared_s"] = here_s
+        explained = None
+        if explaining is None and len(targets):
+            timings["time/explain_s"] = explain_here_s      # every part off: nothing to explain
+        if explaining is not None:
+            finishing = time.perf_counter()
+            explained = explaining.complete(explained_here, explained_there)
+            # the stage's own seconds: what each process spent on its batches, and the tables made from them
+            timings["time/explain_s"] = explain_here_s + explain_there_s + time.perf_counter() - finishing
+            if explained_there:
+                timings["time/explain_shared_s"] = explain_there_s
         finishing = time.perf_counter()
         with one_blas_thread():
             table, skipped_scores, references, hits = work.complete(there, here)
@@ -180,6 +207,8 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
             "scores_cache": "hit" if hits["scores"] else "computed",
             "scoring_process": (f"forked, beside the explain stage (peak RSS {scoring_rss / GIB:.2f} GB); "
                                 f"{len(here)} of {len(work.items)} {work.label} items then taken by the run's"
+                                + (f"; {len(explained_there)} of {len(explaining.items)} explain batches taken by "
+                                   "the forked process" if helps else "")
                                 if scoring.pid is not None else "the run's"),
             **(batching.tags() if batching is not None else {})}
     if references is not None:

@@ -62,8 +62,9 @@ def torch_threads(n: int | None) -> Iterator[None]:
     scores in a forked process on one core explains the model on one thread beside it, for the
     whole stage: two torch threads would share the other core with the scoring, and giving the
     second thread back when the scoring ends made the explain columns depend on timing (the thread
-    count changes float32 sums; two identical runs differed by ~1e-8). The cost: the embedded
-    ViLT's explain stage takes 116 s on one thread, 58 s on two."""
+    count changes float32 sums; two identical runs differed by ~1e-8). The cost, the embedded ViLT's
+    explain stage taking ~104 s on one thread against ~56 s on two, is won back by the forked
+    process taking explain batches (on one thread too) once its scoring is done."""
     if n is None:
         yield
         return

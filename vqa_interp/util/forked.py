@@ -1,12 +1,16 @@
 """One function call in a forked process, its result brought back by pickle: a run scores its maps
-(NumPy, one core) in a child while the parent explains the model (torch) on the other core.
+(NumPy, one core) in a child while the parent explains the model (torch) on the other core, and
+the child then takes explain batches the parent has not claimed (torch on one thread: with one
+intra-op thread no OpenMP team is started in the child, which is what makes torch safe after a
+fork, as in a DataLoader worker).
 
 The child starts from a copy of the parent's memory (nothing is sent to it), restores the default
 SIGINT/SIGTERM handlers (so a signal meant for the run never runs the parent's handlers in the
 child, e.g. marking the MLflow run KILLED), dies with its parent (``PR_SET_PDEATHSIG``), writes
 ``("ok", result)`` or ``("error", exception, traceback)`` to a file and leaves with ``os._exit``
-(no ``atexit`` hook, no buffer flush). It must not touch the MLflow store, torch's thread pools,
-a GPU or the parent's open files; plain NumPy work and files of its own are what it is for.
+(no ``atexit`` hook, no buffer flush). It must not touch the MLflow store, more than one torch
+thread, a GPU or the parent's open files; NumPy work, one-thread CPU torch work and files of its
+own are what it is for.
 Where ``fork`` is missing (not Linux), :func:`start` calls the function in this process.
 """
 from __future__ import annotations
