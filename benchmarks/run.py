@@ -411,8 +411,8 @@ NOTES = """## Notes on the targets
   `vqa_interp/util/shared_work.py`), soft Dice was computed once for all k (it reads no region)
   and the annotator means became one NumPy call per pair: the sweep's first job scored 81 of 300
   questions itself, and the ratio came to 1.44 in that benchmark (five manual pairs: 1.44-1.53);
-  regenerated a stop later it measured 1.58, and three manual pairs 1.42, 1.52, 1.42 (mean of the
-  four 1.48).
+  regenerated a stop later it measured 1.58 and 1.59, and three manual pairs 1.42, 1.52, 1.42
+  (mean of the five 1.51: the target is not met reliably).
 - `default_run_seconds`: the default run, every map, score and table made afresh (its own cache
   folder), on 2 cores. The explain stage (question words, image/question share, deletion/insertion
   against random maps) takes ~8-17 s of it (the share's 32 IG steps through the whole model most);
