@@ -106,8 +106,7 @@ def seeded(seed: int, device):
 
     device = torch.device(device)
     state = np.random.get_state()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [],
-                               device_type=device.type if device.type == "cuda" else "cuda"):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         np.random.seed(seed)
         try:

@@ -164,8 +164,6 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
             if here:
                 timings["time/scoring_shared_s"] = here_s
         explained = None
-        if explaining is None and len(targets):
-            timings["time/explain_s"] = explain_here_s      # every part off: nothing to explain
         if explaining is not None:
             finishing = time.perf_counter()
             explained = explaining.complete(explained_here, explained_there)
@@ -173,6 +171,8 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
             timings["time/explain_s"] = explain_here_s + explain_there_s + time.perf_counter() - finishing
             if explained_there:
                 timings["time/explain_shared_s"] = explain_there_s
+        elif len(targets):
+            timings["time/explain_s"] = explain_here_s      # every part off: nothing to explain
         finishing = time.perf_counter()
         with one_blas_thread():
             table, skipped_scores, references, hits = work.complete(there, here)

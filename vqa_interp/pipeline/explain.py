@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from vqa_interp.explain.compute import ExplainTables, explain_targets, explain_work
+from vqa_interp.explain.compute import ExplainTables, explain_work
 from vqa_interp.util.memory import batching_of
 from vqa_interp.util.shared_work import SharedWork
 
@@ -20,16 +20,10 @@ def explain_needed(settings) -> bool:
     return bool(e.tokens or e.share or e.faithfulness)
 
 
-def explain_targets_of(model, settings, dataset, examples, targets: pd.DataFrame, cache, load_images,
-                       question: tuple, data_digest: str) -> ExplainTables | None:
-    """The explain tables of the run's ``targets`` (None when every part is off)."""
-    return explain_targets(model, settings, examples, targets, cache, load_images, question,
-                           data_digest=data_digest, evidence=dataset.question_evidence())
-
-
 def explain_work_of(model, settings, dataset, examples, targets: pd.DataFrame, cache, load_images,
                     question: tuple, data_digest: str) -> SharedWork | None:
-    """:func:`explain_targets_of` as shared work, one item per batch (None when every part is off)."""
+    """The explain tables of the run's ``targets`` as shared work, one item per batch
+    (:func:`vqa_interp.explain.compute.explain_work`; None when every part is off)."""
     return explain_work(model, settings, examples, targets, cache, load_images, question,
                         data_digest=data_digest, evidence=dataset.question_evidence())
 
