@@ -165,3 +165,33 @@ def test_two_drawing_processes_draw_every_figure_once_the_kept_ones_in_the_first
     with pytest.raises(RuntimeError, match="no data for c"):
         finish(tracker, failing)
     assert MlflowClient(tracking.uri).get_run(tracker.run_id).info.status == "FAILED"
+
+
+@pytest.mark.parametrize("breaks", [False, True])
+def test_the_parent_compares_while_the_last_figures_draw_and_again_if_one_fails(tracking, breaks):
+    """A sweep's comparison counts a child whose figures are still drawing as FINISHED, ends the
+    child once drawn, and makes the comparison again if that child then ends FAILED."""
+    from vqa_interp.tracking.background import pending_runs
+    from vqa_interp.tracking.sweep import close_parent
+
+    parent = start_run(tracking, "sweep", tags={"run_kind": "sweep"})
+    child = start_run(tracking, "job", parent_run_id=parent.run_id, tags={"run_kind": "evaluation"})
+    child.log_params({"method.name": "saliency", "k": "0.1"})
+    child.log_metrics({"model/accuracy": 0.5})
+    defer(child, draw_figures(_source("late", sleep=1.0, fail_at="late" if breaks else None)))
+    compared = []
+
+    def finish_after_comparing():
+        compared.append(MlflowClient(tracking.uri).get_run(child.run_id).info.status)
+        finish_deferred()
+
+    status = close_parent(parent, "FINISHED", pending_runs(), finish_after_comparing)
+    client = MlflowClient(tracking.uri)
+    assert compared == ["RUNNING"] and pending() == 0      # compared before the child ended
+    child_status = "FAILED" if breaks else "FINISHED"
+    assert client.get_run(child.run_id).info.status == child_status
+    assert status == ("FAILED" if breaks else "FINISHED") == client.get_run(parent.run_id).info.status
+    metrics = client.get_run(parent.run_id).data.metrics
+    assert (metrics["count/children_finished"], metrics["count/children_failed"]) == ((0, 1) if breaks else (1, 0))
+    table = client.download_artifacts(parent.run_id, "tables/children_headline.csv")
+    assert list(__import__("pandas").read_csv(table)["status"]) == [child_status]

@@ -276,3 +276,8 @@ def finish_deferred(*, wait: bool = True, keeps: Path | None = None, at_most: in
 def pending() -> int:
     """How many runs wait for their figures."""
     return len(_DEFERRED)
+
+
+def pending_runs() -> list[str]:
+    """The ids of the runs that wait for their figures."""
+    return [tracker.run_id for tracker, _ in _DEFERRED]

@@ -86,9 +86,13 @@ class MlflowSweepCallback(Callback):
         """Summarise and end the parent. From ``atexit`` (a job failed and Hydra is exiting) the
         work runs in a fresh process: at interpreter shutdown MLflow's artifact downloads, which
         use a thread pool, are refused."""
-        from vqa_interp.tracking.background import finish_deferred
+        from vqa_interp.tracking.background import finish_deferred, pending_runs
 
-        finish_deferred()      # the jobs' runs still waiting for their figures (see run.figures_deferred)
+        finishing = pending_runs() if in_process and self.tracker is not None else []
+        if any(_sharded(self.tracker.client, run_id) for run_id in finishing):
+            finishing = []     # shards merge only once FINISHED in the store: their figures first
+        if not finishing:
+            finish_deferred()  # the jobs' runs still waiting for their figures (see run.figures_deferred)
         if self.tracker is None:
             return
         from vqa_interp.tracking.signals import was_interrupted
@@ -100,7 +104,8 @@ class MlflowSweepCallback(Callback):
         if in_process:
             from vqa_interp.tracking.sweep import close_parent
 
-            status = close_parent(tracker, status)
+            # the comparison runs while the last jobs' figures still draw (it reads none of them)
+            status = close_parent(tracker, status, finishing, finish_deferred if finishing else None)
         else:
             result = subprocess.run([sys.executable, "-m", "vqa_interp.sweep", tracker.run_id, "--status", status,
                                      "--tracking-uri", uri], capture_output=True, text=True,
@@ -116,3 +121,11 @@ class MlflowSweepCallback(Callback):
             print("\n" + tracker.summary + "\n", flush=True)
         print(f"MLflow parent run {tracker.run_id} closed ({status}).\n  {run_url(uri, tracker.experiment_id, tracker.run_id)}"
               f"\n  (serve it with: {ui_command(uri)})", flush=True)
+
+
+def _sharded(client, run_id: str) -> bool:
+    """Whether the run is one shard of a split run (``data.num_shards`` > 1)."""
+    try:
+        return int(client.get_run(run_id).data.params.get("data.num_shards", 1)) > 1
+    except (ValueError, TypeError):
+        return False

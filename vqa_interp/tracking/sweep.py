@@ -5,6 +5,7 @@ import json
 import logging
 import sys
 import tempfile
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import pandas as pd
@@ -52,11 +53,24 @@ def scenario_medians(client, runs) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def close_parent(tracker, status: str = "FINISHED") -> str:
+def close_parent(tracker, status: str = "FINISHED", finishing: Collection[str] = (),
+                 finish: Callable[[], None] | None = None) -> str:
     """Summarise the children into the parent and end it: ``status``, but FAILED instead of FINISHED
-    when a child did not finish."""
+    when a child did not finish.
+
+    ``finishing``: children whose work is done and logged but whose figures are still drawing; the
+    comparison counts them as FINISHED (it reads no child figure) while ``finish`` (called after
+    the comparison, whatever happens) logs those figures and ends them. Should one of them end
+    otherwise, the comparison is made again with the statuses as they are."""
     try:
-        if summarize_sweep(tracker) and status == "FINISHED":   # an interrupted sweep stays KILLED
+        try:
+            failed = summarize_sweep(tracker, finishing)
+        finally:
+            if finish is not None:
+                finish()
+        if finishing and any(tracker.client.get_run(run_id).info.status != "FINISHED" for run_id in finishing):
+            failed = summarize_sweep(tracker)
+        if failed and status == "FINISHED":   # an interrupted sweep stays KILLED
             status = "FAILED"
     except Exception as exc:  # the comparison must never leave the parent RUNNING
         log.exception("sweep comparison failed")
@@ -64,6 +78,15 @@ def close_parent(tracker, status: str = "FINISHED") -> str:
         status = "FAILED"
     tracker.end(status)
     return status
+
+
+def counted_as_finished(runs: list, finishing: Collection[str]) -> list:
+    """``runs`` with those in ``finishing`` that are still RUNNING given the status FINISHED (copies;
+    the store is not changed)."""
+    from mlflow.entities import Run
+
+    return [Run(run.info._copy_with_overrides(status="FINISHED"), run.data, run.inputs)
+            if run.info.run_id in finishing and run.info.status == "RUNNING" else run for run in runs]
 
 
 FAILED_JOBS_DIR = "failed_jobs"
@@ -150,13 +173,15 @@ def main(argv=None) -> int:
     return 0
 
 
-def summarize_sweep(tracker) -> list[str]:
-    """Log the comparison across the children to the parent; returns the ids of failed children."""
+def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
+    """Log the comparison across the children to the parent; returns the ids of failed children.
+    ``finishing``: children counted as FINISHED while still RUNNING (see :func:`close_parent`)."""
     from vqa_interp.analysis import figures
     from vqa_interp.analysis.comparisons import ranking_figure
     from vqa_interp.tracking.merge import merge_sweep
 
-    runs = [r for r in child_runs(tracker.client, tracker.run_id) if r.data.tags.get("run_kind") == "evaluation"]
+    runs = [r for r in counted_as_finished(child_runs(tracker.client, tracker.run_id), finishing)
+            if r.data.tags.get("run_kind") == "evaluation"]
     table = comparison_table(runs)
     failed = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
     # jobs that failed before opening a run (a config error, bad data): each left a note in the sweep folder
@@ -190,7 +215,8 @@ def summarize_sweep(tracker) -> list[str]:
             tracker.log_table(means, "fig2_method_means")
             tracker.log_figure(figures.method_means_table(means), "figures/fig2_method_means.png")
         # every child's map of the same question side by side (a merged run stands for its shards)
-        explorer.log(tracker, explorer.for_runs(tracker.client, child_runs(tracker.client, tracker.run_id), tmp,
+        explorer.log(tracker, explorer.for_runs(tracker.client, counted_as_finished(
+            child_runs(tracker.client, tracker.run_id), finishing), tmp,
                                                 tracker.client.get_run(tracker.run_id).info.run_name))
         panel = side_by_side_panel(tracker.client, finished, tmp)
         if panel is not None:
