@@ -122,3 +122,30 @@ def test_split_accuracy_batches_images_with_all_their_questions():
     expected = soft_accuracy(logits.argmax(1), answer_targets(answers, model.answer_vocab)).mean()
     assert 0 < float(expected) < 1
     assert split_accuracy(model, data, images_per_batch=2) == pytest.approx(float(expected))
+
+
+@pytest.mark.parametrize("by_image", [True, False])
+def test_an_epochs_batches_hold_every_question_once_with_the_images_it_is_about(by_image):
+    """Whole images with all their questions (a model that encodes the image alone), else questions
+    drawn at random; either way each question once an epoch, and the same order from the same seed."""
+    from vqa_interp.models.training import TrainingSplit, training_batches
+
+    image_index = [0, 0, 1, 2, 2, 2, 3, 4, 4, 5, 6, 6, 1]
+    data = TrainingSplit(torch.zeros(7, 3, 4, 4, dtype=torch.uint8), image_index, [f"q{i}" for i in range(13)],
+                         [["a"] * 10] * 13)
+
+    def epoch(seed):
+        return list(training_batches(data, 3, by_image, torch.Generator().manual_seed(seed)))
+
+    batches = epoch(0)
+    seen = [int(q) for _, idx in batches for q in idx]
+    assert sorted(seen) == list(range(13))
+    for images, idx in batches:
+        assert {image_index[int(q)] for q in idx} == set(images.tolist())
+        if by_image:
+            assert len(images) <= 3 and all(image_index.count(int(r)) == sum(image_index[int(q)] == int(r) for q in idx)
+                                            for r in images)
+        else:
+            assert len(idx) <= 3
+    assert [i.tolist() for _, i in epoch(0)] == [i.tolist() for _, i in batches]
+    assert [i.tolist() for _, i in epoch(1)] != [i.tolist() for _, i in batches]

@@ -53,6 +53,9 @@ class VqaModel(abc.ABC):
     """
     kind: ClassVar[str] = ""
     provides: ClassVar[frozenset[str]] = frozenset({"pixels"})
+    # whether the image encoder runs without the question (training then batches whole images,
+    # each encoded once for all its questions; see vqa_interp.models.training.train_model)
+    encodes_image_alone: ClassVar[bool] = False
 
     module: nn.Module
     answers: list[str]              # answer strings by logit index

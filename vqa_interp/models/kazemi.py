@@ -145,6 +145,7 @@ class KazemiModel(VqaModel):
     """
     kind = "kazemi"
     provides = frozenset({"pixels", "cam_layer", "text_embedding", "blocks", "relu_units"})
+    encodes_image_alone = True
 
     def __init__(self, module: VQAModel, question_vocab: dict[str, int], answer_vocab: dict[str, int],
                  geometry: InputGeometry, *, checkpoint_digest: str = "", description: str = "",

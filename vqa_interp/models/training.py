@@ -112,15 +112,37 @@ def split_accuracy(model: VqaModel, split: TrainingSplit, images_per_batch: int 
     return float(torch.cat(scores).mean()) if scores else float("nan")
 
 
+def training_batches(split: TrainingSplit, batch_size: int, by_image: bool, generator: torch.Generator):
+    """One epoch's batches in a random order from ``generator``, as ``(image rows [I], question
+    indices [Q])``: ``batch_size`` images with all their questions (``by_image``), else
+    ``batch_size`` questions drawn at random with the images they are about."""
+    if by_image:
+        questions_of = [[] for _ in range(len(split.images))]
+        for q, row in enumerate(split.image_index):
+            questions_of[row].append(q)
+        order = torch.randperm(len(split.images), generator=generator)
+        for begin in range(0, len(order), batch_size):
+            images = order[begin:begin + batch_size]
+            yield images, torch.tensor([q for r in images.tolist() for q in questions_of[r]])
+    else:
+        order = torch.randperm(len(split.questions), generator=generator)
+        for begin in range(0, len(order), batch_size):
+            idx = order[begin:begin + batch_size]
+            yield torch.tensor(sorted({split.image_index[q] for q in idx.tolist()})), idx
+
+
 def train_model(model: VqaModel, split: TrainingSplit, *, epochs: int, batch_size: int, lr: float,
                 seed: int, on_epoch=None, validation: TrainingSplit | None = None) -> tuple[VqaModel, dict]:
     """Train ``model`` (freshly built, after ``torch.manual_seed(seed)``) end to end; returns it in eval
     mode and its history.
 
-    Batches are sets of ``batch_size`` images with all their questions, through
+    For a model whose image encoder does not see the question
+    (:attr:`~vqa_interp.models.base.VqaModel.encodes_image_alone`), batches are sets of
+    ``batch_size`` images with all their questions, through
     :meth:`~vqa_interp.models.base.VqaModel.training_logits` (the Kazemi net runs its backbone once
     per image: 3-5x less CNN work per question than one image per question; the gradient is the
-    same sum over questions).
+    same sum over questions). Otherwise (ViLT encodes each image with each question, so grouping
+    saves nothing) a batch is ``batch_size`` questions drawn at random: more images per step.
     Loss as pytorch-vqa: ``mean_b sum_a -log_softmax(logits)[b, a] * count[b, a] / 10``.
     Training is decided by the epoch count alone (no wall-clock budget), so the same config gives
     the same weights on a quiet machine and on a loaded one. With ``validation``, the history also
@@ -129,24 +151,19 @@ def train_model(model: VqaModel, split: TrainingSplit, *, epochs: int, batch_siz
     question = model.encode(split.questions)
     targets = answer_targets(split.answers, model.answer_vocab)
     optimiser = torch.optim.Adam(model.module.parameters(), lr=lr)
-    n_images = len(split.images)
-    steps_per_epoch = -(-n_images // batch_size)
+    by_image = model.encodes_image_alone
+    steps_per_epoch = -(-(len(split.images) if by_image else len(split.questions)) // batch_size)
     # one-cycle (warm-up then cosine decay) reaches a usable model in fewer epochs than a flat rate
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch,
                                                    pct_start=0.2)
     generator = torch.Generator().manual_seed(seed)
     image_rows = torch.tensor(split.image_index)
-    questions_of = [[] for _ in range(n_images)]
-    for q, row in enumerate(split.image_index):
-        questions_of[row].append(q)
     history = {"loss": [], "train_accuracy": [], **({"val_accuracy": []} if validation is not None else {})}
     for epoch in range(epochs):
         model.module.train()
-        order = torch.randperm(n_images, generator=generator)
         losses, hits = [], []
-        for begin in tqdm(range(0, n_images, batch_size), desc=f"epoch {epoch + 1}/{epochs}", leave=False):
-            images = order[begin:begin + batch_size]
-            idx = torch.tensor([qi for r in images.tolist() for qi in questions_of[r]])
+        batches = list(training_batches(split, batch_size, by_image, generator))
+        for images, idx in tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False):
             position = {int(r): i for i, r in enumerate(images)}
             image_of = torch.tensor([position[int(r)] for r in image_rows[idx]])
             logits = model.training_logits(_normalise_batch(split.images[images]), image_of, take(question, idx))
