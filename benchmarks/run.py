@@ -421,7 +421,7 @@ NOTES = """## Notes on the targets
   (mean of the five 1.51: not met reliably). Then the sweep's parent began to compare the jobs
   while the last jobs' figures still draw (it reads none of them; they count as FINISHED for it,
   and it compares again should one end otherwise), so the parent closes with its last child
-  instead of ~3.4 s after it: 1.24 and 1.46 in two manual pairs, 1.41 in this benchmark.
+  instead of ~3.4 s after it: 1.24 and 1.46 in two manual pairs, 1.41 and 1.43 in two regenerations of this benchmark.
 - `default_run_seconds`: the default run, every map, score and table made afresh (its own cache
   folder), on 2 cores; `default_rerun_seconds` (and `default_rerun.time/*`) the same command run
   again on that cache: every map, score, explain table and figure is read back, nothing computed. The explain stage (question words, image/question share, deletion/insertion
