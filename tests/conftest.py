@@ -8,6 +8,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# for CLI tests of other stages: the explain stage (tokens, share, deletion/insertion) has tests of its own
+NO_EXPLAIN = ["explain.tokens=false", "explain.share=false", "explain.faithfulness=false"]
+
+
+def _home() -> Path:
+    return Path(os.environ.get("VQA_INTERP_HOME", ROOT / ".vqa-interp")).resolve()
 
 
 def pytest_sessionstart(session):
@@ -25,7 +31,7 @@ def pytest_sessionstart(session):
     from vqa_interp.settings import from_config
     from vqa_interp.train import ensure_model
 
-    home = Path(os.environ.get("VQA_INTERP_HOME", ROOT / ".vqa-interp")).resolve()
+    home = _home()
     os.environ.setdefault("TQDM_DISABLE", "1")
     with tempfile.TemporaryDirectory() as store:   # the training runs are logged to a store of their own
         for model in ("embedded", "embedded_vilt"):
@@ -39,7 +45,7 @@ def pytest_sessionstart(session):
 
 @pytest.fixture(scope="session")
 def home() -> Path:
-    return Path(os.environ.get("VQA_INTERP_HOME", ROOT / ".vqa-interp")).resolve()
+    return _home()
 
 
 @pytest.fixture(scope="session")

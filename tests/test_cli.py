@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import FAST_ARGS as FAST
-from conftest import python
+from conftest import NO_EXPLAIN, python
 from vqa_interp.scoring import score
 
 pytestmark = pytest.mark.slow
@@ -286,10 +286,8 @@ def test_help_lists_the_groups(cli_env, tmp_path):
 
 
 def test_six_methods_beyond_the_paper_finish_and_ig_is_complete(cli_env, tmp_path):
-    # the methods and their scores are under test: the explain stage (tested on its own) is left out
     run_cli(["-m", "method=saliency,ig,smoothgrad,gradcam,gradshap,occlusion", "+experiment=smoke", "data.limit=8",
-             "preprocessing.size=64", "analysis.bootstrap=50", "analysis.n_panels=1", "explain.tokens=false",
-             "explain.share=false", "explain.faithfulness=false"], cli_env, tmp_path)
+             "preprocessing.size=64", "analysis.bootstrap=50", "analysis.n_panels=1", *NO_EXPLAIN], cli_env, tmp_path)
     client, runs = store(cli_env)
     children = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]
     assert sorted(c.data.params["method.name"] for c in children) == [

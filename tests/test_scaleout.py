@@ -14,10 +14,12 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import NO_EXPLAIN
+
 pytestmark = pytest.mark.slow
 # the plumbing under test is the launchers' and the stores': the explain stage is left out
 COMMON = ["data.limit=10", "preprocessing.size=64", "analysis.bootstrap=50", "analysis.n_panels=1",
-          "tracking.log_maps=false", "explain.tokens=false", "explain.share=false", "explain.faithfulness=false"]
+          "tracking.log_maps=false", *NO_EXPLAIN]
 METRIC_COLUMNS = ["rank_corr", "intersect", "disc_intersect", "iou", "dice", "precision", "recall", "f1"]
 
 

@@ -224,11 +224,10 @@ def test_a_model_by_method_sweep_compares_models_on_the_same_questions(cli_env, 
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from conftest import python
+    from conftest import NO_EXPLAIN, python
 
     result = subprocess.run([python(), "-m", "vqa_interp.run", "-m", "model=embedded,embedded_vilt",
-                             "method=saliency,rollout", "+experiment=smoke", "explain.tokens=false",
-                             "explain.share=false", "explain.faithfulness=false"], env=cli_env, cwd=tmp_path,
+                             "method=saliency,rollout", "+experiment=smoke", *NO_EXPLAIN], env=cli_env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
