@@ -17,30 +17,19 @@ def _home() -> Path:
 
 
 def pytest_sessionstart(session):
-    """Spread over workers (``-n 2``, README's test command): the controller builds the embedded data
-    and trains the embedded models that are missing (CNN+LSTM, then ViLT), once, before the tests are
-    shared out. Left to the tests, two workers would train the two models at once, each at half
-    speed, while every other test waited on them. A run without workers trains on first use."""
+    """Spread over workers (``-n 2``, README's test command): the controller generates the embedded
+    data once, before the tests are shared out (the embedded models are shipped with the package:
+    nothing is trained)."""
     if not getattr(session.config.option, "numprocesses", None) or os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    import tempfile
-
     from hydra import compose, initialize_config_dir
 
     from vqa_interp.data import dataset_for
     from vqa_interp.settings import from_config
-    from vqa_interp.train import ensure_model
 
-    home = _home()
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    with tempfile.TemporaryDirectory() as store:   # the training runs are logged to a store of their own
-        for model in ("embedded", "embedded_vilt"):
-            with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-                settings = from_config(compose("config", overrides=[
-                    f"paths.home={home}", f"model={model}", f"tracking.uri=sqlite:///{store}/mlflow.db"]))
-            dataset = dataset_for(settings.data, settings.home)
-            dataset.root()
-            ensure_model(settings, dataset)
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        settings = from_config(compose("config", overrides=[f"paths.home={_home()}"]))
+    dataset_for(settings.data, settings.home).root()
 
 
 @pytest.fixture(scope="session")

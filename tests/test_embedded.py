@@ -67,7 +67,8 @@ def test_simulated_annotators_agree_imperfectly_like_vqa_hat(embedded_root):
 
 
 def test_the_same_config_trains_byte_identical_weights_even_beside_a_cpu_hog(home, tmp_path):
-    """Training is decided by epochs alone: a loaded machine gives the same weights (a wall-clock
+    """Training is decided by epochs alone: with a fixed thread count (``model.train.threads=2``, as
+    the shipped models' retrain commands say) a loaded machine gives the same weights (a wall-clock
     stop once cut a retraining short and cached it under the same name)."""
     import subprocess
     import sys
@@ -84,7 +85,8 @@ def test_the_same_config_trains_byte_identical_weights_even_beside_a_cpu_hog(hom
         # 300 training images (a benchmark of its own, generated in seconds): 2 epochs as the default
         # 3000 would take, at a tenth of the time
         settings = from_config(compose("config", overrides=[f"paths.home={home}", "model.train.epochs=2",
-                                                            "data.n_train_images=300", "data.n_val_images=20"]))
+                                                            "model.train.threads=2", "data.n_train_images=300",
+                                                            "data.n_val_images=20"]))
     dataset = dataset_for(settings.data, settings.home)
     quiet = train_and_save(settings.model, dataset, tmp_path / "quiet.pth")
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
@@ -101,3 +103,45 @@ def test_the_same_config_trains_byte_identical_weights_even_beside_a_cpu_hog(hom
     assert list(first) == list(second)
     for key in first:
         assert first[key].numpy().tobytes() == second[key].numpy().tobytes(), key
+
+
+def test_auto_threads_follow_the_free_cores_between_epochs(home, tmp_path):
+    """``model.train.threads=auto`` sizes torch's threads from the free cores before every epoch:
+    with every usable core held by a busy loop, training runs on one thread (not on threads that
+    wait for each other), and the counts used are in the history."""
+    import subprocess
+    import sys
+
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from conftest import ROOT
+    from vqa_interp.data.datasets import dataset_for
+    from vqa_interp.data.images import InputGeometry
+    from vqa_interp.models.registry import model_kind
+    from vqa_interp.models.training import read_training_split, train_model
+    from vqa_interp.settings import from_config
+    from vqa_interp.util.cores import usable_cores
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        settings = from_config(compose("config", overrides=[f"paths.home={home}", "data.n_train_images=300",
+                                                            "data.n_val_images=20"]))
+    dataset = dataset_for(settings.data, settings.home)
+    m = settings.model
+    paths, records = dataset.training_records("train")
+    split = read_training_split(paths, records[:200], InputGeometry(m.input_size, m.central_fraction))
+    before = torch.get_num_threads()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in usable_cores()]
+    try:
+        torch.manual_seed(0)
+        model = model_kind(m.kind).untrained(m, split.questions, split.answers)
+        announced = []
+        _, history = train_model(model, split, epochs=2, batch_size=32, lr=1e-3, seed=0, threads="auto",
+                                 announce=lambda seconds, threads: announced.append((seconds, threads)))
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+        torch.set_num_threads(before)
+    assert history["threads"] == [1, 1]
+    assert len(announced) == 1 and announced[0][0] > 0 and announced[0][1] == 1

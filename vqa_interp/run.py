@@ -43,12 +43,12 @@ def evaluate(cfg: DictConfig) -> str:
     from vqa_interp.pipeline import model as model_stage
     from vqa_interp.settings import from_config
     from vqa_interp.tracking.background import defer, log_figures
-    from vqa_interp.tracking.hydra_job import figures_deferred, parent_run_id_for_job, sweep_k_for_job
+    from vqa_interp.tracking.hydra_job import figures_deferred, parent_run_id_for_job, progress_line, sweep_k_for_job
     from vqa_interp.tracking.record import HEADLINE_TIMINGS, record_outputs
     from vqa_interp.tracking.resume import CONFIG_SIGNATURE_TAG, config_signature, reuse_child
     from vqa_interp.tracking.store import (check_reachable, client_for, ending, flatten, resolve_tracking_uri, run_url,
                                            start_run, ui_command)
-    from vqa_interp.train import ensure_model
+    from vqa_interp.train import ensure_model, model_source_tags
 
     from vqa_interp.util.memory import peak_metrics, peak_text, reset_peak_rss
 
@@ -61,6 +61,8 @@ def evaluate(cfg: DictConfig) -> str:
     settings = from_config(cfg)
     check_reachable(resolve_tracking_uri(settings.tracking.uri))
     parent_run_id = parent_run_id_for_job()
+    if parent_run_id:
+        print(progress_line(), flush=True)
     signature = config_signature(flatten(settings.resolved))
     if parent_run_id:   # a resumed sweep: this config may have FINISHED under its parent already
         reused = reuse_child(client_for(resolve_tracking_uri(settings.tracking.uri)), parent_run_id, signature)
@@ -76,7 +78,7 @@ def evaluate(cfg: DictConfig) -> str:
     hydra_cfg = HydraConfig.get()
     tags = {"run_kind": "evaluation", "hydra_output_dir": str(Path(hydra_cfg.runtime.output_dir).resolve()),
             "hydra_overrides": " ".join(hydra_cfg.overrides.task), "method": settings.attribution.method,
-            CONFIG_SIGNATURE_TAG: signature}
+            CONFIG_SIGNATURE_TAG: signature, **model_source_tags(checkpoint)}
     name = run_name(settings, len(selection.examples), list(hydra_cfg.overrides.task))
     deferred = figures_deferred()
     tracker = start_run(settings.tracking, name, parent_run_id=parent_run_id, tags=tags)
@@ -120,7 +122,7 @@ def evaluate(cfg: DictConfig) -> str:
 def main(cfg: DictConfig) -> str:
     from vqa_interp.errors import NotApplicableError
     from vqa_interp.tracking.hydra_job import in_multirun, record_job_failure, record_job_not_applicable
-    from vqa_interp.tracking.signals import mark_interrupted, raise_on_sigterm
+    from vqa_interp.tracking.signals import interrupted_line, mark_interrupted, raise_on_sigterm
     from vqa_interp.util.allocator import keep_freed_buffers
 
     raise_on_sigterm()
@@ -129,8 +131,10 @@ def main(cfg: DictConfig) -> str:
     try:
         return evaluate(cfg)
     except KeyboardInterrupt:
-        mark_interrupted()
-        raise
+        mark_interrupted(_RUN_OPENED[-1] if _RUN_OPENED else None)
+        if not in_multirun():   # in a sweep the parent, closing KILLED at exit, says it in its line
+            print(interrupted_line(), file=sys.stderr, flush=True)
+        sys.exit(130)     # one line, no traceback
     except NotApplicableError as exc:
         if in_multirun() and not _RUN_OPENED:   # a model x method pair that cannot run: listed by the parent
             record_job_not_applicable(exc)

@@ -65,6 +65,10 @@ def check_model_settings(model_settings) -> ModelKind:
     """The kind of ``model.kind``, its options validated (raises :class:`ConfigError`)."""
     kind = model_kind(model_settings.kind)
     kind.validate(model_settings)
+    threads = (model_settings.options.get("train") or {}).get("threads", "auto")
+    if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        raise ConfigError(f"model.train.threads={threads!r} is not allowed; expected auto (the free cores, re-checked "
+                          "each epoch) or a whole number >= 1 (a fixed count: the same weights bit for bit).")
     return kind
 
 

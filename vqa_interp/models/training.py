@@ -20,6 +20,7 @@ from vqa_interp.data.answers import normalize_answer
 from vqa_interp.data.images import IMAGENET_MEAN, IMAGENET_STD, InputGeometry, load_image
 from vqa_interp.models.base import VqaModel, take
 from vqa_interp.models.registry import model_kind
+from vqa_interp.util.cores import size_torch_threads
 from vqa_interp.util.signature import short_signature
 
 log = logging.getLogger(__name__)
@@ -131,8 +132,12 @@ def training_batches(split: TrainingSplit, batch_size: int, by_image: bool, gene
             yield torch.tensor(sorted({split.image_index[q] for q in idx.tolist()})), idx
 
 
+ANNOUNCE_AFTER = 5   # steps timed before the expected duration is announced
+
+
 def train_model(model: VqaModel, split: TrainingSplit, *, epochs: int, batch_size: int, lr: float,
-                seed: int, on_epoch=None, validation: TrainingSplit | None = None) -> tuple[VqaModel, dict]:
+                seed: int, on_epoch=None, validation: TrainingSplit | None = None, threads: int | str = "auto",
+                announce=None) -> tuple[VqaModel, dict]:
     """Train ``model`` (freshly built, after ``torch.manual_seed(seed)``) end to end; returns it in eval
     mode and its history.
 
@@ -144,9 +149,13 @@ def train_model(model: VqaModel, split: TrainingSplit, *, epochs: int, batch_siz
     same sum over questions). Otherwise (ViLT encodes each image with each question, so grouping
     saves nothing) a batch is ``batch_size`` questions drawn at random: more images per step.
     Loss as pytorch-vqa: ``mean_b sum_a -log_softmax(logits)[b, a] * count[b, a] / 10``.
-    Training is decided by the epoch count alone (no wall-clock budget), so the same config gives
-    the same weights on a quiet machine and on a loaded one. With ``validation``, the history also
-    holds the soft accuracy on it after each epoch (``val_accuracy``; it does not steer training).
+    Training is decided by the epoch count alone (no wall-clock budget). torch's threads are sized
+    before each epoch from the free cores (``threads="auto"``, :mod:`vqa_interp.util.cores`) or fixed
+    (``threads=N``: the same weights bit for bit on one machine, whatever its load; with ``auto`` a
+    change of thread count changes float32 sums in the last bits). The counts used are in
+    ``history["threads"]``. With ``validation``, the history also holds the soft accuracy on it after
+    each epoch (``val_accuracy``; it does not steer training). ``announce(expected_seconds, threads)``
+    is called once, after the first few steps, with the whole training's expected duration.
     """
     question = model.encode(split.questions)
     targets = answer_targets(split.answers, model.answer_vocab)
@@ -158,47 +167,83 @@ def train_model(model: VqaModel, split: TrainingSplit, *, epochs: int, batch_siz
                                                    pct_start=0.2)
     generator = torch.Generator().manual_seed(seed)
     image_rows = torch.tensor(split.image_index)
-    history = {"loss": [], "train_accuracy": [], **({"val_accuracy": []} if validation is not None else {})}
-    for epoch in range(epochs):
-        model.module.train()
-        losses, hits = [], []
-        batches = list(training_batches(split, batch_size, by_image, generator))
-        for images, idx in tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False):
-            position = {int(r): i for i, r in enumerate(images)}
-            image_of = torch.tensor([position[int(r)] for r in image_rows[idx]])
-            logits = model.training_logits(_normalise_batch(split.images[images]), image_of, take(question, idx))
-            loss = (-torch.log_softmax(logits, dim=1) * targets[idx] / 10).sum(dim=1).mean()
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            losses.append(loss.item())
-            hits.append(soft_accuracy(logits.argmax(1), targets[idx]).mean().item())
-        history["loss"].append(float(np.mean(losses)))
-        history["train_accuracy"].append(float(np.mean(hits)))
-        if validation is not None:
-            history["val_accuracy"].append(split_accuracy(model, validation))
-        if on_epoch is not None:
-            on_epoch(epoch, history)
+    history = {"loss": [], "train_accuracy": [], "threads": [],
+               **({"val_accuracy": []} if validation is not None else {})}
+    total = epochs * steps_per_epoch
+    progress = tqdm(total=total, desc="training", unit="step", leave=False)
+    start = time.perf_counter()
+    try:
+        for epoch in range(epochs):
+            # re-sized every epoch: a program that took a core meanwhile costs its core, not more
+            if threads == "auto":
+                history["threads"].append(size_torch_threads())
+            else:
+                torch.set_num_threads(int(threads))
+                history["threads"].append(int(threads))
+            model.module.train()
+            losses, hits = [], []
+            batches = list(training_batches(split, batch_size, by_image, generator))
+            for step, (images, idx) in enumerate(batches):
+                position = {int(r): i for i, r in enumerate(images)}
+                image_of = torch.tensor([position[int(r)] for r in image_rows[idx]])
+                logits = model.training_logits(_normalise_batch(split.images[images]), image_of, take(question, idx))
+                loss = (-torch.log_softmax(logits, dim=1) * targets[idx] / 10).sum(dim=1).mean()
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                losses.append(loss.item())
+                hits.append(soft_accuracy(logits.argmax(1), targets[idx]).mean().item())
+                progress.update()
+                if announce is not None and epoch == 0 and step + 1 == min(ANNOUNCE_AFTER, len(batches)):
+                    pace = (time.perf_counter() - start) / (step + 1)
+                    announce(total * pace, history["threads"][-1])
+                    announce = None
+            history["loss"].append(float(np.mean(losses)))
+            history["train_accuracy"].append(float(np.mean(hits)))
+            if validation is not None:
+                history["val_accuracy"].append(split_accuracy(model, validation))
+            if on_epoch is not None:
+                on_epoch(epoch, history)
+    finally:
+        progress.close()
     return model.eval(), history
 
 
-def embedded_checkpoint_path(model_settings, home: str | Path, dataset) -> Path:
-    """Where the trained model for this data/model/training config lives (signature in the name)."""
-    # the model is trained on the train split only: the size of the val split is not part of its name
+# execution details that do not name a model: how many threads trained it
+NOT_IN_SIGNATURE = ("threads",)
+
+
+def training_signature(model_settings, dataset) -> tuple[str, dict]:
+    """``(short signature, the fields it covers)`` of a trained model: the training data (the train
+    split's generator and size; the size of the val split is not part of it), the kind's own
+    training options (:attr:`~vqa_interp.models.registry.ModelKind.train_signature`) less
+    :data:`NOT_IN_SIGNATURE`."""
     kind = model_kind(model_settings.kind)
-    signature = short_signature({"data": {k: v for k, v in dataset.signature().items()
-                                          if k not in ("generator", "n_val_images")},
-                                 "generator": dataset.signature().get("generator"),
-                                 **kind.train_signature(model_settings)})
-    prefix = "embedded" if kind.name == "kazemi" else f"embedded_{kind.name}"
-    return Path(home) / "models" / f"{prefix}-{signature}{kind.checkpoint_suffix}"
+    own = dict(kind.train_signature(model_settings))
+    if isinstance(own.get("train"), dict):
+        own["train"] = {k: v for k, v in own["train"].items() if k not in NOT_IN_SIGNATURE}
+    fields = {"data": {k: v for k, v in dataset.signature().items() if k not in ("generator", "n_val_images")},
+              "generator": dataset.signature().get("generator"), **own}
+    return short_signature(fields), fields
 
 
-def train_and_save(model_settings, dataset, out_path: Path, on_epoch=None) -> dict:
+def embedded_checkpoint_path(model_settings, home: str | Path, dataset) -> Path:
+    """Where a model trained here for this data/model/training config lives (signature in the name)."""
+    kind = model_kind(model_settings.kind)
+    signature, _ = training_signature(model_settings, dataset)
+    return Path(home) / "models" / f"{embedded_prefix(kind.name)}-{signature}{kind.checkpoint_suffix}"
+
+
+def embedded_prefix(kind: str) -> str:
+    return "embedded" if kind == "kazemi" else f"embedded_{kind}"
+
+
+def train_and_save(model_settings, dataset, out_path: Path, on_epoch=None, announce=None) -> dict:
     """Train the model described by ``model_settings`` (a trainable kind) on ``dataset``'s train split.
 
-    ``on_epoch(epoch, history)`` is called after each epoch (the entry point logs it).
+    ``on_epoch(epoch, history)`` is called after each epoch (the entry point logs it);
+    ``announce(expected_seconds, threads)`` once the pace is known (:func:`train_model`).
     """
     m = model_settings
     geometry = InputGeometry(m.input_size, m.central_fraction)
@@ -210,13 +255,19 @@ def train_and_save(model_settings, dataset, out_path: Path, on_epoch=None) -> di
     start = time.perf_counter()
     torch.manual_seed(t["seed"])
     model = model_kind(m.kind).untrained(m, split.questions, split.answers)
-    model, history = train_model(model, split, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-                                 seed=t["seed"], on_epoch=on_epoch, validation=validation)
+    before = torch.get_num_threads()
+    try:
+        model, history = train_model(model, split, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
+                                     seed=t["seed"], on_epoch=on_epoch, validation=validation,
+                                     threads=t.get("threads", "auto"), announce=announce)
+    finally:
+        torch.set_num_threads(before)
     seconds = time.perf_counter() - start
     model.save(out_path, config={"backbone": m.options.get("backbone"), "input": m.input, "train": t},
                tracker=history, name="vqa-interp embedded")
     log.info("trained the embedded model in %.0f s (accuracy: train %.3f, val %.3f; answering from the question "
              "alone: %.3f) -> %s", seconds, history["train_accuracy"][-1], history["val_accuracy"][-1], prior, out_path)
-    return {"train_seconds": seconds, "epochs_run": len(history["loss"]),
+    return {"train_seconds": seconds, "epochs_run": len(history["loss"]), "train_threads_min": min(history["threads"]),
+            "train_threads_max": max(history["threads"]),
             "final_train_accuracy": history["train_accuracy"][-1], "final_val_accuracy": history["val_accuracy"][-1],
             "val_question_prior_accuracy": prior}

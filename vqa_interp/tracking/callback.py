@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,22 @@ log = logging.getLogger(__name__)
 
 
 SWEEP_K_FILE = "sweep_k.json"
+SWEEP_PROGRESS_FILE = "sweep_progress.json"   # {"jobs": n, "started": epoch seconds}: each job's progress line
+
+
+def sweep_size(overrides: list[str]) -> int:
+    """How many jobs a multirun's overrides make: the product of each swept key's number of values
+    (0 when Hydra's parser cannot tell; the jobs then say their number only)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    size = 1
+    try:
+        for override in OverridesParser.create().parse_overrides(overrides):
+            if override.is_sweep_override():
+                size *= len(list(override.sweep_string_iterator()))
+    except Exception:
+        return 0
+    return size
 
 
 def swept_values(overrides: list[str], key: str) -> list[float]:
@@ -76,6 +93,7 @@ class MlflowSweepCallback(Callback):
             self.tracker.log_params({"sweep.overrides": " ".join(overrides)})
         (sweep_dir / PARENT_ID_FILE).write_text(self.tracker.run_id)
         (sweep_dir / SWEEP_K_FILE).write_text(json.dumps(swept_values(overrides, "k")))
+        (sweep_dir / SWEEP_PROGRESS_FILE).write_text(json.dumps({"jobs": sweep_size(overrides), "started": time.time()}))
         atexit.register(self._close, "FAILED")
         print(f"MLflow parent run: {self.tracker.run_id}", flush=True)
 
@@ -117,6 +135,11 @@ class MlflowSweepCallback(Callback):
                     tracker.end(status if status == "KILLED" else "FAILED")
             else:
                 status = result.stdout.split()[-1]  # "parent run ID: STATUS"
+        if status == "KILLED":   # after Ctrl-C: one line for the job and the sweep
+            from vqa_interp.tracking.signals import interrupted_line
+
+            print(interrupted_line(tracker.run_id), file=sys.stderr, flush=True)
+            return
         if tracker.summary:
             print("\n" + tracker.summary + "\n", flush=True)
         print(f"MLflow parent run {tracker.run_id} closed ({status}).\n  {run_url(uri, tracker.experiment_id, tracker.run_id)}"

@@ -45,6 +45,36 @@ def sweep_k_for_job() -> list[float]:
         return []
 
 
+def progress_line(now: float | None = None) -> str:
+    """Inside a Hydra multirun job: ``sweep job 3 of 8 (method=ig k=0.1); ~4.2 min left for the sweep``,
+    the estimate from the time the earlier jobs took ("" outside a sweep)."""
+    import json
+    import time
+
+    from vqa_interp.tracking.callback import SWEEP_PROGRESS_FILE
+
+    if not in_multirun():
+        return ""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    number = int(hydra_cfg.job.num)
+    what = " ".join(hydra_cfg.overrides.task)
+    try:
+        progress = json.loads((Path(hydra_cfg.sweep.dir) / SWEEP_PROGRESS_FILE).read_text())
+        jobs, started = int(progress["jobs"]), float(progress["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"sweep job {number + 1} ({what})"
+    line = f"sweep job {number + 1} of {jobs} ({what})" if jobs else f"sweep job {number + 1} ({what})"
+    if number and jobs > number:
+        per_job = ((now or time.time()) - started) / number
+        left = per_job * (jobs - number)
+        line += f"; ~{left / 60:.1f} min left for the sweep ({per_job:.0f} s a job so far)"
+    elif jobs > 1:
+        line += "; the estimate of what is left comes after this job"
+    return line
+
+
 def figures_deferred() -> bool:
     """Whether this job's run may end after the job returns, once its figures are drawn: in a
     sweep whose jobs run in this process (Hydra's basic launcher), where the sweep's next job or

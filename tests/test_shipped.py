@@ -1,0 +1,147 @@
+"""The embedded models ship with the package: the default configs evaluate them (no training), they
+are checked against their digests, a changed training config is not mistaken for them, and the
+thread sizing that training uses reads the free cores."""
+import json
+import shutil
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import ROOT
+from vqa_interp.errors import CheckpointError
+from vqa_interp.models.shipped import SHIPPED_DIR, content_digest, ship, shipped_for, shipped_models, verify
+
+
+def _settings(home, *overrides):
+    from vqa_interp.settings import from_config
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return from_config(compose("config", overrides=[f"paths.home={home}", *overrides]))
+
+
+def test_every_shipped_model_is_there_with_its_digest_and_retrain_command():
+    models = shipped_models()
+    assert {m.name for m in models} >= {"embedded", "embedded_vilt"}
+    for model in models:
+        verify(model)
+        assert model.retrain.startswith(f"python -m vqa_interp.train model={model.name} ")
+        assert "model.train.threads=" in model.retrain     # the same bits need the same thread count
+        assert model.facts["final_val_accuracy"] > model.facts["val_question_prior_accuracy"]
+
+
+@pytest.mark.parametrize("name", ["embedded", "embedded_vilt"])
+def test_the_default_config_evaluates_the_shipped_model_without_training(name, tmp_path, home, capsys):
+    from vqa_interp.data import dataset_for
+    from vqa_interp.train import ensure_model, model_source_tags
+
+    settings = _settings(home, f"model={name}", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
+    dataset = dataset_for(settings.data, settings.home)
+    path = ensure_model(settings, dataset)
+    assert SHIPPED_DIR in path.resolve().parents
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"model={name}: the shipped model {path.name} (sha256 ") and "\n" not in line
+    tags = model_source_tags(path)
+    assert tags["model_source"] == "shipped" and tags["shipped_digest"] == content_digest(path)
+    assert not (tmp_path / "mlflow.db").exists()          # no training run was opened
+
+
+def test_a_changed_training_config_is_not_the_shipped_model(home):
+    from vqa_interp.data import dataset_for
+    from vqa_interp.models.training import embedded_checkpoint_path, training_signature
+
+    default = _settings(home)
+    dataset = dataset_for(default.data, default.home)
+    assert shipped_for(training_signature(default.model, dataset)[0]) is not None
+    changed = _settings(home, "model.train.epochs=3")
+    assert shipped_for(training_signature(changed.model, dataset)[0]) is None
+    # the thread count is how a model was trained, not which model: same signature
+    threads = _settings(home, "model.train.threads=1")
+    assert training_signature(threads.model, dataset) == training_signature(default.model, dataset)
+    assert embedded_checkpoint_path(changed.model, home, dataset).name.startswith("embedded-")
+
+
+def test_a_damaged_or_missing_shipped_copy_is_refused_with_the_fix(tmp_path):
+    folder = tmp_path / "shipped"
+    shutil.copytree(SHIPPED_DIR, folder)
+    cnn = next(m for m in shipped_models(folder) if m.name == "embedded")
+    data = bytearray(cnn.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    cnn.path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="not .* as its manifest says.*python -m vqa_interp.train model=embedded"):
+        shipped_for(cnn.signature, folder)
+    vilt = next(m for m in shipped_models(folder) if m.name == "embedded_vilt")
+    shutil.rmtree(vilt.path)
+    with pytest.raises(CheckpointError, match="missing"):
+        shipped_for(vilt.signature, folder)
+
+
+def test_ship_records_a_model_and_replaces_its_earlier_entry(tmp_path):
+    folder = tmp_path / "shipped"
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    first = ship(model_dir, name="x", kind="vilt", signature="aaa", signature_fields={"a": 1}, retrain="r",
+                 facts={"final_val_accuracy": 0.5}, folder=folder)
+    (model_dir / "config.json").write_text('{"b": 2}')
+    second = ship(model_dir, name="x", kind="vilt", signature="bbb", signature_fields={"a": 2}, retrain="r",
+                  facts={}, folder=folder)
+    assert not first.path.exists() and second.path.is_dir() and first.digest != second.digest
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [e["signature"] for e in manifest["models"]] == ["bbb"]
+    assert shipped_for("bbb", folder).digest == content_digest(second.path)
+
+
+def test_folder_digest_covers_names_and_contents(tmp_path):
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "x").write_text("1")
+    before = content_digest(a)
+    (a / "x").rename(a / "y")
+    assert content_digest(a) != before
+    (a / "y").write_text("2")
+    assert content_digest(a) != before
+
+
+# ------------------------------------------------------------------ thread sizing
+def test_free_cores_counts_cores_others_keep_busy(monkeypatch):
+    from vqa_interp.util import cores
+
+    samples = iter([{0: (0, 0), 1: (0, 0)}, {0: (100, 100), 1: (5, 100)}])   # cpu 0 busy, cpu 1 idle
+    monkeypatch.setattr(cores, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(cores, "_own_cpu_seconds", lambda: 0.0)
+    monkeypatch.setattr(cores.time, "sleep", lambda s: None)
+    assert cores.free_cores(cores=[0, 1]) == 1
+    samples = iter([{0: (0, 0), 1: (0, 0)}, {0: (10, 100), 1: (5, 100)}])    # both nearly idle
+    monkeypatch.setattr(cores, "_cpu_times", lambda: next(samples))
+    assert cores.free_cores(cores=[0, 1]) == 2
+    samples = iter([{0: (0, 0), 1: (0, 0)}, {0: (100, 100), 1: (100, 100)}])  # both taken: still one thread
+    monkeypatch.setattr(cores, "_cpu_times", lambda: next(samples))
+    assert cores.free_cores(cores=[0, 1]) == 1
+
+
+def test_free_cores_does_not_count_this_process_as_another_program(monkeypatch):
+    from vqa_interp.util import cores
+
+    ticks = cores.os.sysconf("SC_CLK_TCK")
+    samples = iter([{0: (0, 0), 1: (0, 0)}, {0: (ticks, ticks), 1: (0, ticks)}])   # cpu 0 busy with us
+    own = iter([0.0, 1.0])
+    monkeypatch.setattr(cores, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(cores, "_own_cpu_seconds", lambda: next(own))
+    monkeypatch.setattr(cores.time, "sleep", lambda s: None)
+    assert cores.free_cores(cores=[0, 1]) == 2
+
+
+def test_free_cores_on_this_machine_is_within_the_affinity_mask():
+    from vqa_interp.util.cores import free_cores, usable_cores
+
+    assert 1 <= free_cores(0.05) <= len(usable_cores())
+
+
+def test_train_threads_option_is_checked(home):
+    from vqa_interp.errors import ConfigError
+    from vqa_interp.models.registry import check_model_settings
+
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(ConfigError, match="model.train.threads"):
+            check_model_settings(_settings(home, f"model.train.threads={bad}").model)
+    check_model_settings(_settings(home, "model.train.threads=1").model)
