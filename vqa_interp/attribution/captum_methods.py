@@ -3,9 +3,11 @@ takes a layer, and which options go to ``attribute()``. Adding a Captum method i
 plus one ``conf/method/<name>.yaml``.
 
 Every method runs on the model interface (:class:`~vqa_interp.models.base.VqaModel`): Captum's
-forward is ``model.forward``'s module, called as ``module(pixels, *question)``, the question
-encoding travels as ``additional_forward_args``, a layer method reads ``model.layer(options["layer"])``
-(``cam``: the model's CAM layer), and the black image is the model's own (``model.black``).
+forward is the model's scorer (``model.scorer(pixels, *question, *target) -> [B]``: a classifier's
+target logit, a generative model's answer log-probability), the question and target encodings
+travel as ``additional_forward_args`` (so Captum's ``target`` is None), a layer method reads
+``model.layer(options["layer"])`` (``cam``: the model's CAM layer), and the black image is the
+model's own (``model.black``).
 """
 from __future__ import annotations
 
@@ -49,15 +51,15 @@ def _builder(row: CaptumRow):
         import captum.attr
 
         cls = getattr(captum.attr, row.cls)
-        explainer = cls(model.module, model.layer(options["layer"])) if row.layer else cls(model.module)
+        explainer = cls(model.scorer, model.layer(options["layer"])) if row.layer else cls(model.scorer)
         kwargs = {key: options[key] for key in row.attribute}
 
-        def attribute(x, t, question):
+        def attribute(x, target, question):
             with warnings.catch_warnings():
                 # Captum warns on every Guided Backprop / DeconvNet call that it hooks the ReLU modules:
                 # that is the method working as intended (one ReLU module per call site), not a problem
                 warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
-                return explainer.attribute(x, target=t, additional_forward_args=tuple(question), **kwargs)
+                return explainer.attribute(x, additional_forward_args=(*question, *target), **kwargs)
         return attribute
     return build
 
@@ -69,27 +71,27 @@ for _row in TABLE:
 
 
 # ------------------------------------------------------------------ methods beyond the paper
-def _target_logits(model, x, t, question):
+def _target_scores(model, x, target, question):
     import torch
 
     with torch.no_grad():
-        return model.forward(x, question).gather(1, t[:, None])[:, 0]
+        return model.target_scores(x, question, target)
 
 
 def _integrated_gradients(model, options):
     """Integrated Gradients from a black image (Sundararajan et al. 2017), with the completeness
-    error ``|sum(attr) - (f(x) - f(black))| / |f(x) - f(black)|`` of each map (f: the target logit)."""
+    error ``|sum(attr) - (f(x) - f(black))| / |f(x) - f(black)|`` of each map (f: the target's score)."""
     from captum.attr import IntegratedGradients
 
-    explainer = IntegratedGradients(model.module)
+    explainer = IntegratedGradients(model.scorer)
 
-    def attribute(x, t, question):
+    def attribute(x, target, question):
         baseline = model.black(x)
-        attr, delta = explainer.attribute(x, baselines=baseline, target=t, additional_forward_args=tuple(question),
+        attr, delta = explainer.attribute(x, baselines=baseline, additional_forward_args=(*question, *target),
                                           n_steps=options["n_steps"], method="gausslegendre",
                                           internal_batch_size=options["internal_batch_size"],
                                           return_convergence_delta=True)
-        gap = (_target_logits(model, x, t, question) - _target_logits(model, baseline, t, question)).abs()
+        gap = (_target_scores(model, x, target, question) - _target_scores(model, baseline, target, question)).abs()
         return attr, {"completeness_error": (delta.detach().abs() / gap.clamp_min(1e-12)).cpu()}
     return attribute
 
@@ -124,9 +126,9 @@ def _smoothgrad(model, options):
 
     from vqa_interp.models.base import take
 
-    explainer = NoiseTunnel(Saliency(model.module))
+    explainer = NoiseTunnel(Saliency(model.scorer))
 
-    def attribute(x, t, question):
+    def attribute(x, target, question):
         out = []
         for i in range(len(x)):
             image = x[i:i + 1]
@@ -136,7 +138,7 @@ def _smoothgrad(model, options):
                 out.append(explainer.attribute(
                     image, nt_type="smoothgrad", nt_samples=options["nt_samples"],
                     nt_samples_batch_size=options.get("nt_samples_batch_size", options["nt_samples"]), stdevs=sd,
-                    target=t[i:i + 1], additional_forward_args=take(question, [i]), abs=True))
+                    additional_forward_args=(*take(question, [i]), *take(target, [i])), abs=True))
         return torch.cat(out)
     return attribute
 
@@ -146,10 +148,10 @@ def _gradcam(model, options):
     upsampled bilinearly to the input."""
     from captum.attr import LayerAttribution, LayerGradCam
 
-    explainer = LayerGradCam(model.module, model.layer(options["layer"]))
+    explainer = LayerGradCam(model.scorer, model.layer(options["layer"]))
 
-    def attribute(x, t, question):
-        cam = explainer.attribute(x, target=t, additional_forward_args=tuple(question), relu_attributions=True)
+    def attribute(x, target, question):
+        cam = explainer.attribute(x, additional_forward_args=(*question, *target), relu_attributions=True)
         return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
     return attribute
 
@@ -164,9 +166,9 @@ def _gradient_shap(model, options):
 
     from vqa_interp.models.base import take
 
-    explainer = GradientShap(model.module)
+    explainer = GradientShap(model.scorer)
 
-    def attribute(x, t, question):
+    def attribute(x, target, question):
         sigma = max(0.5, float(options["blur"]) * x.shape[-1])
         kernel = 2 * int(3 * sigma) + 1
         blurred = gaussian_blur(x, [kernel, kernel], [sigma, sigma])
@@ -175,8 +177,8 @@ def _gradient_shap(model, options):
             baselines = torch.cat([model.black(x[i:i + 1]), blurred[i:i + 1]])
             with seeded(int(options["seed"]), x.device):
                 out.append(explainer.attribute(x[i:i + 1], baselines=baselines, n_samples=options["n_samples"],
-                                               stdevs=0.0, target=t[i:i + 1],
-                                               additional_forward_args=take(question, [i])))
+                                               stdevs=0.0,
+                                               additional_forward_args=(*take(question, [i]), *take(target, [i]))))
         return torch.cat(out)
     return attribute
 
@@ -187,12 +189,12 @@ def _occlusion(model, options):
     forward pass."""
     from captum.attr import Occlusion
 
-    explainer = Occlusion(model.module)
+    explainer = Occlusion(model.scorer)
 
-    def attribute(x, t, question):
+    def attribute(x, target, question):
         w, s = int(options["window"]), int(options["stride"])
         return explainer.attribute(x, sliding_window_shapes=(3, w, w), strides=(3, s, s), baselines=model.black(x),
-                                   target=t, additional_forward_args=tuple(question),
+                                   additional_forward_args=(*question, *target),
                                    perturbations_per_eval=int(options["perturbations_per_eval"]))
     return attribute
 
@@ -210,7 +212,7 @@ for _method in (
            "GradientShap with a black and a blurred-image baseline", "Lundberg & Lee 2017",
            ranges={"n_samples": (1, INF), "blur": (0.0, INF), "seed": (0, 2 ** 32 - 1)}),
     Method("occlusion", _occlusion, {"window": 8, "stride": 4, "perturbations_per_eval": 64},
-           "Occlusion: target-logit drop under a sliding black patch", "Zeiler & Fergus 2014",
+           "Occlusion: target-score drop under a sliding black patch", "Zeiler & Fergus 2014",
            ranges={"window": (1, INF), "stride": (1, INF), "perturbations_per_eval": (1, INF)}),
 ):
     register(_method)

@@ -30,11 +30,11 @@ def reduce_channels(attributions: torch.Tensor, how: str = "max_abs") -> torch.T
 
 @dataclass(frozen=True)
 class MapRequest:
-    """One map to compute: an example's image/question and the answer index to attribute."""
+    """One map to compute: an example's image/question and the answer to attribute."""
     key: str               # cache key of this map within the run's map set
     image_row: int         # row into the images (the example's row)
     question_row: int      # row into the question encoding
-    target_index: int      # answer index (logit) to attribute
+    target: str            # the (normalised) answer string whose score is attributed
 
 
 def compute_maps(model, attribute: AttributeFn, requests: list[MapRequest],
@@ -57,8 +57,8 @@ def compute_maps(model, attribute: AttributeFn, requests: list[MapRequest],
     def run(batch: list[MapRequest]) -> list[tuple[MapRequest, np.ndarray, dict[str, float]]]:
         images = load_images([r.image_row for r in batch]).to(device).requires_grad_(True)
         rows = torch.tensor([r.question_row for r in batch])
-        targets = torch.tensor([r.target_index for r in batch], device=device)
-        raw = attribute(images, targets, model.to_device(take(question, rows), device))
+        target = tuple(t.to(device) for t in model.encode_targets([r.target for r in batch]))
+        raw = attribute(images, target, model.to_device(take(question, rows), device))
         extras: dict = {}
         if isinstance(raw, tuple):
             raw, extras = raw

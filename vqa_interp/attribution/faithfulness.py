@@ -89,6 +89,9 @@ def curves_for_map_sets(model, images: torch.Tensor, map_sets: dict[str, np.ndar
     maps and random maps, say): the curves' ends (the image, the substrate) are the same for every
     map and are computed once, so each target costs ``2 + 2 (steps - 1) x len(map_sets)`` forwards,
     in batches of ``batch_size`` images."""
+    from vqa_interp.models.base import as_target
+
+    targets = as_target(targets)
     device = images.device
     batch, _, side, _ = images.shape
     n = side * side
@@ -97,8 +100,10 @@ def curves_for_map_sets(model, images: torch.Tensor, map_sets: dict[str, np.ndar
     base = substrate(images, kind, blur_sigma)
 
     def probabilities(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(model.forward(x, take(question, rows)).float(), dim=1)
-        return probs.gather(1, targets[rows][:, None]).squeeze(1)
+        if hasattr(model, "target_probabilities"):   # the model interface (a classifier or generative)
+            return model.target_probabilities(x, take(question, rows), take(targets, rows))
+        probs = torch.softmax(model.forward(x, take(question, rows)).float(), dim=1)   # a bare classifier
+        return probs.gather(1, targets[0][rows][:, None]).squeeze(1)
 
     results = {}
     with torch.no_grad():

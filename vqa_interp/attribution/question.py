@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 
-def token_attributions(model, images: torch.Tensor, question: tuple, targets: torch.Tensor, n_steps: int = 32,
+def token_attributions(model, images: torch.Tensor, question: tuple, targets: tuple, n_steps: int = 32,
                        internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token attributions ``[B, T]`` (normalised, 0 outside the question's tokens) and IG's
     completeness error ``[B]`` (``|sum of raw attributions - (f(x) - f(baseline))|``) for ``images
@@ -29,48 +29,64 @@ def token_attributions(model, images: torch.Tensor, question: tuple, targets: to
     (None: all ``B x n_steps`` at once)."""
     from captum.attr import LayerIntegratedGradients
 
-    forward, fixed = model.question_side(images)
+    from vqa_interp.models.base import as_target
+
+    targets = as_target(targets)
+    forward, fixed = model.question_side(images, tuple(targets))
     lig = LayerIntegratedGradients(forward, model.text_embedding())
-    raw, delta = lig.attribute(tuple(question), baselines=tuple(model.question_baseline(question)), target=targets,
+    raw, delta = lig.attribute(tuple(question), baselines=tuple(model.question_baseline(question)),
                                additional_forward_args=fixed, n_steps=n_steps,
                                return_convergence_delta=True, internal_batch_size=internal_batch_size)
-    scores = raw.sum(dim=-1).detach()
-    scores = torch.where(model.token_mask(question).to(scores.device), scores, torch.zeros_like(scores))
+    mask = model.token_mask(question)
+    # a generative model's text embedding also reads the target answer's tokens (after the prompt)
+    scores = raw.sum(dim=-1).detach()[:, :mask.shape[1]]
+    scores = torch.where(mask.to(scores.device), scores, torch.zeros_like(scores))
     norm = scores.norm(dim=1, keepdim=True)
     return scores / torch.where(norm > 0, norm, torch.ones_like(norm)), delta.detach().abs()
 
 
 @contextlib.contextmanager
 def _embedding_replaced(embedding: nn.Module, embedded: list):
-    """Inside the block, the token embedding returns ``embedded[0]`` instead of looking tokens up."""
-    handle = embedding.register_forward_hook(lambda module, inputs, output: embedded[0])
+    """Inside the block, the token embedding returns ``embedded[0]`` instead of looking tokens up (a
+    generative model's embedding also reads the target answer after the prompt: those stay looked up)."""
+    def hook(module, inputs, output):
+        given = embedded[0]
+        if output.shape[1] > given.shape[1]:
+            return torch.cat([given, output[:, given.shape[1]:]], dim=1)
+        return given
+    handle = embedding.register_forward_hook(hook)
     try:
         yield
     finally:
         handle.remove()
 
 
-def image_question_share(model, images: torch.Tensor, question: tuple, targets: torch.Tensor, n_steps: int = 32,
+def image_question_share(model, images: torch.Tensor, question: tuple, targets: tuple, n_steps: int = 32,
                          internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The image's share of the attribution ``[B]`` in [0, 1] (the question's is ``1 - share``) and the
     joint pass's completeness error ``[B]``. The ``B x n_steps`` scaled inputs go through the model
     ``internal_batch_size`` at a time (Captum's; None: ``B``), each a full forward and backward."""
     from captum.attr import IntegratedGradients
 
+    from vqa_interp.models.base import as_target
+
+    targets = as_target(targets)
     slot: list = [None]
     embedding = model.text_embedding()
+
+    n = len(question)
 
     def forward(pixels, embedded, *encoded):
         slot[0] = embedded
         with _embedding_replaced(embedding, slot):
-            return model.forward(pixels, encoded)
+            return model.target_scores(pixels, encoded[:n], encoded[n:])
 
     with torch.no_grad():
         embedded = embedding(question[0])
     ig = IntegratedGradients(forward)
     (a_image, a_question), delta = ig.attribute(
         (images.detach(), embedded), baselines=(torch.zeros_like(images), torch.zeros_like(embedded)),
-        target=targets, additional_forward_args=tuple(question), n_steps=n_steps, return_convergence_delta=True,
+        additional_forward_args=(*question, *targets), n_steps=n_steps, return_convergence_delta=True,
         internal_batch_size=internal_batch_size or len(images))
     image_mass = a_image.detach().abs().flatten(1).sum(1)
     question_mass = a_question.detach().abs().flatten(1).sum(1)

@@ -1,8 +1,9 @@
 """The method registry: name -> :class:`Method` (how to build its attribution function, its options).
 
-An attribution function maps ``(pixels [B, 3, S, S], targets [B], question)`` to attributions
-``[B, 3, S, S]`` w.r.t. the pixels, where ``question`` is the model's own question encoding (a
-tuple of tensors, see :mod:`vqa_interp.models.base`). A method is built for a loaded model (the
+An attribution function maps ``(pixels [B, 3, S, S], target, question)`` to attributions
+``[B, 3, S, S]`` w.r.t. the pixels, where ``target`` and ``question`` are the model's own encodings
+of the target answers and the questions (tuples of tensors, batch first, see
+:mod:`vqa_interp.models.base`). A method is built for a loaded model (the
 model interface, never a module path) and names the attachment points it needs from it
 (``needs``), so a model that lacks one is refused before any work. Methods are registered by their
 family files (:mod:`vqa_interp.attribution.captum_methods` holds the table of Captum classes).
@@ -16,7 +17,7 @@ import torch
 
 from vqa_interp.errors import ConfigError
 
-AttributeFn = Callable[[torch.Tensor, torch.Tensor, tuple], torch.Tensor]
+AttributeFn = Callable[[torch.Tensor, tuple, tuple], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -82,5 +83,11 @@ def make_attributor(model, method: str, options: dict) -> AttributeFn:
     entry = METHODS[method]
     if entry.build is None:
         raise ValueError(f"method.name: {method!r} is a model-free baseline; it has no attribution function")
+    from vqa_interp.models.base import as_target
+
     options = {k: v for k, v in options.items() if k != "name"}
-    return entry.build(model, entry.with_defaults(options))
+    built = entry.build(model, entry.with_defaults(options))
+
+    def attribute(x, target, question):
+        return built(x, as_target(target), question)
+    return attribute

@@ -89,7 +89,7 @@ def _maps(model, method: str, options: dict, images: torch.Tensor, question: tup
     for begin in range(0, len(images), batch_size):
         x, qq = images[begin:begin + batch_size], take(question, range(begin, min(begin + batch_size, len(images))))
         with torch.no_grad():
-            targets = model.forward(x, qq).argmax(dim=1)
+            targets = model.predicted_targets(x, qq)
         raw = attribute(x.clone().requires_grad_(True), targets, qq)
         raw = (raw[0] if isinstance(raw, tuple) else raw).detach()
         absolute.append(reduce_channels(raw, "max_abs").numpy())

@@ -1,15 +1,17 @@
 """Transformer-native maps: what a model with self-attention over text and image patches
 (``attentions`` attachment, :meth:`vqa_interp.models.vilt.ViltModel.attentions`) says it looked at.
 
-Each map is row ``r`` (the token the answer head reads) of a ``[T, T]`` matrix over the patch
-columns, laid out on the ``h x w`` patch grid and upsampled bilinearly to the input ``[B, 1, S, S]``:
+Each map is row ``r`` (the token the answer head reads; for a generative model, the mean of the rows
+that predict the answer's tokens) of a ``[T, T]`` matrix over the image-token columns, laid out on
+the ``h x w`` grid and upsampled bilinearly to the input ``[B, 1, S, S]``:
 
 - ``attention``: the last layer's attention probabilities, mean over heads;
 - ``rollout`` (Abnar & Zuidema 2020): ``R = prod_l norm(mean_h(A_l) + I)`` from the first layer up,
   the residual added and each row renormalised to sum 1;
 - ``chefer`` (Chefer, Gur & Wolf 2021, relevancy for self-attention): ``R = I``, then for each layer
   from the first up ``R += mean_h(clamp(dA_l * A_l, min=0)) @ R``, ``dA_l`` the gradient of the
-  target logit with respect to layer ``l``'s attention probabilities.
+  target's score (a classifier's logit, a generative model's answer log-probability) with respect
+  to layer ``l``'s attention probabilities.
 
 The token layout (which row, which columns, the grid) comes from the model
 (:meth:`~vqa_interp.models.vilt.ViltModel.token_layout`), so these functions name no model.
@@ -28,9 +30,30 @@ def on_grid(values: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) 
     return torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
-def attention_map(attentions: list[torch.Tensor], row: int, columns: slice) -> torch.Tensor:
-    """``[B, N]``: the last layer's attention of token ``row`` over ``columns``, mean over heads."""
-    return attentions[-1].mean(dim=1)[:, row, columns]
+def _start(a: torch.Tensor, row) -> torch.Tensor:
+    """``[B, 1, T]``: the start vector of ``row``: a token index (its unit vector), a list of indices
+    (the mean of theirs) or per-example row weights ``[B, T]`` (a generative model's answer rows)."""
+    if isinstance(row, torch.Tensor):
+        return row.to(a.dtype).to(a.device)[:, None, :]
+    rows = [row] if isinstance(row, int) else list(row)
+    v = torch.zeros(a.shape[0], 1, a.shape[-1], dtype=a.dtype, device=a.device)
+    v[:, 0, rows] = 1.0 / len(rows)
+    return v
+
+
+def columns_of(values: torch.Tensor, columns) -> torch.Tensor:
+    """``[B, N]``: the image-token columns of ``values [B, T]`` (a slice shared by the batch, or
+    per-example indices ``[B, N]``)."""
+    if isinstance(columns, torch.Tensor):
+        return values.gather(1, columns.to(values.device))
+    return values[:, columns]
+
+
+def attention_map(attentions: list[torch.Tensor], row, columns) -> torch.Tensor:
+    """``[B, N]``: the last layer's attention of token ``row`` (see :func:`_start`) over ``columns``,
+    mean over heads."""
+    a = attentions[-1].mean(dim=1)
+    return columns_of((_start(a, row) @ a)[:, 0], columns)
 
 
 def rollout(attentions: list[torch.Tensor]) -> torch.Tensor:
@@ -55,12 +78,11 @@ def relevancy(attentions: list[torch.Tensor], gradients: list[torch.Tensor]) -> 
     return result
 
 
-def rollout_row(attentions: list[torch.Tensor], row: int) -> torch.Tensor:
-    """``[B, T]``: row ``row`` of :func:`rollout`, as a vector times the layers' matrices from the top
-    (``e_row^T M_L ... M_1``: O(L T^2) instead of the full product's O(L T^3))."""
-    a = attentions[-1]
-    v = torch.zeros(a.shape[0], 1, a.shape[-1], dtype=a.dtype, device=a.device)
-    v[:, 0, row] = 1.0
+def rollout_row(attentions: list[torch.Tensor], row) -> torch.Tensor:
+    """``[B, T]``: row ``row`` of :func:`rollout` (the mean of rows, for a list), as a vector times the
+    layers' matrices from the top (``e_row^T M_L ... M_1``: O(L T^2) instead of the full product's
+    O(L T^3))."""
+    v = _start(attentions[-1], row)
     for a in reversed(attentions):
         mixed = a.mean(dim=1)
         mixed = mixed + torch.eye(mixed.shape[-1], dtype=mixed.dtype, device=mixed.device)
@@ -68,11 +90,10 @@ def rollout_row(attentions: list[torch.Tensor], row: int) -> torch.Tensor:
     return v[:, 0]
 
 
-def relevancy_row(attentions: list[torch.Tensor], gradients: list[torch.Tensor], row: int) -> torch.Tensor:
-    """``[B, T]``: row ``row`` of :func:`relevancy` (``e_row^T (I + W_L) ... (I + W_1)``, from the top)."""
-    a = attentions[-1]
-    v = torch.zeros(a.shape[0], 1, a.shape[-1], dtype=a.dtype, device=a.device)
-    v[:, 0, row] = 1.0
+def relevancy_row(attentions: list[torch.Tensor], gradients: list[torch.Tensor], row) -> torch.Tensor:
+    """``[B, T]``: row ``row`` of :func:`relevancy` (the mean of rows, for a list;
+    ``e_row^T (I + W_L) ... (I + W_1)``, from the top)."""
+    v = _start(attentions[-1], row)
     for a, g in zip(reversed(attentions), reversed(gradients)):
         v = v + v @ (g * a).clamp(min=0).mean(dim=1)
     return v[:, 0]
@@ -81,30 +102,29 @@ def relevancy_row(attentions: list[torch.Tensor], gradients: list[torch.Tensor],
 def _from_attentions(combine):
     """A builder whose map is ``combine(attentions, row, columns) -> [B, N]`` of one forward."""
     def build(model, options):
-        def attribute(x, t, question):
+        def attribute(x, target, question):
             with torch.no_grad():
-                _, attentions = model.attentions(x, question)
-                row, columns, grid = model.token_layout(x, question)
+                _, attentions = model.attentions(x, question, target)
+                row, columns, grid = model.token_layout(x, question, target)
                 return on_grid(combine(attentions, row, columns), grid, tuple(x.shape[-2:]))
         return attribute
     return build
 
 
 _attention = _from_attentions(attention_map)
-_rollout = _from_attentions(lambda attentions, row, columns: rollout_row(attentions, row)[:, columns])
+_rollout = _from_attentions(lambda attentions, row, columns: columns_of(rollout_row(attentions, row), columns))
 
 
 def _chefer(model, options):
-    def attribute(x, t, question):
+    def attribute(x, target, question):
         with torch.enable_grad():
             # the pixels put the attentions in the graph (the model's parameters are frozen); the
             # gradient stops at the attentions, nothing is computed below the first layer
-            logits, attentions = model.attentions(x.detach().requires_grad_(True), question)
-            target = logits.gather(1, t[:, None]).sum()
-            gradients = torch.autograd.grad(target, attentions)
-        row, columns, grid = model.token_layout(x, question)
+            scores, attentions = model.attentions(x.detach().requires_grad_(True), question, target)
+            gradients = torch.autograd.grad(scores.sum(), attentions)
+        row, columns, grid = model.token_layout(x, question, target)
         with torch.no_grad():
-            values = relevancy_row([a.detach() for a in attentions], list(gradients), row)[:, columns]
+            values = columns_of(relevancy_row([a.detach() for a in attentions], list(gradients), row), columns)
             return on_grid(values, grid, tuple(x.shape[-2:]))
     return attribute
 

@@ -40,6 +40,7 @@ class DataPaths:
     images: Path
     human_maps: Path
     image_prefix: str = "COCO_val2014_"
+    choices: Path | None = None     # the MultipleChoice questions file, where there is one (18 candidates each)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class QARecord:
     multiple_choice_answer: str     # the labelled answer (raw)
     answer_type: str
     question_type: str = ""         # VQA 1.0's question_type ("what color is the", ...), "" if absent
+    multiple_choices: tuple[str, ...] = ()   # VQA 1.0's 18 candidates (MultipleChoice file), () if absent
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,10 @@ def resolve_paths(root: str | Path | None, *, split: str = "val", questions: str
     h_path = Path(human_maps) if human_maps else base / f"vqahat_{split}"
     if require_human_maps:
         _require(h_path, "data.human_maps", SOURCES["human_maps"])
-    return DataPaths(q_path, a_path, i_path, h_path, image_prefix=f"COCO_{split}2014_")
+    choices = q_path if q_path.name.startswith("MultipleChoice_") else None
+    if base is not None and choices is None and (base / f"MultipleChoice_mscoco_{split}2014_questions.json").exists():
+        choices = base / f"MultipleChoice_mscoco_{split}2014_questions.json"
+    return DataPaths(q_path, a_path, i_path, h_path, image_prefix=f"COCO_{split}2014_", choices=choices)
 
 
 def _read_json(path: Path, key: str, required: Sequence[str]) -> dict:
@@ -134,6 +139,11 @@ def read_questions(paths: DataPaths) -> tuple[dict[int, dict], dict[int, dict]]:
     for entry in a_json["annotations"]:
         a = {**entry, "question_id": _integer_id(entry, "question_id", "data.annotations", paths.annotations)}
         annotations[a["question_id"]] = a
+    if paths.choices is not None and paths.choices != paths.questions and paths.choices.exists():
+        for entry in _read_json(paths.choices, "data.questions", ["questions"])["questions"]:
+            qid = _integer_id(entry, "question_id", "data.questions", paths.choices)
+            if qid in questions and isinstance(entry.get("multiple_choices"), list):
+                questions[qid]["multiple_choices"] = entry["multiple_choices"]
     return questions, annotations
 
 
@@ -168,9 +178,10 @@ def read_records(paths: DataPaths, question_ids: Sequence[int] | None = None,
         _check_text(q.get("question"), "data.questions", paths.questions, qid, "question")
         for value in [*answers, ann.get("multiple_choice_answer")]:
             _check_text(value, "data.annotations", paths.annotations, qid, "answer")
+        choices = tuple(str(c) for c in q.get("multiple_choices") or () if isinstance(c, str))
         records.append(QARecord(int(q["question_id"]), int(q["image_id"]), q["question"], answers,
                                 ann["multiple_choice_answer"], ann.get("answer_type", ""),
-                                str(ann.get("question_type", ""))))
+                                str(ann.get("question_type", "")), choices))
     return records
 
 
@@ -280,7 +291,8 @@ def load_examples(paths: DataPaths, *, limit: int | None = None, question_ids: S
         examples.append(Example(
             question_id=qid, image_id=record.image_id, question=record.question, answers=record.answers,
             multiple_choice_answer=record.multiple_choice_answer, answer_type=record.answer_type,
-            question_type=record.question_type, image_path=image_path, human_map_paths=usable,
+            question_type=record.question_type, multiple_choices=record.multiple_choices, image_path=image_path,
+            human_map_paths=usable,
         ))
     return Selection(examples, skipped)
 

@@ -112,7 +112,7 @@ def explain_work(model, settings, examples: Sequence, targets: pd.DataFrame, map
             rows = chunk["row"].tolist()
             images = load_images(rows).to(device)
             qs = model.to_device(take(question, rows), device)
-            goal = torch.tensor(chunk["target_index"].tolist(), device=device)
+            goal = tuple(t.to(device) for t in model.encode_targets(chunk["target_answer"].tolist()))
             map_sets = {}
             if not hits["model"]:
                 record = [{"question_id": t.question_id, "target": t.target} for t in chunk.itertuples()]
@@ -120,18 +120,21 @@ def explain_work(model, settings, examples: Sequence, targets: pd.DataFrame, map
                     scores, error = token_attributions(model, images, qs, goal, n_steps=e.ig_steps,
                                                        internal_batch_size=ig_batch)
                     scores, error = scores.cpu().numpy(), error.cpu().numpy()
-                    lengths = model.token_mask(qs).sum(dim=1).cpu()
+                    # the question's tokens sit where the model's token mask says (from 0 for a
+                    # classifier's question encoding, inside the prompt for a generative model)
+                    mask = model.token_mask(qs).cpu()
                     for i, t in enumerate(chunk.itertuples()):
-                        words = model.tokens(examples[t.row].question)[: int(lengths[i])]
+                        where = torch.nonzero(mask[i])[:, 0].tolist()
+                        words = model.tokens(examples[t.row].question)[: len(where)]
                         token_rows.extend({"question_id": t.question_id, "target": t.target, "position": p,
-                                           "token": word, "attribution": float(scores[i, p])}
+                                           "token": word, "attribution": float(scores[i, where[p]])}
                                           for p, word in enumerate(words))
                         record[i]["token_error"] = float(error[i])
                 # the share is the example's: only the map that stands for it (analysis.map_for_example)
                 stands = np.flatnonzero(stands_for_example(chunk, settings.analysis.map_for_example))
                 if e.share and len(stands):
                     pick = torch.as_tensor(stands, device=device)
-                    share, error = image_question_share(model, images[pick], take(qs, pick), goal[pick],
+                    share, error = image_question_share(model, images[pick], take(qs, pick), take(goal, pick),
                                                         n_steps=e.ig_steps, internal_batch_size=ig_batch)
                     for i, value, err in zip(stands, share.cpu().numpy(), error.cpu().numpy()):
                         record[i].update(image_share=float(value), share_error=float(err))

@@ -4,6 +4,7 @@ backbones, pytorch-vqa checkpoints, and the training of a model on the embedded 
 (:mod:`vqa_interp.models.training`)."""
 from vqa_interp.models import kazemi  # noqa: F401, I001  (registers model.kind=kazemi)
 from vqa_interp.models import vilt  # noqa: F401, I001  (registers model.kind=vilt)
+from vqa_interp.models import generative  # noqa: F401, I001  (registers model.kind=hf_vlm)
 from vqa_interp.models.backbones import ResNetBackbone, SmallConvBackbone, build_backbone
 from vqa_interp.models.base import ATTACHMENTS, VqaModel, take
 from vqa_interp.models.checkpoint import read_checkpoint, save_checkpoint

@@ -2,11 +2,18 @@
 about it, so that methods, sanity checks, token attributions, faithfulness and training never name
 a model's inputs or module paths.
 
-A model is called as ``forward(pixels [B, 3, S, S], question) -> logits [B, n_answers]``, where
-``question`` is the model's own question encoding: a tuple of tensors with the batch first
-(``(q [B, T], q_len [B])`` for the Kazemi & Elqursh net; ``(input_ids, attention_mask,
-token_type_ids)`` for a BERT-style transformer). :func:`take` selects rows of an encoding, and
-:meth:`VqaModel.to_device` places one on a device (some models keep lengths on the CPU).
+What a method explains is one differentiable number per example for a *target answer string*:
+:meth:`VqaModel.target_scores` ``(pixels [B, 3, S, S], question, target) -> [B]``, where ``question``
+is the model's own question encoding (a tuple of tensors with the batch first: ``(q [B, T], q_len
+[B])`` for the Kazemi & Elqursh net; ``(input_ids, attention_mask, token_type_ids)`` for a
+BERT-style transformer; the prompt for a generative model) and ``target`` the model's encoding of
+the answers (:meth:`VqaModel.encode_targets`: a classifier's answer indices ``[B]``, a generative
+model's answer tokens). A classifier's score is the target's logit, a generative model's the
+teacher-forced log-probability of the answer's tokens after the prompt. :attr:`VqaModel.scorer` is
+that function as an ``nn.Module`` (``forward(pixels, *question, *target) -> [B]``) for attribution
+libraries. A prediction is an answer string with a confidence (:meth:`VqaModel.predict_answers`).
+:func:`take` selects rows of an encoding, and :meth:`VqaModel.to_device` places one on a device
+(some models keep lengths on the CPU).
 
 Attachment points (:data:`ATTACHMENTS`) are what a method may ask a model for; a model lists the ones
 it has in :attr:`VqaModel.provides`, and a method names the ones it needs, so that an impossible
@@ -32,15 +39,32 @@ ATTACHMENTS = {
     "cam_layer": "a layer whose output is a spatial grid [B, C, h, w] (Grad-CAM, Guided Grad-CAM)",
     "text_embedding": "the question's token embedding layer, output [B, T, D] (token attributions, share)",
     "blocks": "the ordered blocks that sanity checks re-initialise, from the output down",
-    "attentions": "attention maps over the image patches (transformer-native methods)",
+    "attentions": "attention maps over the image patches and the token layout (transformer-native methods)",
     "relu_units": "an nn.ReLU module at every non-linearity (Guided Backprop and DeconvNet modify their backward)",
 }
+
+
+def as_target(target) -> tuple:
+    """A target encoding as a tuple of tensors (a classifier's answer indices ``[B]`` may come bare)."""
+    return tuple(target) if isinstance(target, (tuple, list)) else (target,)
 
 
 def take(question: Question, rows) -> Question:
     """Rows ``rows`` of every tensor of an encoding (each indexed on its own device)."""
     rows = torch.as_tensor(rows)
     return tuple(t[rows.to(t.device)] for t in question)
+
+
+class ClassifierScore(nn.Module):
+    """``forward(pixels, *question, answer_index [B]) -> [B]``: a classifier's logit of each target."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, pixels, *args):
+        *question, index = args
+        return self.module(pixels, *question).gather(1, index[:, None].to(torch.long))[:, 0]
 
 
 class VqaModel(abc.ABC):
@@ -56,6 +80,8 @@ class VqaModel(abc.ABC):
     # whether the image encoder runs without the question (training then batches whole images,
     # each encoded once for all its questions; see vqa_interp.models.training.train_model)
     encodes_image_alone: ClassVar[bool] = False
+    # whether answers are generated text (any string is a target) rather than classes of ``answers``
+    generative: ClassVar[bool] = False
 
     module: nn.Module
     answers: list[str]              # answer strings by logit index
@@ -94,14 +120,102 @@ class VqaModel(abc.ABC):
         return tuple(t.to(device) for t in question)
 
     def forward(self, pixels: torch.Tensor, question: Question) -> torch.Tensor:
-        """``logits [B, n_answers]``."""
+        """``logits [B, n_answers]`` (a classifier)."""
         return self.module(pixels, *question)
 
-    def question_side(self, pixels: torch.Tensor) -> tuple[Callable, tuple]:
-        """``(f, fixed)``: ``f(*question, *fixed) -> logits`` with the image fixed to ``pixels`` (``fixed``
-        are tensors ``[B, ...]`` that an attribution library repeats with the question). A model whose
-        image encoder does not see the question overrides this to encode the image once."""
-        return (lambda *args: self.module(args[-1], *args[:-1])), (pixels.detach(),)
+    # ------------------------------------------------------------ targets: answer strings
+    def answer_index(self, answer: str) -> int:
+        """The class of an (official-normalised) answer string, -1 where the model cannot answer it."""
+        lookup = self.__dict__.get("_lookup")
+        if lookup is None:
+            from vqa_interp.data.answers import normalize_answer
+
+            lookup = {}
+            for index, known in enumerate(self.answers):   # the more frequent spelling (lower index) wins
+                lookup.setdefault(normalize_answer(known), index)
+            self.__dict__["_lookup"] = lookup
+        return lookup.get(answer, -1)
+
+    def can_answer(self, answer: str) -> bool:
+        """Whether ``answer`` can be a target (a classifier: in its vocabulary; generative: any)."""
+        return self.generative or self.answer_index(answer) >= 0
+
+    def answer_key(self, answer: str) -> str:
+        """A file-name-safe name of a target answer in map-cache keys: a classifier's class index, a
+        generative model's short hash of the string."""
+        if self.generative:
+            import hashlib
+
+            return "a" + hashlib.sha256(answer.encode()).hexdigest()[:10]
+        return str(self.answer_index(answer))
+
+    def encode_targets(self, answers: Sequence[str]) -> tuple:
+        """The model's encoding of ``B`` target answers (normalised strings): a tuple of tensors
+        ``[B, ...]`` (a classifier: ``(index [B],)``)."""
+        indices = [self.answer_index(a) for a in answers]
+        missing = [a for a, i in zip(answers, indices) if i < 0]
+        if missing:
+            raise ValueError(f"answers {missing[:3]} are not in the {self.kind} model's answer vocabulary")
+        return (torch.tensor(indices, dtype=torch.long),)
+
+    @property
+    def scorer(self) -> nn.Module:
+        """``forward(pixels, *question, *target) -> [B]``: the number a method explains, as a module."""
+        scorer = self.__dict__.get("_scorer")
+        if scorer is None:
+            scorer = self.__dict__["_scorer"] = ClassifierScore(self.module)
+        return scorer
+
+    def target_scores(self, pixels: torch.Tensor, question: Question, target: tuple) -> torch.Tensor:
+        """``[B]``: the differentiable score of each example's target (:attr:`scorer`)."""
+        return self.scorer(pixels, *question, *target)
+
+    def target_probabilities(self, pixels: torch.Tensor, question: Question, target: tuple) -> torch.Tensor:
+        """``[B]``: each target's probability (a classifier: softmax over its answers; generative: the
+        probability of the answer's tokens)."""
+        probs = torch.softmax(self.forward(pixels, question).float(), dim=1)
+        return probs.gather(1, target[0][:, None].to(probs.device))[:, 0]
+
+    def predict_answers(self, pixels: torch.Tensor, question: Question, candidates: Sequence[Sequence[str]] | None
+                        = None) -> tuple[list[str], torch.Tensor]:
+        """``(answers, confidence [B])``: a classifier's argmax class and its softmax probability
+        (``candidates`` unused; a generative model normalises over them)."""
+        from vqa_interp.data.answers import normalize_answer
+
+        probs = torch.softmax(self.forward(pixels, question).float(), dim=1).cpu()
+        confidence, predicted = probs.max(dim=1)
+        return [normalize_answer(self.answers[int(i)]) for i in predicted], confidence
+
+    def attentions(self, pixels: torch.Tensor, question: Question, target: tuple | None = None
+                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(scores [B] of the target (or logits when ``target`` is None), [A_l [B, H, T, T]] per
+        layer)``, the attention probabilities in the graph."""
+        raise self._lacks("attentions")
+
+    def token_layout(self, pixels: torch.Tensor, question: Question, target: tuple | None = None
+                     ) -> tuple[list[int] | int, slice, tuple[int, int]]:
+        """``(the rows that read out the answer, the image-token columns, their grid (h, w))`` of the
+        matrices :meth:`attentions` returns."""
+        raise self._lacks("attentions")
+
+    def question_side(self, pixels: torch.Tensor, target: tuple) -> tuple[Callable, tuple]:
+        """``(f, fixed)``: ``f(*question, *fixed) -> [B]`` the target's score with the image fixed to
+        ``pixels`` (``fixed`` are tensors ``[B, ...]`` that an attribution library repeats with the
+        question: the pixels, then the target encoding). A model whose image encoder does not see
+        the question overrides this to encode the image once."""
+        n = len(target)
+
+        def f(*args):
+            return self.scorer(args[-1 - n], *args[:-1 - n], *args[len(args) - n:])
+        return f, (pixels.detach(), *target)
+
+    def predicted_targets(self, pixels: torch.Tensor, question: Question) -> tuple:
+        """The target encoding of the model's own answers (sanity checks explain them)."""
+        return (self.forward(pixels, question).argmax(dim=1),)
+
+    def probe(self, pixels: torch.Tensor, question: Question) -> torch.Tensor:
+        """One pass of the model as the stages run it (the memory plan measures it)."""
+        return self.forward(pixels, question)
 
     def training_logits(self, pixels: torch.Tensor, image_of: torch.Tensor, question: Question) -> torch.Tensor:
         """Logits ``[Q, A]`` of ``Q`` questions about ``I`` images ``pixels [I, 3, S, S]`` (question ``j`` is

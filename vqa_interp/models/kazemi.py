@@ -180,12 +180,13 @@ class KazemiModel(VqaModel):
         q, q_len = question
         return q.to(device), q_len
 
-    def question_side(self, pixels: torch.Tensor):
+    def question_side(self, pixels: torch.Tensor, target: tuple):
         # The image features do not depend on the question: computed once, a question-side pass
         # runs the net only (exact, and on ResNet-152 at 448 the backbone is nearly all of a pass).
         with torch.no_grad():
             features = self.module.backbone(pixels.detach())
-        return (lambda q, q_len, v: self.module.net(v, q, q_len)), (features,)
+        return (lambda q, q_len, v, index: self.module.net(v, q, q_len).gather(1, index[:, None])[:, 0]), \
+            (features, target[0])
 
     def training_logits(self, pixels, image_of, question):
         # the backbone runs once per image and its features serve every question about it

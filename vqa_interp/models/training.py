@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -159,22 +161,41 @@ def train_model(model: VqaModel, split: TrainingSplit, *, epochs: int, batch_siz
     """
     question = model.encode(split.questions)
     targets = answer_targets(split.answers, model.answer_vocab)
-    optimiser = torch.optim.Adam(model.module.parameters(), lr=lr)
     by_image = model.encodes_image_alone
     steps_per_epoch = -(-(len(split.images) if by_image else len(split.questions)) // batch_size)
-    # one-cycle (warm-up then cosine decay) reaches a usable model in fewer epochs than a flat rate
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch,
-                                                   pct_start=0.2)
     generator = torch.Generator().manual_seed(seed)
     image_rows = torch.tensor(split.image_index)
-    history = {"loss": [], "train_accuracy": [], "threads": [],
-               **({"val_accuracy": []} if validation is not None else {})}
+
+    def loss_of(batch):
+        images, idx = batch
+        position = {int(r): i for i, r in enumerate(images)}
+        image_of = torch.tensor([position[int(r)] for r in image_rows[idx]])
+        logits = model.training_logits(_normalise_batch(split.images[images]), image_of, take(question, idx))
+        loss = (-torch.log_softmax(logits, dim=1) * targets[idx] / 10).sum(dim=1).mean()
+        return loss, lambda: soft_accuracy(logits.argmax(1), targets[idx]).mean().item()
+
+    return _fit(model, epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr,
+                batches=lambda: list(training_batches(split, batch_size, by_image, generator)), loss_of=loss_of,
+                validate=(lambda: split_accuracy(model, validation)) if validation is not None else None,
+                threads=threads, announce=announce, on_epoch=on_epoch)
+
+
+def _fit(model: VqaModel, *, epochs: int, steps_per_epoch: int, lr: float, batches, loss_of, validate, threads,
+         announce, on_epoch) -> tuple[VqaModel, dict]:
+    """The loop every kind trains with: Adam with a one-cycle rate (warm-up then cosine decay: a usable
+    model in fewer epochs than a flat rate), torch's threads sized before each epoch (a program that
+    took a core meanwhile costs its core, not more), one progress bar over every step, the expected
+    duration announced after the first steps. ``batches() -> list`` is one epoch's batches (drawn at
+    the epoch's start); ``loss_of(batch) -> (loss, accuracy())``, ``accuracy()`` read after the step."""
+    optimiser = torch.optim.Adam(model.module.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch,
+                                                   pct_start=0.2)
+    history = {"loss": [], "train_accuracy": [], "threads": [], **({"val_accuracy": []} if validate else {})}
     total = epochs * steps_per_epoch
     progress = tqdm(total=total, desc="training", unit="step", leave=False)
     start = time.perf_counter()
     try:
         for epoch in range(epochs):
-            # re-sized every epoch: a program that took a core meanwhile costs its core, not more
             if threads == "auto":
                 history["threads"].append(size_torch_threads())
             else:
@@ -182,27 +203,22 @@ def train_model(model: VqaModel, split: TrainingSplit, *, epochs: int, batch_siz
                 history["threads"].append(int(threads))
             model.module.train()
             losses, hits = [], []
-            batches = list(training_batches(split, batch_size, by_image, generator))
-            for step, (images, idx) in enumerate(batches):
-                position = {int(r): i for i, r in enumerate(images)}
-                image_of = torch.tensor([position[int(r)] for r in image_rows[idx]])
-                logits = model.training_logits(_normalise_batch(split.images[images]), image_of, take(question, idx))
-                loss = (-torch.log_softmax(logits, dim=1) * targets[idx] / 10).sum(dim=1).mean()
+            for step, batch in enumerate(batches()):
+                loss, accuracy = loss_of(batch)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
                 schedule.step()
                 losses.append(loss.item())
-                hits.append(soft_accuracy(logits.argmax(1), targets[idx]).mean().item())
+                hits.append(accuracy())
                 progress.update()
-                if announce is not None and epoch == 0 and step + 1 == min(ANNOUNCE_AFTER, len(batches)):
-                    pace = (time.perf_counter() - start) / (step + 1)
-                    announce(total * pace, history["threads"][-1])
+                if announce is not None and epoch == 0 and step + 1 == min(ANNOUNCE_AFTER, steps_per_epoch):
+                    announce(total * (time.perf_counter() - start) / (step + 1), history["threads"][-1])
                     announce = None
             history["loss"].append(float(np.mean(losses)))
             history["train_accuracy"].append(float(np.mean(hits)))
-            if validation is not None:
-                history["val_accuracy"].append(split_accuracy(model, validation))
+            if validate:
+                history["val_accuracy"].append(validate())
             if on_epoch is not None:
                 on_epoch(epoch, history)
     finally:
@@ -228,6 +244,59 @@ def training_signature(model_settings, dataset) -> tuple[str, dict]:
     return short_signature(fields), fields
 
 
+# ------------------------------------------------------------------ generative models
+def answer_label(answers: Sequence[str]) -> str:
+    """The answer a question is trained on: its most frequent normalised human answer (ties: the first
+    given)."""
+    counts = Counter(normalize_answer(a) for a in answers)
+    return counts.most_common(1)[0][0] if counts else ""
+
+
+def generative_accuracy(model, split, batch_size: int = 64) -> float:
+    """Soft VQA accuracy of greedy decoding on every question of ``split``."""
+    from vqa_interp.data.answers import vqa_accuracy
+
+    model.module.eval()
+    scores = []
+    for begin in range(0, len(split.questions), batch_size):
+        rows = list(range(begin, min(begin + batch_size, len(split.questions))))
+        pixels = _normalise_batch(split.images[[split.image_index[r] for r in rows]])
+        question = model.encode([split.questions[r] for r in rows])
+        for r, answer in zip(rows, model.generate_answers(pixels, question)):
+            scores.append(vqa_accuracy(answer, split.answers[r]))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def train_generative(model, split, *, epochs: int, batch_size: int, lr: float, seed: int, on_epoch=None,
+                     validation=None, threads="auto", announce=None):
+    """Train a generative model (:mod:`vqa_interp.models.embedded_llava`, freshly built after
+    ``torch.manual_seed(seed)``) on ``split``: batches of ``batch_size`` questions in a random order
+    from a generator seeded with ``seed``, Adam with a one-cycle rate, the loss the mean negative
+    log-probability of each question's answer (:func:`answer_label`) and the end-of-sequence token.
+    Threads as :func:`train_model`. Returns the model in eval mode and its history: ``loss``,
+    ``train_accuracy`` (the mean probability of the trained answers: generation has no argmax to
+    score during training), ``val_accuracy`` (greedy decoding, the VQA soft score)."""
+    question = model.encode(split.questions)
+    target = model.encode_targets([answer_label(a) for a in split.answers])
+    for parameter in model.module.parameters():
+        parameter.requires_grad_(True)
+    generator = torch.Generator().manual_seed(seed)
+    image_rows = torch.tensor(split.image_index)
+
+    def batches():
+        order = torch.randperm(len(split.questions), generator=generator)
+        return [order[begin:begin + batch_size] for begin in range(0, len(order), batch_size)]
+
+    def loss_of(idx):
+        scores = model.target_scores(_normalise_batch(split.images[image_rows[idx]]), take(question, idx),
+                                     take(target, idx))
+        return -scores.mean(), lambda: scores.detach().exp().mean().item()
+
+    return _fit(model, epochs=epochs, steps_per_epoch=-(-len(split.questions) // batch_size), lr=lr, batches=batches,
+                loss_of=loss_of, validate=(lambda: generative_accuracy(model, validation)) if validation is not None
+                else None, threads=threads, announce=announce, on_epoch=on_epoch)
+
+
 def embedded_checkpoint_path(model_settings, home: str | Path, dataset) -> Path:
     """Where a model trained here for this data/model/training config lives (signature in the name)."""
     kind = model_kind(model_settings.kind)
@@ -236,7 +305,7 @@ def embedded_checkpoint_path(model_settings, home: str | Path, dataset) -> Path:
 
 
 def embedded_prefix(kind: str) -> str:
-    return "embedded" if kind == "kazemi" else f"embedded_{kind}"
+    return {"kazemi": "embedded", "hf_vlm": "embedded_llava"}.get(kind, f"embedded_{kind}")
 
 
 def train_and_save(model_settings, dataset, out_path: Path, on_epoch=None, announce=None) -> dict:
@@ -256,10 +325,11 @@ def train_and_save(model_settings, dataset, out_path: Path, on_epoch=None, annou
     torch.manual_seed(t["seed"])
     model = model_kind(m.kind).untrained(m, split.questions, split.answers)
     before = torch.get_num_threads()
+    train = train_generative if model.generative else train_model   # a generative model learns to generate
     try:
-        model, history = train_model(model, split, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-                                     seed=t["seed"], on_epoch=on_epoch, validation=validation,
-                                     threads=t.get("threads", "auto"), announce=announce)
+        model, history = train(model, split, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
+                               seed=t["seed"], on_epoch=on_epoch, validation=validation,
+                               threads=t.get("threads", "auto"), announce=announce)
     finally:
         torch.set_num_threads(before)
     seconds = time.perf_counter() - start

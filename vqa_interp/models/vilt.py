@@ -153,11 +153,15 @@ class ViltModel(VqaModel):
         keep = (input_ids == self.tokenizer.cls_token_id) | (input_ids == self.tokenizer.sep_token_id)
         return torch.where(keep, input_ids, torch.full_like(input_ids, pad)), attention_mask, token_type_ids
 
-    def attentions(self, pixels: torch.Tensor, question) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``(logits, [A_l [B, H, T, T]])`` with every layer's attention probabilities in the graph."""
-        return self.module.run(pixels, *question, output_attentions=True)
+    def attentions(self, pixels: torch.Tensor, question, target=None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(target logits [B] (all logits [B, A] without ``target``), [A_l [B, H, T, T]])`` with every
+        layer's attention probabilities in the graph."""
+        logits, attentions = self.module.run(pixels, *question, output_attentions=True)
+        if target is not None:
+            logits = logits.gather(1, target[0][:, None].to(logits.device))[:, 0]
+        return logits, attentions
 
-    def token_layout(self, pixels: torch.Tensor, question) -> tuple[int, slice, tuple[int, int]]:
+    def token_layout(self, pixels: torch.Tensor, question, target=None) -> tuple[int, slice, tuple[int, int]]:
         """``(row the answer head reads, the patch columns, the grid (h, w))``."""
         length = question[0].shape[1]
         h, w = self.module.grid(pixels)

@@ -102,7 +102,8 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
                                                           data_digest)
     if on_predictions is not None:
         on_predictions(predictions)
-    targets, skipped_targets = plan_targets(predictions, settings.attribution.target_policy)
+    targets, skipped_targets = plan_targets(predictions, settings.attribution.target_policy,
+                                            answer_key=lambda answer, index: model.answer_key(answer))
     targets = map_keys(targets, digests)
     cache = map_cache_for(settings, model)
     with timed(timings, "attribution"):

@@ -43,7 +43,8 @@ def attribute_targets(model, settings, targets: pd.DataFrame, cache: MapCache, l
     A model-free baseline method (``method=random`` ...) makes its map from the example instead."""
     a = settings.attribution
     keys = targets.drop_duplicates("map_key")
-    missing = [MapRequest(r.map_key, r.row, r.row, r.target_index) for r in keys.itertuples() if not cache.has(r.map_key)]
+    missing = [MapRequest(r.map_key, r.row, r.row, r.target_answer) for r in keys.itertuples()
+               if not cache.has(r.map_key)]
     cache.hits += len(keys) - len(missing)
     attribute = None
 

@@ -97,14 +97,15 @@ def measure(model, pixels: torch.Tensor, question, device: str) -> tuple[int, in
         return t
 
     context = torch.backends.cudnn.flags(enabled=False) if device.startswith("cuda") else contextlib.nullcontext()
+    probe = getattr(model, "probe", None) or model.forward   # VqaModel.probe: one pass as the stages run it
     try:
         with context:
             with torch.no_grad():
-                model.forward(pixels, question)
+                probe(pixels, question)
             forward = 2 * largest["in_out"]
             x = pixels.clone().requires_grad_(True)
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                model.forward(x, question)
+                probe(x, question)
             backward = sum(saved.values()) + 2 * largest["out"]
     finally:
         for handle in handles:

@@ -14,9 +14,9 @@ from vqa_interp.models.base import VqaModel, take
 from vqa_interp.util.disk_cache import DiskCache
 from vqa_interp.util.memory import batching_of
 
-CACHE_VERSION = 3   # raise when predict()'s table changes: cached predictions are then ignored
+CACHE_VERSION = 4   # raise when predict()'s table changes: cached predictions are then ignored
 COLUMNS = ("question_id", "image_id", "question", "answer", "answer_type", "question_type", "prediction", "confidence",
-           "correct", "vqa_accuracy", "label_index", "prediction_index", "row")
+           "correct", "vqa_accuracy", "label_index", "prediction_index", "label_answerable", "row")
 
 
 def image_loader(model: VqaModel, examples: Sequence[Example]) -> Callable[[list[int]], torch.Tensor]:
@@ -39,24 +39,36 @@ def answer_lookup(answers: Sequence[str]) -> dict[str, int]:
 
 def predict(model: VqaModel, examples: Sequence[Example], load_images, question: tuple, *, batch_size: int,
             device: str = "cpu") -> pd.DataFrame:
-    """One row per example: prediction, confidence (softmax p), correct, VQA accuracy, label index.
+    """One row per example: prediction, confidence, correct, VQA accuracy, label index.
 
-    ``correct`` means the prediction equals the labelled answer (``multiple_choice_answer``), both
-    normalised as the official evaluation; ``vqa_accuracy`` is the official soft score against the
-    10 human answers.
+    A classifier's prediction is its argmax class and its confidence the softmax probability; a
+    generative model's is its (normalised) generated or chosen answer with the answer's probability
+    normalised over the question's multiple-choice candidates
+    (:meth:`~vqa_interp.models.base.VqaModel.predict_answers`), so the paper's confidence bands keep
+    their meaning. ``correct`` means the prediction equals the labelled answer
+    (``multiple_choice_answer``), both normalised as the official evaluation; ``vqa_accuracy`` is the
+    official soft score against the 10 human answers; ``label_index`` / ``prediction_index`` are a
+    classifier's classes (-1: not in its vocabulary, or a generative model); ``label_answerable``
+    whether the label can be a target.
     """
-    vocab = answer_lookup(model.answers)
+    vocab = answer_lookup(model.answers) if not model.generative else {}
     rows = []
     with torch.no_grad():
         for begin in tqdm(range(0, len(examples), batch_size), desc="predict", leave=False):
             idx = list(range(begin, min(begin + batch_size, len(examples))))
-            logits = model.forward(load_images(idx).to(device), model.to_device(take(question, idx), device))
-            probs = torch.softmax(logits.float(), dim=1).cpu()
-            confidence, predicted = probs.max(dim=1)
+            pixels, encoded = load_images(idx).to(device), model.to_device(take(question, idx), device)
+            if model.generative:
+                answers, confidence = model.predict_answers(pixels, encoded,
+                                                            [examples[i].multiple_choices for i in idx])
+                predicted = [-1] * len(idx)
+            else:
+                probs = torch.softmax(model.forward(pixels, encoded).float(), dim=1).cpu()
+                confidence, predicted = probs.max(dim=1)
+                answers = [normalize_answer(model.answers[int(p)]) for p in predicted]
             for j, i in enumerate(idx):
                 ex = examples[i]
                 label = normalize_answer(ex.multiple_choice_answer)
-                prediction = normalize_answer(model.answers[int(predicted[j])])
+                prediction = answers[j]
                 rows.append({
                     "question_id": ex.question_id, "image_id": ex.image_id, "question": ex.question,
                     "answer": label, "answer_type": ex.answer_type,
@@ -64,6 +76,7 @@ def predict(model: VqaModel, examples: Sequence[Example], load_images, question:
                     "confidence": float(confidence[j]), "correct": prediction == label,
                     "vqa_accuracy": vqa_accuracy(prediction, ex.answers),
                     "label_index": vocab.get(label, -1), "prediction_index": int(predicted[j]),
+                    "label_answerable": bool(model.generative or vocab.get(label, -1) >= 0),
                     "row": i,
                 })
     return pd.DataFrame(rows, columns=list(COLUMNS))
@@ -77,7 +90,8 @@ def cached_predictions(settings, model: VqaModel, examples: Sequence[Example], l
     (equal to the computed one, dtypes included). Returns ``(table, whether it was cached)``."""
     store = DiskCache(settings.cache, "predictions", CACHE_VERSION)
     key = {"model": model.identity(), "device": settings.device, "batch_size": settings.attribution.batch_size,
-           "data": data_digest}
+           "data": data_digest,
+           **({"choices": [list(e.multiple_choices) for e in examples]} if model.generative else {})}
     table = store.read_table(key, columns=COLUMNS)
     if table is not None and len(table) == len(examples):
         return table[list(COLUMNS)], True
