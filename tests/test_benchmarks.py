@@ -64,3 +64,25 @@ def test_the_paper_models_memory_benchmark_runs_small():
     results = kazemi_memory((2, 3), side=64)
     assert results["kazemi_peak_rss_gb.2"] > 0 and results["kazemi_peak_rss_gb.3"] > 0
     assert results["kazemi_rss_ratio"] > 0 and "GiB" in results["kazemi_memory_budget"]
+
+
+def test_vlm_benchmark_measures_each_method_against_its_floor(tmp_path):
+    from benchmarks import vlm
+
+    out = tmp_path / "vlm.json"
+    vlm.main(["--size", "embedded", "--batch", "2", "--repeats", "1", "--ig-steps", "2", "--json", str(out)])
+    results = json.loads(out.read_text())
+    assert results["floor.forward_s"] > 0 and results["floor.forward_backward_s"] > 0
+    for method in ("attention", "rollout", "chefer", "saliency", "ig"):
+        assert results[f"{method}_ratio"] > 0 and results[f"{method}_maps_per_second"] > 0
+
+
+def test_busy_benchmark_reports_the_ratio_of_each_policy(monkeypatch):
+    """The controller's arithmetic and table (the workers' timings replaced: no timing is asserted)."""
+    from benchmarks import busy
+
+    timings = iter([{"seconds": 2.0, "threads": [2]}, {"seconds": 3.0, "threads": [1]}])
+    monkeypatch.setattr(busy, "measure", lambda *args, **kwargs: next(timings))
+    results = busy.bench(steps=1, recheck=1, workloads=["training"], policies=["sized"])
+    assert results["training.sized"]["ratio"] == 1.5
+    assert "| training | sized | 2.0 | 3.0 | 1.5 (met) |" in busy.to_markdown(results, 1)

@@ -455,3 +455,35 @@ def test_paligemma_maps_do_not_depend_on_the_batch(paligemma):
         scale = float(together[i].abs().max())
         np.testing.assert_allclose(alone[0].detach().numpy(), together[i].detach().numpy(), rtol=1e-4,
                                    atol=1e-5 * scale)
+
+
+@pytest.mark.slow
+def test_embedded_llava_runs_end_to_end_with_every_table_the_other_models_have(cli_env, tmp_path):
+    """``model=embedded_llava method=rollout`` (the shipped LLaVA): predictions by generation, floors and
+    ceiling, the analysis, the explain stage's tables (question words inside the prompt, the image's
+    share, deletion/insertion on the answer's probability); a method it cannot serve refused in one line."""
+    from mlflow.tracking import MlflowClient
+
+    import pandas as pd
+
+    result = subprocess.run([python(), "-m", "vqa_interp.run", "model=embedded_llava", "method=rollout",
+                             "+experiment=smoke", "explain.ig_steps=8"], env=cli_env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "model=embedded_llava: the shipped model" in result.stdout
+    assert "Between floors and ceiling" in result.stdout and "Faithfulness:" in result.stdout
+    client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
+    run = client.search_runs([client.get_experiment_by_name("vqa-interp").experiment_id])[0]
+    assert run.info.status == "FINISHED" and run.data.tags["model_kind"] == "hf_vlm"
+    assert run.data.tags["model_source"] == "shipped"
+    tables = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
+    assert {"tables/baselines.csv", "tables/normalised.csv", "tables/significance.csv", "tables/faithfulness.csv",
+            "tables/token_attributions.csv"} <= tables
+    assert "norm/rank_corr" in run.data.metrics
+    per_example = pd.read_csv(client.download_artifacts(run.info.run_id, "tables/per_example.csv", str(tmp_path)))
+    assert per_example["rank_corr"].notna().all() and per_example["confidence"].between(0, 1).all()
+    tokens = pd.read_csv(client.download_artifacts(run.info.run_id, "tables/token_attributions.csv", str(tmp_path)))
+    assert len(tokens) and "?" in set(tokens["token"])          # the question's own words, found in the prompt
+    refused = subprocess.run([python(), "-m", "vqa_interp.run", "model=embedded_llava", "method=gbackp"], env=cli_env,
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "relu_units" in refused.stderr and "Traceback" not in refused.stderr

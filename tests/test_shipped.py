@@ -21,7 +21,7 @@ def _settings(home, *overrides):
 
 def test_every_shipped_model_is_there_with_its_digest_and_retrain_command():
     models = shipped_models()
-    assert {m.name for m in models} >= {"embedded", "embedded_vilt"}
+    assert {m.name for m in models} >= {"embedded", "embedded_vilt", "embedded_llava"}
     for model in models:
         verify(model)
         assert model.retrain.startswith(f"python -m vqa_interp.train model={model.name} ")
@@ -29,7 +29,7 @@ def test_every_shipped_model_is_there_with_its_digest_and_retrain_command():
         assert model.facts["final_val_accuracy"] > model.facts["val_question_prior_accuracy"]
 
 
-@pytest.mark.parametrize("name", ["embedded", "embedded_vilt"])
+@pytest.mark.parametrize("name", ["embedded", "embedded_vilt", "embedded_llava"])
 def test_the_default_config_evaluates_the_shipped_model_without_training(name, tmp_path, home, capsys):
     from vqa_interp.data import dataset_for
     from vqa_interp.train import ensure_model, model_source_tags
