@@ -176,9 +176,9 @@ def toy_top_mass(a, h):
 
 
 def _doubled_gradient(model, options):
-    def attribute(x, t, question):          # model: the model interface; question: its own encoding
+    def attribute(x, target, question):     # model: the model interface; target, question: its encodings
         x = x.detach().requires_grad_(True)
-        model.forward(x, question).gather(1, t[:, None]).sum().backward()
+        model.target_scores(x, question, target).sum().backward()
         return options["scale"] * x.grad.abs()
     return attribute
 

@@ -287,7 +287,7 @@ def test_help_lists_the_groups(cli_env, tmp_path):
 
 def test_six_methods_beyond_the_paper_finish_and_ig_is_complete(cli_env, tmp_path):
     # the floors and ceiling are not under test here (their own tests): left out, ~40 s less
-    run_cli(["-m", "method=saliency,ig,smoothgrad,gradcam,gradshap,occlusion", "+experiment=smoke", "data.limit=6",
+    run_cli(["-m", "method=saliency,ig,smoothgrad,gradcam,gradshap,occlusion", "+experiment=smoke", "data.limit=4",
              "preprocessing.size=64", "analysis.bootstrap=50", "analysis.n_panels=1", "analysis.baselines=false",
              *NO_EXPLAIN], cli_env, tmp_path)
     client, runs = store(cli_env)

@@ -467,7 +467,7 @@ def test_embedded_llava_runs_end_to_end_with_every_table_the_other_models_have(c
     import pandas as pd
 
     result = subprocess.run([python(), "-m", "vqa_interp.run", "model=embedded_llava", "method=rollout",
-                             "+experiment=smoke", "explain.ig_steps=8"], env=cli_env, cwd=tmp_path,
+                             "+experiment=smoke", "data.limit=10", "explain.ig_steps=8"], env=cli_env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "model=embedded_llava: the shipped model" in result.stdout

@@ -58,3 +58,29 @@ def test_a_run_whose_process_died_is_closed_at_the_next_start(cli_env, tmp_path)
     closed = client.get_run(run_id)
     assert closed.info.status == "KILLED" and "ended without closing" in closed.data.tags["error"]
     assert closed.data.tags["process_id"].isdigit() and closed.data.tags["process_host"]
+
+
+def test_ctrl_c_ends_a_run_with_one_line_and_no_traceback(cli_env, tmp_path):
+    """Ctrl-C in a terminal signals the whole process group (the run and its forked processes): the
+    run ends KILLED and the user reads one line saying so, not a traceback."""
+    import os
+
+    process = subprocess.Popen([python(), "-m", "vqa_interp.run", *SLOW_RUN, f"paths.cache={tmp_path / 'cache'}"],
+                               env=cli_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.time() + 600
+    for line in process.stdout:
+        if line.startswith("MLflow run: "):
+            run_id = line.split()[2]
+            break
+        assert time.time() < deadline
+    deadline = time.time() + 120
+    while not list((tmp_path / "cache" / "maps").rglob("*.npy")) and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    lines = [line for line in stderr.splitlines() if line.strip() and "WARNING" not in line and "INFO" not in line]
+    assert "Traceback" not in stderr and len(lines) == 1, stderr[-3000:]
+    assert lines[0].startswith(f"interrupted: MLflow run {run_id} ends KILLED")
+    assert MlflowClient(cli_env["MLFLOW_TRACKING_URI"]).get_run(run_id).info.status == "KILLED"

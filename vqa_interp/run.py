@@ -8,6 +8,11 @@ what was made). The stages are :mod:`vqa_interp.pipeline`; what a run records is
 """
 from __future__ import annotations
 
+if __name__ == "__main__":   # before torch loads: OpenMP threads that wait sleep soon (vqa_interp.util.cores)
+    from vqa_interp.util.cores import quiet_waiting
+
+    quiet_waiting()
+
 import logging
 import os
 import sys

@@ -7,6 +7,11 @@ calls *before* it opens its evaluation run, so an evaluation run never trains in
 """
 from __future__ import annotations
 
+if __name__ == "__main__":   # before torch loads: OpenMP threads that wait sleep soon (vqa_interp.util.cores)
+    from vqa_interp.util.cores import quiet_waiting
+
+    quiet_waiting()
+
 import logging
 import sys
 from pathlib import Path

@@ -34,7 +34,8 @@ _WAIT_VARIABLES = {"GOMP_SPINCOUNT": "20000"}
 
 def quiet_waiting() -> None:
     """Make the OpenMP runtime's waiting threads sleep soon (unless the user set the variable).
-    Effective only before torch is first imported: ``vqa_interp/__init__.py`` calls it."""
+    Effective only before torch is first imported: the entry points (``python -m vqa_interp.run``,
+    ``vqa_interp.train``) call it first; their child processes inherit it."""
     for key, value in _WAIT_VARIABLES.items():
         os.environ.setdefault(key, value)
 
