@@ -65,7 +65,9 @@ def test_ctrl_c_ends_a_run_with_one_line_and_no_traceback(cli_env, tmp_path):
     run ends KILLED and the user reads one line saying so, not a traceback."""
     import os
 
-    process = subprocess.Popen([python(), "-m", "vqa_interp.run", *SLOW_RUN, f"paths.cache={tmp_path / 'cache'}"],
+    # all 300 questions: the run is still computing maps when the signal comes, however loaded the machine
+    process = subprocess.Popen([python(), "-m", "vqa_interp.run", *SLOW_RUN, "data.limit=300",
+                                f"paths.cache={tmp_path / 'cache'}"],
                                env=cli_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     deadline = time.time() + 600
@@ -77,6 +79,7 @@ def test_ctrl_c_ends_a_run_with_one_line_and_no_traceback(cli_env, tmp_path):
     deadline = time.time() + 120
     while not list((tmp_path / "cache" / "maps").rglob("*.npy")) and time.time() < deadline:
         time.sleep(0.2)
+    assert process.poll() is None
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130
