@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size", type=int, default=448)
+    parser.add_argument("--depth", type=int, default=152, choices=[50, 101, 152],
+                        help="ResNet depth of the paper model (152: the paper's; a smaller one checks the script)")
     parser.add_argument("--json")
     parser.add_argument("--score-pairs", type=int, default=64, help="pairs per scoring batch")
     parser.add_argument("--score-size", type=int, default=448, help="side of the maps scored")
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     from benchmarks.run import kazemi_interface
 
-    model = kazemi_interface(VQAModel(ResNetBackbone(152), Net(15193, max_answers=3000, drop=0.0)).eval(),
+    model = kazemi_interface(VQAModel(ResNetBackbone(args.depth), Net(15193, max_answers=3000, drop=0.0)).eval(),
                              args.size).to(args.device)
     images = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
     q = torch.randint(1, 15193, (args.batch, 12), device=args.device)
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
             torch.cuda.synchronize()
 
     results = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-               "batch": args.batch, "size": args.size}
+               "batch": args.batch, "size": args.size, "resnet_depth": args.depth}
     options = {"saliency": {"abs": True}, "ggradcam": {"layer": "cam"}}
     with torch.backends.cudnn.flags(enabled=not args.device.startswith("cuda")):  # LSTM backward in eval mode
         for method in ("saliency", "gbackp", "deconv", "ggradcam"):
