@@ -69,7 +69,10 @@ def test_ctrl_c_ends_a_run_with_one_line_and_no_traceback(cli_env, tmp_path):
     process = subprocess.Popen([python(), "-m", "vqa_interp.run", *SLOW_RUN, "data.limit=300",
                                 f"paths.cache={tmp_path / 'cache'}"],
                                env=cli_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True,
+                               # as from a terminal: a pytest-xdist worker ignores SIGINT, and a child
+                               # started with SIGINT ignored would ignore it too (Python keeps SIG_IGN)
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 600
     for line in process.stdout:
         if line.startswith("MLflow run: "):
