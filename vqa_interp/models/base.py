@@ -128,12 +128,9 @@ class VqaModel(abc.ABC):
         """The class of an (official-normalised) answer string, -1 where the model cannot answer it."""
         lookup = self.__dict__.get("_lookup")
         if lookup is None:
-            from vqa_interp.data.answers import normalize_answer
+            from vqa_interp.models.vocab import answer_lookup
 
-            lookup = {}
-            for index, known in enumerate(self.answers):   # the more frequent spelling (lower index) wins
-                lookup.setdefault(normalize_answer(known), index)
-            self.__dict__["_lookup"] = lookup
+            lookup = self.__dict__["_lookup"] = answer_lookup(self.answers)
         return lookup.get(answer, -1)
 
     def can_answer(self, answer: str) -> bool:

@@ -144,18 +144,15 @@ class GenerativeVlm(VqaModel):
     def token_mask(self, question) -> torch.Tensor:
         ids, mask = question
         out = torch.zeros_like(mask, dtype=torch.bool)
+        question_of = {tuple(v): k for k, v in self._prompts.items()}   # prompt ids -> its question, once a call
         for i in range(len(ids)):
             real = ids[i][mask[i].bool()].tolist()
             offset = len(ids[i]) - len(real)
-            text = self._question_of.get(tuple(real))
+            text = question_of.get(tuple(real))
             if text is not None:
                 for p in self._question_positions(real, text):
                     out[i, offset + p] = True
         return out
-
-    @property
-    def _question_of(self) -> dict:
-        return {tuple(v): k for k, v in self._prompts.items()}
 
     def question_baseline(self, question):
         ids, mask = question

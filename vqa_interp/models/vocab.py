@@ -32,3 +32,13 @@ def encode_questions(questions: Sequence[str], vocab: dict[str, int]) -> tuple[t
     for i, e in enumerate(encoded):
         q[i, : len(e)] = torch.tensor(e, dtype=torch.long)
     return q, torch.tensor([max(1, len(e)) for e in encoded], dtype=torch.long)
+
+
+def answer_lookup(answers: Sequence[str]) -> dict[str, int]:
+    """The answer vocabulary (``answers`` by logit index) keyed by the official normalisation of each
+    answer, so that a label ("2") finds the model's answer under whatever spelling the vocabulary
+    used ("two"). Where two entries normalise alike, the more frequent one (lower index) wins."""
+    lookup: dict[str, int] = {}
+    for index, answer in enumerate(answers):
+        lookup.setdefault(normalize_answer(answer), index)
+    return lookup

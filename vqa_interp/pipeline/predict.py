@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from vqa_interp.data.answers import normalize_answer, vqa_accuracy
 from vqa_interp.data.vqa import Example
 from vqa_interp.models.base import VqaModel, take
+from vqa_interp.models.vocab import answer_lookup
 from vqa_interp.util.disk_cache import DiskCache
 from vqa_interp.util.memory import batching_of
 
@@ -25,16 +26,6 @@ def image_loader(model: VqaModel, examples: Sequence[Example]) -> Callable[[list
     def load(rows: list[int]) -> torch.Tensor:
         return model.load_pixels([examples[r].image_path for r in rows])
     return load
-
-
-def answer_lookup(answers: Sequence[str]) -> dict[str, int]:
-    """The answer vocabulary (``answers`` by logit index) keyed by the official normalisation of each
-    answer, so that a label ("2") finds the model's answer under whatever spelling the vocabulary
-    used ("two"). Where two entries normalise alike, the more frequent one (lower index) wins."""
-    lookup: dict[str, int] = {}
-    for index, answer in enumerate(answers):
-        lookup.setdefault(normalize_answer(answer), index)
-    return lookup
 
 
 def predict(model: VqaModel, examples: Sequence[Example], load_images, question: tuple, *, batch_size: int,
