@@ -65,7 +65,7 @@ def test_groups_too_small_or_constant_are_not_testable():
     small = compare_groups(np.array([0.1]), rng.random(5), n_bootstrap=10, rng=rng)
     constant = compare_groups(np.full(4, 0.2), np.full(3, 0.2), n_bootstrap=10, rng=rng)
     for rows in (small, constant):
-        assert {r["test"] for r in rows} == {"student", "welch", "mannwhitney"}
+        assert {r["test"] for r in rows} == {"cluster_bootstrap", "student", "welch", "mannwhitney"}
         assert all(not r["testable"] and r["reason"] and np.isnan(r["p_value"]) for r in rows)
     table = _table(n=10)
     sig = significance_table(table.assign(confidence_level="mid"), n_bootstrap=10)
@@ -117,7 +117,8 @@ def test_a_comparison_below_min_group_is_underpowered_and_never_significant():
     rows = compare_groups(x, y, n_bootstrap=10, rng=rng, min_group=10)
     assert all(not r["testable"] and r["reason"].startswith("underpowered") for r in rows)
     assert all(np.isnan(r["p_value"]) for r in rows)
-    assert compare_groups(x, y, n_bootstrap=10, rng=rng, min_group=5)[0]["p_value"] < 1e-10
+    rows = {r["test"]: r for r in compare_groups(x, y, n_bootstrap=10, rng=rng, min_group=5)}
+    assert rows["student"]["p_value"] < 1e-10 and rows["cluster_bootstrap"]["p_value"] == pytest.approx(1 / 11)
     table = _table(n=60, seed=2)
     sig = analyse(table, low=0.25, high=0.75, n_bootstrap=20, min_group=50).tables["significance"]
     assert not sig["testable"].any() and not sig["significant"].any()

@@ -99,7 +99,7 @@ def test_saliency_is_abs_gradient_and_all_methods_give_input_shaped_maps():
     saliency = make_attributor(model, "saliency", {"abs": True})(image.clone().requires_grad_(True), target,
                                                                 (q, q_len))
     assert torch.allclose(saliency, x.grad.abs(), atol=1e-6)
-    for method in [m for m, entry in METHODS.items() if entry.kind == "model" and set(entry.needs) <= model.provides]:
+    for method in [m for m, entry in METHODS.items() if entry.kind == "model" and entry.runs_on(model.provides)]:
         out = make_attributor(model, method, {})(image.clone().requires_grad_(True), target, (q, q_len))
         if isinstance(out, tuple):   # (attributions, per-map diagnostics), e.g. IG's completeness error
             out, extras = out

@@ -76,9 +76,10 @@ def test_baselines_table_normalised_scores_and_paired_tests_against_scipy():
     tests = paired_baseline_tests(examples, refs, n_bootstrap=100)
     centre = refs[refs["reference"] == "centre"].set_index("question_id")
     row = tests[(tests["reference"] == "centre") & (tests["metric"] == "rank_corr")].iloc[0]
-    expected = scipy.stats.wilcoxon(examples.set_index("question_id")["rank_corr"] - centre["rank_corr"])
-    assert row["p_value"] == pytest.approx(expected.pvalue) and row["statistic"] == pytest.approx(expected.statistic)
-    assert row["better"]   # the method is 0.1 above the centre baseline on 60 questions
+    diff = examples.set_index("question_id")["rank_corr"] - centre["rank_corr"]
+    assert row["mean_diff"] == pytest.approx(diff.mean()) and row["test"] == "sign_flip"
+    assert row["p_value"] == pytest.approx(1 / 4001)   # no flip of 60 questions (no images: each its own) reaches it
+    assert row["better"] and row["verdict"] == "better"  # the method is 0.1 above the centre baseline
 
 
 def _per_example(method_shift, n=40, seed=0):
@@ -94,30 +95,33 @@ def _per_example(method_shift, n=40, seed=0):
     return pd.DataFrame(rows)
 
 
-def test_method_pairs_equal_scipy_wilcoxon_on_one_row_per_question_every_method_scored():
+def test_method_pairs_are_the_sign_flip_test_on_one_row_per_question_every_method_scored():
+    from vqa_interp.analysis.verdicts import sign_flip_p
+
     a, b = _per_example(0.1, seed=1), _per_example(0.0, seed=2)
     c = _per_example(0.0, seed=3).iloc[5:]                     # a method with fewer questions
     runs = [{"method": "a", "k": 0.1, "setting": (), "table": a}, {"method": "b", "k": 0.1, "setting": (), "table": b},
             {"method": "c", "k": 0.1, "setting": (), "table": c},
             {"method": "a", "k": 0.2, "setting": (), "table": a}]   # alone in its setting: no pair
     pairs = paired_method_tests(runs, n_bootstrap=100)
-    assert set(pairs["k"]) == {0.1} and len(pairs[pairs["test"] == "wilcoxon"]) == 3 * 4
+    assert set(pairs["k"]) == {0.1} and len(pairs[pairs["test"] == "sign_flip"]) == 3 * 4 == len(pairs)
     # one row per question (the map of the predicted answer), on the questions all three scored
     stands = {name: t[t["on_prediction"]].set_index("question_id") for name, t in (("a", a), ("b", b), ("c", c))}
     common = sorted(set(stands["a"].index) & set(stands["b"].index) & set(stands["c"].index))
     assert len(common) == 37          # q3 keeps its prediction row, the one that stands for it
     for x, y in (("a", "b"), ("a", "c")):
         for metric in ("rank_corr", "iou"):
-            row = pairs[(pairs.method_a == x) & (pairs.method_b == y) & (pairs.metric == metric)].set_index("test")
-            assert row.loc["wilcoxon", "n"] == len(common)
+            row = pairs[(pairs.method_a == x) & (pairs.method_b == y) & (pairs.metric == metric)].iloc[0]
+            assert row["n"] == len(common) and row["n_images"] == len({q // 2 for q in common})
             vx, vy = stands[x].loc[common, metric], stands[y].loc[common, metric]
-            expected = scipy.stats.wilcoxon(vx - vy)
-            assert row.loc["wilcoxon", "p_value"] == pytest.approx(expected.pvalue, rel=1e-12)
-            assert row.loc["paired_t", "p_value"] == pytest.approx(scipy.stats.ttest_rel(vx, vy).pvalue, rel=1e-12)
-    wilcoxon = pairs[(pairs.test == "wilcoxon") & (pairs.metric == "rank_corr")]
+            assert row["mean_diff"] == pytest.approx((vx - vy).mean())
+            images = stands[x].loc[common, "image_id"].to_numpy()
+            assert row["p_value"] == pytest.approx(sign_flip_p((vx - vy).to_numpy(), images,
+                                                               rng=np.random.default_rng(123)), abs=0.03)
+    chosen = pairs[pairs.metric == "rank_corr"]
     from vqa_interp.analysis.statistics import holm
 
-    assert wilcoxon["p_holm"].to_numpy() == pytest.approx(holm(wilcoxon["p_value"].to_numpy()))
+    assert chosen["p_holm"].to_numpy() == pytest.approx(holm(chosen["p_value"].to_numpy()))
     ranking = method_ranking(runs, n_bootstrap=100)
     top = ranking[(ranking.k == 0.1) & (ranking.metric == "rank_corr")].sort_values("rank")
     assert top["method"].iloc[0] == "a" and set(top["n"]) == {37}

@@ -57,3 +57,40 @@ def test_a_truncated_entry_is_named_removed_and_computed_again(tmp_path, caplog)
     assert not cache.has("1_2")
     cache.store("1_2", np.ones((8, 8), np.float32))
     assert cache.has("1_2") and cache.load("1_2").sum() == 64
+
+
+def test_an_entry_with_other_floats_or_swapped_with_another_fails_its_digest(tmp_path, caplog):
+    """Same size, same header, other numbers: read back silently before the digest."""
+    cache = MapCache(tmp_path, {"x": "swapped"})
+    a, b = np.arange(64, dtype=np.float32).reshape(8, 8), np.ones((8, 8), np.float32)
+    cache.store("1_0", a)
+    cache.store("2_0", b)
+    first, second = cache.path("1_0"), cache.path("2_0")
+    one, two = first.read_bytes(), second.read_bytes()
+    first.write_bytes(two)                                # the two entries swapped
+    second.write_bytes(one)
+    with caplog.at_level("WARNING"):
+        assert not cache.has("1_0") and not cache.has("2_0")
+    assert str(first) in caplog.text and str(second) in caplog.text and cache.repaired == 2
+    cache.store("1_0", a)
+    raw = bytearray(cache.path("1_0").read_bytes())
+    raw[-8:-4] = np.float32(7.0).tobytes()                # one float changed inside the array
+    cache.path("1_0").write_bytes(bytes(raw))
+    assert not cache.has("1_0")
+
+
+def test_a_cached_table_cut_short_is_reported_and_computed_again(tmp_path, caplog):
+    import pandas as pd
+
+    from vqa_interp.util.disk_cache import DiskCache
+
+    store = DiskCache(tmp_path, "scores", 1)
+    frame = pd.DataFrame({"question_id": range(24), "rank_corr": np.linspace(0, 1, 24)})
+    store.write_table({"a": 1}, frame)
+    pd.testing.assert_frame_equal(store.read_table({"a": 1}), frame)
+    path = store.path({"a": 1})
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:13]))                # half its rows: still a valid CSV
+    with caplog.at_level("WARNING"):
+        assert store.read_table({"a": 1}) is None
+    assert str(path) in caplog.text and "fails its content digest" in caplog.text and not path.exists()

@@ -38,12 +38,21 @@ def test_help_names_every_option_once_and_aliases_as_aliases():
     ("memory.budget=lots", "memory.budget='lots'"),
     ("tracking.uri=file:./mlruns", "tracking.uri=file:./mlruns: a file store"),
     ("analysis.test=ttest", "analysis.test"),
+    ("data.question_ids=[900001000,900001000,900001000]", "data.question_ids lists [900001000] more than once"),
+    ("seed=abc", "seed='abc'"),
+    ("data.skip_missing_images=no", "data.skip_missing_images='no'; expected true or false"),
+    ("analysis.baselines=off", "analysis.baselines='off'; expected true or false"),
+    ("tracking.uri=sqlite:////proc/nowhere/mlflow.db", "the folder /proc/nowhere cannot be created"),
+    ("method=nosuch", "method=nosuch is not a config of the method group"),
+    ("model=vlit", "did you mean model=vilt?"),
+    ("-m method=saliency,gradcm", "did you mean method=gradcam?"),
 ])
 def test_a_config_error_is_one_line_exit_2_and_no_traceback(override, message, cli_env, tmp_path):
     result = _run([*override.split(), "data.limit=5"], env=cli_env, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1, result.stderr
     from mlflow.tracking import MlflowClient   # no run was opened
 
     client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])

@@ -4,13 +4,13 @@ question with images resampled, and how robust a sweep's ranking is."""
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.stats
 
 from vqa_interp.analysis.baselines import baselines_table, normalised_table, paired_baseline_tests
 from vqa_interp.analysis.comparisons import method_ranking, paired_method_tests
 from vqa_interp.analysis.robustness import (metric_agreement, ranking_by_type, ranking_stability, robustness_figure,
                                             robustness_lines)
-from vqa_interp.analysis.statistics import analyse, bootstrap_mean_ci, wilcoxon_test
+from vqa_interp.analysis.resampling import bootstrap_mean_ci
+from vqa_interp.analysis.statistics import analyse
 from vqa_interp.analysis.summary import sweep_summary
 from vqa_interp.errors import ConfigError
 
@@ -44,7 +44,7 @@ def test_the_ranking_cannot_contradict_its_paired_test_when_a_method_drops_the_h
     assert top.loc["a", "n"] == 30 and top.loc["a", "mean"] == pytest.approx(a[10:].mean())
     assert top.loc["gradcam", "coverage"] == pytest.approx(0.75) and top.loc["gradcam", "low_coverage"]
     assert top.loc["a", "coverage"] == 1.0 and not top.loc["a", "low_coverage"]
-    test = pairs[(pairs["metric"] == "rank_corr") & (pairs["test"] == "wilcoxon")].iloc[0]
+    test = pairs[(pairs["metric"] == "rank_corr") & (pairs["test"] == "sign_flip")].iloc[0]
     assert test["mean_diff"] == pytest.approx(0.05) and test["better"] == "a" and test["p_holm"] < 0.05
     text = sweep_summary(ranking, pairs, pd.DataFrame())
     line = next(row for row in text.splitlines() if " a " in f" {row} " and "rank_corr" in row)
@@ -60,7 +60,7 @@ def test_a_lower_is_better_metric_ranks_and_reads_in_its_own_direction():
     pairs = paired_method_tests(runs, metrics=["kld"], n_bootstrap=100)
     ranking = method_ranking(runs, metrics=["kld"], n_bootstrap=100)
     assert list(ranking.sort_values("rank")["method"]) == ["a", "b"]
-    assert pairs[pairs["test"] == "wilcoxon"].iloc[0]["better"] == "a"
+    assert pairs[pairs["test"] == "sign_flip"].iloc[0]["better"] == "a"
 
 
 # ---------------------------------------------------------------- 2-3. floors and the ceiling
@@ -195,14 +195,6 @@ def test_token_and_faithfulness_tables_count_questions():
     per_target = pd.concat([examples, examples.iloc[:10]], ignore_index=True)      # 50 maps for 40 questions
     tables, _, _ = explain_results(examples, per_target, alpha=0.05, n_bootstrap=100, seed=0, min_group=5)
     assert tables["token_scores"]["n"].iloc[0] == n and (tables["faithfulness"]["n"] == n).all()
-
-
-def test_paired_wilcoxon_ranks_the_zero_differences_by_pratts_method():
-    """IoU pairs tie exactly on many questions: Pratt ranks the zeros, scipy's default drops them."""
-    diff = np.r_[np.zeros(40), np.full(6, 0.02), -0.01]
-    statistic, p, testable = wilcoxon_test(diff)
-    assert testable and p == pytest.approx(scipy.stats.wilcoxon(diff, zero_method="pratt").pvalue)
-    assert p > scipy.stats.wilcoxon(diff).pvalue
 
 
 # ---------------------------------------------------------------- 5. target policy x map_for_example

@@ -29,7 +29,7 @@ def _models():
 
 def _applicable(model) -> list[str]:
     return [name for name, m in METHODS.items()
-            if m.kind != "baseline" and all(n in model.provides for n in m.needs)]
+            if m.kind != "baseline" and m.runs_on(model.provides)]
 
 
 def _out(value):

@@ -144,3 +144,16 @@ def test_deletion_and_insertion_break_ties_by_no_position(kind):
         red = np.linspace(0.5, 0.5, 11)
         expected = torch.softmax(torch.tensor(np.stack([8 * red, -8 * red], 1)), 1)[:, 0].numpy()
         np.testing.assert_allclose(base["deletion"][0], expected, atol=1e-6)
+
+
+def test_an_internal_batch_below_the_examples_is_met_in_chunks_without_captums_warning(batch, recwarn):
+    """Captum raises its internal batch to the number of examples (and warns) when it is below it:
+    the budget would not hold. The examples go in chunks instead, with the same numbers."""
+    model, images, q, q_len, targets = batch
+    images, q, q_len, targets = images[:6], q[:6], q_len[:6], targets[:6]
+    for function in (token_attributions, image_question_share):
+        whole = function(model, images, (q, q_len), targets, n_steps=8)
+        chunked = function(model, images, (q, q_len), targets, n_steps=8, internal_batch_size=4)
+        for a, b in zip(whole, chunked):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert not [w for w in recwarn if "internal batch size" in str(w.message).lower()]

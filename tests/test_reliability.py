@@ -163,6 +163,24 @@ def test_a_bad_image_is_named_or_skipped_and_counted(embedded_root, tmp_path, da
     assert selection.skipped["bad_image"] >= 1 and len(selection.examples) == 5 - selection.skipped["bad_image"]
 
 
+def test_a_human_map_holding_nan_is_named_before_any_work(embedded_root, tmp_path):
+    """A 32-bit float map (TIFF bytes behind a .png name: PIL reads files by their content) with NaN:
+    named, never silently dropped from the floors and the ceiling."""
+    import numpy as np
+    from PIL import Image
+
+    from vqa_interp.data.vqa import load_examples, resolve_paths
+    from vqa_interp.errors import DataError
+
+    root = _copy_embedded(embedded_root, tmp_path)
+    target = sorted(resolve_paths(root).human_maps.glob("*.png"))[0]
+    values = np.asarray(Image.open(target).convert("L"), np.float32) / 255
+    values[3, 3] = np.nan
+    Image.fromarray(values, mode="F").save(target, format="TIFF")
+    with pytest.raises(DataError, match=re.escape(str(target)) + r" holds 1 NaN or infinite value"):
+        load_examples(resolve_paths(root))
+
+
 @pytest.mark.slow
 def test_the_cli_names_a_truncated_image_before_opening_a_run(embedded_root, cli_env, tmp_path):
     root = _copy_embedded(embedded_root, tmp_path)
@@ -240,3 +258,97 @@ def test_two_identical_runs_at_once_compute_each_map_once(cli_env, tmp_path):
     tables = [client.download_artifacts(_run_id(out), "tables/per_example.csv", str(tmp_path / f"t{i}"))
               for i, (out, _) in enumerate(outputs)]
     assert Path(tables[0]).read_text() == Path(tables[1]).read_text()
+
+
+# ------------------------------------------------------------------ processes that die as PID 1 of a container
+def _in_new_pid_namespace(code: str, tmp_path: Path) -> subprocess.Popen:
+    """``code`` run by Python as PID 1 of a new PID (and user) namespace, as a container's main
+    process; SIGKILL to the returned process kills it (``--kill-child``)."""
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--pid", "--fork", "true"], capture_output=True).returncode:
+        pytest.skip("unshare cannot make a PID namespace here (needs util-linux and user namespaces)")
+    return subprocess.Popen(["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child=SIGKILL",
+                             python(), "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def _first_line(proc: subprocess.Popen) -> str:
+    line = proc.stdout.readline().strip()
+    assert line, "the process in the namespace printed nothing"
+    return line
+
+
+def test_a_map_claim_held_by_a_killed_container_process_is_taken_over(tmp_path):
+    from vqa_interp.attribution.cache import MapCache
+
+    code = ("import os, time\nfrom vqa_interp.attribution.cache import MapCache\n"
+            f"cache = MapCache({str(tmp_path)!r}, {{'m': 1}})\nassert cache.claim('q1_0')\n"
+            "print(os.getpid(), flush=True)\ntime.sleep(600)\n")
+    holder = _in_new_pid_namespace(code, tmp_path)
+    try:
+        assert _first_line(holder) == "1"                       # it is PID 1 where it runs
+        cache = MapCache(tmp_path, {"m": 1})
+        assert not cache.claim("q1_0") and cache.claimed_by_other("q1_0")
+        assert "process 1 on" in cache.claimant("q1_0")
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while not cache.claim("q1_0"):                             # the kernel dropped its lock
+        assert time.monotonic() < deadline, "the dead process's claim was never released"
+        time.sleep(0.1)
+    assert not cache.claimed_by_other("q1_0")
+    cache.release("q1_0")
+
+
+def test_a_run_whose_container_process_was_killed_is_closed_as_killed(tmp_path):
+    from vqa_interp.tracking.liveness import close_orphans, orphaned
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking = f"TrackingSettings(uri={uri!r}, artifact_root={str(tmp_path / 'artifacts')!r})"
+    code = ("import os, time\nfrom vqa_interp.settings import TrackingSettings\n"
+            "from vqa_interp.tracking.store import start_run\n"
+            f"tracker = start_run({tracking}, 'victim')\nprint(tracker.run_id, flush=True)\ntime.sleep(600)\n")
+    victim = _in_new_pid_namespace(code, tmp_path)
+    try:
+        run_id = _first_line(victim)
+        client = MlflowClient(uri)
+        run = client.get_run(run_id)
+        assert run.info.status == "RUNNING" and run.data.tags["process_id"] == "1" and not orphaned(run)
+    finally:
+        victim.kill()
+        victim.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while not orphaned(client.get_run(run_id)):                 # once the kernel has dropped its lock
+        assert time.monotonic() < deadline, "the killed process is still seen alive"
+        time.sleep(0.1)
+    assert close_orphans(client, client.get_run(run_id).info.experiment_id) == [run_id]
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED" and "ended without closing the run" in run.data.tags["error"]
+
+
+def test_an_interrupt_during_the_sweeps_comparison_ends_the_parent_killed_and_keeps_finished_children(
+        tmp_path, monkeypatch):
+    from vqa_interp.tracking import signals, sweep
+    from vqa_interp.tracking.store import RunTracker
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("sweep", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(experiment, run_name="sweep: method=a,b", tags={"run_kind": "sweep"}).info.run_id
+    drawing = client.create_run(experiment, run_name="b", tags={"mlflow.parentRunId": parent}).info.run_id
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "summarize_sweep", interrupted)
+    monkeypatch.setattr(signals, "_INTERRUPTED", [])
+    finished = []
+
+    def finish():            # the last job's figures, logged after the comparison: its run ends FINISHED
+        client.set_terminated(drawing, "FINISHED")
+        finished.append(drawing)
+
+    status = sweep.close_parent(RunTracker(client, parent, experiment), "FINISHED", [drawing], finish)
+    assert status == "KILLED" and client.get_run(parent).info.status == "KILLED"
+    assert finished and client.get_run(drawing).info.status == "FINISHED"
+    assert signals.was_interrupted() and signals.exit_code() == 130

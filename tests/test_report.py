@@ -31,7 +31,7 @@ def test_report_from_a_parent_run_id_cites_every_run(two_by_two_sweep, tmp_path)
     for run in runs:
         if run.data.tags.get("run_kind") in ("sweep", "evaluation"):
             assert run.info.run_id in page and run.info.run_id in (out / "report.md").read_text()
-    sources = re.findall(r"<img[^>]*src='([^']*)'", page)
+    sources = re.findall(r"<img[^>]*src=[\"']([^\"']*)[\"']", page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)  # opens offline
     assert "Method comparison" in page and "Significance" in page and "Provenance" in page
     assert "p_holm" in page and "correct_vs_wrong" in page
@@ -41,7 +41,7 @@ def test_report_from_a_parent_run_id_cites_every_run(two_by_two_sweep, tmp_path)
     assert "Downloading artifacts" not in result.stdout + result.stderr
     assert re.search(r"#/experiments/\d+/runs/" + parent.info.run_id, page)
     # the explorer beside the report, linked from its Findings: one column per child, every question
-    assert page.index("<a href='explorer.html'>Explorer</a>") < page.index("<h2>Runs</h2>")
+    assert page.index('<a href="explorer.html">Explorer</a>') < page.index("<h2>Runs</h2>")
     assert "[Explorer](explorer.html)" in (out / "report.md").read_text()
     explored = (out / "explorer.html").read_text()
     children = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]

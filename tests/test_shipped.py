@@ -145,3 +145,42 @@ def test_train_threads_option_is_checked(home):
         with pytest.raises(ConfigError, match="model.train.threads"):
             check_model_settings(_settings(home, f"model.train.threads={bad}").model)
     check_model_settings(_settings(home, "model.train.threads=1").model)
+
+
+def test_a_checkpoint_with_a_flipped_byte_inside_a_tensor_is_refused_before_it_loads(tmp_path):
+    """torch.load reads a zip member whose CRC no longer matches: the zip check refuses it, naming the
+    file and the member."""
+    import zipfile
+
+    import torch
+
+    from vqa_interp.errors import CheckpointError
+    from vqa_interp.models.checkpoint import read_checkpoint, save_checkpoint
+
+    path = tmp_path / "model.pth"
+    save_checkpoint(path, {"module.w": torch.arange(4096, dtype=torch.float32)}, question_vocab={"a": 1},
+                    answer_vocab={"x": 0}, config={})
+    assert read_checkpoint(path)["weights"]["module.w"].sum() > 0
+    with zipfile.ZipFile(path) as archive:
+        member = next(i for i in archive.infolist() if "/data/" in i.filename)
+    raw = bytearray(path.read_bytes())
+    start = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra) + 1000
+    raw[start:start + 64] = bytes(64)                   # 64 bytes zeroed inside the tensor's data
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"model.checkpoint: .*model.pth is damaged: .*data/\d+ fails its CRC"):
+        read_checkpoint(path)
+
+
+def test_a_model_trained_here_that_changed_on_disk_is_refused_with_the_fix(tmp_path):
+    from vqa_interp.errors import CheckpointError
+    from vqa_interp.models.checkpoint import record_digest, verify_digest
+
+    folder = tmp_path / "embedded_vilt-abc"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights" * 100)
+    record_digest(folder)
+    verify_digest(folder, "model=embedded_vilt: the model trained here,")      # unchanged: accepted
+    (folder / "model.safetensors").write_bytes(b"weightz" * 100)
+    with pytest.raises(CheckpointError, match=r"does not match the digest recorded when it was made .* Delete .*"
+                                              r"embedded_vilt-abc .* to train it again"):
+        verify_digest(folder, "model=embedded_vilt: the model trained here,")

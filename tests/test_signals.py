@@ -2,7 +2,9 @@
 KILLED the next time the tool runs."""
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -32,25 +34,29 @@ def test_sigterm_marks_the_run_killed_and_keeps_the_maps(cli_env, tmp_path):
     process = _start(cli_env, tmp_path, tmp_path / "cache")
     run_id = _wait_for_run(process)
     deadline = time.time() + 120
-    while not list((tmp_path / "cache" / "maps").rglob("*.npy")) and time.time() < deadline:
+    while not list((tmp_path / "cache" / "maps").rglob("*.map")) and time.time() < deadline:
         time.sleep(0.2)                                   # signal once some maps exist
-    made = len(list((tmp_path / "cache" / "maps").rglob("*.npy")))
+    made = len(list((tmp_path / "cache" / "maps").rglob("*.map")))
     assert made and process.poll() is None
     process.send_signal(signal.SIGTERM)
-    process.wait(timeout=120)
+    output, _ = process.communicate(timeout=120)       # stderr goes to the same pipe
+    assert process.returncode == 143                       # as a shell reports SIGTERM, not Ctrl-C's 130
+    assert "Traceback" not in output and f"MLflow run {run_id} ends KILLED" in output
     client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
     run = client.get_run(run_id)
     assert run.info.status == "KILLED" and "SIGTERM" in run.data.tags["error"]
-    assert len(list((tmp_path / "cache" / "maps").rglob("*.npy"))) >= made   # the maps made are kept
+    assert len(list((tmp_path / "cache" / "maps").rglob("*.map"))) >= made   # the maps made are kept
 
 
 def test_a_run_whose_process_died_is_closed_at_the_next_start(cli_env, tmp_path):
     process = _start(cli_env, tmp_path, tmp_path / "cache")
     run_id = _wait_for_run(process)
+    time.sleep(3)                                          # its forked scoring process is at work
     process.kill()
     process.wait(timeout=60)
     client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
     assert client.get_run(run_id).info.status == "RUNNING"
+    scratch = list(Path(tempfile.gettempdir()).glob(f"vqa-interp-scratch-{process.pid}-*"))
     again = subprocess.run([python(), "-m", "vqa_interp.run", "data.limit=4", "preprocessing.size=32",
                             "analysis.baselines=false"], env=cli_env, cwd=tmp_path, capture_output=True, text=True,
                            timeout=600)
@@ -58,6 +64,10 @@ def test_a_run_whose_process_died_is_closed_at_the_next_start(cli_env, tmp_path)
     closed = client.get_run(run_id)
     assert closed.info.status == "KILLED" and "ended without closing" in closed.data.tags["error"]
     assert closed.data.tags["process_id"].isdigit() and closed.data.tags["process_host"]
+    # its children died with it (PR_SET_PDEATHSIG) and the next run removed its scratch folder
+    assert not [p for p in scratch if p.exists()]
+    leftovers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True)
+    assert not leftovers.stdout.strip()
 
 
 def test_ctrl_c_ends_a_run_with_one_line_and_no_traceback(cli_env, tmp_path):
@@ -80,7 +90,7 @@ def test_ctrl_c_ends_a_run_with_one_line_and_no_traceback(cli_env, tmp_path):
             break
         assert time.time() < deadline
     deadline = time.time() + 120
-    while not list((tmp_path / "cache" / "maps").rglob("*.npy")) and time.time() < deadline:
+    while not list((tmp_path / "cache" / "maps").rglob("*.map")) and time.time() < deadline:
         time.sleep(0.2)
     assert process.poll() is None
     os.killpg(process.pid, signal.SIGINT)

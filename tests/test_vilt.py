@@ -240,11 +240,11 @@ def test_a_model_by_method_sweep_compares_models_on_the_same_questions(cli_env, 
     skipped = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/not_applicable.csv", str(tmp_path)))
     assert "model=embedded" in skipped["overrides"].iloc[0] and "method=rollout" in skipped["overrides"].iloc[0]
     pairs = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/model_pairs.csv", str(tmp_path)))
-    wilcoxon = pairs[pairs["test"] == "wilcoxon"]
-    assert set(wilcoxon["method"]) == {"saliency"} and set(wilcoxon["model_a"]) | set(wilcoxon["model_b"]) == {
+    assert set(pairs["test"]) == {"sign_flip"} and set(pairs["target"]) == {"label", "prediction"}
+    assert set(pairs["method"]) == {"saliency"} and set(pairs["model_a"]) | set(pairs["model_b"]) == {
         "embedded", "embedded_vilt"}
-    assert (wilcoxon["n"] > 0).all()
-    assert "Models compared on the same questions" in result.stdout + result.stderr
+    assert (pairs["n"] > 0).all()
+    assert "Models compared on the same questions, target = label" in result.stdout + result.stderr
     assert "Not applicable" in result.stdout + result.stderr
 
 

@@ -1,1 +1,1 @@
-"""vqa-interp: attribution maps of VQA models against human attention (see README.md)."""
+"""vqa-interp: attribution maps of VQA models against human attention (see README.md and docs/)."""

@@ -127,7 +127,7 @@ def evaluate(cfg: DictConfig) -> str:
 def main(cfg: DictConfig) -> str:
     from vqa_interp.errors import NotApplicableError
     from vqa_interp.tracking.hydra_job import in_multirun, record_job_failure, record_job_not_applicable
-    from vqa_interp.tracking.signals import interrupted_line, mark_interrupted, raise_on_sigterm
+    from vqa_interp.tracking.signals import exit_code, interrupted_line, mark_interrupted, raise_on_sigterm
     from vqa_interp.util.allocator import keep_freed_buffers
 
     raise_on_sigterm()
@@ -139,7 +139,7 @@ def main(cfg: DictConfig) -> str:
         mark_interrupted(_RUN_OPENED[-1] if _RUN_OPENED else None)
         if not in_multirun():   # in a sweep the parent, closing KILLED at exit, says it in its line
             print(interrupted_line(), file=sys.stderr, flush=True)
-        sys.exit(130)     # one line, no traceback
+        sys.exit(exit_code())     # one line, no traceback: 130 after Ctrl-C, 143 after SIGTERM
     except NotApplicableError as exc:
         if in_multirun() and not _RUN_OPENED:   # a model x method pair that cannot run: listed by the parent
             record_job_not_applicable(exc)
@@ -158,43 +158,14 @@ def main(cfg: DictConfig) -> str:
         raise
 
 
-PATH_KEYS = ("root", "checkpoint", "weights", "questions", "annotations", "images", "human_maps", "home", "cache",
-             "artifact_root", "uri", "out")
-HYDRA_SPECIAL = set("()[]{},=\'\"")
-
-
-def argument_problem(argv: list[str]) -> str:
-    """"" for arguments Hydra can parse as meant, else a one-line error with the fix, for the two
-    ways a path breaks an override: a space the shell split on (``data.root=/my data`` arrives as
-    ``data.root=/my`` and ``data``), and characters of Hydra's grammar in a path (``(``, ``,``: a
-    comma even makes a sweep)."""
-    previous = ""
-    for arg in argv:
-        if arg.startswith("-"):
-            previous = ""
-            continue
-        if "=" not in arg:
-            if previous:
-                key, value = previous.split("=", 1)
-                return (f"{arg!r} is not an override (key=value): if {key} is a path with a space, the shell split "
-                        f"it; quote it for the shell and for Hydra: '{key}=\"{value} {arg}\"'.")
-            previous = ""
-            continue
-        key, value = arg.split("=", 1)
-        previous = arg
-        leaf = key.lstrip("+~").rsplit(".", 1)[-1]
-        if leaf in PATH_KEYS and value[:1] not in ("'", '"') and HYDRA_SPECIAL & set(value):
-            return (f"{key}={value}: characters of Hydra's override grammar (brackets, commas, quotes, '=') in a path; "
-                    f"quote the value for Hydra inside quotes for the shell: '{key}=\"{value}\"'.")
-    return ""
-
-
 _RUN_OPENED: list[str] = []
 _START = time.perf_counter()
 
 if __name__ == "__main__":
     logging.basicConfig(level=os.environ.get("VQA_INTERP_LOG", "INFO"))
-    problem = argument_problem(sys.argv[1:])
+    from vqa_interp.util.arguments import argument_problem, choice_problem
+
+    problem = argument_problem(sys.argv[1:]) or choice_problem(sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -17,7 +17,7 @@ from vqa_interp.metrics.prepare import ScoringOptions
 TARGET_POLICIES = ("paper", "label", "prediction")
 HUMAN_MODES = ("mean", "annotator", "each")
 MAP_FOR_EXAMPLE = ("prediction", "label")
-ANALYSIS_TESTS = ("welch", "student", "mannwhitney")
+ANALYSIS_TESTS = ("cluster_bootstrap", "student", "welch", "mannwhitney")
 # (attribution.target_policy, analysis.map_for_example) pairs where the map that stands for an
 # example is not computed for some examples: refused, saying which to use instead
 MISSING_MAP = {
@@ -104,11 +104,12 @@ class AnalysisSettings:
     low: float = 0.25
     high: float = 0.75
     map_for_example: str = "prediction"
-    test: str = "welch"                       # the primary two-sample test (analysis.test)
+    test: str = "cluster_bootstrap"           # the primary two-sample test (analysis.test)
     alpha: float = 0.05
     bootstrap: int = 2000
     n_panels: int = 4
     min_group: int = 10
+    min_images: int = 5
     panel_ids: tuple[int, ...] | None = None
     seed: int = 0
     baselines: bool = True                    # score the floors and the human ceiling in every run
@@ -173,6 +174,13 @@ def _choice(value, allowed, key: str) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed; expected one of {list(allowed)}.")
 
 
+def _flag(value, key: str) -> bool:
+    """An on/off key: only true or false (``no``, ``off``, ``0`` are refused, never read as true)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r}; expected true or false.")
+    return value
+
+
 def _number(value, key: str, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{key}={value!r} is not a number; expected {what}.")
@@ -200,10 +208,14 @@ def _ids(value, key: str) -> tuple[int, ...] | None:
     if value is None:
         return None
     try:
-        return tuple(int(v) for v in value)
+        ids = tuple(int(v) for v in value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{key}={value!r}: expected a list of integer question ids, e.g. "
                           f"{key}=[458752000,458752001], or null.") from exc
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ConfigError(f"{key} lists {repeated[:5]} more than once; list each question once.")
+    return ids
 
 
 # ------------------------------------------------------------------ DictConfig -> Settings
@@ -253,7 +265,7 @@ def from_config(cfg) -> Settings:
 
     an = cfg.analysis
     _choice(an.map_for_example, MAP_FOR_EXAMPLE, "analysis.map_for_example")
-    _choice(an.get("test", "welch"), ANALYSIS_TESTS, "analysis.test")
+    _choice(an.get("test", "cluster_bootstrap"), ANALYSIS_TESTS, "analysis.test")
     problem = target_combination_problem(a.target_policy, an.map_for_example)
     if problem:
         raise ConfigError(problem)
@@ -263,6 +275,7 @@ def from_config(cfg) -> Settings:
     bootstrap = _integer(an.bootstrap, "analysis.bootstrap", 1, " (bootstrap resamples for the 95% CIs)")
     n_panels = _integer(an.n_panels, "analysis.n_panels", 0)
     min_group = _integer(an.get("min_group", 10), "analysis.min_group", 2)
+    min_images = _integer(an.get("min_images", 5), "analysis.min_images", 2)
     baseline_options = OmegaConf.to_container(an.baseline_options, resolve=True) if an.get("baseline_options") else {}
     for name, options in baseline_options.items():
         _choice(name, sorted(m for m in METHODS if METHODS[m].kind == "baseline"), "analysis.baseline_options")
@@ -286,8 +299,8 @@ def from_config(cfg) -> Settings:
         name=d.name, root=d.root, split=d.split, seed=d.get("seed", 0), n_train_images=d.get("n_train_images", 0),
         n_val_images=d.get("n_val_images", 0), questions=d.questions, annotations=d.annotations, images=d.images,
         human_maps=d.human_maps, limit=d.limit, question_ids=_ids(d.question_ids, "data.question_ids"),
-        num_shards=num_shards, shard=int(d.shard), skip_missing_images=bool(d.skip_missing_images),
-        skip_bad_images=bool(d.get("skip_bad_images", False)))
+        num_shards=num_shards, shard=int(d.shard), skip_missing_images=_flag(d.skip_missing_images, "data.skip_missing_images"),
+        skip_bad_images=_flag(d.get("skip_bad_images", False), "data.skip_bad_images"))
     input_size = _integer(geometry.get("size"), "model.input.size", 2)
     central_fraction = _number(geometry.get("central_fraction", 1.0), "model.input.central_fraction", "0 < f <= 1")
     if not 0 < central_fraction <= 1:
@@ -310,12 +323,13 @@ def from_config(cfg) -> Settings:
     scoring = ScoringSettings(k=cfg.k, size=p.size, steps=tuple(p.steps), eps=eps, tie_policy=s.tie_policy,
                               dice=s.dice, resample=p.get("resample", "bilinear"), human=s.human, annotator=annotator,
                               workers=workers, metrics=metrics, fork=fork)
-    analysis = AnalysisSettings(low=low, high=high, map_for_example=an.map_for_example, test=an.get("test", "welch"),
+    analysis = AnalysisSettings(low=low, high=high, map_for_example=an.map_for_example, test=an.get("test", "cluster_bootstrap"),
                                 alpha=alpha,
-                                bootstrap=bootstrap, n_panels=n_panels, min_group=min_group,
-                                panel_ids=_ids(an.get("panel_ids"), "analysis.panel_ids"), seed=int(cfg.seed),
-                                baselines=bool(an.get("baselines", True)), baseline_options=baseline_options,
-                                sanity=bool(an.get("sanity", False)),
+                                bootstrap=bootstrap, n_panels=n_panels, min_group=min_group, min_images=min_images,
+                                panel_ids=_ids(an.get("panel_ids"), "analysis.panel_ids"),
+                                seed=_integer(cfg.seed, "seed", 0),
+                                baselines=_flag(an.get("baselines", True), "analysis.baselines"),
+                                baseline_options=baseline_options, sanity=_flag(an.get("sanity", False), "analysis.sanity"),
                                 sanity_questions=_integer(an.get("sanity_questions", 50), "analysis.sanity_questions", 2))
     tracking = tracking_settings(cfg)
     explain = explain_settings(cfg.get("explain") or {})
@@ -335,12 +349,8 @@ def explain_settings(e) -> ExplainSettings:
     if unknown:
         raise ConfigError(f"explain.{unknown[0]} is not a key of explain; expected one of "
                           f"{sorted(default.__dataclass_fields__)}.")
-    flags = {}
-    for key in ("tokens", "share", "faithfulness"):
-        value = e.get(key, getattr(default, key))
-        if not isinstance(value, bool):
-            raise ConfigError(f"explain.{key}={value!r}; expected true or false.")
-        flags[key] = value
+    flags = {key: _flag(e.get(key, getattr(default, key)), f"explain.{key}") for key in ("tokens", "share",
+                                                                                       "faithfulness")}
     substrate = e.get("substrate", default.substrate)
     _choice(substrate, SUBSTRATES, "explain.substrate")
     sigma = _number(e.get("blur_sigma", default.blur_sigma), "explain.blur_sigma",
@@ -400,7 +410,7 @@ def tracking_settings(cfg) -> TrackingSettings:
     """Only the ``tracking`` part of a config (the sweep callback needs no more)."""
     t = cfg.tracking
     return TrackingSettings(uri=str(t.uri), artifact_root=str(t.artifact_root), experiment=str(t.experiment),
-                            log_maps=bool(t.log_maps))
+                            log_maps=_flag(t.log_maps, "tracking.log_maps"))
 
 
 def as_dict(value: Any) -> Any:

@@ -64,8 +64,13 @@ def ensure_model(settings, dataset) -> Path | None:
     from vqa_interp.models.shipped import shipped_for
     from vqa_interp.models.training import embedded_checkpoint_path, training_signature
 
+    from vqa_interp.models.checkpoint import read_checkpoint, verify_digest
+
     if settings.model.checkpoint:
-        return Path(settings.model.checkpoint)
+        path = Path(settings.model.checkpoint)
+        if path.is_file() and path.suffix == ".pth":
+            read_checkpoint(path)       # damaged or unsafe: one line now, before any run opens (kept for the load)
+        return path
     if not model_kind(settings.model.kind).trainable:
         return None
     shipped = shipped_for(training_signature(settings.model, dataset)[0])
@@ -80,6 +85,7 @@ def ensure_model(settings, dataset) -> Path | None:
             log.info("model=%s: its training config differs from the shipped model's, so it is trained here into "
                      "%s", settings.model.name, path)
             _train_logged(settings, dataset, path, first_use=True)
+    verify_digest(path, f"model={settings.model.name}: the model trained here,")
     return path
 
 
@@ -141,4 +147,10 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from vqa_interp.util.arguments import choice_problem
+
+    problem = choice_problem(sys.argv[1:])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+        sys.exit(2)
     main()

@@ -1,5 +1,5 @@
 """A toy VQA model registered from outside the package: the "adding a model" recipe of
-docs/architecture.md, in one file (plus ``conf/model/toy.yaml`` beside it).
+docs/design/extending.md, in one file (plus ``conf/model/toy.yaml`` beside it).
 
 Its inputs are its own: a question is ``(token_ids [B, T] int64, mask [B, T] float32)`` with words
 hashed into ``vocab`` ids (0 = padding); the image goes through two convolutions to a ``[B, 16,

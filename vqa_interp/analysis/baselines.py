@@ -21,17 +21,19 @@ random floor and the ceiling are all defined (the other floors: those of them wh
 - ``tables/normalised.csv``: ``(method - random) / (human_ceiling - random)`` per metric on those
   questions, with its bootstrap 95% CI: 0 = chance, 1 = as close as one annotator is to the others
   (for a lower-is-better metric the ratio reads the same).
-- paired tests: Wilcoxon signed-rank of the per-question differences method - reference (two-sided,
-  zeros by Pratt's method), for ``centre`` and ``image`` on the tested metrics, Holm over those tests;
-  ``verdict`` says better / worse / no difference in the metric's own direction.
+- paired tests: the mean per-question difference method - reference, its p from a sign-flip
+  permutation test over images and its CI from a bootstrap over images (one procedure,
+  :mod:`vqa_interp.analysis.verdicts`), for ``centre`` and ``image`` on the tested metrics, Holm over
+  those tests; ``verdict`` says better / worse / no difference in the metric's own direction.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from vqa_interp.analysis.statistics import (WILCOXON_UNTESTABLE, bootstrap_mean_ci, holm, images_of, percentile_ci,
-                                            present_metrics, resampled_means, wilcoxon_test)
+from vqa_interp.analysis.resampling import bootstrap_mean_ci, percentile_ci, resampled_means
+from vqa_interp.analysis.statistics import holm, images_of, present_metrics
+from vqa_interp.analysis.verdicts import paired_test, verdict_of
 from vqa_interp.attribution.baselines import HUMAN_CEILING, REFERENCES
 from vqa_interp.metrics.registry import LOO_PREFIX, REGISTRY, family_metrics
 
@@ -144,21 +146,19 @@ def normalised_scores(table: pd.DataFrame) -> dict[str, float]:
 
 
 def verdict(mean_diff: float, p_holm: float, testable: bool, higher_is_better: bool, alpha: float = 0.05) -> str:
-    """``better`` / ``worse`` (significant, in the metric's own direction) or ``no difference``."""
-    if not testable or not np.isfinite(p_holm):
-        return "not testable"
-    if p_holm >= alpha:
-        return "no difference"
-    return "better" if (mean_diff > 0) == higher_is_better else "worse"
+    """``better`` / ``worse`` (significant, in the metric's own direction) or ``no difference``
+    (:func:`vqa_interp.analysis.verdicts.verdict_of`)."""
+    return verdict_of(mean_diff, p_holm, testable, higher_is_better, alpha)
 
 
 def paired_baseline_tests(examples: pd.DataFrame, references: pd.DataFrame, *, against=PAIRED_AGAINST,
-                          metrics=None, n_bootstrap: int = 2000, seed: int = 0,
-                          protocol: str | None = None) -> pd.DataFrame:
-    """Does the method beat ``centre`` / ``image`` on the same questions? Wilcoxon signed-rank of
-    method - reference per question, bootstrap 95% CI of the mean difference (over images), Holm over
-    all rows. ``better`` says whether the method is better in the metric's own direction and
-    significant; ``verdict`` is better / worse / no difference / not testable."""
+                          metrics=None, n_bootstrap: int = 2000, seed: int = 0, protocol: str | None = None,
+                          min_questions: int = 2, min_images: int = 2) -> pd.DataFrame:
+    """Does the method beat ``centre`` / ``image`` on the same questions? The mean of method -
+    reference per question, its sign-flip p over images and bootstrap 95% CI over images
+    (:func:`vqa_interp.analysis.verdicts.paired_test`), Holm over all testable rows. ``better`` says
+    whether the method is better in the metric's own direction and significant; ``verdict`` is
+    better / worse / no difference / not testable."""
     rng = np.random.default_rng(seed)
     protocol = protocol or protocol_of(references)
     metrics = [m for m in (metrics or family_metrics()) if m in examples.columns]
@@ -170,23 +170,18 @@ def paired_baseline_tests(examples: pd.DataFrame, references: pd.DataFrame, *, a
                 continue
             joined = wide[["method", reference, "image_id"]].dropna()
             diff = (joined["method"] - joined[reference]).to_numpy(float)
-            row = {"reference": reference, "metric": metric, "n": len(diff),
-                   "mean_diff": float(diff.mean()) if len(diff) else np.nan, "test": "wilcoxon", "protocol": protocol}
-            row["ci_low"], row["ci_high"] = bootstrap_mean_ci(diff, n_bootstrap, rng, clusters=images_of(joined))
-            statistic, p_value, testable = wilcoxon_test(diff)
-            row.update(statistic=statistic, p_value=p_value, testable=testable,
-                       reason="" if testable else WILCOXON_UNTESTABLE)
-            rows.append(row)
-    table = pd.DataFrame(rows, columns=["reference", "metric", "n", "mean_diff", "ci_low", "ci_high", "statistic",
+            rows.append({"reference": reference, "metric": metric, "protocol": protocol,
+                         **paired_test(diff, images_of(joined), n_bootstrap=n_bootstrap, rng=rng,
+                                       min_questions=min_questions, min_images=min_images)})
+    table = pd.DataFrame(rows, columns=["reference", "metric", "n", "n_images", "mean_diff", "ci_low", "ci_high",
                                         "p_value", "test", "testable", "reason", "protocol"])
     table["p_holm"] = np.nan
     testable = table["testable"].astype(bool)
     if testable.any():
         table.loc[testable, "p_holm"] = holm(table.loc[testable, "p_value"].to_numpy(float))
-    direction = table["metric"].map(lambda m: 1.0 if REGISTRY[m].higher_is_better else -1.0)
-    table["better"] = testable & (table["p_holm"] < 0.05) & (table["mean_diff"] * direction > 0)
     table["verdict"] = [verdict(r.mean_diff, r.p_holm, bool(r.testable), REGISTRY[r.metric].higher_is_better)
                         for r in table.itertuples()]
+    table["better"] = table["verdict"] == "better"
     return table
 
 

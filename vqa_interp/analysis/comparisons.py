@@ -7,12 +7,12 @@ for the example, ``analysis.map_for_example``), and a metric is compared on the 
 the same rows and cannot disagree: the ranking orders the means over those rows, and a pair's mean
 difference is the difference of those means.
 
-- Wilcoxon signed-rank (two-sided, zeros by Pratt's method) is the primary test; Holm adjusts it
-  over the pairs of methods, separately for each (k, metric); the paired t-test is reported beside
-  it (``test`` = ``paired_t``, no adjusted p).
-- The verdict follows the sign of the paired mean difference in the metric's own direction: ``better``
-  names the better method when Holm p < 0.05, "" otherwise.
-- Bootstrap 95% CIs resample images (questions about one image are not independent).
+- One procedure gives a pair's direction and significance (:mod:`vqa_interp.analysis.verdicts`):
+  the mean paired difference, its p from a sign-flip permutation test over images, its CI from a
+  bootstrap over images; Holm adjusts the p over the pairs of methods, separately for each
+  (k, metric). ``better`` names the better method (the sign of that mean, in the metric's own
+  direction) when Holm p < 0.05, "" otherwise; a pair below ``min_questions`` questions or
+  ``min_images`` images is not tested.
 - Each method's coverage (questions it scored / its questions) is shown; a method defined on fewer
   than 90% of its questions is flagged: the shared rows then exclude exactly the questions it
   cannot score (a constant Grad-CAM map on the hard ones, say).
@@ -25,12 +25,13 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from vqa_interp.analysis.statistics import (bootstrap_mean_ci, example_rows, holm, percentile_ci, resampled_means,
-                                            wilcoxon_test)
+from vqa_interp.analysis.resampling import percentile_ci, resampled_means
+from vqa_interp.analysis.statistics import example_rows, holm
+from vqa_interp.analysis.verdicts import PAIRED_TEST, paired_test
 from vqa_interp.metrics.registry import REGISTRY, family_metrics
 
-PAIR_COLUMNS = ["method_a", "method_b", "k", "metric", "n", "mean_diff", "ci_low", "ci_high", "statistic", "p_value",
-                "p_holm", "test", "better"]
+PAIR_COLUMNS = ["method_a", "method_b", "k", "metric", "n", "n_images", "mean_diff", "ci_low", "ci_high", "p_value",
+                "p_holm", "test", "testable", "reason", "better"]
 RANKING_COLUMNS = ["k", "metric", "rank", "method", "mean", "ci_low", "ci_high", "n", "coverage", "low_coverage",
                    "p_first", "rank_low", "rank_high", "p_above_next"]
 KEY = ["question_id"]
@@ -39,6 +40,9 @@ LOW_COVERAGE = 0.9
 IGNORED_PREFIXES = ("method.", "analysis.", "confidence.", "tracking.", "attribution.batch_size", "paths.", "device",
                     "plugins", "seed", "hydra")
 CONTEXT = ("image_id", "answer_type", "question_type", "correct")
+# params that differ between any two runs and never name one: where they live, who ran them
+NOT_A_SETTING = ("paths.home", "paths.cache", "tracking.uri", "tracking.experiment", "hydra.job.num", "hydra.run.dir",
+                 "hydra.sweep.dir", "run_name")
 
 
 def setting_of(params: dict, also_ignore: tuple[str, ...] = ()) -> tuple:
@@ -70,7 +74,28 @@ def _by_setting(runs: list[dict]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         groups.setdefault((run["k"], run["setting"]), []).append(run)
-    return groups
+    return {key: distinct(members) for key, members in groups.items()}
+
+
+def distinct(members: list[dict]) -> list[dict]:
+    """The runs of one setting, each under its own name: runs sharing a ``method`` name (``ig`` at two
+    ``method.n_steps``, one model at two ``preprocessing.size``) are named by every param that differs
+    between them (``ig (method.n_steps=32)``), or by their run ID when none does, so none overwrites
+    another."""
+    names: dict[str, list[int]] = {}
+    for i, m in enumerate(members):
+        names.setdefault(m["method"], []).append(i)
+    out = list(members)
+    for name, index in names.items():
+        if len(index) < 2:
+            continue
+        params = [members[i].get("params", {}) for i in index]
+        keys = sorted(k for k in set().union(*params) if k not in NOT_A_SETTING
+                      and len({str(p.get(k)) for p in params}) > 1)
+        for i, p in zip(index, params):
+            detail = ", ".join(f"{k}={p.get(k)}" for k in keys) or f"run {members[i].get('run_id', i)}"[:12]
+            out[i] = {**members[i], "method": f"{name} ({detail})"}
+    return out
 
 
 def question_rows(run: dict) -> pd.DataFrame:
@@ -118,29 +143,23 @@ def per_metric(runs: list[dict], metrics=None):
                 yield k, metric, wide, coverage, sorted(coverage)
 
 
-def paired_method_tests(runs: list[dict], *, metrics=None, n_bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
+def paired_method_tests(runs: list[dict], *, metrics=None, n_bootstrap: int = 2000, seed: int = 0,
+                        min_questions: int = 2, min_images: int = 2) -> pd.DataFrame:
     """``runs``: dicts with ``method``, ``k``, ``setting``, ``table`` (a per-example table) and
-    optionally ``map_for_example``. One row per (pair of methods in the same setting, metric, test),
-    on the questions every method of the setting scored."""
+    optionally ``map_for_example``. One row per (pair of methods in the same setting, metric), on the
+    questions every method of the setting scored (:func:`vqa_interp.analysis.verdicts.paired_test`)."""
     rng = np.random.default_rng(seed)
     rows = []
     for k, metric, wide, _, methods in per_metric(runs, metrics):
         common = shared(wide, methods)
         for a, b in combinations(methods, 2):
             diff = (common[a] - common[b]).to_numpy(float)
-            base = {"method_a": a, "method_b": b, "k": k, "metric": metric, "n": len(diff),
-                    "mean_diff": float(diff.mean()) if len(diff) else np.nan}
-            base["ci_low"], base["ci_high"] = bootstrap_mean_ci(diff, n_bootstrap, rng, clusters=_clusters(common))
-            statistic, p_value, testable = wilcoxon_test(diff)
-            paired_t = scipy.stats.ttest_rel(common[a], common[b]) if testable else None
-            rows.append({**base, "test": "wilcoxon", "statistic": statistic, "p_value": p_value})
-            rows.append({**base, "test": "paired_t",
-                         "statistic": float(paired_t.statistic) if testable else np.nan,
-                         "p_value": float(paired_t.pvalue) if testable else np.nan})
+            rows.append({"method_a": a, "method_b": b, "k": k, "metric": metric,
+                         **paired_test(diff, _clusters(common), n_bootstrap=n_bootstrap, rng=rng,
+                                       min_questions=min_questions, min_images=min_images)})
     table = pd.DataFrame(rows, columns=[c for c in PAIR_COLUMNS if c not in ("p_holm", "better")])
     table["p_holm"] = np.nan
-    for _, index in table[(table["test"] == "wilcoxon") & table["p_value"].notna()].groupby(
-            ["k", "metric"]).groups.items():
+    for _, index in table[table["p_value"].notna()].groupby(["k", "metric"]).groups.items():
         table.loc[index, "p_holm"] = holm(table.loc[index, "p_value"].to_numpy(float))
     table["better"] = [better_of(r.method_a, r.method_b, r.metric, r.mean_diff, r.p_holm) for r in table.itertuples()]
     return table[PAIR_COLUMNS]
@@ -197,7 +216,7 @@ def method_ranking(runs: list[dict], *, metrics=None, n_bootstrap: int = 2000, s
 
 def ranking_figure(ranking: pd.DataFrame, pairs: pd.DataFrame):
     """One panel per (k, metric): methods best first with their mean and bootstrap 95% CI; a method
-    the next one beats significantly (Wilcoxon, Holm) is separated by a line."""
+    the next one beats significantly (sign-flip test over images, Holm) is separated by a line."""
     from vqa_interp.analysis.figures import new_figure
 
     panels = list(ranking.groupby(["k", "metric"], sort=False))
@@ -222,17 +241,17 @@ def ranking_figure(ranking: pd.DataFrame, pairs: pd.DataFrame):
         ax.set_xlabel("mean over the questions every method scored (95% CI)", fontsize=7)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
-    fig.suptitle("Method ranking, one value per question (dashed line: the method above is better, Wilcoxon "
-                 "signed-rank, Holm p < 0.05)", fontsize=9)
+    fig.suptitle("Method ranking, one value per question (dashed line: the method above is better: mean paired "
+                 "difference, sign-flip test over images, Holm p < 0.05)", fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def pair_test(pairs: pd.DataFrame | None, k, metric: str, a: str, b: str) -> pd.Series | None:
-    """The Wilcoxon row of methods ``a`` and ``b`` (either order), or None."""
+    """The paired test's row of methods ``a`` and ``b`` (either order), or None."""
     if pairs is None or pairs.empty:
         return None
     first, second = sorted([a, b])
-    test = pairs[(pairs["k"] == k) & (pairs["metric"] == metric) & (pairs["test"] == "wilcoxon")
+    test = pairs[(pairs["k"] == k) & (pairs["metric"] == metric) & (pairs["test"] == PAIRED_TEST)
                  & (pairs["method_a"] == first) & (pairs["method_b"] == second)]
     return test.iloc[0] if len(test) else None

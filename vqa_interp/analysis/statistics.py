@@ -9,19 +9,23 @@ was silent, made explicit here:
 - Splits: correct/wrong x low (p < low) / high (p > high); examples with low <= p <= high
   belong to neither confidence level.
 - Five planned comparisons (the paper's). One pre-specified primary test per comparison and
-  metric, ``analysis.test``: Welch's t by default (the groups are unequal, e.g. 172/128 or 19/5,
-  and so are their variances), Student's t in ``+experiment=paper`` (what the paper used), or
-  Mann-Whitney U; the other two are reported as robustness checks (two-sided). Rows with a NaN
-  metric are dropped for that metric.
+  metric, ``analysis.test``: by default the wild cluster bootstrap-t over images of the difference
+  of the group means (``cluster_bootstrap``, see :mod:`vqa_interp.analysis.verdicts`), Student's t in ``+experiment=paper`` (what the paper used),
+  Welch's t or Mann-Whitney U (these three treat questions as independent); the others are reported
+  as robustness checks (two-sided). Rows with a NaN metric are dropped for that metric.
 - The unit is the question: one row per question (the map that stands for it), never one per
   map; bootstrap CIs resample images (questions about one image are not independent draws).
-- Effect sizes: Cohen's d (pooled SD) for the t-tests; rank-biserial ``2 U1 / (n1 n2) - 1`` for
-  Mann-Whitney. 95% CI of the mean difference: percentile bootstrap.
+- Effect sizes: Cohen's d (pooled SD) for the t-tests and the bootstrap; rank-biserial
+  ``2 U1 / (n1 n2) - 1`` for Mann-Whitney. 95% CI of the mean difference: percentile bootstrap
+  over images.
+- Read against each question's own floor and ceiling (``*_norm`` columns, where the run scored
+  them) and within answer types (``stratum``), the same comparisons say whether a raw difference
+  only reflects which questions fall in each group (:func:`adjusted_comparisons`).
 - Multiple comparisons: Holm (and Benjamini-Hochberg) over the primary family only: the primary
   test on the non-redundant metrics (``family_metrics()``: precision, recall, F1 and disc_intersect are
   functions of IoU when regions have equal size); ``significant`` = Holm-adjusted p < alpha.
 - Not testable (reported, never a NaN p-value, never significant): a group below
-  ``min_group`` examples ("underpowered", default 10), or both groups constant.
+  ``min_group`` questions or ``min_images`` images ("underpowered"), or both groups constant.
 """
 from __future__ import annotations
 
@@ -31,7 +35,9 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from vqa_interp.analysis.verdicts import group_test, too_small
 from vqa_interp.metrics.registry import family_metrics, metric_names
+
 
 SCENARIOS = ("all", "correct", "wrong", "low_correct", "low_wrong", "high_correct", "high_wrong")
 COMPARISONS = {
@@ -42,8 +48,9 @@ COMPARISONS = {
     "correct_high_vs_low": ("high_correct", "low_correct"),
     "wrong_high_vs_low": ("high_wrong", "low_wrong"),
 }
-TESTS = ("student", "welch", "mannwhitney")
-TEST_NAMES = {"student": "Student's t", "welch": "Welch's t", "mannwhitney": "Mann-Whitney U"}
+TESTS = ("cluster_bootstrap", "student", "welch", "mannwhitney")
+TEST_NAMES = {"cluster_bootstrap": "wild cluster bootstrap-t over images", "student": "Student's t", "welch": "Welch's t",
+              "mannwhitney": "Mann-Whitney U"}
 
 
 @dataclass
@@ -76,76 +83,17 @@ def example_rows(table: pd.DataFrame, map_for_example: str = "prediction") -> pd
         [c for c in ("question_id", "method") if c in table])
 
 
-def resampled_means(values: np.ndarray, clusters: np.ndarray | None, n_bootstrap: int,
-                    rng: np.random.Generator) -> np.ndarray:
-    """Cluster bootstrap: ``values [n]`` or ``[n, c]`` (NaN = missing in that column), ``clusters
-    [n]`` (the image of each row; None: every row its own) -> ``[n_bootstrap, c]`` (or ``[n_bootstrap]``)
-    means of each column over the rows of the resampled clusters.
-
-    Whole images are drawn with replacement (questions about one image share its content, so they
-    are not independent draws); each column's mean is over its non-missing rows of those images.
-    Vectorised: per-image sums and counts, then ``[n_bootstrap, images]`` draws.
-    """
-    values = np.asarray(values, float)
-    flat = values.ndim == 1
-    values = values[:, None] if flat else values
-    codes = np.arange(len(values)) if clusters is None else np.unique(np.asarray(clusters), return_inverse=True)[1]
-    groups = int(codes.max()) + 1 if len(codes) else 0
-    present = ~np.isnan(values)
-    sums = np.stack([np.bincount(codes, weights=np.where(present[:, j], values[:, j], 0.0), minlength=groups)
-                     for j in range(values.shape[1])], 1)
-    counts = np.stack([np.bincount(codes, weights=present[:, j].astype(float), minlength=groups)
-                       for j in range(values.shape[1])], 1)
-    pick = rng.integers(0, groups, size=(n_bootstrap, groups))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.stack([sums[pick, j].sum(1) / counts[pick, j].sum(1) for j in range(values.shape[1])], 1)
-    return means[:, 0] if flat else means
-
-
-def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of bootstrap ``samples [B]`` (NaN samples ignored; NaN, NaN if none)."""
-    samples = np.asarray(samples, float)
-    samples = samples[np.isfinite(samples)]
-    if not len(samples):
-        return float("nan"), float("nan")
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(samples, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def bootstrap_mean_ci(values: np.ndarray, n_bootstrap: int, rng: np.random.Generator,
-                      level: float = 0.95, clusters: np.ndarray | None = None) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` ``[n]`` (NaN, NaN when empty), resampling
-    ``clusters`` ``[n]`` (the images: see :func:`resampled_means`) or, without them, rows."""
-    values = np.asarray(values, float)
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    return percentile_ci(resampled_means(values, clusters, n_bootstrap, rng), level)
+def without_example_map(table: pd.DataFrame, examples: pd.DataFrame) -> int:
+    """How many questions of ``table`` have no row standing for them in ``examples`` (say, a
+    prediction map a ``target_policy`` did not compute): counted, never dropped silently."""
+    if table.empty or "question_id" not in table:
+        return 0
+    return int(table["question_id"].nunique() - (examples["question_id"].nunique() if len(examples) else 0))
 
 
 def images_of(frame: pd.DataFrame) -> np.ndarray | None:
     """The cluster of each row for the bootstrap: its ``image_id`` (None when the table has none)."""
     return frame["image_id"].to_numpy() if "image_id" in frame else None
-
-
-WILCOXON_UNTESTABLE = "fewer than 2 questions or no non-zero difference"
-# Paired maps often tie exactly (IoU 0 vs 0 when neither region meets the human one): scipy's
-# default (zero_method="wilcox") drops those questions before ranking, so a few non-zero
-# differences among many ties look like the whole sample. Pratt's method ranks the zeros with the
-# others and then drops their ranks: the non-zero differences keep the ranks they have among all
-# questions, which is the conservative choice when ties are many (Pratt 1959; Conover 1973).
-WILCOXON_ZERO_METHOD = "pratt"
-
-
-def wilcoxon_test(diff: np.ndarray) -> tuple[float, float, bool]:
-    """Wilcoxon signed-rank test of paired differences ``[n]`` (two-sided, zeros by Pratt's method,
-    :data:`WILCOXON_ZERO_METHOD`): ``(statistic, p, testable)``; NaN, NaN, False when it cannot be
-    tested (fewer than 2 differences, or none non-zero: see :data:`WILCOXON_UNTESTABLE`)."""
-    diff = np.asarray(diff, float)
-    if len(diff) < 2 or not np.any(diff != 0):
-        return float("nan"), float("nan"), False
-    result = scipy.stats.wilcoxon(diff, zero_method=WILCOXON_ZERO_METHOD)
-    return float(result.statistic), float(result.pvalue), True
 
 
 def confidence_level(confidence: pd.Series, low: float, high: float) -> pd.Series:
@@ -187,31 +135,15 @@ def cohens_d(x: np.ndarray, y: np.ndarray) -> float:
     return float((x.mean() - y.mean()) / pooled) if pooled > 0 else float("nan")
 
 
-def bootstrap_mean_difference_ci(x: np.ndarray, y: np.ndarray, n_bootstrap: int, rng: np.random.Generator,
-                                 level: float = 0.95, clusters_x: np.ndarray | None = None,
-                                 clusters_y: np.ndarray | None = None) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``mean(x) - mean(y)``: without clusters each group resampled on
-    its own; with the images of each row (``clusters_x [n1]``, ``clusters_y [n2]``) whole images
-    are drawn, each bringing its rows of both groups."""
-    if clusters_x is None or clusters_y is None:
-        bx = x[rng.integers(0, len(x), size=(n_bootstrap, len(x)))].mean(axis=1)
-        by = y[rng.integers(0, len(y), size=(n_bootstrap, len(y)))].mean(axis=1)
-        return percentile_ci(bx - by, level)
-    values = np.full((len(x) + len(y), 2), np.nan)
-    values[:len(x), 0], values[len(x):, 1] = x, y
-    means = resampled_means(values, np.concatenate([clusters_x, clusters_y]), n_bootstrap, rng)
-    return percentile_ci(means[:, 0] - means[:, 1], level)
-
-
 def compare_groups(x: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.random.Generator,
-                   min_group: int = 2, primary: str = "welch", clusters_x: np.ndarray | None = None,
-                   clusters_y: np.ndarray | None = None) -> list[dict]:
-    """The three tests of group 1 (``x``) vs group 2 (``y``), one dict per test (NaNs dropped);
+                   min_group: int = 2, primary: str = "cluster_bootstrap", clusters_x: np.ndarray | None = None,
+                   clusters_y: np.ndarray | None = None, min_images: int = 2) -> list[dict]:
+    """The four tests of group 1 (``x``) vs group 2 (``y``), one dict per test (NaNs dropped);
     ``primary`` (``analysis.test``) is the one with role ``primary``, the others ``robustness``.
-    ``clusters_x`` / ``clusters_y``: the image of each value, for the bootstrap CI.
+    ``clusters_x`` / ``clusters_y``: the image of each value (the bootstrap resamples images).
 
-    Not testable (``testable`` False, ``reason`` set, p NaN): a group below ``min_group``
-    (underpowered), or both groups constant.
+    Not testable (``testable`` False, ``reason`` set, p NaN): a group below ``min_group`` questions
+    or ``min_images`` images (underpowered), or both groups constant.
     """
     keep_x, keep_y = ~np.isnan(x), ~np.isnan(y)
     x, y = x[keep_x], y[keep_y]
@@ -220,17 +152,15 @@ def compare_groups(x: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.ra
     roles = {t: "primary" if t == primary else "robustness" for t in TESTS}
     base = {"n1": len(x), "n2": len(y), "mean1": float(x.mean()) if len(x) else float("nan"),
             "mean2": float(y.mean()) if len(y) else float("nan")}
-    reason = ""
-    if len(x) < max(2, min_group) or len(y) < max(2, min_group):
-        reason = f"underpowered: a group has fewer than {max(2, min_group)} examples (analysis.min_group)"
-    elif np.ptp(x) == 0 and np.ptp(y) == 0:
+    images = [len(np.unique(c)) if c is not None else n for c, n in ((clusters_x, len(x)), (clusters_y, len(y)))]
+    reason = too_small(min(len(x), len(y)), min(images), min_group, min_images)
+    if not reason and np.ptp(x) == 0 and np.ptp(y) == 0:
         reason = "both groups are constant"
     if reason:
         return [{**base, "test": t, "role": roles[t], "testable": False, "reason": reason, "statistic": np.nan,
                  "p_value": np.nan, "effect_size": np.nan, "effect_name": "",
                  "mean_diff": base["mean1"] - base["mean2"], "ci_low": np.nan, "ci_high": np.nan} for t in TESTS]
-    ci_low, ci_high = bootstrap_mean_difference_ci(x, y, n_bootstrap, rng, clusters_x=clusters_x,
-                                                   clusters_y=clusters_y)
+    p_boot, ci_low, ci_high = group_test(x, y, clusters_x, clusters_y, n_bootstrap=n_bootstrap, rng=rng)
     d = cohens_d(x, y)
     student = scipy.stats.ttest_ind(x, y, equal_var=True)
     welch = scipy.stats.ttest_ind(x, y, equal_var=False)
@@ -239,6 +169,8 @@ def compare_groups(x: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.ra
     common = {**base, "testable": True, "reason": "", "mean_diff": base["mean1"] - base["mean2"],
               "ci_low": ci_low, "ci_high": ci_high}
     return [
+        {**common, "test": "cluster_bootstrap", "role": roles["cluster_bootstrap"],
+         "statistic": common["mean_diff"], "p_value": p_boot, "effect_size": d, "effect_name": "cohens_d"},
         {**common, "test": "student", "role": roles["student"], "statistic": float(student.statistic),
          "p_value": float(student.pvalue), "effect_size": d, "effect_name": "cohens_d"},
         {**common, "test": "welch", "role": roles["welch"], "statistic": float(welch.statistic),
@@ -255,14 +187,14 @@ SIGNIFICANCE_COLUMNS = ["comparison", "group1", "group2", "metric", "test", "rol
 
 def significance_table(examples: pd.DataFrame, *, alpha: float = 0.05, n_bootstrap: int = 2000,
                        seed: int = 0, metrics=None, min_group: int = 10, family=None,
-                       primary: str = "welch") -> pd.DataFrame:
+                       primary: str = "cluster_bootstrap", min_images: int = 2) -> pd.DataFrame:
     """One row per (comparison, metric, test), on one row per question (``examples``).
 
-    The adjusted family is pre-specified: the primary test (``analysis.test``: Welch's t by default,
-    Student's t in ``+experiment=paper`` as the paper) of each
+    The adjusted family is pre-specified: the primary test (``analysis.test``: the bootstrap over
+    images by default, Student's t in ``+experiment=paper`` as the paper) of each
     comparison on each non-redundant metric (:func:`vqa_interp.metrics.family_metrics`, or ``family``) that is
     testable. Holm and Benjamini-Hochberg adjust over that family only; ``significant`` is
-    Holm < ``alpha`` within it. Welch and Mann-Whitney rows (``role`` robustness) and the redundant
+    Holm < ``alpha`` within it. The other tests' rows (``role`` robustness) and the redundant
     metrics keep their raw p-values, outside the family (``in_family`` False, no adjusted p).
     """
     rng = np.random.default_rng(seed)
@@ -275,7 +207,7 @@ def significance_table(examples: pd.DataFrame, *, alpha: float = 0.05, n_bootstr
         for metric in metrics:
             for result in compare_groups(g1[metric].to_numpy(float), g2[metric].to_numpy(float),
                                          n_bootstrap=n_bootstrap, rng=rng, min_group=min_group, primary=primary,
-                                         clusters_x=c1, clusters_y=c2):
+                                         clusters_x=c1, clusters_y=c2, min_images=min_images):
                 in_family = result["testable"] and result["role"] == "primary" and metric in family
                 rows.append({"comparison": name, "group1": first, "group2": second, "metric": metric,
                              "in_family": in_family, **result})
@@ -341,7 +273,7 @@ def method_means(table: pd.DataFrame, metrics=None) -> pd.DataFrame:
 
 def analyse(table: pd.DataFrame, *, low: float, high: float, map_for_example: str = "prediction",
             alpha: float = 0.05, n_bootstrap: int = 2000, seed: int = 0, min_group: int = 10,
-            metrics=None, test: str = "welch") -> AnalysisResults:
+            metrics=None, test: str = "cluster_bootstrap", min_images: int = 2) -> AnalysisResults:
     """Every table and summary metric of one run's per-example table; ``metrics``: the metrics the
     run scored (default: the registered ones the table has)."""
     results = AnalysisResults()
@@ -352,7 +284,7 @@ def analyse(table: pd.DataFrame, *, low: float, high: float, map_for_example: st
     results.examples = examples
     metrics = present_metrics(table, metrics)
     significance = significance_table(examples, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed, min_group=min_group,
-                                      metrics=metrics, primary=test)
+                                      metrics=metrics, primary=test, min_images=min_images)
     correlations = confidence_correlations(examples, metrics)
     means = scenario_summary(examples, "mean", metrics)
     medians = scenario_summary(examples, "median", metrics)
@@ -360,6 +292,9 @@ def analyse(table: pd.DataFrame, *, low: float, high: float, map_for_example: st
                       "scenario_medians": medians, "descriptive_by_split": descriptive_by_split(examples, metrics),
                       "significance": significance, "confidence_correlations": correlations}
     results.metrics = headline_metrics(examples, means, significance, metrics)
+    missing = without_example_map(table, examples)
+    if missing:
+        results.metrics["count/skipped_no_map_for_example"] = missing
     return results
 
 

@@ -12,8 +12,12 @@ import pandas as pd
 from tabulate import tabulate
 
 from vqa_interp.analysis.baselines import normalised_scores
-from vqa_interp.analysis.statistics import TEST_NAMES, bootstrap_mean_ci, images_of
+from vqa_interp.analysis.resampling import bootstrap_mean_ci
+from vqa_interp.analysis.statistics import TEST_NAMES, images_of
 from vqa_interp.metrics.registry import family_metrics
+
+
+VS_NEXT = "vs next (sign-flip over images, Holm)"
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -29,7 +33,8 @@ def headline_table(examples: pd.DataFrame, method: str, k: float, *, n_bootstrap
     """One row: the method, k, n questions and each tested metric's mean [95% CI] over the examples
     (one row per question; the CI resamples images)."""
     rng = np.random.default_rng(seed)
-    row = {"method": method, "k": k, "n": int(examples["question_id"].nunique())}
+    row = {"method": method, "k": k, "n": 0}
+    counts = set()
     for metric in family_metrics():
         if metric not in examples:
             continue
@@ -37,6 +42,11 @@ def headline_table(examples: pd.DataFrame, method: str, k: float, *, n_bootstrap
         values = frame[metric].to_numpy(float)
         low, high = bootstrap_mean_ci(values, n_bootstrap, rng, clusters=images_of(frame))
         row[metric] = f"{_fmt(values.mean())} [{_fmt(low)}, {_fmt(high)}]" if len(values) else ""
+        counts.add(len(values))
+        if len(values) and len(values) != int(examples["question_id"].nunique()):
+            row[metric] += f" n={len(values)}"
+    # n: the questions averaged (a metric undefined on some says its own n)
+    row["n"] = max(counts) if counts else 0
     return [row]
 
 
@@ -73,7 +83,8 @@ def baselines_rows(baselines: pd.DataFrame, tests: pd.DataFrame | None, method: 
 
 def comparison_rows(significance: pd.DataFrame) -> list[dict]:
     """The paper's comparisons on the tested metrics (the primary test, ``analysis.test``): mean
-    difference, Cohen's d, Holm p, flags."""
+    difference [95% CI], Cohen's d, Holm p, verdict (the direction of the mean difference when
+    significant)."""
     primary = significance[(significance["role"] == "primary") & significance["metric"].isin(family_metrics())]
     rows = []
     for comparison, part in primary.groupby("comparison", sort=False):
@@ -85,7 +96,9 @@ def comparison_rows(significance: pd.DataFrame) -> list[dict]:
                          "mean diff": "", "cohen d": "", "p (Holm)": "", "verdict": reason})
             continue
         for row in part.itertuples():
-            verdict = ("significant" if row.significant else "n.s.") if row.testable else "not testable"
+            higher = row.group1 if row.mean_diff > 0 else row.group2
+            verdict = ((f"{higher} higher" if row.significant else "no difference") if row.testable
+                       else "not testable")
             rows.append({"comparison": label, "metric": row.metric, "n1/n2": f"{row.n1}/{row.n2}",
                          "mean diff": _fmt(row.mean_diff), "cohen d": _fmt(row.effect_size, 2),
                          "p (Holm)": _fmt(row.p_holm, 2), "verdict": verdict})
@@ -108,15 +121,29 @@ def run_summary(results, method: str, k: float, *, markdown: bool = False, sanit
         against = ("every map against the leave-one-out means, as the ceiling" if loo
                    else "every map against the headline reference")
         title = (f"Between floors and ceiling (means over the same questions, {against}; "
-                 f"normalised = (method - random) / (ceiling - random); vs centre/image: Wilcoxon, Holm)")
+                 f"normalised = (method - random) / (ceiling - random); vs centre/image: mean paired difference, "
+                 f"sign-flip test over images, Holm)")
         parts.append(_section(title, baselines_rows(table, results.tables.get("baseline_tests"), method,
                                                     results.tables.get("normalised")), fmt, markdown))
     if "significance" in results.tables and not results.tables["significance"].empty:
         significance = results.tables["significance"]
         primary = significance.loc[significance["role"] == "primary", "test"]
         name = TEST_NAMES.get(primary.iloc[0], primary.iloc[0]) if len(primary) else "primary test"
-        title = f"Correct vs wrong, by confidence (one row per question; {name}, Holm over the primary family)"
+        title = (f"Correct vs wrong, by confidence (one row per question; {name}: the difference of the group "
+                 "means, its direction and p from one procedure; Holm over the primary family)")
         parts.append(_section(title, comparison_rows(results.tables["significance"]), fmt, markdown))
+        adjusted = results.tables.get("adjusted_comparisons")
+        if adjusted is not None and len(adjusted):
+            from vqa_interp.analysis.adjusted import disagreements
+
+            lines = disagreements(adjusted[adjusted["metric"].isin(family_metrics())])
+            readings = {"per_question": "against its own floor and ceiling", "within_answer_type": "within its answer type"}
+            said = " and ".join(readings[a] for a in readings if a in set(adjusted["adjustment"]))
+            text = ("\n".join(f"- {line}" for line in lines) if lines else
+                    f"- Every raw verdict holds with each question read {said}.")
+            heading = "**Read per question and within answer types**" if markdown else \
+                "Read per question and within answer types:"
+            parts.append(f"{heading}\n{text}")
     if explain_lines:
         title = "What the model used (question words, image vs question, faithfulness of the maps)"
         heading = f"**{title}**\n" if markdown else f"{title}:"
@@ -153,23 +180,36 @@ def ranked_rows(ranking: pd.DataFrame, pairs: pd.DataFrame | None, item: str = "
             towards = "" if direction(metric) > 0 else " (lower better)"
             rows.append({"k": k, "metric": metric + towards, "rank": entry["rank"], item: entry[item],
                          "mean [95% CI]": f"{_fmt(entry['mean'])} [{_fmt(entry['ci_low'])}, {_fmt(entry['ci_high'])}]",
-                         "n": entry["n"], "entry": entry, "vs next (Wilcoxon, Holm)": versus})
+                         "n": entry["n"], "entry": entry, VS_NEXT: versus})
     return rows
 
 
 def model_summary(ranking: pd.DataFrame, pairs: pd.DataFrame, *, markdown: bool = False) -> str:
-    """The models of a sweep compared on the same questions, for each method: best first per
-    (method, k, metric), with the paired test (Wilcoxon, Holm) against the next model."""
+    """The models of a sweep compared on the same questions and the same target, for each method: best
+    first per (method, k, metric), with the paired test against the next model; the comparison on
+    the labelled answer (which every model explains) first, the one on each model's own prediction
+    (confounded by accuracy) beside it, labelled as such."""
     fmt = "github" if markdown else "simple"
-    rows = []
-    for method, part in ranking.groupby("method", sort=False):
-        tests = pairs[pairs["method"] == method].rename(columns={"model_a": "method_a", "model_b": "method_b"})
-        for row in ranked_rows(part, tests, item="model"):
-            row.pop("entry")
-            rows.append({"method": method, **row})
-    title = ("Models compared on the same questions (one value per question, the questions every model scored; "
-             "95% CI resampling images)")
-    return _section(title, rows, fmt, markdown)
+    sections = []
+    targets = ranking["target"] if "target" in ranking else pd.Series("label", index=ranking.index)
+    for target in [t for t in ("label", "prediction") if (targets == t).any()]:
+        rows = []
+        part_ranking = ranking[targets == target]
+        part_pairs = pairs[pairs["target"] == target] if "target" in pairs else pairs
+        for method, part in part_ranking.groupby("method", sort=False):
+            tests = part_pairs[part_pairs["method"] == method].rename(columns={"model_a": "method_a",
+                                                                               "model_b": "method_b"})
+            for row in ranked_rows(part, tests, item="model"):
+                row.pop("entry")
+                rows.append({"method": method, **row})
+        what = ("the labelled answer's map for every model" if target == "label" else
+                "each model's map of its own prediction: a model that answers better explains easier answers, "
+                "so read it beside the label comparison, never alone")
+        title = (f"Models compared on the same questions, target = {target} ({what}; one value per question, the "
+                 "questions every model scored; mean paired difference, sign-flip test over images, 95% CI "
+                 "resampling images)")
+        sections.append(_section(title, rows, fmt, markdown))
+    return "\n\n".join(sections)
 
 
 def sweep_summary(ranking: pd.DataFrame | None, pairs: pd.DataFrame | None, comparison: pd.DataFrame,
@@ -183,10 +223,10 @@ def sweep_summary(ranking: pd.DataFrame | None, pairs: pd.DataFrame | None, comp
         return _section("Runs of this sweep", rows, fmt, markdown)
     rows = []
     for row in ranked_rows(ranking, pairs):
-        entry, versus = row.pop("entry"), row.pop("vs next (Wilcoxon, Holm)")
+        entry, versus = row.pop("entry"), row.pop(VS_NEXT)
         coverage = f"{entry['coverage']:.0%}" + (" LOW" if entry["low_coverage"] else "")
         rows.append({**row, "coverage": coverage, "P(first)": _fmt(entry["p_first"], 2),
-                     "vs next (Wilcoxon, Holm)": versus})
+                     VS_NEXT: versus})
     title = ("Method ranking (one value per question; mean over the questions every method scored, 95% CI "
              "resampling images; coverage = questions the method scored, LOW below 90%)")
     text = _section(title, rows, fmt, markdown)

@@ -5,15 +5,19 @@ method and its options, the channel reduction and the input geometry; an entry i
 one map depends on: question id, target answer index and the example's digest (question text and
 image bytes). So a run over another selection (``data.limit``, ``question_ids``, shards) takes the
 maps that exist, and k, confidence thresholds and scoring options never recompute a map.
-Entries are ``.npy`` files written atomically (temporary file + rename), so a killed run leaves no
-half-written entry. A map being computed is *claimed* (``<key>.claim``, created exclusively,
-naming host and process): a second run that needs it waits for it, or computes it when the claim's
-process is gone.
+Entries are ``.map`` files, an ``.npy`` array under a line holding its sha256, written atomically
+(temporary file + rename; :func:`~vqa_interp.util.disk_cache.write_digested`), so a killed run
+leaves no half-written entry, and an entry cut short, edited or swapped with another fails its
+digest: it is named in a warning and computed again. A map being computed is *claimed*: its computing process holds an exclusive
+``flock`` on ``<key>.claim`` (:class:`~vqa_interp.util.locking.HeldLock`, naming host, process and
+time for people). A second run that needs the map waits for it; the kernel drops the lock when its
+holder dies, however it dies (SIGKILL, the end of a container whose PID 1 it was), and the waiting
+run then computes the map itself.
 """
 from __future__ import annotations
 
+import io
 import json
-import logging
 import os
 import socket
 import time
@@ -21,28 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from vqa_interp.util.locking import process_alive, write_atomic
+from vqa_interp.errors import DataError
+from vqa_interp.util.disk_cache import read_digested, write_digested
+from vqa_interp.util.locking import HeldLock, lock_is_held, write_atomic
 from vqa_interp.util.signature import signature
 
-log = logging.getLogger(__name__)
-
-
-def entry_is_complete(path: Path) -> bool:
-    """Whether an ``.npy`` file holds all the bytes its header promises (a cheap check: no data read)."""
-    try:
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(handle)
-            expected = handle.tell() + int(np.prod(shape)) * dtype.itemsize
-    except (ValueError, OSError, EOFError):
-        return False
-    return path.stat().st_size == expected
 
 
 class MapCache:
-    """One map set: ``root/<signature>/<key>.npy`` plus ``key.json`` describing the signature."""
+    """One map set: ``root/<signature>/<key>.map`` plus ``key.json`` describing the signature."""
 
     def __init__(self, root: str | Path, depends_on: dict):
         self.signature = signature(depends_on)
@@ -55,79 +46,73 @@ class MapCache:
         self.misses = 0      # maps computed by this run
         self.waited = 0      # maps this run waited for while another run computed them
         self.repaired = 0
+        self._held: dict[str, HeldLock] = {}
 
     def path(self, key: str) -> Path:
-        return self.folder / f"{key}.npy"
+        return self.folder / f"{key}.map"
 
     # -- claims: one process computes a map, others wait for it
-    CLAIM_TIMEOUT_S = 3600.0   # a claim from another host older than this is taken over
-
     def _claim_path(self, key: str) -> Path:
         return self.folder / f"{key}.claim"
 
     def claim(self, key: str) -> bool:
-        """True when this process may compute ``key`` (it now holds the claim); False while another
-        live process holds it. A claim whose process is gone (same host) or that is older than
-        :attr:`CLAIM_TIMEOUT_S` (another host) is taken over."""
-        path = self._claim_path(key)
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            except FileExistsError:
-                if not self._claim_is_stale(path):
-                    return False
-                path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(f"{socket.gethostname()} {os.getpid()}")
+        """True when this process may compute ``key`` (it now holds the claim's lock); False while
+        another live process holds it."""
+        if key in self._held:
             return True
-        return False
-
-    def _claim_is_stale(self, path: Path) -> bool:
-        try:
-            host, pid = path.read_text().split()
-            age = time.time() - path.stat().st_mtime
-        except (OSError, ValueError):
-            return True        # gone meanwhile, or half-written by a process killed while claiming
-        if host == socket.gethostname():
-            return not process_alive(int(pid))
-        return age > self.CLAIM_TIMEOUT_S
+        lock = HeldLock(self._claim_path(key))
+        if not lock.acquire(f"{socket.gethostname()} {os.getpid()} {time.time():.0f}"):
+            return False
+        self._held[key] = lock
+        return True
 
     def release(self, key: str) -> None:
-        self._claim_path(key).unlink(missing_ok=True)
+        lock = self._held.pop(key, None)
+        if lock is not None:
+            lock.release()
 
     def claimed_by_other(self, key: str) -> bool:
-        """Whether a live claim by another process is on ``key`` (its map is being computed)."""
-        path = self._claim_path(key)
-        return path.exists() and not self._claim_is_stale(path)
+        """Whether a live process other than this one holds ``key``'s claim (its map is being computed)."""
+        return key not in self._held and bool(lock_is_held(self._claim_path(key)))
+
+    def claimant(self, key: str) -> str:
+        """Who holds ``key``'s claim and for how long, for people (``"" when unknown``)."""
+        try:
+            host, pid, since = self._claim_path(key).read_text().split()
+            return f"process {pid} on {host}, for {time.time() - float(since):.0f} s"
+        except (OSError, ValueError):
+            return ""
 
     def has(self, key: str) -> bool:
-        """True for a complete entry. A damaged one (truncated, not an array) is removed with a warning
-        naming it, so that the map is computed again instead of blocking its config."""
+        """True for an entry whose content matches its digest. A damaged one (cut short, edited,
+        swapped) is removed with a warning naming it, so that the map is computed again."""
         path = self.path(key)
         if not path.exists():
             return False
-        if entry_is_complete(path):
+        if self._payload(key) is not None:
             return True
-        log.warning("map cache entry %s is damaged (truncated or not an .npy array): removed, it will be "
-                    "computed again", path)
-        path.unlink(missing_ok=True)
         self.repaired += 1
         return False
 
+    def _payload(self, key: str) -> bytes | None:
+        return read_digested(self.path(key), "map cache entry")
+
     def load(self, key: str) -> np.ndarray:
-        """``[S, S]`` float32."""
-        return np.load(self.path(key))
+        """``[S, S]`` float32 (a :class:`~vqa_interp.errors.DataError` if the entry was damaged since
+        :meth:`has` checked it)."""
+        payload = self._payload(key)
+        if payload is None:
+            raise DataError(f"map cache entry {self.path(key)} was damaged while the run used it; run the same "
+                            "command again to compute it anew")
+        return np.load(io.BytesIO(payload))
 
     def store(self, key: str, array: np.ndarray, extras: dict[str, float] | None = None) -> None:
         """Write a map ``[S, S]`` (and its per-map diagnostics, if any, beside it as JSON)."""
         if extras:
             write_atomic(self.folder / f"{key}.json", lambda tmp: Path(tmp).write_text(json.dumps(extras)))
-
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as handle:
-                np.save(handle, np.asarray(array, np.float32))
-        write_atomic(self.path(key), write)
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(array, np.float32))
+        write_digested(self.path(key), buffer.getvalue())
         self.release(key)
 
     def extras(self, key: str) -> dict[str, float]:

@@ -85,12 +85,19 @@ def _integrated_gradients(model, options):
 
     explainer = IntegratedGradients(model.scorer)
 
+    def ig(x, target, question):
+        return explainer.attribute(x, baselines=model.black(x), additional_forward_args=(*question, *target),
+                                   n_steps=options["n_steps"], method="gausslegendre",
+                                   internal_batch_size=options["internal_batch_size"], return_convergence_delta=True)
+
     def attribute(x, target, question):
+        from vqa_interp.attribution.question import in_chunks
+        from vqa_interp.models.base import take
+
         baseline = model.black(x)
-        attr, delta = explainer.attribute(x, baselines=baseline, additional_forward_args=(*question, *target),
-                                          n_steps=options["n_steps"], method="gausslegendre",
-                                          internal_batch_size=options["internal_batch_size"],
-                                          return_convergence_delta=True)
+        # at most internal_batch_size images a call: below that, Captum warns and raises its batch
+        attr, delta = in_chunks(lambda rows: ig(x[rows], take(target, rows), take(question, rows)), len(x),
+                                options["internal_batch_size"])
         gap = (_target_scores(model, x, target, question) - _target_scores(model, baseline, target, question)).abs()
         return attr, {"completeness_error": (delta.detach().abs() / gap.clamp_min(1e-12)).cpu()}
     return attribute
@@ -145,8 +152,15 @@ def _smoothgrad(model, options):
 
 def _gradcam(model, options):
     """Grad-CAM (Selvaraju et al. 2017) on ``layer``: ReLU of the gradient-weighted channel sum,
-    upsampled bilinearly to the input."""
+    upsampled bilinearly to the input; on a model without a spatial CAM layer, over the image tokens of
+    a transformer layer (:func:`vqa_interp.attribution.transformer_methods.token_gradcam`)."""
     from captum.attr import LayerAttribution, LayerGradCam
+
+    if "cam_layer" not in model.provides:
+        from vqa_interp.attribution.transformer_methods import token_gradcam
+
+        model.token_layer(options["layer"])     # an unknown layer is refused before any work
+        return lambda x, target, question: token_gradcam(model, x, target, question, options["layer"])
 
     explainer = LayerGradCam(model.scorer, model.layer(options["layer"]))
 
@@ -207,7 +221,8 @@ for _method in (
            "SmoothGrad: |gradient| averaged over noisy inputs", "Smilkov et al. 2017",
            ranges={"nt_samples": (1, INF), "noise": (0.0, INF), "seed": (0, 2 ** 32 - 1)}),
     Method("gradcam", _gradcam, {"layer": "cam"}, "Grad-CAM on the model's CAM layer (the backbone's last block), "
-           "upsampled", "Selvaraju et al. 2017", needs=("pixels", "cam_layer")),
+           "upsampled; on a generative VLM over the image tokens of a language-model layer (default its middle)",
+           "Selvaraju et al. 2017", needs=("pixels", "cam_layer|token_states")),
     Method("gradshap", _gradient_shap, {"n_samples": 16, "blur": 0.0625, "seed": 0},
            "GradientShap with a black and a blurred-image baseline", "Lundberg & Lee 2017",
            ranges={"n_samples": (1, INF), "blur": (0.0, INF), "seed": (0, 2 ** 32 - 1)}),

@@ -21,8 +21,28 @@ import torch
 from torch import nn
 
 
+def in_chunks(call, n: int, size: int | None) -> tuple[torch.Tensor, ...]:
+    """``call(rows)`` on consecutive lists of at most ``size`` of the ``n`` examples, its tensors
+    concatenated: Captum warns, and raises its internal batch to the number of examples, when an
+    ``internal_batch_size`` is below it, so that the memory budget would not hold."""
+    if size is None or size >= n:
+        return call(list(range(n)))
+    parts = [call(list(range(begin, min(n, begin + size)))) for begin in range(0, n, size)]
+    return tuple(torch.cat(part) for part in zip(*parts))
+
+
 def token_attributions(model, images: torch.Tensor, question: tuple, targets: tuple, n_steps: int = 32,
                        internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """See :func:`_token_attributions`; at most ``internal_batch_size`` examples a call."""
+    from vqa_interp.models.base import as_target, take
+
+    targets = as_target(targets)
+    return in_chunks(lambda rows: _token_attributions(model, images[rows], take(question, rows), take(targets, rows),
+                                                      n_steps, internal_batch_size), len(images), internal_batch_size)
+
+
+def _token_attributions(model, images: torch.Tensor, question: tuple, targets: tuple, n_steps: int = 32,
+                        internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token attributions ``[B, T]`` (normalised, 0 outside the question's tokens) and IG's
     completeness error ``[B]`` (``|sum of raw attributions - (f(x) - f(baseline))|``) for ``images
     [B, 3, S, S]`` and their question encoding. ``internal_batch_size``: scaled inputs per pass
@@ -63,6 +83,16 @@ def _embedding_replaced(embedding: nn.Module, embedded: list):
 
 def image_question_share(model, images: torch.Tensor, question: tuple, targets: tuple, n_steps: int = 32,
                          internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """See :func:`_image_question_share`; at most ``internal_batch_size`` examples a call."""
+    from vqa_interp.models.base import as_target, take
+
+    targets = as_target(targets)
+    return in_chunks(lambda rows: _image_question_share(model, images[rows], take(question, rows), take(targets, rows),
+                                                        n_steps, internal_batch_size), len(images), internal_batch_size)
+
+
+def _image_question_share(model, images: torch.Tensor, question: tuple, targets: tuple, n_steps: int = 32,
+                          internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The image's share of the attribution ``[B]`` in [0, 1] (the question's is ``1 - share``) and the
     joint pass's completeness error ``[B]``. The ``B x n_steps`` scaled inputs go through the model
     ``internal_batch_size`` at a time (Captum's; None: ``B``), each a full forward and backward."""

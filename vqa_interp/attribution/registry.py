@@ -27,7 +27,7 @@ class Method:
     ``build(model, options) -> AttributeFn`` for a :class:`~vqa_interp.models.base.VqaModel`;
     ``options`` maps each allowed option key to its default (the config file
     ``conf/method/<name>.yaml`` sets them); ``aliases`` are other config names for the same method
-    (the paper's short names); ``needs`` the model's attachment points it uses
+    (the paper's short names); ``needs`` the model's attachment points it uses (``a|b``: either)
     (:data:`vqa_interp.models.base.ATTACHMENTS`). A model-free reference map (``kind``
     ``"baseline"``, see :mod:`vqa_interp.attribution.baselines`) has ``baseline(context, options)
     -> map [S, S] | None`` instead of ``build``.
@@ -62,6 +62,10 @@ class Method:
                     allowed = f">= {low:g}" if high == float("inf") else f"between {low:g} and {high:g}"
                     raise ConfigError(f"method.{key}={value!r} is out of range for method={self.name}; expected a "
                                       f"value {allowed} (default {default!r}).")
+
+    def runs_on(self, provides) -> bool:
+        """Whether a model providing these attachment points serves every need (``a|b``: either)."""
+        return all(any(a in provides for a in need.split("|")) for need in self.needs)
 
     def with_defaults(self, options: dict) -> dict:
         return {**self.options, **options}

@@ -5,13 +5,17 @@ Each map is row ``r`` (the token the answer head reads; for a generative model, 
 that predict the answer's tokens) of a ``[T, T]`` matrix over the image-token columns, laid out on
 the ``h x w`` grid and upsampled bilinearly to the input ``[B, 1, S, S]``:
 
-- ``attention``: the last layer's attention probabilities, mean over heads;
+- ``attention``: one layer's attention probabilities (``method.layer``, default the last), mean over heads;
 - ``rollout`` (Abnar & Zuidema 2020): ``R = prod_l norm(mean_h(A_l) + I)`` from the first layer up,
   the residual added and each row renormalised to sum 1;
 - ``chefer`` (Chefer, Gur & Wolf 2021, relevancy for self-attention): ``R = I``, then for each layer
   from the first up ``R += mean_h(clamp(dA_l * A_l, min=0)) @ R``, ``dA_l`` the gradient of the
   target's score (a classifier's logit, a generative model's answer log-probability) with respect
-  to layer ``l``'s attention probabilities.
+  to layer ``l``'s attention probabilities;
+- ``gradcam`` on a model without a spatial CAM layer (a generative VLM, ``token_states``): Grad-CAM
+  over the image tokens of a transformer layer's output ``H [B, T, D]``: ``relu(sum_d w_d H[:, i, d])``
+  at each image token ``i``, ``w = mean_i dscore/dH[:, i]`` (the gradient averaged over the image
+  tokens, as Grad-CAM averages it over the grid).
 
 The token layout (which row, which columns, the grid) comes from the model
 (:meth:`~vqa_interp.models.vilt.ViltModel.token_layout`), so these functions name no model.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from vqa_interp.attribution.registry import Method, register
+from vqa_interp.errors import ConfigError
 
 
 def on_grid(values: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
@@ -49,10 +54,13 @@ def columns_of(values: torch.Tensor, columns) -> torch.Tensor:
     return values[:, columns]
 
 
-def attention_map(attentions: list[torch.Tensor], row, columns) -> torch.Tensor:
-    """``[B, N]``: the last layer's attention of token ``row`` (see :func:`_start`) over ``columns``,
-    mean over heads."""
-    a = attentions[-1].mean(dim=1)
+def attention_map(attentions: list[torch.Tensor], row, columns, layer: int = -1) -> torch.Tensor:
+    """``[B, N]``: layer ``layer``'s attention (an index into ``attentions``, -1 the last) of token
+    ``row`` (see :func:`_start`) over ``columns``, mean over heads."""
+    if not -len(attentions) <= layer < len(attentions):
+        raise ConfigError(f"method.layer={layer} is out of range: the model has {len(attentions)} attention layers "
+                          f"(0 .. {len(attentions) - 1}, or -{len(attentions)} .. -1 from the top).")
+    a = attentions[layer].mean(dim=1)
     return columns_of((_start(a, row) @ a)[:, 0], columns)
 
 
@@ -100,19 +108,46 @@ def relevancy_row(attentions: list[torch.Tensor], gradients: list[torch.Tensor],
 
 
 def _from_attentions(combine):
-    """A builder whose map is ``combine(attentions, row, columns) -> [B, N]`` of one forward."""
+    """A builder whose map is ``combine(attentions, row, columns, options) -> [B, N]`` of one forward."""
     def build(model, options):
         def attribute(x, target, question):
             with torch.no_grad():
                 _, attentions = model.attentions(x, question, target)
                 row, columns, grid = model.token_layout(x, question, target)
-                return on_grid(combine(attentions, row, columns), grid, tuple(x.shape[-2:]))
+                return on_grid(combine(attentions, row, columns, options), grid, tuple(x.shape[-2:]))
         return attribute
     return build
 
 
-_attention = _from_attentions(attention_map)
-_rollout = _from_attentions(lambda attentions, row, columns: columns_of(rollout_row(attentions, row), columns))
+_attention = _from_attentions(lambda attentions, row, columns, options: attention_map(attentions, row, columns,
+                                                                                       options["layer"]))
+_rollout = _from_attentions(lambda attentions, row, columns, options: columns_of(rollout_row(attentions, row), columns))
+
+
+def token_gradcam(model, x: torch.Tensor, target: tuple, question: tuple, layer: str) -> torch.Tensor:
+    """``[B, 1, S, S]``: Grad-CAM over the image tokens of ``model.token_layer(layer)``'s output."""
+    captured = []
+
+    def keep(module, args, output):
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = model.token_layer(layer).register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            # the pixels put the layer's output in the graph (the model's parameters are frozen)
+            scores = model.target_scores(x.detach().requires_grad_(True), question, target)
+            states = captured[-1]
+            gradients, = torch.autograd.grad(scores.sum(), states)
+    finally:
+        handle.remove()
+    _, columns, grid = model.token_layout(x, question, target)
+    with torch.no_grad():
+        if not isinstance(columns, torch.Tensor):
+            columns = torch.arange(states.shape[1])[columns].expand(len(x), -1)
+        index = columns.to(states.device)[:, :, None].expand(-1, -1, states.shape[-1])
+        h, g = states.detach().gather(1, index), gradients.gather(1, index)        # [B, N, D]
+        cam = (g.mean(dim=1, keepdim=True) * h).sum(dim=-1).clamp(min=0)          # [B, N]
+        return on_grid(cam.float(), grid, tuple(x.shape[-2:]))
 
 
 def _chefer(model, options):
@@ -130,8 +165,8 @@ def _chefer(model, options):
 
 
 for _method in (
-    Method("attention", _attention, {}, "the last layer's attention from the answer token over the patches, mean "
-           "over heads", "Vaswani et al. 2017", needs=("pixels", "attentions")),
+    Method("attention", _attention, {"layer": -1}, "one layer's attention (default the last) from the answer "
+           "token over the patches, mean over heads", "Vaswani et al. 2017", needs=("pixels", "attentions")),
     Method("rollout", _rollout, {}, "attention rollout (residual added, rows renormalised)", "Abnar & Zuidema 2020",
            needs=("pixels", "attentions")),
     Method("chefer", _chefer, {}, "relevancy: gradient-weighted attention propagated through the layers",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from PIL import Image
 
 from vqa_interp.data.images import HIGH_DEPTH_MODES, image_problem
@@ -220,7 +221,16 @@ def _is_constant_image(path: Path) -> bool:
     try:
         with Image.open(path) as image:
             # at the map's own bit depth: a 16-bit map converted to 8 bits can look constant
-            lo, hi = image.getextrema() if image.mode in HIGH_DEPTH_MODES else image.convert("L").getextrema()
+            if image.mode in HIGH_DEPTH_MODES:
+                values = np.asarray(image, np.float64)
+                bad = int(np.size(values) - np.isfinite(values).sum())
+                if bad:
+                    raise DataError(f"data.human_maps: {path} holds {bad} NaN or infinite value(s); expected a map "
+                                    "of finite values (a VQA-HAT PNG). Replace the file, or remove it (its question "
+                                    "keeps its other annotators' maps).")
+                lo, hi = float(values.min()), float(values.max())
+            else:
+                lo, hi = image.convert("L").getextrema()
     except OSError as exc:
         raise DataError(f"data.human_maps: {path} is not a readable image ({exc}). Expected a VQA-HAT PNG.") from exc
     return lo == hi

@@ -3,12 +3,13 @@ and mean is over one row per question (the map that stands for it, ``analysis.ma
 bootstrap CIs resample images.
 
 - Token attributions against the decisive words (where the dataset knows them): mean ``token_auc``
-  next to a random ranking's 0.5 (Wilcoxon signed-rank of ``token_auc - 0.5``), top-1 hit rate next
+  next to a random ranking's 0.5 (sign-flip test over images of the mean ``token_auc - 0.5``), top-1 hit rate next
   to its chance value.
 - The image's share of the attribution by split (correct/wrong x confidence), with the paper's five
   comparisons applied to it (``analysis.test`` primary, Holm over those five).
 - Faithfulness: mean deletion/insertion AUC of the method's maps next to random maps' on the same
-  targets (Wilcoxon signed-rank of the paired difference, bootstrap 95% CI).
+  targets (the mean paired difference: sign-flip test and bootstrap 95% CI over images,
+  :mod:`vqa_interp.analysis.verdicts`).
 - Plausibility vs faithfulness: per example, Spearman correlation between agreeing with humans
   (``rank_corr``, ``iou``) and each faithfulness AUC. With deletion, a negative correlation means the
   maps that agree with humans are also the ones whose top pixels the model needs.
@@ -19,8 +20,8 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from vqa_interp.analysis.statistics import (SCENARIOS, bootstrap_mean_ci, images_of, scenario_mask, significance_table,
-                                            wilcoxon_test)
+from vqa_interp.analysis.statistics import SCENARIOS, images_of, scenario_mask, significance_table
+from vqa_interp.analysis.verdicts import paired_test
 from vqa_interp.metrics.registry import headline_metrics
 
 FAITHFULNESS = (("deletion_auc", "lower"), ("insertion_auc", "higher"))
@@ -33,8 +34,8 @@ COMPARED_METRICS = ("faithfulness/deletion_auc", "faithfulness/random_deletion_a
 
 def faithfulness_table(examples: pd.DataFrame, *, n_bootstrap: int, seed: int) -> pd.DataFrame:
     """One row per curve: the method's mean AUC, random maps' mean AUC on the same questions (one row
-    per question), the paired difference (95% bootstrap CI over images, Wilcoxon p) and whether the
-    method is more faithful than random."""
+    per question), the paired difference (its sign-flip p and bootstrap 95% CI over images) and whether
+    the method is more faithful than random."""
     rng = np.random.default_rng(seed)
     rows = []
     for column, better in FAITHFULNESS:
@@ -43,14 +44,14 @@ def faithfulness_table(examples: pd.DataFrame, *, n_bootstrap: int, seed: int) -
         frame = examples[[column, f"random_{column}", *(["image_id"] if "image_id" in examples else [])]].dropna()
         pair = frame[[column, f"random_{column}"]].to_numpy(float)
         diff = pair[:, 0] - pair[:, 1]
-        low, high = bootstrap_mean_ci(diff, n_bootstrap, rng, clusters=images_of(frame))
-        statistic, p, _ = wilcoxon_test(diff)
+        test = paired_test(diff, images_of(frame), n_bootstrap=n_bootstrap, rng=rng)
         sign = -1 if better == "lower" else 1
+        p = test["p_value"]
         rows.append({"curve": column.removesuffix("_auc"), "better": better, "n": len(diff),
-                     "method": float(pair[:, 0].mean()) if len(pair) else np.nan,
+                     "n_images": test["n_images"], "method": float(pair[:, 0].mean()) if len(pair) else np.nan,
                      "random": float(pair[:, 1].mean()) if len(pair) else np.nan,
-                     "mean_diff": float(diff.mean()) if len(diff) else np.nan, "ci_low": low, "ci_high": high,
-                     "wilcoxon": statistic, "p_value": p,
+                     "mean_diff": test["mean_diff"], "ci_low": test["ci_low"], "ci_high": test["ci_high"],
+                     "test": test["test"], "p_value": p,
                      "more_faithful_than_random": bool(np.isfinite(p) and p < 0.05 and sign * diff.mean() > 0)})
     return pd.DataFrame(rows)
 
@@ -86,17 +87,18 @@ def share_by_split(examples: pd.DataFrame) -> pd.DataFrame:
 
 def token_table(examples: pd.DataFrame) -> pd.DataFrame:
     """Token scores against the decisive words next to a random ranking (one row; n questions)."""
-    auc = examples["token_auc"].dropna().to_numpy(float)
+    frame = examples[examples["token_auc"].notna()]
+    auc = frame["token_auc"].to_numpy(float)
     top1 = examples[["token_top1", "token_top1_chance"]].dropna().to_numpy(float)
-    statistic, p, _ = wilcoxon_test(auc - 0.5)
+    test = paired_test(auc - 0.5, images_of(frame))
     return pd.DataFrame([{"n": len(auc), "token_auc": auc.mean() if len(auc) else np.nan, "random_auc": 0.5,
-                          "wilcoxon": statistic, "p_value": p,
+                          "test": test["test"], "p_value": test["p_value"],
                           "top1_hit": top1[:, 0].mean() if len(top1) else np.nan,
                           "top1_chance": top1[:, 1].mean() if len(top1) else np.nan}])
 
 
 def explain_results(examples: pd.DataFrame, per_target: pd.DataFrame, *, alpha: float, n_bootstrap: int,
-                    seed: int, min_group: int, test: str = "welch"
+                    seed: int, min_group: int, test: str = "cluster_bootstrap", min_images: int = 2
                     ) -> tuple[dict[str, pd.DataFrame], dict[str, float], list[str]]:
     """Tables, MLflow metrics and summary lines. ``examples``: the analysis' one row per question
     (with ``confidence_level``) joined with ``per_target``'s columns, the unit of every test;
@@ -111,14 +113,14 @@ def explain_results(examples: pd.DataFrame, per_target: pd.DataFrame, *, alpha: 
         # their references (random AUC 0.5, the top-1 chance) are in tables/token_scores.csv
         metrics.update({"tokens/decisive_auc": t.token_auc, "tokens/top1_hit": t.top1_hit})
         lines.append(f"Question words: the decisive words outrank the others with AUC {t.token_auc:.2f} (random 0.5, "
-                     f"Wilcoxon p={t.p_value:.2g}, n={int(t.n)}); the top word is decisive in {t.top1_hit:.0%} of maps "
+                     f"sign-flip test over images p={t.p_value:.2g}, n={int(t.n)}); the top word is decisive in {t.top1_hit:.0%} of maps "
                      f"(chance {t.top1_chance:.0%}).")
     if "image_share" in examples and examples["image_share"].notna().any():
         by_split = share_by_split(examples)
         tables["image_share_by_split"] = by_split
         significance = significance_table(examples, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed,
                                           metrics=["image_share"], min_group=min_group, family=["image_share"],
-                                          primary=test)
+                                          primary=test, min_images=min_images)
         tables["image_share_significance"] = significance
         means = by_split.set_index("scenario")["mean"]
         metrics["share/image"] = float(means["all"])    # by split: tables/image_share_by_split.csv
@@ -136,7 +138,7 @@ def explain_results(examples: pd.DataFrame, per_target: pd.DataFrame, *, alpha: 
             metrics[f"faithfulness/random_{row.curve}_auc"] = row.random
         parts = [f"{r.curve} AUC {r.method:.3f} vs random maps {r.random:.3f} ({r.better} is more faithful; "
                  f"{'more faithful than random' if r.more_faithful_than_random else 'not more faithful than random'}, "
-                 f"Wilcoxon p={r.p_value:.2g})" for r in faithful.itertuples()]
+                 f"sign-flip test over images p={r.p_value:.2g})" for r in faithful.itertuples()]
         lines.append("Faithfulness: " + "; ".join(parts) + ".")
         correlation = plausibility_faithfulness(examples)
         tables["plausibility_faithfulness"] = correlation

@@ -33,7 +33,7 @@ from vqa_interp.util.shared_work import SharedWork
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2   # raise when a part's table changes: cached parts are then ignored
+CACHE_VERSION = 3   # raise when a part's table changes: cached parts are then ignored
 CURVES = ("deletion", "insertion")
 
 

@@ -40,6 +40,7 @@ ATTACHMENTS = {
     "text_embedding": "the question's token embedding layer, output [B, T, D] (token attributions, share)",
     "blocks": "the ordered blocks that sanity checks re-initialise, from the output down",
     "attentions": "attention maps over the image patches and the token layout (transformer-native methods)",
+    "token_states": "named transformer layers whose outputs [B, T, D] hold the image tokens (Grad-CAM over tokens)",
     "relu_units": "an nn.ReLU module at every non-linearity (Guided Backprop and DeconvNet modify their backward)",
 }
 
@@ -167,19 +168,32 @@ class VqaModel(abc.ABC):
         """``[B]``: the differentiable score of each example's target (:attr:`scorer`)."""
         return self.scorer(pixels, *question, *target)
 
+    def answer_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[B, n_answers]``: the model's own probability of each answer from its logits: a softmax
+        for a head trained with cross-entropy over the answers (:attr:`confidence`), each logit's
+        sigmoid for one trained with binary cross-entropy on soft scores (dandelin's ViLT)."""
+        return torch.sigmoid(logits) if self.confidence == "sigmoid" else torch.softmax(logits, dim=1)
+
+    confidence: str = "softmax"
+    CONFIDENCE = {"softmax": "the softmax probability of the predicted answer over the answer list (a head trained "
+                             "with cross-entropy)",
+                  "sigmoid": "the sigmoid of the predicted answer's logit (a head trained with binary cross-entropy "
+                             "on soft scores)",
+                  "candidates": "the answer's probability normalised over the question's multiple-choice candidates"}
+
     def target_probabilities(self, pixels: torch.Tensor, question: Question, target: tuple) -> torch.Tensor:
-        """``[B]``: each target's probability (a classifier: softmax over its answers; generative: the
-        probability of the answer's tokens)."""
-        probs = torch.softmax(self.forward(pixels, question).float(), dim=1)
+        """``[B]``: each target's probability (a classifier: :meth:`answer_probabilities`; generative:
+        the probability of the answer's tokens)."""
+        probs = self.answer_probabilities(self.forward(pixels, question).float())
         return probs.gather(1, target[0][:, None].to(probs.device))[:, 0]
 
     def predict_answers(self, pixels: torch.Tensor, question: Question, candidates: Sequence[Sequence[str]] | None
                         = None) -> tuple[list[str], torch.Tensor]:
-        """``(answers, confidence [B])``: a classifier's argmax class and its softmax probability
-        (``candidates`` unused; a generative model normalises over them)."""
+        """``(answers, confidence [B])``: a classifier's argmax class and its probability
+        (:meth:`answer_probabilities`; ``candidates`` unused; a generative model normalises over them)."""
         from vqa_interp.data.answers import normalize_answer
 
-        probs = torch.softmax(self.forward(pixels, question).float(), dim=1).cpu()
+        probs = self.answer_probabilities(self.forward(pixels, question).float()).cpu()
         confidence, predicted = probs.max(dim=1)
         return [normalize_answer(self.answers[int(i)]) for i in predicted], confidence
 
@@ -233,6 +247,11 @@ class VqaModel(abc.ABC):
         """``(name, block)`` from the output down, the order sanity checks re-initialise them in."""
         raise self._lacks("blocks")
 
+    def token_layer(self, name: str) -> nn.Module:
+        """The transformer layer ``name`` (``cam``: the model's default) whose output ``[B, T, D]``
+        holds the image tokens at :meth:`token_layout`'s columns."""
+        raise self._lacks("token_states")
+
     def layer(self, name: str) -> nn.Module:
         """A named attachment point (``cam``) or, for users who need another one, a dotted module path."""
         if name == "cam":
@@ -257,8 +276,9 @@ class VqaModel(abc.ABC):
                 "input": {"size": self.geometry.size, "central_fraction": self.geometry.central_fraction}}
 
     def tags(self) -> dict[str, str]:
-        """Tags a run records about its model."""
-        return {"model_kind": self.kind, "model_description": self.description}
+        """Tags a run records about its model (``confidence``: what a prediction's confidence is)."""
+        return {"model_kind": self.kind, "model_description": self.description,
+                "confidence": self.CONFIDENCE[self.confidence]}
 
     @property
     def answer_vocab(self) -> dict[str, int]:

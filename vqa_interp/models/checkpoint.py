@@ -62,17 +62,47 @@ def _looks_like_torch_file(path: Path) -> bool:
         return handle.read(1) == b"\x80"
 
 
+def damaged_zip_member(path: Path) -> str | None:
+    """The first member of a torch zip archive whose CRC does not match its bytes (None: all match,
+    or not a zip). ``torch.load`` does not check them, so a flipped byte inside a tensor would load."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return f"(the archive: {exc})"
+
+
+_LOADED: dict[tuple, object] = {}    # the last file read: the check before a run opens and the load share it
+
+
 def _safe_load(path: str | Path, key: str, expected: str):
-    """``torch.load(weights_only=True)`` with errors that name ``key``, the file and what belongs there."""
+    """``torch.load(weights_only=True)`` with errors that name ``key``, the file and what belongs there;
+    a zip archive's CRCs are checked first. The last file read is kept (by path, size and time), so
+    the check before a run opens and the run's own load read it once."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{key}: {path} does not exist. Expected {expected}. "
                               f"Place it there or set {key}=FILE.")
+    stat = path.stat()
+    identity = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if identity in _LOADED:
+        return _LOADED[identity]
     if not _looks_like_torch_file(path):
         raise CheckpointError(f"{key}: {path} is not a torch checkpoint (neither a torch zip archive nor a "
                               f"pickle; truncated or another kind of file?). Expected {expected}.")
+    bad = damaged_zip_member(path)
+    if bad is not None:
+        raise CheckpointError(f"{key}: {path} is damaged: {bad} fails its CRC check (the file changed after it "
+                              f"was written). Expected {expected}.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        _LOADED.clear()
+        _LOADED[identity] = payload
+        return payload
     except pickle.UnpicklingError as exc:
         if "weights only" not in str(exc).lower() and "weights_only" not in str(exc).lower():
             raise CheckpointError(f"{key}: {path} is damaged: it cannot be unpickled ({str(exc)[:200]}). "
@@ -106,3 +136,35 @@ def load_backbone_weights(path: str | Path, variant: str = "caffe") -> dict[str,
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     return strip_module(state)
+
+
+DIGEST_SUFFIX = ".sha256"
+
+
+def record_digest(path: str | Path) -> str:
+    """Write ``<path>.sha256``: the content digest of a checkpoint file or model folder made here
+    (:func:`vqa_interp.models.shipped.content_digest`), checked before every later use."""
+    from vqa_interp.models.shipped import content_digest
+
+    path = Path(path)
+    digest = content_digest(path)
+    write_atomic(path.with_name(path.name + DIGEST_SUFFIX), lambda tmp: Path(tmp).write_text(digest + "\n"))
+    return digest
+
+
+def verify_digest(path: str | Path, what: str) -> None:
+    """Raise :class:`CheckpointError` (saying to delete ``path`` so that it is made again) when a
+    checkpoint or model folder made here no longer matches the digest recorded with it; one made
+    before digests were recorded gets its digest now."""
+    from vqa_interp.models.shipped import content_digest
+
+    path = Path(path)
+    recorded = path.with_name(path.name + DIGEST_SUFFIX)
+    if not recorded.exists():
+        record_digest(path)
+        return
+    expected = recorded.read_text().strip()
+    if content_digest(path) != expected:
+        raise CheckpointError(f"{what} {path} does not match the digest recorded when it was made (sha256 "
+                              f"{expected[:12]}, in {recorded.name}): it changed on disk. Delete {path} (and "
+                              f"{recorded.name}) to train it again.")

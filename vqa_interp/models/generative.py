@@ -64,7 +64,8 @@ class GenerativeVlm(VqaModel):
     and the end-of-sequence token, right-padded)."""
     kind = "hf_vlm"
     generative = True
-    provides = frozenset({"pixels", "attentions", "blocks", "text_embedding"})
+    confidence = "candidates"
+    provides = frozenset({"pixels", "attentions", "blocks", "text_embedding", "token_states"})
 
     def __init__(self, hf, processor, family: Family, geometry: InputGeometry, *, prompt: str | None = None,
                  answer_mode: str = "open", max_new_tokens: int = 4, checkpoint_digest: str = "",
@@ -274,6 +275,19 @@ class GenerativeVlm(VqaModel):
 
     def text_embedding(self) -> nn.Module:
         return self.module.get_input_embeddings()
+
+    def token_layer(self, name: str) -> nn.Module:
+        """``lm.layerN`` (N from 0 at the bottom), ``cam``: the language model's middle layer
+        (``lm.layer{(L-1)//2}``; the last layer's image-token outputs never reach the answer positions,
+        so a causal LM's Grad-CAM reads a layer below it)."""
+        layers = self.family.parts(self.module)[0]
+        index = (len(layers) - 1) // 2 if name == "cam" else None
+        if name.startswith("lm.layer") and name[8:].isdigit():
+            index = int(name[8:])
+        if index is None or not 0 <= index < len(layers):
+            raise ConfigError(f"method.layer={name!r} is not a layer of this language model; expected cam (its middle "
+                              f"layer) or lm.layer0 .. lm.layer{len(layers) - 1}.")
+        return layers[index]
 
     def blocks(self) -> list[tuple[str, nn.Module]]:
         layers, norm, head, projector, vision = self.family.parts(self.module)

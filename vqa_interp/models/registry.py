@@ -3,7 +3,7 @@ load it, and, for a kind trained on the embedded benchmark, build it untrained).
 
 To add a model: one file with a :class:`~vqa_interp.models.base.VqaModel` subclass and a
 :func:`register_model` call, plus one ``conf/model/<name>.yaml`` whose ``kind`` names it
-(``docs/architecture.md``, "Adding a model").
+(``docs/design/extending.md``, "Adding a model").
 """
 from __future__ import annotations
 
@@ -76,10 +76,11 @@ def check_method(kind: ModelKind, method: str, needs: tuple[str, ...]) -> None:
     """Refuse a method whose attachment points the model kind lacks, before any work."""
     from vqa_interp.models.base import ATTACHMENTS
 
-    missing = [n for n in needs if n not in kind.provides]
+    missing = [n for n in needs if not any(a in kind.provides for a in n.split("|"))]   # a|b: either
     if missing:
-        raise NotApplicableError(f"method={method} needs the model's {', '.join(missing)} "
-                          f"({'; '.join(ATTACHMENTS[n] for n in missing)}), which model.kind={kind.name} does not "
+        described = "; ".join(" or ".join(ATTACHMENTS[a] for a in n.split("|")) for n in missing)
+        raise NotApplicableError(f"method={method} needs the model's {', '.join(n.replace('|', ' or ') for n in missing)} "
+                          f"({described}), which model.kind={kind.name} does not "
                           f"have; choose another method (model.kind={kind.name} provides {sorted(kind.provides)}).")
 
 

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from vqa_interp.data.answers import normalize_answer
 from vqa_interp.data.images import IMAGENET_MEAN, IMAGENET_STD, InputGeometry, load_image
 from vqa_interp.models.base import VqaModel, take
+from vqa_interp.models.checkpoint import record_digest
 from vqa_interp.models.registry import model_kind
 from vqa_interp.util.cores import size_torch_threads
 from vqa_interp.util.signature import short_signature
@@ -335,6 +336,7 @@ def train_and_save(model_settings, dataset, out_path: Path, on_epoch=None, annou
     seconds = time.perf_counter() - start
     model.save(out_path, config={"backbone": m.options.get("backbone"), "input": m.input, "train": t},
                tracker=history, name="vqa-interp embedded")
+    record_digest(out_path)
     log.info("trained the embedded model in %.0f s (accuracy: train %.3f, val %.3f; answering from the question "
              "alone: %.3f) -> %s", seconds, history["train_accuracy"][-1], history["val_accuracy"][-1], prior, out_path)
     return {"train_seconds": seconds, "epochs_run": len(history["loss"]), "train_threads_min": min(history["threads"]),

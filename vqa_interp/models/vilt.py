@@ -253,9 +253,12 @@ def load_folder(folder, geometry: InputGeometry, max_tokens: int = 40) -> ViltMo
     tokenizer = BertTokenizer.from_pretrained(folder, local_files_only=True)
     labels = hf.config.id2label
     answers = [normalize_answer(str(labels[i] if i in labels else labels[str(i)])) for i in range(len(labels))]
-    return ViltModel(ViltNet(hf).eval(), tokenizer, answers, geometry, max_tokens=max_tokens,
-                     checkpoint_digest=file_digest(weights_file(folder)),
-                     description=f"ViLT from {folder.name}").eval()
+    model = ViltModel(ViltNet(hf).eval(), tokenizer, answers, geometry, max_tokens=max_tokens,
+                      checkpoint_digest=file_digest(weights_file(folder)), description=f"ViLT from {folder.name}")
+    # a head trained here minimises cross-entropy over the answers (models/training.py); any other
+    # (dandelin's VQA head) binary cross-entropy on soft scores: its probabilities are sigmoids
+    model.confidence = "softmax" if (folder / "vqa_interp.json").exists() else "sigmoid"
+    return model.eval()
 
 
 def untrained(model_settings, questions: Sequence[str], answers: Sequence[Sequence[str]]) -> ViltModel:

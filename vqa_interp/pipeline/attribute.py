@@ -3,6 +3,7 @@ kept in the map cache as they are made; maps another run is computing are waited
 protocol of :class:`~vqa_interp.attribution.cache.MapCache`)."""
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Sequence
@@ -19,7 +20,9 @@ from vqa_interp.data.vqa import Example
 from vqa_interp.errors import DataError
 from vqa_interp.util.memory import batching_of
 
-CACHE_VERSION = 4   # raise when a method's maps change: the map set gets a new folder
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 5   # raise when a method's maps change: the map set gets a new folder
 
 
 def map_cache_for(settings, model) -> MapCache:
@@ -81,8 +84,14 @@ def attribute_targets(model, settings, targets: pd.DataFrame, cache: MapCache, l
             for request in mine:
                 cache.release(request.key)
         missing = []
+        started, said = time.monotonic(), 0.0
         for request in theirs:
             while cache.claimed_by_other(request.key) and not cache.has(request.key):
+                waited = time.monotonic() - started
+                if waited - said >= (5.0 if not said else 60.0):   # after 5 s, then every minute
+                    said = waited
+                    log.warning("waiting %.0f s for map %s, which another run is computing (%s); it is taken over "
+                                "as soon as that process ends", waited, request.key, cache.claimant(request.key))
                 time.sleep(0.2)
             if cache.has(request.key):
                 cache.hits += 1

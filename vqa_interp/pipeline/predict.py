@@ -15,7 +15,7 @@ from vqa_interp.models.vocab import answer_lookup
 from vqa_interp.util.disk_cache import DiskCache
 from vqa_interp.util.memory import batching_of
 
-CACHE_VERSION = 4   # raise when predict()'s table changes: cached predictions are then ignored
+CACHE_VERSION = 5   # raise when predict()'s table changes: cached predictions are then ignored
 COLUMNS = ("question_id", "image_id", "question", "answer", "answer_type", "question_type", "prediction", "confidence",
            "correct", "vqa_accuracy", "label_index", "prediction_index", "label_answerable", "row")
 
@@ -32,7 +32,9 @@ def predict(model: VqaModel, examples: Sequence[Example], load_images, question:
             device: str = "cpu") -> pd.DataFrame:
     """One row per example: prediction, confidence, correct, VQA accuracy, label index.
 
-    A classifier's prediction is its argmax class and its confidence the softmax probability; a
+    A classifier's prediction is its argmax class and its confidence the model's own probability of it
+    (:meth:`~vqa_interp.models.base.VqaModel.answer_probabilities`: softmax, or sigmoid for a head
+    trained with binary cross-entropy); a
     generative model's is its (normalised) generated or chosen answer with the answer's probability
     normalised over the question's multiple-choice candidates
     (:meth:`~vqa_interp.models.base.VqaModel.predict_answers`), so the paper's confidence bands keep
@@ -53,7 +55,7 @@ def predict(model: VqaModel, examples: Sequence[Example], load_images, question:
                                                             [examples[i].multiple_choices for i in idx])
                 predicted = [-1] * len(idx)
             else:
-                probs = torch.softmax(model.forward(pixels, encoded).float(), dim=1).cpu()
+                probs = model.answer_probabilities(model.forward(pixels, encoded).float()).cpu()
                 confidence, predicted = probs.max(dim=1)
                 answers = [normalize_answer(model.answers[int(p)]) for p in predicted]
             for j, i in enumerate(idx):

@@ -21,7 +21,7 @@ from vqa_interp.pipeline.references import baseline_maps_for, reference_columns,
 from vqa_interp.util.disk_cache import DiskCache
 from vqa_interp.util.shared_work import SharedWork
 
-CACHE_VERSION = 5   # raise when a metric's definition or a table's columns change: cached score tables are then ignored
+CACHE_VERSION = 6   # raise when a metric's definition or a table's columns change: cached score tables are then ignored
 
 
 def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame, targets: pd.DataFrame,

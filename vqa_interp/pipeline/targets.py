@@ -32,7 +32,9 @@ def plan_targets(predictions: pd.DataFrame, policy: str, answer_key=None) -> tup
         for target in wanted:
             index = p.label_index if target == "label" else p.prediction_index
             answer = str(getattr(p, "answer" if target == "label" else "prediction", ""))
-            on_prediction = index == p.prediction_index if index >= 0 else answer == str(p.prediction)
+            # the same answer under another spelling of the vocabulary ("2" and "two") is the prediction too
+            predicted = str(getattr(p, "prediction", ""))
+            on_prediction = (index >= 0 and index == p.prediction_index) or (answer != "" and answer == predicted)
             key = answer_key(answer, int(index)) if answer_key else str(int(index))
             rows.append({"question_id": p.question_id, "row": p.row, "target": target, "target_answer": answer,
                          "target_index": int(index), "on_prediction": bool(on_prediction), "answer_key": key,

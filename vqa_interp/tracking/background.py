@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from vqa_interp.util.forked import can_fork, exit_code_if_ended, kill_and_reap, wait_for
+from vqa_interp.util.forked import can_fork, die_with_parent, exit_code_if_ended, kill_and_reap, wait_for
+from vqa_interp.util.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def draw_figures(makers: Makers, keep_in: Callable[[str], Path | None] = lambda 
     process, in order); ``keep_in(name)``: a folder to keep that figure's files in too, or None
     (the kept ones first). ``keeps``: that folder, for :func:`finish_deferred`; ``cached``: PNGs
     of figures drawn before, logged with the new ones. Returns at once."""
-    folder = Path(tempfile.mkdtemp(prefix="vqa-interp-figures-"))
+    folder = Path(tempfile.mkdtemp(prefix="figures-", dir=scratch_dir()))
     job = FigureJob(None, folder, keeps, list(cached))
     if not can_fork():
         with job.cancelled_on_error():   # a failed drawing leaves no folder behind
@@ -139,6 +140,7 @@ def draw_figures(makers: Makers, keep_in: Callable[[str], Path | None] = lambda 
     if pid == 0:   # the child
         code = 0
         try:
+            die_with_parent()
             _draw(makers, folder, keep_in)
         except BaseException:
             code = 1

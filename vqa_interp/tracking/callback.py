@@ -139,6 +139,10 @@ class MlflowSweepCallback(Callback):
             from vqa_interp.tracking.signals import interrupted_line
 
             print(interrupted_line(tracker.run_id), file=sys.stderr, flush=True)
+            if in_process:      # the comparison was interrupted: the sweep exits as the signal says
+                from vqa_interp.tracking.signals import exit_code
+
+                sys.exit(exit_code())
             return
         if tracker.summary:
             print("\n" + tracker.summary + "\n", flush=True)

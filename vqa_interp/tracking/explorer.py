@@ -152,7 +152,7 @@ def merge(parts: list[dict], title: str, labels: dict[str, str] | None = None) -
         for column in part["columns"]:
             columns.append({**column, "label": (labels or {}).get(column["id"], column["label"])})
             rows[column["id"]] = part["rows"][column["id"]]
-    order = sorted(questions, key=int)
+    order = sorted(questions, key=lambda q: (0, int(q), "") if str(q).isdigit() else (1, 0, str(q)))
     return {"version": 1, "title": title, "questions": {q: questions[q] for q in order}, "columns": columns,
             "rows": rows}
 

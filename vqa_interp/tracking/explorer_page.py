@@ -13,8 +13,15 @@ Without scripts (a sandbox that blocks them) every card is shown, each still ope
 from __future__ import annotations
 
 import html
+import logging
+import re
 
+log = logging.getLogger(__name__)
 THUMB_PX, FULL_PX = 96, 320
+# what may become part of a class or attribute name, and what a picture may be: anything else in a
+# run's explorer data (a question id, a metric name, a URI) is dropped before the page is written
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_./-]+$")
+PICTURE_URI = re.compile(r"^data:image/(png|jpeg);base64,[A-Za-z0-9+/]+={0,2}$")
 
 STYLE = f"""
 body{{font-family:system-ui,sans-serif;margin:0;background:#fafafa;color:#222}}
@@ -106,7 +113,7 @@ def _e(value) -> str:
 
 
 def _fmt(value) -> str:
-    return "" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+    return "" if value is None else f"{value:.3g}" if isinstance(value, float) else _e(value)
 
 
 def _select(name: str, legend: str, options: list[tuple[str, str]], selected: str | None = None) -> str:
@@ -117,14 +124,39 @@ def _select(name: str, legend: str, options: list[tuple[str, str]], selected: st
 
 def _css_pictures(data: dict) -> str:
     """Every picture once, as a CSS class: ``i<qid>`` (image), ``h<qid>_<n>`` (human maps: the mean,
-    then each annotator), ``m<col>_<qid>`` (a column's map)."""
+    then each annotator), ``m<col>_<qid>`` (a column's map). Only checked data URIs reach the style
+    sheet (:func:`checked`)."""
     rules = []
     for qid, q in data["questions"].items():
-        rules.append(f".i{qid}{{background-image:url({q['image']})}}")
-        rules += [f".h{qid}_{n}{{background-image:url({uri})}}" for n, uri in enumerate(q["humans"])]
+        rules.append(f".i{qid}{{background-image:url({q['image']})}}" if q["image"] else "")
+        rules += [f".h{qid}_{n}{{background-image:url({uri})}}" for n, uri in enumerate(q["humans"]) if uri]
     for c, column in enumerate(data["columns"]):
-        rules += [f".m{c}_{qid}{{background-image:url({row['map']})}}" for qid, row in data["rows"][column["id"]].items()]
-    return "\n".join(rules)
+        rules += [f".m{c}_{qid}{{background-image:url({row['map']})}}" for qid, row in data["rows"][column["id"]].items()
+                  if row["map"]]
+    return "\n".join(rule for rule in rules if rule)
+
+
+def checked(data: dict) -> dict:
+    """The explorer data with only what is safe to write into a page's names and style sheet:
+    questions whose id is not a plain name are dropped (and counted in a warning), metric names
+    likewise, pictures that are not ``data:image/png|jpeg;base64,...`` URIs are left blank."""
+    def picture(uri):
+        return uri if isinstance(uri, str) and PICTURE_URI.match(uri) else None
+
+    questions = {str(q): v for q, v in data["questions"].items() if SAFE_NAME.match(str(q))}
+    dropped = len(data["questions"]) - len(questions)
+    questions = {q: {**v, "image": picture(v.get("image")), "humans": [picture(u) for u in v.get("humans", [])]}
+                 for q, v in questions.items()}
+    columns = [{**c, "metrics": [m for m in c["metrics"] if SAFE_NAME.match(str(m))],
+                "headline": [m for m in c["headline"] if SAFE_NAME.match(str(m))]} for c in data["columns"]]
+    rows = {c["id"]: {q: {**r, "map": picture(r.get("map")),
+                          "scores": {m: v for m, v in r["scores"].items() if SAFE_NAME.match(str(m))
+                                     and (v is None or isinstance(v, (int, float)))}}
+                      for q, r in data["rows"][c["id"]].items() if q in questions}
+            for c in data["columns"]}
+    if dropped:
+        log.warning("explorer: %d question(s) with an id that is not a plain name were left out of the page", dropped)
+    return {**data, "questions": questions, "columns": columns, "rows": rows}
 
 
 def _tile(qid: str, overlay: str | None, caption: str, attrs: str = "") -> str:
@@ -142,9 +174,9 @@ def _column_tile(c: int, column: dict, qid: str, row: dict, full: bool) -> str:
     if not full:
         values = "".join(f" data-s-{_e(m)}='{'' if v is None else repr(v)}'" for m, v in row["scores"].items())
         attrs = (f" data-col='c{c}' data-correct='{'correct' if row['correct'] else 'wrong'}'"
-                 f" data-band='{_e(row['band'])}' data-confidence='{row['confidence'] if row['confidence'] is not None else ''}'"
+                 f" data-band='{_e(row['band'])}' data-confidence='{_e(row['confidence']) if row['confidence'] is not None else ''}'"
                  f"{values}")
-    return _tile(qid, f"m{c}_{qid}", caption, attrs)
+    return _tile(qid, f"m{c}_{qid}" if row["map"] else None, caption, attrs)
 
 
 def _floors_table(data: dict, qid: str) -> str:
@@ -213,6 +245,7 @@ def _controls(data: dict) -> str:
 
 def render(data: dict) -> str:
     """The page for explorer data (:mod:`vqa_interp.tracking.explorer`) as one HTML string."""
+    data = checked(data)
     columns = data["columns"]
     lows = sorted({(c["low"], c["high"]) for c in columns})
     bands = "; ".join(f"low p < {lo:.3g}, high p > {hi:.3g}" for lo, hi in lows)

@@ -63,13 +63,18 @@ def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> s
                       map_for_example=params.get("analysis.map_for_example", "prediction"),
                       alpha=float(params.get("analysis.alpha", 0.05)), n_bootstrap=int(params.get("analysis.bootstrap", 2000)),
                       seed=int(params.get("seed", 0)), min_group=int(params.get("analysis.min_group", 10)),
-                      test=params.get("analysis.test", "welch"))
-    if references is not None and results.examples is not None:
-        from vqa_interp.tracking.record import reference_results
+                      test=params.get("analysis.test", "cluster_bootstrap"),
+                      min_images=int(params.get("analysis.min_images", 5)))
+    from vqa_interp.tracking.record import adjusted_results, reference_results
 
+    if references is not None and results.examples is not None:
         # the shards' floors and ceiling, read on the merged questions as one run reads its own
         reference_results(results, references, n_bootstrap=int(params.get("analysis.bootstrap", 2000)),
-                          seed=int(params.get("seed", 0)))
+                          seed=int(params.get("seed", 0)), min_questions=int(params.get("analysis.min_group", 10)),
+                          min_images=int(params.get("analysis.min_images", 5)))
+    adjusted_results(results, references, n_bootstrap=int(params.get("analysis.bootstrap", 2000)),
+                     seed=int(params.get("seed", 0)), min_group=int(params.get("analysis.min_group", 10)),
+                     min_images=int(params.get("analysis.min_images", 5)), alpha=float(params.get("analysis.alpha", 0.05)))
     shard_ids = ",".join(r.info.run_id for r in sorted(runs, key=lambda r: int(r.data.params["data.shard"])))
     run = client.create_run(experiment_id, run_name=f"{runs[0].info.run_name.rsplit('-shard', 1)[0]}-merged",
                             tags={"run_kind": "merged", PARENT_TAG: parent_run_id, "merged_from": shard_ids,

@@ -40,9 +40,12 @@ def record_outputs(tracker, settings, outputs, timings: dict, draw_workers: int 
     tracker.log_table(outputs.table, "per_example")
     results = statistics.analyse(outputs.table, low=a.low, high=a.high, map_for_example=a.map_for_example,
                                  alpha=a.alpha, n_bootstrap=a.bootstrap, seed=a.seed,
-                                 min_group=a.min_group, metrics=outputs.metrics, test=a.test)
+                                 min_group=a.min_group, metrics=outputs.metrics, test=a.test, min_images=a.min_images)
     if outputs.references is not None and results.examples is not None:
-        reference_results(results, outputs.references, n_bootstrap=a.bootstrap, seed=a.seed)
+        reference_results(results, outputs.references, n_bootstrap=a.bootstrap, seed=a.seed,
+                          min_questions=a.min_group, min_images=a.min_images)
+    adjusted_results(results, outputs.references, n_bootstrap=a.bootstrap, seed=a.seed, min_group=a.min_group,
+                     min_images=a.min_images, alpha=a.alpha)
     for name, frame in results.tables.items():
         tracker.log_table(frame, name)
     tracker.log_metrics({**outputs.counts, **results.metrics})
@@ -115,7 +118,7 @@ def record_explain(tracker, settings, outputs, results, lines: list[str], skip=(
     if examples is None or examples.empty:
         return {}
     tables, metrics, found = explain_results(examples, explain.per_target, alpha=a.alpha, n_bootstrap=a.bootstrap,
-                                             seed=a.seed, min_group=a.min_group, test=a.test)
+                                             seed=a.seed, min_group=a.min_group, test=a.test, min_images=a.min_images)
     if len(explain.tokens):
         tracker.log_table(explain.tokens, "token_attributions")
     if len(explain.curves):
@@ -135,7 +138,17 @@ def record_explain(tracker, settings, outputs, results, lines: list[str], skip=(
     return figures
 
 
-def reference_results(results, references, *, n_bootstrap: int, seed: int) -> None:
+def adjusted_results(results, references, **options) -> None:
+    """Add the correct/wrong comparisons read per question and within answer types to ``results``
+    (:mod:`vqa_interp.analysis.adjusted`)."""
+    from vqa_interp.analysis.adjusted import adjusted_comparisons
+
+    if results.examples is not None and not results.examples.empty and "correct" in results.examples:
+        results.tables["adjusted_comparisons"] = adjusted_comparisons(results.examples, references, **options)
+
+
+def reference_results(results, references, *, n_bootstrap: int, seed: int, min_questions: int = 10,
+                      min_images: int = 5) -> None:
     """Add the floors/ceiling tables and metrics to ``results`` (see :mod:`vqa_interp.analysis.baselines`:
     paired on the method's questions, scored leave-one-out like the ceiling)."""
     from vqa_interp.analysis.baselines import baselines_table, normalised_table, paired_baseline_tests, protocol_of
@@ -149,7 +162,8 @@ def reference_results(results, references, *, n_bootstrap: int, seed: int) -> No
     options = {"n_bootstrap": n_bootstrap, "seed": seed, "protocol": protocol}
     table = baselines_table(results.examples, references, **options)
     normalised = normalised_table(results.examples, references, **options)
-    tests = paired_baseline_tests(results.examples, references, **options)
+    tests = paired_baseline_tests(results.examples, references, **options, min_questions=min_questions,
+                                  min_images=min_images)
     results.tables.update({"baselines": table, "normalised": normalised, "baseline_tests": tests,
                            "references_per_question": references})
     family = set(family_metrics())

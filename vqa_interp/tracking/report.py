@@ -9,8 +9,6 @@ the local ``sqlite:///mlruns/mlflow.db``.
 from __future__ import annotations
 
 import argparse
-import base64
-import html
 import os
 import sys
 import tempfile
@@ -24,6 +22,7 @@ from vqa_interp.analysis.comparisons import pair_test
 from vqa_interp.errors import VqaInterpError
 from vqa_interp.metrics.registry import family_metrics
 from vqa_interp.tracking import explorer
+from vqa_interp.tracking.report_page import link, render_html, render_markdown
 from vqa_interp.tracking.store import (child_runs, client_for, download_artifact, download_table, find_run,
                                        list_artifacts, resolve_tracking_uri, ui_base, UI_VIEW)
 from vqa_interp.tracking.sweep import comparison_table
@@ -105,18 +104,6 @@ def provenance(runs) -> pd.DataFrame:
                          for r in runs])
 
 
-def _fmt(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
-
-
-def _html_table(frame: pd.DataFrame, links: bool = False) -> str:
-    frame = _fmt(frame)
-    if links and "mlflow_ui" in frame:
-        frame = frame.assign(mlflow_ui=frame["mlflow_ui"].map(lambda u: f"<a href='{html.escape(u)}'>open</a>"))
-        return frame.to_html(index=False, escape=False, border=0, classes="t")
-    return frame.to_html(index=False, escape=True, border=0, classes="t")
-
-
 def run_tables(client, runs, tmp: str, names=("baselines", "normalised", "baseline_tests", "significance",
                                                   "confidence_correlations")) -> dict[str, dict[str, pd.DataFrame]]:
     out: dict[str, dict[str, pd.DataFrame]] = {}
@@ -124,6 +111,61 @@ def run_tables(client, runs, tmp: str, names=("baselines", "normalised", "baseli
         folder = f"{tmp}/{r.info.run_id}"
         out[r.info.run_id] = {n: t for n in names if (t := download_table(client, r.info.run_id, n, folder)) is not None}
     return out
+
+
+def report_sections(runs, header, comparison, tables, parent_tables, figures) -> list[dict]:
+    """The report's sections after its findings (see :mod:`vqa_interp.tracking.report_page`)."""
+    sections = [{"title": "Runs", "level": 2, "table": header}]
+    if not comparison.empty:
+        sections.append({"title": "Method comparison", "level": 2, "table": comparison})
+    ranking = parent_tables.get("method_ranking")
+    if ranking is not None and not ranking.empty:
+        from vqa_interp.analysis.robustness import robustness_lines
+
+        sections.append({"title": "Method ranking", "level": 2, "table": ranking, "text": (
+            "One value per question; each metric's mean over the questions every method scored, 95% CI resampling "
+            "images; coverage = the share of its questions a method scored (low below 90%).")})
+        sections.append({"title": "Robustness of the ranking", "level": 2,
+                         "lines": robustness_lines(ranking, parent_tables.get("ranking_by_type"))})
+        for name, caption in (("metric_agreement", "Agreement between the metrics' rankings (Kendall's tau)"),
+                              ("ranking_stability", "Stability over a bootstrap of images"),
+                              ("ranking_by_type", "The ranking by question type")):
+            frame = parent_tables.get(name)
+            if frame is not None and not frame.empty:
+                sections.append({"title": caption, "level": 3, "table": frame})
+    by_name = {r.info.run_id: r.info.run_name for r in runs}
+    sections.append({"title": "Floors and ceiling", "level": 2, "text": (
+        "Each metric's means over the same questions (the method's), every map scored against the leave-one-out "
+        "means of the annotators as the ceiling is (protocol loo); normalised = (method - random) / (ceiling - "
+        "random).")})
+    for run_id, t in tables.items():
+        if "baselines" in t:
+            wide = t["baselines"].pivot(index="metric", columns="reference", values="mean").reset_index()
+            normalised_frame = t.get("normalised")
+            if normalised_frame is not None and not normalised_frame.empty:
+                wide = wide.merge(normalised_frame[["metric", "normalised", "ci_low", "ci_high", "n"]], on="metric",
+                                  how="left")
+            sections.append({"title": by_name[run_id], "level": 3, "table": wide})
+    cols = ["comparison", "metric", "test", "role", "in_family", "testable", "reason", "n1", "n2", "mean1", "mean2",
+            "statistic", "p_value", "p_holm", "significant", "effect_size", "ci_low", "ci_high"]
+    details = []
+    for run_id, t in tables.items():
+        frame = t.get("significance")
+        if frame is None or frame.empty:
+            continue
+        frame = frame[[c for c in cols if c in frame]]
+        key = frame[frame["metric"].isin(KEY_METRICS) & (frame["role"] == "primary")]
+        details.append({"summary": f"{by_name[run_id]}: the primary tests", "table": key,
+                        "more_summary": "every metric and test", "more": frame})
+    sections.append({"title": "Details", "level": 2})
+    sections.append({"title": "Significance", "level": 3, "details": details})
+    groups = []
+    for run_id in dict.fromkeys(run_id for run_id, _, _ in figures):
+        groups.append({"title": by_name.get(run_id, run_id), "figures": [
+            {"caption": f"{name} (run {run_id})", "path": path} for rid, name, path in figures if rid == run_id]})
+    sections.append({"title": "Figures", "level": 3, "figures": groups})
+    sections.append({"title": "Provenance", "level": 2, "table": provenance(runs)})
+    return sections
 
 
 def build_report(client, run_ids: list[str], out: Path, ui_url: str) -> tuple[Path, Path]:
@@ -151,101 +193,20 @@ def build_report(client, run_ids: list[str], out: Path, ui_url: str) -> tuple[Pa
                                  + (" ..." if len(runs) > 3 else ""))
     explorer_path = explorer.write(page, out / explorer.EXPLORER_HTML) if page else None
     sentences = findings(evaluations, tables, parent_tables)
-    prov = provenance(runs)
     names = ", ".join(r.info.run_name for r in runs if r.info.run_id in run_ids or r.info.run_id[:8] in run_ids) \
         or ", ".join(run_ids)
     title = f"vqa-interp report: {names}"
-    md = [f"# {title}", "", "## Findings", "", *[f"- {line}" for line in sentences], ""]
-    parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Findings</h2><ul>",
-             *[f"<li>{_markdown_bold(html.escape(line))}</li>" for line in sentences]]
+    explorer_link = None
     if explorer_path is not None:
-        n_questions, n_columns = len(page["questions"]), len(page["columns"])
-        line = (f"every question ({n_questions}) with each run's map side by side ({n_columns} column(s)), "
-                "filtered by correct/wrong, confidence, answer and question type, sorted by any metric")
-        md.insert(-1, f"- [Explorer]({explorer_path.name}): {line}")
-        parts.append(f"<li><a href='{explorer_path.name}'>Explorer</a>: {html.escape(line)}</li>")
-    parts.append("</ul>")
-    md += ["## Runs", "", _fmt(header).to_markdown(index=False), ""]
-    parts += ["<h2>Runs</h2>", _html_table(header, links=True)]
-    if not comparison.empty:
-        md += ["## Method comparison", "", _fmt(comparison).to_markdown(index=False), ""]
-        parts += ["<h2>Method comparison</h2>", _html_table(comparison)]
-    ranking = parent_tables.get("method_ranking")
-    if ranking is not None and not ranking.empty:
-        unit = ("One value per question; each metric's mean over the questions every method scored, 95% CI "
-                "resampling images; coverage = the share of its questions a method scored (low below 90%).")
-        md += ["## Method ranking", "", unit, "", _fmt(ranking).to_markdown(index=False), ""]
-        parts += ["<h2>Method ranking</h2>", f"<p>{html.escape(unit)}</p>", _html_table(ranking)]
-        from vqa_interp.analysis.robustness import robustness_lines
-
-        lines = robustness_lines(ranking, parent_tables.get("ranking_by_type"))
-        md += ["## Robustness of the ranking", "", *[f"- {line}" for line in lines], ""]
-        parts += ["<h2>Robustness of the ranking</h2><ul>", *[f"<li>{html.escape(line)}</li>" for line in lines],
-                  "</ul>"]
-        for name, caption in (("metric_agreement", "Agreement between the metrics' rankings (Kendall's tau)"),
-                              ("ranking_stability", "Stability over a bootstrap of images"),
-                              ("ranking_by_type", "The ranking by question type")):
-            frame = parent_tables.get(name)
-            if frame is not None and not frame.empty:
-                md += [f"### {caption}", "", _fmt(frame).to_markdown(index=False), ""]
-                parts += [f"<h3>{html.escape(caption)}</h3>", _html_table(frame)]
-    by_name = {r.info.run_id: r.info.run_name for r in runs}
-    reading = ("Each metric's means over the same questions (the method's), every map scored against the "
-               "leave-one-out means of the annotators as the ceiling is (protocol loo); normalised = "
-               "(method - random) / (ceiling - random).")
-    md += ["## Floors and ceiling", "", reading, ""]
-    parts += ["<h2>Floors and ceiling</h2>", f"<p>{html.escape(reading)}</p>"]
-    for run_id, t in tables.items():
-        if "baselines" in t:
-            wide = t["baselines"].pivot(index="metric", columns="reference", values="mean").reset_index()
-            normalised = t.get("normalised")
-            if normalised is not None and not normalised.empty:
-                wide = wide.merge(normalised[["metric", "normalised", "ci_low", "ci_high", "n"]], on="metric", how="left")
-            md += [f"### {by_name[run_id]}", "", _fmt(wide).to_markdown(index=False), ""]
-            parts += [f"<h3>{html.escape(by_name[run_id])}</h3>", _html_table(wide)]
-    md += ["## Details", "", "### Significance", ""]
-    parts += ["<h2>Details</h2>", "<h3>Significance</h3>"]
-    cols = ["comparison", "metric", "test", "role", "in_family", "testable", "reason", "n1", "n2", "mean1", "mean2",
-            "statistic", "p_value", "p_holm", "significant", "effect_size", "ci_low", "ci_high"]
-    for run_id, t in tables.items():
-        frame = t.get("significance")
-        if frame is None or frame.empty:
-            continue
-        frame = frame[[c for c in cols if c in frame]]
-        key = frame[frame["metric"].isin(KEY_METRICS) & (frame["role"] == "primary")]
-        md += [f"#### {by_name[run_id]}", "", _fmt(key).to_markdown(index=False), ""]
-        parts += [f"<details><summary>{html.escape(by_name[run_id])}: the primary tests</summary>", _html_table(key),
-                  "<details><summary>every metric and test</summary>", _html_table(frame), "</details></details>"]
-    md += ["### Figures", ""]
-    parts += ["<h3>Figures</h3>"]
-    for run_id in dict.fromkeys(run_id for run_id, _, _ in figures):
-        mine = [(name, path) for rid, name, path in figures if rid == run_id]
-        parts.append(f"<h4>{html.escape(by_name.get(run_id, run_id))}</h4><div class='grid'>")
-        for name, path in mine:
-            encoded = base64.b64encode(path.read_bytes()).decode()
-            md += [f"**{name}** ({by_name.get(run_id, run_id)}, run {run_id})", "", f"![{name}](figures/{path.name})", ""]
-            parts.append(f"<figure><figcaption>{html.escape(name)} (run {html.escape(run_id)})</figcaption>"
-                         f"<img alt='{html.escape(name)}' src='data:image/png;base64,{encoded}'></figure>")
-        parts.append("</div>")
-    md += ["## Provenance", "", _fmt(prov).to_markdown(index=False), ""]
-    parts += ["<h2>Provenance</h2>", _html_table(prov)]
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1500px;line-height:1.4} "
-             "table.t{border-collapse:collapse;font-size:12px;margin-bottom:1em}"
-             ".t td,.t th{border:1px solid #ccc;padding:2px 6px} img{max-width:100%} figure{margin:0.5em}"
-             ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:8px}"
-             "h2{border-bottom:1px solid #ccc} li{margin:0.3em 0}")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+        explorer_link = {"href": explorer_path.name, "line": (
+            f"every question ({len(page['questions'])}) with each run's map side by side ({len(page['columns'])} "
+            "column(s)), filtered by correct/wrong, confidence, answer and question type, sorted by any metric")}
+    sections = report_sections(runs, header.assign(mlflow_ui=[link("open", u) for u in header["mlflow_ui"]]),
+                               comparison, tables, parent_tables, figures)
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(page)
-    md_path.write_text("\n".join(md))
+    html_path.write_text(render_html(title, sentences, sections, explorer_link))
+    md_path.write_text(render_markdown(title, sentences, sections, explorer_link))
     return html_path, md_path
-
-
-def _markdown_bold(text: str) -> str:
-    import re
-
-    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
 
 
 # ------------------------------------------------------------------ findings
@@ -277,8 +238,8 @@ def findings(evaluations, tables: dict[str, dict[str, pd.DataFrame]], parent_tab
                 sentence += f"; significantly better than {', '.join(beaten)}"
             if tied:
                 sentence += f"; not distinguishable from {', '.join(tied)}"
-            lines.append(sentence + f" (Wilcoxon signed-rank on the {int(best['n'])} questions every method scored, "
-                                    "Holm).")
+            lines.append(sentence + f" (the mean paired difference on the {int(best['n'])} questions every method "
+                                    "scored, sign-flip test over images, Holm).")
     for run in evaluations:
         t = tables.get(run.info.run_id, {})
         name = run.info.run_name

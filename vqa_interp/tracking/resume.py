@@ -19,10 +19,9 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import socket
 
-from vqa_interp.tracking.store import (HOST_TAG, PID_TAG, SUPERSEDED_TAG, RunTracker, check_reachable, child_runs,
+from vqa_interp.tracking.liveness import liveness_tags
+from vqa_interp.tracking.store import (SUPERSEDED_TAG, RunTracker, check_reachable, child_runs,
                                        client_for, close_orphans, ensure_experiment, git_commit, resolve_tracking_uri)
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,8 @@ def resume_parent(tracking, signature: str, tags: dict) -> RunTracker | None:
     resumed = int(run.data.tags.get("resumed", "0")) + 1
     client.update_run(run.info.run_id, status="RUNNING")
     tracker = RunTracker(client, run.info.run_id, experiment_id)
-    tracker.set_tags({**tags, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), "resumed": resumed,
+    tracker.set_tags({**tags, **liveness_tags(resolve_tracking_uri(tracking.uri), tracking.artifact_root),
+                      "resumed": resumed,
                       "resumed_from_status": run.info.status})
     log.warning("resuming sweep parent %s (it ended %s): children that FINISHED with the same config are reused",
                 run.info.run_id, run.info.status)

@@ -11,11 +11,19 @@ def raise_on_sigterm() -> None:
     if threading.current_thread() is threading.main_thread():
         def handler(signum, frame):
             mark_interrupted()
+            _TERMINATED.append(signum)
             raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
         signal.signal(signal.SIGTERM, handler)
 
 
 _INTERRUPTED: list[str | None] = []
+_TERMINATED: list[int] = []
+
+
+def exit_code() -> int:
+    """The exit status of an interrupted process, as a shell reports a signal: 143 after SIGTERM,
+    130 after Ctrl-C (SIGINT)."""
+    return 143 if _TERMINATED else 130
 
 
 def mark_interrupted(run_id: str | None = None) -> None:

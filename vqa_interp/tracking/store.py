@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
+from vqa_interp.errors import ConfigError
+from vqa_interp.tracking.liveness import close_orphans, liveness_tags
 from vqa_interp.tracking.preflight import check_reachable  # (re-exported: the entry points import it from here)
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,16 @@ DESCRIPTION_TAG = "mlflow.note.content"
 def resolve_tracking_uri(uri: str) -> str:
     """Make a relative ``sqlite:///path`` absolute (so it survives a change of directory)."""
     prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+    if uri.startswith(prefix):
         path = Path(uri[len(prefix):]).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"tracking.uri={uri}: the folder {path.parent} cannot be created ({exc.strerror}); "
+                              "choose a folder you can write, e.g. tracking.uri=sqlite:///mlruns/mlflow.db") from None
+        if not os.access(path.parent, os.W_OK):
+            raise ConfigError(f"tracking.uri={uri}: the folder {path.parent} is not writable; choose a folder you "
+                              "can write, e.g. tracking.uri=sqlite:///mlruns/mlflow.db")
         return prefix + str(path)
     return uri
 
@@ -265,46 +273,14 @@ def start_run(tracking, run_name: str, *, parent_run_id: str | None = None,
     experiment_id = ensure_experiment(client, tracking.experiment, tracking.artifact_root)
     close_orphans(client, experiment_id)
     all_tags = {"git_commit": git_commit(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-                HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), **(tags or {})}
+                **liveness_tags(resolve_tracking_uri(tracking.uri), tracking.artifact_root), **(tags or {})}
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
     return RunTracker(client, run.info.run_id, experiment_id, tags=all_tags)
 
 
-HOST_TAG, PID_TAG = "process_host", "process_id"
 LOGGED_FILE = "tracking/logged.json"   # the keys a run's tracker sent (RunTracker.logged)
-
-
-def orphaned(run) -> bool:
-    """Whether a RUNNING run's process is gone (it ran on this host, and its process ID is not alive)."""
-    from vqa_interp.util.locking import process_alive
-
-    tags = run.data.tags
-    pid = tags.get(PID_TAG, "")
-    return (tags.get(HOST_TAG) == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid()
-            and not process_alive(int(pid)))
-
-
-def close_orphans(client, experiment_id: str) -> list[str]:
-    """Mark KILLED the RUNNING runs of this host whose process is gone (killed with SIGKILL, a lost
-    machine...): nothing is left RUNNING once the tool runs again. Returns their IDs."""
-    host = socket.gethostname()
-    closed = []
-    try:
-        running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
-    except Exception:   # never let the bookkeeping of old runs stop a new one
-        return closed
-    for run in running:
-        pid = run.data.tags.get(PID_TAG, "")
-        if orphaned(run):
-            with contextlib.suppress(Exception):
-                client.set_tag(run.info.run_id, "error", f"process {pid} on {host} ended without closing the run")
-                client.set_terminated(run.info.run_id, "KILLED")
-                closed.append(run.info.run_id)
-    if closed:
-        log.warning("marked %d orphaned run(s) KILLED (their process is gone): %s", len(closed), ", ".join(closed))
-    return closed
 
 
 @contextlib.contextmanager

@@ -62,15 +62,22 @@ def close_parent(tracker, status: str = "FINISHED", finishing: Collection[str] =
     comparison counts them as FINISHED (it reads no child figure) while ``finish`` (called after
     the comparison, whatever happens) logs those figures and ends them. Should one of them end
     otherwise, the comparison is made again with the statuses as they are."""
+    from vqa_interp.tracking.signals import mark_interrupted, was_interrupted
+
     try:
         try:
             failed = summarize_sweep(tracker, finishing)
+        except KeyboardInterrupt:   # Ctrl-C or SIGTERM during the comparison: the sweep ends KILLED, now
+            mark_interrupted()
+            failed = True
         finally:
             if finish is not None:
-                finish()
+                finish()    # children still drawing end FINISHED, or KILLED if their drawing died
         if finishing and any(tracker.client.get_run(run_id).info.status != "FINISHED" for run_id in finishing):
             failed = summarize_sweep(tracker)
-        if failed and status == "FINISHED":   # an interrupted sweep stays KILLED
+        if was_interrupted():
+            status = "KILLED"
+        elif failed and status == "FINISHED":
             status = "FAILED"
     except Exception as exc:  # the comparison must never leave the parent RUNNING
         log.exception("sweep comparison failed")
@@ -136,7 +143,7 @@ def failed_jobs(sweep_dir: str | None) -> list[str]:
 def close_orphaned_children(client, parent_run_id: str) -> list[str]:
     """Mark KILLED the parent's RUNNING children whose process is gone (same host; see
     :func:`vqa_interp.tracking.store.close_orphans`). Returns their IDs."""
-    from vqa_interp.tracking.store import orphaned
+    from vqa_interp.tracking.liveness import orphaned
 
     closed = []
     for run in child_runs(client, parent_run_id):
@@ -236,8 +243,7 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
                 tracker.log_table(frame, name)
             tracker.log_figure(robust.robustness_figure(ranking, robustness["metric_agreement"]),
                                "figures/ranking_robustness.png")
-        model_pairs, model_ranking = model_comparison(entries, int(runs[0].data.params.get("analysis.bootstrap", 2000))
-                                                      if runs else 2000)
+        model_pairs, model_ranking = model_comparison(entries, test_options(runs[0].data.params if runs else {}))
         if model_pairs is not None:
             tracker.log_table(model_pairs, "model_pairs")
             tracker.log_table(model_ranking, "model_ranking")
@@ -280,37 +286,53 @@ def method_pairs(client, runs, tmp: str):
         table = download_table(client, run.info.run_id, "per_example", tmp + f"/{run.info.run_id}")
         if table is None or table.empty:
             continue
-        entries.append({"method": run.data.params.get("method.name"), "k": float(run.data.params.get("k", "nan")),
-                        "setting": setting_of(run.data.params), "table": table,
-                        "model": run.data.params.get("model.name", ""),
-                        "model_setting": setting_of(run.data.params, ("model.", "preprocessing.size")),
-                        "map_for_example": run.data.params.get("analysis.map_for_example", "prediction")})
+        params = run.data.params
+        entries.append({"method": params.get("method.name"), "k": float(params.get("k", "nan")),
+                        "setting": setting_of(params), "table": table, "params": params, "run_id": run.info.run_id,
+                        "model": params.get("model.name", ""),
+                        "model_setting": setting_of(params, ("model.", "preprocessing.size")),
+                        "map_for_example": params.get("analysis.map_for_example", "prediction")})
     if len({(e["k"], e["setting"], e["method"]) for e in entries}) < 2:
         return None, None, entries
-    n_bootstrap = int(runs[0].data.params.get("analysis.bootstrap", 2000))
-    pairs = paired_method_tests(entries, n_bootstrap=n_bootstrap)
+    options = test_options(runs[0].data.params)
+    pairs = paired_method_tests(entries, **options)
     if pairs.empty:
         return None, None, entries
-    return pairs, method_ranking(entries, n_bootstrap=n_bootstrap), entries
+    return pairs, method_ranking(entries, n_bootstrap=options["n_bootstrap"]), entries
 
 
-def model_comparison(entries: list[dict], n_bootstrap: int) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """The children's models compared on the same questions, for each method: paired tests and the
-    ranking, with a ``method`` column (None, None when no method ran on two models)."""
+def test_options(params: dict) -> dict:
+    """The paired tests' options from a run's params (``analysis.bootstrap``, ``analysis.min_group``,
+    ``analysis.min_images``)."""
+    return {"n_bootstrap": int(params.get("analysis.bootstrap", 2000)),
+            "min_questions": int(params.get("analysis.min_group", 10)),
+            "min_images": int(params.get("analysis.min_images", 5))}
+
+
+MODEL_TARGETS = {"label": "the labelled answer, which every model explains (the default comparison)",
+                 "prediction": "each model's own prediction (confounded by accuracy: shown beside, never alone)"}
+
+
+def model_comparison(entries: list[dict], options: dict) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The children's models compared on the same questions, for each method and target (``label``:
+    every model's map of the labelled answer; ``prediction``: each model's map of its own prediction):
+    paired tests and the ranking, with ``method`` and ``target`` columns (None, None when no method ran
+    on two models)."""
     from vqa_interp.analysis.comparisons import method_ranking, model_entries, paired_method_tests
 
     models = model_entries(entries)
     if not models:
         return None, None
     pairs, rankings = [], []
-    for method in sorted({e["label"] for e in models}):
-        mine = [e for e in models if e["label"] == method]
-        if len({e["method"] for e in mine}) < 2:
-            continue
-        pairs.append(paired_method_tests(mine, n_bootstrap=n_bootstrap).rename(
-            columns={"method_a": "model_a", "method_b": "model_b"}).assign(method=method))
-        rankings.append(method_ranking(mine, n_bootstrap=n_bootstrap).rename(columns={"method": "model"})
-                        .assign(method=method))
+    for target in MODEL_TARGETS:
+        for method in sorted({e["label"] for e in models}):
+            mine = [{**e, "map_for_example": target} for e in models if e["label"] == method]
+            if len({e["method"] for e in mine}) < 2:
+                continue
+            pairs.append(paired_method_tests(mine, **options).rename(
+                columns={"method_a": "model_a", "method_b": "model_b"}).assign(method=method, target=target))
+            rankings.append(method_ranking(mine, n_bootstrap=options["n_bootstrap"]).rename(
+                columns={"method": "model"}).assign(method=method, target=target))
     if not pairs:
         return None, None
     return pd.concat(pairs, ignore_index=True), pd.concat(rankings, ignore_index=True)

@@ -26,6 +26,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from vqa_interp.util.scratch import scratch_dir
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -58,7 +60,8 @@ def kill_and_reap(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """In a forked child: the kernel sends it SIGKILL when its parent dies, however the parent dies."""
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
@@ -104,7 +107,7 @@ def start(call: Callable[[], Any], fork: bool = True) -> Forked:
     case. Collect with :meth:`Forked.result`; on any error of the parent, :meth:`Forked.cancel`."""
     if not (fork and can_fork()):
         return Forked(None, Path(), call())
-    handle, name = tempfile.mkstemp(prefix="vqa-interp-forked-", suffix=".pickle")
+    handle, name = tempfile.mkstemp(prefix="forked-", suffix=".pickle", dir=scratch_dir())
     os.close(handle)
     pid = os.fork()
     if pid == 0:   # the child
@@ -112,7 +115,7 @@ def start(call: Callable[[], Any], fork: bool = True) -> Forked:
         try:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            _die_with_parent()
+            die_with_parent()
             try:
                 outcome = ("ok", call())
             except BaseException as error:   # brought back to the parent, raised there
