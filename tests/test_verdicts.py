@@ -167,6 +167,15 @@ def test_runs_differing_in_an_ignored_key_keep_their_own_names():
                .iloc[0]) == {"ig (method.n_steps=32)", "ig (method.n_steps=64)"}
 
 
+def test_a_sweep_over_models_ranks_methods_within_each_model_named_by_it():
+    from vqa_interp.analysis.comparisons import setting_labels
+
+    cnn = (("data.limit", "5"), ("model.name", "embedded"), ("model.kind", "kazemi"), ("model.input.size", "64"))
+    vilt = (("data.limit", "5"), ("model.name", "embedded_vilt"), ("model.kind", "vilt"), ("model.input.size", "112"))
+    assert setting_labels([cnn, vilt, cnn]) == {cnn: "model=embedded", vilt: "model=embedded_vilt"}
+    assert setting_labels([cnn, cnn]) == {cnn: ""}
+
+
 # ------------------------------------------------------------------ 5. small samples are not tested
 def test_nine_questions_of_three_images_get_no_verdict():
     n = 9

@@ -245,6 +245,8 @@ def test_a_model_by_method_sweep_compares_models_on_the_same_questions(cli_env, 
         "embedded", "embedded_vilt"}
     assert (pairs["n"] > 0).all()
     assert "Models compared on the same questions, target = label" in result.stdout + result.stderr
+    # the methods are ranked within each model, never across them
+    assert "Method ranking, model=embedded_vilt" in result.stdout + result.stderr
     assert "Not applicable" in result.stdout + result.stderr
 
 

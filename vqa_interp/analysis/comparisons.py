@@ -53,6 +53,22 @@ def setting_of(params: dict, also_ignore: tuple[str, ...] = ()) -> tuple:
     return tuple(sorted((k, v) for k, v in params.items() if k != "k" and not k.startswith(ignored)))
 
 
+def setting_labels(settings: list[tuple]) -> dict[tuple, str]:
+    """Each distinct setting (in first-seen order) -> the params that set it apart from the others
+    (``model.name=embedded_vilt``), "" when there is only one."""
+    distinct = list(dict.fromkeys(settings))
+    if len(distinct) < 2:
+        return {s: "" for s in distinct}
+    as_dicts = [dict(s) for s in distinct]
+    keys = sorted(k for k in set().union(*as_dicts) if k not in NOT_A_SETTING
+                  and len({str(d.get(k)) for d in as_dicts}) > 1)
+    # a group whose name differs is named by it alone (model=embedded_vilt, not its every key)
+    named = {k.split(".")[0] for k in keys if k.endswith(".name") and k.count(".") == 1}
+    keys = [k for k in keys if k.split(".")[0] not in named or k == f"{k.split('.')[0]}.name"]
+    return {s: " ".join(f"{k.removesuffix('.name') if k.split('.')[0] in named else k}={d.get(k)}" for k in keys)
+            for s, d in zip(distinct, as_dicts)}
+
+
 def model_entries(entries: list[dict]) -> list[dict]:
     """The same runs, compared across models instead of methods: each run's ``method`` becomes its
     model, and its setting holds the method (so each method's models are paired on the same
@@ -214,7 +230,7 @@ def method_ranking(runs: list[dict], *, metrics=None, n_bootstrap: int = 2000, s
     return pd.DataFrame(rows, columns=RANKING_COLUMNS)
 
 
-def ranking_figure(ranking: pd.DataFrame, pairs: pd.DataFrame):
+def ranking_figure(ranking: pd.DataFrame, pairs: pd.DataFrame, setting: str = ""):
     """One panel per (k, metric): methods best first with their mean and bootstrap 95% CI; a method
     the next one beats significantly (sign-flip test over images, Holm) is separated by a line."""
     from vqa_interp.analysis.figures import new_figure
@@ -241,16 +257,20 @@ def ranking_figure(ranking: pd.DataFrame, pairs: pd.DataFrame):
         ax.set_xlabel("mean over the questions every method scored (95% CI)", fontsize=7)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
-    fig.suptitle("Method ranking, one value per question (dashed line: the method above is better: mean paired "
-                 "difference, sign-flip test over images, Holm p < 0.05)", fontsize=9)
+    fig.suptitle(f"Method ranking{', ' + setting if setting else ''}, one value per question (dashed line: the method "
+                 "above is better: mean paired difference, sign-flip test over images, Holm p < 0.05)", fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def pair_test(pairs: pd.DataFrame | None, k, metric: str, a: str, b: str) -> pd.Series | None:
-    """The paired test's row of methods ``a`` and ``b`` (either order), or None."""
+def pair_test(pairs: pd.DataFrame | None, k, metric: str, a: str, b: str, setting: str | None = None
+              ) -> pd.Series | None:
+    """The paired test's row of methods ``a`` and ``b`` (either order, in ``setting`` where the pairs
+    have several), or None."""
     if pairs is None or pairs.empty:
         return None
+    if setting is not None and "setting" in pairs:
+        pairs = pairs[pairs["setting"].fillna("") == setting]
     first, second = sorted([a, b])
     test = pairs[(pairs["k"] == k) & (pairs["metric"] == metric) & (pairs["test"] == PAIRED_TEST)
                  & (pairs["method_a"] == first) & (pairs["method_b"] == second)]

@@ -213,9 +213,10 @@ def model_summary(ranking: pd.DataFrame, pairs: pd.DataFrame, *, markdown: bool 
 
 
 def sweep_summary(ranking: pd.DataFrame | None, pairs: pd.DataFrame | None, comparison: pd.DataFrame,
-                  *, markdown: bool = False, robustness: dict | None = None) -> str:
-    """The methods of a sweep, best first per (k, metric), with the paired test against the next, and
-    how robust that ranking is (:mod:`vqa_interp.analysis.robustness`)."""
+                  *, markdown: bool = False, robustness: dict | None = None, setting: str = "") -> str:
+    """The methods of a sweep (of one ``setting``, when the sweep has several), best first per
+    (k, metric), with the paired test against the next, and how robust that ranking is
+    (:mod:`vqa_interp.analysis.robustness`)."""
     fmt = "github" if markdown else "simple"
     if ranking is None or ranking.empty:
         rows = [{"run": r.get("run_name"), "status": r.get("status"),
@@ -227,8 +228,8 @@ def sweep_summary(ranking: pd.DataFrame | None, pairs: pd.DataFrame | None, comp
         coverage = f"{entry['coverage']:.0%}" + (" LOW" if entry["low_coverage"] else "")
         rows.append({**row, "coverage": coverage, "P(first)": _fmt(entry["p_first"], 2),
                      VS_NEXT: versus})
-    title = ("Method ranking (one value per question; mean over the questions every method scored, 95% CI "
-             "resampling images; coverage = questions the method scored, LOW below 90%)")
+    title = (f"Method ranking{', ' + setting if setting else ''} (one value per question; mean over the questions "
+             "every method scored, 95% CI resampling images; coverage = questions the method scored, LOW below 90%)")
     text = _section(title, rows, fmt, markdown)
     if robustness:
         from vqa_interp.analysis.robustness import robustness_lines
@@ -242,6 +243,7 @@ def sweep_summary(ranking: pd.DataFrame | None, pairs: pd.DataFrame | None, comp
                          + (f"; they disagree on {worst['disagreeing_pairs']}" if worst["disagreeing_pairs"] else "")
                          + ").")
         if lines:
-            heading = "**Robustness of the ranking**" if markdown else "Robustness of the ranking:"
+            name = f"Robustness of the ranking{', ' + setting if setting else ''}"
+            heading = f"**{name}**" if markdown else f"{name}:"
             text += "\n\n" + heading + "\n" + "\n".join(f"- {line}" for line in lines)
     return text

@@ -125,8 +125,14 @@ def report_sections(runs, header, comparison, tables, parent_tables, figures) ->
         sections.append({"title": "Method ranking", "level": 2, "table": ranking, "text": (
             "One value per question; each metric's mean over the questions every method scored, 95% CI resampling "
             "images; coverage = the share of its questions a method scored (low below 90%).")})
-        sections.append({"title": "Robustness of the ranking", "level": 2,
-                         "lines": robustness_lines(ranking, parent_tables.get("ranking_by_type"))})
+        by_type = parent_tables.get("ranking_by_type")
+        if "setting" in ranking:         # a sweep over models (or data): each setting's methods on their own
+            lines = [f"{setting}: {line}" for setting, part in ranking.groupby(ranking["setting"].fillna(""), sort=False)
+                     for line in robustness_lines(part, None if by_type is None or "setting" not in by_type else
+                                                  by_type[by_type["setting"].fillna("") == setting])]
+        else:
+            lines = robustness_lines(ranking, by_type)
+        sections.append({"title": "Robustness of the ranking", "level": 2, "lines": lines})
         for name, caption in (("metric_agreement", "Agreement between the metrics' rankings (Kendall's tau)"),
                               ("ranking_stability", "Stability over a bootstrap of images"),
                               ("ranking_by_type", "The ranking by question type")):
@@ -223,16 +229,19 @@ def findings(evaluations, tables: dict[str, dict[str, pd.DataFrame]], parent_tab
     lines: list[str] = []
     ranking, pairs = parent_tables.get("method_ranking"), parent_tables.get("method_pairs")
     if ranking is not None and not ranking.empty:
-        for (k, metric), part in ranking.groupby(["k", "metric"], sort=False):
+        ranking = ranking.assign(setting=ranking["setting"].fillna("")) if "setting" in ranking else \
+            ranking.assign(setting="")
+        for (setting, k, metric), part in ranking.groupby(["setting", "k", "metric"], sort=False):
             part = part.sort_values("rank")
             best, rest = part.iloc[0], part.iloc[1:]
             beaten, tied = [], []
             for other in rest.itertuples():
-                test = pair_test(pairs, k, metric, best["method"], other.method)
+                test = pair_test(pairs, k, metric, best["method"], other.method, setting)
                 p = float(test["p_holm"]) if test is not None else float("nan")
                 won = test is not None and test["better"] == best["method"]   # the sign of the paired difference
                 (beaten if won else tied).append(f"{other.method} (p={_g(p)})")
-            sentence = (f"Closest to humans on {metric} (k={k:g}): **{best['method']}**, mean {_g(best['mean'])} "
+            where = f"{setting}, " if setting else ""
+            sentence = (f"Closest to humans on {metric} ({where}k={k:g}): **{best['method']}**, mean {_g(best['mean'])} "
                         f"[{_g(best['ci_low'])}, {_g(best['ci_high'])}]")
             if beaten:
                 sentence += f"; significantly better than {', '.join(beaten)}"

@@ -228,21 +228,23 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
         panel = side_by_side_panel(tracker.client, finished, tmp)
         if panel is not None:
             tracker.log_figure(panel, "figures/fig9_10_methods_side_by_side.png")
-        pairs, ranking, entries = method_pairs(tracker.client, finished, tmp)
-        robustness = {}
-        if pairs is not None:
-            from vqa_interp.analysis import robustness as robust
+        per_setting, entries = method_pairs(tracker.client, finished, tmp)
+        from vqa_interp.analysis import robustness as robust
 
-            tracker.log_table(pairs, "method_pairs")
-            tracker.log_table(ranking, "method_ranking")
-            tracker.log_figure(ranking_figure(ranking, pairs), "figures/method_ranking.png")
+        sections, logged = [], {}
+        for index, (label, pairs, ranking, part) in enumerate(per_setting):
+            suffix = f"_{index + 1}" if len(per_setting) > 1 else ""
+            tracker.log_figure(ranking_figure(ranking, pairs, label), f"figures/method_ranking{suffix}.png")
             robustness = {"metric_agreement": robust.metric_agreement(ranking),
                           "ranking_stability": robust.ranking_stability(ranking),
-                          "ranking_by_type": robust.ranking_by_type(entries)}
-            for name, frame in robustness.items():
-                tracker.log_table(frame, name)
+                          "ranking_by_type": robust.ranking_by_type(part)}
             tracker.log_figure(robust.robustness_figure(ranking, robustness["metric_agreement"]),
-                               "figures/ranking_robustness.png")
+                               f"figures/ranking_robustness{suffix}.png")
+            for name, frame in {"method_pairs": pairs, "method_ranking": ranking, **robustness}.items():
+                logged.setdefault(name, []).append(frame.assign(setting=label) if label else frame)
+            sections.append((label, ranking, pairs, robustness))
+        for name, frames in logged.items():
+            tracker.log_table(pd.concat(frames, ignore_index=True), name)
         model_pairs, model_ranking = model_comparison(entries, test_options(runs[0].data.params if runs else {}))
         if model_pairs is not None:
             tracker.log_table(model_pairs, "model_pairs")
@@ -250,8 +252,12 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
     log_children_table(tracker, table)
     from vqa_interp.analysis.summary import sweep_summary
 
-    tracker.summary = sweep_summary(ranking, pairs, table, robustness=robustness)
-    markdown = sweep_summary(ranking, pairs, table, markdown=True, robustness=robustness)
+    if not sections:
+        sections = [("", None, None, {})]
+    tracker.summary = "\n\n".join(sweep_summary(ranking, pairs, table, robustness=robustness, setting=label)
+                                   for label, ranking, pairs, robustness in sections)
+    markdown = "\n\n".join(sweep_summary(ranking, pairs, table, markdown=True, robustness=robustness,
+                                         setting=label) for label, ranking, pairs, robustness in sections)
     if model_pairs is not None:
         from vqa_interp.analysis.summary import model_summary
 
@@ -275,9 +281,11 @@ def log_children_table(tracker, table: pd.DataFrame) -> None:
 
 
 def method_pairs(client, runs, tmp: str):
-    """The paired tests between the children's methods, their ranking and the children's tables
-    (None, None, [] for fewer than two methods in any setting). See :mod:`vqa_interp.analysis.comparisons`."""
-    from vqa_interp.analysis.comparisons import method_ranking, paired_method_tests, setting_of
+    """The children's methods compared within each setting (a sweep over models or data compares
+    each setting's methods on its own): ``([(label, pairs, ranking, entries)], all entries)``, the
+    label naming the params that set a setting apart ("" when there is one), [] for a setting with
+    fewer than two methods. See :mod:`vqa_interp.analysis.comparisons`."""
+    from vqa_interp.analysis.comparisons import method_ranking, paired_method_tests, setting_labels, setting_of
 
     entries = []
     for run in runs:
@@ -292,13 +300,19 @@ def method_pairs(client, runs, tmp: str):
                         "model": params.get("model.name", ""),
                         "model_setting": setting_of(params, ("model.", "preprocessing.size")),
                         "map_for_example": params.get("analysis.map_for_example", "prediction")})
-    if len({(e["k"], e["setting"], e["method"]) for e in entries}) < 2:
-        return None, None, entries
+    if not entries:
+        return [], entries
     options = test_options(runs[0].data.params)
-    pairs = paired_method_tests(entries, **options)
-    if pairs.empty:
-        return None, None, entries
-    return pairs, method_ranking(entries, n_bootstrap=options["n_bootstrap"]), entries
+    labels = setting_labels([e["setting"] for e in entries])
+    out = []
+    for setting, label in labels.items():
+        part = [e for e in entries if e["setting"] == setting]
+        if len({(e["k"], e["method"]) for e in part}) < 2:
+            continue
+        pairs = paired_method_tests(part, **options)
+        if not pairs.empty:
+            out.append((label, pairs, method_ranking(part, n_bootstrap=options["n_bootstrap"]), part))
+    return out, entries
 
 
 def test_options(params: dict) -> dict:
