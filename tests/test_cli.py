@@ -311,22 +311,27 @@ def test_scoring_beside_the_explain_stage_gives_the_tables_scoring_in_turn_gives
     explained) and ``false`` (one after the other): the same scores, floors and ceiling; the explain
     columns equal to float32 rounding (torch runs one thread beside the scoring)."""
     tables = {}
-    for fork in ("true", "false"):
-        run_cli([*FAST, f"scoring.fork={fork}", f"paths.cache={tmp_path / fork}"], cli_env, tmp_path)
+    # a third split of the work: other batch sizes, so the two processes share it differently
+    variants = {"true": ["scoring.fork=true"], "false": ["scoring.fork=false"],
+                "split": ["scoring.fork=true", "explain.batch_size=2", "attribution.batch_size=3"]}
+    for name_, overrides in variants.items():
+        run_cli([*FAST, *overrides, f"paths.cache={tmp_path / name_}"], cli_env, tmp_path)
         client, runs = store(cli_env)
         run = max(runs, key=lambda r: r.info.start_time)
-        assert run.data.tags["scoring_process"].startswith("forked" if fork == "true" else "the run's")
-        tables[fork] = {name: pd.read_csv(client.download_artifacts(run.info.run_id, f"tables/{name}.csv",
-                                                                    str(tmp_path / f"{fork}-{name}")))
-                        for name in ("per_example", "references_per_question", "timings")}
+        assert run.data.tags["scoring_process"].startswith("the run's" if name_ == "false" else "forked")
+        tables[name_] = {name: pd.read_csv(client.download_artifacts(run.info.run_id, f"tables/{name}.csv",
+                                                                     str(tmp_path / f"{name_}-{name}")))
+                         for name in ("per_example", "references_per_question", "timings")}
     forked, in_turn = tables["true"], tables["false"]
     assert "scoring_wait" in set(forked["timings"]["stage"]) and "scoring_wait" not in set(in_turn["timings"]["stage"])
     pd.testing.assert_frame_equal(forked["references_per_question"], in_turn["references_per_question"])
     explain = ["share_error", "image_share", "token_error", "deletion_auc", "insertion_auc", "random_deletion_auc",
                "random_insertion_auc"]
-    a, b = forked["per_example"], in_turn["per_example"]
-    assert list(a.columns) == list(b.columns) and len(a) == len(b) > 0
-    pd.testing.assert_frame_equal(a.drop(columns=[c for c in explain if c in a]),
-                                  b.drop(columns=[c for c in explain if c in b]))
-    for column in (c for c in explain if c in a):
-        np.testing.assert_allclose(a[column], b[column], atol=1e-5, rtol=0, err_msg=column)
+    pd.testing.assert_frame_equal(tables["split"]["references_per_question"], forked["references_per_question"])
+    for other in (in_turn, tables["split"]):   # the maps and scores identical; the explain columns to float32
+        a, b = forked["per_example"], other["per_example"]   # rounding (another batch: another summation order)
+        assert list(a.columns) == list(b.columns) and len(a) == len(b) > 0
+        pd.testing.assert_frame_equal(a.drop(columns=[c for c in explain if c in a]),
+                                      b.drop(columns=[c for c in explain if c in b]))
+        for column in (c for c in explain if c in a):
+            np.testing.assert_allclose(a[column], b[column], atol=1e-5, rtol=0, err_msg=column)
