@@ -70,3 +70,12 @@ def test_payloads_in_every_field_are_text_in_the_report_and_the_explorer(tmp_pat
         browser.get(page.as_uri())
         assert browser.title != "pwned"
         assert not browser.find_elements("css selector", "img[src='x']")
+
+
+def test_a_sweeps_name_carries_no_paths_or_stores():
+    from vqa_interp.tracking.callback import named_overrides
+
+    overrides = ["method=saliency,ggradcam", "paths.home=/tmp/pytest-of-root/x", "tracking.uri=sqlite:////tmp/a/mlflow.db",
+                 "model.pretrained=/models/llava-1.5-7b-hf/", "+experiment=smoke"]
+    assert named_overrides(overrides) == ["method=saliency,ggradcam", "model.pretrained=llava-1.5-7b-hf",
+                                          "+experiment=smoke"]

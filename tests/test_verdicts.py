@@ -232,3 +232,4 @@ def test_a_bce_trained_vilt_head_gets_sigmoid_confidences_and_says_so(tmp_path):
     with torch.no_grad():
         expected = torch.sigmoid(model.forward(pixels, model.encode(["what color is the cube?"]))).max()
     assert float(confidence[0]) == pytest.approx(float(expected))
+

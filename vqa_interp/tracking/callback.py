@@ -79,7 +79,7 @@ class MlflowSweepCallback(Callback):
 
         from vqa_interp.errors import VqaInterpError
 
-        name = "sweep: " + (" ".join(overrides) or sweep_dir.name)
+        name = "sweep: " + (" ".join(named_overrides(overrides)) or sweep_dir.name)
         signature = sweep_signature(overrides)
         tags = {"run_kind": "sweep", "hydra_sweep_dir": str(sweep_dir.resolve()), "sweep_overrides": " ".join(overrides),
                 SWEEP_SIGNATURE_TAG: signature}
@@ -148,6 +148,25 @@ class MlflowSweepCallback(Callback):
             print("\n" + tracker.summary + "\n", flush=True)
         print(f"MLflow parent run {tracker.run_id} closed ({status}).\n  {run_url(uri, tracker.experiment_id, tracker.run_id)}"
               f"\n  (serve it with: {ui_command(uri)})", flush=True)
+
+
+WHERE_KEYS = ("paths.", "tracking.", "hydra.")     # where things live, not what the sweep compares
+PATH_VALUED = ("data.root", "model.checkpoint", "model.pretrained", "model.backbone_weights")
+
+
+def named_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that name a sweep: places (``paths.*``, ``tracking.*``) left out, a file or folder
+    given by its last part only (``model.pretrained=.../llava-1.5-7b-hf`` -> ``llava-1.5-7b-hf``)."""
+    named = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        bare = key.lstrip("+~")
+        if bare.startswith(WHERE_KEYS):
+            continue
+        if bare in PATH_VALUED and "/" in value:
+            value = value.rstrip("/").rsplit("/", 1)[-1]
+        named.append(f"{key}={value}" if _ else key)
+    return named
 
 
 def _sharded(client, run_id: str) -> bool:
