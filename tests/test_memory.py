@@ -119,8 +119,13 @@ def test_maps_and_scores_do_not_depend_on_the_budget(cli_env, tmp_path):
         np.testing.assert_allclose(maps["1B"][key], array, rtol=1e-5, atol=1e-7 * np.abs(array).max(), err_msg=key)
     one, default = tables["1B"], tables["auto"]
     assert list(one["map_key"]) == list(default["map_key"])
-    numeric = [c for c in default.columns if default[c].dtype.kind == "f" and c != "completeness_error"]
+    residuals = ("completeness_error", "token_error", "share_error")
+    numeric = [c for c in default.columns if default[c].dtype.kind == "f" and c not in residuals]
     pd.testing.assert_frame_equal(one[numeric], default[numeric], check_exact=False, rtol=1e-5, atol=1e-6)
-    # IG's completeness error is itself a float32 residual (|sum(attr) - gap| / |gap|): summed in other
-    # batch groupings it moves by ~2e-6 (0.052188 and 0.052186 on an AVX-512 machine)
+    # IG's completeness errors are themselves float32 residuals (|sum(attr) - gap|): summed in other batch
+    # groupings they move by ~2e-6 relative to the gap (0.052188 and 0.052186 on an AVX-512 machine); the
+    # question side's, in logits, by up to ~6e-5 when its examples go in chunks of the budget's size
     np.testing.assert_allclose(one["completeness_error"], default["completeness_error"], rtol=1e-4, atol=1e-5)
+    for column in ("token_error", "share_error"):
+        if column in default:
+            np.testing.assert_allclose(one[column], default[column], rtol=1e-3, atol=2e-4, err_msg=column)
