@@ -150,6 +150,11 @@ def test_two_by_two_multirun_has_one_parent_four_children_and_reuses_maps(two_by
     stdout = two_by_two_sweep["stdout"]
     assert stdout.rindex("Method ranking") > stdout.rindex("Headline")
     assert "Method ranking" in parent.data.tags["mlflow.note.content"]
+    # both answers at the end of the terminal, and first in the parent's description
+    last = stdout[stdout.rindex("The answer:"):]
+    assert "Which method looks most like humans (k=" in last and "rank correlation" in last
+    assert parent.data.tags["mlflow.note.content"].startswith("**The answer**")
+    assert "Does the model look where humans look when it answers right?" in stdout
     assert "tables/children_headline.csv" in {a.path for a in client.list_artifacts(parent.info.run_id, "tables")}
 
 

@@ -150,6 +150,14 @@ def run_summary(results, method: str, k: float, *, markdown: bool = False, sanit
         parts.append(heading + "\n" + "\n".join(f"- {line}" for line in explain_lines))
     if sanity_line:
         parts.append(sanity_line)
+    from vqa_interp.analysis.answers import answer_lines
+
+    answers = answer_lines(results.tables, method)
+    if answers:   # the terminal ends with the answer; the run's description (Markdown) opens with it
+        if markdown:
+            parts.insert(0, "**The answer**\n\n" + "\n\n".join(answers))
+        else:
+            parts.append("The answer:\n" + "\n".join(f"- {line}" for line in answers))
     return "\n\n".join(p for p in parts if p)
 
 

@@ -229,6 +229,7 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
         if panel is not None:
             tracker.log_figure(panel, "figures/fig9_10_methods_side_by_side.png")
         per_setting, entries = method_pairs(tracker.client, finished, tmp)
+        answers: list[str] = []
         from vqa_interp.analysis import robustness as robust
 
         sections, logged = [], {}
@@ -245,6 +246,11 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
             sections.append((label, ranking, pairs, robustness))
         for name, frames in logged.items():
             tracker.log_table(pd.concat(frames, ignore_index=True), name)
+        from vqa_interp.analysis.answers import sweep_answer_lines
+
+        answers = sweep_answer_lines(per_setting, lambda run_id: {
+            n: t for n in ("significance", "adjusted_comparisons")
+            if (t := download_table(tracker.client, run_id, n, f"{tmp}/{run_id}")) is not None})
         model_pairs, model_ranking = model_comparison(entries, test_options(runs[0].data.params if runs else {}))
         if model_pairs is not None:
             tracker.log_table(model_pairs, "model_pairs")
@@ -263,6 +269,9 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
 
         tracker.summary += "\n\n" + model_summary(model_ranking, model_pairs)
         markdown += "\n\n" + model_summary(model_ranking, model_pairs, markdown=True)
+    if answers:   # the parent's summary ends with the answer (its description opens with it)
+        tracker.summary += "\n\nThe answer:\n" + "\n".join(f"- {line}" for line in answers)
+        markdown = "**The answer**\n\n" + "\n\n".join(answers) + "\n\n" + markdown
     if len(skipped):
         lines = [f"- {r.overrides}: {r.reason.split(';')[0]}" for r in skipped.itertuples()]
         tracker.summary += "\n\nNot applicable (pairs the model cannot serve, not run):\n" + "\n".join(lines)
