@@ -320,7 +320,7 @@ def test_scoring_beside_the_explain_stage_gives_the_tables_scoring_in_turn_gives
     variants = {"true": ["scoring.fork=true"], "false": ["scoring.fork=false"],
                 "split": ["scoring.fork=true", "explain.batch_size=2", "attribution.batch_size=3"]}
     for name_, overrides in variants.items():
-        run_cli([*FAST, *overrides, f"paths.cache={tmp_path / name_}"], cli_env, tmp_path)
+        run_cli([*FAST, "data.limit=6", *overrides, f"paths.cache={tmp_path / name_}"], cli_env, tmp_path)
         client, runs = store(cli_env)
         run = max(runs, key=lambda r: r.info.start_time)
         assert run.data.tags["scoring_process"].startswith("the run's" if name_ == "false" else "forked")
