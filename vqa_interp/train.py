@@ -69,7 +69,7 @@ def ensure_model(settings, dataset) -> Path | None:
     if settings.model.checkpoint:
         path = Path(settings.model.checkpoint)
         if path.is_file() and path.suffix == ".pth":
-            read_checkpoint(path)       # damaged or unsafe: one line now, before any run opens (kept for the load)
+            read_checkpoint(path, keep=True)   # damaged or unsafe: one line now, before any run opens
         return path
     if not model_kind(settings.model.kind).trainable:
         return None

@@ -145,12 +145,6 @@ def normalised_scores(table: pd.DataFrame) -> dict[str, float]:
             for metric, row in means.iterrows()}
 
 
-def verdict(mean_diff: float, p_holm: float, testable: bool, higher_is_better: bool, alpha: float = 0.05) -> str:
-    """``better`` / ``worse`` (significant, in the metric's own direction) or ``no difference``
-    (:func:`vqa_interp.analysis.verdicts.verdict_of`)."""
-    return verdict_of(mean_diff, p_holm, testable, higher_is_better, alpha)
-
-
 def paired_baseline_tests(examples: pd.DataFrame, references: pd.DataFrame, *, against=PAIRED_AGAINST,
                           metrics=None, n_bootstrap: int = 2000, seed: int = 0, protocol: str | None = None,
                           min_questions: int = 2, min_images: int = 2) -> pd.DataFrame:
@@ -179,7 +173,7 @@ def paired_baseline_tests(examples: pd.DataFrame, references: pd.DataFrame, *, a
     testable = table["testable"].astype(bool)
     if testable.any():
         table.loc[testable, "p_holm"] = holm(table.loc[testable, "p_value"].to_numpy(float))
-    table["verdict"] = [verdict(r.mean_diff, r.p_holm, bool(r.testable), REGISTRY[r.metric].higher_is_better)
+    table["verdict"] = [verdict_of(r.mean_diff, r.p_holm, bool(r.testable), REGISTRY[r.metric].higher_is_better)
                         for r in table.itertuples()]
     table["better"] = table["verdict"] == "better"
     return table

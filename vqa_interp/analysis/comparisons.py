@@ -53,6 +53,11 @@ def setting_of(params: dict, also_ignore: tuple[str, ...] = ()) -> tuple:
     return tuple(sorted((k, v) for k, v in params.items() if k != "k" and not k.startswith(ignored)))
 
 
+def differing_keys(params: list[dict]) -> list[str]:
+    """The keys (sorted) whose values differ between the dicts, places and stores left out."""
+    return sorted(k for k in set().union(*params) if k not in NOT_A_SETTING and len({str(p.get(k)) for p in params}) > 1)
+
+
 def setting_labels(settings: list[tuple]) -> dict[tuple, str]:
     """Each distinct setting (in first-seen order) -> the params that set it apart from the others
     (``model.name=embedded_vilt``), "" when there is only one."""
@@ -60,8 +65,7 @@ def setting_labels(settings: list[tuple]) -> dict[tuple, str]:
     if len(distinct) < 2:
         return {s: "" for s in distinct}
     as_dicts = [dict(s) for s in distinct]
-    keys = sorted(k for k in set().union(*as_dicts) if k not in NOT_A_SETTING
-                  and len({str(d.get(k)) for d in as_dicts}) > 1)
+    keys = differing_keys(as_dicts)
     # a group whose name differs is named by it alone (model=embedded_vilt, not its every key)
     named = {k.split(".")[0] for k in keys if k.endswith(".name") and k.count(".") == 1}
     keys = [k for k in keys if k.split(".")[0] not in named or k == f"{k.split('.')[0]}.name"]
@@ -106,8 +110,7 @@ def distinct(members: list[dict]) -> list[dict]:
         if len(index) < 2:
             continue
         params = [members[i].get("params", {}) for i in index]
-        keys = sorted(k for k in set().union(*params) if k not in NOT_A_SETTING
-                      and len({str(p.get(k)) for p in params}) > 1)
+        keys = differing_keys(params)
         for i, p in zip(index, params):
             detail = ", ".join(f"{k}={p.get(k)}" for k in keys) or f"run {members[i].get('run_id', i)}"[:12]
             out[i] = {**members[i], "method": f"{name} ({detail})"}

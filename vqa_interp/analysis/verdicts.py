@@ -129,14 +129,20 @@ def _aggregate(x: np.ndarray, values: np.ndarray, codes: np.ndarray) -> np.ndarr
     return out
 
 
+def _gram(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``[G, k, k]``: ``X_g^T X_g`` per cluster."""
+    gram = np.zeros((int(codes.max()) + 1, x.shape[1], x.shape[1]))
+    np.add.at(gram, codes, x[:, :, None] * x[:, None, :])
+    return gram
+
+
 def cluster_robust_slopes(y: np.ndarray, group: np.ndarray, codes: np.ndarray,
                           covariates: np.ndarray | None = None) -> tuple[float, float]:
     """``(b, se)``: the group coefficient of ``y [n] = a + b * group [n] (+ covariates [n, c] @ g)``
     and its cluster-robust (CR1, clusters ``codes [n]``) standard error, as statsmodels' OLS with
     ``cov_type="cluster"`` gives it."""
     x = _design(group, covariates)
-    gram = np.zeros((int(codes.max()) + 1, x.shape[1], x.shape[1]))
-    np.add.at(gram, codes, x[:, :, None] * x[:, None, :])
+    gram = _gram(x, codes)
     b, se = _slopes(_aggregate(x, y, codes), np.zeros((len(gram), x.shape[1])), gram, np.ones((1, len(gram))), len(y))
     return float(b[0]), float(se[0])
 
@@ -149,9 +155,8 @@ def wild_cluster_p(values: np.ndarray, group: np.ndarray, codes: np.ndarray, cov
     standard error."""
     rng = rng or np.random.default_rng(0)
     x = _design(group, covariates)
-    count = int(codes.max()) + 1
-    gram = np.zeros((count, x.shape[1], x.shape[1]))
-    np.add.at(gram, codes, x[:, :, None] * x[:, None, :])
+    gram = _gram(x, codes)
+    count = len(gram)
     b, se = _slopes(_aggregate(x, values, codes), np.zeros((count, x.shape[1])), gram, np.ones((1, count)),
                     len(values))
     if not se[0] > 0:

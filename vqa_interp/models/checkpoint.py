@@ -76,21 +76,22 @@ def damaged_zip_member(path: Path) -> str | None:
         return f"(the archive: {exc})"
 
 
-_LOADED: dict[tuple, object] = {}    # the last file read: the check before a run opens and the load share it
+_KEPT: dict[tuple, object] = {}    # a file read by the check before a run opens, until the run's load takes it
 
 
-def _safe_load(path: str | Path, key: str, expected: str):
+def _safe_load(path: str | Path, key: str, expected: str, keep: bool = False):
     """``torch.load(weights_only=True)`` with errors that name ``key``, the file and what belongs there;
-    a zip archive's CRCs are checked first. The last file read is kept (by path, size and time), so
-    the check before a run opens and the run's own load read it once."""
+    a zip archive's CRCs are checked first. ``keep``: hold the payload (by path, size and time) for
+    the next read of the same file, which takes it: the check before a run opens and the run's own
+    load read the file once, and nothing stays in memory after."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{key}: {path} does not exist. Expected {expected}. "
                               f"Place it there or set {key}=FILE.")
     stat = path.stat()
     identity = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if identity in _LOADED:
-        return _LOADED[identity]
+    if identity in _KEPT:
+        return _KEPT.pop(identity)
     if not _looks_like_torch_file(path):
         raise CheckpointError(f"{key}: {path} is not a torch checkpoint (neither a torch zip archive nor a "
                               f"pickle; truncated or another kind of file?). Expected {expected}.")
@@ -100,8 +101,9 @@ def _safe_load(path: str | Path, key: str, expected: str):
                               f"was written). Expected {expected}.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        _LOADED.clear()
-        _LOADED[identity] = payload
+        _KEPT.clear()
+        if keep:
+            _KEPT[identity] = payload
         return payload
     except pickle.UnpicklingError as exc:
         if "weights only" not in str(exc).lower() and "weights_only" not in str(exc).lower():
@@ -115,9 +117,10 @@ def _safe_load(path: str | Path, key: str, expected: str):
         raise CheckpointError(f"{key}: {path} is not a readable torch file ({exc}). Expected {expected}.") from exc
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint dict with ``weights_only=True``; clear errors for missing/unsafe files."""
-    payload = _safe_load(path, "model.checkpoint", CHECKPOINT_SOURCE)
+def read_checkpoint(path: str | Path, keep: bool = False) -> dict:
+    """Load a checkpoint dict with ``weights_only=True``; clear errors for missing/unsafe files
+    (``keep``: see :func:`_safe_load`)."""
+    payload = _safe_load(path, "model.checkpoint", CHECKPOINT_SOURCE, keep)
     missing = [k for k in ("weights", "vocab") if not isinstance(payload, dict) or k not in payload]
     if missing:
         raise CheckpointError(f"model.checkpoint: {path} lacks {missing}; expected a pytorch-vqa checkpoint "

@@ -5,6 +5,7 @@ makes the answer right where a process ID cannot: PID 1 of every container is "a
 reused."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -43,6 +44,7 @@ def liveness_tags(uri: str, artifact_root: str) -> dict[str, str]:
         try:
             if lock.acquire(f"{socket.gethostname()} {os.getpid()}"):
                 _ALIVE[os.getpid()] = lock
+                atexit.register(lock.release)     # a normal exit leaves no lock file (a killed one: close_orphans)
         except OSError:      # a read-only place: the process ID alone says whether it lives
             lock = None
     tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
