@@ -1,8 +1,14 @@
 """Shared fixtures. The embedded data and model live in the project's default home
 (``.vqa-interp``, or ``$VQA_INTERP_HOME``), so they are built once and reused across tests and
 by the README's main command."""
+import contextlib
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -101,3 +107,43 @@ def browser():
     session = webdriver.Chrome(service=Service(driver), options=options)
     yield session
     session.quit()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_mlflow_server(folder: Path, backend_uri: str, workers: int = 1):
+    """A real `mlflow server` on a free port of 127.0.0.1 over ``backend_uri``, its artifacts in
+    ``folder/artifacts``; yields its URL; stopped by its PID (the server and its workers)."""
+    port = free_port()
+    log = open(folder / "server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+         "--backend-store-uri", backend_uri, "--artifacts-destination", str(folder / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError("mlflow server did not start:\n" + (folder / "server.log").read_text()[-3000:])
+            time.sleep(1)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):   # (a server that died at start is already gone)
+            os.killpg(process.pid, signal.SIGTERM)  # the server and its workers, by the server's PID
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()

@@ -156,6 +156,13 @@ def test_two_by_two_multirun_has_one_parent_four_children_and_reuses_maps(two_by
     assert parent.data.tags["mlflow.note.content"].startswith("**The answer**")
     assert "Does the model look where humans look when it answers right?" in stdout
     assert "tables/children_headline.csv" in {a.path for a in client.list_artifacts(parent.info.run_id, "tables")}
+    # the parent's ranking as metrics (its charts and columns in the UI), its table as the UI's viewer shows it
+    for method in ("saliency", "ggradcam"):
+        assert {f"ranking/{method}/k{k}/{m}" for k in ("0.05", "0.1") for m in ("rank_corr", "iou")} <= set(
+            parent.data.metrics)
+    viewed = json.loads(Path(client.download_artifacts(parent.info.run_id, "tables/children_headline.json",
+                                                       str(tmp_path))).read_text())
+    assert "method" in viewed["columns"] and not any("." in c for c in viewed["columns"])
 
 
 def test_the_sweep_parent_tests_methods_pairwise_on_the_mean_with_images_as_clusters(two_by_two_sweep, tmp_path):

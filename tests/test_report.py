@@ -67,6 +67,27 @@ def test_unknown_run_id_is_named(two_by_two_sweep, tmp_path):
     assert result.returncode == 2 and "0123456789abcdef" in result.stderr
 
 
+def test_the_report_finds_the_runs_own_store_and_a_read_creates_nothing(two_by_two_sweep, tmp_path):
+    """The sweep's last line is its report command; without a store named, the report looks in the
+    stores this project wrote to; a store that does not exist is one line and is not created."""
+    last = two_by_two_sweep["stdout"].strip().splitlines()[-1]
+    store = two_by_two_sweep["env"]["MLFLOW_TRACKING_URI"]
+    assert last.startswith("report: python -m vqa_interp.report ") and last.endswith(f"--tracking-uri {store}")
+    env = {k: v for k, v in two_by_two_sweep["env"].items() if k != "MLFLOW_TRACKING_URI"}
+    client, runs = _runs(two_by_two_sweep["env"])
+    child = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"][0]
+    result = subprocess.run([python(), "-m", "vqa_interp.report", child.info.run_id[:8], "--out", str(tmp_path / "r")],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert child.info.run_id in (tmp_path / "r" / "report.html").read_text()
+    assert not (tmp_path / "mlruns").exists()          # the default store was looked for, not made
+    missing = tmp_path / "elsewhere" / "mlflow.db"
+    result = subprocess.run([python(), "-m", "vqa_interp.report", child.info.run_id[:8], "--tracking-uri",
+                             f"sqlite:///{missing}"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert str(missing) in result.stderr and "tracking.uri" in result.stderr and not missing.parent.exists()
+
+
 def test_logged_statistics_recompute_from_the_runs_own_table(two_by_two_sweep, tmp_path):
     client, runs = _runs(two_by_two_sweep["env"])
     child = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"][0]

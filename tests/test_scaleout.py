@@ -3,64 +3,22 @@ a real `mlflow server` on a throwaway PostgreSQL, many writers on one SQLite sto
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import NO_EXPLAIN
+from conftest import NO_EXPLAIN, free_port, running_mlflow_server
 
 pytestmark = pytest.mark.slow
 # the plumbing under test is the launchers' and the stores': the explain stage is left out
 COMMON = ["data.limit=10", "preprocessing.size=64", "analysis.bootstrap=50", "analysis.n_panels=1",
           "tracking.log_maps=false", *NO_EXPLAIN]
 METRIC_COLUMNS = ["rank_corr", "intersect", "disc_intersect", "iou", "dice", "precision", "recall", "f1"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_mlflow_server(folder: Path, backend_uri: str, workers: int = 1):
-    """A real `mlflow server` on a free port of 127.0.0.1 over ``backend_uri``, its artifacts in
-    ``folder/artifacts``; yields its URL; stopped by its PID (the server and its workers)."""
-    port = _free_port()
-    log = open(folder / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-         "--backend-store-uri", backend_uri, "--artifacts-destination", str(folder / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("mlflow server did not start:\n" + (folder / "server.log").read_text()[-3000:])
-            time.sleep(1)
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):   # (a server that died at start is already gone)
-            os.killpg(process.pid, signal.SIGTERM)  # the server and its workers, by the server's PID
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 def _table(client, run_id, tmp_path):
@@ -113,7 +71,7 @@ def postgres_cluster():
     data = folder / "data"
     if user:
         os.chown(folder, user.pw_uid, user.pw_gid)
-    port = _free_port()
+    port = free_port()
     process = None
     try:
         subprocess.run([str(PG_BIN / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8"],

@@ -52,7 +52,8 @@ def evaluate(cfg: DictConfig) -> str:
     from vqa_interp.tracking.record import HEADLINE_TIMINGS, record_outputs
     from vqa_interp.tracking.resume import CONFIG_SIGNATURE_TAG, config_signature, reuse_child
     from vqa_interp.tracking.store import (check_reachable, client_for, ending, flatten, resolve_tracking_uri, run_url,
-                                           start_run, ui_command)
+                                           start_run, table_url, ui_command)
+    from vqa_interp.tracking.stores import remember_store, report_command
     from vqa_interp.train import ensure_model, model_source_tags
 
     from vqa_interp.util.memory import peak_metrics, peak_text, reset_peak_rss
@@ -87,6 +88,7 @@ def evaluate(cfg: DictConfig) -> str:
     name = run_name(settings, len(selection.examples), list(hydra_cfg.overrides.task))
     deferred = figures_deferred()
     tracker = start_run(settings.tracking, name, parent_run_id=parent_run_id, tags=tags)
+    remember_store(settings.home, settings.tracking.uri)    # python -m vqa_interp.report ID finds it
     with ending(tracker, finish=not deferred):   # FAILED or KILLED if anything below raises
         _RUN_OPENED.append(tracker.run_id)
         print(f"MLflow run: {tracker.run_id} ({name})", flush=True)
@@ -119,7 +121,10 @@ def evaluate(cfg: DictConfig) -> str:
         print("\n" + outputs.summary + "\n", flush=True)
     print(f"MLflow run {tracker.run_id} ({name}) finished: {len(outputs.table)} rows, model accuracy "
           f"{outputs.counts['model/accuracy']:.3f}, {timings['time/total_s']:.1f} s, {peak_text(settings.device)}.\n"
-          f"  {run_url(uri, tracker.experiment_id, tracker.run_id)}\n  (serve it with: {ui_command(uri)})", flush=True)
+          f"  {run_url(uri, tracker.experiment_id, tracker.run_id)}\n  runs table: {table_url(uri, tracker.experiment_id)}"
+          f"\n  (serve it with: {ui_command(uri)})", flush=True)
+    if not parent_run_id:    # a sweep's last line is its own report command
+        print(f"report: {report_command(uri, tracker.run_id)}", flush=True)
     return tracker.run_id
 
 

@@ -17,7 +17,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from vqa_interp.tracking.resume import SWEEP_SIGNATURE_TAG, resume_parent, sweep_signature
-from vqa_interp.tracking.store import PARENT_ID_FILE, RunTracker, resolve_tracking_uri, run_url, start_run, ui_command
+from vqa_interp.tracking.store import (PARENT_ID_FILE, RunTracker, resolve_tracking_uri, run_url, start_run,
+                                       table_url, ui_command)
+from vqa_interp.tracking.stores import remember_store, report_command
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,7 @@ class MlflowSweepCallback(Callback):
         (sweep_dir / SWEEP_K_FILE).write_text(json.dumps(swept_values(overrides, "k")))
         (sweep_dir / SWEEP_PROGRESS_FILE).write_text(json.dumps({"jobs": sweep_size(overrides), "started": time.time()}))
         atexit.register(self._close, "FAILED")
+        remember_store(config.paths.home, config.tracking.uri)   # python -m vqa_interp.report ID finds it
         print(f"MLflow parent run: {self.tracker.run_id}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -147,7 +150,8 @@ class MlflowSweepCallback(Callback):
         if tracker.summary:
             print("\n" + tracker.summary + "\n", flush=True)
         print(f"MLflow parent run {tracker.run_id} closed ({status}).\n  {run_url(uri, tracker.experiment_id, tracker.run_id)}"
-              f"\n  (serve it with: {ui_command(uri)})", flush=True)
+              f"\n  runs table: {table_url(uri, tracker.experiment_id)}\n  (serve it with: {ui_command(uri)})"
+              f"\nreport: {report_command(uri, tracker.run_id)}", flush=True)
 
 
 WHERE_KEYS = ("paths.", "tracking.", "hydra.")     # where things live, not what the sweep compares

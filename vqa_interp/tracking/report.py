@@ -3,8 +3,9 @@
 Writes ``DIR/report.html`` (self-contained: figures embedded as data URIs, opens offline),
 ``DIR/report.md`` (figures beside it in ``DIR/figures/``) and ``DIR/explorer.html`` (every question
 of the reported runs, each run's map side by side; linked from the Findings). A sweep's parent run ID stands for
-the whole sweep. Reads any tracking store: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else
-the local ``sqlite:///mlruns/mlflow.db``.
+the whole sweep. Reads any tracking store: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the first of
+``sqlite:///mlruns/mlflow.db`` and the stores this project has written to that holds the run
+(:mod:`vqa_interp.tracking.stores`); a read never creates a store.
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from vqa_interp.errors import VqaInterpError
 from vqa_interp.metrics.registry import family_metrics
 from vqa_interp.tracking import explorer
 from vqa_interp.tracking.report_page import link, render_html, render_markdown
-from vqa_interp.tracking.store import (child_runs, client_for, download_artifact, download_table, find_run,
-                                       list_artifacts, resolve_tracking_uri, ui_base, UI_VIEW)
+from vqa_interp.tracking.store import (child_runs, download_artifact, download_table, find_run, list_artifacts,
+                                       ui_base, UI_VIEW)
+from vqa_interp.tracking.stores import default_home, locate_run, reading_client
 from vqa_interp.tracking.sweep import comparison_table
 
 KEY_METRICS = family_metrics()
@@ -314,13 +316,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_ids", nargs="+", metavar="RUN",
                         help="MLflow run IDs, 8-character short IDs or run names (a sweep parent = its sweep)")
     parser.add_argument("--out", type=Path, help="output folder (default: reports/<first run's name>)")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db"))
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                        help="the store the runs were logged in (default: the first of sqlite:///mlruns/mlflow.db "
+                             "and the stores this project has written to that holds the first run)")
     parser.add_argument("--ui-url", help="base URL of the MLflow UI for run links (default: the tracking server, "
                                          "or http://127.0.0.1:5000 where `mlflow ui` serves a local store)")
     args = parser.parse_args(argv)
-    uri = resolve_tracking_uri(args.tracking_uri)
-    client = client_for(uri)
     try:
+        uri = locate_run(args.run_ids[0], args.tracking_uri, default_home())
+        client = reading_client(uri)
         out = args.out
         if out is None:
             import re

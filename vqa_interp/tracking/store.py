@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from vqa_interp.errors import ConfigError
 from vqa_interp.tracking.liveness import close_orphans, liveness_tags
 from vqa_interp.tracking.preflight import check_reachable  # (re-exported: the entry points import it from here)
+from vqa_interp.tracking.ui_view import ensure_view, experiment_url
 
 log = logging.getLogger(__name__)
 PARENT_ID_FILE = "mlflow_parent_run_id"
@@ -69,6 +70,11 @@ def run_url(uri: str, experiment_id: str, run_id: str) -> str:
     return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs/{run_id}{UI_VIEW}"
 
 
+def table_url(uri: str, experiment_id: str) -> str:
+    """The experiment's runs table with the headline columns (:mod:`vqa_interp.tracking.ui_view`)."""
+    return experiment_url(ui_base(uri), experiment_id)
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -114,6 +120,7 @@ def ensure_experiment(client, name: str, artifact_root: str) -> str:
     if experiment is not None:
         if EXPERIMENT_KIND_TAG not in experiment.tags:
             client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        ensure_view(client, experiment.experiment_id, experiment.tags)
         check_artifact_location(client, experiment, Path(artifact_root).resolve() / name)
         return experiment.experiment_id
     location = None
@@ -121,8 +128,10 @@ def ensure_experiment(client, name: str, artifact_root: str) -> str:
         location = (Path(artifact_root).resolve() / name).as_uri()
     try:
         # MLflow 3 opens an experiment of this kind on its runs table, not on the GenAI overview
-        return client.create_experiment(name, artifact_location=location,
-                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        experiment_id = client.create_experiment(name, artifact_location=location,
+                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        ensure_view(client, experiment_id, {})
+        return experiment_id
     except Exception:  # another process created it in between
         experiment = client.get_experiment_by_name(name)
         if experiment is None:

@@ -14,6 +14,7 @@ from vqa_interp.explain.analysis import COMPARED_METRICS
 from vqa_interp.metrics.registry import family_metrics, metric_names
 from vqa_interp.tracking import explorer
 from vqa_interp.tracking.store import child_runs, download_table
+from vqa_interp.tracking.ui_view import ranking_metrics, viewer_table
 
 log = logging.getLogger(__name__)
 AXES = ("method.name", "k", "confidence.low", "confidence.high", "model.name", "preprocessing.size",
@@ -244,6 +245,7 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
             for name, frame in {"method_pairs": pairs, "method_ranking": ranking, **robustness}.items():
                 logged.setdefault(name, []).append(frame.assign(setting=label) if label else frame)
             sections.append((label, ranking, pairs, robustness))
+            tracker.log_metrics(ranking_metrics(ranking, label if len(per_setting) > 1 else ""))
         for name, frames in logged.items():
             tracker.log_table(pd.concat(frames, ignore_index=True), name)
         from vqa_interp.analysis.answers import sweep_answer_lines
@@ -284,7 +286,7 @@ def log_children_table(tracker, table: pd.DataFrame) -> None:
     """The children's headline metrics as the parent's table (also as an MLflow table, for the UI)."""
     tracker.log_table(table, "children_headline")
     try:
-        tracker.client.log_table(tracker.run_id, data=table.astype(str), artifact_file="tables/children_headline.json")
+        tracker.client.log_table(tracker.run_id, data=viewer_table(table), artifact_file="tables/children_headline.json")
     except Exception:   # the UI's table view is a convenience; the CSV is the record
         log.debug("log_table failed", exc_info=True)
 
