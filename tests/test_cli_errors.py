@@ -118,3 +118,24 @@ def test_a_sweep_into_a_store_it_cannot_use_is_one_line(cli_env, tmp_path):
     result = _run(["-m", "tracking.uri=file:./mlruns", "k=0.05,0.1", "data.limit=4"], env=cli_env, cwd=tmp_path)
     assert result.returncode == 2 and "tracking.uri=file:./mlruns: a file store" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_verbose_is_taken_before_hydra_reads_the_command_line(monkeypatch):
+    """``-v`` / ``--verbose`` (which Hydra's parser refuses) is taken out and turns on full output in
+    every process of the command through the environment its jobs inherit."""
+    import os
+
+    from vqa_interp.util.arguments import VERBOSE_ENV, take_verbose, verbose
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    assert take_verbose(["-m", "method=saliency,ig"]) == ["-m", "method=saliency,ig"] and not verbose()
+    assert take_verbose(["-m", "-v", "k=0.1", "--verbose"]) == ["-m", "k=0.1"]
+    assert verbose() and os.environ[VERBOSE_ENV] == "1"
+    monkeypatch.setenv(VERBOSE_ENV, "0")
+    assert not verbose()
+
+
+def test_verbose_flag_passes_through_to_a_run(cli_env, tmp_path):
+    result = subprocess.run([python(), "-m", "vqa_interp.run", "-v", "--help"], env=cli_env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "== Configuration groups" in result.stdout

@@ -55,10 +55,13 @@ def evaluate(cfg: DictConfig) -> str:
                                            start_run, table_url, ui_command)
     from vqa_interp.tracking.stores import remember_store, report_command
     from vqa_interp.train import ensure_model, model_source_tags
+    from vqa_interp.util.arguments import verbose
 
     from vqa_interp.util.memory import peak_metrics, peak_text, reset_peak_rss
 
     global _START
+    # MLflow's per-file download bars (the parent reads every child's tables) say nothing to a user
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     reset_peak_rss()             # each job of a sweep in this process reports its own peak
     job_start = time.perf_counter()
     # start-up (interpreter, imports, Hydra) is paid once per process, by its first job
@@ -91,7 +94,8 @@ def evaluate(cfg: DictConfig) -> str:
     remember_store(settings.home, settings.tracking.uri)    # python -m vqa_interp.report ID finds it
     with ending(tracker, finish=not deferred):   # FAILED or KILLED if anything below raises
         _RUN_OPENED.append(tracker.run_id)
-        print(f"MLflow run: {tracker.run_id} ({name})", flush=True)
+        if not parent_run_id or verbose():
+            print(f"MLflow run: {tracker.run_id} ({name})", flush=True)
         tracker.log_params(flatten(settings.resolved))
         tracker.log_dataset(**data_stage.dataset_input(settings, dataset, selection))
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
@@ -117,14 +121,15 @@ def evaluate(cfg: DictConfig) -> str:
     if deferred:   # this sweep's next job runs while the figures are drawn; the run ends when they are in
         defer(tracker, job)
     uri = resolve_tracking_uri(settings.tracking.uri)
-    if outputs.summary:
+    in_full = not parent_run_id or verbose()   # a sweep's job says it finished; its parent gives the answer
+    if outputs.summary and in_full:
         print("\n" + outputs.summary + "\n", flush=True)
     print(f"MLflow run {tracker.run_id} ({name}) finished: {len(outputs.table)} rows, model accuracy "
           f"{outputs.counts['model/accuracy']:.3f}, {timings['time/total_s']:.1f} s, {peak_text(settings.device)}.\n"
-          f"  {run_url(uri, tracker.experiment_id, tracker.run_id)}\n  runs table: {table_url(uri, tracker.experiment_id)}"
-          f"\n  (serve it with: {ui_command(uri)})", flush=True)
-    if not parent_run_id:    # a sweep's last line is its own report command
-        print(f"report: {report_command(uri, tracker.run_id)}", flush=True)
+          f"  {run_url(uri, tracker.experiment_id, tracker.run_id)}", flush=True)
+    if not parent_run_id:    # a sweep's parent prints the table, the UI and its report command last
+        print(f"  runs table: {table_url(uri, tracker.experiment_id)}\n  (serve it with: {ui_command(uri)})\n"
+              f"report: {report_command(uri, tracker.run_id)}", flush=True)
     return tracker.run_id
 
 
@@ -168,8 +173,9 @@ _START = time.perf_counter()
 
 if __name__ == "__main__":
     logging.basicConfig(level=os.environ.get("VQA_INTERP_LOG", "INFO"))
-    from vqa_interp.util.arguments import argument_problem, choice_problem
+    from vqa_interp.util.arguments import argument_problem, choice_problem, take_verbose
 
+    sys.argv[1:] = take_verbose(sys.argv[1:])
     problem = argument_problem(sys.argv[1:]) or choice_problem(sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr, flush=True)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from vqa_interp.util.progress import tqdm
 
 from vqa_interp.data.answers import normalize_answer
 from vqa_interp.data.images import IMAGENET_MEAN, IMAGENET_STD, InputGeometry, load_image

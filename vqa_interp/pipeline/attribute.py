@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
+from vqa_interp.util.progress import tqdm
 
 from vqa_interp.attribution import METHODS, MapRequest, compute_maps, make_attributor
 from vqa_interp.attribution.baselines import BaselineContext, baseline_map

@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from vqa_interp.util.progress import tqdm
 
 from vqa_interp.data.answers import normalize_answer, vqa_accuracy
 from vqa_interp.data.vqa import Example

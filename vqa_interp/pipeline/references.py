@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from vqa_interp.util.progress import tqdm
 
 from vqa_interp.attribution.baselines import BASELINES, HUMAN_CEILING, baseline_map
 from vqa_interp.data.datasets import Dataset

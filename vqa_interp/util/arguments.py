@@ -66,3 +66,24 @@ def argument_problem(argv: list[str]) -> str:
             return (f"{key}={value}: characters of Hydra's override grammar (brackets, commas, quotes, '=') in a path; "
                     f"quote the value for Hydra inside quotes for the shell: '{key}=\"{value}\"'.")
     return ""
+
+
+VERBOSE_ENV = "VQA_INTERP_VERBOSE"
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
+def take_verbose(argv: list[str]) -> list[str]:
+    """``argv`` without ``-v``/``--verbose`` (Hydra's parser refuses them); when one was there, every
+    process of the command (the sweep's jobs too) prints in full: ``VQA_INTERP_VERBOSE=1``."""
+    import os
+
+    if any(arg in VERBOSE_FLAGS for arg in argv):
+        os.environ[VERBOSE_ENV] = "1"
+    return [arg for arg in argv if arg not in VERBOSE_FLAGS]
+
+
+def verbose() -> bool:
+    """Whether the command was given ``-v`` (or ``VQA_INTERP_VERBOSE=1``)."""
+    import os
+
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")

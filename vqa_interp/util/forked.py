@@ -26,6 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from vqa_interp.util.progress import hide_bars
 from vqa_interp.util.scratch import scratch_dir
 
 _PR_SET_PDEATHSIG = 1
@@ -116,6 +117,7 @@ def start(call: Callable[[], Any], fork: bool = True) -> Forked:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             die_with_parent()
+            hide_bars()      # the parent's bar is the one on the terminal
             try:
                 outcome = ("ok", call())
             except BaseException as error:   # brought back to the parent, raised there

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from tqdm.auto import tqdm
+from vqa_interp.util.progress import tqdm
 
 
 class SharedCounter:
