@@ -75,7 +75,7 @@ def test_every_string_from_the_data_is_escaped(page):
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in text
     assert text.count("<script>") == 1          # the page's own script only
     # each picture is stored once: a CSS class per image and per map, however many views show it
-    assert text.count("data:image/jpeg") == 5 * (1 + 3) + 2 * 5
+    assert text.count("data:image/jpeg") == 5 and text.count("data:image/png") == 5 * 3 + 2 * 5
 
 
 def test_maps_are_shown_the_same_whatever_their_positive_scale():
@@ -84,7 +84,35 @@ def test_maps_are_shown_the_same_whatever_their_positive_scale():
     assert explorer.map_uri(values, attribution=True) == explorer.map_uri(values * 7.5, attribution=True)
     assert explorer.map_uri(values, attribution=False) == explorer.map_uri(values * 3.0, attribution=False)
     flat = explorer.map_uri(np.zeros((8, 8)), attribution=False)      # an empty human map: no division by 0
-    assert flat.startswith("data:image/jpeg;base64,")
+    assert flat.startswith("data:image/png;base64,")
+
+
+def _pixels(uri: str) -> np.ndarray:
+    import base64
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGBA"))
+
+
+def test_human_and_method_maps_share_one_colour_scale_and_low_values_leave_the_image_visible():
+    """One colormap for both kinds, each map to its own peak, opacity growing with the value (a map
+    that is 0 over most of the image leaves that part of the image as it is); a signed map keeps its
+    sign: positive and negative parts in different hues of a diverging colormap."""
+    values = np.zeros((64, 64))
+    values[8:24, 8:24] = 1.0
+    human, method = explorer.map_uri(values, attribution=False), explorer.map_uri(values * 3, attribution=True)
+    assert human == method
+    rgba = _pixels(human)
+    assert rgba[40:, 40:, 3].max() == 0 and rgba[12:20, 12:20, 3].min() > 200     # transparent where 0
+    signed = values.copy()
+    signed[40:56, 40:56] = -1.0
+    assert explorer.is_signed(signed) and not explorer.is_signed(values) and not explorer.is_signed(values - 0.01)
+    rgba = _pixels(explorer.map_uri(signed, attribution=True))
+    positive, negative = rgba[16, 16, :3].astype(int), rgba[48, 48, :3].astype(int)
+    assert positive[0] > positive[2] and negative[2] > negative[0]                 # red positive, blue negative
+    assert rgba[30, 30, 3] == 0 and rgba[48, 48, 3] == rgba[16, 16, 3]            # opacity = magnitude
 
 
 def test_the_page_filters_sorts_searches_and_opens_in_a_real_browser(page, tmp_path, browser):
@@ -144,6 +172,11 @@ def test_the_page_filters_sorts_searches_and_opens_in_a_real_browser(page, tmp_p
     assert full.is_displayed() and card.find_element(By.TAG_NAME, "details").get_attribute("open") is not None
     assert full.find_element(By.CSS_SELECTOR, ".pic").size["width"] == 320
     assert "annotator 2" in full.text and "human_ceiling" in full.text and "Floors and ceiling" in full.text
+    # the full view shows the checked columns only (column A is unchecked)
+    assert [t.get_attribute("data-full-col") for t in full.find_elements(By.CSS_SELECTOR, ".tile[data-full-col]")
+            if t.is_displayed()] == ["c1"]
+    # a label breaks after "=", never inside a word
+    assert "method=<wbr>saliency" in page.read_text()
     browser.save_screenshot(str(tmp_path / "explorer_open.png"))
     assert browser.execute_script("return window.__pwned") is None
     keep = os.environ.get("VQA_INTERP_SCREENSHOTS")    # a folder to keep the screenshots in, to look at

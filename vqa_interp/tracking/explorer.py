@@ -10,7 +10,7 @@ Layout::
     {"version": 1, "title": str,
      "questions": {qid: {"question", "answer", "answer_type", "question_type", "image_id",
                          "image": uri, "humans": [uri of the mean, uri of annotator 1, ...]}},
-     "columns": [{"id", "label", "method", "model", "k", "low", "high", "metrics", "headline"}],
+     "columns": [{"id", "label", "method", "model", "k", "low", "high", "metrics", "headline", "signed"}],
      "rows": {column id: {qid: {"prediction", "target_answer", "confidence", "correct", "band",
                                 "split", "scores": {metric: float|None},
                                 "floors": {reference: {metric: float|None}}, "map": uri}}}}
@@ -18,7 +18,6 @@ Layout::
 from __future__ import annotations
 
 import base64
-import functools
 import io
 import json
 import math
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from vqa_interp.tracking.map_colours import DIVERGING, MAX_OPACITY, SEQUENTIAL, colour_table, is_signed
 
 EXPLORER_JSON = "explorer/explorer.json"
 EXPLORER_HTML = "explorer.html"
@@ -52,29 +53,26 @@ def image_uri(image: np.ndarray) -> str:
 
 
 def map_uri(values: np.ndarray, *, attribution: bool) -> str:
-    """``[S, S]`` -> a ``MAP_PX`` colour-mapped (inferno) JPEG data URI. Attribution maps are shown
-    as the paper's figures show them (sigmoid of the z-scored map), human maps scaled to their peak."""
+    """``[S, S]`` -> a ``MAP_PX`` RGBA PNG data URI, drawn alike for human and method maps (Captum's
+    blended view): the map divided by its largest magnitude, its colour from one colormap
+    (:data:`SEQUENTIAL`; a signed attribution map, see :func:`is_signed`, from :data:`DIVERGING`, red
+    positive and blue negative), its opacity the magnitude, so the dimmed image shows where the map is low."""
     from PIL import Image
 
-    from vqa_interp.metrics.prepare import sigmoid_for_display
-
     values = np.nan_to_num(np.asarray(values, np.float64))
-    if attribution:
-        shown = sigmoid_for_display(values[None])[0]
-    else:
-        peak = values.max()
-        shown = values / peak if peak > 0 else np.zeros_like(values)
+    signed = attribution and is_signed(values)
+    peak = np.abs(values).max() if signed else values.max()
+    shown = values / peak if peak > 0 else np.zeros_like(values)
     small = np.asarray(Image.fromarray(shown.astype(np.float32), mode="F").resize((MAP_PX, MAP_PX), Image.BILINEAR))
-    return _uri(_inferno()[np.rint(np.clip(small, 0.0, 1.0) * 255).astype(np.intp)])
-
-
-@functools.cache
-def _inferno() -> np.ndarray:
-    """matplotlib's inferno as a ``[256, 3]`` uint8 table (looking the colormap up per map copies it:
-    ~10 ms a map)."""
-    from matplotlib import colormaps
-
-    return (colormaps["inferno"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+    if signed:
+        index = np.rint((np.clip(small, -1.0, 1.0) + 1.0) * 127.5).astype(np.intp)
+    else:
+        index = np.rint(np.clip(small, 0.0, 1.0) * 255).astype(np.intp)
+    alpha = np.rint(np.clip(np.abs(small), 0.0, 1.0) * 255 * MAX_OPACITY).astype(np.uint8)
+    rgba = np.dstack([colour_table(DIVERGING if signed else SEQUENTIAL)[index], alpha])
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def _number(value) -> float | None:
@@ -106,7 +104,7 @@ def run_data(outputs, examples: pd.DataFrame, settings, run_id: str, label: str)
         for row in outputs.references[["question_id", "reference", *shown]].itertuples(index=False):
             floors.setdefault(int(row[0]), {})[row[1]] = {m: _number(v) for m, v in zip(shown, row[2:])}
     bands = confidence_level(examples["confidence"].astype(float), a.low, a.high)
-    questions, rows = {}, {}
+    questions, rows, signed = {}, {}, False
     for band, row in zip(bands, examples.itertuples(index=False)):
         qid = int(row.question_id)
         example = by_id.get(qid)
@@ -132,10 +130,12 @@ def run_data(outputs, examples: pd.DataFrame, settings, run_id: str, label: str)
             "confidence": _number(row.confidence), "correct": correct, "band": str(band),
             "split": f"{band}_{'correct' if correct else 'wrong'}",
             "scores": {m: _number(getattr(row, m)) for m in metrics},
-            "floors": floors.get(qid, {}), "map": map_uri(outputs.cache.load(row.map_key), attribution=True)}
+            "floors": floors.get(qid, {}), "map": map_uri(values := outputs.cache.load(row.map_key), attribution=True)}
+        signed = signed or is_signed(values)
     column = {"id": run_id, "label": label, "method": settings.attribution.method,
               "model": getattr(settings.model, "name", ""), "k": settings.scoring.k, "low": a.low, "high": a.high,
-              "metrics": metrics, "headline": [m for m in headline_metrics() if m in metrics][:FLOOR_METRICS]}
+              "metrics": metrics, "headline": [m for m in headline_metrics() if m in metrics][:FLOOR_METRICS],
+              "signed": signed}
     return {"version": 1, "title": label, "questions": questions, "columns": [column], "rows": {run_id: rows}}
 
 

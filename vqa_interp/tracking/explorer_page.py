@@ -16,6 +16,8 @@ import html
 import logging
 import re
 
+from vqa_interp.tracking.map_colours import DIVERGING, SEQUENTIAL, css_gradient
+
 log = logging.getLogger(__name__)
 THUMB_PX, FULL_PX = 96, 320
 # what may become part of a class or attribute name, and what a picture may be: anything else in a
@@ -36,9 +38,13 @@ main{{padding:8px 16px}}
 .meta{{width:260px;flex:none;font-size:12px}} .meta .q{{font-weight:600;font-size:13px}}
 .tiles{{display:flex;flex-wrap:wrap;gap:6px}}
 .tile{{margin:0;width:{THUMB_PX}px;font-size:10px;line-height:1.25}}
-.tile figcaption{{overflow-wrap:anywhere}}
+.tile figcaption{{overflow-wrap:break-word}}
 .pic{{position:relative;width:{THUMB_PX}px;height:{THUMB_PX}px;background-size:cover;border-radius:2px}}
-.ov{{position:absolute;inset:0;background-size:cover;opacity:.62}}
+.pic.dim::before{{content:'';position:absolute;inset:0;background:inherit;border-radius:2px;
+  filter:grayscale(1) brightness(.8) contrast(.85)}}
+.ov{{position:absolute;inset:0;background-size:cover}}
+.bar{{display:inline-flex;align-items:center;gap:4px;font-size:11px;margin-right:14px}}
+.bar span.g{{display:inline-block;width:120px;height:10px;border:1px solid #bbb}}
 .full{{padding:6px 10px 12px;border-top:1px solid #eee}}
 .full .tiles .tile{{width:{FULL_PX}px;font-size:12px}}
 .full .pic{{width:{FULL_PX}px;height:{FULL_PX}px}}
@@ -81,6 +87,9 @@ SCRIPT = r"""
           (band === 'all' || tile.dataset.band === band);
         tile.hidden = !keep;
         any = any || keep;
+      }
+      for (const tile of card.querySelectorAll('.full .tile[data-full-col]')) {
+        tile.hidden = !cols.has(tile.dataset.fullCol);   // the full view shows the checked columns too
       }
       const text = card.dataset.text.toLowerCase();
       const found = words.every((w) => w === card.dataset.qid || text.includes(w));
@@ -159,24 +168,43 @@ def checked(data: dict) -> dict:
     return {**data, "questions": questions, "columns": columns, "rows": rows}
 
 
-def _tile(qid: str, overlay: str | None, caption: str, attrs: str = "") -> str:
+def _tile(qid: str, overlay: str | None, caption: str, attrs: str = "", dim: bool = True) -> str:
+    """A picture: the image (in colour when ``dim`` is off), a map over its dimmed greyscale copy."""
     inner = f"<div class='ov {overlay}'></div>" if overlay else ""
-    return f"<figure class='tile'{attrs}><div class='pic i{qid}'>{inner}</div><figcaption>{caption}</figcaption></figure>"
+    base = f"pic i{qid}" + (" dim" if dim else "")
+    return f"<figure class='tile'{attrs}><div class='{base}'>{inner}</div><figcaption>{caption}</figcaption></figure>"
+
+
+def colour_bars(data: dict) -> str:
+    """The colour bars of the maps on the page: every map's own scale (0 to its peak); the signed
+    scale where a column's maps carry a sign."""
+    bars = [f"<span class='bar'>0 <span class='g' style='background:{css_gradient(SEQUENTIAL)}'></span> "
+            f"each map's peak (human and method maps alike; more opaque = higher)</span>"]
+    if any(c.get("signed") for c in data["columns"]):
+        bars.append(f"<span class='bar'>-peak <span class='g' style='background:{css_gradient(DIVERGING)}'></span> "
+                    f"+peak (signed maps: {_e(', '.join(c['label'] for c in data['columns'] if c.get('signed')))})"
+                    f"</span>")
+    return "<p>" + "".join(bars) + "</p>"
 
 
 def _column_tile(c: int, column: dict, qid: str, row: dict, full: bool) -> str:
     mark = "<span class='ok'>correct</span>" if row["correct"] else "<span class='bad'>wrong</span>"
     metrics = column["metrics"] if full else column["headline"]
     scores = "; ".join(f"{_e(m)} {_fmt(row['scores'].get(m))}" for m in metrics)
-    caption = (f"<b>{_e(column['label'])}</b><br>pred {_e(row['prediction'])} (p={_fmt(row['confidence'])}) {mark}"
+    caption = (f"<b>{_breakable(column['label'])}</b><br>pred {_e(row['prediction'])} (p={_fmt(row['confidence'])}) {mark}"
                f"<br>{_e(row['split'])}<br>{scores}")
-    attrs = ""
+    attrs = f" data-full-col='c{c}'" if full else ""
     if not full:
         values = "".join(f" data-s-{_e(m)}='{'' if v is None else repr(v)}'" for m, v in row["scores"].items())
         attrs = (f" data-col='c{c}' data-correct='{'correct' if row['correct'] else 'wrong'}'"
                  f" data-band='{_e(row['band'])}' data-confidence='{_e(row['confidence']) if row['confidence'] is not None else ''}'"
                  f"{values}")
     return _tile(qid, f"m{c}_{qid}" if row["map"] else None, caption, attrs)
+
+
+def _breakable(label: str) -> str:
+    """``label`` escaped, a line allowed to break after ``=`` and ``,`` (never inside a word)."""
+    return _e(label).replace("=", "=<wbr>").replace(",", ",<wbr>")
 
 
 def _floors_table(data: dict, qid: str) -> str:
@@ -215,8 +243,8 @@ def _card(data: dict, qid: str, q: dict) -> str:
     text = f"{qid} {q['question']} {q['answer']} " + " ".join(row["prediction"] for _, _, row in columns)
     return (f"<article class='card' data-qid='{_e(qid)}' data-text='{_e(text)}' data-answer-type='{_e(q['answer_type'])}'"
             f" data-question-type='{_e(q['question_type'])}'><details><summary>{meta}<div class='tiles'>"
-            f"{_tile(qid, None, 'image')}{human}{thumbs}</div></summary><div class='full'><div class='tiles'>"
-            f"{_tile(qid, None, 'image')}{humans}{full}</div>{_floors_table(data, qid)}</div></details></article>")
+            f"{_tile(qid, None, 'image', dim=False)}{human}{thumbs}</div></summary><div class='full'><div class='tiles'>"
+            f"{_tile(qid, None, 'image', dim=False)}{humans}{full}</div>{_floors_table(data, qid)}</div></details></article>")
 
 
 def _controls(data: dict) -> str:
@@ -250,13 +278,13 @@ def render(data: dict) -> str:
     lows = sorted({(c["low"], c["high"]) for c in columns})
     bands = "; ".join(f"low p < {lo:.3g}, high p > {hi:.3g}" for lo, hi in lows)
     intro = (f"{len(data['questions'])} questions, {len(columns)} column(s). One card per question; each tile is "
-             f"one run's map of it over the image (sigmoid of the z-scored map, as the paper's figures), with that "
+             f"one run's map of it over the image in grey, with that "
              f"run's prediction, confidence band ({_e(bands)}) and scores of that one question. Click a card for "
              f"the full view: every annotator, every metric and the question's floors.")
     cards = "".join(_card(data, qid, q) for qid, q in data["questions"].items())
     # the data's strings only ever reach the page through _e(); the script reads attributes only
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(data['title'])}: explorer</title>"
             f"<style>{STYLE}\n{_css_pictures(data)}</style></head><body><header><h1>{_e(data['title'])}: explorer</h1>"
-            f"<p>{intro}</p>{_controls(data)}</header><main id='cards'>{cards}</main>"
+            f"<p>{intro}</p>{colour_bars(data)}{_controls(data)}</header><main id='cards'>{cards}</main>"
             f"<script>{SCRIPT}</script></body></html>")
 
