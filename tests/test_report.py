@@ -35,8 +35,17 @@ def test_report_from_a_parent_run_id_cites_every_run(two_by_two_sweep, tmp_path)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)  # opens offline
     assert "Method comparison" in page and "Significance" in page and "Provenance" in page
     assert "p_holm" in page and "correct_vs_wrong" in page
-    # findings first, in sentences generated from the tables
-    assert page.index("<h2>Findings</h2>") < page.index("<h2>Runs</h2>") < page.index("<h2>Details</h2>")
+    # the answers and one figure first (each method against the floors and the ceiling), then the findings
+    assert page.index("<h2>The answer</h2>") < page.index("each method against chance and a human") < page.index(
+        "<h2>Findings</h2>") < page.index("<h2>Runs</h2>") < page.index("<h2>Details</h2>")
+    assert "Which method looks most like humans" in page[:page.index("<h2>Findings</h2>")]
+    # each picture once on the page; each run's figures on a page of its own, linked; Figure 2 as a table
+    sources = re.findall(r"<img[^>]*src=[\"']([^\"']*)[\"']", page)
+    assert len(sources) == len(set(sources)) and len(sources) <= 8
+    children = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]
+    for child in children:
+        assert f'href="run_{child.info.run_id[:8]}.html"' in page and (out / f"run_{child.info.run_id[:8]}.html").exists()
+    assert "the paper&#39;s Figure 2" in page or "the paper's Figure 2" in page
     assert "Closest to humans on rank_corr" in page and "of the way from the random floor" in page
     assert "Downloading artifacts" not in result.stdout + result.stderr
     assert re.search(r"#/experiments/\d+/runs/" + parent.info.run_id, page)
@@ -44,7 +53,6 @@ def test_report_from_a_parent_run_id_cites_every_run(two_by_two_sweep, tmp_path)
     assert page.index('<a href="explorer.html">Explorer</a>') < page.index("<h2>Runs</h2>")
     assert "[Explorer](explorer.html)" in (out / "report.md").read_text()
     explored = (out / "explorer.html").read_text()
-    children = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]
     assert explored.count("name='col' value=") == len(children) == 4
     assert explored.count("<article class='card'") == 10 and "method=ggradcam k=0.05" in explored
 

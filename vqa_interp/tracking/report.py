@@ -167,13 +167,42 @@ def report_sections(runs, header, comparison, tables, parent_tables, figures) ->
                         "more_summary": "every metric and test", "more": frame})
     sections.append({"title": "Details", "level": 2})
     sections.append({"title": "Significance", "level": 3, "details": details})
-    groups = []
-    for run_id in dict.fromkeys(run_id for run_id, _, _ in figures):
-        groups.append({"title": by_name.get(run_id, run_id), "figures": [
-            {"caption": f"{name} (run {run_id})", "path": path} for rid, name, path in figures if rid == run_id]})
-    sections.append({"title": "Figures", "level": 3, "figures": groups})
+    means = parent_tables.get("fig2_method_means")
+    if means is not None and not means.empty:
+        sections.append({"title": "Each method's means by scenario (the paper's Figure 2)", "level": 3, "table": means})
+    groups, pages = figure_groups(runs, figures, by_name)
+    if groups:
+        sections.append({"title": "Figures", "level": 3, "figures": groups})
+    if pages is not None:
+        sections.append({"title": "Figures of each run", "level": 3, "table": pages})
     sections.append({"title": "Provenance", "level": 2, "table": provenance(runs)})
     return sections
+
+
+INLINE_ONLY = ("fig2_method_means",)    # a table drawn as a picture: the report shows the table itself
+
+
+def figure_groups(runs, figures, by_name) -> tuple[list[dict], pd.DataFrame | None]:
+    """The figures shown on the page (a sweep's own; a single run's own), each picture once, and
+    when several runs are reported, a table linking each run's page of figures (``run_<id>.html``)."""
+    import hashlib
+
+    evaluations = [r.info.run_id for r in runs if r.data.tags.get("run_kind") != "sweep"]
+    on_page = [f for f in figures if f[1] not in INLINE_ONLY and (len(evaluations) <= 1 or f[0] not in evaluations)]
+    seen, groups = set(), []
+    for run_id in dict.fromkeys(run_id for run_id, _, _ in on_page):
+        shown = []
+        for rid, name, path in on_page:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if rid == run_id and digest not in seen:
+                seen.add(digest)
+                shown.append({"caption": f"{name} (run {run_id[:8]})", "path": path})
+        groups.append({"title": by_name.get(run_id, run_id), "figures": shown})
+    if len(evaluations) <= 1:
+        return groups, None
+    rows = [{"run": by_name.get(r, r), "figures": link(f"{sum(f[0] == r for f in figures)} figures", f"run_{r[:8]}.html")}
+            for r in evaluations if any(f[0] == r for f in figures)]
+    return groups, pd.DataFrame(rows) if rows else None
 
 
 def build_report(client, run_ids: list[str], out: Path, ui_url: str) -> tuple[Path, Path]:
@@ -194,7 +223,8 @@ def build_report(client, run_ids: list[str], out: Path, ui_url: str) -> tuple[Pa
         tables = run_tables(client, evaluations, tmp)
         parent_tables = {}
         for parent in parents:
-            parent_tables.update(run_tables(client, [parent], tmp, ("method_ranking", "method_pairs", *ROBUSTNESS_TABLES))
+            parent_tables.update(run_tables(client, [parent], tmp, ("method_ranking", "method_pairs", "fig2_method_means",
+                                                                *ROBUSTNESS_TABLES))
                                  [parent.info.run_id])
         figures = figures_of(client, runs, out, tmp)
         page = explorer.for_runs(client, evaluations, tmp, ", ".join(r.info.run_name for r in runs[:3])
@@ -211,10 +241,35 @@ def build_report(client, run_ids: list[str], out: Path, ui_url: str) -> tuple[Pa
             "column(s)), filtered by correct/wrong, confidence, answer and question type, sorted by any metric")}
     sections = report_sections(runs, header.assign(mlflow_ui=[link("open", u) for u in header["mlflow_ui"]]),
                                comparison, tables, parent_tables, figures)
+    from vqa_interp.tracking.report_figure import answer_figure
+
+    answer = {"lines": answer_lines(runs), "figure": answer_figure(
+        {r: t.get("baselines") for r, t in tables.items()}, explorer.column_labels(evaluations),
+        out / "figures" / "answer.png") if evaluations else None}
+    if len(evaluations) > 1:     # each run's figures on a page of its own, linked from the report
+        for r in evaluations:
+            group = [{"caption": name, "path": path} for rid, name, path in figures if rid == r.info.run_id]
+            if group:
+                (out / f"run_{r.info.run_id[:8]}.html").write_text(render_html(
+                    f"{r.info.run_name}: figures", [], [{"title": "Figures", "level": 2, "figures": [
+                        {"title": r.info.run_name, "figures": group}]}]))
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(render_html(title, sentences, sections, explorer_link))
-    md_path.write_text(render_markdown(title, sentences, sections, explorer_link))
+    html_path.write_text(render_html(title, sentences, sections, explorer_link, answer))
+    md_path.write_text(render_markdown(title, sentences, sections, explorer_link, answer))
     return html_path, md_path
+
+
+def answer_lines(runs) -> list[str]:
+    """The two answers the runs' descriptions open with (a sweep parent's, else each run's)."""
+    parents = [r for r in runs if r.data.tags.get("run_kind") == "sweep"]
+    lines = []
+    for r in parents or runs:
+        text = r.data.tags.get("mlflow.note.content", "")
+        if text.startswith("**The answer**"):
+            body = text[len("**The answer**"):].split("\n**", 1)[0]
+            prefix = f"{r.info.run_name}: " if len(parents or runs) > 1 and not parents else ""
+            lines += [prefix + line.strip() for line in body.split("\n\n") if line.strip()]
+    return lines
 
 
 # ------------------------------------------------------------------ findings

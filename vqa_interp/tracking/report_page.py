@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1500px;line-height:1.4} "
+STYLE = ("body{font-family:sans-serif;margin:2em auto;padding:0 1.5em;max-width:1150px;line-height:1.4} "
+         "h1{font-size:1.5em;overflow-wrap:anywhere} .scroll{overflow-x:auto;max-width:100%} "
+         ".answer p{font-size:1.05em;margin:0.4em 0} .answer img{max-width:100%} "
          "table.t{border-collapse:collapse;font-size:12px;margin-bottom:1em}"
          ".t td,.t th{border:1px solid #ccc;padding:2px 6px} img{max-width:100%} figure{margin:0.5em}"
-         ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:8px}"
+         ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:8px}"
          "h2{border-bottom:1px solid #ccc} li{margin:0.3em 0}")
 PNG_URI = re.compile(r"^data:image/png;base64,[A-Za-z0-9+/]+={0,2}$")
 SAFE_HREF = re.compile(r"^(https?://[^\s\"'<>]+|[\w.-]+\.html)$")
@@ -60,8 +62,10 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return shown.to_markdown(index=False)
 
 
-def render_html(title: str, findings: list[str], sections: list[dict], explorer: dict | None = None) -> str:
-    """The page (see the module docs); ``explorer``: ``{"href", "line"}`` of the explorer page."""
+def render_html(title: str, findings: list[str], sections: list[dict], explorer: dict | None = None,
+                answer: dict | None = None) -> str:
+    """The page (see the module docs); ``explorer``: ``{"href", "line"}`` of the explorer page;
+    ``answer``: ``{"lines", "figure"}``, what the first screen shows (the answers, one figure)."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     from markupsafe import Markup, escape
 
@@ -82,12 +86,22 @@ def render_html(title: str, findings: list[str], sections: list[dict], explorer:
         shown.append(item)
     if explorer is not None and not SAFE_HREF.match(explorer["href"]):
         explorer = None
+    first = None
+    if answer and (answer.get("lines") or answer.get("figure")):
+        first = {"lines": answer.get("lines") or [],
+                 "uri": png_uri(answer["figure"]) if answer.get("figure") else None}
     return env.get_template("report.html.j2").render(title=title, style=Markup(STYLE), findings=findings,
-                                                     sections=shown, explorer=explorer)
+                                                     sections=shown, explorer=explorer, answer=first)
 
 
-def render_markdown(title: str, findings: list[str], sections: list[dict], explorer: dict | None = None) -> str:
-    lines = [f"# {title}", "", "## Findings", "", *[f"- {line}" for line in findings]]
+def render_markdown(title: str, findings: list[str], sections: list[dict], explorer: dict | None = None,
+                    answer: dict | None = None) -> str:
+    lines = [f"# {title}", ""]
+    if answer and (answer.get("lines") or answer.get("figure")):
+        lines += ["## The answer", "", *[f"{line}\n" for line in answer.get("lines") or []]]
+        if answer.get("figure"):
+            lines += [f"![each method against chance and a human](figures/{Path(answer['figure']).name})", ""]
+    lines += ["## Findings", "", *[f"- {line}" for line in findings]]
     if explorer is not None:
         lines.append(f"- [Explorer]({explorer['href']}): {explorer['line']}")
     lines.append("")
