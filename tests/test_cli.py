@@ -152,6 +152,8 @@ def test_two_by_two_multirun_has_one_parent_four_children_and_reuses_maps(two_by
     assert "Headline" not in stdout and "Method ranking" in stdout and "Downloading artifacts" not in stdout
     assert all(c.data.tags["mlflow.note.content"].startswith("**The answer**") for c in children)
     assert len(stdout.splitlines()) < 100
+    logs = [log for log in Path(two_by_two_sweep["dir"]).glob("**/run.log") if log.parent.name.isdigit()]
+    assert len(logs) == 4 and all("Headline" in log.read_text() and "finished" in log.read_text() for log in logs)
     assert "Method ranking" in parent.data.tags["mlflow.note.content"]
     # both answers at the end of the terminal, and first in the parent's description
     last = stdout[stdout.rindex("The answer:"):]

@@ -78,6 +78,27 @@ def test_every_string_from_the_data_is_escaped(page):
     assert text.count("data:image/jpeg") == 5 and text.count("data:image/png") == 5 * 3 + 2 * 5
 
 
+def test_runs_that_differ_only_in_k_share_one_map_column_with_scores_per_k():
+    first = _part("runK1", "method=saliency k=0.05", "saliency", A, 0)
+    second = _part("runK2", "method=saliency k=0.1", "saliency", A, 0)          # the same maps
+    for run_id, k, part in (("runK1", 0.05, first), ("runK2", 0.1, second)):
+        part["columns"][0]["k"] = k
+        for qid, row in part["rows"][run_id].items():
+            row["scores"]["iou"] = k * int(qid)                                 # iou changes with k
+    other = _part("runG", "method=gradcam k=0.05", "gradcam", B, 1)
+    folded = explorer.fold_k(explorer.merge([first, second, other], "k sweep"))
+    assert [c["label"] for c in folded["columns"]] == ["method=saliency", "method=gradcam k=0.05"]
+    column = folded["columns"][0]
+    assert column["metrics"] == ["rank_corr", "iou_k0.05", "iou_k0.1"] and column["k"] == [0.05, 0.1]
+    row = folded["rows"]["runK1"]["2"]
+    assert row["scores"] == {"rank_corr": 0.10, "iou_k0.05": 0.1, "iou_k0.1": 0.2}
+    assert "iou_k0.1" in render(folded)
+    # different maps (another seed) are never folded
+    third = _part("runK3", "method=saliency k=0.2", "saliency", A, 5)
+    third["columns"][0]["k"] = 0.2
+    assert len(explorer.fold_k(explorer.merge([first, third], "x"))["columns"]) == 2
+
+
 def test_maps_are_shown_the_same_whatever_their_positive_scale():
     rng = np.random.default_rng(3)
     values = rng.random((32, 32))
@@ -175,6 +196,9 @@ def test_the_page_filters_sorts_searches_and_opens_in_a_real_browser(page, tmp_p
     # the full view shows the checked columns only (column A is unchecked)
     assert [t.get_attribute("data-full-col") for t in full.find_elements(By.CSS_SELECTOR, ".tile[data-full-col]")
             if t.is_displayed()] == ["c1"]
+    # a floor the same for every column is one row, not one per column
+    floors = full.find_element(By.TAG_NAME, "table")
+    assert "every column" in floors.text and len(floors.find_elements(By.TAG_NAME, "tr")) == 1 + 2
     # a label breaks after "=", never inside a word
     assert "method=<wbr>saliency" in page.read_text()
     browser.save_screenshot(str(tmp_path / "explorer_open.png"))
@@ -184,3 +208,19 @@ def test_the_page_filters_sorts_searches_and_opens_in_a_real_browser(page, tmp_p
         Path(keep).mkdir(parents=True, exist_ok=True)
         for png in tmp_path.glob("*.png"):
             shutil.copy(png, Path(keep) / png.name)
+
+
+def test_the_display_scale_is_captums():
+    """The scale a map is shown at equals Captum's visualisation threshold (outlier_perc=2), with ties,
+    zeros and a single hot pixel; a map of zeros is shown empty."""
+    from captum.attr._utils.visualization import _cumulative_sum_threshold
+
+    from vqa_interp.tracking.map_colours import display_scale
+
+    rng = np.random.default_rng(0)
+    hot = np.zeros((16, 16))
+    hot[3, 4] = 9.0
+    for values in (rng.random((32, 32)), np.round(rng.random((32, 32)), 1), hot, np.ones((8, 8)),
+                   np.where(rng.random((20, 20)) > 0.7, rng.random((20, 20)), 0.0)):
+        assert display_scale(values) == pytest.approx(_cumulative_sum_threshold(values, 98))
+    assert display_scale(np.zeros((4, 4))) == 0.0

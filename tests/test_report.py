@@ -53,8 +53,10 @@ def test_report_from_a_parent_run_id_cites_every_run(two_by_two_sweep, tmp_path)
     assert page.index('<a href="explorer.html">Explorer</a>') < page.index("<h2>Runs</h2>")
     assert "[Explorer](explorer.html)" in (out / "report.md").read_text()
     explored = (out / "explorer.html").read_text()
-    assert explored.count("name='col' value=") == len(children) == 4
-    assert explored.count("<article class='card'") == 10 and "method=ggradcam k=0.05" in explored
+    # a k sweep: one map column per method (k changes the scores, not the maps), k-dependent metrics per k
+    assert len(children) == 4 and explored.count("name='col' value=") == 2
+    assert explored.count("<article class='card'") == 10 and "method=<wbr>ggradcam<" in explored
+    assert "iou_k0.05" in explored and "iou_k0.1" in explored and "rank_corr_k" not in explored
 
 
 def test_report_takes_short_ids_and_names_and_defaults_its_folder(two_by_two_sweep, tmp_path):

@@ -13,6 +13,7 @@ if __name__ == "__main__":   # before torch loads: OpenMP threads that wait slee
 
     quiet_waiting()
 
+import contextlib
 import logging
 import os
 import sys
@@ -122,11 +123,15 @@ def evaluate(cfg: DictConfig) -> str:
         defer(tracker, job)
     uri = resolve_tracking_uri(settings.tracking.uri)
     in_full = not parent_run_id or verbose()   # a sweep's job says it finished; its parent gives the answer
+    finished = (f"MLflow run {tracker.run_id} ({name}) finished: {len(outputs.table)} rows, model accuracy "
+                f"{outputs.counts['model/accuracy']:.3f}, {timings['time/total_s']:.1f} s, "
+                f"{peak_text(settings.device)}.\n  {run_url(uri, tracker.experiment_id, tracker.run_id)}")
     if outputs.summary and in_full:
         print("\n" + outputs.summary + "\n", flush=True)
-    print(f"MLflow run {tracker.run_id} ({name}) finished: {len(outputs.table)} rows, model accuracy "
-          f"{outputs.counts['model/accuracy']:.3f}, {timings['time/total_s']:.1f} s, {peak_text(settings.device)}.\n"
-          f"  {run_url(uri, tracker.experiment_id, tracker.run_id)}", flush=True)
+    print(finished, flush=True)
+    with contextlib.suppress(OSError):     # the job's own log (Hydra's, in its folder) holds it all
+        with open(Path(hydra_cfg.runtime.output_dir) / f"{hydra_cfg.job.name}.log", "a", encoding="utf-8") as out:
+            out.write(f"{outputs.summary}\n\n{finished}\n")
     if not parent_run_id:    # a sweep's parent prints the table, the UI and its report command last
         print(f"  runs table: {table_url(uri, tracker.experiment_id)}\n  (serve it with: {ui_command(uri)})\n"
               f"report: {report_command(uri, tracker.run_id)}", flush=True)

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vqa_interp.tracking.map_colours import DIVERGING, MAX_OPACITY, SEQUENTIAL, colour_table, is_signed
+from vqa_interp.tracking.map_colours import (DIVERGING, MAX_OPACITY, SEQUENTIAL, colour_table, display_scale,
+                                             is_signed)
 
 EXPLORER_JSON = "explorer/explorer.json"
 EXPLORER_HTML = "explorer.html"
@@ -54,14 +55,14 @@ def image_uri(image: np.ndarray) -> str:
 
 def map_uri(values: np.ndarray, *, attribution: bool) -> str:
     """``[S, S]`` -> a ``MAP_PX`` RGBA PNG data URI, drawn alike for human and method maps (Captum's
-    blended view): the map divided by its largest magnitude, its colour from one colormap
+    blended view): the map divided by its display scale (:func:`display_scale`), its colour from one colormap
     (:data:`SEQUENTIAL`; a signed attribution map, see :func:`is_signed`, from :data:`DIVERGING`, red
     positive and blue negative), its opacity the magnitude, so the dimmed image shows where the map is low."""
     from PIL import Image
 
     values = np.nan_to_num(np.asarray(values, np.float64))
     signed = attribution and is_signed(values)
-    peak = np.abs(values).max() if signed else values.max()
+    peak = display_scale(np.abs(values) if signed else np.clip(values, 0.0, None))
     shown = values / peak if peak > 0 else np.zeros_like(values)
     small = np.asarray(Image.fromarray(shown.astype(np.float32), mode="F").resize((MAP_PX, MAP_PX), Image.BILINEAR))
     if signed:
@@ -218,6 +219,51 @@ def column_labels(runs) -> dict[str, str]:
 
 def for_runs(client, runs, tmp: str, title: str) -> dict | None:
     """One page's data for ``runs`` (see :func:`page_runs`), each column labelled by what sets its
-    run apart (:func:`column_labels`)."""
+    run apart (:func:`column_labels`), runs that differ in ``k`` alone folded into one (:func:`fold_k`)."""
     runs = page_runs(runs)
-    return merge([download(client, r.info.run_id, tmp) for r in runs], title, column_labels(runs))
+    data = merge([download(client, r.info.run_id, tmp) for r in runs], title, column_labels(runs))
+    return fold_k(data) if data else data
+
+
+def fold_k(data: dict) -> dict:
+    """Columns whose maps are the same question for question and that differ only in ``k`` (k changes
+    the scoring, never a map) as one column: its label without ``k=...``, a metric that changes with k
+    once per k (``iou_k0.05``), the others once."""
+    groups: dict[tuple, list[dict]] = {}
+    for column in data["columns"]:
+        rows = data["rows"][column["id"]]
+        key = (column.get("model"), column.get("method"), column.get("low"), column.get("high"),
+               tuple(sorted((q, r.get("map")) for q, r in rows.items())))
+        groups.setdefault(key, []).append(column)
+    if all(len(g) == 1 for g in groups.values()):
+        return data
+    columns, rows = [], {}
+    for group in groups.values():
+        if len(group) == 1 or len({c.get("k") for c in group}) < len(group):
+            columns += group
+            rows.update({c["id"]: data["rows"][c["id"]] for c in group})
+            continue
+        group = sorted(group, key=lambda c: c.get("k") or 0)
+        parts = [data["rows"][c["id"]] for c in group]
+        varies = {m for c in group for m in c["metrics"]
+                  if len({json.dumps([p.get(q, {}).get("scores", {}).get(m) for q in sorted(p)]) for p in parts}) > 1}
+
+        def named(metric, column):
+            return f"{metric}_k{column.get('k'):g}" if metric in varies else metric
+
+        first = group[0]
+        label = " ".join(t for t in first["label"].split() if not t.startswith("k=")) or first["label"]
+        metrics = list(dict.fromkeys(named(m, c) for m in first["metrics"] for c in group))
+        merged = {}
+        for qid, row in parts[0].items():
+            scores, floors = {}, {}
+            for column, part in zip(group, parts):
+                other = part.get(qid, {})
+                scores.update({named(m, column): v for m, v in other.get("scores", {}).items()})
+                for reference, values in other.get("floors", {}).items():
+                    floors.setdefault(reference, {}).update({named(m, column): v for m, v in values.items()})
+            merged[qid] = {**row, "scores": scores, "floors": floors}
+        columns.append({**first, "label": label, "k": [c.get("k") for c in group], "metrics": metrics,
+                        "headline": list(dict.fromkeys(named(m, c) for m in first["headline"] for c in group))})
+        rows[first["id"]] = merged
+    return {**data, "columns": columns, "rows": rows}

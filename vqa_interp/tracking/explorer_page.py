@@ -176,13 +176,14 @@ def _tile(qid: str, overlay: str | None, caption: str, attrs: str = "", dim: boo
 
 
 def colour_bars(data: dict) -> str:
-    """The colour bars of the maps on the page: every map's own scale (0 to its peak); the signed
+    """The colour bars of the maps on the page: every map's own scale (0 to where its top 2% of mass
+    begins, as Captum shows maps); the signed
     scale where a column's maps carry a sign."""
     bars = [f"<span class='bar'>0 <span class='g' style='background:{css_gradient(SEQUENTIAL)}'></span> "
-            f"each map's peak (human and method maps alike; more opaque = higher)</span>"]
+            f"each map's top 2% (human and method maps alike, each to its own scale; more opaque = higher)</span>"]
     if any(c.get("signed") for c in data["columns"]):
-        bars.append(f"<span class='bar'>-peak <span class='g' style='background:{css_gradient(DIVERGING)}'></span> "
-                    f"+peak (signed maps: {_e(', '.join(c['label'] for c in data['columns'] if c.get('signed')))})"
+        bars.append(f"<span class='bar'>- <span class='g' style='background:{css_gradient(DIVERGING)}'></span> "
+                    f"+ (signed maps: {_e(', '.join(c['label'] for c in data['columns'] if c.get('signed')))})"
                     f"</span>")
     return "<p>" + "".join(bars) + "</p>"
 
@@ -208,13 +209,17 @@ def _breakable(label: str) -> str:
 
 
 def _floors_table(data: dict, qid: str) -> str:
-    rows = []
+    shared: dict[tuple, list[str]] = {}     # a floor the same for several columns: one row
+    present = 0
     for column in data["columns"]:
         row = data["rows"][column["id"]].get(qid)
         if not row:
             continue
+        present += 1
         for reference, values in row["floors"].items():
-            rows.append((column["label"], reference, values))
+            shared.setdefault((reference, repr(sorted(values.items()))), [values]).append(column["label"])
+    rows = [("every column" if len(labels) - 1 == present > 1 else ", ".join(labels[1:]), reference, labels[0])
+            for (reference, _), labels in shared.items()]
     if not rows:
         return "<p>No floors were scored for this question.</p>"
     metrics = list(dict.fromkeys(m for _, _, values in rows for m in values))

@@ -32,3 +32,18 @@ def css_gradient(name: str, stops: int = 9) -> str:
     table = colour_table(name)
     colours = [table[int(round(i * 255 / (stops - 1)))] for i in range(stops)]
     return "linear-gradient(to right," + ",".join(f"rgb({r},{g},{b})" for r, g, b in colours) + ")"
+
+
+OUTLIER_SHARE = 0.02   # the top 2% of a map's mass saturates, as Captum's visualisation (outlier_perc=2)
+
+
+def display_scale(magnitudes: np.ndarray) -> float:
+    """The value a map is divided by to be shown: the smallest value at which the sorted values'
+    running sum reaches 98% of the map's total (a few extreme pixels do not fade the rest out), as
+    Captum's ``visualize_image_attr`` normalises. 0 for an empty map."""
+    ordered = np.sort(np.asarray(magnitudes, np.float64).ravel())
+    total = ordered.sum()
+    if not total > 0:
+        return 0.0
+    running = np.cumsum(ordered)
+    return float(ordered[np.searchsorted(running, (1.0 - OUTLIER_SHARE) * total)])
