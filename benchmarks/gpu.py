@@ -25,7 +25,7 @@ TARGETS_PER_QUESTION = 1.4  # label always + prediction when wrong (~40% wrong a
 
 def main(argv=None) -> int:
     from vqa_interp.attribution import make_attributor
-    from vqa_interp.models import Net, ResNetBackbone, VQAModel
+    from vqa_interp.models import Net, ResNetBackbone, KazemiNetwork
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu")
     parser.add_argument("--device", default="cuda")
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     from benchmarks.run import kazemi_interface
 
-    model = kazemi_interface(VQAModel(ResNetBackbone(args.depth), Net(15193, max_answers=3000, drop=0.0)).eval(),
+    model = kazemi_interface(KazemiNetwork(ResNetBackbone(args.depth), Net(15193, max_answers=3000, drop=0.0)).eval(),
                              args.size).to(args.device)
     images = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
     q = torch.randint(1, 15193, (args.batch, 12), device=args.device)

@@ -186,7 +186,7 @@ def kazemi_interface(module, size: int):
 def bench_attribution(quick: bool) -> dict:
     import torch
 
-    from vqa_interp.models import Net, ResNetBackbone, SmallConvBackbone, VQAModel
+    from vqa_interp.models import Net, ResNetBackbone, SmallConvBackbone, KazemiNetwork
 
     results = {}
     torch.manual_seed(0)
@@ -197,7 +197,7 @@ def bench_attribution(quick: bool) -> dict:
                   lstm_features=1024 if label != "embedded" else 128, mid_features=512 if label != "embedded" else 64,
                   glimpses=2, classifier_mid=1024 if label != "embedded" else 256,
                   max_answers=3000 if label != "embedded" else 20, drop=0.0)
-        model = kazemi_interface(VQAModel(backbone, net).eval(), size)
+        model = kazemi_interface(KazemiNetwork(backbone, net).eval(), size)
         images = torch.randn(batch, 3, size, size)
         q = torch.randint(1, 100, (batch, 8))
         q_len = torch.full((batch,), 8)
@@ -235,13 +235,13 @@ def bench_explain(quick: bool) -> dict:
 
     from vqa_interp.attribution.faithfulness import curves_for_map_sets
     from vqa_interp.attribution.question import image_question_share, token_attributions
-    from vqa_interp.models import Net, SmallConvBackbone, VQAModel
+    from vqa_interp.models import Net, SmallConvBackbone, KazemiNetwork
 
     torch.manual_seed(0)
     backbone = SmallConvBackbone(64)
     net = Net(100, v_features=backbone.out_channels, embedding_features=64, lstm_features=128, mid_features=64,
               glimpses=2, classifier_mid=256, max_answers=20, drop=0.0)
-    model = kazemi_interface(VQAModel(backbone, net).eval(), 64)
+    model = kazemi_interface(KazemiNetwork(backbone, net).eval(), 64)
     batch = 16
     images, q = torch.randn(batch, 3, 64, 64), torch.randint(1, 100, (batch, 8))
     q_len, targets = torch.full((batch,), 8), torch.randint(0, 20, (batch,))

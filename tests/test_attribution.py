@@ -7,7 +7,7 @@ from torch import nn
 
 from vqa_interp.attribution import METHODS, make_attributor
 from vqa_interp.data.images import InputGeometry
-from vqa_interp.models import KazemiModel, Net, ResNetBackbone, SmallConvBackbone, VQAModel
+from vqa_interp.models import KazemiModel, Net, ResNetBackbone, SmallConvBackbone, KazemiNetwork
 
 
 class _RuleReLU(torch.autograd.Function):
@@ -50,7 +50,7 @@ def tiny_vqa(seed=0, backbone=None):
     backbone = backbone or SmallConvBackbone(16)
     net = Net(20, v_features=backbone.out_channels, embedding_features=8, lstm_features=16, mid_features=8,
               glimpses=2, classifier_mid=16, max_answers=7, drop=0.0)
-    return KazemiModel(VQAModel(backbone, net).eval(), {f"w{i}": i for i in range(1, 20)},
+    return KazemiModel(KazemiNetwork(backbone, net).eval(), {f"w{i}": i for i in range(1, 20)},
                        {f"a{i}": i for i in range(7)}, InputGeometry(32, 1.0))
 
 

@@ -10,7 +10,7 @@ from vqa_interp.models.checkpoint import read_checkpoint
 from vqa_interp.data import (InputGeometry, load_examples, load_human_maps, normalize_answer, resolve_paths,
                              tokenize_question, vqa_accuracy)
 from vqa_interp.errors import CheckpointError, DataError
-from vqa_interp.models import Net, SmallConvBackbone, VQAModel
+from vqa_interp.models import Net, SmallConvBackbone, KazemiNetwork
 
 
 def test_normalize_answer_like_the_official_evaluation():
@@ -89,7 +89,7 @@ def _small_model():
     backbone = SmallConvBackbone(8)
     net = Net(6, v_features=8, embedding_features=4, lstm_features=8, mid_features=4, glimpses=2,
               classifier_mid=8, max_answers=3, drop=0.0)
-    return VQAModel(backbone, net).eval()
+    return KazemiNetwork(backbone, net).eval()
 
 
 def test_checkpoint_roundtrip_in_the_pytorch_vqa_layout(tmp_path):

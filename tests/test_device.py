@@ -7,7 +7,7 @@ import torch
 from vqa_interp.attribution.faithfulness import curves_for_map_sets
 from vqa_interp.attribution.question import image_question_share, token_attributions
 from vqa_interp.data.images import InputGeometry
-from vqa_interp.models import KazemiModel, Net, SmallConvBackbone, VQAModel
+from vqa_interp.models import KazemiModel, Net, SmallConvBackbone, KazemiNetwork
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -17,7 +17,7 @@ def small_model_and_batch():
     backbone = SmallConvBackbone(32)
     net = Net(50, v_features=backbone.out_channels, embedding_features=32, lstm_features=64, mid_features=32,
               glimpses=2, classifier_mid=64, max_answers=12, drop=0.0)
-    model = KazemiModel(VQAModel(backbone, net).eval(), {f"w{i}": i for i in range(1, 50)},
+    model = KazemiModel(KazemiNetwork(backbone, net).eval(), {f"w{i}": i for i in range(1, 50)},
                         {f"a{i}": i for i in range(12)}, InputGeometry(32, 1.0))
     images = torch.randn(6, 3, 32, 32)
     q = torch.randint(1, 50, (6, 7))

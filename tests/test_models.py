@@ -7,7 +7,7 @@ import torch
 
 from vqa_interp.data import Example
 from vqa_interp.data.images import InputGeometry
-from vqa_interp.models import KazemiModel, Net, ResNetBackbone, VQAModel, load_model
+from vqa_interp.models import KazemiModel, Net, ResNetBackbone, KazemiNetwork, load_model
 from vqa_interp.models.backbones import SmallConvBackbone
 from vqa_interp.pipeline.predict import answer_lookup, predict
 from vqa_interp.pipeline.targets import plan_targets
@@ -49,7 +49,7 @@ def test_pytorch_vqa_checkpoint_and_caffe_weights_round_trip(tmp_path):
     assert loaded.tags()["backbone_variant"] == "caffe"
     x, q, q_len = torch.randn(2, 3, 224, 224), torch.randint(1, 12, (2, 4)), torch.tensor([4, 2])
     with torch.no_grad():
-        expected = VQAModel(backbone, net.eval())(x, q, q_len)
+        expected = KazemiNetwork(backbone, net.eval())(x, q, q_len)
         assert torch.allclose(loaded.forward(x, (q, q_len)), expected, atol=1e-5)
 
 
@@ -60,7 +60,7 @@ def test_answer_lookup_finds_labels_under_the_vocabularys_own_spelling():
     assert lookup["yes"] == 2
 
 
-def _model_that_answers(index: int, n_answers: int) -> VQAModel:
+def _model_that_answers(index: int, n_answers: int) -> KazemiNetwork:
     torch.manual_seed(0)
     net = Net(10, v_features=16, embedding_features=4, lstm_features=8, mid_features=4, glimpses=2,
               classifier_mid=8, max_answers=n_answers, drop=0.0)
@@ -68,7 +68,7 @@ def _model_that_answers(index: int, n_answers: int) -> VQAModel:
         net.classifier.lin2.weight.zero_()
         net.classifier.lin2.bias.zero_()
         net.classifier.lin2.bias[index] = 10.0
-    return VQAModel(SmallConvBackbone(16), net).eval()
+    return KazemiNetwork(SmallConvBackbone(16), net).eval()
 
 
 @pytest.mark.parametrize("vocab_answer,label,correct", [("two", "2", True), ("2", "two", True),

@@ -130,8 +130,10 @@ def test_four_shard_jobs_at_once_on_a_postgresql_backed_server(cli_env, tmp_path
     args = ["data.limit=8", *COMMON[1:]]
     with postgres_cluster() as database, running_mlflow_server(tmp_path, database, workers=2) as url:
         env = {**cli_env, "MLFLOW_TRACKING_URI": url}
-        run = lambda extra: subprocess.run([sys.executable, "-m", "vqa_interp.run", *extra, *args], env=env,
-                                           cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+        def run(extra):
+            return subprocess.run([sys.executable, "-m", "vqa_interp.run", *extra, *args], env=env, cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=1200)
+
         single = run([])
         assert single.returncode == 0, single.stderr[-3000:]
         sharded = run(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "data.num_shards=4",
@@ -182,8 +184,10 @@ def test_submitit_local_runs_a_sharded_sweep_whose_payload_a_compute_node_can_ru
 
     from conftest import ROOT
 
-    run = lambda extra: subprocess.run([sys.executable, "-m", "vqa_interp.run", *extra, *COMMON], env=cli_env,
-                                       cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    def run(extra):
+        return subprocess.run([sys.executable, "-m", "vqa_interp.run", *extra, *COMMON], env=cli_env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=1200)
+
     single = run([])
     assert single.returncode == 0, single.stderr[-3000:]
     sweep = run(["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=30", "data.num_shards=2",

@@ -2,7 +2,7 @@
 
 Module and parameter names follow Cyanogenoid/pytorch-vqa (``text``, ``attention``,
 ``classifier.lin1`` ...), so that its released checkpoint loads into :class:`Net` unchanged.
-:class:`VQAModel` puts an image backbone in front of it so that attributions can be taken with
+:class:`KazemiNetwork` puts an image backbone in front of it so that attributions can be taken with
 respect to the image pixels.
 
 Guided Backprop and DeconvNet (Captum) override ``nn.ReLU`` *modules*; so every ReLU call site
@@ -121,7 +121,7 @@ def net_dims_from_weights(weights: dict[str, torch.Tensor]) -> dict[str, int]:
     }
 
 
-class VQAModel(nn.Module):
+class KazemiNetwork(nn.Module):
     """Pixels to answers: ``image [B, 3, S, S]``, ``q [B, T]``, ``q_len [B]`` -> logits ``[B, A]``."""
 
     def __init__(self, backbone: nn.Module, net: Net):
@@ -147,7 +147,7 @@ class KazemiModel(VqaModel):
     provides = frozenset({"pixels", "cam_layer", "text_embedding", "blocks", "relu_units"})
     encodes_image_alone = True
 
-    def __init__(self, module: VQAModel, question_vocab: dict[str, int], answer_vocab: dict[str, int],
+    def __init__(self, module: KazemiNetwork, question_vocab: dict[str, int], answer_vocab: dict[str, int],
                  geometry: InputGeometry, *, checkpoint_digest: str = "", description: str = "",
                  backbone_spec: dict | None = None, backbone_weights: str | None = None):
         self.module = module
@@ -258,7 +258,7 @@ def load_model(checkpoint: str | Path, backbone_spec: dict, backbone_weights: st
     if len(vocab["answer"]) != dims["max_answers"]:
         raise CheckpointError(f"model.checkpoint: {checkpoint} has {len(vocab['answer'])} answers in its vocab but "
                               f"{dims['max_answers']} classifier outputs; the file is inconsistent.")
-    return KazemiModel(VQAModel(backbone, net).eval(), vocab["question"], vocab["answer"],
+    return KazemiModel(KazemiNetwork(backbone, net).eval(), vocab["question"], vocab["answer"],
                        geometry or InputGeometry(), checkpoint_digest=file_digest(checkpoint), description=description,
                        backbone_spec=backbone_spec, backbone_weights=None if backbone_state else backbone_weights)
 
@@ -317,7 +317,7 @@ def _untrained(model_settings, questions: Sequence[str], answers: Sequence[Seque
     a_vocab = build_answer_vocab(answers, int(options.get("max_answers", 3000)))
     backbone = build_backbone(options["backbone"])
     net = Net(len(q_vocab) + 1, v_features=backbone.out_channels, max_answers=len(a_vocab), **options.get("dims", {}))
-    return KazemiModel(VQAModel(backbone, net), q_vocab, a_vocab,
+    return KazemiModel(KazemiNetwork(backbone, net), q_vocab, a_vocab,
                        InputGeometry(model_settings.input_size, model_settings.central_fraction),
                        description=f"{options['backbone'].get('type')} (untrained)", backbone_spec=options["backbone"])
 
