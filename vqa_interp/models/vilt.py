@@ -40,6 +40,7 @@ from vqa_interp.models.vocab import build_answer_vocab
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 FOLDER_FILES = ("config.json",)
+MAX_QUESTION_TOKENS = 40   # question tokens a ViLT folder without the option takes (conf/model/vilt.yaml sets it)
 
 
 class ViltNet(nn.Module):
@@ -281,7 +282,7 @@ def untrained(model_settings, questions: Sequence[str], answers: Sequence[Sequen
     config = ViltConfig(vocab_size=len(vocab), image_size=int(model_settings.input_size),
                         num_labels=len(labels), id2label=dict(enumerate(labels)),
                         label2id={a: i for i, a in enumerate(labels)}, max_image_length=-1,
-                        max_position_embeddings=int(options.get("max_question_tokens", 40)),
+                        max_position_embeddings=int(options.get("max_question_tokens", MAX_QUESTION_TOKENS)),
                         attn_implementation="eager", **sizes)
     hf = ViltForQuestionAnswering(config)
     geometry = InputGeometry(model_settings.input_size, model_settings.central_fraction)
@@ -319,13 +320,13 @@ def _load(model_settings, checkpoint: Path | None) -> ViltModel:
         raise ConfigError("model.pretrained: model=vilt loads a save_pretrained folder; set model.pretrained=DIR "
                           "(e.g. a download of dandelin/vilt-b32-finetuned-vqa).")
     return load_folder(folder, InputGeometry(model_settings.input_size, model_settings.central_fraction),
-                       int(model_settings.options.get("max_question_tokens", 40)))
+                       int(model_settings.options.get("max_question_tokens", MAX_QUESTION_TOKENS)))
 
 
 def _train_signature(model_settings) -> dict:
     options = model_settings.options
     return {"vilt": options.get("vilt", {}), "input": model_settings.input, "train": options.get("train", {}),
-            "max_question_tokens": options.get("max_question_tokens", 40)}
+            "max_question_tokens": options.get("max_question_tokens", MAX_QUESTION_TOKENS)}
 
 
 register_model(ModelKind("vilt", _load, ViltModel.provides, validate=_validate, preflight=_preflight,

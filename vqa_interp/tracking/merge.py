@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from vqa_interp.tracking import explorer
+from vqa_interp.tracking.stores import DEFAULT_URI
 
 
 GROUP_EXCLUDE = {"data.shard"}
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m vqa_interp.merge", description=__doc__.split("\n")[0])
     parser.add_argument("parent_run_id")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db"))
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI))
     args = parser.parse_args(argv)
     client = client_for(args.tracking_uri)
     try:

@@ -10,9 +10,11 @@ import os
 from pathlib import Path
 
 from vqa_interp.errors import VqaInterpError
+from vqa_interp.settings import TrackingSettings
+
+DEFAULT_URI = TrackingSettings.uri      # the one definition of the default store
 
 STORES_FILE = "stores.txt"
-DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 SQLITE = "sqlite:///"
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 from vqa_interp.explain.analysis import COMPARED_METRICS
 from vqa_interp.metrics.registry import family_metrics, metric_names
 from vqa_interp.tracking import explorer
+from vqa_interp.tracking.stores import DEFAULT_URI
 from vqa_interp.tracking.store import child_runs, download_table
 from vqa_interp.tracking.ui_view import ranking_metrics, viewer_table
 
@@ -168,7 +169,7 @@ def main(argv=None) -> int:
                                      description="(Re)build a sweep's comparison and close its parent run.")
     parser.add_argument("parent_run_id")
     parser.add_argument("--status", default="FINISHED", choices=["FINISHED", "FAILED", "KILLED"])
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db"))
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI))
     args = parser.parse_args(argv)
     tracker = RunTracker(client_for(args.tracking_uri), args.parent_run_id)
     closed = close_orphaned_children(tracker.client, args.parent_run_id)
