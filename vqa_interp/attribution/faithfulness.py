@@ -121,10 +121,15 @@ def curves_for_map_sets(model, images: torch.Tensor, map_sets: dict[str, np.ndar
             curves[1, :, 0], curves[1, :, steps] = ends[::-1]      # insertion: substrate -> image
             for c in range(0, len(grid), batch_size):
                 rows, step, curve = grid[c:c + batch_size].unbind(1)
-                top = top_weights(flat[rows], thresholds[rows, step], counts[step])   # [m, n] in [0, 1]
+                top = top_weights(flat[rows], thresholds[rows, step], counts[step]).to(images.dtype)  # [m, n]
                 # deletion keeps the image outside the top pixels, insertion inside them
-                keep = torch.where((curve == 0)[:, None], 1 - top, top).reshape(-1, 1, side, side).to(images.dtype)
-                p = probabilities(images[rows] * keep + base[rows] * (1 - keep), rows).cpu().numpy()
+                deleting = (curve == 0)[:, None].to(images.dtype)
+                keep = top.mul_(1 - 2 * deleting).add_(deleting).reshape(-1, 1, side, side)   # 1 - top where deleting
+                # base + keep (image - base), in place: two image-sized temporaries, not four
+                mixed = (images[rows] - base[rows]).mul_(keep).add_(base[rows])
+                del top, keep
+                p = probabilities(mixed, rows).cpu().numpy()
+                del mixed
                 curves[curve.cpu().numpy(), rows.cpu().numpy(), step.cpu().numpy()] = p
             results[name] = {"deletion": curves[0], "insertion": curves[1],
                              "deletion_auc": np.trapezoid(curves[0], fractions, axis=1),
