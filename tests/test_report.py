@@ -60,15 +60,19 @@ def test_report_from_a_parent_run_id_cites_every_run(two_by_two_sweep, tmp_path)
 
 
 def test_report_takes_short_ids_and_names_and_defaults_its_folder(two_by_two_sweep, tmp_path):
+    """A run by its short ID or its name; the short ID without a store named (no MLFLOW_TRACKING_URI):
+    the report looks in the stores this project wrote to, and creates no default store by looking."""
     env = two_by_two_sweep["env"]
     client, runs = _runs(env)
     child = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"][0]
-    for reference in (child.info.run_id[:8], child.info.run_name):
-        result = subprocess.run([python(), "-m", "vqa_interp.report", reference], env=env, cwd=tmp_path,
+    unnamed = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
+    for reference, environment in ((child.info.run_id[:8], unnamed), (child.info.run_name, env)):
+        result = subprocess.run([python(), "-m", "vqa_interp.report", reference], env=environment, cwd=tmp_path,
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         written = list((tmp_path / "reports").glob("*/report.html"))
         assert written and child.info.run_id in written[0].read_text()
+    assert not (tmp_path / "mlruns").exists()          # the default store was looked for, not made
 
 
 def test_unknown_run_id_is_named(two_by_two_sweep, tmp_path):
@@ -77,20 +81,15 @@ def test_unknown_run_id_is_named(two_by_two_sweep, tmp_path):
     assert result.returncode == 2 and "0123456789abcdef" in result.stderr
 
 
-def test_the_report_finds_the_runs_own_store_and_a_read_creates_nothing(two_by_two_sweep, tmp_path):
-    """The sweep's last line is its report command; without a store named, the report looks in the
-    stores this project wrote to; a store that does not exist is one line and is not created."""
+def test_the_sweep_ends_with_its_report_command_and_a_missing_store_is_not_created(two_by_two_sweep, tmp_path):
+    """The sweep's last line is its report command; a store that does not exist is one line and is
+    not created."""
     last = two_by_two_sweep["stdout"].strip().splitlines()[-1]
     store = two_by_two_sweep["env"]["MLFLOW_TRACKING_URI"]
     assert last.startswith("report: python -m vqa_interp.report ") and last.endswith(f"--tracking-uri {store}")
     env = {k: v for k, v in two_by_two_sweep["env"].items() if k != "MLFLOW_TRACKING_URI"}
     client, runs = _runs(two_by_two_sweep["env"])
     child = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"][0]
-    result = subprocess.run([python(), "-m", "vqa_interp.report", child.info.run_id[:8], "--out", str(tmp_path / "r")],
-                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert child.info.run_id in (tmp_path / "r" / "report.html").read_text()
-    assert not (tmp_path / "mlruns").exists()          # the default store was looked for, not made
     missing = tmp_path / "elsewhere" / "mlflow.db"
     result = subprocess.run([python(), "-m", "vqa_interp.report", child.info.run_id[:8], "--tracking-uri",
                              f"sqlite:///{missing}"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)

@@ -95,8 +95,7 @@ def evaluate(cfg: DictConfig) -> str:
     remember_store(settings.home, settings.tracking.uri)    # python -m vqa_interp.report ID finds it
     with ending(tracker, finish=not deferred):   # FAILED or KILLED if anything below raises
         _RUN_OPENED.append(tracker.run_id)
-        if not parent_run_id or verbose():
-            print(f"MLflow run: {tracker.run_id} ({name})", flush=True)
+        print(f"MLflow run: {tracker.run_id} ({name})", flush=True)   # its ID before any work (an interrupt names it)
         tracker.log_params(flatten(settings.resolved))
         tracker.log_dataset(**data_stage.dataset_input(settings, dataset, selection))
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
