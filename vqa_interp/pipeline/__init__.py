@@ -4,8 +4,7 @@
 (maps, cached) -> ``score`` (per-example table, floors and ceiling in the same pass; ``humans``,
 ``references``) -> ``sanity`` (optional) -> ``explain``. ``score`` runs in a forked process beside
 ``sanity`` and ``explain`` (Linux, CPU, ``scoring.fork``): it needs the maps, they need the model;
-when they end first, this process takes the questions the child has not claimed yet
-(:mod:`vqa_interp.util.shared_work`), so both cores score the rest.
+:mod:`vqa_interp.pipeline.schedule` decides who does what.
 
 Each stage takes and returns plain data (settings dataclasses, the model interface, arrays,
 DataFrames) so a notebook can call any of them alone; ``vqa_interp.run`` adds Hydra and MLflow
@@ -31,16 +30,12 @@ from vqa_interp.models.base import VqaModel
 from vqa_interp.pipeline import memory as memory_stage
 from vqa_interp.pipeline import model as model_stage
 from vqa_interp.pipeline.attribute import attribute_targets, map_cache_for
-from vqa_interp.pipeline.explain import explain_needed, explain_work_of, two_can_explain, with_explain_columns
+from vqa_interp.pipeline.explain import explain_work_of, with_explain_columns
 from vqa_interp.pipeline.humans import scoring_options
 from vqa_interp.pipeline.predict import cached_predictions, image_loader
-from vqa_interp.pipeline.sanity import run_sanity_checks
+from vqa_interp.pipeline.schedule import score_and_explain
 from vqa_interp.pipeline.score import tables_work
 from vqa_interp.pipeline.targets import map_keys, plan_targets
-from vqa_interp.util import forked
-from vqa_interp.util.allocator import one_blas_thread, torch_threads
-from vqa_interp.util.memory import GIB, peak_rss
-from vqa_interp.util.shared_work import SharedCounter
 
 __all__ = ["execute", "RunOutputs", "timed", "scoring_options"]
 
@@ -113,80 +108,17 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
     # the cached tables are read here; what is missing is one item per question, taken by whoever is free
     work = tables_work(settings, dataset, examples, predictions, targets, cache, model.geometry, data_digest,
                        [k for k in also_k if options.accepts(k)], with_references=settings.analysis.baselines)
-    counter = SharedCounter()
     explaining = explain_work_of(model, settings, dataset, examples, targets, cache, load_images, question,
                                  data_digest) if len(targets) else None
-    explain_counter = SharedCounter()
-
-    def score() -> tuple:   # the questions this process claims: the method's maps, the floors and ceiling
-        start = time.perf_counter()
-        with one_blas_thread():
-            done = work.take(counter.claim, settings.scoring.workers)
-        return done, time.perf_counter() - start, peak_rss()
-
-    def explain() -> tuple:  # the explain batches this process claims
-        start = time.perf_counter()
-        done = explaining.take(explain_counter.claim) if explaining is not None else {}
-        return done, time.perf_counter() - start
-
-    # scoring (NumPy, one core) in a forked process while this one runs the model for the sanity
-    # checks and the explain stage (torch, on the other core); one after the other where it cannot.
-    # Whichever process ends its own stage first takes the other's unclaimed items: the run scores
-    # what the child has not, and the child (one torch thread, as the run's explain stage) runs
-    # explain batches where two processes fit the memory budget
-    beside = settings.scoring.fork and len(work.items) and not settings.device.startswith("cuda") and (
-        settings.analysis.sanity or explain_needed(settings))
-    helps = bool(beside) and explaining is not None and len(explaining.items) > 0 and two_can_explain(settings)
-
-    def child() -> tuple:
-        scored = score()
-        if not helps:
-            return (*scored, {}, 0.0)
-        with torch_threads(1):
-            return (*scored, *explain())
-
-    scoring = forked.start(child, fork=bool(beside))
-    try:
-        # one torch thread for the whole stage while scoring is forked, whenever the scoring ends: the
-        # thread count changes float32 sums, and a run's tables must not depend on timing (each
-        # explain batch is computed on one thread in either process)
-        with torch_threads(1 if scoring.pid is not None else None):
-            sanity = None
-            if settings.analysis.sanity:
-                with timed(timings, "sanity"):
-                    sanity = run_sanity_checks(model, settings, dataset, examples, load_images, question)
-            explained_here, explain_here_s = explain()
-        waited = time.perf_counter()
-        # the questions the child has not claimed yet are scored here too, on the core the model freed
-        here, here_s, _ = score()
-        there, there_s, scoring_rss, explained_there, explain_there_s = scoring.result()
-        if scoring.pid is not None:
-            timings["time/scoring_wait_s"] = time.perf_counter() - waited
-            if here:
-                timings["time/scoring_shared_s"] = here_s
-        explained = None
-        if explaining is not None:
-            finishing = time.perf_counter()
-            explained = explaining.complete(explained_here, explained_there)
-            # the stage's own seconds: what each process spent on its batches, and the tables made from them
-            timings["time/explain_s"] = explain_here_s + explain_there_s + time.perf_counter() - finishing
-            if explained_there:
-                timings["time/explain_shared_s"] = explain_there_s
-        elif len(targets):
-            timings["time/explain_s"] = explain_here_s      # every part off: nothing to explain
-        finishing = time.perf_counter()
-        with one_blas_thread():
-            table, skipped_scores, references, hits = work.complete(there, here)
-        # the stage's own seconds: what each process spent scoring, and the tables made from it
-        timings["time/scoring_s"] = there_s + (here_s if here else 0.0) + time.perf_counter() - finishing
-    except BaseException:
-        scoring.cancel()
-        raise
+    done = score_and_explain(settings, work, explaining, (model, dataset, examples, load_images, question),
+                             len(targets))
+    timings.update(done.timings)
+    table, skipped_scores, references, hits, sanity = done.table, done.skipped, done.references, done.hits, done.sanity
     if references is not None and not len(table):
         references = None
     explain = None
     if len(table):
-        explain, table = with_explain_columns(explained, table)
+        explain, table = with_explain_columns(done.explained, table)
     metrics = run_metrics(settings.scoring.metrics)
     skipped = selection.skipped + skipped_targets + skipped_scores
     counts = {"count/questions": len(examples), "count/maps": len(targets), "count/rows": len(table),
@@ -206,11 +138,7 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
             "human_map": s.human if s.human != "annotator" else f"annotator {s.annotator}",
             "predictions_cache": "hit" if predictions_hit else "computed",
             "scores_cache": "hit" if hits["scores"] else "computed",
-            "scoring_process": (f"forked, beside the explain stage (peak RSS {scoring_rss / GIB:.2f} GB); "
-                                f"{len(here)} of {len(work.items)} {work.label} items then taken by the run's"
-                                + (f"; {len(explained_there)} of {len(explaining.items)} explain batches taken by "
-                                   "the forked process" if helps else "")
-                                if scoring.pid is not None else "the run's"),
+            "scoring_process": done.process,
             **(batching.tags() if batching is not None else {})}
     if references is not None:
         single = int(len(examples) - (references["reference"] == "human_ceiling").sum())
