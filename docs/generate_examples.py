@@ -45,7 +45,9 @@ def clean(text: str) -> str:
             continue        # progress bars and start-up lines; one blank line at most
         lines.append(raw.rstrip())
     out = "\n".join(lines).strip()
-    return re.sub(r"sqlite:////[^ )]*mlflow\.db", "sqlite:///mlruns/mlflow.db", out)
+    out = re.sub(r"sqlite:////[^ )]*mlflow\.db", "sqlite:///mlruns/mlflow.db", out)
+    # the example's store stands for the default one, which a report command does not name
+    return out.replace(" --tracking-uri sqlite:///mlruns/mlflow.db\n", "\n")
 
 
 def commit() -> str:

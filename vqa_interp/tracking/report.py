@@ -15,14 +15,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from vqa_interp.analysis.baselines import normalised
-from vqa_interp.analysis.comparisons import pair_test
 from vqa_interp.errors import VqaInterpError
 from vqa_interp.metrics.registry import family_metrics
 from vqa_interp.tracking import explorer
+from vqa_interp.tracking.report_findings import findings
 from vqa_interp.tracking.report_page import link, render_html, render_markdown
 from vqa_interp.tracking.store import (child_runs, download_artifact, download_table, find_run, list_artifacts,
                                        ui_base, UI_VIEW)
@@ -115,11 +113,9 @@ def run_tables(client, runs, tmp: str, names=("baselines", "normalised", "baseli
     return out
 
 
-def report_sections(runs, header, comparison, tables, parent_tables, figures) -> list[dict]:
-    """The report's sections after its findings (see :mod:`vqa_interp.tracking.report_page`)."""
-    sections = [{"title": "Runs", "level": 2, "table": header}]
-    if not comparison.empty:
-        sections.append({"title": "Method comparison", "level": 2, "table": comparison})
+def ranking_sections(parent_tables: dict[str, pd.DataFrame]) -> list[dict]:
+    """A sweep's ranking, its robustness in sentences and its robustness tables."""
+    sections: list[dict] = []
     ranking = parent_tables.get("method_ranking")
     if ranking is not None and not ranking.empty:
         from vqa_interp.analysis.robustness import robustness_lines
@@ -141,6 +137,34 @@ def report_sections(runs, header, comparison, tables, parent_tables, figures) ->
             frame = parent_tables.get(name)
             if frame is not None and not frame.empty:
                 sections.append({"title": caption, "level": 3, "table": frame})
+    return sections
+
+
+SIGNIFICANCE_COLUMNS = ["comparison", "metric", "test", "role", "in_family", "testable", "reason", "n1", "n2",
+                        "mean1", "mean2", "statistic", "p_value", "p_holm", "significant", "effect_size", "ci_low",
+                        "ci_high"]
+
+
+def significance_details(tables: dict, by_name: dict[str, str]) -> list[dict]:
+    """Each run's primary tests, every test folded beneath them."""
+    details = []
+    for run_id, t in tables.items():
+        frame = t.get("significance")
+        if frame is None or frame.empty:
+            continue
+        frame = frame[[c for c in SIGNIFICANCE_COLUMNS if c in frame]]
+        key = frame[frame["metric"].isin(KEY_METRICS) & (frame["role"] == "primary")]
+        details.append({"summary": f"{by_name[run_id]}: the primary tests", "table": key,
+                        "more_summary": "every metric and test", "more": frame})
+    return details
+
+
+def report_sections(runs, header, comparison, tables, parent_tables, figures) -> list[dict]:
+    """The report's sections after its findings (see :mod:`vqa_interp.tracking.report_page`)."""
+    sections = [{"title": "Runs", "level": 2, "table": header}]
+    if not comparison.empty:
+        sections.append({"title": "Method comparison", "level": 2, "table": comparison})
+    sections += ranking_sections(parent_tables)
     by_name = {r.info.run_id: r.info.run_name for r in runs}
     sections.append({"title": "Floors and ceiling", "level": 2, "text": (
         "Each metric's means over the same questions (the method's), every map scored against the leave-one-out "
@@ -154,19 +178,8 @@ def report_sections(runs, header, comparison, tables, parent_tables, figures) ->
                 wide = wide.merge(normalised_frame[["metric", "normalised", "ci_low", "ci_high", "n"]], on="metric",
                                   how="left")
             sections.append({"title": by_name[run_id], "level": 3, "table": wide})
-    cols = ["comparison", "metric", "test", "role", "in_family", "testable", "reason", "n1", "n2", "mean1", "mean2",
-            "statistic", "p_value", "p_holm", "significant", "effect_size", "ci_low", "ci_high"]
-    details = []
-    for run_id, t in tables.items():
-        frame = t.get("significance")
-        if frame is None or frame.empty:
-            continue
-        frame = frame[[c for c in cols if c in frame]]
-        key = frame[frame["metric"].isin(KEY_METRICS) & (frame["role"] == "primary")]
-        details.append({"summary": f"{by_name[run_id]}: the primary tests", "table": key,
-                        "more_summary": "every metric and test", "more": frame})
     sections.append({"title": "Details", "level": 2})
-    sections.append({"title": "Significance", "level": 3, "details": details})
+    sections.append({"title": "Significance", "level": 3, "details": significance_details(tables, by_name)})
     means = parent_tables.get("fig2_method_means")
     if means is not None and not means.empty:
         sections.append({"title": "Each method's means by scenario (the paper's Figure 2)", "level": 3, "table": means})
@@ -269,99 +282,6 @@ def answer_lines(runs) -> list[str]:
             body = text[len("**The answer**"):].split("\n**", 1)[0]
             prefix = f"{r.info.run_name}: " if len(parents or runs) > 1 and not parents else ""
             lines += [prefix + line.strip() for line in body.split("\n\n") if line.strip()]
-    return lines
-
-
-# ------------------------------------------------------------------ findings
-def _pct(value: float) -> str:
-    return f"{100 * value:.0f}%"
-
-
-def _g(value) -> str:
-    return f"{value:.3g}" if isinstance(value, (float, int)) and np.isfinite(value) else "n/a"
-
-
-def findings(evaluations, tables: dict[str, dict[str, pd.DataFrame]], parent_tables: dict[str, pd.DataFrame]) -> list[str]:
-    """The answer in sentences, generated from the runs' tables (nothing here is typed by hand)."""
-    lines: list[str] = []
-    ranking, pairs = parent_tables.get("method_ranking"), parent_tables.get("method_pairs")
-    if ranking is not None and not ranking.empty:
-        ranking = ranking.assign(setting=ranking["setting"].fillna("")) if "setting" in ranking else \
-            ranking.assign(setting="")
-        for (setting, k, metric), part in ranking.groupby(["setting", "k", "metric"], sort=False):
-            part = part.sort_values("rank")
-            best, rest = part.iloc[0], part.iloc[1:]
-            beaten, tied = [], []
-            for other in rest.itertuples():
-                test = pair_test(pairs, k, metric, best["method"], other.method, setting)
-                p = float(test["p_holm"]) if test is not None else float("nan")
-                won = test is not None and test["better"] == best["method"]   # the sign of the paired difference
-                (beaten if won else tied).append(f"{other.method} (p={_g(p)})")
-            where = f"{setting}, " if setting else ""
-            sentence = (f"Closest to humans on {metric} ({where}k={k:g}): **{best['method']}**, mean {_g(best['mean'])} "
-                        f"[{_g(best['ci_low'])}, {_g(best['ci_high'])}]")
-            if beaten:
-                sentence += f"; significantly better than {', '.join(beaten)}"
-            if tied:
-                sentence += f"; not distinguishable from {', '.join(tied)}"
-            lines.append(sentence + f" (the mean paired difference on the {int(best['n'])} questions every method "
-                                    "scored, sign-flip test over images, Holm).")
-    for run in evaluations:
-        t = tables.get(run.info.run_id, {})
-        name = run.info.run_name
-        baselines, tests = t.get("baselines"), t.get("baseline_tests")
-        if baselines is not None and not baselines.empty:
-            means = baselines.pivot(index="metric", columns="reference", values="mean")
-            for metric in [m for m in ("rank_corr", "iou") if m in means.index]:
-                row = means.loc[metric]
-                floor, ceiling, value = row.get("random"), row.get("human_ceiling"), row.get("method")
-                share = normalised(value, floor, ceiling)
-                where = f"{_pct(share)} of the way from the random floor ({_g(floor)}) to the human " \
-                        f"ceiling ({_g(ceiling)})" if np.isfinite(share) else "with no floor/ceiling"
-                verdicts = []
-                if tests is not None:
-                    for ref in ("centre", "image"):
-                        test = tests[(tests["reference"] == ref) & (tests["metric"] == metric)]
-                        if len(test) and test["testable"].iloc[0]:
-                            said = {"better": "beats", "worse": "is significantly worse than",
-                                    "no difference": "does not differ from"}.get(
-                                str(test["verdict"].iloc[0]) if "verdict" in test else "",
-                                "beats" if bool(test["better"].iloc[0]) else "does not beat")
-                            verdicts.append(f"{said} the {ref} baseline "
-                                            f"({_g(row.get(ref))}, p={_g(float(test['p_holm'].iloc[0]))})")
-                lines.append(f"{name}: {metric} {_g(value)} sits {where}; " + ("; ".join(verdicts) or "no paired test")
-                             + ".")
-        significance = t.get("significance")
-        if significance is not None and not significance.empty:
-            primary = significance[(significance["role"] == "primary") & significance["in_family"].astype(bool)]
-            cvw = primary[primary["comparison"] == "correct_vs_wrong"]
-            significant = cvw[cvw["significant"].astype(bool)]
-            if len(significant):
-                parts = [f"{r.metric} ({'higher' if r.mean_diff > 0 else 'lower'} for correct answers by "
-                         f"{_g(abs(r.mean_diff))}, d={_g(r.effect_size)}, Holm p={_g(r.p_holm)})"
-                         for r in significant.itertuples()]
-                lines.append(f"{name}: correct and wrong answers differ on " + "; ".join(parts) + ".")
-            elif len(cvw):
-                lines.append(f"{name}: no significant difference between correct and wrong answers on "
-                             f"{', '.join(cvw['metric'])} (Holm).")
-            others = primary[(primary["comparison"] != "correct_vs_wrong") & primary["significant"].astype(bool)]
-            for r in others.itertuples():
-                lines.append(f"{name}: {r.comparison.replace('_', ' ')} differs on {r.metric} "
-                             f"(diff {_g(r.mean_diff)}, d={_g(r.effect_size)}, Holm p={_g(r.p_holm)}).")
-            under = significance[(significance["role"] == "primary")
-                                 & significance["reason"].astype(str).str.startswith("underpowered")]
-            if len(under):
-                groups = sorted({f"{r.comparison.replace('_', ' ')} ({r.n1} vs {r.n2})" for r in under.itertuples()})
-                lines.append(f"{name}: underpowered, not tested (a group below analysis.min_group): "
-                             + "; ".join(groups) + ".")
-        correlations = t.get("confidence_correlations")
-        if correlations is not None and not correlations.empty:
-            pearson = correlations[(correlations["correlation"] == "pearson") & correlations["testable"].astype(bool)
-                                   & correlations["metric"].isin(["rank_corr", "iou"])]
-            if len(pearson):
-                lines.append(f"{name}: among correct predictions, confidence correlates with "
-                             + ", ".join(f"{r.metric} at r={_g(r.r)} (p={_g(r.p_value)}, n={r.n})"
-                                         for r in pearson.itertuples()) + ".")
     return lines
 
 

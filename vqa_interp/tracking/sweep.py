@@ -186,7 +186,6 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
     """Log the comparison across the children to the parent; returns the ids of failed children.
     ``finishing``: children counted as FINISHED while still RUNNING (see :func:`close_parent`)."""
     from vqa_interp.analysis import figures
-    from vqa_interp.analysis.comparisons import ranking_figure
     from vqa_interp.tracking.merge import merge_sweep
 
     runs = [r for r in counted_as_finished(child_runs(tracker.client, tracker.run_id), finishing)
@@ -231,24 +230,7 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
         if panel is not None:
             tracker.log_figure(panel, "figures/fig9_10_methods_side_by_side.png")
         per_setting, entries = method_pairs(tracker.client, finished, tmp)
-        answers: list[str] = []
-        from vqa_interp.analysis import robustness as robust
-
-        sections, logged = [], {}
-        for index, (label, pairs, ranking, part) in enumerate(per_setting):
-            suffix = f"_{index + 1}" if len(per_setting) > 1 else ""
-            tracker.log_figure(ranking_figure(ranking, pairs, label), f"figures/method_ranking{suffix}.png")
-            robustness = {"metric_agreement": robust.metric_agreement(ranking),
-                          "ranking_stability": robust.ranking_stability(ranking),
-                          "ranking_by_type": robust.ranking_by_type(part)}
-            tracker.log_figure(robust.robustness_figure(ranking, robustness["metric_agreement"]),
-                               f"figures/ranking_robustness{suffix}.png")
-            for name, frame in {"method_pairs": pairs, "method_ranking": ranking, **robustness}.items():
-                logged.setdefault(name, []).append(frame.assign(setting=label) if label else frame)
-            sections.append((label, ranking, pairs, robustness))
-            tracker.log_metrics(ranking_metrics(ranking, label if len(per_setting) > 1 else ""))
-        for name, frames in logged.items():
-            tracker.log_table(pd.concat(frames, ignore_index=True), name)
+        sections = log_rankings(tracker, per_setting)
         from vqa_interp.analysis.answers import sweep_answer_lines
 
         answers = sweep_answer_lines(per_setting, lambda run_id: {
@@ -259,28 +241,57 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
             tracker.log_table(model_pairs, "model_pairs")
             tracker.log_table(model_ranking, "model_ranking")
     log_children_table(tracker, table)
-    from vqa_interp.analysis.summary import sweep_summary
+    tracker.summary, markdown = sweep_text(sections, table, (model_ranking, model_pairs) if model_pairs is not None
+                                           else None, answers, skipped)
+    tracker.set_description(markdown)
+    return failed
 
-    if not sections:
-        sections = [("", None, None, {})]
-    tracker.summary = "\n\n".join(sweep_summary(ranking, pairs, table, robustness=robustness, setting=label)
-                                   for label, ranking, pairs, robustness in sections)
+
+def log_rankings(tracker, per_setting: list) -> list[tuple]:
+    """Each setting's ranking, pairs and robustness logged to the parent (tables, figures, the
+    ranking as metrics); returns ``[(label, ranking, pairs, robustness)]``."""
+    from vqa_interp.analysis import robustness as robust
+    from vqa_interp.analysis.comparisons import ranking_figure
+
+    sections, logged = [], {}
+    for index, (label, pairs, ranking, part) in enumerate(per_setting):
+        suffix = f"_{index + 1}" if len(per_setting) > 1 else ""
+        tracker.log_figure(ranking_figure(ranking, pairs, label), f"figures/method_ranking{suffix}.png")
+        robustness = {"metric_agreement": robust.metric_agreement(ranking),
+                      "ranking_stability": robust.ranking_stability(ranking),
+                      "ranking_by_type": robust.ranking_by_type(part)}
+        tracker.log_figure(robust.robustness_figure(ranking, robustness["metric_agreement"]),
+                           f"figures/ranking_robustness{suffix}.png")
+        for name, frame in {"method_pairs": pairs, "method_ranking": ranking, **robustness}.items():
+            logged.setdefault(name, []).append(frame.assign(setting=label) if label else frame)
+        sections.append((label, ranking, pairs, robustness))
+        tracker.log_metrics(ranking_metrics(ranking, label if len(per_setting) > 1 else ""))
+    for name, frames in logged.items():
+        tracker.log_table(pd.concat(frames, ignore_index=True), name)
+    return sections
+
+
+def sweep_text(sections: list[tuple], table: pd.DataFrame, models: tuple | None, answers: list[str],
+               skipped: pd.DataFrame) -> tuple[str, str]:
+    """The parent's terminal summary and its description (Markdown, opening with the answer)."""
+    from vqa_interp.analysis.summary import model_summary, sweep_summary
+
+    sections = sections or [("", None, None, {})]
+    text = "\n\n".join(sweep_summary(ranking, pairs, table, robustness=robustness, setting=label)
+                        for label, ranking, pairs, robustness in sections)
     markdown = "\n\n".join(sweep_summary(ranking, pairs, table, markdown=True, robustness=robustness,
                                          setting=label) for label, ranking, pairs, robustness in sections)
-    if model_pairs is not None:
-        from vqa_interp.analysis.summary import model_summary
-
-        tracker.summary += "\n\n" + model_summary(model_ranking, model_pairs)
-        markdown += "\n\n" + model_summary(model_ranking, model_pairs, markdown=True)
+    if models is not None:
+        text += "\n\n" + model_summary(*models)
+        markdown += "\n\n" + model_summary(*models, markdown=True)
     if answers:   # the parent's summary ends with the answer (its description opens with it)
-        tracker.summary += "\n\nThe answer:\n" + "\n".join(f"- {line}" for line in answers)
+        text += "\n\nThe answer:\n" + "\n".join(f"- {line}" for line in answers)
         markdown = "**The answer**\n\n" + "\n\n".join(answers) + "\n\n" + markdown
     if len(skipped):
         lines = [f"- {r.overrides}: {r.reason.split(';')[0]}" for r in skipped.itertuples()]
-        tracker.summary += "\n\nNot applicable (pairs the model cannot serve, not run):\n" + "\n".join(lines)
+        text += "\n\nNot applicable (pairs the model cannot serve, not run):\n" + "\n".join(lines)
         markdown += "\n\n**Not applicable** (pairs the model cannot serve, not run)\n\n" + "\n".join(lines)
-    tracker.set_description(markdown)
-    return failed
+    return text, markdown
 
 
 def log_children_table(tracker, table: pd.DataFrame) -> None:
