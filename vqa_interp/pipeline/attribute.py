@@ -55,14 +55,7 @@ def attribute_targets(model, settings, targets: pd.DataFrame, cache: MapCache, l
         nonlocal attribute
         cache.misses += len(requests)
         if METHODS[a.method].kind == "baseline":
-            for request in requests:
-                example = examples[request.image_row]
-                context = baseline_context(example, dataset, model.geometry, settings.seed)
-                array = baseline_map(a.method, context, a.options)
-                if array is None:
-                    raise DataError(f"method={a.method}: the dataset {dataset.name!r} has no such map for question "
-                                    f"{example.question_id} (the oracle needs exact evidence masks: data=embedded).")
-                cache.store(request.key, array)
+            store_baseline_maps(a, requests, cache, examples, dataset, model.geometry, settings.seed)
             return
         batch, overrides = batching_of(settings).attribute(a.method, a.options, a.batch_size)
         attribute = attribute or make_attributor(model, a.method, {**a.options, **overrides})
@@ -83,18 +76,37 @@ def attribute_targets(model, settings, targets: pd.DataFrame, cache: MapCache, l
         finally:
             for request in mine:
                 cache.release(request.key)
-        missing = []
-        started, said = time.monotonic(), 0.0
-        for request in theirs:
-            while cache.claimed_by_other(request.key) and not cache.has(request.key):
-                waited = time.monotonic() - started
-                if waited - said >= (5.0 if not said else 60.0):   # after 5 s, then every minute
-                    said = waited
-                    log.warning("waiting %.0f s for map %s, which another run is computing (%s); it is taken over "
-                                "as soon as that process ends", waited, request.key, cache.claimant(request.key))
-                time.sleep(0.2)
-            if cache.has(request.key):
-                cache.hits += 1
-                cache.waited += 1
-            else:
-                missing.append(request)      # its claimant stopped without storing it
+        missing = wait_for_other_runs(cache, theirs)
+
+
+def store_baseline_maps(a, requests: list[MapRequest], cache: MapCache, examples: Sequence[Example],
+                        dataset: Dataset | None, geometry, seed: int) -> None:
+    """A model-free baseline method's maps (``method=random`` ...), each made from its example."""
+    for request in requests:
+        example = examples[request.image_row]
+        array = baseline_map(a.method, baseline_context(example, dataset, geometry, seed), a.options)
+        if array is None:
+            raise DataError(f"method={a.method}: the dataset {dataset.name!r} has no such map for question "
+                            f"{example.question_id} (the oracle needs exact evidence masks: data=embedded).")
+        cache.store(request.key, array)
+
+
+def wait_for_other_runs(cache: MapCache, theirs: list[MapRequest]) -> list[MapRequest]:
+    """Wait for the maps other runs are computing (saying so after 5 s, then every minute); returns
+    those whose claimant stopped without storing them, to be taken over."""
+    missing = []
+    started, said = time.monotonic(), 0.0
+    for request in theirs:
+        while cache.claimed_by_other(request.key) and not cache.has(request.key):
+            waited = time.monotonic() - started
+            if waited - said >= (5.0 if not said else 60.0):   # after 5 s, then every minute
+                said = waited
+                log.warning("waiting %.0f s for map %s, which another run is computing (%s); it is taken over "
+                            "as soon as that process ends", waited, request.key, cache.claimant(request.key))
+            time.sleep(0.2)
+        if cache.has(request.key):
+            cache.hits += 1
+            cache.waited += 1
+        else:
+            missing.append(request)      # its claimant stopped without storing it
+    return missing

@@ -43,6 +43,32 @@ def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions:
                          references=references).run(workers)
 
 
+def row_fields(question_id, info, target, method: str, cache: MapCache) -> dict:
+    """The per-example table's columns that are not scores: the question, the prediction, the target."""
+    return {"question_id": question_id, "image_id": int(info["image_id"]), "question": info["question"],
+            "answer": info["answer"], "answer_type": info["answer_type"],
+            "question_type": info.get("question_type", ""), "prediction": info["prediction"],
+            "confidence": float(info["confidence"]), "correct": bool(info["correct"]),
+            "vqa_accuracy": float(info["vqa_accuracy"]), "method": method, "target": target.target,
+            "target_answer": info["answer"] if target.target == "label" else info["prediction"],
+            "on_prediction": bool(target.on_prediction), "map_key": target.map_key, **cache.extras(target.map_key)}
+
+
+def reference_tables_with(rows_at: dict[float, list[dict]], rest: Sequence[Example], dataset: Dataset,
+                          geometry: InputGeometry, options: ScoringOptions, metrics: Sequence[str], references: dict, *,
+                          human_mode: str, annotator: int) -> dict[float, pd.DataFrame]:
+    """k -> the floors and ceiling table: the rows scored beside the maps (``rows_at``), and those of
+    the questions ``rest`` that had no map, scored here."""
+    columns = reference_columns(metrics)
+    tables = {k: pd.DataFrame(rows_at[k], columns=columns) for k in references["ks"]}
+    if not rest:
+        return tables
+    more = score_references(dataset, rest, geometry, options, human_mode=human_mode, annotator=annotator,
+                            seed=references["seed"], baseline_options=references["baseline_options"],
+                            metrics=metrics, ks=references["ks"])
+    return {k: pd.concat([tables[k], more[k]], ignore_index=True) for k in references["ks"]}
+
+
 def question_work(dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame, targets: pd.DataFrame,
                   cache: MapCache, geometry: InputGeometry, options: ScoringOptions, ks: Sequence[float], *,
                   human_mode: str, annotator: int, method: str, metrics: Sequence[str] | None = None,
@@ -80,14 +106,7 @@ def question_work(dataset: Dataset, examples: Sequence[Example], predictions: pd
             rows["references"] = reference_rows(example, [name for name, _ in named], scores, len(attributions),
                                                 humans, options, metrics, references["ks"])
         for i, t in enumerate(group.itertuples(index=False)):
-            common = {
-                "question_id": question_id, "image_id": int(info["image_id"]), "question": info["question"],
-                "answer": info["answer"], "answer_type": info["answer_type"],
-                "question_type": info.get("question_type", ""), "prediction": info["prediction"],
-                "confidence": float(info["confidence"]), "correct": bool(info["correct"]),
-                "vqa_accuracy": float(info["vqa_accuracy"]), "method": method, "target": t.target,
-                "target_answer": info["answer"] if t.target == "label" else info["prediction"],
-                "on_prediction": bool(t.on_prediction), "map_key": t.map_key, **cache.extras(t.map_key)}
+            common = row_fields(question_id, info, t, method, cache)
             for k in ks:
                 rows[k].append({**common, **scores[k][i]})
         return rows
@@ -110,15 +129,8 @@ def question_work(dataset: Dataset, examples: Sequence[Example], predictions: pd
         # questions without a target (none planned for them) get their floors and ceiling here
         done = set(targets["question_id"])
         rest = [e for e in examples if e.question_id not in done]
-        columns = reference_columns(metrics)
-        reference_tables = {k: pd.DataFrame(reference_rows_at[k], columns=columns) for k in references["ks"]}
-        if rest:
-            more = score_references(dataset, rest, geometry, options, human_mode=human_mode, annotator=annotator,
-                                    seed=references["seed"], baseline_options=references["baseline_options"],
-                                    metrics=metrics, ks=references["ks"])
-            reference_tables = {k: pd.concat([reference_tables[k], more[k]], ignore_index=True)
-                                for k in references["ks"]}
-        return tables, skipped, reference_tables
+        return tables, skipped, reference_tables_with(reference_rows_at, rest, dataset, geometry, options, metrics,
+                                                      references, human_mode=human_mode, annotator=annotator)
 
     groups = list(targets.groupby("question_id", sort=False))
     return SharedWork([partial(score_question, question_id, group) for question_id, group in groups], finish,
