@@ -38,9 +38,12 @@ def test_the_viewers_table_has_no_dotted_names_and_meaningful_digits():
 
 def test_the_saved_view_is_written_once_per_form(tmp_path):
     tracking = TrackingSettings(uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "artifacts"))
+    client = MlflowClient(tracking.uri)
+    written = []
     for _ in range(2):
         start_run(tracking, "a run").end()
-    client = MlflowClient(tracking.uri)
+        written.append(client.get_experiment_by_name("vqa-interp").tags[VIEW_TAG])
+    assert written[0] == written[1]                    # not rewritten (its createdAt would change)
     experiment = client.get_experiment_by_name("vqa-interp")
     envelope = json.loads(experiment.tags[VIEW_TAG])
     assert json.loads(envelope["state"]) == view_state() and envelope["name"]

@@ -52,8 +52,8 @@ def evaluate(cfg: DictConfig) -> str:
     from vqa_interp.tracking.hydra_job import figures_deferred, parent_run_id_for_job, progress_line, sweep_k_for_job
     from vqa_interp.tracking.record import HEADLINE_TIMINGS, record_outputs
     from vqa_interp.tracking.resume import CONFIG_SIGNATURE_TAG, config_signature, reuse_child
-    from vqa_interp.tracking.store import (check_reachable, client_for, ending, flatten, resolve_tracking_uri, run_url,
-                                           start_run, table_url, ui_command)
+    from vqa_interp.tracking.store import (check_reachable, client_for, ending, flatten, quiet_artifact_downloads,
+                                           resolve_tracking_uri, run_url, start_run, table_url, ui_command)
     from vqa_interp.tracking.stores import remember_store, report_command
     from vqa_interp.train import ensure_model, model_source_tags
     from vqa_interp.util.arguments import verbose
@@ -61,8 +61,7 @@ def evaluate(cfg: DictConfig) -> str:
     from vqa_interp.util.memory import peak_metrics, peak_text, reset_peak_rss
 
     global _START
-    # MLflow's per-file download bars (the parent reads every child's tables) say nothing to a user
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_artifact_downloads()
     reset_peak_rss()             # each job of a sweep in this process reports its own peak
     job_start = time.perf_counter()
     # start-up (interpreter, imports, Hydra) is paid once per process, by its first job

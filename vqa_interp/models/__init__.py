@@ -8,7 +8,7 @@ from vqa_interp.models import generative  # noqa: F401, I001  (registers model.k
 from vqa_interp.models.backbones import ResNetBackbone, SmallConvBackbone, build_backbone
 from vqa_interp.models.base import ATTACHMENTS, VqaModel, take
 from vqa_interp.models.checkpoint import read_checkpoint, save_checkpoint
-from vqa_interp.models.kazemi import KazemiModel, Net, KazemiNetwork, load_model, net_dims_from_weights
+from vqa_interp.models.kazemi import KazemiModel, KazemiNetwork, Net, load_model, net_dims_from_weights
 from vqa_interp.models.registry import MODELS, ModelKind, check_method, model_kind, register_model
 
 __all__ = ["VqaModel", "ATTACHMENTS", "take", "MODELS", "ModelKind", "register_model", "model_kind", "check_method",

@@ -16,7 +16,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from vqa_interp.util.progress import tqdm
 
 from vqa_interp.data.answers import normalize_answer
 from vqa_interp.data.images import IMAGENET_MEAN, IMAGENET_STD, InputGeometry, load_image
@@ -24,6 +23,7 @@ from vqa_interp.models.base import VqaModel, take
 from vqa_interp.models.checkpoint import record_digest
 from vqa_interp.models.registry import model_kind
 from vqa_interp.util.cores import size_torch_threads
+from vqa_interp.util.progress import tqdm
 from vqa_interp.util.signature import short_signature
 
 log = logging.getLogger(__name__)

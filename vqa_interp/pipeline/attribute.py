@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
-from vqa_interp.util.progress import tqdm
 
 from vqa_interp.attribution import METHODS, MapRequest, compute_maps, make_attributor
 from vqa_interp.attribution.baselines import BaselineContext, baseline_map
@@ -19,6 +18,7 @@ from vqa_interp.data.images import InputGeometry, load_display_image
 from vqa_interp.data.vqa import Example
 from vqa_interp.errors import DataError
 from vqa_interp.util.memory import batching_of
+from vqa_interp.util.progress import tqdm
 
 log = logging.getLogger(__name__)
 

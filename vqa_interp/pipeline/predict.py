@@ -6,7 +6,6 @@ from typing import Callable, Sequence
 
 import pandas as pd
 import torch
-from vqa_interp.util.progress import tqdm
 
 from vqa_interp.data.answers import normalize_answer, vqa_accuracy
 from vqa_interp.data.vqa import Example
@@ -14,6 +13,7 @@ from vqa_interp.models.base import VqaModel, take
 from vqa_interp.models.vocab import answer_lookup
 from vqa_interp.util.disk_cache import DiskCache
 from vqa_interp.util.memory import batching_of
+from vqa_interp.util.progress import tqdm
 
 CACHE_VERSION = 5   # raise when predict()'s table changes: cached predictions are then ignored
 COLUMNS = ("question_id", "image_id", "question", "answer", "answer_type", "question_type", "prediction", "confidence",

@@ -8,7 +8,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from vqa_interp.util.progress import tqdm
 
 from vqa_interp.attribution.baselines import BASELINES, HUMAN_CEILING, baseline_map
 from vqa_interp.data.datasets import Dataset
@@ -17,6 +16,7 @@ from vqa_interp.data.vqa import Example
 from vqa_interp.metrics import PreparedMap, ScoringOptions, prepare_map, resize_maps, run_metrics
 from vqa_interp.pipeline.attribute import baseline_context
 from vqa_interp.pipeline.humans import LOO_PREFIX, QuestionHumans, ceiling_from, question_humans, score_both
+from vqa_interp.util.progress import tqdm
 
 
 _CENTRE: dict = {}

@@ -17,8 +17,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from vqa_interp.tracking.resume import SWEEP_SIGNATURE_TAG, resume_parent, sweep_signature
-from vqa_interp.tracking.store import (PARENT_ID_FILE, RunTracker, resolve_tracking_uri, run_url, start_run,
-                                       table_url, ui_command)
+from vqa_interp.tracking.store import (PARENT_ID_FILE, RunTracker, quiet_artifact_downloads, resolve_tracking_uri,
+                                       run_url, start_run, table_url, ui_command)
 from vqa_interp.tracking.stores import remember_store, report_command
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.cfg = config
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")   # per-file bars say nothing
+        quiet_artifact_downloads()
         sweep_dir = Path(config.hydra.sweep.dir)  # HydraConfig is not set yet in this hook
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = list(config.hydra.overrides.task)

@@ -177,8 +177,7 @@ def _tile(qid: str, overlay: str | None, caption: str, attrs: str = "", dim: boo
 
 def colour_bars(data: dict) -> str:
     """The colour bars of the maps on the page: every map's own scale (0 to where its top 2% of mass
-    begins, as Captum shows maps); the signed
-    scale where a column's maps carry a sign."""
+    begins, as Captum shows maps); the signed scale where a column's maps carry a sign."""
     bars = [f"<span class='bar'>0 <span class='g' style='background:{css_gradient(SEQUENTIAL)}'></span> "
             f"each map's top 2% (human and method maps alike, each to its own scale; more opaque = higher)</span>"]
     if any(c.get("signed") for c in data["columns"]):
@@ -209,7 +208,7 @@ def _breakable(label: str) -> str:
 
 
 def _floors_table(data: dict, qid: str) -> str:
-    shared: dict[tuple, list[str]] = {}     # a floor the same for several columns: one row
+    shared: dict[tuple, tuple[dict, list[str]]] = {}     # a floor the same for several columns: one row
     present = 0
     for column in data["columns"]:
         row = data["rows"][column["id"]].get(qid)
@@ -217,9 +216,9 @@ def _floors_table(data: dict, qid: str) -> str:
             continue
         present += 1
         for reference, values in row["floors"].items():
-            shared.setdefault((reference, repr(sorted(values.items()))), [values]).append(column["label"])
-    rows = [("every column" if len(labels) - 1 == present > 1 else ", ".join(labels[1:]), reference, labels[0])
-            for (reference, _), labels in shared.items()]
+            shared.setdefault((reference, repr(sorted(values.items()))), (values, []))[1].append(column["label"])
+    rows = [("every column" if len(labels) == present > 1 else ", ".join(labels), reference, values)
+            for (reference, _), (values, labels) in shared.items()]
     if not rows:
         return "<p>No floors were scored for this question.</p>"
     metrics = list(dict.fromkeys(m for _, _, values in rows for m in values))

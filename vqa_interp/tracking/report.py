@@ -23,7 +23,7 @@ from vqa_interp.tracking import explorer
 from vqa_interp.tracking.report_findings import findings
 from vqa_interp.tracking.report_page import link, render_html, render_markdown
 from vqa_interp.tracking.store import (child_runs, download_artifact, download_table, find_run, list_artifacts,
-                                       ui_base, UI_VIEW)
+                                       quiet_artifact_downloads, ui_base, UI_VIEW)
 from vqa_interp.tracking.stores import default_home, locate_run, reading_client
 from vqa_interp.tracking.sweep import comparison_table
 
@@ -200,17 +200,15 @@ def figure_groups(runs, figures, by_name) -> tuple[list[dict], pd.DataFrame | No
     when several runs are reported, a table linking each run's page of figures (``run_<id>.html``)."""
     import hashlib
 
-    evaluations = [r.info.run_id for r in runs if r.data.tags.get("run_kind") != "sweep"]
+    evaluations = [r.info.run_id for r in evaluations_of(runs)]
     on_page = [f for f in figures if f[1] not in INLINE_ONLY and (len(evaluations) <= 1 or f[0] not in evaluations)]
-    seen, groups = set(), []
-    for run_id in dict.fromkeys(run_id for run_id, _, _ in on_page):
-        shown = []
-        for rid, name, path in on_page:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if rid == run_id and digest not in seen:
-                seen.add(digest)
-                shown.append({"caption": f"{name} (run {run_id[:8]})", "path": path})
-        groups.append({"title": by_name.get(run_id, run_id), "figures": shown})
+    seen, groups = set(), {}
+    for run_id, name, path in on_page:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            groups.setdefault(run_id, []).append({"caption": f"{name} (run {run_id[:8]})", "path": path})
+    groups = [{"title": by_name.get(run_id, run_id), "figures": shown} for run_id, shown in groups.items()]
     if len(evaluations) <= 1:
         return groups, None
     rows = [{"run": by_name.get(r, r), "figures": link(f"{sum(f[0] == r for f in figures)} figures", f"run_{r[:8]}.html")}
@@ -218,10 +216,15 @@ def figure_groups(runs, figures, by_name) -> tuple[list[dict], pd.DataFrame | No
     return groups, pd.DataFrame(rows) if rows else None
 
 
+def evaluations_of(runs) -> list:
+    """The reported runs that evaluated a method (a merged run stands for its shards), not sweep parents."""
+    return [r for r in runs if r.data.tags.get("run_kind") in ("evaluation", "merged")]
+
+
 def build_report(client, run_ids: list[str], out: Path, ui_url: str) -> tuple[Path, Path]:
     """Findings first (sentences generated from the tables), then the key tables, then the details."""
     runs = resolve_runs(client, run_ids)
-    evaluations = [r for r in runs if r.data.tags.get("run_kind") in ("evaluation", "merged")]
+    evaluations = evaluations_of(runs)
     parents = [r for r in runs if r.data.tags.get("run_kind") == "sweep"]
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -286,7 +289,7 @@ def answer_lines(runs) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")   # no progress-bar noise
+    quiet_artifact_downloads()
     parser = argparse.ArgumentParser(prog="python -m vqa_interp.report", description=__doc__.split("\n")[0])
     parser.add_argument("run_ids", nargs="+", metavar="RUN",
                         help="MLflow run IDs, 8-character short IDs or run names (a sweep parent = its sweep)")

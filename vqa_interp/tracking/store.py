@@ -70,6 +70,12 @@ def run_url(uri: str, experiment_id: str, run_id: str) -> str:
     return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs/{run_id}{UI_VIEW}"
 
 
+def quiet_artifact_downloads() -> None:
+    """No MLflow per-file download bars (a sweep parent or a report reads every run's tables: they
+    say nothing to a user); a user's own setting of ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` wins."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def table_url(uri: str, experiment_id: str) -> str:
     """The experiment's runs table with the headline columns (:mod:`vqa_interp.tracking.ui_view`)."""
     return experiment_url(ui_base(uri), experiment_id)
