@@ -403,7 +403,7 @@ NOTES = """## Notes on the targets
   explain stage's tables and the five figures that do not depend on k are cached too. So the later
   jobs run no model, compute no map, score and explain nothing (`predictions_cache`,
   `scores_cache`, `references_cache`, `explain_cache` tags say `hit`). Every run's figures are
-  drawn in a forked process (`vqa_interp/tracking/background.py`) while the run goes on, and in a
+  drawn in a forked process (`vqa_interp/report/drawing.py`) while the run goes on, and in a
   sweep with Hydra's basic launcher while the next job runs; a run ends once its figures are
   logged. What a later job still pays on the critical path is its analysis and its MLflow run
   (~1-4 s measured), and the end of the sweep waits for the last drawings (~5 s of figures per

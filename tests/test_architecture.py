@@ -43,8 +43,9 @@ def _graph() -> dict[str, set[str]]:
 
 
 def _package_of(module: str) -> str:
-    """``vqa_interp.pipeline.score`` -> ``vqa_interp.pipeline``; a flat module is its own node."""
-    return ".".join(module.split(".")[:2])
+    """``vqa_interp.pipeline.score`` -> ``vqa_interp.pipeline``; a flat module and a package's
+    ``__main__`` (entry points, which sit above every package) are their own nodes."""
+    return module if module.endswith(".__main__") else ".".join(module.split(".")[:2])
 
 
 def _package_graph() -> dict[str, set[str]]:
@@ -57,7 +58,8 @@ def _package_graph() -> dict[str, set[str]]:
 
 def test_the_stages_are_packages_and_few_modules_stay_flat():
     packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
-    assert {"data", "models", "attribution", "metrics", "analysis", "tracking", "pipeline", "explain"} <= packages
+    assert {"data", "models", "attribution", "metrics", "analysis", "tracking", "pipeline", "explain",
+            "report"} <= packages
     flat = [p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
     assert len(flat) <= 8, flat
     stages = {p.stem for p in (PACKAGE / "pipeline").glob("*.py")}
@@ -112,6 +114,20 @@ def test_hydra_only_in_the_entry_points_and_mlflow_only_under_tracking():
             assert name in HYDRA_ALLOWED, f"{name} imports Hydra"
         if any(i == "mlflow" or i.startswith("mlflow.") for i in imports):
             assert name.startswith("vqa_interp.tracking"), f"{name} imports MLflow"
+
+
+def test_tracking_is_mlflow_and_report_is_what_people_read():
+    """tracking/ holds the MLflow side (the store, run records, sweeps, merges, resumes) and renders
+    no page; report/ renders the pages and never touches the store (its ``__main__`` is the entry
+    point that joins the two)."""
+    graph = _graph()
+    for name, path in _modules().items():
+        text = path.read_text()
+        if name.startswith("vqa_interp.tracking"):
+            assert "<html" not in text.lower() and "import html" not in text, f"{name} renders HTML"
+            assert not any(i.startswith("vqa_interp.report.page") for i in graph[name]), name
+        if name.startswith("vqa_interp.report") and not name.endswith("__main__"):
+            assert not any(i.startswith("vqa_interp.tracking") for i in graph[name]), f"{name} imports tracking"
 
 
 def test_importing_the_package_changes_no_process_wide_state():

@@ -1,4 +1,4 @@
-"""Figures drawn in a forked process (vqa_interp.tracking.background): the same files as drawn in
+"""Figures drawn in a forked process (vqa_interp.report.drawing): the same files as drawn in
 this process, logged to a real SQLite MLflow store before the run ends; a failed drawing ends
 its run FAILED with the child's traceback; a cancelled one leaves no process; deferred runs are
 finished in order, at the latest at the end."""
@@ -10,9 +10,10 @@ from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
 from vqa_interp.settings import TrackingSettings
-from vqa_interp.tracking import background
+from vqa_interp.tracking import figure_runs
 from vqa_interp.analysis.figures import save_figure
-from vqa_interp.tracking.background import can_fork, defer, draw_figures, finish, finish_deferred, pending
+from vqa_interp.report.drawing import can_fork, draw_figures
+from vqa_interp.tracking.figure_runs import defer, finish, finish_deferred, pending
 from vqa_interp.tracking.store import start_run
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="figures are drawn in a forked process on Linux only")
@@ -118,7 +119,7 @@ def test_a_deferred_drawing_that_fails_ends_its_run_failed_and_is_not_raised(tra
     defer(tracker, draw_figures(_source("x", fail_at="x")))
     finish_deferred()
     assert MlflowClient(tracking.uri).get_run(tracker.run_id).info.status == "FAILED"
-    assert "no data for x" in caplog.text and not background._DEFERRED
+    assert "no data for x" in caplog.text and not figure_runs._DEFERRED
 
 
 def test_a_job_waits_only_for_the_figures_an_earlier_job_keeps_for_it(tracking, tmp_path):
@@ -140,7 +141,7 @@ def test_a_job_waits_only_for_the_figures_an_earlier_job_keeps_for_it(tracking, 
 def test_two_drawing_processes_draw_every_figure_once_the_kept_ones_in_the_first(tmp_path, tracking):
     """A run that waits for its figures draws them in two processes: the same files, each figure
     drawn once, the kept (k-independent) ones by the first process; a failure in either fails the run."""
-    from vqa_interp.tracking.background import FigureJobs, draw_figures_split
+    from vqa_interp.report.drawing import FigureJobs, draw_figures_split
 
     keep = tmp_path / "kept"
     kept = {"k1", "k2"}
@@ -171,7 +172,7 @@ def test_two_drawing_processes_draw_every_figure_once_the_kept_ones_in_the_first
 def test_the_parent_compares_while_the_last_figures_draw_and_again_if_one_fails(tracking, breaks):
     """A sweep's comparison counts a child whose figures are still drawing as FINISHED, ends the
     child once drawn, and makes the comparison again if that child then ends FAILED."""
-    from vqa_interp.tracking.background import pending_runs
+    from vqa_interp.tracking.figure_runs import pending_runs
     from vqa_interp.tracking.sweep import close_parent
 
     parent = start_run(tracking, "sweep", tags={"run_kind": "sweep"})

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vqa_interp.tracking import explorer
-from vqa_interp.tracking.explorer_page import render
+from vqa_interp.report import explorer
+from vqa_interp.report.explorer_page import render
 
 INJECTED = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 
@@ -215,7 +215,7 @@ def test_the_display_scale_is_captums():
     zeros and a single hot pixel; a map of zeros is shown empty."""
     from captum.attr._utils.visualization import _cumulative_sum_threshold
 
-    from vqa_interp.tracking.map_colours import display_scale
+    from vqa_interp.report.map_colours import display_scale
 
     rng = np.random.default_rng(0)
     hot = np.zeros((16, 16))

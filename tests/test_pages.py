@@ -50,7 +50,7 @@ def _store_with_payloads(tmp_path):
 
 
 def test_payloads_in_every_field_are_text_in_the_report_and_the_explorer(tmp_path, request):
-    from vqa_interp.tracking.report import build_report
+    from vqa_interp.tracking.report_source import build_report
 
     client, run_id = _store_with_payloads(tmp_path)
     html_path, md_path = build_report(client, [run_id], tmp_path / "report", "http://127.0.0.1:5000")

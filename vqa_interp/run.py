@@ -48,7 +48,7 @@ def evaluate(cfg: DictConfig) -> str:
     from vqa_interp.pipeline import execute, timed
     from vqa_interp.pipeline import model as model_stage
     from vqa_interp.settings import from_config
-    from vqa_interp.tracking.background import defer, log_figures
+    from vqa_interp.tracking.figure_runs import defer, log_figures
     from vqa_interp.tracking.hydra_job import figures_deferred, parent_run_id_for_job, progress_line, sweep_k_for_job
     from vqa_interp.tracking.record import HEADLINE_TIMINGS, record_outputs
     from vqa_interp.tracking.resume import CONFIG_SIGNATURE_TAG, config_signature, reuse_child

@@ -1,7 +1,7 @@
 """Everything MLflow: the store API (:mod:`~vqa_interp.tracking.store`), the Hydra sweep callback
 (:mod:`~vqa_interp.tracking.callback`), a sweep parent's comparison (:mod:`~vqa_interp.tracking.sweep`),
 the merge of shard runs (:mod:`~vqa_interp.tracking.merge`) and a run's figures drawn in a forked
-process (:mod:`~vqa_interp.tracking.background`). No other package imports MLflow."""
+process (:mod:`~vqa_interp.report.drawing`). No other package imports MLflow."""
 from vqa_interp.tracking.store import (PARENT_TAG, RunTracker, child_runs, client_for, download_table, ending,
                                        find_run, flatten, resolve_tracking_uri, start_run, tracked_run,
                                        training_run, ui_command)

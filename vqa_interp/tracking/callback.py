@@ -108,7 +108,7 @@ class MlflowSweepCallback(Callback):
         """Summarise and end the parent. From ``atexit`` (a job failed and Hydra is exiting) the
         work runs in a fresh process: at interpreter shutdown MLflow's artifact downloads, which
         use a thread pool, are refused."""
-        from vqa_interp.tracking.background import finish_deferred, pending_runs
+        from vqa_interp.tracking.figure_runs import finish_deferred, pending_runs
 
         finishing = pending_runs() if in_process and self.tracker is not None else []
         if any(_sharded(self.tracker.client, run_id) for run_id in finishing):

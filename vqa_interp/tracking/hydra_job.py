@@ -78,7 +78,7 @@ def progress_line(now: float | None = None) -> str:
 def figures_deferred() -> bool:
     """Whether this job's run may end after the job returns, once its figures are drawn: in a
     sweep whose jobs run in this process (Hydra's basic launcher), where the sweep's next job or
-    its end finishes it (:func:`vqa_interp.tracking.background.finish_deferred`). A launcher that
+    its end finishes it (:func:`vqa_interp.tracking.figure_runs.finish_deferred`). A launcher that
     runs jobs in other processes gets each run finished by its own job."""
     from hydra.core.hydra_config import HydraConfig
 

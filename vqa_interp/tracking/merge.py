@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from vqa_interp.tracking import explorer
+from vqa_interp.report import explorer
+from vqa_interp.tracking import explorer_runs
 from vqa_interp.tracking.stores import DEFAULT_URI
 
 
@@ -92,7 +93,7 @@ def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> s
                   "count/shards": float(num_shards), "model/accuracy": float(predictions["correct"].mean())}
         tracker.log_metrics({**counts, **results.metrics})
         with tempfile.TemporaryDirectory() as tmp:
-            explorer.log(tracker, explorer.merge_shards([explorer.download(client, r.info.run_id, tmp) for r in runs],
+            explorer_runs.log(tracker, explorer.merge_shards([explorer_runs.download(client, r.info.run_id, tmp) for r in runs],
                                                         run.info.run_id, run.info.run_name))
     return run.info.run_id
 

@@ -1,5 +1,5 @@
 """What a finished run records in MLflow: its tables, analysis, metrics, maps and panels, and the
-figures it hands to a drawing process (:mod:`vqa_interp.tracking.background`)."""
+figures it hands to a drawing process (:mod:`vqa_interp.report.drawing`)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vqa_interp.tracking import explorer
+from vqa_interp.report import explorer
+from vqa_interp.tracking import explorer_runs
 
 HEADLINE_TIMINGS = ("time/total_s", "time/attribution_s", "time/scoring_s", "time/explain_s", "time/sanity_s",
                     "time/logging_s")
@@ -28,11 +29,12 @@ def write_maps_archive(path: Path, cache, keys) -> None:
 
 def record_outputs(tracker, settings, outputs, timings: dict, draw_workers: int = 1):
     """Log a finished run's tables, analysis and maps, and start drawing its figures (in
-    ``draw_workers`` processes): returns the :class:`~vqa_interp.tracking.background.FigureJob`
+    ``draw_workers`` processes): returns the :class:`~vqa_interp.report.drawing.FigureJob`
     whose figures the run logs before it ends."""
     from vqa_interp.analysis import figures, statistics
-    from vqa_interp.tracking.background import draw_figures_split, finish_deferred
-    from vqa_interp.tracking.figure_cache import FigureCache
+    from vqa_interp.report.drawing import draw_figures_split
+    from vqa_interp.tracking.figure_runs import finish_deferred
+    from vqa_interp.report.figure_cache import FigureCache
 
     a = settings.analysis
     start = time.perf_counter()
@@ -78,7 +80,7 @@ def record_outputs(tracker, settings, outputs, timings: dict, draw_workers: int 
 
         makers["floor_ceiling"] = lambda: floor_ceiling_figure(results.tables["baselines"],
                                                                settings.attribution.method)
-    # drawn in another process (vqa_interp.tracking.background); the cached kind first, so that a
+    # drawn in another process (vqa_interp.report.drawing); the cached kind first, so that a
     # k sweep's next job can reuse them while this job's other figures are still being drawn
     makers = dict(sorted(makers.items(), key=lambda item: rendered.folder(item[0]) is None))
     job = draw_figures_split(makers, keep_in=rendered.folder, cached=[rendered.png(name) for name in sorted(skip)],
@@ -96,7 +98,7 @@ def record_outputs(tracker, settings, outputs, timings: dict, draw_workers: int 
         if cases:
             log_panel(tracker, cases)
         if settings.tracking.log_maps:
-            explorer.log(tracker, explorer.run_data(outputs, results.examples, settings, tracker.run_id,
+            explorer_runs.log(tracker, explorer.run_data(outputs, results.examples, settings, tracker.run_id,
                                                     f"{method} on {settings.model.name}"))
         if settings.tracking.log_maps and len(outputs.table):
             with tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from vqa_interp.explain.analysis import COMPARED_METRICS
 from vqa_interp.metrics.registry import family_metrics, metric_names
-from vqa_interp.tracking import explorer
+from vqa_interp.tracking import explorer_runs
 from vqa_interp.tracking.stores import DEFAULT_URI
 from vqa_interp.tracking.store import child_runs, download_table
 from vqa_interp.tracking.ui_view import ranking_metrics, viewer_table
@@ -223,7 +223,7 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
             tracker.log_table(means, "fig2_method_means")
             tracker.log_figure(figures.method_means_table(means), "figures/fig2_method_means.png")
         # every child's map of the same question side by side (a merged run stands for its shards)
-        explorer.log(tracker, explorer.for_runs(tracker.client, counted_as_finished(
+        explorer_runs.log(tracker, explorer_runs.for_runs(tracker.client, counted_as_finished(
             child_runs(tracker.client, tracker.run_id), finishing), tmp,
                                                 tracker.client.get_run(tracker.run_id).info.run_name))
         panel = side_by_side_panel(tracker.client, finished, tmp)

@@ -48,7 +48,7 @@ def one_blas_thread() -> Iterator[None]:
     features); OpenBLAS then keeps a second thread busy-waiting between calls. Measured on these
     2-core VMs, the first job of a 4-value k sweep: scoring took 22.4 s of wall and 44.5 s of CPU
     time with two BLAS threads, 20.8 s and 20.8 s with one, which leaves the other core to the
-    process drawing an earlier job's figures (:mod:`vqa_interp.tracking.background`).
+    process drawing an earlier job's figures (:mod:`vqa_interp.report.drawing`).
     """
     from threadpoolctl import threadpool_limits
 

@@ -16,7 +16,7 @@ import html
 import logging
 import re
 
-from vqa_interp.tracking.map_colours import DIVERGING, SEQUENTIAL, css_gradient
+from vqa_interp.report.map_colours import DIVERGING, SEQUENTIAL, css_gradient
 
 log = logging.getLogger(__name__)
 THUMB_PX, FULL_PX = 96, 320
@@ -276,7 +276,7 @@ def _controls(data: dict) -> str:
 
 
 def render(data: dict) -> str:
-    """The page for explorer data (:mod:`vqa_interp.tracking.explorer`) as one HTML string."""
+    """The page for explorer data (:mod:`vqa_interp.report.explorer`) as one HTML string."""
     data = checked(data)
     columns = data["columns"]
     lows = sorted({(c["low"], c["high"]) for c in columns})

@@ -3,7 +3,7 @@
 
 Plain JSON with the pictures inline as data URIs (``explorer/explorer.json``, logged by every run),
 so that a sweep parent, a merged shard run and the report build one page from their runs' entries
-without reading the dataset again; :mod:`vqa_interp.tracking.explorer_page` renders it.
+without reading the dataset again; :mod:`vqa_interp.report.explorer_page` renders it.
 
 Layout::
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vqa_interp.tracking.map_colours import (DIVERGING, MAX_OPACITY, SEQUENTIAL, colour_table, display_scale,
+from vqa_interp.report.map_colours import (DIVERGING, MAX_OPACITY, SEQUENTIAL, colour_table, display_scale,
                                              is_signed)
 
 EXPLORER_JSON = "explorer/explorer.json"
@@ -174,29 +174,11 @@ def merge_shards(parts: list[dict], run_id: str, label: str) -> dict | None:
 
 def write(data: dict, out: Path) -> Path:
     """The page for ``data`` at ``out`` (a file path)."""
-    from vqa_interp.tracking.explorer_page import render
+    from vqa_interp.report.explorer_page import render
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(data), encoding="utf-8")
     return out
-
-
-def log(tracker, data: dict | None) -> None:
-    """Log ``explorer/explorer.json`` (for parents and reports) and ``explorer.html``."""
-    if not data:
-        return
-    from vqa_interp.tracking.explorer_page import render
-
-    tracker.log_text(json.dumps(data), EXPLORER_JSON)
-    tracker.log_text(render(data), EXPLORER_HTML)
-
-
-def download(client, run_id: str, tmp: str) -> dict | None:
-    """A run's explorer entry (None when it logged none)."""
-    from vqa_interp.tracking.store import download_artifact
-
-    path = download_artifact(client, run_id, EXPLORER_JSON, tmp + f"/explorer-{run_id}")
-    return json.loads(path.read_text()) if path is not None else None
 
 
 def page_runs(runs) -> list:
@@ -215,14 +197,6 @@ def column_labels(runs) -> dict[str, str]:
     common = set.intersection(*(set(o) for o in overrides.values())) if overrides else set()
     return {r.info.run_id: " ".join(o for o in overrides[r.info.run_id] if o not in common) or r.info.run_name
             for r in runs}
-
-
-def for_runs(client, runs, tmp: str, title: str) -> dict | None:
-    """One page's data for ``runs`` (see :func:`page_runs`), each column labelled by what sets its
-    run apart (:func:`column_labels`), runs that differ in ``k`` alone folded into one (:func:`fold_k`)."""
-    runs = page_runs(runs)
-    data = merge([download(client, r.info.run_id, tmp) for r in runs], title, column_labels(runs))
-    return fold_k(data) if data else data
 
 
 def fold_k(data: dict) -> dict:
