@@ -47,6 +47,7 @@ def evaluate(cfg: DictConfig) -> str:
     from vqa_interp.pipeline import data as data_stage
     from vqa_interp.pipeline import execute, timed
     from vqa_interp.pipeline import model as model_stage
+    from vqa_interp.pipeline.analyse import analyse_run
     from vqa_interp.settings import from_config
     from vqa_interp.tracking.figure_runs import defer, log_figures
     from vqa_interp.tracking.hydra_job import figures_deferred, parent_run_id_for_job, progress_line, sweep_k_for_job
@@ -104,7 +105,9 @@ def evaluate(cfg: DictConfig) -> str:
                           also_k=sweep_k_for_job())
         # a run that waits for its figures draws them in two processes (the other core is idle while
         # it waits); a sweep job whose next job computes meanwhile draws them in one
-        job = record_outputs(tracker, settings, outputs, timings,
+        analysis = analyse_run(outputs, settings)
+        timings["time/analysis_s"] = analysis.seconds
+        job = record_outputs(tracker, settings, outputs, analysis, timings,
                              draw_workers=1 if deferred else min(2, os.cpu_count() or 1))
         with job.cancelled_on_error():
             if not deferred:
@@ -116,7 +119,7 @@ def evaluate(cfg: DictConfig) -> str:
                                  **peak_metrics(settings.device)})
             tracker.log_table(pd.DataFrame([{"stage": k.split("/", 1)[1][:-2], "seconds": v}
                                             for k, v in timings.items()]), "timings")
-            tracker.set_description(outputs.summary_markdown)
+            tracker.set_description(analysis.summary_markdown)
     if deferred:   # this sweep's next job runs while the figures are drawn; the run ends when they are in
         defer(tracker, job)
     uri = resolve_tracking_uri(settings.tracking.uri)
@@ -124,12 +127,12 @@ def evaluate(cfg: DictConfig) -> str:
     finished = (f"MLflow run {tracker.run_id} ({name}) finished: {len(outputs.table)} rows, model accuracy "
                 f"{outputs.counts['model/accuracy']:.3f}, {timings['time/total_s']:.1f} s, "
                 f"{peak_text(settings.device)}.\n  {run_url(uri, tracker.experiment_id, tracker.run_id)}")
-    if outputs.summary and in_full:
-        print("\n" + outputs.summary + "\n", flush=True)
+    if analysis.summary and in_full:
+        print("\n" + analysis.summary + "\n", flush=True)
     print(finished, flush=True)
     with contextlib.suppress(OSError):     # the job's own log (Hydra's, in its folder) holds it all
         with open(Path(hydra_cfg.runtime.output_dir) / f"{hydra_cfg.job.name}.log", "a", encoding="utf-8") as out:
-            out.write(f"{outputs.summary}\n\n{finished}\n")
+            out.write(f"{analysis.summary}\n\n{finished}\n")
     if not parent_run_id:    # a sweep's parent prints the table, the UI and its report command last
         print(f"  runs table: {table_url(uri, tracker.experiment_id)}\n  (serve it with: {ui_command(uri)})\n"
               f"report: {report_command(uri, tracker.run_id)}", flush=True)

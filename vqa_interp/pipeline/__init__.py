@@ -54,11 +54,8 @@ class RunOutputs:
     geometry: InputGeometry | None = None
     dataset: Dataset | None = None
     references: pd.DataFrame | None = None      # floors and ceiling per question (references.score_references)
-    summary: str = ""                           # the terminal summary, filled when the run is recorded
-    summary_markdown: str = ""                  # the same for the run's description in MLflow
     sanity: pd.DataFrame | None = None          # randomisation curves (analysis.sanity)
     explain: ExplainTables | None = None        # tokens, image share, faithfulness (explain.*)
-    summary_lines: list[str] = field(default_factory=list)
     metrics: tuple[str, ...] = ()               # the metrics this run scored (scoring.metrics)
 
 

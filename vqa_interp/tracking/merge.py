@@ -40,9 +40,22 @@ def shard_groups(runs) -> dict[tuple, list]:
     return groups
 
 
+def analysis_options(params: dict):
+    """The shards' ``analysis.*`` and ``confidence.*`` params, read back as the run read them."""
+    from vqa_interp.settings import AnalysisSettings
+
+    return AnalysisSettings(low=float(params["confidence.low"]), high=float(params["confidence.high"]),
+                            map_for_example=params.get("analysis.map_for_example", "prediction"),
+                            test=params.get("analysis.test", "cluster_bootstrap"),
+                            alpha=float(params.get("analysis.alpha", 0.05)),
+                            bootstrap=int(params.get("analysis.bootstrap", 2000)),
+                            min_group=int(params.get("analysis.min_group", 10)),
+                            min_images=int(params.get("analysis.min_images", 5)), seed=int(params.get("seed", 0)))
+
+
 def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> str | None:
     """One merged run for a complete group of shard runs (None when a shard is missing/failed)."""
-    from vqa_interp.analysis.statistics import analyse
+    from vqa_interp.analysis.run_tables import analyse_tables
     from vqa_interp.tracking.store import PARENT_TAG, RunTracker, ending
 
     params = dict(runs[0].data.params)
@@ -61,22 +74,7 @@ def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> s
                       if parts and all(p is not None for p in parts) else None)
     table = table.sort_values(["question_id", "method", "target"], kind="stable").reset_index(drop=True)
     predictions = predictions.sort_values("question_id", kind="stable").reset_index(drop=True)
-    results = analyse(table, low=float(params["confidence.low"]), high=float(params["confidence.high"]),
-                      map_for_example=params.get("analysis.map_for_example", "prediction"),
-                      alpha=float(params.get("analysis.alpha", 0.05)), n_bootstrap=int(params.get("analysis.bootstrap", 2000)),
-                      seed=int(params.get("seed", 0)), min_group=int(params.get("analysis.min_group", 10)),
-                      test=params.get("analysis.test", "cluster_bootstrap"),
-                      min_images=int(params.get("analysis.min_images", 5)))
-    from vqa_interp.tracking.record import adjusted_results, reference_results
-
-    if references is not None and results.examples is not None:
-        # the shards' floors and ceiling, read on the merged questions as one run reads its own
-        reference_results(results, references, n_bootstrap=int(params.get("analysis.bootstrap", 2000)),
-                          seed=int(params.get("seed", 0)), min_questions=int(params.get("analysis.min_group", 10)),
-                          min_images=int(params.get("analysis.min_images", 5)))
-    adjusted_results(results, references, n_bootstrap=int(params.get("analysis.bootstrap", 2000)),
-                     seed=int(params.get("seed", 0)), min_group=int(params.get("analysis.min_group", 10)),
-                     min_images=int(params.get("analysis.min_images", 5)), alpha=float(params.get("analysis.alpha", 0.05)))
+    results = analyse_tables(table, references, analysis_options(params))
     shard_ids = ",".join(r.info.run_id for r in sorted(runs, key=lambda r: int(r.data.params["data.shard"])))
     run = client.create_run(experiment_id, run_name=f"{runs[0].info.run_name.rsplit('-shard', 1)[0]}-merged",
                             tags={"run_kind": "merged", PARENT_TAG: parent_run_id, "merged_from": shard_ids,
