@@ -104,13 +104,40 @@ def _keys(path: Path) -> list[tuple[str, str, str]]:
     return out
 
 
+def options_tables() -> tuple[list[str], set[str]]:
+    """The options classes' tables (:data:`vqa_interp.settings.SECTIONS` and each dataset's own
+    ``Options``) and the keys they cover."""
+    from vqa_interp.data.datasets import DATASETS
+    from vqa_interp.settings import SECTIONS
+    from vqa_interp.util.options import option_rows
+
+    lines, covered = [], set()
+    parts = [(f"`{name}.*` ({cls.__name__})", name, cls) for name, cls in SECTIONS]
+    parts += [(f"`data.*` of `data.name={d.name}` ({d.Options.__name__})", "data", d.Options)
+              for d in DATASETS.values() if d.Options is not None and d.Options is not getattr(d.__base__, "Options", None)]
+    for title, prefix, cls in parts:
+        rows = option_rows(cls, prefix)
+        covered.update(r["key"] for r in rows)
+        lines += [f"### {title}", "", "| key | default | allowed | meaning |", "|---|---|---|---|"]
+        lines += [f"| `{r['key']}` | `{_cell(r['default'])}` | {_cell(r['allowed'])} | {_cell(r['meaning'])} |"
+                  for r in rows]
+        lines.append("")
+    return lines, covered
+
+
 def config_page() -> str:
+    tables, covered = options_tables()
     lines = ["# Configuration keys", "",
-             "Every key of `conf/config.yaml` and of each config group's files, with its default and the comment that "
-             "documents it; override any with `key=value` on the command line. Values are checked before any work "
-             "(a bad one is one line naming the key and what is allowed).", "",
-             "## `conf/config.yaml`", "", "| key | default | meaning |", "|---|---|---|"]
-    lines += [f"| `{k}` | `{_cell(v)}` | {_cell(c)} |" for k, v, c in _keys(ROOT / "conf" / "config.yaml")]
+             "Every key of `conf/config.yaml` and of each config group's files, with its default and what it means; "
+             "override any with `key=value` on the command line. Values are checked before any work (a bad one is one "
+             "line naming the key and what is allowed).", "",
+             "## Options with a class of their own", "",
+             "Each of these is defined once, in its options class (`vqa_interp/settings.py`, a dataset's `Options` in "
+             "`vqa_interp/data/datasets.py`): the YAML defaults are tested against it, and this table is generated "
+             "from it.", "", *tables,
+             "## The other keys of `conf/config.yaml`", "", "| key | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{k}` | `{_cell(v)}` | {_cell(c)} |" for k, v, c in _keys(ROOT / "conf" / "config.yaml")
+              if k not in covered]
     for group in sorted(p for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name != "hydra"):
         lines += ["", f"## `{group.name}=`", ""]
         for path in sorted(group.glob("*.yaml")):

@@ -171,12 +171,16 @@ def test_metric_lists_come_from_the_registry():
 
 # ------------------------------------------------------------------ extending the registries
 PLUGIN = '''
-"""A toy plugin: one metric, one method and one dataset, registered the documented way."""
+"""A toy plugin: one metric, one method and one dataset with an option of its own, registered the
+documented way."""
+from dataclasses import dataclass
+
 import numpy as np
 
 from vqa_interp.attribution import Method, register
-from vqa_interp.data.datasets import Embedded, register_dataset
+from vqa_interp.data.datasets import Embedded, EmbeddedOptions, register_dataset
 from vqa_interp.metrics import metric
+from vqa_interp.util.options import option
 
 
 def _top_mass_reference(a, h, options):
@@ -202,13 +206,19 @@ def _doubled_gradient(model, options):
 register(Method("toy_grad", _doubled_gradient, {"scale": 2.0}, "scaled |gradient|"))
 
 
+@dataclass(frozen=True)
+class OneAnnotatorOptions(EmbeddedOptions):
+    annotator: int = option(1, "the one annotator every map is scored against (1-based)", minimum=1)
+
+
 @register_dataset
-class ToyFirstAnnotator(Embedded):
-    """The embedded benchmark scored against annotator 1 only."""
+class ToyOneAnnotator(Embedded):
+    """The embedded benchmark scored against one annotator only (data.annotator)."""
     name = "toy_first"
+    Options = OneAnnotatorOptions
 
     def human_maps(self, example, geometry, mode="mean", annotator=1):
-        return super().human_maps(example, geometry, "annotator", 1)
+        return super().human_maps(example, geometry, "annotator", self.options.annotator)
 '''
 
 
@@ -225,7 +235,8 @@ def toy_plugin(tmp_path, monkeypatch):
     (conf / "data").mkdir()
     (conf / "method" / "toy_grad.yaml").write_text("name: toy_grad\nscale: 2.0\n")
     embedded = (ROOT / "conf" / "data" / "embedded.yaml").read_text()
-    (conf / "data" / "toy_first.yaml").write_text(embedded.replace("name: embedded", "name: toy_first"))
+    (conf / "data" / "toy_first.yaml").write_text(embedded.replace("name: embedded", "name: toy_first")
+                                                  + "annotator: 1             # the dataset's own key\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
     for registry, key in ((REGISTRY, "toy_top_mass"), (METHODS, "toy_grad"), (DATASETS, "toy_first")):
@@ -254,16 +265,21 @@ def test_a_plugin_method_metric_and_dataset_run_through_the_cli(toy_plugin, cli_
     from mlflow.tracking import MlflowClient
 
     env = {**cli_env, "PYTHONPATH": f"{toy_plugin}:{cli_env['PYTHONPATH']}"}
-    result = subprocess.run([python(), "-m", "vqa_interp.run", f"hydra.searchpath=[file://{toy_plugin / 'conf'}]",
-                             "+plugins=[toy_plugin]", "method=toy_grad", "data=toy_first", "data.limit=6",
-                             "preprocessing.size=32", "analysis.bootstrap=50", "analysis.n_panels=1"],
-                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    command = [python(), "-m", "vqa_interp.run", f"hydra.searchpath=[file://{toy_plugin / 'conf'}]",
+               "+plugins=[toy_plugin]", "method=toy_grad", "data=toy_first", "data.limit=6",
+               "preprocessing.size=32", "analysis.bootstrap=50", "analysis.n_panels=1"]
+    refused = subprocess.run(command + ["data.annotator=0"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                             timeout=900)
+    assert refused.returncode == 2 and "data.annotator=0; expected an integer >= 1" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    result = subprocess.run(command + ["data.annotator=2"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("vqa-interp")
     run = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("run_kind") == "evaluation"][0]
     assert run.info.status == "FINISHED" and run.data.params["method.name"] == "toy_grad"
-    assert run.data.params["data.name"] == "toy_first"
+    assert run.data.params["data.name"] == "toy_first" and run.data.params["data.annotator"] == "2"
     table = pd.read_csv(client.download_artifacts(run.info.run_id, "tables/per_example.csv", str(tmp_path)))
     assert "toy_top_mass" in table and table["toy_top_mass"].between(0, 1).all()
     assert (table["method"] == "toy_grad").all()

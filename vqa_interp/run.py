@@ -179,6 +179,7 @@ _START = time.perf_counter()
 
 if __name__ == "__main__":
     logging.basicConfig(level=os.environ.get("VQA_INTERP_LOG", "INFO"))
+    from vqa_interp.cli_help import register_help_resolver
     from vqa_interp.util.arguments import argument_problem, choice_problem, take_verbose
 
     sys.argv[1:] = take_verbose(sys.argv[1:])
@@ -186,4 +187,5 @@ if __name__ == "__main__":
     if problem:
         print(f"error: {problem}", file=sys.stderr, flush=True)
         sys.exit(2)
+    register_help_resolver()
     main()

@@ -7,17 +7,20 @@ hand-kept tuple here.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from vqa_interp.errors import ConfigError
 from vqa_interp.metrics.prepare import ScoringOptions
+from vqa_interp.util.options import one_of, option, read_options
 
 TARGET_POLICIES = ("paper", "label", "prediction")
 HUMAN_MODES = ("mean", "annotator", "each")
 MAP_FOR_EXAMPLE = ("prediction", "label")
 ANALYSIS_TESTS = ("cluster_bootstrap", "student", "welch", "mannwhitney")
+SUBSTRATES = ("blur", "mean")
 # (attribution.target_policy, analysis.map_for_example) pairs where the map that stands for an
 # example is not computed for some examples: refused, saying which to use instead
 MISSING_MAP = {
@@ -40,23 +43,25 @@ DEVICES = ("cpu", "cuda")
 
 @dataclass(frozen=True)
 class DataSettings:
-    """Which questions, images and human maps (``data.*``)."""
-    name: str = "embedded"
-    root: str | None = None
-    split: str = "val"
-    seed: int = 0
-    n_train_images: int = 3000
-    n_val_images: int = 100
-    questions: str | None = None
-    annotations: str | None = None
-    images: str | None = None
-    human_maps: str | None = None
-    limit: int | None = None
-    question_ids: tuple[int, ...] | None = None
-    num_shards: int = 1
-    shard: int = 0
-    skip_missing_images: bool = False
-    skip_bad_images: bool = False
+    """Which questions, images and human maps (``data.*``). The keys every dataset shares are here;
+    a dataset's own keys (the embedded generator's ``seed``, ``n_train_images``, ``n_val_images``)
+    are its options class (``Dataset.Options``, read into ``options``)."""
+    name: str = option("embedded", "the dataset (a registered name: embedded, vqahat, or a plugin's)")
+    root: str | None = option(None, "the folder of the VQA 1.0 / COCO / VQA-HAT layout (embedded: null, generated)",
+                              kind=str)
+    split: str = option("val", "the evaluated split")
+    questions: str | None = option(None, "the questions json, when not under root", kind=str)
+    annotations: str | None = option(None, "the annotations json, when not under root", kind=str)
+    images: str | None = option(None, "the images folder, when not under root", kind=str)
+    human_maps: str | None = option(None, "the human maps folder ({question_id}_{n}.png), when not under root",
+                                    kind=str)
+    limit: int | None = option(None, "evaluate only the first N questions that have human maps", kind=int, minimum=1)
+    question_ids: tuple[int, ...] | None = option(None, "evaluate these question ids only (a list)", kind=list)
+    num_shards: int = option(1, "split the questions into this many shards (one run each)", minimum=1)
+    shard: int = option(0, "which shard this run evaluates (0-based)", minimum=0)
+    skip_missing_images: bool = option(False, "skip questions whose image file is missing (counted)")
+    skip_bad_images: bool = option(False, "skip questions whose image is empty, truncated or undecodable (counted)")
+    options: Any = field(default=None, hash=False)    # the dataset's own options (its Dataset.Options), or None
 
 
 @dataclass(frozen=True)
@@ -81,21 +86,26 @@ class AttributionSettings:
     """The attribution method and how maps are computed (``method.*``, ``attribution.*``)."""
     method: str = "saliency"
     options: dict = field(default_factory=dict, hash=False)   # the method's own keys (name excluded)
-    batch_size: int = 16
-    target_policy: str = "paper"
+    batch_size: int = option(16, "maps per batch, at most (memory.budget sizes every batch)", minimum=1)
+    target_policy: str = option("paper", "which answers get a map: paper (the label, and the prediction when "
+                                "wrong) | label | prediction", choices=TARGET_POLICIES)
     channel_reduction: str = "max_abs"
-    device: str = "cpu"
 
 
 @dataclass(frozen=True)
 class ScoringSettings(ScoringOptions):
     """Everything that changes a score but not the maps (``k``, ``preprocessing.*``, ``scoring.*``):
     the scorer's :class:`~vqa_interp.metrics.prepare.ScoringOptions` plus which human map is used."""
-    human: str = "mean"
-    annotator: int = 1
-    workers: int = 1
-    metrics: tuple[str, ...] | str | None = None   # None: every metric but the slow ones; "all"; or names
-    fork: bool = True         # score in a forked process beside the explain stage (vqa_interp.pipeline.execute)
+    human: str = option("mean", "the human map scored against: mean | annotator | each", choices=HUMAN_MODES)
+    annotator: int = option(1, "the annotator when human=annotator (1-based, as in {question_id}_{n}.png)",
+                            minimum=1)
+    workers: int = option(1, "threads that score questions (one item per question)", minimum=1)
+    metrics: tuple[str, ...] | str | None = option(None, "null: every registered metric but the slow ones (emd); "
+                                                   "all; or a list of names (checked by the metric registry)")
+    tie_policy: str = option("fractional", "top-k ties: fractional (ties share the free slots) | include | index "
+                             "(the lowest index; checked by ScoringOptions)", kind=str)
+    dice: str = option("soft", "soft | hard (checked by ScoringOptions)", kind=str)
+    fork: bool = option(True, "score in a forked process while the model is explained (Linux, CPU); false: in turn")
 
 
 @dataclass(frozen=True)
@@ -103,50 +113,62 @@ class AnalysisSettings:
     """The correct/wrong x confidence analysis (``confidence.*``, ``analysis.*``)."""
     low: float = 0.25
     high: float = 0.75
-    map_for_example: str = "prediction"
-    test: str = "cluster_bootstrap"           # the primary two-sample test (analysis.test)
-    alpha: float = 0.05
-    bootstrap: int = 2000
-    n_panels: int = 4
-    min_group: int = 10
-    min_images: int = 5
-    panel_ids: tuple[int, ...] | None = None
+    map_for_example: str = option("prediction", "which map stands for an example in the correct/wrong x "
+                                  "confidence analysis", choices=MAP_FOR_EXAMPLE)
+    test: str = option("cluster_bootstrap", "the primary test of correct vs wrong", choices=ANALYSIS_TESTS)
+    alpha: float = option(0.05, "the significance level", above=0, below=1)
+    bootstrap: int = option(2000, "bootstrap resamples for the 95% CIs", minimum=1)
+    n_panels: int = option(4, "questions in the side-by-side panels", minimum=0)
+    min_group: int = option(10, "fewer questions than this in a group or pair: underpowered, never tested",
+                            minimum=2)
+    min_images: int = option(5, "fewer images than this in a group or pair: underpowered, never tested", minimum=2)
+    panel_ids: tuple[int, ...] | None = option(None, "question ids for the panels (null: picked)", kind=list)
     seed: int = 0
-    baselines: bool = True                    # score the floors and the human ceiling in every run
-    baseline_options: dict = field(default_factory=dict, hash=False)   # {"centre": {"sigma": 0.25}, ...}
-    sanity: bool = False                      # model-randomisation sanity checks (Adebayo et al.)
-    sanity_questions: int = 50
+    baselines: bool = option(True, "score the floors (random, centre, image, oracle) and the human ceiling")
+    baseline_options: dict = option({}, "each floor's options, its method's keys (conf/method/<floor>.yaml); a floor "
+                                    "left out keeps its method's defaults")
+    sanity: bool = option(False, "model-randomisation sanity checks (+experiment=sanity)")
+    sanity_questions: int = option(50, "questions the sanity checks use", minimum=2)
 
 
 @dataclass(frozen=True)
 class ExplainSettings:
     """What the model used, beside where it looked (``explain.*``): the question's words, the image's
     share of the attribution, and the faithfulness of each map (deletion/insertion)."""
-    tokens: bool = True           # token attributions (Layer IG on the word embedding)
-    share: bool = True            # image vs question share (one joint IG pass)
-    faithfulness: bool = True     # RISE deletion/insertion curves per map, and of random maps
-    ig_steps: int = 32            # IG steps of the token and share passes
-    steps: int = 10               # deletion/insertion: fractions 0, 1/steps, ..., 1
-    substrate: str = "blur"       # what a removed pixel becomes: blur (the blurred image) | mean (its mean colour)
-    blur_sigma: float = 0.25      # Gaussian sigma as a fraction of the side (substrate=blur)
-    batch_size: int = 64          # targets per chunk, and images per forward of the deletion/insertion curves
-    ig_batch_size: int = 128      # scaled inputs per pass of the IG passes (each a forward + backward)
-    n_token_panels: int = 6       # questions in the token figure
+    tokens: bool = option(True, "token attributions: Layer IG on the word embedding, baseline the padding")
+    share: bool = option(True, "the image's vs the question's share of one joint IG pass")
+    faithfulness: bool = option(True, "RISE deletion/insertion curves of the method's maps and of random maps")
+    ig_steps: int = option(32, "IG steps of the token and share passes", minimum=2)
+    steps: int = option(10, "deletion/insertion: fractions of pixels removed 0, 1/steps, ..., 1", minimum=1)
+    substrate: str = option("blur", "what a removed pixel becomes: blur (the blurred image, as RISE) | mean (the "
+                            "image's mean colour)", choices=SUBSTRATES)
+    blur_sigma: float = option(0.25, "Gaussian sigma as a fraction of the side (substrate=blur)", above=0,
+                               maximum=1)
+    batch_size: int = option(64, "targets per chunk; images per forward of the curves (at most: memory.budget)",
+                             minimum=1)
+    ig_batch_size: int = option(128, "scaled inputs per IG pass, at most (memory.budget sizes it)", minimum=1)
+    n_token_panels: int = option(6, "questions in the token figure", minimum=0)
 
 
 @dataclass(frozen=True)
 class TrackingSettings:
     """Where runs are recorded (``tracking.*``)."""
-    uri: str = "sqlite:///mlruns/mlflow.db"
-    artifact_root: str = "mlruns/artifacts"
-    experiment: str = "vqa-interp"
-    log_maps: bool = True
+    uri: str = option("sqlite:///mlruns/mlflow.db", "the MLflow tracking store (or $MLFLOW_TRACKING_URI)")
+    artifact_root: str = option("mlruns/artifacts", "where a new experiment keeps its artifacts")
+    experiment: str = option("vqa-interp", "the MLflow experiment")
+    log_maps: bool = option(True, "log every map (maps/maps.npz) and the question explorer")
 
 
 @dataclass(frozen=True)
 class MemorySettings:
     """``memory.*``: the budget every batching stage sizes its batches from (:mod:`vqa_interp.pipeline.memory`)."""
-    budget: str = "auto"
+    budget: str = option("auto", "auto (a quarter of the memory available at the start, at most 1 GiB; 80% of a "
+                         "GPU's free) | a size such as 4GB", kind=str)
+
+
+SECTIONS = (("data", DataSettings), ("attribution", AttributionSettings), ("scoring", ScoringSettings),
+            ("analysis", AnalysisSettings), ("explain", ExplainSettings), ("tracking", TrackingSettings),
+            ("memory", MemorySettings))    # config section -> its options class (docs, --help, YAML check)
 
 
 @dataclass(frozen=True)
@@ -169,18 +191,6 @@ class Settings:
 
 
 # ------------------------------------------------------------------ validation helpers
-def _choice(value, allowed, key: str) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not allowed; expected one of {list(allowed)}.")
-
-
-def _flag(value, key: str) -> bool:
-    """An on/off key: only true or false (``no``, ``off``, ``0`` are refused, never read as true)."""
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r}; expected true or false.")
-    return value
-
-
 def _number(value, key: str, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{key}={value!r} is not a number; expected {what}.")
@@ -218,153 +228,121 @@ def _ids(value, key: str) -> tuple[int, ...] | None:
     return ids
 
 
+def _section(cfg, name: str) -> dict:
+    from omegaconf import OmegaConf
+
+    part = cfg.get(name)
+    return OmegaConf.to_container(part, resolve=True) if part is not None else {}
+
+
 # ------------------------------------------------------------------ DictConfig -> Settings
 def from_config(cfg) -> Settings:
     """Validate a composed config and turn it into :class:`Settings` (raises :class:`ConfigError`)."""
     from omegaconf import OmegaConf
 
-    from vqa_interp.attribution import METHODS
-    from vqa_interp.data.datasets import DATASETS
-    from vqa_interp.attribution.compute import CHANNEL_REDUCTIONS
-    from vqa_interp.metrics.prepare import STEPS
-
     _missing(cfg)
     load_plugins(cfg.get("plugins") or [])
+    device = str(cfg.device)
+    one_of(device.split(":")[0], DEVICES, "device")
+    check_device(device)
+    attribution = attribution_settings(cfg)
+    analysis = analysis_settings(cfg)
+    problem = target_combination_problem(attribution.target_policy, analysis.map_for_example)
+    if problem:
+        raise ConfigError(problem)
+    return Settings(data=data_settings(_section(cfg, "data")), model=model_settings(_section(cfg, "model")),
+                    attribution=attribution, scoring=scoring_settings(cfg), analysis=analysis,
+                    tracking=tracking_settings(cfg),
+                    explain=read_options(ExplainSettings, _section(cfg, "explain"), "explain"),
+                    memory=memory_settings(_section(cfg, "memory")), home=str(cfg.paths.home),
+                    cache=str(cfg.paths.cache), seed=int(cfg.seed), device=device,
+                    resolved=OmegaConf.to_container(cfg, resolve=True))
+
+
+def attribution_settings(cfg) -> AttributionSettings:
+    """``method.*`` (checked by the method) and ``attribution.*``."""
+    from vqa_interp.attribution import METHODS
+    from vqa_interp.attribution.compute import CHANNEL_REDUCTIONS
+
+    method_cfg = _section(cfg, "method")
+    method = method_cfg.pop("name", None)
+    one_of(method, sorted(METHODS), "method.name")
+    METHODS[method].validate(method_cfg)
+    reduction = cfg.preprocessing.channel_reduction
+    one_of(reduction, CHANNEL_REDUCTIONS, "preprocessing.channel_reduction")
+    return read_options(AttributionSettings, _section(cfg, "attribution"), "attribution", method=method,
+                        options=method_cfg, channel_reduction=reduction)
+
+
+def analysis_settings(cfg) -> AnalysisSettings:
+    """``confidence.*``, ``analysis.*`` (each floor's options checked by its method) and ``seed``."""
+    from vqa_interp.attribution import METHODS
+
     low = _number(cfg.confidence.low, "confidence.low", "a probability in [0, 1]")
     high = _number(cfg.confidence.high, "confidence.high", "a probability in [0, 1]")
     if not (0 <= low < high <= 1):
         raise ConfigError(f"confidence.low={low}, confidence.high={high}: expected 0 <= low < high <= 1 "
                           "(the paper: low 0.25, high 0.75).")
-    method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
-    method = method_cfg.pop("name", None)
-    _choice(method, sorted(METHODS), "method.name")
-    METHODS[method].validate(method_cfg)
-
-    p = cfg.preprocessing
-    _choice(p.channel_reduction, CHANNEL_REDUCTIONS, "preprocessing.channel_reduction")
-    for step in p.steps:
-        _choice(step, STEPS, "preprocessing.steps[]")
-    eps = _number(p.eps, "preprocessing.eps", "a small positive number (the paper: 1e-6)")
-    if not eps > 0:
-        raise ConfigError(f"preprocessing.eps={p.eps!r}; expected a small positive number (the paper: 1e-6).")
-    s = cfg.scoring
-    _choice(s.human, HUMAN_MODES, "scoring.human")
-    annotator = _integer(s.annotator, "scoring.annotator", 1, " (1-based, as in {question_id}_{n}.png)")
-    workers = _integer(s.workers, "scoring.workers", 1)
-    fork = s.get("fork", True)
-    if not isinstance(fork, bool):
-        raise ConfigError(f"scoring.fork={fork!r}; expected true (score in a forked process while the model is "
-                          "explained) or false (one after the other).")
-
-    a = cfg.attribution
-    _choice(a.target_policy, TARGET_POLICIES, "attribution.target_policy")
-    batch_size = _integer(a.batch_size, "attribution.batch_size", 1)
-    device = str(cfg.device)
-    _choice(device.split(":")[0], DEVICES, "device")
-    check_device(device)
-
-    an = cfg.analysis
-    _choice(an.map_for_example, MAP_FOR_EXAMPLE, "analysis.map_for_example")
-    _choice(an.get("test", "cluster_bootstrap"), ANALYSIS_TESTS, "analysis.test")
-    problem = target_combination_problem(a.target_policy, an.map_for_example)
-    if problem:
-        raise ConfigError(problem)
-    alpha = _number(an.alpha, "analysis.alpha", "0 < alpha < 1")
-    if not 0 < alpha < 1:
-        raise ConfigError(f"analysis.alpha={an.alpha}; expected 0 < alpha < 1.")
-    bootstrap = _integer(an.bootstrap, "analysis.bootstrap", 1, " (bootstrap resamples for the 95% CIs)")
-    n_panels = _integer(an.n_panels, "analysis.n_panels", 0)
-    min_group = _integer(an.get("min_group", 10), "analysis.min_group", 2)
-    min_images = _integer(an.get("min_images", 5), "analysis.min_images", 2)
-    baseline_options = OmegaConf.to_container(an.baseline_options, resolve=True) if an.get("baseline_options") else {}
+    values = _section(cfg, "analysis")
+    baseline_options = values.get("baseline_options") or {}
     for name, options in baseline_options.items():
-        _choice(name, sorted(m for m in METHODS if METHODS[m].kind == "baseline"), "analysis.baseline_options")
+        one_of(name, sorted(m for m in METHODS if METHODS[m].kind == "baseline"), "analysis.baseline_options")
         METHODS[name].validate(options or {})
+    return read_options(AnalysisSettings, values, "analysis", low=low, high=high,
+                        seed=_integer(cfg.seed, "seed", 0), baseline_options=baseline_options,
+                        panel_ids=_ids(values.get("panel_ids"), "analysis.panel_ids"))
 
-    d = cfg.data
-    _choice(d.name, sorted(DATASETS), "data.name")
-    num_shards = _integer(d.num_shards, "data.num_shards", 1)
-    if isinstance(d.shard, bool) or not isinstance(d.shard, int) or not 0 <= d.shard < num_shards:
-        raise ConfigError(f"data.num_shards={d.num_shards}, data.shard={d.shard}: expected integers with "
-                          "0 <= shard < num_shards.")
-    if d.limit is not None:
-        _integer(d.limit, "data.limit", 1, " or null")
-    m = OmegaConf.to_container(cfg.model, resolve=True)
-    geometry = m.pop("input", None) or {}
-    if not isinstance(m.get("kind"), str):
-        raise ConfigError(f"model.kind={m.get('kind')!r}: expected the name of a registered model kind (e.g. kazemi); "
-                          "each conf/model/*.yaml sets it.")
 
-    data = DataSettings(
-        name=d.name, root=d.root, split=d.split, seed=d.get("seed", 0), n_train_images=d.get("n_train_images", 0),
-        n_val_images=d.get("n_val_images", 0), questions=d.questions, annotations=d.annotations, images=d.images,
-        human_maps=d.human_maps, limit=d.limit, question_ids=_ids(d.question_ids, "data.question_ids"),
-        num_shards=num_shards, shard=int(d.shard), skip_missing_images=_flag(d.skip_missing_images, "data.skip_missing_images"),
-        skip_bad_images=_flag(d.get("skip_bad_images", False), "data.skip_bad_images"))
-    input_size = _integer(geometry.get("size"), "model.input.size", 2)
-    central_fraction = _number(geometry.get("central_fraction", 1.0), "model.input.central_fraction", "0 < f <= 1")
-    if not 0 < central_fraction <= 1:
-        raise ConfigError(f"model.input.central_fraction={central_fraction}; expected 0 < central_fraction <= 1 "
-                          "(pytorch-vqa: 0.875).")
-    model = ModelSettings(name=str(m.pop("name", m["kind"])), kind=m.pop("kind"), checkpoint=m.pop("checkpoint", None),
-                          input_size=input_size, central_fraction=central_fraction, options=m)
-    attribution = AttributionSettings(method=method, options=method_cfg, batch_size=batch_size,
-                                      target_policy=a.target_policy, channel_reduction=p.channel_reduction,
-                                      device=device)
+def scoring_settings(cfg) -> ScoringSettings:
+    """``k``, ``preprocessing.*`` and ``scoring.*`` (the scorer's keys are checked by ScoringOptions)."""
     from vqa_interp.metrics.registry import run_metrics
 
-    metrics = s.get("metrics")
+    values, p = _section(cfg, "scoring"), _section(cfg, "preprocessing")
+    metrics = values.get("metrics")
     if metrics is not None and not isinstance(metrics, str):
         metrics = tuple(metrics)
     run_metrics(metrics)   # checks the names (ConfigError)
     if metrics == ("all",):
         metrics = "all"
-    # k, size, resample, tie policy, dice: checked by ScoringOptions, where they are defined
-    scoring = ScoringSettings(k=cfg.k, size=p.size, steps=tuple(p.steps), eps=eps, tie_policy=s.tie_policy,
-                              dice=s.dice, resample=p.get("resample", "bilinear"), human=s.human, annotator=annotator,
-                              workers=workers, metrics=metrics, fork=fork)
-    analysis = AnalysisSettings(low=low, high=high, map_for_example=an.map_for_example, test=an.get("test", "cluster_bootstrap"),
-                                alpha=alpha,
-                                bootstrap=bootstrap, n_panels=n_panels, min_group=min_group, min_images=min_images,
-                                panel_ids=_ids(an.get("panel_ids"), "analysis.panel_ids"),
-                                seed=_integer(cfg.seed, "seed", 0),
-                                baselines=_flag(an.get("baselines", True), "analysis.baselines"),
-                                baseline_options=baseline_options, sanity=_flag(an.get("sanity", False), "analysis.sanity"),
-                                sanity_questions=_integer(an.get("sanity_questions", 50), "analysis.sanity_questions", 2))
-    tracking = tracking_settings(cfg)
-    explain = explain_settings(cfg.get("explain") or {})
-    memory = memory_settings(cfg.get("memory") or {})
-    return Settings(data=data, model=model, attribution=attribution, scoring=scoring, analysis=analysis,
-                    tracking=tracking, explain=explain, memory=memory, home=str(cfg.paths.home), cache=str(cfg.paths.cache), seed=int(cfg.seed),
-                    device=device, resolved=OmegaConf.to_container(cfg, resolve=True))
+    steps = p.get("steps")
+    if isinstance(steps, str) or not isinstance(steps, (list, tuple)):
+        raise ConfigError(f"preprocessing.steps={steps!r}; expected a list, e.g. preprocessing.steps=[minmax,unit_sum].")
+    return read_options(ScoringSettings, values, "scoring", k=cfg.k, size=p.get("size"), steps=tuple(steps),
+                        eps=p.get("eps"), tie_policy=values.get("tie_policy"), dice=values.get("dice"),
+                        resample=p.get("resample", "bilinear"), metrics=metrics)
 
 
-SUBSTRATES = ("blur", "mean")
+def data_settings(values: dict) -> DataSettings:
+    """``data.*``: the shared keys, and the dataset's own keys read by its ``Options`` class."""
+    from vqa_interp.data.datasets import DATASETS
+
+    name = values.get("name")
+    one_of(name, sorted(DATASETS), "data.name")
+    own = DATASETS[name].Options
+    data, rest = read_options(DataSettings, values, "data", keep_unknown=True,
+                              question_ids=_ids(values.get("question_ids"), "data.question_ids"))
+    if own is None and rest:
+        shared = sorted(f.name for f in dataclasses.fields(DataSettings) if f.name != "options")
+        raise ConfigError(f"data.{sorted(rest)[0]} is not a key of data.name={name}; expected one of {shared}.")
+    if not data.shard < data.num_shards:
+        raise ConfigError(f"data.num_shards={data.num_shards}, data.shard={data.shard}: expected integers with "
+                          "0 <= shard < num_shards.")
+    return dataclasses.replace(data, options=read_options(own, rest, "data") if own is not None else None)
 
 
-def explain_settings(e) -> ExplainSettings:
-    """``explain.*`` checked (a missing key keeps its default)."""
-    default = ExplainSettings()
-    unknown = sorted(set(e) - set(default.__dataclass_fields__))
-    if unknown:
-        raise ConfigError(f"explain.{unknown[0]} is not a key of explain; expected one of "
-                          f"{sorted(default.__dataclass_fields__)}.")
-    flags = {key: _flag(e.get(key, getattr(default, key)), f"explain.{key}") for key in ("tokens", "share",
-                                                                                       "faithfulness")}
-    substrate = e.get("substrate", default.substrate)
-    _choice(substrate, SUBSTRATES, "explain.substrate")
-    sigma = _number(e.get("blur_sigma", default.blur_sigma), "explain.blur_sigma",
-                    "a fraction of the image side, 0 < blur_sigma <= 1 (default 0.25)")
-    if not 0 < sigma <= 1:
-        raise ConfigError(f"explain.blur_sigma={sigma}; expected 0 < blur_sigma <= 1 (a fraction of the image side, "
-                          "default 0.25).")
-    return ExplainSettings(
-        **flags, substrate=substrate, blur_sigma=sigma,
-        ig_steps=_integer(e.get("ig_steps", default.ig_steps), "explain.ig_steps", 2, " (IG steps, default 32)"),
-        steps=_integer(e.get("steps", default.steps), "explain.steps", 1, " (deletion/insertion steps, default 10)"),
-        batch_size=_integer(e.get("batch_size", default.batch_size), "explain.batch_size", 1),
-        ig_batch_size=_integer(e.get("ig_batch_size", default.ig_batch_size), "explain.ig_batch_size", 1),
-        n_token_panels=_integer(e.get("n_token_panels", default.n_token_panels), "explain.n_token_panels", 0))
+def model_settings(m: dict) -> ModelSettings:
+    """``model.*``: its kind, checkpoint and input geometry; the other keys are the kind's to check."""
+    geometry = m.pop("input", None) or {}
+    if not isinstance(m.get("kind"), str):
+        raise ConfigError(f"model.kind={m.get('kind')!r}: expected the name of a registered model kind (e.g. kazemi); "
+                          "each conf/model/*.yaml sets it.")
+    input_size = _integer(geometry.get("size"), "model.input.size", 2)
+    central_fraction = _number(geometry.get("central_fraction", 1.0), "model.input.central_fraction", "0 < f <= 1")
+    if not 0 < central_fraction <= 1:
+        raise ConfigError(f"model.input.central_fraction={central_fraction}; expected 0 < central_fraction <= 1 "
+                          "(pytorch-vqa: 0.875).")
+    return ModelSettings(name=str(m.pop("name", m["kind"])), kind=m.pop("kind"), checkpoint=m.pop("checkpoint", None),
+                         input_size=input_size, central_fraction=central_fraction, options=m)
 
 
 def load_plugins(modules) -> None:
@@ -396,21 +374,19 @@ def check_device(device: str) -> None:
                           f"{torch.cuda.device_count() - 1}.")
 
 
-def memory_settings(m) -> MemorySettings:
+def memory_settings(m: dict) -> MemorySettings:
     from vqa_interp.util.memory import budget_problem
 
-    budget = m.get("budget", "auto")
-    problem = budget_problem(budget)
+    memory = read_options(MemorySettings, m, "memory")
+    problem = budget_problem(memory.budget)
     if problem:
         raise ConfigError(problem)
-    return MemorySettings(budget=str(budget))
+    return memory
 
 
 def tracking_settings(cfg) -> TrackingSettings:
     """Only the ``tracking`` part of a config (the sweep callback needs no more)."""
-    t = cfg.tracking
-    return TrackingSettings(uri=str(t.uri), artifact_root=str(t.artifact_root), experiment=str(t.experiment),
-                            log_maps=_flag(t.log_maps, "tracking.log_maps"))
+    return read_options(TrackingSettings, _section(cfg, "tracking"), "tracking")
 
 
 def as_dict(value: Any) -> Any:

@@ -52,7 +52,7 @@ def random_map(context: BaselineContext, options: dict) -> np.ndarray:
 
 def centre_map(context: BaselineContext, options: dict) -> np.ndarray:
     size = context.size
-    sigma = float(options.get("sigma", 0.25)) * size
+    sigma = float(options["sigma"]) * size
     centre = (size - 1) / 2.0
     yy, xx = np.mgrid[:size, :size]
     return np.exp(-((yy - centre) ** 2 + (xx - centre) ** 2) / (2 * sigma ** 2))
@@ -60,7 +60,7 @@ def centre_map(context: BaselineContext, options: dict) -> np.ndarray:
 
 def image_map(context: BaselineContext, options: dict) -> np.ndarray:
     grey = context.image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    blurred = ndimage.gaussian_filter(grey, float(options.get("blur", 1.0)))
+    blurred = ndimage.gaussian_filter(grey, float(options["blur"]))
     return np.hypot(ndimage.sobel(blurred, axis=0), ndimage.sobel(blurred, axis=1))
 
 

@@ -3,16 +3,20 @@ spirit of torchvision's datasets). A dataset gives the evaluated examples, the h
 example, and a training split, all through the same readers of the real on-disk formats.
 
 To add a dataset: subclass :class:`Dataset`, decorate it with :func:`register_dataset`, and add
-``conf/data/<name>.yaml`` (its keys are :class:`vqa_interp.settings.DataSettings`).
+``conf/data/<name>.yaml``: its keys are the shared :class:`vqa_interp.settings.DataSettings` and, for
+keys of its own, the dataset's ``Options`` class (a frozen dataclass of
+:func:`~vqa_interp.util.options.option` fields, read into ``settings.options``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from vqa_interp.data.images import InputGeometry, image_size, load_human_maps
+from vqa_interp.util.options import option
 from vqa_interp.data.vqa import DataPaths, Example, QARecord, Selection, load_examples, read_records, resolve_paths
 
 DATASETS: dict[str, type["Dataset"]] = {}
@@ -30,6 +34,7 @@ class Dataset:
     """
     name: ClassVar[str] = ""
     has_training_split: ClassVar[bool] = False   # a train split a model can be trained on (training_records)
+    Options: ClassVar[type | None] = None        # the dataset's own keys of data.* (None: the shared keys only)
 
     def __init__(self, settings, home: str | Path = ".vqa-interp"):
         self.settings = settings
@@ -123,12 +128,25 @@ class VqaHat(Dataset):
     name = "vqahat"
 
 
+@dataclass(frozen=True)
+class EmbeddedOptions:
+    """The embedded generator's keys of ``data.*``."""
+    seed: int = option(0, "the generator's seed (the shipped models were trained on seed 0)", minimum=0)
+    n_train_images: int = option(3000, "training images (x 5 questions)", minimum=0)
+    n_val_images: int = option(100, "evaluated images (x 3 questions = 300 questions, the paper's scale)", minimum=1)
+
+
 @register_dataset
 class Embedded(Dataset):
     """The embedded benchmark: generated on first use under ``<home>/data`` in the real formats,
     with the exact evidence masks (``exact_masks_val/{question_id}.png``)."""
     name = "embedded"
     has_training_split = True
+    Options = EmbeddedOptions
+
+    @property
+    def options(self) -> EmbeddedOptions:
+        return self.settings.options or EmbeddedOptions()
 
     def root(self) -> Path:
         if self.settings.root:
@@ -136,7 +154,7 @@ class Embedded(Dataset):
         from vqa_interp.data.embedded import GENERATOR_VERSION, generate_embedded
         from vqa_interp.util.signature import short_signature
 
-        s = self.settings
+        s = self.options
         signature = short_signature({"generator": GENERATOR_VERSION, "seed": s.seed,
                                      "n_train_images": s.n_train_images, "n_val_images": s.n_val_images})
         return generate_embedded(self.home / "data" / f"embedded-{signature}", seed=s.seed,
@@ -151,7 +169,7 @@ class Embedded(Dataset):
     def signature(self) -> dict:
         from vqa_interp.data.embedded import GENERATOR_VERSION
 
-        s = self.settings
+        s = self.options
         return {"seed": s.seed, "n_train_images": s.n_train_images, "n_val_images": s.n_val_images,
                 "generator": GENERATOR_VERSION}
 

@@ -39,17 +39,13 @@ import numpy as np
 from PIL import Image
 
 from vqa_interp.errors import ConfigError
+from vqa_interp.util.options import one_of
 from vqa_interp.metrics.kernels import argsort_exact, centred_average_ranks, sort_map, top_region  # noqa: F401
 
 STEPS = ("minmax", "zscore", "unit_sum")
 RESAMPLES = ("bilinear", "area")
 TIE_POLICIES = ("fractional", "include", "index")
 DICE_KINDS = ("soft", "hard")
-
-
-def _one_of(value, allowed, key: str) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not allowed; expected one of {list(allowed)}.")
 
 
 def k_problem(k, size) -> str:
@@ -88,15 +84,18 @@ class ScoringOptions:
         problem = k_problem(self.k, self.size)
         if problem:
             raise ConfigError(problem)
-        _one_of(self.resample, RESAMPLES, "preprocessing.resample")
+        one_of(self.resample, RESAMPLES, "preprocessing.resample")
         if self.tie_policy == "exact":
             raise ConfigError("scoring.tie_policy='exact' (ties broken by the lowest flat index, i.e. by position) is "
                               "no longer a policy of that name: use scoring.tie_policy=fractional (the unbiased "
                               "default) or scoring.tie_policy=index to reproduce the old position-based numbers.")
-        _one_of(self.tie_policy, TIE_POLICIES, "scoring.tie_policy")
-        _one_of(self.dice, DICE_KINDS, "scoring.dice")
+        one_of(self.tie_policy, TIE_POLICIES, "scoring.tie_policy")
+        one_of(self.dice, DICE_KINDS, "scoring.dice")
         for step in self.steps:
-            _one_of(step, STEPS, "preprocessing.steps[]")
+            one_of(step, STEPS, "preprocessing.steps[]")
+        bad_eps = isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not self.eps > 0
+        if bad_eps or not math.isfinite(self.eps):
+            raise ConfigError(f"preprocessing.eps={self.eps!r}; expected a small positive number (the paper: 1e-6).")
 
     def accepts(self, k: float) -> bool:
         """Whether these options score at ``k`` too (a k sweep's other values)."""

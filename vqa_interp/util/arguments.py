@@ -87,3 +87,4 @@ def verbose() -> bool:
     import os
 
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
