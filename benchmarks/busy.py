@@ -17,6 +17,7 @@ Workloads: ``training`` (embedded CNN+LSTM training steps, batches of 32 images 
 questions), ``explain`` (Integrated Gradients on the same model: one forward+backward over 32 scaled
 inputs a step). Target (checked here, never in a test): busy/alone <= 2.2 for ``sized``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,10 +90,27 @@ def measure(workload: str, policy: str, steps: int, recheck: int, busy: bool) ->
     loop = _busy_loop() if busy else None
     try:
         if loop is not None:
-            time.sleep(1.0)   # let the loop take its core
-        out = subprocess.run([sys.executable, "-m", "benchmarks.busy", "--worker", workload, "--policy", policy,
-                              "--steps", str(steps), "--recheck", str(recheck)], capture_output=True, text=True,
-                             cwd=ROOT, env={**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)}, check=True)
+            time.sleep(1.0)  # let the loop take its core
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.busy",
+                "--worker",
+                workload,
+                "--policy",
+                policy,
+                "--steps",
+                str(steps),
+                "--recheck",
+                str(recheck),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)},
+            check=True,
+        )
     finally:
         if loop is not None:
             loop.kill()
@@ -106,11 +124,13 @@ def bench(steps: int, recheck: int, workloads=WORKLOADS, policies=POLICIES) -> d
         for policy in policies:
             alone = measure(workload, policy, steps, recheck, busy=False)
             beside = measure(workload, policy, steps, recheck, busy=True)
-            results[f"{workload}.{policy}"] = {"alone_s": round(alone["seconds"], 2),
-                                               "busy_s": round(beside["seconds"], 2),
-                                               "ratio": round(beside["seconds"] / alone["seconds"], 2),
-                                               "threads_alone": sorted(set(alone["threads"])),
-                                               "threads_busy": sorted(set(beside["threads"]))}
+            results[f"{workload}.{policy}"] = {
+                "alone_s": round(alone["seconds"], 2),
+                "busy_s": round(beside["seconds"], 2),
+                "ratio": round(beside["seconds"] / alone["seconds"], 2),
+                "threads_alone": sorted(set(alone["threads"])),
+                "threads_busy": sorted(set(beside["threads"])),
+            }
     return results
 
 
@@ -118,17 +138,23 @@ def to_markdown(results: dict, steps: int) -> str:
     from benchmarks.run import machine
 
     m = machine()
-    lines = ["# Training and explaining beside a busy process", "",
-             f"`python -m benchmarks.busy --steps {steps}` on {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
-             f"{time.strftime('%Y-%m-%d')}. Each row: the same steps alone and beside one busy loop, each in a fresh "
-             f"process, side by side in one run. Target: busy/alone <= {TARGET} for `sized` (the tool's way).", "",
-             "| workload | policy | alone (s) | beside a busy loop (s) | busy/alone | threads alone | threads busy |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Training and explaining beside a busy process",
+        "",
+        f"`python -m benchmarks.busy --steps {steps}` on {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
+        f"{time.strftime('%Y-%m-%d')}. Each row: the same steps alone and beside one busy loop, each in a fresh "
+        f"process, side by side in one run. Target: busy/alone <= {TARGET} for `sized` (the tool's way).",
+        "",
+        "| workload | policy | alone (s) | beside a busy loop (s) | busy/alone | threads alone | threads busy |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, r in results.items():
         workload, policy = key.split(".")
         verdict = "" if policy != "sized" else (" (met)" if r["ratio"] <= TARGET else " (NOT met)")
-        lines.append(f"| {workload} | {policy} | {r['alone_s']} | {r['busy_s']} | {r['ratio']}{verdict} | "
-                     f"{r['threads_alone']} | {r['threads_busy']} |")
+        lines.append(
+            f"| {workload} | {policy} | {r['alone_s']} | {r['busy_s']} | {r['ratio']}{verdict} | "
+            f"{r['threads_alone']} | {r['threads_busy']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,5 @@
 """The embedded CNN+LSTM and a slice of the embedded train split, for :mod:`benchmarks.busy`."""
+
 from __future__ import annotations
 
 import torch

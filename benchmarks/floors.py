@@ -25,6 +25,7 @@ One default run (embedded data and model, 300 questions) on a fresh cache, then:
   ``figures_wait``), next to ``figures_draw_s``, the drawing's own time (``time/figures_s``): the
   figures are drawn in a forked process while the run records its tables and the explorer.
 """
+
 from __future__ import annotations
 
 import re
@@ -72,8 +73,16 @@ def run_setup(overrides=()):
     return settings, dataset, examples, model, load_images, question
 
 
-def scoring_floor(settings, dataset, examples, geometry, per_example: pd.DataFrame, references: pd.DataFrame,
-                  maps: list[np.ndarray], sample: int = 40) -> dict:
+def scoring_floor(
+    settings,
+    dataset,
+    examples,
+    geometry,
+    per_example: pd.DataFrame,
+    references: pd.DataFrame,
+    maps: list[np.ndarray],
+    sample: int = 40,
+) -> dict:
     """The scoring stage's floor (module docs): counts from the run's tables, unit costs measured as
     the run scores (freed buffers kept in the heap, NumPy's BLAS on one thread)."""
     from vqa_interp.util.allocator import keep_freed_buffers, one_blas_thread
@@ -97,30 +106,36 @@ def _scoring_floor(settings, dataset, examples, geometry, per_example, reference
     n_centre = int((floors["reference"] == "centre").sum())
     humans_prepared = sum(1 + n + (n if n >= 2 else 0) for n in annotators.values())
     prepared = len(per_example) + len(floors) - n_centre + (1 if n_centre else 0) + humans_prepared
-    maps_per_question = per_example.groupby("question_id").size().add(floors.groupby("question_id").size(),
-                                                                      fill_value=0)
+    maps_per_question = (
+        per_example.groupby("question_id").size().add(floors.groupby("question_id").size(), fill_value=0)
+    )
     pairs = int(sum(maps_per_question[q] * (1 + (annotators[q] if annotators[q] >= 2 else 0)) for q in questions))
-    pairs += sum(n for n in annotators.values() if n >= 2)                                  # the ceiling
+    pairs += sum(n for n in annotators.values() if n >= 2)  # the ceiling
     resized = [resize_maps(m[None], options.size, options.resample)[0] for m in maps[:sample]]
-    humans = [question_humans(dataset, by_id[q], geometry, options).headline[0] for q in questions[:len(resized)]]
-    for h in humans:     # the human maps' own sorts and sums happen once, before the timing
+    humans = [question_humans(dataset, by_id[q], geometry, options).headline[0] for q in questions[: len(resized)]]
+    for h in humans:  # the human maps' own sorts and sums happen once, before the timing
         score_at_ks(prepare_map(resized[0], options), [h], options, metrics, (options.k,))
 
-    def fresh():   # a map prepared and scored once: its sort and sums (made lazily) and one pair
+    def fresh():  # a map prepared and scored once: its sort and sums (made lazily) and one pair
         for r, h in zip(resized, humans):
             score_at_ks(prepare_map(r, options), [h], options, metrics, (options.k,))
 
     warm_maps = [prepare_map(r, options) for r in resized]
 
-    def warm():    # the same pairs on maps already sorted: one pair's metrics alone
+    def warm():  # the same pairs on maps already sorted: one pair's metrics alone
         for m, h in zip(warm_maps, humans):
             score_at_ks(m, [h], options, metrics, (options.k,))
 
     warm()
     pair_s = _median_seconds(warm) / len(resized)
     prepare_s = max(_median_seconds(fresh) / len(resized) - pair_s, 0.0)
-    return {"scoring.maps_prepared": prepared, "scoring.pairs": pairs, "scoring.prepare_one_map_s": prepare_s,
-            "scoring.one_pair_s": pair_s, "scoring.floor_s": prepared * prepare_s + pairs * pair_s}
+    return {
+        "scoring.maps_prepared": prepared,
+        "scoring.pairs": pairs,
+        "scoring.prepare_one_map_s": prepare_s,
+        "scoring.one_pair_s": pair_s,
+        "scoring.floor_s": prepared * prepare_s + pairs * pair_s,
+    }
 
 
 def pass_costs(settings, model, load_images, question) -> dict:
@@ -139,7 +154,7 @@ def pass_costs(settings, model, load_images, question) -> dict:
         rows = [i % n for i in range(batch)]
         return load_images(rows), tuple(q[rows] for q in question)
 
-    ig_inputs, curve_inputs = inputs(ig_batch), inputs(curve_batch)     # read before the timing
+    ig_inputs, curve_inputs = inputs(ig_batch), inputs(curve_batch)  # read before the timing
 
     def backward(batch):
         pixels, q = ig_inputs
@@ -151,18 +166,24 @@ def pass_costs(settings, model, load_images, question) -> dict:
         with torch.no_grad():
             model.forward(pixels, q)
 
-    backward(ig_batch), forward(curve_batch)       # warm-up
-    return {"explain.ig_batch": ig_batch, "explain.curve_batch": curve_batch,
-            "pass.forward_backward_s": _median_seconds(lambda: backward(ig_batch)) / ig_batch,
-            "pass.forward_s": _median_seconds(lambda: forward(curve_batch)) / curve_batch}
+    backward(ig_batch), forward(curve_batch)  # warm-up
+    return {
+        "explain.ig_batch": ig_batch,
+        "explain.curve_batch": curve_batch,
+        "pass.forward_backward_s": _median_seconds(lambda: backward(ig_batch)) / ig_batch,
+        "pass.forward_s": _median_seconds(lambda: forward(curve_batch)) / curve_batch,
+    }
 
 
 def explain_floor(settings, n_targets: int, n_questions: int, costs: dict) -> dict:
     e = settings.explain
     backward = (n_targets if e.tokens else 0) * e.ig_steps + (n_questions if e.share else 0) * e.ig_steps
     forward = n_targets * (2 + 4 * (e.steps - 1)) if e.faithfulness else 0
-    return {"explain.forward_backward_passes": backward, "explain.forward_passes": forward,
-            "explain.floor_s": backward * costs["pass.forward_backward_s"] + forward * costs["pass.forward_s"]}
+    return {
+        "explain.forward_backward_passes": backward,
+        "explain.forward_passes": forward,
+        "explain.floor_s": backward * costs["pass.forward_backward_s"] + forward * costs["pass.forward_s"],
+    }
 
 
 def bench_floors(quick: bool = False, overrides: tuple[str, ...] = ()) -> dict:
@@ -177,30 +198,42 @@ def bench_floors(quick: bool = False, overrides: tuple[str, ...] = ()) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TQDM_DISABLE": "1"}
-        _run_cli([*overrides, "data.limit=4", "tracking.log_maps=false"], env)   # warm: data, model, store schema
+        _run_cli([*overrides, "data.limit=4", "tracking.log_maps=false"], env)  # warm: data, model, store schema
         wall, out, rss = _run_cli([*overrides, f"paths.cache={tmp}/cache"], env)
         run_id = re.findall(r"MLflow run: (\w+)", out)[0]
         client = MlflowClient(uri)
         metrics = client.get_run(run_id).data.metrics
-        tables = {name: pd.read_csv(client.download_artifacts(run_id, f"tables/{name}.csv", tmp))
-                  for name in ("per_example", "timings")}
+        tables = {
+            name: pd.read_csv(client.download_artifacts(run_id, f"tables/{name}.csv", tmp))
+            for name in ("per_example", "timings")
+        }
         tables["references"] = pd.read_csv(client.download_artifacts(run_id, "tables/references_per_question.csv", tmp))
         stages = dict(zip(tables["timings"]["stage"], tables["timings"]["seconds"]))
         archive = np.load(client.download_artifacts(run_id, "maps/maps.npz", tmp))
         maps = [archive[key] for key in list(archive.files)[:40]]
         settings, dataset, examples, model, load_images, question = run_setup(overrides)
-        results = {"floors.default_run_wall_s": wall, "floors.default_run_peak_rss_kib": rss, **{f"floors.run.{k}": v for k, v in metrics.items()
-                                                         if k.startswith("time/")}}
-        results.update(scoring_floor(settings, dataset, examples, model.geometry, tables["per_example"],
-                                     tables["references"], maps))
+        results = {
+            "floors.default_run_wall_s": wall,
+            "floors.default_run_peak_rss_kib": rss,
+            **{f"floors.run.{k}": v for k, v in metrics.items() if k.startswith("time/")},
+        }
+        results.update(
+            scoring_floor(
+                settings, dataset, examples, model.geometry, tables["per_example"], tables["references"], maps
+            )
+        )
         costs = pass_costs(settings, model, load_images, question)
         results.update(costs)
         n_targets, n_questions = len(tables["per_example"]), tables["per_example"]["question_id"].nunique()
         results.update(explain_floor(settings, n_targets, n_questions, costs))
     results["scoring_floor_ratio"] = metrics["time/scoring_s"] / results["scoring.floor_s"]
     results["explain_floor_ratio"] = metrics["time/explain_s"] / results["explain.floor_s"]
-    stage_floors = (results["scoring.floor_s"] + results["explain.floor_s"] + n_questions * costs["pass.forward_s"]
-                    + n_targets * costs["pass.forward_backward_s"])
+    stage_floors = (
+        results["scoring.floor_s"]
+        + results["explain.floor_s"]
+        + n_questions * costs["pass.forward_s"]
+        + n_targets * costs["pass.forward_backward_s"]
+    )
     results["floors.run.startup_s"] = stages.get("startup", 0.0)
     results["floors.stages_floor_s"] = stage_floors
     results["run_floor_ratio"] = (metrics["time/total_s"] - stages.get("startup", 0.0)) / stage_floors

@@ -10,6 +10,7 @@ on this machine's CPU for the same pairs.
 Random weights (speed does not depend on them). With ``--device cpu`` it runs anywhere (slowly),
 which is how it is checked on machines without a GPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,20 +26,29 @@ TARGETS_PER_QUESTION = 1.4  # label always + prediction when wrong (~40% wrong a
 
 def main(argv=None) -> int:
     from vqa_interp.attribution import make_attributor
-    from vqa_interp.models import Net, ResNetBackbone, KazemiNetwork
+    from vqa_interp.models import KazemiNetwork, Net, ResNetBackbone
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size", type=int, default=448)
-    parser.add_argument("--depth", type=int, default=152, choices=[50, 101, 152],
-                        help="ResNet depth of the paper model (152: the paper's; a smaller one checks the script)")
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=152,
+        choices=[50, 101, 152],
+        help="ResNet depth of the paper model (152: the paper's; a smaller one checks the script)",
+    )
     parser.add_argument("--json")
     parser.add_argument("--score-pairs", type=int, default=64, help="pairs per scoring batch")
     parser.add_argument("--score-size", type=int, default=448, help="side of the maps scored")
-    parser.add_argument("--vilt-size", default="b32", choices=["b32", "embedded"],
-                        help="ViLT maps per second at this size (b32: ViLT-B/32 at 384 px, 117 M parameters)")
+    parser.add_argument(
+        "--vilt-size",
+        default="b32",
+        choices=["b32", "embedded"],
+        help="ViLT maps per second at this size (b32: ViLT-B/32 at 384 px, 117 M parameters)",
+    )
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device here; use --device cpu to check the script", file=sys.stderr)
@@ -47,8 +57,9 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     from benchmarks.run import kazemi_interface
 
-    model = kazemi_interface(KazemiNetwork(ResNetBackbone(args.depth), Net(15193, max_answers=3000, drop=0.0)).eval(),
-                             args.size).to(args.device)
+    model = kazemi_interface(
+        KazemiNetwork(ResNetBackbone(args.depth), Net(15193, max_answers=3000, drop=0.0)).eval(), args.size
+    ).to(args.device)
     images = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
     q = torch.randint(1, 15193, (args.batch, 12), device=args.device)
     q_len = torch.full((args.batch,), 12)
@@ -58,8 +69,12 @@ def main(argv=None) -> int:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    results = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-               "batch": args.batch, "size": args.size, "resnet_depth": args.depth}
+    results = {
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "batch": args.batch,
+        "size": args.size,
+        "resnet_depth": args.depth,
+    }
     options = {"saliency": {"abs": True}, "ggradcam": {"layer": "cam"}}
     with torch.backends.cudnn.flags(enabled=not args.device.startswith("cuda")):  # LSTM backward in eval mode
         for method in ("saliency", "gbackp", "deconv", "ggradcam"):
@@ -86,7 +101,7 @@ def main(argv=None) -> int:
 
 
 PAPER_METHODS = ("saliency", "gbackp", "deconv", "ggradcam")
-REFERENCE_MAPS = 4     # maps a question also scores besides the method's: random, centre, image, each loo mean
+REFERENCE_MAPS = 4  # maps a question also scores besides the method's: random, centre, image, each loo mean
 
 
 def projection(results: dict, questions: int = VQA_HAT_VAL_QUESTIONS) -> dict:
@@ -97,14 +112,22 @@ def projection(results: dict, questions: int = VQA_HAT_VAL_QUESTIONS) -> dict:
     Minutes per part, summed over the methods; ``paper_scale_minutes`` is their sum."""
     maps = questions * TARGETS_PER_QUESTION
     attribution = sum(maps / results[f"maps_per_second.{m}"] for m in PAPER_METHODS) / 60
-    explain = len(PAPER_METHODS) * sum(questions / results[f"explain_maps_per_second.{part}"]
-                                       for part in ("tokens", "share", "faithfulness")) / 60
+    explain = (
+        len(PAPER_METHODS)
+        * sum(questions / results[f"explain_maps_per_second.{part}"] for part in ("tokens", "share", "faithfulness"))
+        / 60
+    )
     scoring = len(PAPER_METHODS) * (maps + questions * REFERENCE_MAPS) / results["scoring_pairs_per_second.device"] / 60
     vilt = sum(maps / results[f"vilt_maps_per_second.{m}"] for m in ("attention", "rollout", "chefer", "saliency")) / 60
-    return {"projection.questions": questions, "projection.methods": len(PAPER_METHODS),
-            "projection.attribution_minutes": attribution, "projection.explain_minutes": explain,
-            "projection.scoring_minutes": scoring, "paper_scale_minutes": attribution + explain + scoring,
-            "projection.vilt_four_methods_minutes": vilt}
+    return {
+        "projection.questions": questions,
+        "projection.methods": len(PAPER_METHODS),
+        "projection.attribution_minutes": attribution,
+        "projection.explain_minutes": explain,
+        "projection.scoring_minutes": scoring,
+        "paper_scale_minutes": attribution + explain + scoring,
+        "projection.vilt_four_methods_minutes": vilt,
+    }
 
 
 def bench_explain(model, images, q, q_len, targets, sync) -> dict:
@@ -116,13 +139,16 @@ def bench_explain(model, images, q, q_len, targets, sync) -> dict:
     from vqa_interp.attribution.question import image_question_share, token_attributions
 
     maps = np.random.default_rng(0).random((len(images), images.shape[-1], images.shape[-1]))
-    calls = {"tokens": lambda: token_attributions(model, images, (q, q_len), targets, n_steps=32),
-             "share": lambda: image_question_share(model, images, (q, q_len), targets, n_steps=32),
-             "faithfulness": lambda: curves_for_map_sets(model, images, {"method": maps, "random": maps[::-1]},
-                                                         (q, q_len), targets)}
+    calls = {
+        "tokens": lambda: token_attributions(model, images, (q, q_len), targets, n_steps=32),
+        "share": lambda: image_question_share(model, images, (q, q_len), targets, n_steps=32),
+        "faithfulness": lambda: curves_for_map_sets(
+            model, images, {"method": maps, "random": maps[::-1]}, (q, q_len), targets
+        ),
+    }
     out = {}
     for name, call in calls.items():
-        call()                                  # warm-up
+        call()  # warm-up
         sync()
         start = time.perf_counter()
         call()
@@ -145,7 +171,7 @@ def bench_vilt(device: str, size: str, batch: int, repeats: int, sync) -> dict:
     out = {"vilt_size": size}
     for method in ("attention", "rollout", "chefer", "saliency"):
         attribute = make_attributor(model, method, {})
-        attribute(pixels.clone().requires_grad_(True), targets, question)    # warm-up
+        attribute(pixels.clone().requires_grad_(True), targets, question)  # warm-up
         sync()
         start = time.perf_counter()
         for _ in range(repeats):
@@ -171,7 +197,7 @@ def bench_scoring(device: str, pairs: int, size: int, sync) -> dict:
     humans = resize_maps(rng.random((4, 28, 28)).astype(np.float32), size)
     pair_human = np.arange(pairs) % 4
     options, names = ScoringOptions(size=size), run_metrics()
-    score_batch(maps[:2], humans, pair_human[:2], options, names, device=device)   # warm-up
+    score_batch(maps[:2], humans, pair_human[:2], options, names, device=device)  # warm-up
     sync()
     start = time.perf_counter()
     score_batch(maps, humans, pair_human, options, names, device=device)
@@ -180,8 +206,12 @@ def bench_scoring(device: str, pairs: int, size: int, sync) -> dict:
     start = time.perf_counter()
     score(maps, humans[pair_human], size=size, metrics=names)
     cpu_s = time.perf_counter() - start
-    return {"scoring_pairs_per_second.device": pairs / device_s, "scoring_pairs_per_second.numpy_cpu": pairs / cpu_s,
-            "scoring_pairs": pairs, "scoring_size": size}
+    return {
+        "scoring_pairs_per_second.device": pairs / device_s,
+        "scoring_pairs_per_second.numpy_cpu": pairs / cpu_s,
+        "scoring_pairs": pairs,
+        "scoring_size": size,
+    }
 
 
 if __name__ == "__main__":

@@ -7,13 +7,14 @@ boolean masks, and the paper's overlap metrics from them. Ties in the top-k are 
 ``np.argsort``'s order (quicksort), so on maps with ties its regions can differ from the library's
 ``tie_policy=fractional``; on tie-free maps every metric agrees to ~1e-12.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import scipy.stats
 
 METRICS = ("rank_corr", "intersect", "disc_intersect", "iou", "dice", "precision", "recall", "f1")
-TIE_FREE = ("rank_corr", "intersect", "dice")   # metrics that do not depend on how top-k ties are broken
+TIE_FREE = ("rank_corr", "intersect", "dice")  # metrics that do not depend on how top-k ties are broken
 
 
 def naive_score_pair(attribution: np.ndarray, human: np.ndarray, k: float = 0.1, eps: float = 1e-6) -> dict:
@@ -30,6 +31,13 @@ def naive_score_pair(attribution: np.ndarray, human: np.ndarray, k: float = 0.1,
     am, hm = (a - a.min()) / (a.max() - a.min()), (h - h.min()) / (h.max() - h.min())
     wa, wh = am / (am.sum() + eps), hm / (hm.sum() + eps)
     precision, recall = inter / in_a.sum(), inter / in_h.sum()
-    return {"rank_corr": float(rho), "intersect": float(wa @ wh), "disc_intersect": inter, "iou": inter / union,
-            "dice": 2 * float(am @ hm) / (float(am @ am) + float(hm @ hm) + eps), "precision": precision,
-            "recall": recall, "f1": 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)}
+    return {
+        "rank_corr": float(rho),
+        "intersect": float(wa @ wh),
+        "disc_intersect": inter,
+        "iou": inter / union,
+        "dice": 2 * float(am @ hm) / (float(am @ am) + float(hm @ hm) + eps),
+        "precision": precision,
+        "recall": recall,
+        "f1": 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall),
+    }

@@ -20,6 +20,7 @@ ratio with the machine description. Targets (checked here, never in tests):
   default run (and the run's own time) against its floor measured in the same process
   (``benchmarks/floors.py``)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,16 +37,28 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.floors import bench_floors
-from benchmarks.vilt import TARGETS as VILT_TARGETS, bench_vilt, bench_vilt_run
+from benchmarks.vilt import TARGETS as VILT_TARGETS
+from benchmarks.vilt import bench_vilt, bench_vilt_run
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = {"scoring_speedup": (">=", 8.0), "attribution_overhead.saliency": ("<=", 1.3),
-           "attribution_overhead.gbackp": ("<=", 1.3), "attribution_overhead.deconv": ("<=", 1.3),
-           "attribution_overhead.ggradcam": ("<=", 2.3), "sweep_cost_ratio": ("<=", 1.5),
-           "rss_growth_ratio": ("<=", 1.3), "scale_time_ratio": ("<=", 4.4), "default_run_seconds": ("<=", 60.0),
-           "kazemi_peak_rss_gb.6": ("<=", 4.0), "kazemi_peak_rss_gb.60": ("<=", 4.0),
-           "kazemi_peak_rss_gb.6_explain": ("<=", 4.0), "kazemi_rss_ratio": ("<=", 1.2),
-           "scoring_floor_ratio": ("<=", 1.5), "explain_floor_ratio": ("<=", 1.5), "run_floor_ratio": ("<=", 2.0)}
+TARGETS = {
+    "scoring_speedup": (">=", 8.0),
+    "attribution_overhead.saliency": ("<=", 1.3),
+    "attribution_overhead.gbackp": ("<=", 1.3),
+    "attribution_overhead.deconv": ("<=", 1.3),
+    "attribution_overhead.ggradcam": ("<=", 2.3),
+    "sweep_cost_ratio": ("<=", 1.5),
+    "rss_growth_ratio": ("<=", 1.3),
+    "scale_time_ratio": ("<=", 4.4),
+    "default_run_seconds": ("<=", 60.0),
+    "kazemi_peak_rss_gb.6": ("<=", 4.0),
+    "kazemi_peak_rss_gb.60": ("<=", 4.0),
+    "kazemi_peak_rss_gb.6_explain": ("<=", 4.0),
+    "kazemi_rss_ratio": ("<=", 1.2),
+    "scoring_floor_ratio": ("<=", 1.5),
+    "explain_floor_ratio": ("<=", 1.5),
+    "run_floor_ratio": ("<=", 2.0),
+}
 
 
 def machine() -> dict:
@@ -56,9 +69,15 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-            "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def _blob_maps(rng, n, size, source=64):
@@ -98,8 +117,9 @@ def bench_scoring(quick: bool) -> dict:
     rng = np.random.default_rng(0)
     n_humans, pairs, repeats = 4, 32, (2 if quick else 4)
     results: dict = {}
-    score(np.ones((1, 8, 8)) * np.arange(64).reshape(1, 8, 8), np.ones((1, 8, 8)) * np.arange(64).reshape(1, 8, 8),
-          size=8)   # compile/load the kernels outside the timing
+    score(
+        np.ones((1, 8, 8)) * np.arange(64).reshape(1, 8, 8), np.ones((1, 8, 8)) * np.arange(64).reshape(1, 8, 8), size=8
+    )  # compile/load the kernels outside the timing
     for kind in ("smooth", "random", "cam"):
         humans = np.repeat(score_maps(kind, rng, n_humans), pairs // n_humans, axis=0)
         attributions = score_maps(kind, rng, pairs)
@@ -122,7 +142,9 @@ def bench_scoring(quick: bool) -> dict:
         results[f"scoring_ms_per_pair_all_metrics.{kind}"] = 1e3 * best["all"] / pairs
         results[f"scoring_max_abs_difference.{kind}"] = worst
     results["scoring_speedup"] = min(results["scoring_speedup.smooth"], results["scoring_speedup.random"])
-    results["scoring_max_abs_difference"] = max(results[f"scoring_max_abs_difference.{k}"] for k in ("smooth", "random"))
+    results["scoring_max_abs_difference"] = max(
+        results[f"scoring_max_abs_difference.{k}"] for k in ("smooth", "random")
+    )
     results["scoring_pairs"], results["scoring_distinct_human_maps"] = pairs, n_humans
     return results
 
@@ -162,7 +184,7 @@ def _floor_and_methods(model, images, q, q_len, targets, repeats: int, methods=P
 
     calls = {"floor": floor}
     for method in methods:
-        attribute = make_attributor(model, method, {})   # the method's default options
+        attribute = make_attributor(model, method, {})  # the method's default options
         calls[method] = (lambda a: lambda: a(images.clone().requires_grad_(True), targets, (q, q_len)))(attribute)
     best = {name: float("inf") for name in calls}
     for round_ in range(repeats + 1):
@@ -182,24 +204,36 @@ def kazemi_interface(module, size: int):
 
     n_tokens = module.net.text.embedding.num_embeddings
     n_answers = module.net.classifier.lin2.out_features
-    return KazemiModel(module, {f"w{i}": i for i in range(1, n_tokens)}, {f"a{i}": i for i in range(n_answers)},
-                       InputGeometry(size, 1.0))
+    return KazemiModel(
+        module,
+        {f"w{i}": i for i in range(1, n_tokens)},
+        {f"a{i}": i for i in range(n_answers)},
+        InputGeometry(size, 1.0),
+    )
 
 
 def bench_attribution(quick: bool) -> dict:
     import torch
 
-    from vqa_interp.models import Net, ResNetBackbone, SmallConvBackbone, KazemiNetwork
+    from vqa_interp.models import KazemiNetwork, Net, ResNetBackbone, SmallConvBackbone
 
     results = {}
     torch.manual_seed(0)
     for label, backbone, size, batch, repeats in (
-            ("embedded", SmallConvBackbone(64), 64, 64, 5 if quick else 15),
-            ("resnet152_448", ResNetBackbone(152), 448, 2, 2 if quick else 3)):
-        net = Net(100, v_features=backbone.out_channels, embedding_features=300 if label != "embedded" else 64,
-                  lstm_features=1024 if label != "embedded" else 128, mid_features=512 if label != "embedded" else 64,
-                  glimpses=2, classifier_mid=1024 if label != "embedded" else 256,
-                  max_answers=3000 if label != "embedded" else 20, drop=0.0)
+        ("embedded", SmallConvBackbone(64), 64, 64, 5 if quick else 15),
+        ("resnet152_448", ResNetBackbone(152), 448, 2, 2 if quick else 3),
+    ):
+        net = Net(
+            100,
+            v_features=backbone.out_channels,
+            embedding_features=300 if label != "embedded" else 64,
+            lstm_features=1024 if label != "embedded" else 128,
+            mid_features=512 if label != "embedded" else 64,
+            glimpses=2,
+            classifier_mid=1024 if label != "embedded" else 256,
+            max_answers=3000 if label != "embedded" else 20,
+            drop=0.0,
+        )
         model = kazemi_interface(KazemiNetwork(backbone, net).eval(), size)
         images = torch.randn(batch, 3, size, size)
         q = torch.randint(1, 100, (batch, 8))
@@ -215,19 +249,22 @@ def bench_attribution(quick: bool) -> dict:
     for method in PAPER_METHODS + MORE_METHODS:
         results[f"passes_per_map.{method}"] = passes_per_map(method, 64)
     for method in PAPER_METHODS:
-        results[f"attribution_overhead.{method}"] = max(results[f"attribution_overhead.{method}.embedded"],
-                                                        results[f"attribution_overhead.{method}.resnet152_448"])
+        results[f"attribution_overhead.{method}"] = max(
+            results[f"attribution_overhead.{method}.embedded"], results[f"attribution_overhead.{method}.resnet152_448"]
+        )
     return results
 
 
 def explain_passes_per_map(ig_steps: int = 32, steps: int = 10) -> dict:
     """Extra model passes per map of each explain part (``explain.*`` defaults), by design."""
-    return {"explain_passes_per_map.tokens": f"{ig_steps} forward+backward of the question side (Layer IG on "
-                                             "the embedding; the image features once)",
-            "explain_passes_per_map.share": f"{ig_steps} forward+backward (joint IG, image + embedding; the "
-                                            "example's map only)",
-            "explain_passes_per_map.faithfulness": f"{2 + 4 * (steps - 1)} forward (deletion + insertion of the "
-                                                   "method's map and of a random map, the two ends shared)"}
+    return {
+        "explain_passes_per_map.tokens": f"{ig_steps} forward+backward of the question side (Layer IG on "
+        "the embedding; the image features once)",
+        "explain_passes_per_map.share": f"{ig_steps} forward+backward (joint IG, image + embedding; the "
+        "example's map only)",
+        "explain_passes_per_map.faithfulness": f"{2 + 4 * (steps - 1)} forward (deletion + insertion of the "
+        "method's map and of a random map, the two ends shared)",
+    }
 
 
 def bench_explain(quick: bool) -> dict:
@@ -238,12 +275,21 @@ def bench_explain(quick: bool) -> dict:
 
     from vqa_interp.attribution.faithfulness import curves_for_map_sets
     from vqa_interp.attribution.question import image_question_share, token_attributions
-    from vqa_interp.models import Net, SmallConvBackbone, KazemiNetwork
+    from vqa_interp.models import KazemiNetwork, Net, SmallConvBackbone
 
     torch.manual_seed(0)
     backbone = SmallConvBackbone(64)
-    net = Net(100, v_features=backbone.out_channels, embedding_features=64, lstm_features=128, mid_features=64,
-              glimpses=2, classifier_mid=256, max_answers=20, drop=0.0)
+    net = Net(
+        100,
+        v_features=backbone.out_channels,
+        embedding_features=64,
+        lstm_features=128,
+        mid_features=64,
+        glimpses=2,
+        classifier_mid=256,
+        max_answers=20,
+        drop=0.0,
+    )
     model = kazemi_interface(KazemiNetwork(backbone, net).eval(), 64)
     batch = 16
     images, q = torch.randn(batch, 3, 64, 64), torch.randint(1, 100, (batch, 8))
@@ -254,12 +300,15 @@ def bench_explain(quick: bool) -> dict:
         x = images.clone().requires_grad_(True)
         torch.autograd.grad(model.module(x, q, q_len).gather(1, targets[:, None]).sum(), x)
 
-    calls = {"floor": floor,
-             "tokens": lambda: token_attributions(model, images, (q, q_len), targets, n_steps=32),
-             "share": lambda: image_question_share(model, images, (q, q_len), targets, n_steps=32),
-             # a run makes two sets of curves per target, its method's map and a random map, in one call
-             "faithfulness": lambda: curves_for_map_sets(model, images, {"method": maps, "random": maps[::-1]},
-                                                         (q, q_len), targets)}
+    calls = {
+        "floor": floor,
+        "tokens": lambda: token_attributions(model, images, (q, q_len), targets, n_steps=32),
+        "share": lambda: image_question_share(model, images, (q, q_len), targets, n_steps=32),
+        # a run makes two sets of curves per target, its method's map and a random map, in one call
+        "faithfulness": lambda: curves_for_map_sets(
+            model, images, {"method": maps, "random": maps[::-1]}, (q, q_len), targets
+        ),
+    }
     best = {name: float("inf") for name in calls}
     for round_ in range((2 if quick else 5) + 1):
         for name, call in calls.items():
@@ -268,7 +317,9 @@ def bench_explain(quick: bool) -> dict:
             if round_:
                 best[name] = min(best[name], time.perf_counter() - start)
     results = {f"explain_seconds_per_map.{name}.embedded": t / batch for name, t in best.items() if name != "floor"}
-    results.update({f"explain_overhead.{name}.embedded": t / best["floor"] for name, t in best.items() if name != "floor"})
+    results.update(
+        {f"explain_overhead.{name}.embedded": t / best["floor"] for name, t in best.items() if name != "floor"}
+    )
     results.update(explain_passes_per_map())
     return results
 
@@ -343,15 +394,28 @@ def kazemi_memory(sizes=(6, 60), side: int = 448, explain: bool = False, extra=(
         off = [] if explain else ["explain.tokens=false", "explain.share=false", "explain.faithfulness=false"]
         for n in sizes:
             root = build_scaled_tree(Path(tmp) / f"vqa{n}", n)
-            wall, out, rss = _run_cli(["data=vqahat", "model=kazemi", f"data.root={root}", f"model.checkpoint={checkpoint}",
-                                       f"model.backbone_weights={backbone}", f"model.input.size={side}",
-                                       "method=saliency", "analysis.n_panels=0", f"paths.cache={tmp}/cache{n}",
-                                       "tracking.log_maps=false", *off, *extra], env)
+            wall, out, rss = _run_cli(
+                [
+                    "data=vqahat",
+                    "model=kazemi",
+                    f"data.root={root}",
+                    f"model.checkpoint={checkpoint}",
+                    f"model.backbone_weights={backbone}",
+                    f"model.input.size={side}",
+                    "method=saliency",
+                    "analysis.n_panels=0",
+                    f"paths.cache={tmp}/cache{n}",
+                    "tracking.log_maps=false",
+                    *off,
+                    *extra,
+                ],
+                env,
+            )
             run_id = re.findall(r"MLflow run: (\w+)", out)[0]
             from mlflow.tracking import MlflowClient
 
             run = MlflowClient(uri).get_run(run_id)
-            results[f"kazemi_peak_rss_gb.{n}"] = rss / 1024 ** 2 if rss > 0 else run.data.metrics["memory/peak_rss_gb"]
+            results[f"kazemi_peak_rss_gb.{n}"] = rss / 1024**2 if rss > 0 else run.data.metrics["memory/peak_rss_gb"]
             results[f"kazemi_run_peak_rss_gb.{n}"] = run.data.metrics["memory/peak_rss_gb"]
             results[f"kazemi_seconds.{n}"] = wall
             results["kazemi_memory_budget"] = run.data.tags.get("memory_budget", "")
@@ -377,8 +441,11 @@ def verdicts(results: dict) -> dict:
     for key, (op, target) in {**TARGETS, **VILT_TARGETS}.items():
         if key in results:
             value = results[key]
-            out[key] = {"value": value, "target": f"{op} {target}",
-                        "met": bool(value >= target if op == ">=" else value <= target)}
+            out[key] = {
+                "value": value,
+                "target": f"{op} {target}",
+                "met": bool(value >= target if op == ">=" else value <= target),
+            }
     return out
 
 
@@ -459,8 +526,15 @@ NOTES = """## Notes on the targets
 
 
 def to_markdown(report: dict) -> str:
-    lines = ["# Benchmark results", "", f"Command: `{report['command']}`  ", f"Date: {report['date']}", "",
-             "## Machine", ""]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Date: {report['date']}",
+        "",
+        "## Machine",
+        "",
+    ]
     lines += [f"- {k}: {v}" for k, v in report["machine"].items()]
     lines += ["", "## Targets", "", "| measure | value | target | met |", "|---|---|---|---|"]
     for key, v in report["verdicts"].items():
@@ -476,20 +550,36 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and pairs (< 3 minutes)")
     parser.add_argument("--json", type=Path, help="write results here")
     parser.add_argument("--markdown", type=Path, help="write a table here (e.g. benchmarks/RESULTS.md)")
-    parser.add_argument("--only", nargs="*", choices=["scoring", "attribution", "explain", "runs", "memory", "vilt",
-                                                      "vilt_run", "floors"],
-                        help="a subset")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        choices=["scoring", "attribution", "explain", "runs", "memory", "vilt", "vilt_run", "floors"],
+        help="a subset",
+    )
     args = parser.parse_args(argv)
     parts = args.only or ["scoring", "attribution", "explain", "runs", "floors", "memory", "vilt", "vilt_run"]
     results: dict = {}
     for part in parts:
         print(f"[benchmark] {part} ...", flush=True)
-        results.update({"scoring": bench_scoring, "attribution": bench_attribution, "explain": bench_explain,
-                        "runs": bench_runs, "memory": bench_memory, "vilt": bench_vilt,
-                        "vilt_run": bench_vilt_run, "floors": bench_floors}[part](args.quick))
-    report = {"command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
-              "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "results": results,
-              "verdicts": verdicts(results)}
+        results.update(
+            {
+                "scoring": bench_scoring,
+                "attribution": bench_attribution,
+                "explain": bench_explain,
+                "runs": bench_runs,
+                "memory": bench_memory,
+                "vilt": bench_vilt,
+                "vilt_run": bench_vilt_run,
+                "floors": bench_floors,
+            }[part](args.quick)
+        )
+    report = {
+        "command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine(),
+        "results": results,
+        "verdicts": verdicts(results),
+    }
     text = to_markdown(report)
     print(text)
     if args.json:

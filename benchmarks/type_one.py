@@ -14,6 +14,7 @@ the questions of one image (an image effect with standard deviation 1, question 
 
 Reported: the share of replicates with p < 0.05 (nominal 0.05) and its binomial standard error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,13 @@ from vqa_interp.analysis.verdicts import group_test, sign_flip_p
 def simulate(replicates: int, seed: int = 0) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     images = np.repeat(np.arange(30), 4)
-    hits = {"paired: sign-flip over images (the tool)": 0, "paired: t-test on questions": 0,
-            "paired: Wilcoxon on questions": 0, "two groups: wild cluster bootstrap-t (the tool)": 0,
-            "two groups: Welch's t on questions": 0}
+    hits = {
+        "paired: sign-flip over images (the tool)": 0,
+        "paired: t-test on questions": 0,
+        "paired: Wilcoxon on questions": 0,
+        "two groups: wild cluster bootstrap-t (the tool)": 0,
+        "two groups: Welch's t on questions": 0,
+    }
     names = list(hits)
     for _ in range(replicates):
         diff = rng.normal(0, 1, 30)[images] + rng.normal(0, 0.3, 120)
@@ -53,9 +58,13 @@ def main() -> None:
     args = parser.parse_args()
     rates = simulate(args.replicates)
     se = np.sqrt(0.05 * 0.95 / args.replicates)
-    lines = [f"Type-I error rate at alpha = 0.05, {args.replicates} replicates of 30 images x 4 questions with an "
-             f"image-shared effect (binomial SE at 0.05: {se:.3f}; `python -m benchmarks.type_one`).", "",
-             "| test | rate of p < 0.05 under H0 |", "|---|---|"]
+    lines = [
+        f"Type-I error rate at alpha = 0.05, {args.replicates} replicates of 30 images x 4 questions with an "
+        f"image-shared effect (binomial SE at 0.05: {se:.3f}; `python -m benchmarks.type_one`).",
+        "",
+        "| test | rate of p < 0.05 under H0 |",
+        "|---|---|",
+    ]
     lines += [f"| {name} | {rate:.3f} |" for name, rate in rates.items()]
     text = "\n".join(lines) + "\n"
     print(text)

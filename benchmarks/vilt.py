@@ -12,20 +12,42 @@ patch 32 at 384 px: 117 M parameters, batch 2). Floors, timed in the same rounds
 ``ig`` is its ``n_steps`` forward + backward passes in internal batches (ratio to ``n_steps x
 backward``, the same batch per pass).
 """
+
 from __future__ import annotations
 
 import time
 
 ONE_FORWARD = ("attention", "rollout")
 ONE_BACKWARD = ("chefer", "saliency", "inputxgrad", "gradcam")
-SIZES = {"embedded": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
-                          patch_size=16, image_size=112, batch=16),
-         "b32": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                     patch_size=32, image_size=384, batch=2)}
-TARGETS = {"vilt_overhead.attention": ("<=", 1.2), "vilt_overhead.rollout": ("<=", 1.2),
-           "vilt_overhead.chefer": ("<=", 1.3), "vilt_overhead.saliency": ("<=", 1.3),
-           "vilt_overhead.inputxgrad": ("<=", 1.3), "vilt_overhead.ig": ("<=", 1.3),
-           "vilt_default_run_seconds": ("<=", 60.0)}
+SIZES = {
+    "embedded": dict(
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=256,
+        patch_size=16,
+        image_size=112,
+        batch=16,
+    ),
+    "b32": dict(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        patch_size=32,
+        image_size=384,
+        batch=2,
+    ),
+}
+TARGETS = {
+    "vilt_overhead.attention": ("<=", 1.2),
+    "vilt_overhead.rollout": ("<=", 1.2),
+    "vilt_overhead.chefer": ("<=", 1.3),
+    "vilt_overhead.saliency": ("<=", 1.3),
+    "vilt_overhead.inputxgrad": ("<=", 1.3),
+    "vilt_overhead.ig": ("<=", 1.3),
+    "vilt_default_run_seconds": ("<=", 60.0),
+}
 
 
 def random_vilt(size: str, n_words: int = 40, n_answers: int = 100, tokens: int = 16):
@@ -43,11 +65,23 @@ def random_vilt(size: str, n_words: int = 40, n_answers: int = 100, tokens: int 
     words = [f"w{i}" for i in range(n_words)]
     tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate([*SPECIAL_TOKENS, *words])})
     labels = [f"a{i}" for i in range(n_answers)]
-    config = ViltConfig(vocab_size=len(SPECIAL_TOKENS) + n_words, num_labels=n_answers,
-                        id2label=dict(enumerate(labels)), label2id={a: i for i, a in enumerate(labels)},
-                        max_position_embeddings=tokens, max_image_length=-1, attn_implementation="eager", **s)
-    model = ViltModel(ViltNet(ViltForQuestionAnswering(config).eval()), tokenizer, labels,
-                      InputGeometry(s["image_size"], 1.0), max_tokens=tokens).eval()
+    config = ViltConfig(
+        vocab_size=len(SPECIAL_TOKENS) + n_words,
+        num_labels=n_answers,
+        id2label=dict(enumerate(labels)),
+        label2id={a: i for i, a in enumerate(labels)},
+        max_position_embeddings=tokens,
+        max_image_length=-1,
+        attn_implementation="eager",
+        **s,
+    )
+    model = ViltModel(
+        ViltNet(ViltForQuestionAnswering(config).eval()),
+        tokenizer,
+        labels,
+        InputGeometry(s["image_size"], 1.0),
+        max_tokens=tokens,
+    ).eval()
     question = model.encode([" ".join(words[i % n_words] for i in range(b, b + 8)) for b in range(batch)])
     pixels = torch.randn(batch, 3, s["image_size"], s["image_size"])
     return model, pixels, question, torch.randint(0, n_answers, (batch,))
@@ -101,11 +135,13 @@ def bench_vilt(quick: bool) -> dict:
         for method, ratio in out.items():
             results[f"vilt_overhead.{method}.{size}"] = ratio
     for method in ONE_FORWARD + ONE_BACKWARD + ("ig",):
-        if method != "gradcam":   # Captum's LayerGradCam on the patch grid: reported, no target in the issue
-            results[f"vilt_overhead.{method}"] = max(results[f"vilt_overhead.{method}.embedded"],
-                                                     results[f"vilt_overhead.{method}.b32"])
-    results["vilt_b32_chefer_maps_per_second.cpu"] = 1 / (results["vilt_floor_backward_seconds_per_map.b32"]
-                                                          * results["vilt_overhead.chefer.b32"])
+        if method != "gradcam":  # Captum's LayerGradCam on the patch grid: reported, no target in the issue
+            results[f"vilt_overhead.{method}"] = max(
+                results[f"vilt_overhead.{method}.embedded"], results[f"vilt_overhead.{method}.b32"]
+            )
+    results["vilt_b32_chefer_maps_per_second.cpu"] = 1 / (
+        results["vilt_floor_backward_seconds_per_map.b32"] * results["vilt_overhead.chefer.b32"]
+    )
     return results
 
 
@@ -118,7 +154,9 @@ def bench_vilt_run(quick: bool = False) -> dict:
     from benchmarks.floors import bench_floors
 
     floors = bench_floors(quick, overrides=("model=embedded_vilt",))
-    return {"vilt_default_run_seconds": floors["floors.default_run_wall_s"],
-            "vilt_default_run_peak_rss_kib": floors["floors.default_run_peak_rss_kib"],
-            **{f"vilt_default_run.{k[len('floors.run.'):]}": v for k, v in floors.items() if k.startswith("floors.run.")},
-            **{f"vilt_{k}": v for k, v in floors.items() if not k.startswith("floors.run.")}}
+    return {
+        "vilt_default_run_seconds": floors["floors.default_run_wall_s"],
+        "vilt_default_run_peak_rss_kib": floors["floors.default_run_peak_rss_kib"],
+        **{f"vilt_default_run.{k[len('floors.run.') :]}": v for k, v in floors.items() if k.startswith("floors.run.")},
+        **{f"vilt_{k}": v for k, v in floors.items() if not k.startswith("floors.run.")},
+    }

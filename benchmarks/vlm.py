@@ -10,6 +10,7 @@ passes (<= 1.3). Sizes: ``embedded`` (the embedded LLaVA's config, random weight
 CLIP ViT-B/16-sized vision tower and a Qwen2-0.5B-sized LM, random weights: the size that fits this
 CPU), ``7b`` (LLaVA-1.5-7B's sizes: for a GPU). Random weights cost what trained ones do.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,22 +22,50 @@ from pathlib import Path
 import torch
 
 SIZES = {
-    "embedded": {"image": 64, "patch": 8,
-                 "vision": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4},
-                 "text": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-                          "num_attention_heads": 4, "num_key_value_heads": 4}},
-    "0.5b": {"image": 224, "patch": 16,
-             "vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12},
-             "text": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
-                      "num_key_value_heads": 2}},
-    "7b": {"image": 336, "patch": 14,
-           "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16},
-           "text": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
-                    "num_key_value_heads": 32}},
+    "embedded": {
+        "image": 64,
+        "patch": 8,
+        "vision": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4},
+        "text": {
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+        },
+    },
+    "0.5b": {
+        "image": 224,
+        "patch": 16,
+        "vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12},
+        "text": {
+            "hidden_size": 896,
+            "intermediate_size": 4864,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 14,
+            "num_key_value_heads": 2,
+        },
+    },
+    "7b": {
+        "image": 336,
+        "patch": 14,
+        "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16},
+        "text": {
+            "hidden_size": 4096,
+            "intermediate_size": 11008,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 32,
+        },
+    },
 }
 TARGET = 1.3
-QUESTIONS = ["what color is the cube ?", "how many balls are there ?", "is there a red cube ?",
-             "what shape is the blue object ?"]
+QUESTIONS = [
+    "what color is the cube ?",
+    "how many balls are there ?",
+    "is there a red cube ?",
+    "what shape is the blue object ?",
+]
 
 
 def build(size: str, device: str):
@@ -48,8 +77,9 @@ def build(size: str, device: str):
     words = sorted({w for q in QUESTIONS for w in q.split()} | {"red", "blue", "2", "yes", "no"})
     processor = build_processor(words, spec["image"], spec["patch"])
     torch.manual_seed(0)
-    hf = build_llava(processor, {"patch_size": spec["patch"], "vision": spec["vision"], "text": spec["text"]},
-                     spec["image"])
+    hf = build_llava(
+        processor, {"patch_size": spec["patch"], "vision": spec["vision"], "text": spec["text"]}, spec["image"]
+    )
     if device.startswith("cuda"):
         hf = hf.half()
     model = GenerativeVlm(hf.eval().to(device), processor, FAMILIES["llava"], InputGeometry(spec["image"], 1.0))
@@ -57,7 +87,7 @@ def build(size: str, device: str):
 
 
 def _time(fn, repeats: int) -> float:
-    fn()                                               # warm-up
+    fn()  # warm-up
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -86,12 +116,21 @@ def bench(size: str, device: str, batch: int, repeats: int, ig_steps: int) -> di
         x = pixels.clone().requires_grad_(True)
         torch.autograd.grad(model.target_scores(x, question, target).sum(), x)
 
-    results = {"size": size, "device": device, "batch": batch,
-               "parameters_millions": round(sum(p.numel() for p in model.module.parameters()) / 1e6, 1)}
+    results = {
+        "size": size,
+        "device": device,
+        "batch": batch,
+        "parameters_millions": round(sum(p.numel() for p in model.module.parameters()) / 1e6, 1),
+    }
     floors = {"forward": _time(forward, repeats), "forward_backward": _time(forward_backward, repeats)}
     results.update({f"floor.{k}_s": round(v, 4) for k, v in floors.items()})
-    plan = {"attention": ("forward", 1), "rollout": ("forward", 1), "chefer": ("forward_backward", 1),
-            "saliency": ("forward_backward", 1), "ig": ("forward_backward", ig_steps)}
+    plan = {
+        "attention": ("forward", 1),
+        "rollout": ("forward", 1),
+        "chefer": ("forward_backward", 1),
+        "saliency": ("forward_backward", 1),
+        "ig": ("forward_backward", ig_steps),
+    }
     for method, (floor, passes) in plan.items():
         options = {"n_steps": ig_steps, "internal_batch_size": batch * ig_steps} if method == "ig" else {}
         attribute = make_attributor(model, method, options)
@@ -100,20 +139,27 @@ def bench(size: str, device: str, batch: int, repeats: int, ig_steps: int) -> di
         results[f"{method}_ratio"] = round(seconds / (passes * floors[floor]), 3)
         results[f"{method}_maps_per_second"] = round(batch / seconds, 2)
     if device.startswith("cuda"):
-        results["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+        results["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return results
 
 
 def to_markdown(results: dict) -> str:
-    lines = [f"# Methods on a generative VLM against its floors ({results['size']}, "
-             f"{results['parameters_millions']} M parameters, {results['device']}, batch {results['batch']})", "",
-             f"Floors: forward {results['floor.forward_s']} s, forward+backward {results['floor.forward_backward_s']} s "
-             f"per batch. Target: each ratio <= {TARGET}.", "",
-             "| method | seconds per batch | maps per second | ratio to its floor |", "|---|---|---|---|"]
+    lines = [
+        f"# Methods on a generative VLM against its floors ({results['size']}, "
+        f"{results['parameters_millions']} M parameters, {results['device']}, batch {results['batch']})",
+        "",
+        f"Floors: forward {results['floor.forward_s']} s, forward+backward {results['floor.forward_backward_s']} s "
+        f"per batch. Target: each ratio <= {TARGET}.",
+        "",
+        "| method | seconds per batch | maps per second | ratio to its floor |",
+        "|---|---|---|---|",
+    ]
     for method in ("attention", "rollout", "chefer", "saliency", "ig"):
         ratio = results[f"{method}_ratio"]
-        lines.append(f"| {method} | {results[f'{method}_s']} | {results[f'{method}_maps_per_second']} | {ratio}"
-                     f"{' (met)' if ratio <= TARGET else ' (NOT met)'} |")
+        lines.append(
+            f"| {method} | {results[f'{method}_s']} | {results[f'{method}_maps_per_second']} | {ratio}"
+            f"{' (met)' if ratio <= TARGET else ' (NOT met)'} |"
+        )
     if "peak_memory_gb" in results:
         lines.append(f"\nPeak GPU memory: {results['peak_memory_gb']} GB.")
     return "\n".join(lines) + "\n"
@@ -136,8 +182,9 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if args.markdown:
         Path(args.markdown).write_text(text)
-    return 0 if all(results[f"{m}_ratio"] <= TARGET for m in ("attention", "rollout", "chefer", "saliency", "ig")) \
-        else 1
+    return (
+        0 if all(results[f"{m}_ratio"] <= TARGET for m in ("attention", "rollout", "chefer", "saliency", "ig")) else 1
+    )
 
 
 if __name__ == "__main__":

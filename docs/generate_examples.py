@@ -9,6 +9,7 @@ naming the command and the commit, and copies the figures the pages show into ``
 The pages include these files (``--8<--``), so no number in the documentation is one that no run
 printed.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,12 +29,28 @@ PARENT_SUMMARY = re.compile(r"^(Method ranking|Models compared|Runs of this swee
 EXAMPLES = {
     # name: (command-line arguments, {figure artifact of the last run of that kind: file name})
     "default": (["-m", "vqa_interp.run"], {("evaluation", "figures/floor_ceiling.png"): "floor-ceiling.png"}),
-    "sweep": (["-m", "vqa_interp.run", "-m", "+experiment=smoke", "method=saliency,ggradcam", "k=0.05,0.1"],
-              {("sweep", "figures/method_ranking.png"): "method-ranking.png"}),
-    "models": (["-m", "vqa_interp.run", "-m", "model=embedded,embedded_vilt,embedded_llava", "method=saliency,rollout",
-                "data.limit=100", "explain.tokens=false", "explain.share=false", "explain.faithfulness=false"], {}),
+    "sweep": (
+        ["-m", "vqa_interp.run", "-m", "+experiment=smoke", "method=saliency,ggradcam", "k=0.05,0.1"],
+        {("sweep", "figures/method_ranking.png"): "method-ranking.png"},
+    ),
+    "models": (
+        [
+            "-m",
+            "vqa_interp.run",
+            "-m",
+            "model=embedded,embedded_vilt,embedded_llava",
+            "method=saliency,rollout",
+            "data.limit=100",
+            "explain.tokens=false",
+            "explain.share=false",
+            "explain.faithfulness=false",
+        ],
+        {},
+    ),
 }
-NOISE = re.compile(r"^(.*\d+%\|.*|.*INFO mlflow.*|.*it/s\]?$|Writing model shards.*|\[\d{4}-\d\d-\d\d .*\]\[.*\]\[INFO\].*)")
+NOISE = re.compile(
+    r"^(.*\d+%\|.*|.*INFO mlflow.*|.*it/s\]?$|Writing model shards.*|\[\d{4}-\d\d-\d\d .*\]\[.*\]\[INFO\].*)"
+)
 
 
 def clean(text: str) -> str:
@@ -42,7 +59,7 @@ def clean(text: str) -> str:
     lines = []
     for raw in text.replace("\r", "\n").splitlines():
         if NOISE.match(raw) or (not raw.strip() and (not lines or not lines[-1])):
-            continue        # progress bars and start-up lines; one blank line at most
+            continue  # progress bars and start-up lines; one blank line at most
         lines.append(raw.rstrip())
     out = "\n".join(lines).strip()
     out = re.sub(r"sqlite:////[^ )]*mlflow\.db", "sqlite:///mlruns/mlflow.db", out)
@@ -52,8 +69,9 @@ def clean(text: str) -> str:
 
 def commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -61,16 +79,26 @@ def commit() -> str:
 def run_example(name: str) -> None:
     args, figures = EXAMPLES[name]
     with tempfile.TemporaryDirectory(prefix="vqa-interp-docs-") as tmp:
-        env = {**os.environ, "VQA_INTERP_HOME": str(Path(tmp) / "home"),
-               "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
-        result = subprocess.run([sys.executable, *args, f"hydra.run.dir={tmp}/hydra",
-                                 f"hydra.sweep.dir={tmp}/multirun"], cwd=ROOT, env=env, capture_output=True, text=True)
+        env = {
+            **os.environ,
+            "VQA_INTERP_HOME": str(Path(tmp) / "home"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
+        }
+        result = subprocess.run(
+            [sys.executable, *args, f"hydra.run.dir={tmp}/hydra", f"hydra.sweep.dir={tmp}/multirun"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if result.returncode:
             sys.exit(f"{name}: the run failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
         command = "python " + " ".join(args)
-        header = f"$ {command}\n# printed by commit {commit()} on {date.today().isoformat()} (docs/generate_examples.py)\n"
+        header = (
+            f"$ {command}\n# printed by commit {commit()} on {date.today().isoformat()} (docs/generate_examples.py)\n"
+        )
         text = clean(result.stdout + result.stderr)
-        if "-m" in args[2:]:      # a sweep (the module's own -m is args[1])
+        if "-m" in args[2:]:  # a sweep (the module's own -m is args[1])
             lines = text.splitlines()
             first = next((i for i, line in enumerate(lines) if PARENT_SUMMARY.match(line)), 0)
             text = "\n".join(lines[first:])

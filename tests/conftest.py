@@ -1,6 +1,7 @@
 """Shared fixtures. The embedded data and model live in the project's default home
 (``.vqa-interp``, or ``$VQA_INTERP_HOME``), so they are built once and reused across tests and
 by the README's main command."""
+
 import contextlib
 import os
 import signal
@@ -70,8 +71,14 @@ FAST_ARGS = ["data.limit=10", "preprocessing.size=64", "analysis.bootstrap=100",
 
 def cli_environment(store_dir: Path, home: Path) -> dict:
     env = dict(os.environ)
-    env.update({"MLFLOW_TRACKING_URI": f"sqlite:///{store_dir}/mlflow.db", "VQA_INTERP_HOME": str(home),
-                "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)})
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{store_dir}/mlflow.db",
+            "VQA_INTERP_HOME": str(home),
+            "TQDM_DISABLE": "1",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     return env
 
 
@@ -82,8 +89,14 @@ def two_by_two_sweep(tmp_path_factory, home):
 
     folder = tmp_path_factory.mktemp("sweep")
     env = cli_environment(folder, home)
-    result = subprocess.run([python(), "-m", "vqa_interp.run", "-m", "method=saliency,ggradcam", "k=0.05,0.1",
-                             *FAST_ARGS], env=env, cwd=folder, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(
+        [python(), "-m", "vqa_interp.run", "-m", "method=saliency,ggradcam", "k=0.05,0.1", *FAST_ARGS],
+        env=env,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     return {"env": env, "dir": folder, "stdout": result.stdout}
 
@@ -101,8 +114,16 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                "--disable-background-networking", "--disable-component-update", "--no-first-run"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+    ):
         options.add_argument(arg)
     session = webdriver.Chrome(service=Service(driver), options=options)
     yield session
@@ -122,9 +143,26 @@ def running_mlflow_server(folder: Path, backend_uri: str, workers: int = 1):
     port = free_port()
     log = open(folder / "server.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-         "--backend-store-uri", backend_uri, "--artifacts-destination", str(folder / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--backend-store-uri",
+            backend_uri,
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
@@ -139,7 +177,7 @@ def running_mlflow_server(folder: Path, backend_uri: str, workers: int = 1):
             time.sleep(1)
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):   # (a server that died at start is already gone)
+        with contextlib.suppress(ProcessLookupError):  # (a server that died at start is already gone)
             os.killpg(process.pid, signal.SIGTERM)  # the server and its workers, by the server's PID
         try:
             process.wait(timeout=30)

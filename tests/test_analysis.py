@@ -1,11 +1,18 @@
 """Statistics of the analysis stage, each against scipy/numpy computed independently here."""
+
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
 
-from vqa_interp.analysis.statistics import (analyse, benjamini_hochberg, compare_groups, confidence_correlations, holm,
-                                 significance_table)
+from vqa_interp.analysis.statistics import (
+    analyse,
+    benjamini_hochberg,
+    compare_groups,
+    confidence_correlations,
+    holm,
+    significance_table,
+)
 from vqa_interp.scoring import METRICS
 
 
@@ -15,13 +22,20 @@ def _table(n=120, seed=0):
     correct = rng.random(n) < 0.6
     rows = []
     for i in range(n):
-        base = {"question_id": i, "method": "saliency", "confidence": confidence[i], "correct": correct[i],
-                "target": "label", "on_prediction": bool(correct[i])}
+        base = {
+            "question_id": i,
+            "method": "saliency",
+            "confidence": confidence[i],
+            "correct": correct[i],
+            "target": "label",
+            "on_prediction": bool(correct[i]),
+        }
         metrics = {m: rng.normal(0.2 + 0.1 * correct[i], 0.1) for m in METRICS}
         rows.append({**base, **metrics})
         if not correct[i]:
-            rows.append({**base, "target": "prediction", "on_prediction": True,
-                         **{m: rng.normal(0.1, 0.1) for m in METRICS}})
+            rows.append(
+                {**base, "target": "prediction", "on_prediction": True, **{m: rng.normal(0.1, 0.1) for m in METRICS}}
+            )
     table = pd.DataFrame(rows)
     table.loc[3, "rank_corr"] = np.nan  # an undefined metric is dropped, not propagated
     return table
@@ -37,7 +51,9 @@ def test_significance_against_scipy_on_the_runs_own_table():
         y = examples.loc[~examples["correct"], metric].dropna().to_numpy()
         row = sig[(sig.comparison == "correct_vs_wrong") & (sig.metric == metric)].set_index("test")
         assert row.loc["student", "p_value"] == pytest.approx(scipy.stats.ttest_ind(x, y).pvalue, rel=1e-10)
-        assert row.loc["welch", "p_value"] == pytest.approx(scipy.stats.ttest_ind(x, y, equal_var=False).pvalue, rel=1e-10)
+        assert row.loc["welch", "p_value"] == pytest.approx(
+            scipy.stats.ttest_ind(x, y, equal_var=False).pvalue, rel=1e-10
+        )
         mw = scipy.stats.mannwhitneyu(x, y, alternative="two-sided")
         assert row.loc["mannwhitney", "p_value"] == pytest.approx(mw.pvalue, rel=1e-10)
         assert row.loc["mannwhitney", "effect_size"] == pytest.approx(2 * mw.statistic / (len(x) * len(y)) - 1)
@@ -80,9 +96,11 @@ def test_confidence_correlations_against_scipy():
     corr = confidence_correlations(examples).set_index(["metric", "correlation"])
     correct = examples[examples["correct"]].dropna(subset=["rank_corr"])
     assert corr.loc[("rank_corr", "pearson"), "r"] == pytest.approx(
-        scipy.stats.pearsonr(correct["confidence"], correct["rank_corr"]).statistic)
+        scipy.stats.pearsonr(correct["confidence"], correct["rank_corr"]).statistic
+    )
     assert corr.loc[("iou", "spearman"), "p_value"] == pytest.approx(
-        scipy.stats.spearmanr(examples[examples["correct"]]["confidence"], examples[examples["correct"]]["iou"]).pvalue)
+        scipy.stats.spearmanr(examples[examples["correct"]]["confidence"], examples[examples["correct"]]["iou"]).pvalue
+    )
 
 
 def test_map_for_example_picks_one_row_per_question():
@@ -113,7 +131,7 @@ def test_the_adjusted_family_is_the_primary_test_on_non_redundant_metrics(primar
 
 def test_a_comparison_below_min_group_is_underpowered_and_never_significant():
     rng = np.random.default_rng(0)
-    x, y = rng.normal(0, 0.01, 5), rng.normal(5, 0.01, 40)   # a huge difference, but only 5 in a group
+    x, y = rng.normal(0, 0.01, 5), rng.normal(5, 0.01, 40)  # a huge difference, but only 5 in a group
     rows = compare_groups(x, y, n_bootstrap=10, rng=rng, min_group=10)
     assert all(not r["testable"] and r["reason"].startswith("underpowered") for r in rows)
     assert all(np.isnan(r["p_value"]) for r in rows)
@@ -132,8 +150,9 @@ def test_figures_3_5_6_colour_the_primary_tests_verdict_three_panels_a_row(prima
 
     from vqa_interp.analysis.figures import mean_differences
 
-    sig = analyse(_table(n=300, seed=4), low=0.25, high=0.75, n_bootstrap=50, min_group=5,
-                  test=primary).tables["significance"]
+    sig = analyse(_table(n=300, seed=4), low=0.25, high=0.75, n_bootstrap=50, min_group=5, test=primary).tables[
+        "significance"
+    ]
     # make the robustness rows say the opposite of the primary ones: the figure must not read them
     robust = sig["role"] != "primary"
     sig.loc[robust, "significant"] = ~sig.loc[robust, "significant"].astype(bool)
@@ -147,4 +166,4 @@ def test_figures_3_5_6_colour_the_primary_tests_verdict_three_panels_a_row(prima
         row = primary_rows.loc[metric]
         expected = "#d62728" if row["significant"] else "#1f77b4" if row["testable"] else "#dddddd"
         assert to_hex(bar.get_facecolor()) == expected, metric
-    assert primary_rows["significant"].any()       # the case where a wrong reading would show
+    assert primary_rows["significant"].any()  # the case where a wrong reading would show

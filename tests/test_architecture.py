@@ -1,5 +1,6 @@
 """The shape of the package: stage packages, no import cycles, Hydra and MLflow where they belong,
 no process-wide state changed on import, and the three registries extended the way the docs say."""
+
 import ast
 import subprocess
 import sys
@@ -58,8 +59,17 @@ def _package_graph() -> dict[str, set[str]]:
 
 def test_the_stages_are_packages_and_few_modules_stay_flat():
     packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
-    assert {"data", "models", "attribution", "metrics", "analysis", "tracking", "pipeline", "explain",
-            "report"} <= packages
+    assert {
+        "data",
+        "models",
+        "attribution",
+        "metrics",
+        "analysis",
+        "tracking",
+        "pipeline",
+        "explain",
+        "report",
+    } <= packages
     flat = [p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
     assert len(flat) <= 8, flat
     stages = {p.stem for p in (PACKAGE / "pipeline").glob("*.py")}
@@ -67,8 +77,11 @@ def test_the_stages_are_packages_and_few_modules_stay_flat():
 
 
 def test_no_module_is_long():
-    long = {p.relative_to(PACKAGE).as_posix(): n for p in PACKAGE.rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > 420}
+    long = {
+        p.relative_to(PACKAGE).as_posix(): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 420
+    }
     assert not long, long
 
 
@@ -81,7 +94,7 @@ def test_no_import_cycles_even_through_deferred_imports(graph_of):
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt) :] + [nxt]))
             if nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = 2
@@ -102,7 +115,7 @@ def test_layers_go_one_way():
             assert not any(i.startswith("vqa_interp.models.kazemi") for i in imported), module
     assert not any(i.startswith("vqa_interp.models") for i in graph["vqa_interp.settings"])
     assert not any("figures" in i for i in graph["vqa_interp.attribution.sanity"])
-    for path in (PACKAGE / "attribution").glob("*.py"):       # no module path, no (q, q_len) in the methods
+    for path in (PACKAGE / "attribution").glob("*.py"):  # no module path, no (q, q_len) in the methods
         text = path.read_text()
         assert "backbone.layer4" not in text and "q_len" not in text and ".net." not in text, path.name
 
@@ -151,8 +164,9 @@ def test_importing_the_package_changes_no_process_wide_state():
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "true"
     # the allocator setting belongs to the command-line entry points, called from main(), not on import
-    callers = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
-               if "    keep_freed_buffers()" in p.read_text()]
+    callers = [
+        p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if "    keep_freed_buffers()" in p.read_text()
+    ]
     assert callers == ["run.py"]
     assert "mallopt" not in "".join(p.read_text() for p in PACKAGE.rglob("*.py") if p.name != "allocator.py")
 
@@ -161,7 +175,7 @@ def test_metric_lists_come_from_the_registry():
     from vqa_interp.metrics import family_metrics, metric_names
     from vqa_interp.scoring import METRICS
 
-    assert METRICS == metric_names()[:len(METRICS)]
+    assert METRICS == metric_names()[: len(METRICS)]
     assert metric_names()[:2] == ("rank_corr", "intersect")
     assert set(family_metrics()) == {"rank_corr", "intersect", "iou", "dice"}
     for path in PACKAGE.rglob("*.py"):
@@ -235,8 +249,9 @@ def toy_plugin(tmp_path, monkeypatch):
     (conf / "data").mkdir()
     (conf / "method" / "toy_grad.yaml").write_text("name: toy_grad\nscale: 2.0\n")
     embedded = (ROOT / "conf" / "data" / "embedded.yaml").read_text()
-    (conf / "data" / "toy_first.yaml").write_text(embedded.replace("name: embedded", "name: toy_first")
-                                                  + "annotator: 1             # the dataset's own key\n")
+    (conf / "data" / "toy_first.yaml").write_text(
+        embedded.replace("name: embedded", "name: toy_first") + "annotator: 1             # the dataset's own key\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
     for registry, key in ((REGISTRY, "toy_top_mass"), (METHODS, "toy_grad"), (DATASETS, "toy_first")):
@@ -265,15 +280,27 @@ def test_a_plugin_method_metric_and_dataset_run_through_the_cli(toy_plugin, cli_
     from mlflow.tracking import MlflowClient
 
     env = {**cli_env, "PYTHONPATH": f"{toy_plugin}:{cli_env['PYTHONPATH']}"}
-    command = [python(), "-m", "vqa_interp.run", f"hydra.searchpath=[file://{toy_plugin / 'conf'}]",
-               "+plugins=[toy_plugin]", "method=toy_grad", "data=toy_first", "data.limit=6",
-               "preprocessing.size=32", "analysis.bootstrap=50", "analysis.n_panels=1"]
-    refused = subprocess.run(command + ["data.annotator=0"], env=env, cwd=tmp_path, capture_output=True, text=True,
-                             timeout=900)
+    command = [
+        python(),
+        "-m",
+        "vqa_interp.run",
+        f"hydra.searchpath=[file://{toy_plugin / 'conf'}]",
+        "+plugins=[toy_plugin]",
+        "method=toy_grad",
+        "data=toy_first",
+        "data.limit=6",
+        "preprocessing.size=32",
+        "analysis.bootstrap=50",
+        "analysis.n_panels=1",
+    ]
+    refused = subprocess.run(
+        command + ["data.annotator=0"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900
+    )
     assert refused.returncode == 2 and "data.annotator=0; expected an integer >= 1" in refused.stderr
     assert "Traceback" not in refused.stderr
-    result = subprocess.run(command + ["data.annotator=2"], env=env, cwd=tmp_path, capture_output=True, text=True,
-                            timeout=900)
+    result = subprocess.run(
+        command + ["data.annotator=2"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("vqa-interp")
@@ -304,9 +331,22 @@ def test_smoke_tables_equal_the_stored_ones(method, cli_env, tmp_path):
 
     assert GENERATOR_VERSION == 13, "the embedded data changed: re-baseline tests/data/smoke_*_v0.3.csv on purpose"
     checkpoint = ROOT / "tests" / "data" / "smoke_model_v0.3.pth"
-    result = subprocess.run([python(), "-m", "vqa_interp.run", "+experiment=smoke", f"method={method}",
-                             "scoring.tie_policy=index", f"model.checkpoint={checkpoint}"], env=cli_env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [
+            python(),
+            "-m",
+            "vqa_interp.run",
+            "+experiment=smoke",
+            f"method={method}",
+            "scoring.tie_policy=index",
+            f"model.checkpoint={checkpoint}",
+        ],
+        env=cli_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("vqa-interp")
@@ -317,8 +357,18 @@ def test_smoke_tables_equal_the_stored_ones(method, cli_env, tmp_path):
     assert [c for c in new.columns if c in set(old.columns)] == list(old.columns)
     assert new["map_key"].str.fullmatch(r"\d+_\d+_[0-9a-f]{16}").all()
     # the explain stage's numbers come from 32-step IG sums and curves: a looser tolerance than scores
-    explain = ["token_error", "image_share", "share_error", "deletion_auc", "insertion_auc", "random_deletion_auc",
-               "random_insertion_auc", "token_auc", "token_top1", "token_top1_chance"]
+    explain = [
+        "token_error",
+        "image_share",
+        "share_error",
+        "deletion_auc",
+        "insertion_auc",
+        "random_deletion_auc",
+        "random_insertion_auc",
+        "token_auc",
+        "token_top1",
+        "token_top1_chance",
+    ]
     scores = [c for c in old.columns if c not in explain]
     # atol 1e-6: the maps are float32 and differ in the 7th-8th digit with the batch they were computed in
     # (Guided Grad-CAM: cc -0.004327966 and -0.004327973 from a fresh and a warm cache) and with the CPU's
@@ -341,11 +391,31 @@ def test_a_plugin_model_runs_every_stage_through_the_cli(cli_env, tmp_path):
     from mlflow.tracking import MlflowClient
 
     env = {**cli_env, "PYTHONPATH": f"{PLUGINS}:{cli_env['PYTHONPATH']}"}
-    result = subprocess.run([python(), "-m", "vqa_interp.run", "-m", f"hydra.searchpath=[file://{PLUGINS / 'conf'}]",
-                             "+plugins=[toy_vqa]", "model=toy", "method=saliency,gradcam", "+experiment=sanity",
-                             "analysis.sanity_questions=6", "data.limit=16", "preprocessing.size=32",
-                             "analysis.bootstrap=50", "analysis.n_panels=1", "explain.ig_steps=8", "explain.steps=4"],
-                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [
+            python(),
+            "-m",
+            "vqa_interp.run",
+            "-m",
+            f"hydra.searchpath=[file://{PLUGINS / 'conf'}]",
+            "+plugins=[toy_vqa]",
+            "model=toy",
+            "method=saliency,gradcam",
+            "+experiment=sanity",
+            "analysis.sanity_questions=6",
+            "data.limit=16",
+            "preprocessing.size=32",
+            "analysis.bootstrap=50",
+            "analysis.n_panels=1",
+            "explain.ig_steps=8",
+            "explain.steps=4",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("vqa-interp")
@@ -356,15 +426,24 @@ def test_a_plugin_model_runs_every_stage_through_the_cli(cli_env, tmp_path):
         assert run.data.params["model.kind"] == "toy"
         folder = tmp_path / run.info.run_id
         folder.mkdir()
-        tables = {name: pd.read_csv(client.download_artifacts(run.info.run_id, f"tables/{name}.csv", str(folder)))
-                  for name in ("per_example", "token_attributions", "faithfulness_curves", "sanity_randomisation")}
+        tables = {
+            name: pd.read_csv(client.download_artifacts(run.info.run_id, f"tables/{name}.csv", str(folder)))
+            for name in ("per_example", "token_attributions", "faithfulness_curves", "sanity_randomisation")
+        }
         table = tables["per_example"]
         assert len(table) and table["rank_corr"].notna().any() and table["image_share"].notna().any()
         assert table["deletion_auc"].between(0, 1).all()
-        assert len(tables["token_attributions"]) and set(tables["faithfulness_curves"]["source"]) == {"method", "random"}
+        assert len(tables["token_attributions"]) and set(tables["faithfulness_curves"]["source"]) == {
+            "method",
+            "random",
+        }
         blocks = tables["sanity_randomisation"]
-        assert list(dict.fromkeys(blocks[blocks["mode"] == "cascading"].sort_values("step")["block"])) == \
-            ["none", "head", "text", "grid"]
+        assert list(dict.fromkeys(blocks[blocks["mode"] == "cascading"].sort_values("step")["block"])) == [
+            "none",
+            "head",
+            "text",
+            "grid",
+        ]
 
 
 def test_a_method_the_model_cannot_serve_is_refused_before_any_work():

@@ -1,4 +1,5 @@
 """Captum's Guided Backprop / DeconvNet on our models equal a hand-written ReLU rule."""
+
 import copy
 
 import pytest
@@ -7,7 +8,7 @@ from torch import nn
 
 from vqa_interp.attribution import METHODS, make_attributor
 from vqa_interp.data.images import InputGeometry
-from vqa_interp.models import KazemiModel, Net, ResNetBackbone, SmallConvBackbone, KazemiNetwork
+from vqa_interp.models import KazemiModel, KazemiNetwork, Net, ResNetBackbone, SmallConvBackbone
 
 
 class _RuleReLU(torch.autograd.Function):
@@ -48,10 +49,23 @@ def tiny_vqa(seed=0, backbone=None):
     """A small Kazemi net behind the model interface (the methods take the interface)."""
     torch.manual_seed(seed)
     backbone = backbone or SmallConvBackbone(16)
-    net = Net(20, v_features=backbone.out_channels, embedding_features=8, lstm_features=16, mid_features=8,
-              glimpses=2, classifier_mid=16, max_answers=7, drop=0.0)
-    return KazemiModel(KazemiNetwork(backbone, net).eval(), {f"w{i}": i for i in range(1, 20)},
-                       {f"a{i}": i for i in range(7)}, InputGeometry(32, 1.0))
+    net = Net(
+        20,
+        v_features=backbone.out_channels,
+        embedding_features=8,
+        lstm_features=16,
+        mid_features=8,
+        glimpses=2,
+        classifier_mid=16,
+        max_answers=7,
+        drop=0.0,
+    )
+    return KazemiModel(
+        KazemiNetwork(backbone, net).eval(),
+        {f"w{i}": i for i in range(1, 20)},
+        {f"a{i}": i for i in range(7)},
+        InputGeometry(32, 1.0),
+    )
 
 
 def inputs(batch=3, size=32):
@@ -76,13 +90,16 @@ def test_guided_backprop_and_deconv_equal_the_hand_written_rule(method, guided):
 
 
 def test_every_relu_call_site_is_its_own_non_inplace_module():
-    for model, image in ((tiny_vqa().module, inputs()[0]),
-                         (tiny_vqa(backbone=ResNetBackbone(50)).module, torch.randn(1, 3, 64, 64))):
+    for model, image in (
+        (tiny_vqa().module, inputs()[0]),
+        (tiny_vqa(backbone=ResNetBackbone(50)).module, torch.randn(1, 3, 64, 64)),
+    ):
         calls = {}
         relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
         assert relus and not any(m.inplace for m in relus)
-        hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(id(m), calls.get(id(m), 0) + 1))
-                 for m in relus]
+        hooks = [
+            m.register_forward_hook(lambda m, i, o: calls.__setitem__(id(m), calls.get(id(m), 0) + 1)) for m in relus
+        ]
         _, q, q_len = inputs(batch=len(image))
         model(image, q, q_len)
         for h in hooks:
@@ -96,12 +113,11 @@ def test_saliency_is_abs_gradient_and_all_methods_give_input_shaped_maps():
     target = torch.tensor([1, 2, 3])
     x = image.clone().requires_grad_(True)
     model.forward(x, (q, q_len)).gather(1, target[:, None]).sum().backward()
-    saliency = make_attributor(model, "saliency", {"abs": True})(image.clone().requires_grad_(True), target,
-                                                                (q, q_len))
+    saliency = make_attributor(model, "saliency", {"abs": True})(image.clone().requires_grad_(True), target, (q, q_len))
     assert torch.allclose(saliency, x.grad.abs(), atol=1e-6)
     for method in [m for m, entry in METHODS.items() if entry.kind == "model" and entry.runs_on(model.provides)]:
         out = make_attributor(model, method, {})(image.clone().requires_grad_(True), target, (q, q_len))
-        if isinstance(out, tuple):   # (attributions, per-map diagnostics), e.g. IG's completeness error
+        if isinstance(out, tuple):  # (attributions, per-map diagnostics), e.g. IG's completeness error
             out, extras = out
             assert all(v.shape == (len(image),) for v in extras.values()), method
         assert out.shape[0] == image.shape[0] and out.shape[-2:] == image.shape[-2:], method
@@ -147,6 +163,7 @@ def test_a_sampling_methods_map_depends_on_neither_its_batch_nor_the_global_gene
     alone = attribute(image[1:2].clone().requires_grad_(True), target[1:2], (q[1:2], q_len[1:2]))
     assert torch.equal(before[0], torch.get_rng_state()) and np.array_equal(before[1], np.random.get_state()[1])
     torch.testing.assert_close(alone[0], batch[1], atol=1e-6, rtol=1e-5)
-    other = make_attributor(model, method, {**options, "seed": 1})(image[1:2].clone().requires_grad_(True), target[1:2],
-                                                                  (q[1:2], q_len[1:2]))
-    assert not torch.allclose(other, alone)      # the seed is what the samples depend on
+    other = make_attributor(model, method, {**options, "seed": 1})(
+        image[1:2].clone().requires_grad_(True), target[1:2], (q[1:2], q_len[1:2])
+    )
+    assert not torch.allclose(other, alone)  # the seed is what the samples depend on

@@ -2,6 +2,7 @@
 this process, logged to a real SQLite MLflow store before the run ends; a failed drawing ends
 its run FAILED with the child's traceback; a cancelled one leaves no process; deferred runs are
 finished in order, at the latest at the end."""
+
 import os
 import time
 
@@ -9,10 +10,10 @@ import pytest
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
-from vqa_interp.settings import TrackingSettings
-from vqa_interp.tracking import figure_runs
 from vqa_interp.analysis.figures import save_figure
 from vqa_interp.report.drawing import can_fork, draw_figures
+from vqa_interp.settings import TrackingSettings
+from vqa_interp.tracking import figure_runs
 from vqa_interp.tracking.figure_runs import defer, finish, finish_deferred, pending
 from vqa_interp.tracking.store import start_run
 
@@ -35,7 +36,9 @@ def _source(*names, fail_at=None, sleep=0.0) -> dict:
                 raise ValueError(f"no data for {name}")
             time.sleep(sleep)
             return _figure(name)
+
         return make
+
     return {name: maker(name) for name in names}
 
 
@@ -71,7 +74,11 @@ def test_a_run_ends_only_once_its_figures_are_logged(tracking):
     run = client.get_run(tracker.run_id)
     assert run.info.status == "FINISHED"
     assert {a.path for a in client.list_artifacts(tracker.run_id, "figures")} == {
-        "figures/fig7.png", "figures/fig7.svg", "figures/fig8.png", "figures/fig8.svg"}
+        "figures/fig7.png",
+        "figures/fig7.svg",
+        "figures/fig8.png",
+        "figures/fig8.svg",
+    }
     assert run.data.metrics["time/figures_s"] > 0
 
 
@@ -105,13 +112,12 @@ def test_deferred_runs_are_finished_when_drawn_and_all_at_the_end(tracking):
     client = MlflowClient(tracking.uri)
     while not fast.done():
         time.sleep(0.05)
-    finish_deferred(wait=False)        # the fast one only: the slow one is still drawing
+    finish_deferred(wait=False)  # the fast one only: the slow one is still drawing
     assert client.get_run(fast_tracker.run_id).info.status == "FINISHED"
     assert client.get_run(slow_tracker.run_id).info.status == "RUNNING" and pending() == 1
-    finish_deferred(wait=False, at_most=0)     # no more drawing processes than allowed: wait for it
+    finish_deferred(wait=False, at_most=0)  # no more drawing processes than allowed: wait for it
     assert client.get_run(slow_tracker.run_id).info.status == "FINISHED" and pending() == 0
-    assert {a.path for a in client.list_artifacts(slow_tracker.run_id, "figures")} == {
-        "figures/s.png", "figures/s.svg"}
+    assert {a.path for a in client.list_artifacts(slow_tracker.run_id, "figures")} == {"figures/s.png", "figures/s.svg"}
 
 
 def test_a_deferred_drawing_that_fails_ends_its_run_failed_and_is_not_raised(tracking, caplog):
@@ -188,7 +194,7 @@ def test_the_parent_compares_while_the_last_figures_draw_and_again_if_one_fails(
 
     status = close_parent(parent, "FINISHED", pending_runs(), finish_after_comparing)
     client = MlflowClient(tracking.uri)
-    assert compared == ["RUNNING"] and pending() == 0      # compared before the child ended
+    assert compared == ["RUNNING"] and pending() == 0  # compared before the child ended
     child_status = "FAILED" if breaks else "FINISHED"
     assert client.get_run(child.run_id).info.status == child_status
     assert status == ("FAILED" if breaks else "FINISHED") == client.get_run(parent.run_id).info.status

@@ -1,4 +1,5 @@
 """The benchmark scripts run and their fast paths agree with the baselines (no timing asserted)."""
+
 import json
 
 import pytest
@@ -10,7 +11,7 @@ from benchmarks.run import bench_scoring, to_markdown, verdicts
 def test_scoring_benchmark_fast_and_naive_agree():
     results = bench_scoring(quick=True)
     assert results["scoring_max_abs_difference"] < 1e-6
-    assert results["scoring_max_abs_difference.cam"] < 1e-6     # the metrics that do not depend on tie-breaking
+    assert results["scoring_max_abs_difference.cam"] < 1e-6  # the metrics that do not depend on tie-breaking
     assert results["scoring_pairs"] == 32 and results["scoring_distinct_human_maps"] == 4
     report = {"command": "x", "date": "d", "machine": {"cpu": "c"}, "results": results, "verdicts": verdicts(results)}
     assert "scoring_speedup" in to_markdown(report)
@@ -20,9 +21,31 @@ def test_scoring_benchmark_fast_and_naive_agree():
 def test_gpu_script_runs_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     # ResNet-50 checks the script as ResNet-152 would, at a third of the cost
-    assert gpu.main(["--device", "cpu", "--batch", "1", "--repeats", "1", "--size", "64", "--depth", "50",
-                     "--json", str(out),
-                     "--score-pairs", "4", "--score-size", "64", "--vilt-size", "embedded"]) == 0
+    assert (
+        gpu.main(
+            [
+                "--device",
+                "cpu",
+                "--batch",
+                "1",
+                "--repeats",
+                "1",
+                "--size",
+                "64",
+                "--depth",
+                "50",
+                "--json",
+                str(out),
+                "--score-pairs",
+                "4",
+                "--score-size",
+                "64",
+                "--vilt-size",
+                "embedded",
+            ]
+        )
+        == 0
+    )
     results = json.loads(out.read_text())
     assert results["scoring_pairs_per_second.device"] > 0 and results["scoring_pairs_per_second.numpy_cpu"] > 0
     for method in ("saliency", "gbackp", "deconv", "ggradcam"):
@@ -41,11 +64,15 @@ def test_gpu_script_runs_on_cpu(tmp_path):
 def test_vilt_benchmark_reports_each_method_against_its_floor(monkeypatch):
     import benchmarks.vilt as vilt
 
-    monkeypatch.setitem(vilt.SIZES, "b32", {**vilt.SIZES["embedded"], "batch": 2})   # the large size is the benchmark's
+    monkeypatch.setitem(vilt.SIZES, "b32", {**vilt.SIZES["embedded"], "batch": 2})  # the large size is the benchmark's
     results = vilt.bench_vilt(quick=True)
     for method in ("attention", "rollout", "chefer", "saliency", "inputxgrad", "ig"):
         assert results[f"vilt_overhead.{method}"] > 0
-    assert results["vilt_floor_backward_seconds_per_map.embedded"] > results["vilt_floor_forward_seconds_per_map.embedded"] > 0
+    assert (
+        results["vilt_floor_backward_seconds_per_map.embedded"]
+        > results["vilt_floor_forward_seconds_per_map.embedded"]
+        > 0
+    )
 
 
 def test_explain_benchmark_reports_each_parts_cost():
@@ -54,7 +81,7 @@ def test_explain_benchmark_reports_each_parts_cost():
     results = bench_explain(quick=True)
     for part in ("tokens", "share", "faithfulness"):
         assert results[f"explain_seconds_per_map.{part}.embedded"] > 0
-        assert results[f"explain_overhead.{part}.embedded"] > 0          # a measured ratio (the benchmark reads it)
+        assert results[f"explain_overhead.{part}.embedded"] > 0  # a measured ratio (the benchmark reads it)
         assert "forward" in results[f"explain_passes_per_map.{part}"]
 
 

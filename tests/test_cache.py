@@ -1,4 +1,5 @@
 """The map cache: content-addressed, atomic."""
+
 import numpy as np
 import pytest
 
@@ -49,7 +50,7 @@ def test_a_truncated_entry_is_named_removed_and_computed_again(tmp_path, caplog)
     cache.store("1_2", np.arange(64, dtype=np.float32).reshape(8, 8))
     assert cache.has("1_2")
     path = cache.path("1_2")
-    path.write_bytes(path.read_bytes()[:-10])          # a write cut short (disk full, copied in part)
+    path.write_bytes(path.read_bytes()[:-10])  # a write cut short (disk full, copied in part)
     with caplog.at_level("WARNING"):
         assert not cache.has("1_2")
     assert str(path) in caplog.text and not path.exists() and cache.repaired == 1
@@ -67,14 +68,14 @@ def test_an_entry_with_other_floats_or_swapped_with_another_fails_its_digest(tmp
     cache.store("2_0", b)
     first, second = cache.path("1_0"), cache.path("2_0")
     one, two = first.read_bytes(), second.read_bytes()
-    first.write_bytes(two)                                # the two entries swapped
+    first.write_bytes(two)  # the two entries swapped
     second.write_bytes(one)
     with caplog.at_level("WARNING"):
         assert not cache.has("1_0") and not cache.has("2_0")
     assert str(first) in caplog.text and str(second) in caplog.text and cache.repaired == 2
     cache.store("1_0", a)
     raw = bytearray(cache.path("1_0").read_bytes())
-    raw[-8:-4] = np.float32(7.0).tobytes()                # one float changed inside the array
+    raw[-8:-4] = np.float32(7.0).tobytes()  # one float changed inside the array
     cache.path("1_0").write_bytes(bytes(raw))
     assert not cache.has("1_0")
 
@@ -90,7 +91,7 @@ def test_a_cached_table_cut_short_is_reported_and_computed_again(tmp_path, caplo
     pd.testing.assert_frame_equal(store.read_table({"a": 1}), frame)
     path = store.path({"a": 1})
     lines = path.read_bytes().splitlines(keepends=True)
-    path.write_bytes(b"".join(lines[:13]))                # half its rows: still a valid CSV
+    path.write_bytes(b"".join(lines[:13]))  # half its rows: still a valid CSV
     with caplog.at_level("WARNING"):
         assert store.read_table({"a": 1}) is None
     assert str(path) in caplog.text and "fails its content digest" in caplog.text and not path.exists()

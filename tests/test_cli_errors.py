@@ -1,6 +1,8 @@
 """What a user sees when asking for help or making a config mistake."""
+
 import re
 import subprocess
+
 import pytest
 
 from conftest import ROOT, python
@@ -9,8 +11,9 @@ CONF = ROOT / "conf"
 
 
 def _run(args, env=None, cwd=None):
-    return subprocess.run([python(), "-m", "vqa_interp.run", *args], capture_output=True, text=True, timeout=300,
-                          env=env, cwd=cwd)
+    return subprocess.run(
+        [python(), "-m", "vqa_interp.run", *args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd
+    )
 
 
 def test_help_names_every_option_once_and_aliases_as_aliases():
@@ -24,35 +27,38 @@ def test_help_names_every_option_once_and_aliases_as_aliases():
         assert f"(alias {alias})" in groups and len(re.findall(rf"\b{alias}\b", groups)) == 1
 
 
-@pytest.mark.parametrize("override,message", [
-    ("k=abc", "k='abc' is not a number"),
-    ("k=1e-9", "top-k region of"),
-    ("scoring.tie_policy=exact", "scoring.tie_policy=fractional"),
-    ("data.question_ids=abc", "data.question_ids='abc'"),
-    ("+method.nope=1", "unknown option"),
-    ("scoring.metrics=[rank_corr,nope]", "scoring.metrics[]"),
-    ("scoring.human=annotator scoring.annotator=7", "scoring.annotator=7: none of the"),
-    ("attribution.target_policy=label", "analysis.map_for_example=label"),
-    ("method=ig method.n_steps=0", "method.n_steps=0 is out of range for method=ig"),
-    ("method=occlusion method.stride=0", "method.stride=0 is out of range"),
-    ("memory.budget=lots", "memory.budget='lots'"),
-    ("tracking.uri=file:./mlruns", "tracking.uri=file:./mlruns: a file store"),
-    ("analysis.test=ttest", "analysis.test"),
-    ("data.question_ids=[900001000,900001000,900001000]", "data.question_ids lists [900001000] more than once"),
-    ("seed=abc", "seed='abc'"),
-    ("data.skip_missing_images=no", "data.skip_missing_images='no'; expected true or false"),
-    ("analysis.baselines=off", "analysis.baselines='off'; expected true or false"),
-    ("tracking.uri=sqlite:////proc/nowhere/mlflow.db", "the folder /proc/nowhere cannot be created"),
-    ("method=nosuch", "method=nosuch is not a config of the method group"),
-    ("model=vlit", "did you mean model=vilt?"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("k=abc", "k='abc' is not a number"),
+        ("k=1e-9", "top-k region of"),
+        ("scoring.tie_policy=exact", "scoring.tie_policy=fractional"),
+        ("data.question_ids=abc", "data.question_ids='abc'"),
+        ("+method.nope=1", "unknown option"),
+        ("scoring.metrics=[rank_corr,nope]", "scoring.metrics[]"),
+        ("scoring.human=annotator scoring.annotator=7", "scoring.annotator=7: none of the"),
+        ("attribution.target_policy=label", "analysis.map_for_example=label"),
+        ("method=ig method.n_steps=0", "method.n_steps=0 is out of range for method=ig"),
+        ("method=occlusion method.stride=0", "method.stride=0 is out of range"),
+        ("memory.budget=lots", "memory.budget='lots'"),
+        ("tracking.uri=file:./mlruns", "tracking.uri=file:./mlruns: a file store"),
+        ("analysis.test=ttest", "analysis.test"),
+        ("data.question_ids=[900001000,900001000,900001000]", "data.question_ids lists [900001000] more than once"),
+        ("seed=abc", "seed='abc'"),
+        ("data.skip_missing_images=no", "data.skip_missing_images='no'; expected true or false"),
+        ("analysis.baselines=off", "analysis.baselines='off'; expected true or false"),
+        ("tracking.uri=sqlite:////proc/nowhere/mlflow.db", "the folder /proc/nowhere cannot be created"),
+        ("method=nosuch", "method=nosuch is not a config of the method group"),
+        ("model=vlit", "did you mean model=vilt?"),
+    ],
+)
 def test_a_config_error_is_one_line_exit_2_and_no_traceback(override, message, cli_env, tmp_path):
     result = _run([*override.split(), "data.limit=5"], env=cli_env, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1, result.stderr
-    from mlflow.tracking import MlflowClient   # no run was opened
+    from mlflow.tracking import MlflowClient  # no run was opened
 
     client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("vqa-interp")
@@ -62,11 +68,11 @@ def test_a_config_error_is_one_line_exit_2_and_no_traceback(override, message, c
 def test_an_unreachable_tracking_server_fails_fast_in_one_line(cli_env, tmp_path):
     import socket
 
-    with socket.socket() as probe:   # a port nothing listens on
+    with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**cli_env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
-    result = _run(["data.limit=4"], env=env, cwd=tmp_path)   # no retries: it ends within _run's timeout
+    result = _run(["data.limit=4"], env=env, cwd=tmp_path)  # no retries: it ends within _run's timeout
     assert result.returncode == 2 and f"tracking.uri=http://127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -95,10 +101,13 @@ def test_a_truncated_tracking_database_is_one_line_before_any_run(cli_env, tmp_p
         assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("args,message", [
-    (["data.root=/data/my", "vqa"], "'data.root=\"/data/my vqa\"'"),
-    (["data.root=/data/vqa (copy)"], "'data.root=\"/data/vqa (copy)\"'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["data.root=/data/my", "vqa"], "'data.root=\"/data/my vqa\"'"),
+        (["data.root=/data/vqa (copy)"], "'data.root=\"/data/vqa (copy)\"'"),
+    ],
+)
 def test_a_path_hydra_cannot_parse_is_named_with_the_quoting_that_works(args, message, cli_env, tmp_path):
     result = _run(args, env=cli_env, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
@@ -111,7 +120,9 @@ def test_a_path_with_a_space_quoted_as_readme_shows_reaches_the_run(cli_env, tmp
     checkpoint = ROOT / "tests" / "data" / "smoke_model_v0.3.pth"
     result = _run([f'data.root="{folder}"', "data=vqahat", f"model.checkpoint={checkpoint}"], env=cli_env, cwd=tmp_path)
     # the path arrived whole: the reader looks for the questions inside it
-    assert result.returncode == 2 and f"{folder}/OpenEnded_mscoco_val2014_questions.json" in result.stderr, result.stderr
+    assert result.returncode == 2 and f"{folder}/OpenEnded_mscoco_val2014_questions.json" in result.stderr, (
+        result.stderr
+    )
 
 
 def test_a_sweep_into_a_store_it_cannot_use_is_one_line(cli_env, tmp_path):
@@ -136,6 +147,12 @@ def test_verbose_is_taken_before_hydra_reads_the_command_line(monkeypatch):
 
 
 def test_verbose_flag_passes_through_to_a_run(cli_env, tmp_path):
-    result = subprocess.run([python(), "-m", "vqa_interp.run", "-v", "--help"], env=cli_env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [python(), "-m", "vqa_interp.run", "-v", "--help"],
+        env=cli_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and "== Configuration groups" in result.stdout

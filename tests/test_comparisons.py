@@ -1,15 +1,21 @@
 """Comparisons a reviewer cannot break: the ranking agrees with its paired tests, floors and the
 ceiling are read on the method's own questions and under the ceiling's protocol, one value per
 question with images resampled, and how robust a sweep's ranking is."""
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from vqa_interp.analysis.baselines import baselines_table, normalised_table, paired_baseline_tests
 from vqa_interp.analysis.comparisons import method_ranking, paired_method_tests
-from vqa_interp.analysis.robustness import (metric_agreement, ranking_by_type, ranking_stability, robustness_figure,
-                                            robustness_lines)
 from vqa_interp.analysis.resampling import bootstrap_mean_ci
+from vqa_interp.analysis.robustness import (
+    metric_agreement,
+    ranking_by_type,
+    ranking_stability,
+    robustness_figure,
+    robustness_lines,
+)
 from vqa_interp.analysis.statistics import analyse
 from vqa_interp.analysis.summary import sweep_summary
 from vqa_interp.errors import ConfigError
@@ -20,9 +26,17 @@ FAMILY = ("rank_corr", "intersect", "iou", "dice")
 def _run(method, values: dict, questions, images=None, answer_types=None):
     """A per-example table, one label row per question (all correct)."""
     n = len(questions)
-    frame = pd.DataFrame({"question_id": questions, "image_id": images if images is not None else questions,
-                          "target": "label", "on_prediction": True, "method": method,
-                          "answer_type": answer_types if answer_types is not None else ["other"] * n, **values})
+    frame = pd.DataFrame(
+        {
+            "question_id": questions,
+            "image_id": images if images is not None else questions,
+            "target": "label",
+            "on_prediction": True,
+            "method": method,
+            "answer_type": answer_types if answer_types is not None else ["other"] * n,
+            **values,
+        }
+    )
     return {"method": method, "k": 0.1, "setting": (), "table": frame}
 
 
@@ -33,7 +47,7 @@ def test_the_ranking_cannot_contradict_its_paired_test_when_a_method_drops_the_h
     ``gradcam > a (p=1.9e-09)``."""
     rng = np.random.default_rng(0)
     questions = np.arange(40)
-    a = np.sort(rng.uniform(0.1, 0.9, 40))                # question 0..9 the hardest
+    a = np.sort(rng.uniform(0.1, 0.9, 40))  # question 0..9 the hardest
     gradcam = a - 0.05
     gradcam[:10] = np.nan
     runs = [_run("a", {m: a for m in FAMILY}, questions), _run("gradcam", {m: gradcam for m in FAMILY}, questions)]
@@ -65,12 +79,26 @@ def test_a_lower_is_better_metric_ranks_and_reads_in_its_own_direction():
 
 # ---------------------------------------------------------------- 2-3. floors and the ceiling
 def _loo_frames(method_values, ceiling, random, questions, images=None):
-    examples = pd.DataFrame({"question_id": questions, "image_id": images if images is not None else questions,
-                             **{m: method_values for m in FAMILY}, **{f"loo/{m}": method_values for m in FAMILY}})
+    examples = pd.DataFrame(
+        {
+            "question_id": questions,
+            "image_id": images if images is not None else questions,
+            **{m: method_values for m in FAMILY},
+            **{f"loo/{m}": method_values for m in FAMILY},
+        }
+    )
     refs = []
     for name, values in (("random", random), ("human_ceiling", ceiling), ("centre", random + 0.05)):
-        refs.append(pd.DataFrame({"question_id": questions, "reference": name, **{m: values for m in FAMILY},
-                                  **{f"loo/{m}": values for m in FAMILY}}))
+        refs.append(
+            pd.DataFrame(
+                {
+                    "question_id": questions,
+                    "reference": name,
+                    **{m: values for m in FAMILY},
+                    **{f"loo/{m}": values for m in FAMILY},
+                }
+            )
+        )
     return examples, pd.concat(refs, ignore_index=True)
 
 
@@ -99,8 +127,9 @@ def _annotators(rng, n_questions, n_annotators, size=32):
     for _ in range(n_questions):
         cy, cx = rng.uniform(6, size - 6, 2)
         latent = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rng.uniform(3, 6) ** 2))
-        out.append(np.stack([np.clip(latent + rng.normal(0, 0.25, latent.shape), 0, None)
-                             for _ in range(n_annotators)]))
+        out.append(
+            np.stack([np.clip(latent + rng.normal(0, 0.25, latent.shape), 0, None) for _ in range(n_annotators)])
+        )
     return out
 
 
@@ -120,12 +149,30 @@ def test_a_held_out_human_scored_like_a_method_normalises_to_one_within_its_ci()
         loo = score_leave_one_out(np.concatenate([held_out, random]), data, size=32, metrics=metrics)
         ceiling = human_ceiling(data, size=32, metrics=metrics)
         headline = score(held_out, data.mean(axis=0, keepdims=True), size=32, metrics=metrics).iloc[0]
-        rows.append({"question_id": q, "image_id": q, **{f"loo/{m}": loo.loc[0, m] for m in metrics},
-                     **{m: headline[m] for m in metrics}})
-        refs.append({"question_id": q, "reference": "random", **{f"loo/{m}": loo.loc[1, m] for m in metrics},
-                     **{m: loo.loc[1, m] for m in metrics}})
-        refs.append({"question_id": q, "reference": "human_ceiling", **{f"loo/{m}": ceiling[m] for m in metrics},
-                     **{m: ceiling[m] for m in metrics}})
+        rows.append(
+            {
+                "question_id": q,
+                "image_id": q,
+                **{f"loo/{m}": loo.loc[0, m] for m in metrics},
+                **{m: headline[m] for m in metrics},
+            }
+        )
+        refs.append(
+            {
+                "question_id": q,
+                "reference": "random",
+                **{f"loo/{m}": loo.loc[1, m] for m in metrics},
+                **{m: loo.loc[1, m] for m in metrics},
+            }
+        )
+        refs.append(
+            {
+                "question_id": q,
+                "reference": "human_ceiling",
+                **{f"loo/{m}": ceiling[m] for m in metrics},
+                **{m: ceiling[m] for m in metrics},
+            }
+        )
     examples, references = pd.DataFrame(rows), pd.DataFrame(refs)
     norm = normalised_table(examples, references, n_bootstrap=1000, metrics=metrics).set_index("metric")
     for metric in metrics:
@@ -157,7 +204,7 @@ def test_the_bootstrap_resamples_images_not_rows():
     clustered = bootstrap_mean_ci(values, 500, np.random.default_rng(9), clusters=images)
     assert clustered == pytest.approx(bootstrap_mean_ci(per_image, 500, np.random.default_rng(9)))
     rows = bootstrap_mean_ci(values, 500, np.random.default_rng(9))
-    assert rows[1] - rows[0] < 0.75 * (clustered[1] - clustered[0])      # rows as independent: too narrow
+    assert rows[1] - rows[0] < 0.75 * (clustered[1] - clustered[0])  # rows as independent: too narrow
 
 
 def test_headline_scores_and_tests_use_one_row_per_question():
@@ -167,15 +214,21 @@ def test_headline_scores_and_tests_use_one_row_per_question():
     rows = []
     for q in range(60):
         correct = q % 2 == 0
-        base = {"question_id": q, "image_id": q // 3, "method": "m", "confidence": rng.uniform(0, 1),
-                "correct": correct, "answer_type": "other"}
+        base = {
+            "question_id": q,
+            "image_id": q // 3,
+            "method": "m",
+            "confidence": rng.uniform(0, 1),
+            "correct": correct,
+            "answer_type": "other",
+        }
         rows.append({**base, "target": "label", "on_prediction": correct, **{m: 0.5 for m in FAMILY}})
         if not correct:
             rows.append({**base, "target": "prediction", "on_prediction": True, **{m: 0.1 for m in FAMILY}})
     table = pd.DataFrame(rows)
     results = analyse(table, low=0.25, high=0.75, n_bootstrap=50, metrics=list(FAMILY))
     assert len(results.examples) == 60
-    assert results.metrics["score/iou"] == pytest.approx((30 * 0.5 + 30 * 0.1) / 60)    # not over 90 rows
+    assert results.metrics["score/iou"] == pytest.approx((30 * 0.5 + 30 * 0.1) / 60)  # not over 90 rows
     first = results.tables["significance"].query("comparison == 'correct_vs_wrong' and metric == 'iou'").iloc[0]
     assert (first["n1"], first["n2"]) == (30, 30)
 
@@ -185,22 +238,41 @@ def test_token_and_faithfulness_tables_count_questions():
 
     rng = np.random.default_rng(7)
     n = 40
-    examples = pd.DataFrame({"question_id": np.arange(n), "image_id": np.arange(n) // 4,
-                             "correct": np.arange(n) % 2 == 0, "confidence": rng.uniform(0, 1, n),
-                             "confidence_level": "mid", "token_auc": rng.uniform(0.5, 1, n),
-                             "token_top1": rng.integers(0, 2, n).astype(float), "token_top1_chance": 0.3,
-                             "deletion_auc": rng.uniform(0.2, 0.4, n), "random_deletion_auc": rng.uniform(0.4, 0.6, n),
-                             "insertion_auc": rng.uniform(0.5, 0.7, n), "random_insertion_auc": rng.uniform(0.4, 0.6, n),
-                             "rank_corr": rng.uniform(0, 1, n), "iou": rng.uniform(0, 1, n)})
-    per_target = pd.concat([examples, examples.iloc[:10]], ignore_index=True)      # 50 maps for 40 questions
+    examples = pd.DataFrame(
+        {
+            "question_id": np.arange(n),
+            "image_id": np.arange(n) // 4,
+            "correct": np.arange(n) % 2 == 0,
+            "confidence": rng.uniform(0, 1, n),
+            "confidence_level": "mid",
+            "token_auc": rng.uniform(0.5, 1, n),
+            "token_top1": rng.integers(0, 2, n).astype(float),
+            "token_top1_chance": 0.3,
+            "deletion_auc": rng.uniform(0.2, 0.4, n),
+            "random_deletion_auc": rng.uniform(0.4, 0.6, n),
+            "insertion_auc": rng.uniform(0.5, 0.7, n),
+            "random_insertion_auc": rng.uniform(0.4, 0.6, n),
+            "rank_corr": rng.uniform(0, 1, n),
+            "iou": rng.uniform(0, 1, n),
+        }
+    )
+    per_target = pd.concat([examples, examples.iloc[:10]], ignore_index=True)  # 50 maps for 40 questions
     tables, _, _ = explain_results(examples, per_target, alpha=0.05, n_bootstrap=100, seed=0, min_group=5)
     assert tables["token_scores"]["n"].iloc[0] == n and (tables["faithfulness"]["n"] == n).all()
 
 
 # ---------------------------------------------------------------- 5. target policy x map_for_example
-@pytest.mark.parametrize("policy,stands,refused", [
-    ("paper", "prediction", False), ("paper", "label", False), ("label", "label", False),
-    ("prediction", "prediction", False), ("label", "prediction", True), ("prediction", "label", True)])
+@pytest.mark.parametrize(
+    "policy,stands,refused",
+    [
+        ("paper", "prediction", False),
+        ("paper", "label", False),
+        ("label", "label", False),
+        ("prediction", "prediction", False),
+        ("label", "prediction", True),
+        ("prediction", "label", True),
+    ],
+)
 def test_every_target_policy_and_example_map_is_meaningful_or_refused(policy, stands, refused, home):
     from hydra import compose, initialize_config_dir
 
@@ -218,15 +290,22 @@ def test_every_target_policy_and_example_map_is_meaningful_or_refused(policy, st
         assert from_config(cfg).analysis.map_for_example == stands
 
 
-@pytest.mark.parametrize("policy,stands", [("paper", "prediction"), ("paper", "label"), ("label", "label"),
-                                           ("prediction", "prediction")])
+@pytest.mark.parametrize(
+    "policy,stands", [("paper", "prediction"), ("paper", "label"), ("label", "label"), ("prediction", "prediction")]
+)
 def test_an_accepted_combination_keeps_every_example(policy, stands):
     from vqa_interp.analysis.statistics import example_rows
     from vqa_interp.pipeline.targets import plan_targets
 
-    predictions = pd.DataFrame({"question_id": np.arange(10), "row": np.arange(10), "label_index": np.arange(10) % 3,
-                                "prediction_index": np.where(np.arange(10) % 2 == 0, np.arange(10) % 3, 5),
-                                "correct": np.arange(10) % 2 == 0})
+    predictions = pd.DataFrame(
+        {
+            "question_id": np.arange(10),
+            "row": np.arange(10),
+            "label_index": np.arange(10) % 3,
+            "prediction_index": np.where(np.arange(10) % 2 == 0, np.arange(10) % 3, 5),
+            "correct": np.arange(10) % 2 == 0,
+        }
+    )
     targets, _ = plan_targets(predictions, policy)
     kept = example_rows(targets, stands)
     assert sorted(kept["question_id"]) == list(range(10))
@@ -244,8 +323,12 @@ def _known_sweep():
     runs = []
     for method, shift in (("a", 0.2), ("b", 0.1), ("c", 0.0)):
         noise = rng.normal(0, 0.01, n)
-        values = {"rank_corr": base + shift + noise, "iou": base + shift + noise, "intersect": base + shift + noise,
-                  "dice": base - shift + noise}
+        values = {
+            "rank_corr": base + shift + noise,
+            "iou": base + shift + noise,
+            "intersect": base + shift + noise,
+            "dice": base - shift + noise,
+        }
         if method == "b":
             values["rank_corr"] = np.where(answer_types == "yes/no", base + 0.3 + noise, values["rank_corr"])
         runs.append(_run(method, values, questions, images, answer_types))
@@ -271,8 +354,12 @@ def test_robustness_tables_read_a_sweep_whose_answer_is_known(tmp_path):
     assert len(lines) == 1
     assert "the ranking of a over b (rank_corr) holds on 3/4 metrics" in lines[0]
     assert "within 1/2 answer and question types" in lines[0]
-    text = sweep_summary(ranking, paired_method_tests(runs, n_bootstrap=100), pd.DataFrame(),
-                         robustness={"metric_agreement": metric_agreement(ranking), "ranking_by_type": by_type})
+    text = sweep_summary(
+        ranking,
+        paired_method_tests(runs, n_bootstrap=100),
+        pd.DataFrame(),
+        robustness={"metric_agreement": metric_agreement(ranking), "ranking_by_type": by_type},
+    )
     assert "Robustness of the ranking" in text and "Least agreeing metrics" in text
     figure = robustness_figure(ranking, metric_agreement(ranking))
     figure.savefig(tmp_path / "robustness.png")

@@ -1,16 +1,23 @@
 """Readers, answer normalisation, VQA accuracy, checkpoints and their clear errors."""
+
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from vqa_interp.models import KazemiModel, load_model
-from vqa_interp.models.checkpoint import read_checkpoint
-from vqa_interp.data import (InputGeometry, load_examples, load_human_maps, normalize_answer, resolve_paths,
-                             tokenize_question, vqa_accuracy)
+from vqa_interp.data import (
+    InputGeometry,
+    load_examples,
+    load_human_maps,
+    normalize_answer,
+    resolve_paths,
+    tokenize_question,
+    vqa_accuracy,
+)
 from vqa_interp.errors import CheckpointError, DataError
-from vqa_interp.models import Net, SmallConvBackbone, KazemiNetwork
+from vqa_interp.models import KazemiModel, KazemiNetwork, Net, SmallConvBackbone, load_model
+from vqa_interp.models.checkpoint import read_checkpoint
 
 
 def test_normalize_answer_like_the_official_evaluation():
@@ -51,9 +58,15 @@ def test_missing_files_name_the_key_the_path_and_the_source(tmp_path):
         load_examples(paths)
 
 
-@pytest.mark.parametrize("where,field,value", [("questions", "question_id", "../../../../tmp/x"),
-                                               ("annotations", "question_id", "../../../../tmp/x"),
-                                               ("questions", "question_id", 1.5), ("questions", "image_id", "abc")])
+@pytest.mark.parametrize(
+    "where,field,value",
+    [
+        ("questions", "question_id", "../../../../tmp/x"),
+        ("annotations", "question_id", "../../../../tmp/x"),
+        ("questions", "question_id", 1.5),
+        ("questions", "image_id", "abc"),
+    ],
+)
 def test_an_id_that_is_not_an_integer_is_a_data_error_naming_the_file_and_the_id(tmp_path, where, field, value):
     import sys
 
@@ -87,16 +100,26 @@ class UnsafeToLoad:
 def _small_model():
     torch.manual_seed(0)
     backbone = SmallConvBackbone(8)
-    net = Net(6, v_features=8, embedding_features=4, lstm_features=8, mid_features=4, glimpses=2,
-              classifier_mid=8, max_answers=3, drop=0.0)
+    net = Net(
+        6,
+        v_features=8,
+        embedding_features=4,
+        lstm_features=8,
+        mid_features=4,
+        glimpses=2,
+        classifier_mid=8,
+        max_answers=3,
+        drop=0.0,
+    )
     return KazemiNetwork(backbone, net).eval()
 
 
 def test_checkpoint_roundtrip_in_the_pytorch_vqa_layout(tmp_path):
     model = _small_model()
     path = tmp_path / "model.pth"
-    KazemiModel(model, {"what": 1, "is": 2, "a": 3, "b": 4, "c": 5}, {"yes": 0, "no": 1, "2": 2},
-                InputGeometry(16, 1.0)).save(path, config={"backbone": {"type": "small_cnn"}})
+    KazemiModel(
+        model, {"what": 1, "is": 2, "a": 3, "b": 4, "c": 5}, {"yes": 0, "no": 1, "2": 2}, InputGeometry(16, 1.0)
+    ).save(path, config={"backbone": {"type": "small_cnn"}})
     payload = read_checkpoint(path)
     assert set(payload) == {"name", "tracker", "config", "weights", "vocab", "eval"}
     assert all(k.startswith("module.") for k in payload["weights"])
@@ -114,11 +137,11 @@ def test_checkpoint_errors(tmp_path):
     torch.save({"weights": UnsafeToLoad(), "vocab": {}}, tmp_path / "unsafe.pth")
     with pytest.raises(CheckpointError, match="refuses") as unsafe:
         read_checkpoint(tmp_path / "unsafe.pth")
-    assert "weights_only=False" not in str(unsafe.value)   # never a suggestion to turn safety off
-    (tmp_path / "random.pth").write_bytes(bytes(range(256)) * 8)          # random bytes: not a checkpoint
+    assert "weights_only=False" not in str(unsafe.value)  # never a suggestion to turn safety off
+    (tmp_path / "random.pth").write_bytes(bytes(range(256)) * 8)  # random bytes: not a checkpoint
     with pytest.raises(CheckpointError, match="is not a torch checkpoint"):
         read_checkpoint(tmp_path / "random.pth")
-    (tmp_path / "cut.pth").write_bytes((tmp_path / "unsafe.pth").read_bytes()[:100])   # truncated zip
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "unsafe.pth").read_bytes()[:100])  # truncated zip
     with pytest.raises(CheckpointError, match="not a torch checkpoint|not a readable torch file"):
         read_checkpoint(tmp_path / "cut.pth")
     torch.save({"weights": {}}, tmp_path / "novocab.pth")
@@ -150,7 +173,7 @@ def test_human_maps_are_read_at_their_bit_depth(kind, tmp_path):
     assert loaded.shape == (32, 32)
     np.testing.assert_allclose(loaded, ramp, atol=1 / 255 + 1e-6)
     assert loaded.min() == pytest.approx(0, abs=1e-6) and loaded.max() == pytest.approx(1, abs=1e-6)
-    if kind == "16bit":   # values 300..1000 are all 255 once converted to 8 bits: not constant at 16 bits
+    if kind == "16bit":  # values 300..1000 are all 255 once converted to 8 bits: not constant at 16 bits
         from vqa_interp.data.vqa import _is_constant_image
 
         Image.fromarray((300 + ramp * 700).astype(np.uint16)).save(tmp_path / "2_1.png")

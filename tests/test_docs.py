@@ -1,6 +1,7 @@
 """The documentation: a short README, a reference generated from the registries that names every
 method, metric and model kind, example outputs that come from real runs, and a tutorial notebook that
 runs."""
+
 import importlib.util
 import re
 
@@ -62,8 +63,9 @@ def test_the_tutorial_notebook_runs_and_stores_no_outputs():
     path = ROOT / "docs" / "tutorial.ipynb"
     notebook = nbformat.read(path, as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
-    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT)}}).execute()
+    nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")

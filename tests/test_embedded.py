@@ -1,4 +1,5 @@
 """The embedded benchmark: deterministic, in the real schemas, with imperfect human agreement."""
+
 import hashlib
 import json
 
@@ -39,7 +40,9 @@ def test_files_follow_the_vqa_and_vqahat_schemas(embedded_root):
     assert {"info", "data_type", "data_subtype", "annotations", "license"} <= set(ann)
     types = set()
     for a in ann["annotations"]:
-        assert {"question_id", "image_id", "question_type", "answer_type", "answers", "multiple_choice_answer"} <= set(a)
+        assert {"question_id", "image_id", "question_type", "answer_type", "answers", "multiple_choice_answer"} <= set(
+            a
+        )
         assert [x["answer_id"] for x in a["answers"]] == list(range(1, 11))
         assert all(x["answer_confidence"] in ("yes", "maybe", "no") for x in a["answers"])
         types.add(a["answer_type"])
@@ -59,8 +62,15 @@ def test_simulated_annotators_agree_imperfectly_like_vqa_hat(embedded_root):
     questions = json.loads((embedded_root / "OpenEnded_mscoco_val2014_questions.json").read_text())["questions"]
     correlations = []
     for q in questions[:60]:
-        maps = [np.asarray(Image.open(embedded_root / "vqahat_val" / f"{q['question_id']}_{n}.png")
-                           .resize((14, 14), Image.BILINEAR), float).ravel() for n in (1, 2, 3)]
+        maps = [
+            np.asarray(
+                Image.open(embedded_root / "vqahat_val" / f"{q['question_id']}_{n}.png").resize(
+                    (14, 14), Image.BILINEAR
+                ),
+                float,
+            ).ravel()
+            for n in (1, 2, 3)
+        ]
         correlations += [scipy.stats.spearmanr(maps[i], maps[j]).statistic for i, j in ((0, 1), (0, 2), (1, 2))]
     agreement = float(np.nanmean(correlations))
     assert 0.35 < agreement < 0.85
@@ -84,9 +94,18 @@ def test_the_same_config_trains_byte_identical_weights_even_beside_a_cpu_hog(hom
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         # 300 training images (a benchmark of its own, generated in seconds): 2 epochs as the default
         # 3000 would take, at a tenth of the time
-        settings = from_config(compose("config", overrides=[f"paths.home={home}", "model.train.epochs=2",
-                                                            "model.train.threads=2", "data.n_train_images=300",
-                                                            "data.n_val_images=20"]))
+        settings = from_config(
+            compose(
+                "config",
+                overrides=[
+                    f"paths.home={home}",
+                    "model.train.epochs=2",
+                    "model.train.threads=2",
+                    "data.n_train_images=300",
+                    "data.n_val_images=20",
+                ],
+            )
+        )
     dataset = dataset_for(settings.data, settings.home)
     quiet = train_and_save(settings.model, dataset, tmp_path / "quiet.pth")
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
@@ -124,8 +143,9 @@ def test_auto_threads_follow_the_free_cores_between_epochs(home, tmp_path):
     from vqa_interp.util.cores import usable_cores
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        settings = from_config(compose("config", overrides=[f"paths.home={home}", "data.n_train_images=300",
-                                                            "data.n_val_images=20"]))
+        settings = from_config(
+            compose("config", overrides=[f"paths.home={home}", "data.n_train_images=300", "data.n_val_images=20"])
+        )
     dataset = dataset_for(settings.data, settings.home)
     m = settings.model
     paths, records = dataset.training_records("train")
@@ -136,8 +156,16 @@ def test_auto_threads_follow_the_free_cores_between_epochs(home, tmp_path):
         torch.manual_seed(0)
         model = model_kind(m.kind).untrained(m, split.questions, split.answers)
         announced = []
-        _, history = train_model(model, split, epochs=2, batch_size=32, lr=1e-3, seed=0, threads="auto",
-                                 announce=lambda seconds, threads: announced.append((seconds, threads)))
+        _, history = train_model(
+            model,
+            split,
+            epochs=2,
+            batch_size=32,
+            lr=1e-3,
+            seed=0,
+            threads="auto",
+            announce=lambda seconds, threads: announced.append((seconds, threads)),
+        )
     finally:
         for hog in hogs:
             hog.kill()
@@ -150,7 +178,8 @@ def test_auto_threads_follow_the_free_cores_between_epochs(home, tmp_path):
 def test_the_questions_a_seed_generates_never_change():
     """The shipped models were trained on the benchmark seed 0 generates: the scenes and questions
     of 200 images (the generator's draws in their fixed order) keep their fingerprint."""
-    from vqa_interp.data.embedded import GENERATOR_VERSION, sample_questions, sample_scene
+    from vqa_interp.data.embedded import GENERATOR_VERSION
+    from vqa_interp.data.scenes import sample_questions, sample_scene
 
     h = hashlib.sha256()
     rng = np.random.default_rng(0)

@@ -1,5 +1,6 @@
 """The explorer page: its data (merging runs and shards), its escaping, and, in the system Chromium
 driven by selenium, its filters, sort, search, click-through and that an injected script never runs."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,17 @@ INJECTED = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=
 
 
 def _column(run_id: str, label: str, method: str) -> dict:
-    return {"id": run_id, "label": label, "method": method, "model": "embedded", "k": 0.1, "low": 0.25,
-            "high": 0.75, "metrics": ["rank_corr", "iou"], "headline": ["rank_corr", "iou"]}
+    return {
+        "id": run_id,
+        "label": label,
+        "method": method,
+        "model": "embedded",
+        "k": 0.1,
+        "low": 0.25,
+        "high": 0.75,
+        "metrics": ["rank_corr", "iou"],
+        "headline": ["rank_corr", "iou"],
+    }
 
 
 def _part(run_id: str, label: str, method: str, scores: dict[int, tuple], seed: int) -> dict:
@@ -28,32 +38,57 @@ def _part(run_id: str, label: str, method: str, scores: dict[int, tuple], seed: 
         image = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
         humans = rng.random((2, 64, 64))
         text = INJECTED if qid == 3 else f"What colour is shape {qid}?"
-        questions[str(qid)] = {"question": text, "answer": "red" if qid % 2 else 'a "quoted" <b>answer</b>',
-                               "answer_type": "other" if qid % 3 else "yes/no",
-                               "question_type": "what color" if qid % 2 else "is the",
-                               "image_id": qid * 10, "image": explorer.image_uri(image),
-                               "humans": [explorer.map_uri(humans.mean(0), attribution=False),
-                                          *(explorer.map_uri(h, attribution=False) for h in humans)]}
+        questions[str(qid)] = {
+            "question": text,
+            "answer": "red" if qid % 2 else 'a "quoted" <b>answer</b>',
+            "answer_type": "other" if qid % 3 else "yes/no",
+            "question_type": "what color" if qid % 2 else "is the",
+            "image_id": qid * 10,
+            "image": explorer.image_uri(image),
+            "humans": [
+                explorer.map_uri(humans.mean(0), attribution=False),
+                *(explorer.map_uri(h, attribution=False) for h in humans),
+            ],
+        }
         band = "low" if confidence < 0.25 else "high" if confidence > 0.75 else "mid"
-        rows[str(qid)] = {"prediction": "red", "target_answer": "red", "confidence": confidence, "correct": correct,
-                          "band": band, "split": f"{band}_{'correct' if correct else 'wrong'}",
-                          "scores": {"rank_corr": rank_corr, "iou": iou},
-                          "floors": {"random": {"rank_corr": 0.0, "iou": 0.05}, "human_ceiling": {"rank_corr": 0.6}},
-                          "map": explorer.map_uri(rng.random((64, 64)), attribution=True)}
-    return {"version": 1, "title": label, "questions": questions, "columns": [_column(run_id, label, method)],
-            "rows": {run_id: rows}}
+        rows[str(qid)] = {
+            "prediction": "red",
+            "target_answer": "red",
+            "confidence": confidence,
+            "correct": correct,
+            "band": band,
+            "split": f"{band}_{'correct' if correct else 'wrong'}",
+            "scores": {"rank_corr": rank_corr, "iou": iou},
+            "floors": {"random": {"rank_corr": 0.0, "iou": 0.05}, "human_ceiling": {"rank_corr": 0.6}},
+            "map": explorer.map_uri(rng.random((64, 64)), attribution=True),
+        }
+    return {
+        "version": 1,
+        "title": label,
+        "questions": questions,
+        "columns": [_column(run_id, label, method)],
+        "rows": {run_id: rows},
+    }
 
 
 # qid: (rank_corr, iou, confidence, correct); column B's rank_corr is the negation of A's, plus one NaN
-A = {1: (0.30, 0.2, 0.9, True), 2: (0.10, 0.1, 0.1, False), 3: (0.50, 0.3, 0.5, True), 4: (-0.20, 0.0, 0.8, False),
-     5: (0.05, 0.4, 0.95, True)}
+A = {
+    1: (0.30, 0.2, 0.9, True),
+    2: (0.10, 0.1, 0.1, False),
+    3: (0.50, 0.3, 0.5, True),
+    4: (-0.20, 0.0, 0.8, False),
+    5: (0.05, 0.4, 0.95, True),
+}
 B = {q: (None if q == 5 else -v[0] / 2, v[1], v[2], v[3]) for q, v in A.items()}
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:
-    data = explorer.merge([_part("runA", "saliency", "saliency", A, 0), _part("runB", "gradcam", "gradcam", B, 1)],
-                          "sweep: method=saliency,gradcam", labels={"runA": "method=saliency"})
+    data = explorer.merge(
+        [_part("runA", "saliency", "saliency", A, 0), _part("runB", "gradcam", "gradcam", B, 1)],
+        "sweep: method=saliency,gradcam",
+        labels={"runA": "method=saliency"},
+    )
     return explorer.write(data, tmp_path_factory.mktemp("explorer") / "explorer.html")
 
 
@@ -73,18 +108,18 @@ def test_every_string_from_the_data_is_escaped(page):
     text = page.read_text()
     assert INJECTED not in text and "<script>window.__pwned" not in text and 'onerror="' not in text
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in text
-    assert text.count("<script>") == 1          # the page's own script only
+    assert text.count("<script>") == 1  # the page's own script only
     # each picture is stored once: a CSS class per image and per map, however many views show it
     assert text.count("data:image/jpeg") == 5 and text.count("data:image/png") == 5 * 3 + 2 * 5
 
 
 def test_runs_that_differ_only_in_k_share_one_map_column_with_scores_per_k():
     first = _part("runK1", "method=saliency k=0.05", "saliency", A, 0)
-    second = _part("runK2", "method=saliency k=0.1", "saliency", A, 0)          # the same maps
+    second = _part("runK2", "method=saliency k=0.1", "saliency", A, 0)  # the same maps
     for run_id, k, part in (("runK1", 0.05, first), ("runK2", 0.1, second)):
         part["columns"][0]["k"] = k
         for qid, row in part["rows"][run_id].items():
-            row["scores"]["iou"] = k * int(qid)                                 # iou changes with k
+            row["scores"]["iou"] = k * int(qid)  # iou changes with k
     other = _part("runG", "method=gradcam k=0.05", "gradcam", B, 1)
     folded = explorer.fold_k(explorer.merge([first, second, other], "k sweep"))
     assert [c["label"] for c in folded["columns"]] == ["method=saliency", "method=gradcam k=0.05"]
@@ -104,7 +139,7 @@ def test_maps_are_shown_the_same_whatever_their_positive_scale():
     values = rng.random((32, 32))
     assert explorer.map_uri(values, attribution=True) == explorer.map_uri(values * 7.5, attribution=True)
     assert explorer.map_uri(values, attribution=False) == explorer.map_uri(values * 3.0, attribution=False)
-    flat = explorer.map_uri(np.zeros((8, 8)), attribution=False)      # an empty human map: no division by 0
+    flat = explorer.map_uri(np.zeros((8, 8)), attribution=False)  # an empty human map: no division by 0
     assert flat.startswith("data:image/png;base64,")
 
 
@@ -126,14 +161,14 @@ def test_human_and_method_maps_share_one_colour_scale_and_low_values_leave_the_i
     human, method = explorer.map_uri(values, attribution=False), explorer.map_uri(values * 3, attribution=True)
     assert human == method
     rgba = _pixels(human)
-    assert rgba[40:, 40:, 3].max() == 0 and rgba[12:20, 12:20, 3].min() > 200     # transparent where 0
+    assert rgba[40:, 40:, 3].max() == 0 and rgba[12:20, 12:20, 3].min() > 200  # transparent where 0
     signed = values.copy()
     signed[40:56, 40:56] = -1.0
     assert explorer.is_signed(signed) and not explorer.is_signed(values) and not explorer.is_signed(values - 0.01)
     rgba = _pixels(explorer.map_uri(signed, attribution=True))
     positive, negative = rgba[16, 16, :3].astype(int), rgba[48, 48, :3].astype(int)
-    assert positive[0] > positive[2] and negative[2] > negative[0]                 # red positive, blue negative
-    assert rgba[30, 30, 3] == 0 and rgba[48, 48, 3] == rgba[16, 16, 3]            # opacity = magnitude
+    assert positive[0] > positive[2] and negative[2] > negative[0]  # red positive, blue negative
+    assert rgba[30, 30, 3] == 0 and rgba[48, 48, 3] == rgba[16, 16, 3]  # opacity = magnitude
 
 
 def test_the_page_filters_sorts_searches_and_opens_in_a_real_browser(page, tmp_path, browser):
@@ -144,8 +179,11 @@ def test_the_page_filters_sorts_searches_and_opens_in_a_real_browser(page, tmp_p
     WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.body.dataset.ready === '1'"))
 
     def shown() -> list[int]:
-        return [int(c.get_attribute("data-qid")) for c in browser.find_elements(By.CSS_SELECTOR, ".card")
-                if c.is_displayed()]
+        return [
+            int(c.get_attribute("data-qid"))
+            for c in browser.find_elements(By.CSS_SELECTOR, ".card")
+            if c.is_displayed()
+        ]
 
     def choose(name: str, value: str) -> None:
         Select(browser.find_element(By.NAME, name)).select_by_value(value)
@@ -194,8 +232,11 @@ def test_the_page_filters_sorts_searches_and_opens_in_a_real_browser(page, tmp_p
     assert full.find_element(By.CSS_SELECTOR, ".pic").size["width"] == 320
     assert "annotator 2" in full.text and "human_ceiling" in full.text and "Floors and ceiling" in full.text
     # the full view shows the checked columns only (column A is unchecked)
-    assert [t.get_attribute("data-full-col") for t in full.find_elements(By.CSS_SELECTOR, ".tile[data-full-col]")
-            if t.is_displayed()] == ["c1"]
+    assert [
+        t.get_attribute("data-full-col")
+        for t in full.find_elements(By.CSS_SELECTOR, ".tile[data-full-col]")
+        if t.is_displayed()
+    ] == ["c1"]
     # a floor the same for every column is one row, not one per column
     floors = full.find_element(By.TAG_NAME, "table")
     assert "every column" in floors.text and len(floors.find_elements(By.TAG_NAME, "tr")) == 1 + 2
@@ -203,7 +244,7 @@ def test_the_page_filters_sorts_searches_and_opens_in_a_real_browser(page, tmp_p
     assert "method=<wbr>saliency" in page.read_text()
     browser.save_screenshot(str(tmp_path / "explorer_open.png"))
     assert browser.execute_script("return window.__pwned") is None
-    keep = os.environ.get("VQA_INTERP_SCREENSHOTS")    # a folder to keep the screenshots in, to look at
+    keep = os.environ.get("VQA_INTERP_SCREENSHOTS")  # a folder to keep the screenshots in, to look at
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         for png in tmp_path.glob("*.png"):
@@ -220,7 +261,12 @@ def test_the_display_scale_is_captums():
     rng = np.random.default_rng(0)
     hot = np.zeros((16, 16))
     hot[3, 4] = 9.0
-    for values in (rng.random((32, 32)), np.round(rng.random((32, 32)), 1), hot, np.ones((8, 8)),
-                   np.where(rng.random((20, 20)) > 0.7, rng.random((20, 20)), 0.0)):
+    for values in (
+        rng.random((32, 32)),
+        np.round(rng.random((32, 32)), 1),
+        hot,
+        np.ones((8, 8)),
+        np.where(rng.random((20, 20)) > 0.7, rng.random((20, 20)), 0.0),
+    ):
         assert display_scale(values) == pytest.approx(_cumulative_sum_threshold(values, 98))
     assert display_scale(np.zeros((4, 4))) == 0.0

@@ -1,5 +1,6 @@
 """A call in a forked process (vqa_interp.util.forked): what the run's scoring beside its explain
 stage rests on."""
+
 import os
 import signal
 import time

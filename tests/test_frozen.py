@@ -1,18 +1,22 @@
 """A loaded model's parameters are frozen (no weight gradient is accumulated by any stage): every
 method's maps, the token attributions and the image share are the same as the unfrozen model's,
 for both model kinds, and the run's loader returns a frozen model."""
+
 import copy
 
 import pytest
 import torch
+from test_attribution import inputs, tiny_vqa
 
 from vqa_interp.attribution import METHODS, make_attributor
 from vqa_interp.attribution.question import image_question_share, token_attributions
 
-from test_attribution import inputs, tiny_vqa
-
-OPTIONS = {"ig": {"n_steps": 8, "internal_batch_size": 8}, "smoothgrad": {"nt_samples": 4},
-           "gradshap": {"n_samples": 4}, "occlusion": {"window": 8, "stride": 8}}
+OPTIONS = {
+    "ig": {"n_steps": 8, "internal_batch_size": 8},
+    "smoothgrad": {"nt_samples": 4},
+    "gradshap": {"n_samples": 4},
+    "occlusion": {"window": 8, "stride": 8},
+}
 
 
 def _models():
@@ -28,8 +32,7 @@ def _models():
 
 
 def _applicable(model) -> list[str]:
-    return [name for name, m in METHODS.items()
-            if m.kind != "baseline" and m.runs_on(model.provides)]
+    return [name for name, m in METHODS.items() if m.kind != "baseline" and m.runs_on(model.provides)]
 
 
 def _out(value):
@@ -52,8 +55,9 @@ def test_frozen_parameters_change_no_map_token_attribution_or_share(kind):
         maps = []
         for m in (model, frozen):
             torch.manual_seed(0)
-            maps.append(_out(make_attributor(m, method, options)(pixels.clone().requires_grad_(True), targets,
-                                                                 question)))
+            maps.append(
+                _out(make_attributor(m, method, options)(pixels.clone().requires_grad_(True), targets, question))
+            )
         torch.testing.assert_close(maps[0], maps[1], atol=1e-6, rtol=1e-5, msg=method)
         assert torch.isfinite(maps[1]).all() and maps[1].abs().sum() > 0, method
     for part in (token_attributions, image_question_share):
@@ -76,7 +80,9 @@ def test_the_runs_loader_returns_a_frozen_model(tmp_path):
     root = Path(__file__).resolve().parents[1]
     checkpoint = root / "tests" / "data" / "smoke_model_v0.3.pth"
     with initialize_config_dir(str(root / "conf"), version_base="1.3"):
-        settings = from_config(compose("config", overrides=[f"paths.home={tmp_path}", f"model.checkpoint={checkpoint}"]))
+        settings = from_config(
+            compose("config", overrides=[f"paths.home={tmp_path}", f"model.checkpoint={checkpoint}"])
+        )
     model = registry.load(settings.model, checkpoint, "cpu")
     assert not model.module.training
     assert not any(p.requires_grad for p in model.module.parameters())

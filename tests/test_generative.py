@@ -4,6 +4,7 @@ explains is the teacher-forced answer log-probability (checked against Hugging F
 the processor's pixels); transformer-native maps equal implementations written here from
 ``output_attentions``; maps do not depend on the global seed or on the batch; families the tool cannot
 build a pixel input for are refused in one line."""
+
 import json
 import subprocess
 
@@ -27,11 +28,21 @@ def build_tiny_llava(folder, seed: int = 0):
     words = sorted({w for q in QUESTIONS for w in q.lower().replace("?", " ").split()} | set(ANSWERS))
     processor = build_processor(words, SIZE, 8)
     torch.manual_seed(seed)
-    hf = build_llava(processor, {"patch_size": 8,
-                                 "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                                            "num_attention_heads": 4},
-                                 "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                                          "num_attention_heads": 4, "num_key_value_heads": 4}}, SIZE)
+    hf = build_llava(
+        processor,
+        {
+            "patch_size": 8,
+            "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
+            "text": {
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 4,
+            },
+        },
+        SIZE,
+    )
     hf.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
@@ -80,7 +91,8 @@ def test_the_target_score_is_hugging_faces_teacher_forced_answer_log_probability
     for i, (question, answer) in enumerate(zip(QUESTIONS, answers)):
         prompt = model.processor.apply_chat_template(
             [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
-            add_generation_prompt=True)
+            add_generation_prompt=True,
+        )
         inputs = model.processor(images=images[i], text=prompt, return_tensors="pt")
         answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         ids = torch.cat([inputs["input_ids"], torch.tensor([answer_ids])], dim=1)
@@ -150,8 +162,8 @@ def test_gradcam_and_one_layers_attention_equal_implementations_from_hugging_fac
     logits = out.logits[0].float()
     score = sum(torch.log_softmax(logits[length - 1 + j], -1)[t] for j, t in enumerate(target[0][0].tolist()))
     middle = (model.module.config.text_config.num_hidden_layers - 1) // 2
-    states = out.hidden_states[middle + 1]                  # [0] holds the embeddings, [l + 1] layer l's output
-    gradient, = torch.autograd.grad(score, states, retain_graph=True)
+    states = out.hidden_states[middle + 1]  # [0] holds the embeddings, [l + 1] layer l's output
+    (gradient,) = torch.autograd.grad(score, states, retain_graph=True)
     image = (ids[0] == model.image_token_id).nonzero()[:, 0]
     h, g = states[0, image].detach().numpy(), gradient[0, image].numpy()
     expected_cam = np.maximum(h @ g.mean(axis=0), 0)
@@ -179,13 +191,13 @@ def test_maps_are_the_same_twice_under_another_seed_and_alone_or_in_a_padded_bat
     options = {"n_steps": 8, "internal_batch_size": 8} if method == "ig" else {}
     attribute = make_attributor(model, method, options)
     pixels = _pixels(_images(3, seed=1))
-    question = model.encode(QUESTIONS)                          # prompts of different lengths: padded
+    question = model.encode(QUESTIONS)  # prompts of different lengths: padded
     target = model.encode_targets(["red", "2", "yes please"])  # answers of different lengths: padded
     assert (question[1] == 0).any() and (target[1] == 0).any()
 
     def run(x, t, q):
         raw = attribute(x.clone().requires_grad_(True), t, q)
-        return (raw[0] if isinstance(raw, tuple) else raw).detach()    # IG also returns its completeness error
+        return (raw[0] if isinstance(raw, tuple) else raw).detach()  # IG also returns its completeness error
 
     def maps(torch_seed):
         torch.manual_seed(torch_seed)
@@ -194,8 +206,9 @@ def test_maps_are_the_same_twice_under_another_seed_and_alone_or_in_a_padded_bat
     first, again, reseeded = maps(0), maps(0), maps(123)
     assert torch.equal(first, again) and torch.equal(first, reseeded)
     for i in range(3):
-        alone = run(pixels[i:i + 1], model.encode_targets([["red", "2", "yes please"][i]]),
-                    model.encode(QUESTIONS[i:i + 1]))
+        alone = run(
+            pixels[i : i + 1], model.encode_targets([["red", "2", "yes please"][i]]), model.encode(QUESTIONS[i : i + 1])
+        )
         scale = float(first[i].abs().max())
         assert scale > 0
         np.testing.assert_allclose(alone[0].numpy(), first[i].numpy(), rtol=1e-4, atol=1e-5 * scale)
@@ -208,13 +221,14 @@ def test_answers_are_normalised_and_confidence_is_over_the_candidates(model):
     pixels, question = _pixels(_images(2)), model.encode(QUESTIONS[:2])
     chooser = GenerativeVlm(model.module, model.processor, model.family, model.geometry, answer_mode="multiple_choice")
     answers, confidence = chooser.predict_answers(pixels, question, [["Two", "Red"], ["Two", "Red"]])
-    assert set(answers) <= {"2", "red"}                       # "Two" -> "2", as the VQA evaluation
+    assert set(answers) <= {"2", "red"}  # "Two" -> "2", as the VQA evaluation
     scores = chooser._candidate_scores(pixels, question, [["2", "red"], ["2", "red"]])
     for answer, p, s in zip(answers, confidence, scores):
         expected = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
         assert float(p) == pytest.approx(float(expected[["2", "red"].index(answer)]), rel=1e-5)
     generated, _ = model.predict_answers(pixels, question, None)
     from vqa_interp.data.answers import normalize_answer
+
     assert all(a == normalize_answer(a) for a in generated)
 
 
@@ -236,11 +250,13 @@ def test_missing_files_and_unsupported_families_are_one_line(tmp_path, llava_fol
         check_folder(tmp_path / "nowhere")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(CheckpointError, match=r"lacks \['config.json', 'model.safetensors', 'tokenizer.json', "
-                                              r"'processor_config.json'\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"lacks \['config.json', 'model.safetensors', 'tokenizer.json', "
+        r"'processor_config.json'\]",
+    ):
         check_folder(empty)
-    for family, why in (("llava_next", "anyres"),
-                        ("blip", "cannot build its pixel input")):
+    for family, why in (("llava_next", "anyres"), ("blip", "cannot build its pixel input")):
         other = tmp_path / family
         other.mkdir()
         for name in ("model.safetensors", "tokenizer.json", "processor_config.json"):
@@ -268,12 +284,20 @@ def test_bad_options_are_refused_before_any_work(home):
 def test_hf_vlm_runs_end_to_end_on_a_save_pretrained_folder(cli_env, tmp_path, llava_folder):
     """``model=hf_vlm model.pretrained=DIR``: predictions, rollout maps, scores with floors and ceiling,
     the summary; a missing folder is one line before any run opens."""
+    import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    import pandas as pd
-
-    args = [python(), "-m", "vqa_interp.run", "model=hf_vlm", f"model.pretrained={llava_folder}", "model.input.size=32",
-            "method=rollout", *FAST_ARGS, *NO_EXPLAIN]
+    args = [
+        python(),
+        "-m",
+        "vqa_interp.run",
+        "model=hf_vlm",
+        f"model.pretrained={llava_folder}",
+        "model.input.size=32",
+        "method=rollout",
+        *FAST_ARGS,
+        *NO_EXPLAIN,
+    ]
     result = subprocess.run(args, env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
@@ -282,8 +306,14 @@ def test_hf_vlm_runs_end_to_end_on_a_save_pretrained_folder(cli_env, tmp_path, l
     table = pd.read_csv(client.download_artifacts(run.info.run_id, "tables/per_example.csv", str(tmp_path)))
     assert len(table) >= 10 and table["rank_corr"].notna().all() and table["confidence"].between(0, 1).all()
     assert "Headline" in result.stdout
-    missing = subprocess.run([*args[:4], f"model.pretrained={tmp_path / 'nowhere'}", "method=rollout"], env=cli_env,
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    missing = subprocess.run(
+        [*args[:4], f"model.pretrained={tmp_path / 'nowhere'}", "method=rollout"],
+        env=cli_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
     assert "model.pretrained" in missing.stderr and "Traceback" not in missing.stderr
 
@@ -313,7 +343,7 @@ def test_question_words_image_share_and_faithfulness_run_on_a_generative_model(m
 def test_greedy_answers_do_not_depend_on_the_batch(model):
     pixels, question = _pixels(_images(3, seed=4)), model.encode(QUESTIONS)
     together = model.generate_answers(pixels, question)
-    alone = [model.generate_answers(pixels[i:i + 1], model.encode(QUESTIONS[i:i + 1]))[0] for i in range(3)]
+    alone = [model.generate_answers(pixels[i : i + 1], model.encode(QUESTIONS[i : i + 1]))[0] for i in range(3)]
     assert together == alone
 
 
@@ -322,42 +352,87 @@ def build_tiny_qwen2_vl(folder, seed: int = 0):
     """A random-weight Qwen2-VL (2 vision blocks, 2 LM layers, hidden 32) and its processor (a real
     word-level tokenizer with Qwen's special tokens, a chat template), saved with ``save_pretrained``."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import (PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
-                              Qwen2VLImageProcessor, Qwen2VLProcessor)
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+    )
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    special = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
-               "<|video_pad|>"]
+    special = [
+        "<pad>",
+        "<unk>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
     words = sorted({w for q in QUESTIONS for w in q.lower().replace("?", " ").split()} | set(ANSWERS))
     vocab = {w: i for i, w in enumerate([*special, "user", "assistant", ":", "?", *words])}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<pad>",
-                                   unk_token="<unk>", extra_special_tokens={
-                                       "image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                                       "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"})
-    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }} : {% for c in m['content'] %}{% if c['type'] == "
-                "'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}{% endfor %}"
-                "<|im_end|>{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant :{% endif %}")
-    processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=56 * 56 * 4),
-                                 tokenizer=fast, video_processor=Qwen2VLVideoProcessor(), chat_template=template)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={
+            "image_token": "<|image_pad|>",
+            "video_token": "<|video_pad|>",
+            "vision_start_token": "<|vision_start|>",
+            "vision_end_token": "<|vision_end|>",
+        },
+    )
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }} : {% for c in m['content'] %}{% if c['type'] == "
+        "'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}{% endfor %}"
+        "<|im_end|>{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant :{% endif %}"
+    )
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=56 * 56 * 4),
+        tokenizer=fast,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=template,
+    )
     config = Qwen2VLConfig(
-        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 32, "num_heads": 4, "mlp_ratio": 2,
-                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
-        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                     "num_key_value_heads": 4, "vocab_size": len(vocab), "bos_token_id": None,
-                     "eos_token_id": vocab["<|im_end|>"], "pad_token_id": vocab["<pad>"],
-                     "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]}},
-        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
-        vision_start_token_id=vocab["<|vision_start|>"])
+        vision_config={
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": 32,
+            "num_heads": 4,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "vocab_size": len(vocab),
+            "bos_token_id": None,
+            "eos_token_id": vocab["<|im_end|>"],
+            "pad_token_id": vocab["<pad>"],
+            "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]},
+        },
+        image_token_id=vocab["<|image_pad|>"],
+        video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"],
+    )
     torch.manual_seed(seed)
     Qwen2VLForConditionalGeneration(config).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
 
 
-QWEN_SIZE = 56      # 4x4 patches of 14 px, merged 2x2: a 2x2 grid of image tokens
+QWEN_SIZE = 56  # 4x4 patches of 14 px, merged 2x2: a 2x2 grid of image tokens
 
 
 @pytest.fixture(scope="module")
@@ -382,15 +457,21 @@ def test_qwen2_vl_pixel_input_is_the_processors_patches_and_the_score_hugging_fa
         prompt = qwen.prompt_text(QUESTIONS[i])
         inputs = qwen.processor(images=images[i], text=prompt, return_tensors="pt")
         n = len(inputs["pixel_values"])
-        np.testing.assert_allclose(ours["pixel_values"][i * n:(i + 1) * n].numpy(), inputs["pixel_values"].numpy(),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            ours["pixel_values"][i * n : (i + 1) * n].numpy(), inputs["pixel_values"].numpy(), atol=1e-5
+        )
         assert ours["image_grid_thw"][i].tolist() == inputs["image_grid_thw"][0].tolist()
         answer_ids = tokenizer(answers[i], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         ids = torch.cat([inputs["input_ids"], torch.tensor([answer_ids])], dim=1)
         types = torch.cat([inputs["mm_token_type_ids"], torch.zeros(1, len(answer_ids), dtype=torch.long)], dim=1)
         with torch.no_grad():
-            logits = qwen.module(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=types,
-                                 pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"]).logits[0]
+            logits = qwen.module(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                mm_token_type_ids=types,
+                pixel_values=inputs["pixel_values"],
+                image_grid_thw=inputs["image_grid_thw"],
+            ).logits[0]
         start = inputs["input_ids"].shape[1]
         expected = sum(torch.log_softmax(logits[start - 1 + j], -1)[t] for j, t in enumerate(answer_ids))
         assert float(scores[i]) == pytest.approx(float(expected), abs=1e-4)
@@ -402,14 +483,21 @@ def test_qwen2_vl_maps_do_not_depend_on_the_batch(qwen, method):
 
     attribute = make_attributor(qwen, method, {"n_steps": 4, "internal_batch_size": 4} if method == "ig" else {})
     images = np.random.default_rng(8).integers(0, 256, (3, QWEN_SIZE, QWEN_SIZE, 3), dtype=np.uint8)
-    pixels = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - torch.from_numpy(IMAGENET_MEAN)[:, None, None]
-              ) / torch.from_numpy(IMAGENET_STD)[:, None, None]
+    pixels = (
+        torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - torch.from_numpy(IMAGENET_MEAN)[:, None, None]
+    ) / torch.from_numpy(IMAGENET_STD)[:, None, None]
     answers = ["red", "2", "yes please"]
-    together = _map(attribute(pixels.clone().requires_grad_(True), qwen.encode_targets(answers),
-                              qwen.encode(QUESTIONS)))
+    together = _map(
+        attribute(pixels.clone().requires_grad_(True), qwen.encode_targets(answers), qwen.encode(QUESTIONS))
+    )
     for i in range(3):
-        alone = _map(attribute(pixels[i:i + 1].clone().requires_grad_(True), qwen.encode_targets(answers[i:i + 1]),
-                               qwen.encode(QUESTIONS[i:i + 1])))
+        alone = _map(
+            attribute(
+                pixels[i : i + 1].clone().requires_grad_(True),
+                qwen.encode_targets(answers[i : i + 1]),
+                qwen.encode(QUESTIONS[i : i + 1]),
+            )
+        )
         scale = float(together[i].abs().max())
         assert scale > 0
         np.testing.assert_allclose(alone[0].numpy(), together[i].numpy(), rtol=1e-4, atol=1e-5 * scale)
@@ -417,7 +505,7 @@ def test_qwen2_vl_maps_do_not_depend_on_the_batch(qwen, method):
 
 
 # ------------------------------------------------------------------ PaliGemma
-PALI_SIZE = 28      # 2x2 patches of 14 px
+PALI_SIZE = 28  # 2x2 patches of 14 px
 
 
 def build_tiny_paligemma(folder, seed: int = 0):
@@ -425,25 +513,58 @@ def build_tiny_paligemma(folder, seed: int = 0):
     word-level tokenizer with ``<image>``, ``<bos>``, ``<eos>``; the processor adds its ``<loc>``/``<seg>``
     tokens), saved with ``save_pretrained``."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import (GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor,
-                              PreTrainedTokenizerFast, SiglipImageProcessor, SiglipVisionConfig)
+    from transformers import (
+        GemmaConfig,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        PreTrainedTokenizerFast,
+        SiglipImageProcessor,
+        SiglipVisionConfig,
+    )
 
     words = sorted({w for q in QUESTIONS for w in q.lower().replace("?", " ").split()} | set(ANSWERS))
     vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<bos>", "<eos>", "<image>", "answer", "en", "?", *words])}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                                   unk_token="<unk>", extra_special_tokens={"image_token": "<image>"})
-    processor = PaliGemmaProcessor(image_processor=SiglipImageProcessor(size={"height": PALI_SIZE, "width": PALI_SIZE},
-                                                                        image_seq_length=4), tokenizer=fast)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    processor = PaliGemmaProcessor(
+        image_processor=SiglipImageProcessor(size={"height": PALI_SIZE, "width": PALI_SIZE}, image_seq_length=4),
+        tokenizer=fast,
+    )
     config = PaliGemmaConfig(
-        vision_config=SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                         image_size=PALI_SIZE, patch_size=14, projection_dim=32),
-        text_config=GemmaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                num_key_value_heads=1, head_dim=8, vocab_size=len(processor.tokenizer),
-                                pad_token_id=0, bos_token_id=2, eos_token_id=3),
-        image_token_id=processor.tokenizer.convert_tokens_to_ids("<image>"), projection_dim=32)
+        vision_config=SiglipVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=PALI_SIZE,
+            patch_size=14,
+            projection_dim=32,
+        ),
+        text_config=GemmaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=8,
+            vocab_size=len(processor.tokenizer),
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+        ),
+        image_token_id=processor.tokenizer.convert_tokens_to_ids("<image>"),
+        projection_dim=32,
+    )
     torch.manual_seed(seed)
     PaliGemmaForConditionalGeneration(config).save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -468,12 +589,16 @@ def test_paligemma_scores_the_processors_suffix_layout(paligemma):
     assert paligemma.prompt_text("What is it?") == "answer en What is it?"
     scores = paligemma.target_scores(pixels, paligemma.encode(QUESTIONS[:2]), paligemma.encode_targets(answers))
     for i in range(2):
-        inputs = paligemma.processor(images=images[i], text=paligemma.prompt_text(QUESTIONS[i]), suffix=answers[i],
-                                     return_tensors="pt")
+        inputs = paligemma.processor(
+            images=images[i], text=paligemma.prompt_text(QUESTIONS[i]), suffix=answers[i], return_tensors="pt"
+        )
         with torch.no_grad():
-            logits = paligemma.module(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                      token_type_ids=inputs["token_type_ids"],
-                                      pixel_values=inputs["pixel_values"]).logits[0]
+            logits = paligemma.module(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                token_type_ids=inputs["token_type_ids"],
+                pixel_values=inputs["pixel_values"],
+            ).logits[0]
         answer = (inputs["token_type_ids"][0] == 1).nonzero()[:, 0].tolist()
         ids = inputs["input_ids"][0]
         expected = sum(torch.log_softmax(logits[p - 1], -1)[ids[p]] for p in answer)
@@ -486,14 +611,21 @@ def test_paligemma_maps_do_not_depend_on_the_batch(paligemma, method):
 
     attribute = make_attributor(paligemma, method, {"n_steps": 4, "internal_batch_size": 4} if method == "ig" else {})
     images = np.random.default_rng(10).integers(0, 256, (3, PALI_SIZE, PALI_SIZE, 3), dtype=np.uint8)
-    pixels = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - torch.from_numpy(IMAGENET_MEAN)[:, None, None]
-              ) / torch.from_numpy(IMAGENET_STD)[:, None, None]
+    pixels = (
+        torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - torch.from_numpy(IMAGENET_MEAN)[:, None, None]
+    ) / torch.from_numpy(IMAGENET_STD)[:, None, None]
     answers = ["red", "2", "yes please"]
-    together = _map(attribute(pixels.clone().requires_grad_(True), paligemma.encode_targets(answers),
-                              paligemma.encode(QUESTIONS)))
+    together = _map(
+        attribute(pixels.clone().requires_grad_(True), paligemma.encode_targets(answers), paligemma.encode(QUESTIONS))
+    )
     for i in range(3):
-        alone = _map(attribute(pixels[i:i + 1].clone().requires_grad_(True),
-                               paligemma.encode_targets(answers[i:i + 1]), paligemma.encode(QUESTIONS[i:i + 1])))
+        alone = _map(
+            attribute(
+                pixels[i : i + 1].clone().requires_grad_(True),
+                paligemma.encode_targets(answers[i : i + 1]),
+                paligemma.encode(QUESTIONS[i : i + 1]),
+            )
+        )
         scale = float(together[i].abs().max())
         assert scale > 0
         np.testing.assert_allclose(alone[0].numpy(), together[i].numpy(), rtol=1e-4, atol=1e-5 * scale)
@@ -504,13 +636,26 @@ def test_embedded_llava_runs_end_to_end_with_every_table_the_other_models_have(c
     """``model=embedded_llava method=rollout`` (the shipped LLaVA): predictions by generation, floors and
     ceiling, the analysis, the explain stage's tables (question words inside the prompt, the image's
     share, deletion/insertion on the answer's probability); a method it cannot serve refused in one line."""
+    import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    import pandas as pd
-
-    result = subprocess.run([python(), "-m", "vqa_interp.run", "model=embedded_llava", "method=rollout",
-                             "+experiment=smoke", "data.limit=10", "explain.ig_steps=8"], env=cli_env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=1500)
+    result = subprocess.run(
+        [
+            python(),
+            "-m",
+            "vqa_interp.run",
+            "model=embedded_llava",
+            "method=rollout",
+            "+experiment=smoke",
+            "data.limit=10",
+            "explain.ig_steps=8",
+        ],
+        env=cli_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "model=embedded_llava: the shipped model" in result.stdout
     assert "Between floors and ceiling" in result.stdout and "Faithfulness:" in result.stdout
@@ -519,13 +664,24 @@ def test_embedded_llava_runs_end_to_end_with_every_table_the_other_models_have(c
     assert run.info.status == "FINISHED" and run.data.tags["model_kind"] == "hf_vlm"
     assert run.data.tags["model_source"] == "shipped"
     tables = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
-    assert {"tables/baselines.csv", "tables/normalised.csv", "tables/significance.csv", "tables/faithfulness.csv",
-            "tables/token_attributions.csv"} <= tables
+    assert {
+        "tables/baselines.csv",
+        "tables/normalised.csv",
+        "tables/significance.csv",
+        "tables/faithfulness.csv",
+        "tables/token_attributions.csv",
+    } <= tables
     assert "norm/rank_corr" in run.data.metrics
     per_example = pd.read_csv(client.download_artifacts(run.info.run_id, "tables/per_example.csv", str(tmp_path)))
     assert per_example["rank_corr"].notna().all() and per_example["confidence"].between(0, 1).all()
     tokens = pd.read_csv(client.download_artifacts(run.info.run_id, "tables/token_attributions.csv", str(tmp_path)))
-    assert len(tokens) and "?" in set(tokens["token"])          # the question's own words, found in the prompt
-    refused = subprocess.run([python(), "-m", "vqa_interp.run", "model=embedded_llava", "method=gbackp"], env=cli_env,
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert len(tokens) and "?" in set(tokens["token"])  # the question's own words, found in the prompt
+    refused = subprocess.run(
+        [python(), "-m", "vqa_interp.run", "model=embedded_llava", "method=gbackp"],
+        env=cli_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode == 2 and "relu_units" in refused.stderr and "Traceback" not in refused.stderr

@@ -1,5 +1,6 @@
 """Every registered metric: invariances (flip, transpose, positive scale), position-free ties, and
 agreement with its slow reference."""
+
 import numpy as np
 import pytest
 
@@ -23,8 +24,7 @@ def _pairs(seed=0, size=32):
     return [(a, h) for a in (plain, levels, sparse, cam) for h in (plain, human, cam)]
 
 
-TRANSFORMS = {"flip_ud": np.flipud, "flip_lr": np.fliplr, "transpose": np.transpose,
-              "rot90": np.rot90}
+TRANSFORMS = {"flip_ud": np.flipud, "flip_lr": np.fliplr, "transpose": np.transpose, "rot90": np.rot90}
 
 
 @pytest.mark.parametrize("name", list(TRANSFORMS))
@@ -35,13 +35,18 @@ def test_every_metric_is_unchanged_when_both_maps_are_flipped_or_transposed(name
     a = np.stack([p[0] for p in pairs])
     h = np.stack([p[1] for p in pairs])
     before = score(a, h, size=32, tie_policy=tie_policy, metrics="all")
-    after = score(np.stack([transform(x) for x in a]), np.stack([transform(x) for x in h]), size=32,
-                  tie_policy=tie_policy, metrics="all")
+    after = score(
+        np.stack([transform(x) for x in a]),
+        np.stack([transform(x) for x in h]),
+        size=32,
+        tie_policy=tie_policy,
+        metrics="all",
+    )
     for metric in metric_names():
         np.testing.assert_allclose(after[metric], before[metric], rtol=1e-9, atol=1e-12, err_msg=metric)
 
 
-@pytest.mark.parametrize("factor", [1e-7, 1e7, 3.0, 2.0 ** 200])
+@pytest.mark.parametrize("factor", [1e-7, 1e7, 3.0, 2.0**200])
 def test_every_metric_is_unchanged_when_a_map_is_multiplied_by_a_positive_constant(factor):
     """2^200: finite float64 values beyond float32's range are scaled (exactly) before the float32
     resize, not turned into inf and called non-finite."""
@@ -83,7 +88,7 @@ def test_a_human_blob_at_the_top_or_the_bottom_scores_the_same_against_a_map_of_
     region: a blob at the top scored IoU > 0 and the same blob at the bottom 0."""
     size = 32
     attribution = np.zeros((size, size))
-    attribution[12:20, 12:20] = 1.0            # 64 px, fewer than k * size^2 = 205: the rest are tied zeros
+    attribution[12:20, 12:20] = 1.0  # 64 px, fewer than k * size^2 = 205: the rest are tied zeros
     yy, xx = np.mgrid[:size, :size]
     top = np.exp(-((yy - 3) ** 2 + (xx - 16) ** 2) / 8.0)
     bottom = np.flipud(top)
@@ -91,7 +96,7 @@ def test_a_human_blob_at_the_top_or_the_bottom_scores_the_same_against_a_map_of_
     assert fractional.loc[0, "iou"] == pytest.approx(fractional.loc[1, "iou"], rel=1e-12)
     assert fractional.loc[0, "iou"] > 0
     index = score(np.stack([attribution, attribution]), np.stack([top, bottom]), size=size, tie_policy="index")
-    assert index.loc[0, "iou"] > 0.05 and index.loc[1, "iou"] == 0   # the old, position-biased policy
+    assert index.loc[0, "iou"] > 0.05 and index.loc[1, "iou"] == 0  # the old, position-biased policy
 
 
 def test_fractional_overlap_is_the_expected_overlap_of_random_tie_breaks():
@@ -103,7 +108,7 @@ def test_fractional_overlap_is_the_expected_overlap_of_random_tie_breaks():
     n = options.n_region
     draws = []
     for _ in range(4000):
-        ra = np.lexsort((rng.random(64), -a.ravel()))[:n]   # random tie-break, independent per map
+        ra = np.lexsort((rng.random(64), -a.ravel()))[:n]  # random tie-break, independent per map
         rh = np.lexsort((rng.random(64), -h.ravel()))[:n]
         draws.append(len(np.intersect1d(ra, rh)))
     assert exact == pytest.approx(np.mean(draws), abs=4 * np.std(draws) / np.sqrt(len(draws)))
@@ -113,8 +118,14 @@ def test_fractional_overlap_is_the_expected_overlap_of_random_tie_breaks():
 def test_every_metric_equals_its_reference(tie_policy):
     pairs = _pairs(seed=3, size=24)
     options = ScoringOptions(k=0.1, size=20, tie_policy=tie_policy)
-    frame = score(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), k=0.1, size=20,
-                  tie_policy=tie_policy, metrics="all")
+    frame = score(
+        np.stack([p[0] for p in pairs]),
+        np.stack([p[1] for p in pairs]),
+        k=0.1,
+        size=20,
+        tie_policy=tie_policy,
+        metrics="all",
+    )
     for i, (a, h) in enumerate(pairs):
         expected = score_pair_reference(a, h, options)
         for metric in metric_names():
@@ -135,25 +146,39 @@ def test_a_region_of_zero_pixels_or_of_every_pixel_is_refused():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="leaving none outside"):
         score(rng.random((1, 4, 4)), rng.random((1, 4, 4)), size=2, k=0.9)
-    assert len(score(rng.random((1, 4, 4)), rng.random((1, 4, 4)), size=2, k=0.6)) == 1   # 2 of 4 pixels
+    assert len(score(rng.random((1, 4, 4)), rng.random((1, 4, 4)), size=2, k=0.6)) == 1  # 2 of 4 pixels
 
 
-@pytest.mark.parametrize("kind", ["random", "ties", "negative_zero", "float64", "float64_same_float32",
-                                  "float64_huge", "constant", "float32_dtype", "one"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "random",
+        "ties",
+        "negative_zero",
+        "float64",
+        "float64_same_float32",
+        "float64_huge",
+        "constant",
+        "float32_dtype",
+        "one",
+    ],
+)
 def test_the_linear_time_argsort_is_numpys_stable_argsort(kind):
     from vqa_interp.metrics.prepare import argsort_exact
 
     rng = np.random.default_rng(7)
     # float64 values a few ulps apart round to the same float32: the refinement must order them
     close = 1.0 + rng.integers(0, 40, 5000) * np.finfo(np.float64).eps * rng.choice([1, 1e3], 5000)
-    values = {"random": rng.normal(0, 1, 5000).astype(np.float32),
-              "ties": np.round(rng.normal(0, 2, 5000)).astype(np.float32),
-              "negative_zero": np.array([0.0, -0.0, -1.5, 1e-30, -1e-30, 3.0, -0.0, np.inf, -np.inf], np.float32),
-              "float64": rng.random(5000),
-              "float64_same_float32": np.concatenate([close, -close, np.zeros(7)]),
-              "float64_huge": rng.normal(0, 1, 5000) * 1e300,      # overflow to +-inf in float32
-              "constant": np.full(300, 2.5),
-              "float32_dtype": rng.normal(0, 1, 4096).astype(np.float32),
-              "one": np.array([4.0])}[kind]
+    values = {
+        "random": rng.normal(0, 1, 5000).astype(np.float32),
+        "ties": np.round(rng.normal(0, 2, 5000)).astype(np.float32),
+        "negative_zero": np.array([0.0, -0.0, -1.5, 1e-30, -1e-30, 3.0, -0.0, np.inf, -np.inf], np.float32),
+        "float64": rng.random(5000),
+        "float64_same_float32": np.concatenate([close, -close, np.zeros(7)]),
+        "float64_huge": rng.normal(0, 1, 5000) * 1e300,  # overflow to +-inf in float32
+        "constant": np.full(300, 2.5),
+        "float32_dtype": rng.normal(0, 1, 4096).astype(np.float32),
+        "one": np.array([4.0]),
+    }[kind]
     values = values if kind == "float32_dtype" else values.astype(np.float64)
     np.testing.assert_array_equal(argsort_exact(values), np.argsort(values, kind="stable"))

@@ -1,6 +1,7 @@
 """Every option has one definition: its options class (vqa_interp.util.options). The YAML defaults
 in conf/ are checked against it, values are checked once when read, and the docs' reference
 tables and the config's --help come from it."""
+
 import dataclasses
 
 import pytest
@@ -30,9 +31,9 @@ def test_the_yaml_defaults_are_the_options_class_defaults(section, cls):
     assert defaults, f"{cls.__name__} documents no option"
     for key, value in values.items():
         if section == "data" and key not in defaults:
-            continue              # the embedded dataset's own keys: checked below
+            continue  # the embedded dataset's own keys: checked below
         if (section, key) == ("analysis", "baseline_options"):
-            continue              # each floor's options are its method's: checked below
+            continue  # each floor's options are its method's: checked below
         assert key in defaults, f"{section}.{key} is in conf/ but not an option of {cls.__name__}"
         if not _interpolated(value):
             expected = defaults[key]
@@ -55,7 +56,7 @@ def test_each_method_yaml_holds_its_registered_defaults(path):
     from vqa_interp.attribution import METHODS
 
     values = _yaml(path)
-    if set(values) == {"defaults"}:            # an alias: the paper's short name of another method's file
+    if set(values) == {"defaults"}:  # an alias: the paper's short name of another method's file
         assert (CONF / "method" / f"{values['defaults'][0]}.yaml").exists()
         return
     method = METHODS[values.pop("name")]
@@ -96,21 +97,26 @@ class _Toy:
     names: tuple = option(("x",), "a list of names", items=str)
 
 
-@pytest.mark.parametrize("values,message", [
-    ({"flag": "no"}, "toy.flag='no'; expected true or false."),
-    ({"flag": 0}, "toy.flag=0; expected true or false."),
-    ({"count": 0}, "toy.count=0; expected an integer >= 1."),
-    ({"count": 2.5}, "toy.count=2.5; expected an integer >= 1."),
-    ({"count": True}, "toy.count=True; expected an integer >= 1."),
-    ({"share": 1}, "toy.share=1.0; expected a number > 0 and < 1."),
-    ({"share": float("nan")}, "toy.share=nan; expected a number > 0 and < 1."),
-    ({"mode": "c"}, "toy.mode='c' is not allowed; expected one of ['a', 'b']."),
-    ({"limit": 0}, "toy.limit=0; expected an integer >= 1 or null."),
-    ({"names": "x"}, "toy.names='x'; expected a list"),
-    ({"count": None}, "toy.count=null; expected an integer >= 1."),
-    ({"unknown": 1}, "toy.unknown is not a key of toy; expected one of ['count', 'flag', 'limit', 'mode', 'names', "
-                     "'share']"),
-])
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"flag": "no"}, "toy.flag='no'; expected true or false."),
+        ({"flag": 0}, "toy.flag=0; expected true or false."),
+        ({"count": 0}, "toy.count=0; expected an integer >= 1."),
+        ({"count": 2.5}, "toy.count=2.5; expected an integer >= 1."),
+        ({"count": True}, "toy.count=True; expected an integer >= 1."),
+        ({"share": 1}, "toy.share=1.0; expected a number > 0 and < 1."),
+        ({"share": float("nan")}, "toy.share=nan; expected a number > 0 and < 1."),
+        ({"mode": "c"}, "toy.mode='c' is not allowed; expected one of ['a', 'b']."),
+        ({"limit": 0}, "toy.limit=0; expected an integer >= 1 or null."),
+        ({"names": "x"}, "toy.names='x'; expected a list"),
+        ({"count": None}, "toy.count=null; expected an integer >= 1."),
+        (
+            {"unknown": 1},
+            "toy.unknown is not a key of toy; expected one of ['count', 'flag', 'limit', 'mode', 'names', 'share']",
+        ),
+    ],
+)
 def test_a_bad_value_is_one_line_naming_the_key_and_what_is_allowed(values, message):
     with pytest.raises(ConfigError) as caught:
         read_options(_Toy, values, "toy")
@@ -121,7 +127,7 @@ def test_a_bad_value_is_one_line_naming_the_key_and_what_is_allowed(values, mess
 def test_good_values_are_read_typed_and_missing_keys_keep_their_defaults():
     toy = read_options(_Toy, {"count": 2, "share": 0.25, "limit": None, "names": ["p", "q"]}, "toy")
     assert toy == _Toy(flag=True, count=2, share=0.25, mode="a", limit=None, names=("p", "q"))
-    assert read_options(_Toy, {"share": 1}, "toy", share=0.9).share == 0.9      # given by the caller: not read
+    assert read_options(_Toy, {"share": 1}, "toy", share=0.9).share == 0.9  # given by the caller: not read
     same, unknown = read_options(_Toy, {"mode": "b", "extra": 3}, "toy", keep_unknown=True)
     assert same.mode == "b" and unknown == {"extra": 3}
     assert check_value(7, dataclasses.fields(_Toy)[1].metadata, "toy.count") == 7

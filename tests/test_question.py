@@ -1,6 +1,7 @@
 """The question side and faithfulness (groundwork of the question-side analysis): Integrated
 Gradients is complete on the embedding path, shares are proportions, and deleting a map's top
 pixels lowers the target's probability more than deleting random pixels, on average."""
+
 import numpy as np
 import pytest
 import torch
@@ -22,11 +23,14 @@ def batch(home, tmp_path_factory):
 
     store = tmp_path_factory.mktemp("store")
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        settings = from_config(compose("config", overrides=[f"paths.home={home}", "data.limit=24",
-                                                            f"tracking.uri=sqlite:///{store}/mlflow.db"]))
+        settings = from_config(
+            compose(
+                "config", overrides=[f"paths.home={home}", "data.limit=24", f"tracking.uri=sqlite:///{store}/mlflow.db"]
+            )
+        )
     dataset = dataset_for(settings.data, settings.home)
-    checkpoint = ensure_model(settings, dataset)      # trained once, if no test has yet
-    model = model_stage.load(settings, checkpoint)        # the model interface the functions take
+    checkpoint = ensure_model(settings, dataset)  # trained once, if no test has yet
+    model = model_stage.load(settings, checkpoint)  # the model interface the functions take
     examples = dataset.examples().examples
     images = model.load_pixels([e.image_path for e in examples])
     q, q_len = model.encode([e.question for e in examples])
@@ -41,10 +45,10 @@ def test_token_attributions_are_complete_on_the_embedding_path(batch):
     net = model.module
     with torch.no_grad():
         gap = (net(images, q, q_len) - net(images, torch.zeros_like(q), q_len)).gather(1, targets[:, None])[:, 0]
-    assert (error <= 0.02 * gap.abs() + 1e-3).all(), (error, gap)       # sum of attributions = f(x) - f(baseline)
+    assert (error <= 0.02 * gap.abs() + 1e-3).all(), (error, gap)  # sum of attributions = f(x) - f(baseline)
     assert torch.allclose(scores.norm(dim=1), torch.ones(len(q)), atol=1e-5)
     positions = torch.arange(q.shape[1])[None, :]
-    assert (scores[positions >= q_len[:, None]] == 0).all()               # padding gets nothing
+    assert (scores[positions >= q_len[:, None]] == 0).all()  # padding gets nothing
 
 
 def test_the_image_share_is_a_proportion_from_one_complete_pass(batch):
@@ -53,8 +57,9 @@ def test_the_image_share_is_a_proportion_from_one_complete_pass(batch):
     assert ((share > 0) & (share < 1)).all()
     net = model.module
     with torch.no_grad():
-        gap = (net(images, q, q_len) - net(torch.zeros_like(images), torch.zeros_like(q), q_len)
-               ).gather(1, targets[:, None])[:, 0]
+        gap = (net(images, q, q_len) - net(torch.zeros_like(images), torch.zeros_like(q), q_len)).gather(
+            1, targets[:, None]
+        )[:, 0]
     # the error of a 128-step quadrature is about constant in logits (~0.1 here, where gaps reach
     # ~15; a ReLU net is piecewise linear, so the error of its worst example depends on the trained
     # weights: 0.63 on one of 24 with a model trained on another CPU), so it is bounded by the batch's
@@ -83,10 +88,11 @@ def test_the_separable_blur_equals_torchvisions_gaussian_blur(side, sigma):
     images = torch.rand(3, 3, side, side, generator=torch.Generator().manual_seed(side))
     s = max(0.5, sigma * side)
     kernel = min(int(2 * round(3 * s) + 1), 2 * side - 1)
-    torch.testing.assert_close(blurred(images, sigma), gaussian_blur(images, [kernel, kernel], [s, s]),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        blurred(images, sigma), gaussian_blur(images, [kernel, kernel], [s, s]), atol=1e-5, rtol=0
+    )
     constant = torch.full((1, 3, side, side), 0.7)
-    torch.testing.assert_close(blurred(constant, sigma), constant)            # a blur keeps a flat image
+    torch.testing.assert_close(blurred(constant, sigma), constant)  # a blur keeps a flat image
 
 
 def test_curves_of_several_map_sets_equal_one_set_at_a_time(batch):
@@ -127,16 +133,18 @@ def test_deletion_and_insertion_break_ties_by_no_position(kind):
     bright top half first, and after the flip the dark half first)."""
     side = 16
     images = torch.zeros(2, 3, side, side)
-    images[:, 0, : side // 2] = 1.0                                  # bright top half
+    images[:, 0, : side // 2] = 1.0  # bright top half
     maps = np.ones((2, side, side))
-    maps[1, :, : side // 4] = 2.0                                    # a step, ties within each part
+    maps[1, :, : side // 4] = 2.0  # a step, ties within each part
     question = (torch.ones(2, 3, dtype=torch.long), torch.tensor([3, 3]))
     targets = torch.tensor([0, 0])
     model = _BrightnessModel()
     base = deletion_insertion(model, images, maps, question, targets, steps=10, kind=kind)
     for flip in (lambda x: torch.flip(x, dims=[-2]), lambda x: torch.flip(x, dims=[-1]), lambda x: x.transpose(-1, -2)):
         flipped_maps = flip(torch.as_tensor(maps)).numpy()
-        other = deletion_insertion(model, flip(images).contiguous(), flipped_maps, question, targets, steps=10, kind=kind)
+        other = deletion_insertion(
+            model, flip(images).contiguous(), flipped_maps, question, targets, steps=10, kind=kind
+        )
         for key in ("deletion", "insertion"):
             np.testing.assert_allclose(other[key], base[key], atol=1e-6)
     # the flat map blends every pixel by the same share towards the mean colour: the red mean stays 0.5

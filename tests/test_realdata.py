@@ -1,23 +1,27 @@
 """The real-data path: readers on a real-format tree with its quirks, the pytorch-vqa checkpoint
 on a ResNet-152, an end-to-end CLI run, and the clear errors a new user meets."""
+
 import shutil
 import subprocess
 
 import pytest
 from mlflow.tracking import MlflowClient
+from realdata import build_checkpoint, build_resnet152_weights, build_tree
 
 from conftest import python
-from realdata import build_checkpoint, build_resnet152_weights, build_tree
-from vqa_interp.models import load_model
 from vqa_interp.data import load_examples, resolve_paths
 from vqa_interp.errors import DataError
+from vqa_interp.models import load_model
 
 
 @pytest.fixture(scope="session")
 def real(tmp_path_factory):
     base = tmp_path_factory.mktemp("real")
-    return {"root": build_tree(base / "vqa"), "checkpoint": build_checkpoint(base / "2017-08-04_00.55.19.pth"),
-            "backbone": build_resnet152_weights(base / "resnet152-95e0e999.pth")}
+    return {
+        "root": build_tree(base / "vqa"),
+        "checkpoint": build_checkpoint(base / "2017-08-04_00.55.19.pth"),
+        "backbone": build_resnet152_weights(base / "resnet152-95e0e999.pth"),
+    }
 
 
 def test_reader_handles_the_quirks(real):
@@ -45,20 +49,32 @@ def test_pytorch_vqa_checkpoint_loads_on_resnet152(real):
     assert loaded.text_embedding().num_embeddings == len(loaded.question_vocab) + 1
     assert loaded.description.startswith("caffe resnet152")
     assert loaded.module.backbone.variant == "caffe"
-    torchvision_variant = load_model(real["checkpoint"], {"type": "resnet", "depth": 152, "variant": "torchvision"},
-                                     real["backbone"])
+    torchvision_variant = load_model(
+        real["checkpoint"], {"type": "resnet", "depth": 152, "variant": "torchvision"}, real["backbone"]
+    )
     assert torchvision_variant.description.startswith("torchvision resnet152")
 
 
 def _run(args, env, cwd):
-    return subprocess.run([python(), "-m", "vqa_interp.run", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=900)
+    return subprocess.run(
+        [python(), "-m", "vqa_interp.run", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900
+    )
 
 
 def _args(real, **changes):
-    args = {"data": "vqahat", "model": "kazemi", "data.root": real["root"], "model.checkpoint": real["checkpoint"],
-            "model.backbone_weights": real["backbone"], "model.input.size": 224, "preprocessing.size": 64,
-            "attribution.batch_size": 2, "analysis.bootstrap": 50, "analysis.n_panels": 2, **changes}
+    args = {
+        "data": "vqahat",
+        "model": "kazemi",
+        "data.root": real["root"],
+        "model.checkpoint": real["checkpoint"],
+        "model.backbone_weights": real["backbone"],
+        "model.input.size": 224,
+        "preprocessing.size": 64,
+        "attribution.batch_size": 2,
+        "analysis.bootstrap": 50,
+        "analysis.n_panels": 2,
+        **changes,
+    }
     return [f"{k}={v}" for k, v in args.items() if v is not None]
 
 
@@ -81,12 +97,21 @@ def test_end_to_end_run_on_real_format_files(real, cli_env, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("change,message", [
-    ({"model.checkpoint": "/nowhere/2017-08-04_00.55.19.pth"}, "model.checkpoint: /nowhere/2017-08-04_00.55.19.pth does not exist"),
-    ({"model.backbone_weights": "/nowhere/resnet152.pth"}, "model.backbone_weights: /nowhere/resnet152.pth does not exist"),
-    ({"data.root": "/nowhere/vqa"}, "data.root: /nowhere/vqa is not a folder"),
-    ({"data.root": None}, "data.root"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            {"model.checkpoint": "/nowhere/2017-08-04_00.55.19.pth"},
+            "model.checkpoint: /nowhere/2017-08-04_00.55.19.pth does not exist",
+        ),
+        (
+            {"model.backbone_weights": "/nowhere/resnet152.pth"},
+            "model.backbone_weights: /nowhere/resnet152.pth does not exist",
+        ),
+        ({"data.root": "/nowhere/vqa"}, "data.root: /nowhere/vqa is not a folder"),
+        ({"data.root": None}, "data.root"),
+    ],
+)
 def test_missing_inputs_fail_with_the_file_to_place_and_no_running_run(real, cli_env, tmp_path, change, message):
     result = _run(_args(real, **change), cli_env, tmp_path)
     assert result.returncode != 0

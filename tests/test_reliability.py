@@ -1,6 +1,7 @@
 """Faults a hostile but fair user meets: a copied project, SIGTERM and SIGKILL in a sweep, a job
 that fails before it opens its run, bad images and text in the data, two runs sharing a cache.
 After each fault, nothing is left RUNNING once the tool has run again, and nothing computed is lost."""
+
 import json
 import os
 import re
@@ -15,13 +16,20 @@ from mlflow.tracking import MlflowClient
 
 from conftest import FAST_ARGS, ROOT, cli_environment, python
 
-QUICK = ["data.limit=3", "preprocessing.size=32", "analysis.baselines=false", "analysis.bootstrap=50",
-         "analysis.n_panels=1", "tracking.log_maps=false"]
+QUICK = [
+    "data.limit=3",
+    "preprocessing.size=32",
+    "analysis.baselines=false",
+    "analysis.bootstrap=50",
+    "analysis.n_panels=1",
+    "tracking.log_maps=false",
+]
 
 
 def _run(args, env, cwd, timeout=900):
-    return subprocess.run([python(), "-m", "vqa_interp.run", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [python(), "-m", "vqa_interp.run", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _run_id(stdout: str) -> str:
@@ -32,7 +40,7 @@ def _run_id(stdout: str) -> str:
 @pytest.mark.slow
 def test_a_copied_project_records_into_its_own_tree(tmp_path, home):
     env = cli_environment(tmp_path, home)
-    env.pop("MLFLOW_TRACKING_URI")               # the default store: ./mlruns/mlflow.db of the project
+    env.pop("MLFLOW_TRACKING_URI")  # the default store: ./mlruns/mlflow.db of the project
     first = tmp_path / "project"
     first.mkdir()
     done = _run(QUICK, env, first)
@@ -44,14 +52,14 @@ def test_a_copied_project_records_into_its_own_tree(tmp_path, home):
     again = _run(QUICK, env, copy)
     assert again.returncode == 0, again.stderr[-3000:]
     said = again.stdout + again.stderr
-    assert "moved" in said and str(first / "mlruns") in said                        # it says what it did
+    assert "moved" in said and str(first / "mlruns") in said  # it says what it did
     client = MlflowClient(f"sqlite:///{copy}/mlruns/mlflow.db")
     new_run = client.get_run(_run_id(again.stdout))
     for run in (new_run, client.get_run(old_run)):
         assert run.info.artifact_uri.startswith((copy / "mlruns").as_uri()), run.info.artifact_uri
-    assert client.list_artifacts(old_run, "tables")                      # the copied artifacts are found
+    assert client.list_artifacts(old_run, "tables")  # the copied artifacts are found
     after = sorted(p.name for p in (first / "mlruns" / "artifacts").rglob("*") if p.is_dir())
-    assert after == before                                               # the original tree is untouched
+    assert after == before  # the original tree is untouched
 
 
 def test_an_experiment_whose_artifacts_are_elsewhere_stops_with_the_fix(tmp_path):
@@ -72,13 +80,25 @@ def test_an_experiment_whose_artifacts_are_elsewhere_stops_with_the_fix(tmp_path
 
 
 # ------------------------------------------------------------------ signals in a sweep
-SLOW_SWEEP = ["-m", "method=occlusion,saliency", "data.limit=40", "preprocessing.size=32", "analysis.baselines=false",
-              "attribution.batch_size=2"]
+SLOW_SWEEP = [
+    "-m",
+    "method=occlusion,saliency",
+    "data.limit=40",
+    "preprocessing.size=32",
+    "analysis.baselines=false",
+    "attribution.batch_size=2",
+]
 
 
 def _start_sweep(env, cwd):
-    return subprocess.Popen([python(), "-m", "vqa_interp.run", *SLOW_SWEEP, f"paths.cache={cwd / 'cache'}"], env=env,
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [python(), "-m", "vqa_interp.run", *SLOW_SWEEP, f"paths.cache={cwd / 'cache'}"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_for(process, prefix: str) -> str:
@@ -108,16 +128,22 @@ def test_the_sweep_command_closes_a_killed_sweeps_parent_and_children(cli_env, t
     process = _start_sweep(cli_env, tmp_path)
     parent = _wait_for(process, "MLflow parent run:")
     child = _wait_for(process, "MLflow run:")
-    process.kill()                                         # SIGKILL: nothing can close the runs
+    process.kill()  # SIGKILL: nothing can close the runs
     process.wait(timeout=60)
     client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
     assert client.get_run(child).info.status == client.get_run(parent).info.status == "RUNNING"
-    result = subprocess.run([python(), "-m", "vqa_interp.sweep", parent, "--status", "KILLED"], env=cli_env,
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [python(), "-m", "vqa_interp.sweep", parent, "--status", "KILLED"],
+        env=cli_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert client.get_run(child).info.status == "KILLED"
     assert client.get_run(parent).info.status == "KILLED"
-    assert child in result.stdout + result.stderr                           # it says which it closed
+    assert child in result.stdout + result.stderr  # it says which it closed
 
 
 @pytest.mark.slow
@@ -156,7 +182,7 @@ def test_a_bad_image_is_named_or_skipped_and_counted(embedded_root, tmp_path, da
     root = _copy_embedded(embedded_root, tmp_path)
     image = _first_val_image(root)
     data = image.read_bytes()
-    image.write_bytes({"zero_bytes": b"", "truncated": data[:len(data) // 2], "not_an_image": b"hello" * 100}[damage])
+    image.write_bytes({"zero_bytes": b"", "truncated": data[: len(data) // 2], "not_an_image": b"hello" * 100}[damage])
     with pytest.raises(DataError, match=re.escape(str(image)) + r".*skip_bad_images"):
         load_examples(resolve_paths(root), limit=5)
     selection = load_examples(resolve_paths(root), limit=5, skip_bad_images=True)
@@ -234,29 +260,50 @@ def test_maps_are_reused_across_selections(cli_env, tmp_path):
     cache = tmp_path / "cache"
     small = _run([*QUICK, f"paths.cache={cache}"], cli_env, tmp_path)
     assert small.returncode == 0, small.stderr[-3000:]
-    larger = _run([*[a for a in QUICK if not a.startswith("data.limit")], "data.limit=5", f"paths.cache={cache}"],
-                  cli_env, tmp_path)
+    larger = _run(
+        [*[a for a in QUICK if not a.startswith("data.limit")], "data.limit=5", f"paths.cache={cache}"],
+        cli_env,
+        tmp_path,
+    )
     assert larger.returncode == 0, larger.stderr[-3000:]
     client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
     first, second = (client.get_run(_run_id(r.stdout)).data.metrics for r in (small, larger))
-    assert second["count/map_cache_hits"] == first["count/maps"]            # the 3 questions' maps reused
+    assert second["count/map_cache_hits"] == first["count/maps"]  # the 3 questions' maps reused
     assert second["count/map_cache_misses"] == second["count/maps"] - first["count/maps"]
 
 
 @pytest.mark.slow
 def test_two_identical_runs_at_once_compute_each_map_once(cli_env, tmp_path):
-    args = ["method=occlusion", "data.limit=12", "preprocessing.size=32", "analysis.baselines=false",
-            "attribution.batch_size=2", "tracking.log_maps=false", f"paths.cache={tmp_path / 'cache'}"]
-    runs = [subprocess.Popen([python(), "-m", "vqa_interp.run", *args], env=cli_env, cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    args = [
+        "method=occlusion",
+        "data.limit=12",
+        "preprocessing.size=32",
+        "analysis.baselines=false",
+        "attribution.batch_size=2",
+        "tracking.log_maps=false",
+        f"paths.cache={tmp_path / 'cache'}",
+    ]
+    runs = [
+        subprocess.Popen(
+            [python(), "-m", "vqa_interp.run", *args],
+            env=cli_env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [r.communicate(timeout=900) for r in runs]
     assert all(r.returncode == 0 for r in runs), outputs[0][1][-3000:] + outputs[1][1][-3000:]
     client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
     metrics = [client.get_run(_run_id(out)).data.metrics for out, _ in outputs]
     assert metrics[0]["count/maps"] == metrics[1]["count/maps"]
     assert metrics[0]["count/map_cache_misses"] + metrics[1]["count/map_cache_misses"] == metrics[0]["count/maps"]
-    tables = [client.download_artifacts(_run_id(out), "tables/per_example.csv", str(tmp_path / f"t{i}"))
-              for i, (out, _) in enumerate(outputs)]
+    tables = [
+        client.download_artifacts(_run_id(out), "tables/per_example.csv", str(tmp_path / f"t{i}"))
+        for i, (out, _) in enumerate(outputs)
+    ]
     assert Path(tables[0]).read_text() == Path(tables[1]).read_text()
 
 
@@ -264,12 +311,20 @@ def test_two_identical_runs_at_once_compute_each_map_once(cli_env, tmp_path):
 def _in_new_pid_namespace(code: str, tmp_path: Path) -> subprocess.Popen:
     """``code`` run by Python as PID 1 of a new PID (and user) namespace, as a container's main
     process; SIGKILL to the returned process kills it (``--kill-child``)."""
-    if shutil.which("unshare") is None or subprocess.run(
-            ["unshare", "--user", "--map-root-user", "--pid", "--fork", "true"], capture_output=True).returncode:
+    if (
+        shutil.which("unshare") is None
+        or subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--pid", "--fork", "true"], capture_output=True
+        ).returncode
+    ):
         pytest.skip("unshare cannot make a PID namespace here (needs util-linux and user namespaces)")
-    return subprocess.Popen(["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child=SIGKILL",
-                             python(), "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.Popen(
+        ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child=SIGKILL", python(), "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def _first_line(proc: subprocess.Popen) -> str:
@@ -281,12 +336,14 @@ def _first_line(proc: subprocess.Popen) -> str:
 def test_a_map_claim_held_by_a_killed_container_process_is_taken_over(tmp_path):
     from vqa_interp.attribution.cache import MapCache
 
-    code = ("import os, time\nfrom vqa_interp.attribution.cache import MapCache\n"
-            f"cache = MapCache({str(tmp_path)!r}, {{'m': 1}})\nassert cache.claim('q1_0')\n"
-            "print(os.getpid(), flush=True)\ntime.sleep(600)\n")
+    code = (
+        "import os, time\nfrom vqa_interp.attribution.cache import MapCache\n"
+        f"cache = MapCache({str(tmp_path)!r}, {{'m': 1}})\nassert cache.claim('q1_0')\n"
+        "print(os.getpid(), flush=True)\ntime.sleep(600)\n"
+    )
     holder = _in_new_pid_namespace(code, tmp_path)
     try:
-        assert _first_line(holder) == "1"                       # it is PID 1 where it runs
+        assert _first_line(holder) == "1"  # it is PID 1 where it runs
         cache = MapCache(tmp_path, {"m": 1})
         assert not cache.claim("q1_0") and cache.claimed_by_other("q1_0")
         assert "process 1 on" in cache.claimant("q1_0")
@@ -294,7 +351,7 @@ def test_a_map_claim_held_by_a_killed_container_process_is_taken_over(tmp_path):
         holder.kill()
         holder.wait(timeout=30)
     deadline = time.monotonic() + 20
-    while not cache.claim("q1_0"):                             # the kernel dropped its lock
+    while not cache.claim("q1_0"):  # the kernel dropped its lock
         assert time.monotonic() < deadline, "the dead process's claim was never released"
         time.sleep(0.1)
     assert not cache.claimed_by_other("q1_0")
@@ -306,9 +363,11 @@ def test_a_run_whose_container_process_was_killed_is_closed_as_killed(tmp_path):
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracking = f"TrackingSettings(uri={uri!r}, artifact_root={str(tmp_path / 'artifacts')!r})"
-    code = ("import os, time\nfrom vqa_interp.settings import TrackingSettings\n"
-            "from vqa_interp.tracking.store import start_run\n"
-            f"tracker = start_run({tracking}, 'victim')\nprint(tracker.run_id, flush=True)\ntime.sleep(600)\n")
+    code = (
+        "import os, time\nfrom vqa_interp.settings import TrackingSettings\n"
+        "from vqa_interp.tracking.store import start_run\n"
+        f"tracker = start_run({tracking}, 'victim')\nprint(tracker.run_id, flush=True)\ntime.sleep(600)\n"
+    )
     victim = _in_new_pid_namespace(code, tmp_path)
     try:
         run_id = _first_line(victim)
@@ -319,7 +378,7 @@ def test_a_run_whose_container_process_was_killed_is_closed_as_killed(tmp_path):
         victim.kill()
         victim.wait(timeout=30)
     deadline = time.monotonic() + 20
-    while not orphaned(client.get_run(run_id)):                 # once the kernel has dropped its lock
+    while not orphaned(client.get_run(run_id)):  # once the kernel has dropped its lock
         assert time.monotonic() < deadline, "the killed process is still seen alive"
         time.sleep(0.1)
     assert close_orphans(client, client.get_run(run_id).info.experiment_id) == [run_id]
@@ -328,7 +387,8 @@ def test_a_run_whose_container_process_was_killed_is_closed_as_killed(tmp_path):
 
 
 def test_an_interrupt_during_the_sweeps_comparison_ends_the_parent_killed_and_keeps_finished_children(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     from vqa_interp.tracking import signals, sweep
     from vqa_interp.tracking.store import RunTracker
 
@@ -344,7 +404,7 @@ def test_an_interrupt_during_the_sweeps_comparison_ends_the_parent_killed_and_ke
     monkeypatch.setattr(signals, "_INTERRUPTED", [])
     finished = []
 
-    def finish():            # the last job's figures, logged after the comparison: its run ends FINISHED
+    def finish():  # the last job's figures, logged after the comparison: its run ends FINISHED
         client.set_terminated(drawing, "FINISHED")
         finished.append(drawing)
 

@@ -1,5 +1,6 @@
 """Scale-out on the engines a cluster uses: sharded sweeps on joblib and on submitit's local executor,
 a real `mlflow server` on a throwaway PostgreSQL, many writers on one SQLite store."""
+
 import contextlib
 import os
 import signal
@@ -16,8 +17,14 @@ from conftest import NO_EXPLAIN, free_port, running_mlflow_server
 
 pytestmark = pytest.mark.slow
 # the plumbing under test is the launchers' and the stores': the explain stage is left out
-COMMON = ["data.limit=10", "preprocessing.size=64", "analysis.bootstrap=50", "analysis.n_panels=1",
-          "tracking.log_maps=false", *NO_EXPLAIN]
+COMMON = [
+    "data.limit=10",
+    "preprocessing.size=64",
+    "analysis.bootstrap=50",
+    "analysis.n_panels=1",
+    "tracking.log_maps=false",
+    *NO_EXPLAIN,
+]
 METRIC_COLUMNS = ["rank_corr", "intersect", "disc_intersect", "iou", "dice", "precision", "recall", "f1"]
 
 
@@ -61,7 +68,7 @@ def postgres_cluster():
     if not (PG_BIN / "initdb").exists():
         pytest.skip(f"needs PostgreSQL's server binaries in {PG_BIN} (Debian: postgresql-15)")
     user = None
-    if os.geteuid() == 0:   # the server refuses root: run it as the package's system user
+    if os.geteuid() == 0:  # the server refuses root: run it as the package's system user
         try:
             user = pwd.getpwnam("postgres")
         except KeyError:
@@ -74,24 +81,53 @@ def postgres_cluster():
     port = free_port()
     process = None
     try:
-        subprocess.run([str(PG_BIN / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8"],
-                       check=True, capture_output=True, **as_user)
+        subprocess.run(
+            [str(PG_BIN / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+            **as_user,
+        )
         log = open(folder / "postgres.log", "w")
-        process = subprocess.Popen([str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-k", str(folder),
-                                    "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=100", "-c", "fsync=off"],
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **as_user)
+        process = subprocess.Popen(
+            [
+                str(PG_BIN / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-k",
+                str(folder),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=100",
+                "-c",
+                "fsync=off",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **as_user,
+        )
         deadline = time.time() + 60
-        while subprocess.run([str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                             capture_output=True).returncode != 0:
+        while (
+            subprocess.run(
+                [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
+            ).returncode
+            != 0
+        ):
             if process.poll() is not None or time.time() > deadline:
                 raise RuntimeError("postgres did not start:\n" + (folder / "postgres.log").read_text()[-3000:])
             time.sleep(0.3)
-        subprocess.run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"],
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
     finally:
         if process is not None:
-            process.send_signal(signal.SIGINT)          # PostgreSQL's fast shutdown, by the postmaster's PID
+            process.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown, by the postmaster's PID
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -130,21 +166,29 @@ def test_four_shard_jobs_at_once_on_a_postgresql_backed_server(cli_env, tmp_path
     args = ["data.limit=8", *COMMON[1:]]
     with postgres_cluster() as database, running_mlflow_server(tmp_path, database, workers=2) as url:
         env = {**cli_env, "MLFLOW_TRACKING_URI": url}
+
         def run(extra):
-            return subprocess.run([sys.executable, "-m", "vqa_interp.run", *extra, *args], env=env, cwd=tmp_path,
-                                  capture_output=True, text=True, timeout=1200)
+            return subprocess.run(
+                [sys.executable, "-m", "vqa_interp.run", *extra, *args],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=1200,
+            )
 
         single = run([])
         assert single.returncode == 0, single.stderr[-3000:]
-        sharded = run(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "data.num_shards=4",
-                       "data.shard=range(4)"])
+        sharded = run(
+            ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "data.num_shards=4", "data.shard=range(4)"]
+        )
         assert sharded.returncode == 0, sharded.stderr[-3000:]
         client = MlflowClient(url)
         runs, kinds = _runs_by_kind(client)
         shards = [r for r in kinds["evaluation"] if r.data.params["data.num_shards"] == "4"]
         unsharded = [r for r in kinds["evaluation"] if r.data.params["data.num_shards"] == "1"]
         assert len(kinds["sweep"]) == 1 and len(kinds["merged"]) == 1 and len(unsharded) == 1
-        assert sorted(int(r.data.params["data.shard"]) for r in shards) == list(range(4))   # none lost, none twice
+        assert sorted(int(r.data.params["data.shard"]) for r in shards) == list(range(4))  # none lost, none twice
         assert all(r.info.status == "FINISHED" for r in runs)
         for r in shards + unsharded:
             assert_everything_arrived(client, r, tmp_path / r.info.run_id)
@@ -163,15 +207,30 @@ def test_four_shard_jobs_at_once_on_a_postgresql_backed_server(cli_env, tmp_path
 
 def test_four_concurrent_writers_on_one_sqlite_store_lose_nothing(cli_env, tmp_path):
     """The default store (SQLite, no server) with 4 jobs at once logging metrics and artifacts."""
-    result = subprocess.run([sys.executable, "-m", "vqa_interp.run", "-m", "hydra/launcher=joblib",
-                             "hydra.launcher.n_jobs=4", "data.num_shards=4", "data.shard=range(4)", *COMMON],
-                            env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vqa_interp.run",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=4",
+            "data.num_shards=4",
+            "data.shard=range(4)",
+            *COMMON,
+        ],
+        env=cli_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "database is locked" not in result.stdout + result.stderr
     runs, kinds = _runs_by_kind(MlflowClient(cli_env["MLFLOW_TRACKING_URI"]))
     client, shards = MlflowClient(cli_env["MLFLOW_TRACKING_URI"]), kinds["evaluation"]
     assert sorted(int(r.data.params["data.shard"]) for r in shards) == [0, 1, 2, 3]
-    assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == 6       # + parent + merged
+    assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == 6  # + parent + merged
     for r in shards:
         assert_everything_arrived(client, r, tmp_path / r.info.run_id)
 
@@ -185,13 +244,20 @@ def test_submitit_local_runs_a_sharded_sweep_whose_payload_a_compute_node_can_ru
     from conftest import ROOT
 
     def run(extra):
-        return subprocess.run([sys.executable, "-m", "vqa_interp.run", *extra, *COMMON], env=cli_env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=1200)
+        return subprocess.run(
+            [sys.executable, "-m", "vqa_interp.run", *extra, *COMMON],
+            env=cli_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
 
     single = run([])
     assert single.returncode == 0, single.stderr[-3000:]
-    sweep = run(["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=30", "data.num_shards=2",
-                 "data.shard=0,1"])
+    sweep = run(
+        ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=30", "data.num_shards=2", "data.shard=0,1"]
+    )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     payloads = list(tmp_path.glob("multirun/*/*/.submitit/*/*_submitted.pkl"))
     results = list(tmp_path.glob("multirun/*/*/.submitit/*/*_result.pkl"))

@@ -1,4 +1,5 @@
 """The fast scorer against the slow reference and against hand-checked values."""
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -9,7 +10,7 @@ from vqa_interp.scoring import METRICS, ScoringOptions, average_ranks, score, to
 
 def _maps(rng, shape):
     plain = rng.random(shape)
-    ties = np.round(rng.random(shape) * 4) / 4            # heavy ties (5 levels)
+    ties = np.round(rng.random(shape) * 4) / 4  # heavy ties (5 levels)
     zeros = rng.random(shape) * (rng.random(shape) > 0.7)  # mostly zeros, like Guided Grad-CAM
     blob = np.exp(-((np.indices(shape) - np.array(shape)[:, None, None] / 2) ** 2).sum(0) / 40.0)
     return [plain, ties, zeros, blob]
@@ -38,11 +39,16 @@ def test_constant_and_nan_maps_give_nan_with_a_reason_not_a_crash():
     zeros = np.zeros((8, 8))
     with_nan = good.copy()
     with_nan[2, 3] = np.nan
-    frame = score(np.stack([constant, good, zeros, with_nan]), np.stack([good, constant, good, good]), size=8,
-                  metrics="all")
+    frame = score(
+        np.stack([constant, good, zeros, with_nan]), np.stack([good, constant, good, good]), size=8, metrics="all"
+    )
     assert frame[list(METRICS)].isna().all().all()
-    assert list(frame["undefined"]) == ["attribution_constant", "human_constant", "attribution_constant",
-                                        "attribution_non_finite"]
+    assert list(frame["undefined"]) == [
+        "attribution_constant",
+        "human_constant",
+        "attribution_constant",
+        "attribution_non_finite",
+    ]
     reference = score_pair_reference(constant, good, ScoringOptions(size=8))
     assert np.isnan(reference["rank_corr"]) and reference["undefined"] == "attribution_constant"
 
@@ -70,8 +76,8 @@ def test_top_k_tie_policies_by_hand():
 def test_region_metrics_by_hand_on_a_4x4_map():
     a = np.zeros((4, 4))
     h = np.zeros((4, 4))
-    a[0, :2] = [2.0, 1.5]             # attribution top-2: (0,0), (0,1)
-    h[0, 1], h[1, 1] = 2.0, 1.0       # human top-2: (0,1), (1,1)
+    a[0, :2] = [2.0, 1.5]  # attribution top-2: (0,0), (0,1)
+    h[0, 1], h[1, 1] = 2.0, 1.0  # human top-2: (0,1), (1,1)
     a += np.arange(16).reshape(4, 4) * 1e-3
     h += np.arange(16).reshape(4, 4) * 1e-4
     frame = score(a[None], h[None], k=2 / 16, size=4, dice="hard")
@@ -86,7 +92,7 @@ def test_intersect_has_the_papers_magnitude_for_uniform_like_maps():
     a = 1 + 1e-3 * rng.random((1, 448, 448))
     h = 1 + 1e-3 * rng.random((1, 448, 448))
     frame = score(a, h, size=448, steps=["unit_sum"])
-    assert frame.loc[0, "intersect"] == pytest.approx(1 / 448 ** 2, rel=1e-3)
+    assert frame.loc[0, "intersect"] == pytest.approx(1 / 448**2, rel=1e-3)
 
 
 def test_bad_arguments_name_the_option():
@@ -98,8 +104,9 @@ def test_bad_arguments_name_the_option():
         score(np.ones((2, 4, 4)), np.ones((1, 4, 4)))
 
 
-@pytest.mark.parametrize("tie_policy,dice", [("fractional", "soft"), ("include", "soft"), ("index", "soft"),
-                                             ("fractional", "hard")])
+@pytest.mark.parametrize(
+    "tie_policy,dice", [("fractional", "soft"), ("include", "soft"), ("index", "soft"), ("fractional", "hard")]
+)
 def test_scoring_several_k_from_shared_maps_equals_scoring_each_k_afresh(tie_policy, dice):
     """What a k sweep's first job does: one human map shared by several maps, every map sorted
     once for all k, the human's region made once per k and each pair's overlap once per k; the
@@ -117,16 +124,26 @@ def test_scoring_several_k_from_shared_maps_equals_scoring_each_k_afresh(tie_pol
     assert REGISTRY["dice"].depends_on_k(human.options) == (dice == "hard") and REGISTRY["dice"].depends_on_k()
     names = run_metrics()
     ks = (0.3, 0.05, 0.1, 0.3)
-    for values in maps + maps[::-1]:          # the human (and its views) reused, in both orders
+    for values in maps + maps[::-1]:  # the human (and its views) reused, in both orders
         got = score_at_ks(prepare_map(values, human.options), [human], human.options, names, ks)
         assert (got[0.05]["dice"] != got[0.3]["dice"]) == (dice == "hard")
         # the columns come in one order whichever metrics the options make k-free (the stored smoke
         # tables pin it): those that never read a region, then those that may
-        assert list(got[0.05]) == [*(m for m in names if not REGISTRY[m].depends_on_k()),
-                                   *(m for m in names if REGISTRY[m].depends_on_k()), "undefined"]
+        assert list(got[0.05]) == [
+            *(m for m in names if not REGISTRY[m].depends_on_k()),
+            *(m for m in names if REGISTRY[m].depends_on_k()),
+            "undefined",
+        ]
         for k in ks:
-            expected = score(values[None], human.values.reshape(1, 24, 24), k=k, size=24, tie_policy=tie_policy,
-                             dice=dice, metrics=names).iloc[0]
+            expected = score(
+                values[None],
+                human.values.reshape(1, 24, 24),
+                k=k,
+                size=24,
+                tie_policy=tie_policy,
+                dice=dice,
+                metrics=names,
+            ).iloc[0]
             for m in names:
                 assert got[k][m] == pytest.approx(expected[m], rel=1e-12, abs=1e-15), (m, k)
     assert human.at_k(0.3) is human.at_k(0.3) and human.at_k(human.options.k) is human
@@ -149,14 +166,23 @@ def test_scores_at_several_k_do_not_change_when_both_maps_are_flipped_or_one_is_
     rng = np.random.default_rng(11)
     options = ScoringOptions(size=24)
     names, ks = run_metrics(), (0.05, 0.1, 0.3)
-    alter = {"flip": (np.flipud, np.flipud), "transpose": (np.transpose, np.transpose),
-             "scale_down": (lambda m: m * 1e-7, lambda m: m)}[change]
+    alter = {
+        "flip": (np.flipud, np.flipud),
+        "transpose": (np.transpose, np.transpose),
+        "scale_down": (lambda m: m * 1e-7, lambda m: m),
+    }[change]
     humans = [np.round(rng.random((24, 24)) * 6), rng.random((24, 24))]
     for values in _maps(rng, (24, 24)):
-        before = score_at_ks(prepare_map(values, options), [prepare_map(h, options) for h in humans], options,
-                             names, ks)
-        after = score_at_ks(prepare_map(alter[0](values), options),
-                            [prepare_map(alter[1](h), options) for h in humans], options, names, ks)
+        before = score_at_ks(
+            prepare_map(values, options), [prepare_map(h, options) for h in humans], options, names, ks
+        )
+        after = score_at_ks(
+            prepare_map(alter[0](values), options),
+            [prepare_map(alter[1](h), options) for h in humans],
+            options,
+            names,
+            ks,
+        )
         for k in ks:
             for m in names:
                 assert after[k][m] == pytest.approx(before[k][m], rel=1e-9, abs=1e-12), (change, m, k)

@@ -1,5 +1,6 @@
 """Work shared by a forked process and this one (vqa_interp.util.shared_work): a run's scoring
 taken by both cores once the explain stage ends."""
+
 import multiprocessing
 import os
 
@@ -11,7 +12,7 @@ from vqa_interp.util.shared_work import SharedCounter, SharedWork
 
 def _squares(n: int, log: str | None = None) -> SharedWork:
     def item(i: int) -> tuple[int, int]:
-        if log is not None:   # one line per computation, whichever process makes it
+        if log is not None:  # one line per computation, whichever process makes it
             with open(log, "a") as out:
                 out.write(f"{i} {os.getpid()}\n")
         return i * i, os.getpid()
@@ -45,7 +46,7 @@ def test_a_forked_child_and_this_process_share_the_items_and_each_is_computed_on
     assert {pid for _, pid in there.values()} == {child.pid} and {pid for _, pid in here.values()} == {os.getpid()}
     assert work.complete(there, here) == [i * i for i in range(12)]
     lines = open(log).read().split()
-    assert sorted(int(i) for i in lines[::2]) == list(range(12))   # each item computed once, by one of the two
+    assert sorted(int(i) for i in lines[::2]) == list(range(12))  # each item computed once, by one of the two
 
 
 def test_the_counter_hands_out_each_number_once_across_threads_and_a_fork():

@@ -1,6 +1,7 @@
 """The embedded models ship with the package: the default configs evaluate them (no training), they
 are checked against their digests, a changed training config is not mistaken for them, and the
 thread sizing that training uses reads the free cores."""
+
 import json
 import shutil
 
@@ -25,7 +26,7 @@ def test_every_shipped_model_is_there_with_its_digest_and_retrain_command():
     for model in models:
         verify(model)
         assert model.retrain.startswith(f"python -m vqa_interp.train model={model.name} ")
-        assert "model.train.threads=" in model.retrain     # the same bits need the same thread count
+        assert "model.train.threads=" in model.retrain  # the same bits need the same thread count
         assert model.facts["final_val_accuracy"] > model.facts["val_question_prior_accuracy"]
 
 
@@ -42,7 +43,7 @@ def test_the_default_config_evaluates_the_shipped_model_without_training(name, t
     assert line.startswith(f"model={name}: the shipped model {path.name} (sha256 ") and "\n" not in line
     tags = model_source_tags(path)
     assert tags["model_source"] == "shipped" and tags["shipped_digest"] == content_digest(path)
-    assert not (tmp_path / "mlflow.db").exists()          # no training run was opened
+    assert not (tmp_path / "mlflow.db").exists()  # no training run was opened
 
 
 def test_a_changed_training_config_is_not_the_shipped_model(home):
@@ -80,11 +81,27 @@ def test_ship_records_a_model_and_replaces_its_earlier_entry(tmp_path):
     model_dir = tmp_path / "m"
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
-    first = ship(model_dir, name="x", kind="vilt", signature="aaa", signature_fields={"a": 1}, retrain="r",
-                 facts={"final_val_accuracy": 0.5}, folder=folder)
+    first = ship(
+        model_dir,
+        name="x",
+        kind="vilt",
+        signature="aaa",
+        signature_fields={"a": 1},
+        retrain="r",
+        facts={"final_val_accuracy": 0.5},
+        folder=folder,
+    )
     (model_dir / "config.json").write_text('{"b": 2}')
-    second = ship(model_dir, name="x", kind="vilt", signature="bbb", signature_fields={"a": 2}, retrain="r",
-                  facts={}, folder=folder)
+    second = ship(
+        model_dir,
+        name="x",
+        kind="vilt",
+        signature="bbb",
+        signature_fields={"a": 2},
+        retrain="r",
+        facts={},
+        folder=folder,
+    )
     assert not first.path.exists() and second.path.is_dir() and first.digest != second.digest
     manifest = json.loads((folder / "manifest.json").read_text())
     assert [e["signature"] for e in manifest["models"]] == ["bbb"]
@@ -106,12 +123,12 @@ def test_folder_digest_covers_names_and_contents(tmp_path):
 def test_free_cores_counts_cores_others_keep_busy(monkeypatch):
     from vqa_interp.util import cores
 
-    samples = iter([{0: (0, 0), 1: (0, 0)}, {0: (100, 100), 1: (5, 100)}])   # cpu 0 busy, cpu 1 idle
+    samples = iter([{0: (0, 0), 1: (0, 0)}, {0: (100, 100), 1: (5, 100)}])  # cpu 0 busy, cpu 1 idle
     monkeypatch.setattr(cores, "_cpu_times", lambda: next(samples))
     monkeypatch.setattr(cores, "_own_cpu_seconds", lambda: 0.0)
     monkeypatch.setattr(cores.time, "sleep", lambda s: None)
     assert cores.free_cores(cores=[0, 1]) == 1
-    samples = iter([{0: (0, 0), 1: (0, 0)}, {0: (10, 100), 1: (5, 100)}])    # both nearly idle
+    samples = iter([{0: (0, 0), 1: (0, 0)}, {0: (10, 100), 1: (5, 100)}])  # both nearly idle
     monkeypatch.setattr(cores, "_cpu_times", lambda: next(samples))
     assert cores.free_cores(cores=[0, 1]) == 2
     samples = iter([{0: (0, 0), 1: (0, 0)}, {0: (100, 100), 1: (100, 100)}])  # both taken: still one thread
@@ -123,7 +140,7 @@ def test_free_cores_does_not_count_this_process_as_another_program(monkeypatch):
     from vqa_interp.util import cores
 
     ticks = cores.os.sysconf("SC_CLK_TCK")
-    samples = iter([{0: (0, 0), 1: (0, 0)}, {0: (ticks, ticks), 1: (0, ticks)}])   # cpu 0 busy with us
+    samples = iter([{0: (0, 0), 1: (0, 0)}, {0: (ticks, ticks), 1: (0, ticks)}])  # cpu 0 busy with us
     own = iter([0.0, 1.0])
     monkeypatch.setattr(cores, "_cpu_times", lambda: next(samples))
     monkeypatch.setattr(cores, "_own_cpu_seconds", lambda: next(own))
@@ -158,14 +175,19 @@ def test_a_checkpoint_with_a_flipped_byte_inside_a_tensor_is_refused_before_it_l
     from vqa_interp.models.checkpoint import read_checkpoint, save_checkpoint
 
     path = tmp_path / "model.pth"
-    save_checkpoint(path, {"module.w": torch.arange(4096, dtype=torch.float32)}, question_vocab={"a": 1},
-                    answer_vocab={"x": 0}, config={})
+    save_checkpoint(
+        path,
+        {"module.w": torch.arange(4096, dtype=torch.float32)},
+        question_vocab={"a": 1},
+        answer_vocab={"x": 0},
+        config={},
+    )
     assert read_checkpoint(path)["weights"]["module.w"].sum() > 0
     with zipfile.ZipFile(path) as archive:
         member = next(i for i in archive.infolist() if "/data/" in i.filename)
     raw = bytearray(path.read_bytes())
     start = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra) + 1000
-    raw[start:start + 64] = bytes(64)                   # 64 bytes zeroed inside the tensor's data
+    raw[start : start + 64] = bytes(64)  # 64 bytes zeroed inside the tensor's data
     path.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match=r"model.checkpoint: .*model.pth is damaged: .*data/\d+ fails its CRC"):
         read_checkpoint(path)
@@ -179,8 +201,11 @@ def test_a_model_trained_here_that_changed_on_disk_is_refused_with_the_fix(tmp_p
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(b"weights" * 100)
     record_digest(folder)
-    verify_digest(folder, "model=embedded_vilt: the model trained here,")      # unchanged: accepted
+    verify_digest(folder, "model=embedded_vilt: the model trained here,")  # unchanged: accepted
     (folder / "model.safetensors").write_bytes(b"weightz" * 100)
-    with pytest.raises(CheckpointError, match=r"does not match the digest recorded when it was made .* Delete .*"
-                                              r"embedded_vilt-abc .* to train it again"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"does not match the digest recorded when it was made .* Delete .*"
+        r"embedded_vilt-abc .* to train it again",
+    ):
         verify_digest(folder, "model=embedded_vilt: the model trained here,")

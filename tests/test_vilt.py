@@ -1,6 +1,7 @@
 """ViLT behind the model interface: the same logits as Hugging Face's forward, patches in a fixed
 order, rollout and Chefer relevancy equal to implementations written here from ``output_attentions``,
 padding invariance, a save_pretrained folder round trip, and methods refused where they mean nothing."""
+
 import numpy as np
 import pytest
 import torch
@@ -22,11 +23,21 @@ def tiny_vilt(seed: int = 0, size: int = 64, patch: int = 16):
     words = ["what", "color", "is", "the", "cube", "how", "many", "?", "red", "there", "are"]
     tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate([*SPECIAL_TOKENS, *words])}, do_lower_case=True)
     answers = ["red", "blue", "2", "yes"]
-    config = ViltConfig(vocab_size=len(SPECIAL_TOKENS) + len(words), hidden_size=32, num_hidden_layers=3,
-                        num_attention_heads=4, intermediate_size=64, image_size=size, patch_size=patch,
-                        max_position_embeddings=16, num_labels=len(answers), id2label=dict(enumerate(answers)),
-                        label2id={a: i for i, a in enumerate(answers)}, max_image_length=-1,
-                        attn_implementation="eager")
+    config = ViltConfig(
+        vocab_size=len(SPECIAL_TOKENS) + len(words),
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=size,
+        patch_size=patch,
+        max_position_embeddings=16,
+        num_labels=len(answers),
+        id2label=dict(enumerate(answers)),
+        label2id={a: i for i, a in enumerate(answers)},
+        max_image_length=-1,
+        attn_implementation="eager",
+    )
     hf = ViltForQuestionAnswering(config).eval()
     return ViltModel(ViltNet(hf).eval(), tokenizer, answers, InputGeometry(size, 1.0), max_tokens=12)
 
@@ -48,10 +59,16 @@ def _hf_forward(model, pixels, question, seed: int):
     torch.manual_seed(seed)
     _, _, (patch_index, _) = hf.vilt.embeddings.visual_embed(x, mask, max_image_length=-1)
     torch.manual_seed(seed)
-    out = hf(input_ids=question[0], attention_mask=question[1], token_type_ids=question[2], pixel_values=x,
-             pixel_mask=mask, output_attentions=True)
+    out = hf(
+        input_ids=question[0],
+        attention_mask=question[1],
+        token_type_ids=question[2],
+        pixel_values=x,
+        pixel_mask=mask,
+        output_attentions=True,
+    )
     h, w = net.grid(pixels)
-    order = (patch_index[..., 0] * w + patch_index[..., 1]).numpy()      # [B, N]: grid cell of each column
+    order = (patch_index[..., 0] * w + patch_index[..., 1]).numpy()  # [B, N]: grid cell of each column
     return out, order
 
 
@@ -69,7 +86,7 @@ def test_logits_equal_hugging_faces_and_use_no_random_numbers():
     state = torch.get_rng_state()
     with torch.no_grad():
         ours = model.forward(pixels, question)
-    assert torch.equal(state, torch.get_rng_state())          # visual_embed's multinomial is not called
+    assert torch.equal(state, torch.get_rng_state())  # visual_embed's multinomial is not called
     out, _ = _hf_forward(model, pixels, question, seed=3)
     torch.testing.assert_close(ours, out.logits, atol=1e-5, rtol=1e-5)
 
@@ -87,13 +104,13 @@ def test_rollout_and_chefer_equal_implementations_from_output_attentions():
         mixed = a.mean(axis=1) + np.eye(n_tokens)
         mixed /= mixed.sum(axis=-1, keepdims=True)
         expected = mixed @ expected
-    expected_rollout = _unpermute(expected[:, 0, length + 1:], order)
+    expected_rollout = _unpermute(expected[:, 0, length + 1 :], order)
     targets = torch.tensor([0, 1, 2])
     gradients = torch.autograd.grad(out.logits.gather(1, targets[:, None]).sum(), out.attentions)
     relevance = np.repeat(np.eye(n_tokens)[None], len(pixels), 0)
     for a, g in zip(attentions, gradients):
         relevance = relevance + np.maximum(g.numpy() * a, 0).mean(axis=1) @ relevance
-    expected_chefer = _unpermute(relevance[:, 0, length + 1:], order)
+    expected_chefer = _unpermute(relevance[:, 0, length + 1 :], order)
     with torch.no_grad():
         _, ours = model.attentions(pixels, question)
     row, columns, grid = model.token_layout(pixels, question)
@@ -105,14 +122,19 @@ def test_rollout_and_chefer_equal_implementations_from_output_attentions():
     np.testing.assert_allclose(chefer, expected_chefer, rtol=1e-4, atol=1e-6)
     # the methods' one-row products (from the top) equal those rows of the full products
     np.testing.assert_allclose(rollout_row(ours, row)[:, columns].numpy(), expected_rollout, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(relevancy_row([a.detach() for a in live], list(ours_grad), row)[:, columns].numpy(),
-                               expected_chefer, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        relevancy_row([a.detach() for a in live], list(ours_grad), row)[:, columns].numpy(),
+        expected_chefer,
+        rtol=1e-4,
+        atol=1e-6,
+    )
     # and lay those values on the patch grid, upsampled to the input
     for method, expected_values in (("rollout", expected_rollout), ("chefer", expected_chefer)):
         maps = make_attributor(model, method, {})(pixels, targets, question)
         assert maps.shape == (3, 1, 64, 64)
-        torch.testing.assert_close(maps, on_grid(torch.from_numpy(expected_values).float(), grid, (64, 64)),
-                                   rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            maps, on_grid(torch.from_numpy(expected_values).float(), grid, (64, 64)), rtol=1e-4, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("method", ["attention", "rollout", "chefer", "gradcam", "saliency", "ig"])
@@ -155,8 +177,12 @@ def test_a_save_pretrained_folder_loads_offline_with_its_answers(tmp_path):
     pixels, question = _inputs(model)
     with torch.no_grad():
         torch.testing.assert_close(loaded.forward(pixels, loaded.encode(QUESTIONS)), model.forward(pixels, question))
-    assert loaded.answers == ["red", "blue", "2", "yes"] and loaded.tokens("What color?")[:3] == ["[CLS]", "what", "color"]
-    for name in ("vocab.txt", "tokenizer.json"):     # transformers 5 writes tokenizer.json
+    assert loaded.answers == ["red", "blue", "2", "yes"] and loaded.tokens("What color?")[:3] == [
+        "[CLS]",
+        "what",
+        "color",
+    ]
+    for name in ("vocab.txt", "tokenizer.json"):  # transformers 5 writes tokenizer.json
         (tmp_path / "vilt" / name).unlink(missing_ok=True)
     with pytest.raises(CheckpointError, match="lacks \\['vocab.txt'\\]"):
         load_folder(tmp_path / "vilt", InputGeometry(64, 1.0))
@@ -165,8 +191,8 @@ def test_a_save_pretrained_folder_loads_offline_with_its_answers(tmp_path):
 
 
 def test_methods_are_refused_where_the_model_lacks_what_they_need():
-    from vqa_interp.models.registry import check_method, model_kind
     from vqa_interp.attribution import METHODS
+    from vqa_interp.models.registry import check_method, model_kind
 
     for method in ("attention", "rollout", "chefer"):
         with pytest.raises(ConfigError, match=f"method={method} needs the model's attentions"):
@@ -182,8 +208,9 @@ def test_grad_cam_reads_the_patch_grid_at_the_last_blocks_input():
     input, laid out as [B, D, h, w], they do."""
     model = tiny_vilt(seed=11)
     pixels, question = _inputs(model)
-    maps = make_attributor(model, "gradcam", {"layer": "cam"})(pixels.requires_grad_(True), torch.tensor([0, 1, 2]),
-                                                               question)
+    maps = make_attributor(model, "gradcam", {"layer": "cam"})(
+        pixels.requires_grad_(True), torch.tensor([0, 1, 2]), question
+    )
     assert maps.shape == (3, 1, 64, 64) and maps.abs().sum() > 0
 
 
@@ -197,20 +224,36 @@ def test_embedded_vilt_runs_end_to_end_with_every_table_the_cnn_has(cli_env, tmp
 
     from conftest import python
 
-    result = subprocess.run([python(), "-m", "vqa_interp.run", "model=embedded_vilt", "method=rollout",
-                             "+experiment=smoke"], env=cli_env, cwd=tmp_path, capture_output=True, text=True,
-                            timeout=1500)
+    result = subprocess.run(
+        [python(), "-m", "vqa_interp.run", "model=embedded_vilt", "method=rollout", "+experiment=smoke"],
+        env=cli_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Between floors and ceiling" in result.stdout and "Faithfulness:" in result.stdout
     client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
     run = client.search_runs([client.get_experiment_by_name("vqa-interp").experiment_id])[0]
     assert run.info.status == "FINISHED" and run.data.tags["model_kind"] == "vilt"
     tables = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
-    assert {"tables/baselines.csv", "tables/normalised.csv", "tables/significance.csv", "tables/faithfulness.csv",
-            "tables/token_attributions.csv"} <= tables
+    assert {
+        "tables/baselines.csv",
+        "tables/normalised.csv",
+        "tables/significance.csv",
+        "tables/faithfulness.csv",
+        "tables/token_attributions.csv",
+    } <= tables
     assert "norm/rank_corr" in run.data.metrics
-    refused = subprocess.run([python(), "-m", "vqa_interp.run", "model=embedded_vilt", "method=gbackp"], env=cli_env,
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(
+        [python(), "-m", "vqa_interp.run", "model=embedded_vilt", "method=gbackp"],
+        env=cli_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode == 2 and "relu_units" in refused.stderr and "Traceback" not in refused.stderr
 
 
@@ -226,9 +269,23 @@ def test_a_model_by_method_sweep_compares_models_on_the_same_questions(cli_env, 
 
     from conftest import NO_EXPLAIN, python
 
-    result = subprocess.run([python(), "-m", "vqa_interp.run", "-m", "model=embedded,embedded_vilt",
-                             "method=saliency,rollout", "+experiment=smoke", *NO_EXPLAIN], env=cli_env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=1500)
+    result = subprocess.run(
+        [
+            python(),
+            "-m",
+            "vqa_interp.run",
+            "-m",
+            "model=embedded,embedded_vilt",
+            "method=saliency,rollout",
+            "+experiment=smoke",
+            *NO_EXPLAIN,
+        ],
+        env=cli_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("vqa-interp").experiment_id])
@@ -236,13 +293,17 @@ def test_a_model_by_method_sweep_compares_models_on_the_same_questions(cli_env, 
     children = [r for r in runs if r.data.tags.get("run_kind") == "evaluation"]
     assert parent.info.status == "FINISHED" and len(children) == 3
     assert all(c.info.status == "FINISHED" for c in children)
-    assert parent.data.metrics["count/children_failed"] == 0 and parent.data.metrics["count/children_not_applicable"] == 1
+    assert (
+        parent.data.metrics["count/children_failed"] == 0 and parent.data.metrics["count/children_not_applicable"] == 1
+    )
     skipped = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/not_applicable.csv", str(tmp_path)))
     assert "model=embedded" in skipped["overrides"].iloc[0] and "method=rollout" in skipped["overrides"].iloc[0]
     pairs = pd.read_csv(client.download_artifacts(parent.info.run_id, "tables/model_pairs.csv", str(tmp_path)))
     assert set(pairs["test"]) == {"sign_flip"} and set(pairs["target"]) == {"label", "prediction"}
     assert set(pairs["method"]) == {"saliency"} and set(pairs["model_a"]) | set(pairs["model_b"]) == {
-        "embedded", "embedded_vilt"}
+        "embedded",
+        "embedded_vilt",
+    }
     assert (pairs["n"] > 0).all()
     assert "Models compared on the same questions, target = label" in result.stdout + result.stderr
     # the methods are ranked within each model, never across them
@@ -262,13 +323,19 @@ def test_sanity_checks_randomise_every_vilt_parameter_and_the_maps_follow(method
     for i, (_, block) in enumerate(twin.blocks()):
         randomise(block, i)
     for (name, before), after in zip(model.module.named_parameters(), twin.module.parameters()):
-        if before.numel() > 1 and before.std() > 0:   # LayerNorm's ones and zero biases are their own reset
+        if before.numel() > 1 and before.std() > 0:  # LayerNorm's ones and zero biases are their own reset
             assert not torch.equal(before, after), f"{name} was not re-initialised"
     pixels, question = _inputs(model, seed=13)
     table = sanity_checks(model, method, {}, pixels, question, batch_size=2)
     cascade = table[(table["mode"] == "cascading") & (table["similarity"] == "spearman_abs")].sort_values("step")
-    assert list(cascade["block"]) == ["none", "classifier", "encoder.layer2", "encoder.layer1", "encoder.layer0",
-                                      "embeddings"]
+    assert list(cascade["block"]) == [
+        "none",
+        "classifier",
+        "encoder.layer2",
+        "encoder.layer1",
+        "encoder.layer0",
+        "embeddings",
+    ]
     assert cascade["mean"].iloc[0] == pytest.approx(1.0)
     passed, final = verdict(table)
     assert passed and final <= FAIL_THRESHOLD and final < cascade["mean"].iloc[1:3].max()

@@ -1,9 +1,9 @@
 """The ``--help`` of ``python -m vqa_interp.run``: its list of each config group's choices is
 generated from ``conf/`` and the method registry, never kept by hand."""
+
 from __future__ import annotations
 
 from pathlib import Path
-
 
 HELP_RESOLVER = "vqa_interp_groups"
 
@@ -31,8 +31,11 @@ def groups_help(conf: Path = Path(__file__).resolve().parents[1] / "conf") -> st
         if stem in aliases.values():
             continue
         method = METHODS.get(values.get("name", stem))
-        kind = "baseline" if method and method.kind == "baseline" else (
-            "transformer" if method and any("attentions" in need for need in method.needs) else "model")
+        kind = (
+            "baseline"
+            if method and method.kind == "baseline"
+            else ("transformer" if method and any("attentions" in need for need in method.needs) else "model")
+        )
         kinds[kind].append(stem + (f" (alias {aliases[stem]})" if stem in aliases else ""))
     import textwrap
 
@@ -40,8 +43,10 @@ def groups_help(conf: Path = Path(__file__).resolve().parents[1] / "conf") -> st
     lines.append("        attention-based (transformers only): " + ", ".join(kinds["transformer"]))
     lines.append("        floors without a model: " + ", ".join(kinds["baseline"]))
     for group in ("data", "model"):
-        described = [f"{p.stem} ({first_comment(p)})" if first_comment(p) else p.stem
-                     for p in sorted((conf / group).glob("*.yaml"))]
+        described = [
+            f"{p.stem} ({first_comment(p)})" if first_comment(p) else p.stem
+            for p in sorted((conf / group).glob("*.yaml"))
+        ]
         lines.append(f"{group}: " + ("\n" + " " * (len(group) + 2)).join(described))
     for group in ("preprocessing", "confidence", "experiment"):
         prefix = "+" if group == "experiment" else ""

@@ -1,5 +1,6 @@
 """``python -m vqa_interp.merge PARENT_RUN_ID``: merge a sweep's shard runs into one analysis run
 (see :mod:`vqa_interp.tracking.merge`)."""
+
 import sys
 
 from vqa_interp.tracking.merge import main

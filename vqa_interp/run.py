@@ -6,9 +6,10 @@ the evaluation run opens; once the run is open, a failure marks it FAILED (the m
 what was made). The stages are :mod:`vqa_interp.pipeline`; what a run records is
 :mod:`vqa_interp.tracking.record`.
 """
+
 from __future__ import annotations
 
-if __name__ == "__main__":   # before torch loads: OpenMP threads that wait sleep soon (vqa_interp.util.cores)
+if __name__ == "__main__":  # before torch loads: OpenMP threads that wait sleep soon (vqa_interp.util.cores)
     from vqa_interp.util.cores import quiet_waiting
 
     quiet_waiting()
@@ -53,17 +54,26 @@ def evaluate(cfg: DictConfig) -> str:
     from vqa_interp.tracking.hydra_job import figures_deferred, parent_run_id_for_job, progress_line, sweep_k_for_job
     from vqa_interp.tracking.record import HEADLINE_TIMINGS, record_outputs
     from vqa_interp.tracking.resume import CONFIG_SIGNATURE_TAG, config_signature, reuse_child
-    from vqa_interp.tracking.store import (check_reachable, client_for, ending, flatten, quiet_artifact_downloads,
-                                           resolve_tracking_uri, run_url, start_run, table_url, ui_command)
+    from vqa_interp.tracking.store import (
+        check_reachable,
+        client_for,
+        ending,
+        flatten,
+        quiet_artifact_downloads,
+        resolve_tracking_uri,
+        run_url,
+        start_run,
+        table_url,
+        ui_command,
+    )
     from vqa_interp.tracking.stores import remember_store, report_command
     from vqa_interp.train import ensure_model, model_source_tags
     from vqa_interp.util.arguments import verbose
-
     from vqa_interp.util.memory import peak_metrics, peak_text, reset_peak_rss
 
     global _START
     quiet_artifact_downloads()
-    reset_peak_rss()             # each job of a sweep in this process reports its own peak
+    reset_peak_rss()  # each job of a sweep in this process reports its own peak
     job_start = time.perf_counter()
     # start-up (interpreter, imports, Hydra) is paid once per process, by its first job
     timings: dict[str, float] = {"time/startup_s": job_start - _START if _START else 0.0}
@@ -74,11 +84,14 @@ def evaluate(cfg: DictConfig) -> str:
     if parent_run_id:
         print(progress_line(), flush=True)
     signature = config_signature(flatten(settings.resolved))
-    if parent_run_id:   # a resumed sweep: this config may have FINISHED under its parent already
+    if parent_run_id:  # a resumed sweep: this config may have FINISHED under its parent already
         reused = reuse_child(client_for(resolve_tracking_uri(settings.tracking.uri)), parent_run_id, signature)
         if reused is not None:
-            print(f"MLflow run {reused.info.run_id} ({reused.info.run_name}) reused: it FINISHED with the same config "
-                  f"in this sweep before it was interrupted.", flush=True)
+            print(
+                f"MLflow run {reused.info.run_id} ({reused.info.run_name}) reused: it FINISHED with the same config "
+                f"in this sweep before it was interrupted.",
+                flush=True,
+            )
             return reused.info.run_id
     dataset = dataset_for(settings.data, settings.home)
     model_stage.preflight(settings, dataset)
@@ -86,56 +99,75 @@ def evaluate(cfg: DictConfig) -> str:
         selection = data_stage.select(settings, dataset)
     checkpoint = ensure_model(settings, dataset)
     hydra_cfg = HydraConfig.get()
-    tags = {"run_kind": "evaluation", "hydra_output_dir": str(Path(hydra_cfg.runtime.output_dir).resolve()),
-            "hydra_overrides": " ".join(hydra_cfg.overrides.task), "method": settings.attribution.method,
-            CONFIG_SIGNATURE_TAG: signature, **model_source_tags(checkpoint)}
+    tags = {
+        "run_kind": "evaluation",
+        "hydra_output_dir": str(Path(hydra_cfg.runtime.output_dir).resolve()),
+        "hydra_overrides": " ".join(hydra_cfg.overrides.task),
+        "method": settings.attribution.method,
+        CONFIG_SIGNATURE_TAG: signature,
+        **model_source_tags(checkpoint),
+    }
     name = run_name(settings, len(selection.examples), list(hydra_cfg.overrides.task))
     deferred = figures_deferred()
     tracker = start_run(settings.tracking, name, parent_run_id=parent_run_id, tags=tags)
-    remember_store(settings.home, settings.tracking.uri)    # python -m vqa_interp.report ID finds it
-    with ending(tracker, finish=not deferred):   # FAILED or KILLED if anything below raises
+    remember_store(settings.home, settings.tracking.uri)  # python -m vqa_interp.report ID finds it
+    with ending(tracker, finish=not deferred):  # FAILED or KILLED if anything below raises
         _RUN_OPENED.append(tracker.run_id)
-        print(f"MLflow run: {tracker.run_id} ({name})", flush=True)   # its ID before any work (an interrupt names it)
+        print(f"MLflow run: {tracker.run_id} ({name})", flush=True)  # its ID before any work (an interrupt names it)
         tracker.log_params(flatten(settings.resolved))
         tracker.log_dataset(**data_stage.dataset_input(settings, dataset, selection))
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
         tracker.log_text("\n".join(hydra_cfg.overrides.task) + "\n", "config/overrides.txt")
-        outputs = execute(settings, dataset, selection, checkpoint, timings,
-                          on_predictions=lambda frame: tracker.log_table(frame, "predictions"),
-                          also_k=sweep_k_for_job())
+        outputs = execute(
+            settings,
+            dataset,
+            selection,
+            checkpoint,
+            timings,
+            on_predictions=lambda frame: tracker.log_table(frame, "predictions"),
+            also_k=sweep_k_for_job(),
+        )
         # a run that waits for its figures draws them in two processes (the other core is idle while
         # it waits); a sweep job whose next job computes meanwhile draws them in one
         analysis = analyse_run(outputs, settings)
         timings["time/analysis_s"] = analysis.seconds
-        job = record_outputs(tracker, settings, outputs, analysis, timings,
-                             draw_workers=1 if deferred else min(2, os.cpu_count() or 1))
+        job = record_outputs(
+            tracker, settings, outputs, analysis, timings, draw_workers=1 if deferred else min(2, os.cpu_count() or 1)
+        )
         with job.cancelled_on_error():
             if not deferred:
                 # what the run still waits for its figures (drawn in a forked process since the
                 # scores were recorded): in the timings table, not a metric
                 timings["time/figures_wait_s"] = log_figures(tracker, job)
             timings["time/total_s"] = time.perf_counter() - job_start + timings["time/startup_s"]
-            tracker.log_metrics({**{k: v for k, v in timings.items() if k in HEADLINE_TIMINGS},
-                                 **peak_metrics(settings.device)})
-            tracker.log_table(pd.DataFrame([{"stage": k.split("/", 1)[1][:-2], "seconds": v}
-                                            for k, v in timings.items()]), "timings")
+            tracker.log_metrics(
+                {**{k: v for k, v in timings.items() if k in HEADLINE_TIMINGS}, **peak_metrics(settings.device)}
+            )
+            tracker.log_table(
+                pd.DataFrame([{"stage": k.split("/", 1)[1][:-2], "seconds": v} for k, v in timings.items()]), "timings"
+            )
             tracker.set_description(analysis.summary_markdown)
-    if deferred:   # this sweep's next job runs while the figures are drawn; the run ends when they are in
+    if deferred:  # this sweep's next job runs while the figures are drawn; the run ends when they are in
         defer(tracker, job)
     uri = resolve_tracking_uri(settings.tracking.uri)
-    in_full = not parent_run_id or verbose()   # a sweep's job says it finished; its parent gives the answer
-    finished = (f"MLflow run {tracker.run_id} ({name}) finished: {len(outputs.table)} rows, model accuracy "
-                f"{outputs.counts['model/accuracy']:.3f}, {timings['time/total_s']:.1f} s, "
-                f"{peak_text(settings.device)}.\n  {run_url(uri, tracker.experiment_id, tracker.run_id)}")
+    in_full = not parent_run_id or verbose()  # a sweep's job says it finished; its parent gives the answer
+    finished = (
+        f"MLflow run {tracker.run_id} ({name}) finished: {len(outputs.table)} rows, model accuracy "
+        f"{outputs.counts['model/accuracy']:.3f}, {timings['time/total_s']:.1f} s, "
+        f"{peak_text(settings.device)}.\n  {run_url(uri, tracker.experiment_id, tracker.run_id)}"
+    )
     if analysis.summary and in_full:
         print("\n" + analysis.summary + "\n", flush=True)
     print(finished, flush=True)
-    with contextlib.suppress(OSError):     # the job's own log (Hydra's, in its folder) holds it all
+    with contextlib.suppress(OSError):  # the job's own log (Hydra's, in its folder) holds it all
         with open(Path(hydra_cfg.runtime.output_dir) / f"{hydra_cfg.job.name}.log", "a", encoding="utf-8") as out:
             out.write(f"{analysis.summary}\n\n{finished}\n")
-    if not parent_run_id:    # a sweep's parent prints the table, the UI and its report command last
-        print(f"  runs table: {table_url(uri, tracker.experiment_id)}\n  (serve it with: {ui_command(uri)})\n"
-              f"report: {report_command(uri, tracker.run_id)}", flush=True)
+    if not parent_run_id:  # a sweep's parent prints the table, the UI and its report command last
+        print(
+            f"  runs table: {table_url(uri, tracker.experiment_id)}\n  (serve it with: {ui_command(uri)})\n"
+            f"report: {report_command(uri, tracker.run_id)}",
+            flush=True,
+        )
     return tracker.run_id
 
 
@@ -153,11 +185,11 @@ def main(cfg: DictConfig) -> str:
         return evaluate(cfg)
     except KeyboardInterrupt:
         mark_interrupted(_RUN_OPENED[-1] if _RUN_OPENED else None)
-        if not in_multirun():   # in a sweep the parent, closing KILLED at exit, says it in its line
+        if not in_multirun():  # in a sweep the parent, closing KILLED at exit, says it in its line
             print(interrupted_line(), file=sys.stderr, flush=True)
-        sys.exit(exit_code())     # one line, no traceback: 130 after Ctrl-C, 143 after SIGTERM
+        sys.exit(exit_code())  # one line, no traceback: 130 after Ctrl-C, 143 after SIGTERM
     except NotApplicableError as exc:
-        if in_multirun() and not _RUN_OPENED:   # a model x method pair that cannot run: listed by the parent
+        if in_multirun() and not _RUN_OPENED:  # a model x method pair that cannot run: listed by the parent
             record_job_not_applicable(exc)
             print(f"not applicable: {exc}", file=sys.stderr, flush=True)
             return ""
@@ -165,9 +197,9 @@ def main(cfg: DictConfig) -> str:
         sys.exit(2)
     except BaseException as exc:
         if in_multirun():
-            if not _RUN_OPENED:   # the parent cannot see a job that never opened its run: leave it a note
+            if not _RUN_OPENED:  # the parent cannot see a job that never opened its run: leave it a note
                 record_job_failure(exc)
-            raise            # the sweep records the failed job
+            raise  # the sweep records the failed job
         if isinstance(exc, VqaInterpError):
             print(f"error: {exc}", file=sys.stderr, flush=True)
             sys.exit(2)

@@ -5,6 +5,7 @@ the fix) and returns a :class:`Settings`; every stage takes these dataclasses, n
 Lists of allowed values come from the registries (methods, metrics, datasets), never from a
 hand-kept tuple here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,14 +31,18 @@ MISSING_MAP = {
 
 
 def target_combination_problem(target_policy: str, map_for_example: str) -> str:
-    """"" when every example has the map that stands for it, else a one-line config error."""
+    """ "" when every example has the map that stands for it, else a one-line config error."""
     missing = MISSING_MAP.get((target_policy, map_for_example))
     if not missing:
         return ""
-    return (f"attribution.target_policy={target_policy} with analysis.map_for_example={map_for_example}: every wrong "
-            f"example needs {missing} (the wrong examples would silently drop out of the analysis). Use "
-            f"analysis.map_for_example={target_policy} (the {target_policy}'s map stands for every example), or "
-            f"attribution.target_policy=paper (both maps for wrong answers).")
+    return (
+        f"attribution.target_policy={target_policy} with analysis.map_for_example={map_for_example}: every wrong "
+        f"example needs {missing} (the wrong examples would silently drop out of the analysis). Use "
+        f"analysis.map_for_example={target_policy} (the {target_policy}'s map stands for every example), or "
+        f"attribution.target_policy=paper (both maps for wrong answers)."
+    )
+
+
 DEVICES = ("cpu", "cuda")
 
 
@@ -46,22 +51,25 @@ class DataSettings:
     """Which questions, images and human maps (``data.*``). The keys every dataset shares are here;
     a dataset's own keys (the embedded generator's ``seed``, ``n_train_images``, ``n_val_images``)
     are its options class (``Dataset.Options``, read into ``options``)."""
+
     name: str = option("embedded", "the dataset (a registered name: embedded, vqahat, or a plugin's)")
-    root: str | None = option(None, "the folder of the VQA 1.0 / COCO / VQA-HAT layout (embedded: null, generated)",
-                              kind=str)
+    root: str | None = option(
+        None, "the folder of the VQA 1.0 / COCO / VQA-HAT layout (embedded: null, generated)", kind=str
+    )
     split: str = option("val", "the evaluated split")
     questions: str | None = option(None, "the questions json, when not under root", kind=str)
     annotations: str | None = option(None, "the annotations json, when not under root", kind=str)
     images: str | None = option(None, "the images folder, when not under root", kind=str)
-    human_maps: str | None = option(None, "the human maps folder ({question_id}_{n}.png), when not under root",
-                                    kind=str)
+    human_maps: str | None = option(
+        None, "the human maps folder ({question_id}_{n}.png), when not under root", kind=str
+    )
     limit: int | None = option(None, "evaluate only the first N questions that have human maps", kind=int, minimum=1)
     question_ids: tuple[int, ...] | None = option(None, "evaluate these question ids only (a list)", kind=list)
     num_shards: int = option(1, "split the questions into this many shards (one run each)", minimum=1)
     shard: int = option(0, "which shard this run evaluates (0-based)", minimum=0)
     skip_missing_images: bool = option(False, "skip questions whose image file is missing (counted)")
     skip_bad_images: bool = option(False, "skip questions whose image is empty, truncated or undecodable (counted)")
-    options: Any = field(default=None, hash=False)    # the dataset's own options (its Dataset.Options), or None
+    options: Any = field(default=None, hash=False)  # the dataset's own options (its Dataset.Options), or None
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class ModelSettings:
     """The VQA model (``model.*``): its config name, its registered ``kind``
     (:mod:`vqa_interp.models.registry`), the checkpoint, the input geometry, and every other key of
     ``model.*`` as ``options`` (a plain dict the kind checks: ``backbone``, ``dims``, ``train`` ...)."""
+
     name: str = "embedded"
     kind: str = "kazemi"
     checkpoint: str | None = None
@@ -84,11 +93,15 @@ class ModelSettings:
 @dataclass(frozen=True)
 class AttributionSettings:
     """The attribution method and how maps are computed (``method.*``, ``attribution.*``)."""
+
     method: str = "saliency"
-    options: dict = field(default_factory=dict, hash=False)   # the method's own keys (name excluded)
+    options: dict = field(default_factory=dict, hash=False)  # the method's own keys (name excluded)
     batch_size: int = option(16, "maps per batch, at most (memory.budget sizes every batch)", minimum=1)
-    target_policy: str = option("paper", "which answers get a map: paper (the label, and the prediction when "
-                                "wrong) | label | prediction", choices=TARGET_POLICIES)
+    target_policy: str = option(
+        "paper",
+        "which answers get a map: paper (the label, and the prediction when wrong) | label | prediction",
+        choices=TARGET_POLICIES,
+    )
     channel_reduction: str = "max_abs"
 
 
@@ -96,14 +109,21 @@ class AttributionSettings:
 class ScoringSettings(ScoringOptions):
     """Everything that changes a score but not the maps (``k``, ``preprocessing.*``, ``scoring.*``):
     the scorer's :class:`~vqa_interp.metrics.prepare.ScoringOptions` plus which human map is used."""
+
     human: str = option("mean", "the human map scored against: mean | annotator | each", choices=HUMAN_MODES)
-    annotator: int = option(1, "the annotator when human=annotator (1-based, as in {question_id}_{n}.png)",
-                            minimum=1)
+    annotator: int = option(1, "the annotator when human=annotator (1-based, as in {question_id}_{n}.png)", minimum=1)
     workers: int = option(1, "threads that score questions (one item per question)", minimum=1)
-    metrics: tuple[str, ...] | str | None = option(None, "null: every registered metric but the slow ones (emd); "
-                                                   "all; or a list of names (checked by the metric registry)")
-    tie_policy: str = option("fractional", "top-k ties: fractional (ties share the free slots) | include | index "
-                             "(the lowest index; checked by ScoringOptions)", kind=str)
+    metrics: tuple[str, ...] | str | None = option(
+        None,
+        "null: every registered metric but the slow ones (emd); "
+        "all; or a list of names (checked by the metric registry)",
+    )
+    tie_policy: str = option(
+        "fractional",
+        "top-k ties: fractional (ties share the free slots) | include | index "
+        "(the lowest index; checked by ScoringOptions)",
+        kind=str,
+    )
     dice: str = option("soft", "soft | hard (checked by ScoringOptions)", kind=str)
     fork: bool = option(True, "score in a forked process while the model is explained (Linux, CPU); false: in turn")
 
@@ -111,22 +131,28 @@ class ScoringSettings(ScoringOptions):
 @dataclass(frozen=True)
 class AnalysisSettings:
     """The correct/wrong x confidence analysis (``confidence.*``, ``analysis.*``)."""
+
     low: float = 0.25
     high: float = 0.75
-    map_for_example: str = option("prediction", "which map stands for an example in the correct/wrong x "
-                                  "confidence analysis", choices=MAP_FOR_EXAMPLE)
+    map_for_example: str = option(
+        "prediction",
+        "which map stands for an example in the correct/wrong x confidence analysis",
+        choices=MAP_FOR_EXAMPLE,
+    )
     test: str = option("cluster_bootstrap", "the primary test of correct vs wrong", choices=ANALYSIS_TESTS)
     alpha: float = option(0.05, "the significance level", above=0, below=1)
     bootstrap: int = option(2000, "bootstrap resamples for the 95% CIs", minimum=1)
     n_panels: int = option(4, "questions in the side-by-side panels", minimum=0)
-    min_group: int = option(10, "fewer questions than this in a group or pair: underpowered, never tested",
-                            minimum=2)
+    min_group: int = option(10, "fewer questions than this in a group or pair: underpowered, never tested", minimum=2)
     min_images: int = option(5, "fewer images than this in a group or pair: underpowered, never tested", minimum=2)
     panel_ids: tuple[int, ...] | None = option(None, "question ids for the panels (null: picked)", kind=list)
     seed: int = 0
     baselines: bool = option(True, "score the floors (random, centre, image, oracle) and the human ceiling")
-    baseline_options: dict = option({}, "each floor's options, its method's keys (conf/method/<floor>.yaml); a floor "
-                                    "left out keeps its method's defaults")
+    baseline_options: dict = option(
+        {},
+        "each floor's options, its method's keys (conf/method/<floor>.yaml); a floor "
+        "left out keeps its method's defaults",
+    )
     sanity: bool = option(False, "model-randomisation sanity checks (+experiment=sanity)")
     sanity_questions: int = option(50, "questions the sanity checks use", minimum=2)
 
@@ -135,17 +161,21 @@ class AnalysisSettings:
 class ExplainSettings:
     """What the model used, beside where it looked (``explain.*``): the question's words, the image's
     share of the attribution, and the faithfulness of each map (deletion/insertion)."""
+
     tokens: bool = option(True, "token attributions: Layer IG on the word embedding, baseline the padding")
     share: bool = option(True, "the image's vs the question's share of one joint IG pass")
     faithfulness: bool = option(True, "RISE deletion/insertion curves of the method's maps and of random maps")
     ig_steps: int = option(32, "IG steps of the token and share passes", minimum=2)
     steps: int = option(10, "deletion/insertion: fractions of pixels removed 0, 1/steps, ..., 1", minimum=1)
-    substrate: str = option("blur", "what a removed pixel becomes: blur (the blurred image, as RISE) | mean (the "
-                            "image's mean colour)", choices=SUBSTRATES)
-    blur_sigma: float = option(0.25, "Gaussian sigma as a fraction of the side (substrate=blur)", above=0,
-                               maximum=1)
-    batch_size: int = option(64, "targets per chunk; images per forward of the curves (at most: memory.budget)",
-                             minimum=1)
+    substrate: str = option(
+        "blur",
+        "what a removed pixel becomes: blur (the blurred image, as RISE) | mean (the image's mean colour)",
+        choices=SUBSTRATES,
+    )
+    blur_sigma: float = option(0.25, "Gaussian sigma as a fraction of the side (substrate=blur)", above=0, maximum=1)
+    batch_size: int = option(
+        64, "targets per chunk; images per forward of the curves (at most: memory.budget)", minimum=1
+    )
     ig_batch_size: int = option(128, "scaled inputs per IG pass, at most (memory.budget sizes it)", minimum=1)
     n_token_panels: int = option(6, "questions in the token figure", minimum=0)
 
@@ -153,6 +183,7 @@ class ExplainSettings:
 @dataclass(frozen=True)
 class TrackingSettings:
     """Where runs are recorded (``tracking.*``)."""
+
     uri: str = option("sqlite:///mlruns/mlflow.db", "the MLflow tracking store (or $MLFLOW_TRACKING_URI)")
     artifact_root: str = option("mlruns/artifacts", "where a new experiment keeps its artifacts")
     experiment: str = option("vqa-interp", "the MLflow experiment")
@@ -162,18 +193,30 @@ class TrackingSettings:
 @dataclass(frozen=True)
 class MemorySettings:
     """``memory.*``: the budget every batching stage sizes its batches from (:mod:`vqa_interp.pipeline.memory`)."""
-    budget: str = option("auto", "auto (a quarter of the memory available at the start, at most 1 GiB; 80% of a "
-                         "GPU's free) | a size such as 4GB", kind=str)
+
+    budget: str = option(
+        "auto",
+        "auto (a quarter of the memory available at the start, at most 1 GiB; 80% of a "
+        "GPU's free) | a size such as 4GB",
+        kind=str,
+    )
 
 
-SECTIONS = (("data", DataSettings), ("attribution", AttributionSettings), ("scoring", ScoringSettings),
-            ("analysis", AnalysisSettings), ("explain", ExplainSettings), ("tracking", TrackingSettings),
-            ("memory", MemorySettings))    # config section -> its options class (docs, --help, YAML check)
+SECTIONS = (
+    ("data", DataSettings),
+    ("attribution", AttributionSettings),
+    ("scoring", ScoringSettings),
+    ("analysis", AnalysisSettings),
+    ("explain", ExplainSettings),
+    ("tracking", TrackingSettings),
+    ("memory", MemorySettings),
+)  # config section -> its options class (docs, --help, YAML check)
 
 
 @dataclass(frozen=True)
 class Settings:
     """One run's settings, stage by stage."""
+
     data: DataSettings
     model: ModelSettings
     attribution: AttributionSettings
@@ -182,12 +225,14 @@ class Settings:
     tracking: TrackingSettings
     explain: ExplainSettings = field(default_factory=ExplainSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
-    batching: Any = field(default=None, hash=False, compare=False)   # the run's batch sizes, set once the model is loaded
+    batching: Any = field(
+        default=None, hash=False, compare=False
+    )  # the run's batch sizes, set once the model is loaded
     home: str = ".vqa-interp"
     cache: str = ".vqa-interp/cache"
     seed: int = 0
     device: str = "cpu"
-    resolved: dict = field(default_factory=dict, hash=False, repr=False)   # the whole resolved config
+    resolved: dict = field(default_factory=dict, hash=False, repr=False)  # the whole resolved config
 
 
 # ------------------------------------------------------------------ validation helpers
@@ -208,10 +253,14 @@ def _missing(cfg) -> None:
 
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        hints = {"data.root": "the folder holding the VQA 1.0 json files, val2014/ and vqahat_val/",
-                 "model.checkpoint": "the pytorch-vqa checkpoint file (e.g. 2017-08-04_00.55.19.pth)"}
-        raise ConfigError("missing mandatory value(s): " + "; ".join(
-            f"{k} ({hints.get(k, 'see conf/')}); set {k}=..." for k in missing))
+        hints = {
+            "data.root": "the folder holding the VQA 1.0 json files, val2014/ and vqahat_val/",
+            "model.checkpoint": "the pytorch-vqa checkpoint file (e.g. 2017-08-04_00.55.19.pth)",
+        }
+        raise ConfigError(
+            "missing mandatory value(s): "
+            + "; ".join(f"{k} ({hints.get(k, 'see conf/')}); set {k}=..." for k in missing)
+        )
 
 
 def _ids(value, key: str) -> tuple[int, ...] | None:
@@ -220,8 +269,9 @@ def _ids(value, key: str) -> tuple[int, ...] | None:
     try:
         ids = tuple(int(v) for v in value)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{key}={value!r}: expected a list of integer question ids, e.g. "
-                          f"{key}=[458752000,458752001], or null.") from exc
+        raise ConfigError(
+            f"{key}={value!r}: expected a list of integer question ids, e.g. {key}=[458752000,458752001], or null."
+        ) from exc
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
         raise ConfigError(f"{key} lists {repeated[:5]} more than once; list each question once.")
@@ -250,13 +300,21 @@ def from_config(cfg) -> Settings:
     problem = target_combination_problem(attribution.target_policy, analysis.map_for_example)
     if problem:
         raise ConfigError(problem)
-    return Settings(data=data_settings(_section(cfg, "data")), model=model_settings(_section(cfg, "model")),
-                    attribution=attribution, scoring=scoring_settings(cfg), analysis=analysis,
-                    tracking=tracking_settings(cfg),
-                    explain=read_options(ExplainSettings, _section(cfg, "explain"), "explain"),
-                    memory=memory_settings(_section(cfg, "memory")), home=str(cfg.paths.home),
-                    cache=str(cfg.paths.cache), seed=int(cfg.seed), device=device,
-                    resolved=OmegaConf.to_container(cfg, resolve=True))
+    return Settings(
+        data=data_settings(_section(cfg, "data")),
+        model=model_settings(_section(cfg, "model")),
+        attribution=attribution,
+        scoring=scoring_settings(cfg),
+        analysis=analysis,
+        tracking=tracking_settings(cfg),
+        explain=read_options(ExplainSettings, _section(cfg, "explain"), "explain"),
+        memory=memory_settings(_section(cfg, "memory")),
+        home=str(cfg.paths.home),
+        cache=str(cfg.paths.cache),
+        seed=int(cfg.seed),
+        device=device,
+        resolved=OmegaConf.to_container(cfg, resolve=True),
+    )
 
 
 def attribution_settings(cfg) -> AttributionSettings:
@@ -270,8 +328,14 @@ def attribution_settings(cfg) -> AttributionSettings:
     METHODS[method].validate(method_cfg)
     reduction = cfg.preprocessing.channel_reduction
     one_of(reduction, CHANNEL_REDUCTIONS, "preprocessing.channel_reduction")
-    return read_options(AttributionSettings, _section(cfg, "attribution"), "attribution", method=method,
-                        options=method_cfg, channel_reduction=reduction)
+    return read_options(
+        AttributionSettings,
+        _section(cfg, "attribution"),
+        "attribution",
+        method=method,
+        options=method_cfg,
+        channel_reduction=reduction,
+    )
 
 
 def analysis_settings(cfg) -> AnalysisSettings:
@@ -281,16 +345,25 @@ def analysis_settings(cfg) -> AnalysisSettings:
     low = _number(cfg.confidence.low, "confidence.low", "a probability in [0, 1]")
     high = _number(cfg.confidence.high, "confidence.high", "a probability in [0, 1]")
     if not (0 <= low < high <= 1):
-        raise ConfigError(f"confidence.low={low}, confidence.high={high}: expected 0 <= low < high <= 1 "
-                          "(the paper: low 0.25, high 0.75).")
+        raise ConfigError(
+            f"confidence.low={low}, confidence.high={high}: expected 0 <= low < high <= 1 "
+            "(the paper: low 0.25, high 0.75)."
+        )
     values = _section(cfg, "analysis")
     baseline_options = values.get("baseline_options") or {}
     for name, options in baseline_options.items():
         one_of(name, sorted(m for m in METHODS if METHODS[m].kind == "baseline"), "analysis.baseline_options")
         METHODS[name].validate(options or {})
-    return read_options(AnalysisSettings, values, "analysis", low=low, high=high,
-                        seed=_integer(cfg.seed, "seed", 0), baseline_options=baseline_options,
-                        panel_ids=_ids(values.get("panel_ids"), "analysis.panel_ids"))
+    return read_options(
+        AnalysisSettings,
+        values,
+        "analysis",
+        low=low,
+        high=high,
+        seed=_integer(cfg.seed, "seed", 0),
+        baseline_options=baseline_options,
+        panel_ids=_ids(values.get("panel_ids"), "analysis.panel_ids"),
+    )
 
 
 def scoring_settings(cfg) -> ScoringSettings:
@@ -301,15 +374,27 @@ def scoring_settings(cfg) -> ScoringSettings:
     metrics = values.get("metrics")
     if metrics is not None and not isinstance(metrics, str):
         metrics = tuple(metrics)
-    run_metrics(metrics)   # checks the names (ConfigError)
+    run_metrics(metrics)  # checks the names (ConfigError)
     if metrics == ("all",):
         metrics = "all"
     steps = p.get("steps")
     if isinstance(steps, str) or not isinstance(steps, (list, tuple)):
-        raise ConfigError(f"preprocessing.steps={steps!r}; expected a list, e.g. preprocessing.steps=[minmax,unit_sum].")
-    return read_options(ScoringSettings, values, "scoring", k=cfg.k, size=p.get("size"), steps=tuple(steps),
-                        eps=p.get("eps"), tie_policy=values.get("tie_policy"), dice=values.get("dice"),
-                        resample=p.get("resample", "bilinear"), metrics=metrics)
+        raise ConfigError(
+            f"preprocessing.steps={steps!r}; expected a list, e.g. preprocessing.steps=[minmax,unit_sum]."
+        )
+    return read_options(
+        ScoringSettings,
+        values,
+        "scoring",
+        k=cfg.k,
+        size=p.get("size"),
+        steps=tuple(steps),
+        eps=p.get("eps"),
+        tie_policy=values.get("tie_policy"),
+        dice=values.get("dice"),
+        resample=p.get("resample", "bilinear"),
+        metrics=metrics,
+    )
 
 
 def data_settings(values: dict) -> DataSettings:
@@ -319,14 +404,21 @@ def data_settings(values: dict) -> DataSettings:
     name = values.get("name")
     one_of(name, sorted(DATASETS), "data.name")
     own = DATASETS[name].Options
-    data, rest = read_options(DataSettings, values, "data", keep_unknown=True,
-                              question_ids=_ids(values.get("question_ids"), "data.question_ids"))
+    data, rest = read_options(
+        DataSettings,
+        values,
+        "data",
+        keep_unknown=True,
+        question_ids=_ids(values.get("question_ids"), "data.question_ids"),
+    )
     if own is None and rest:
         shared = sorted(f.name for f in dataclasses.fields(DataSettings) if f.name != "options")
         raise ConfigError(f"data.{sorted(rest)[0]} is not a key of data.name={name}; expected one of {shared}.")
     if not data.shard < data.num_shards:
-        raise ConfigError(f"data.num_shards={data.num_shards}, data.shard={data.shard}: expected integers with "
-                          "0 <= shard < num_shards.")
+        raise ConfigError(
+            f"data.num_shards={data.num_shards}, data.shard={data.shard}: expected integers with "
+            "0 <= shard < num_shards."
+        )
     return dataclasses.replace(data, options=read_options(own, rest, "data") if own is not None else None)
 
 
@@ -334,15 +426,24 @@ def model_settings(m: dict) -> ModelSettings:
     """``model.*``: its kind, checkpoint and input geometry; the other keys are the kind's to check."""
     geometry = m.pop("input", None) or {}
     if not isinstance(m.get("kind"), str):
-        raise ConfigError(f"model.kind={m.get('kind')!r}: expected the name of a registered model kind (e.g. kazemi); "
-                          "each conf/model/*.yaml sets it.")
+        raise ConfigError(
+            f"model.kind={m.get('kind')!r}: expected the name of a registered model kind (e.g. kazemi); "
+            "each conf/model/*.yaml sets it."
+        )
     input_size = _integer(geometry.get("size"), "model.input.size", 2)
     central_fraction = _number(geometry.get("central_fraction", 1.0), "model.input.central_fraction", "0 < f <= 1")
     if not 0 < central_fraction <= 1:
-        raise ConfigError(f"model.input.central_fraction={central_fraction}; expected 0 < central_fraction <= 1 "
-                          "(pytorch-vqa: 0.875).")
-    return ModelSettings(name=str(m.pop("name", m["kind"])), kind=m.pop("kind"), checkpoint=m.pop("checkpoint", None),
-                         input_size=input_size, central_fraction=central_fraction, options=m)
+        raise ConfigError(
+            f"model.input.central_fraction={central_fraction}; expected 0 < central_fraction <= 1 (pytorch-vqa: 0.875)."
+        )
+    return ModelSettings(
+        name=str(m.pop("name", m["kind"])),
+        kind=m.pop("kind"),
+        checkpoint=m.pop("checkpoint", None),
+        input_size=input_size,
+        central_fraction=central_fraction,
+        options=m,
+    )
 
 
 def load_plugins(modules) -> None:
@@ -354,8 +455,10 @@ def load_plugins(modules) -> None:
         try:
             importlib.import_module(str(name))
         except ImportError as exc:
-            raise ConfigError(f"plugins: cannot import {name!r} ({exc}); expected an importable module (on "
-                              "PYTHONPATH) that registers methods, metrics or datasets.") from exc
+            raise ConfigError(
+                f"plugins: cannot import {name!r} ({exc}); expected an importable module (on "
+                "PYTHONPATH) that registers methods, metrics or datasets."
+            ) from exc
 
 
 def check_device(device: str) -> None:
@@ -370,8 +473,10 @@ def check_device(device: str) -> None:
     if not torch.cuda.is_available():
         raise ConfigError(f"device={device}: no CUDA GPU is visible to torch here; use device=cpu (the default).")
     if index and int(index) >= torch.cuda.device_count():
-        raise ConfigError(f"device={device}: torch sees {torch.cuda.device_count()} GPU(s); choose cuda:0.."
-                          f"{torch.cuda.device_count() - 1}.")
+        raise ConfigError(
+            f"device={device}: torch sees {torch.cuda.device_count()} GPU(s); choose cuda:0.."
+            f"{torch.cuda.device_count() - 1}."
+        )
 
 
 def memory_settings(m: dict) -> MemorySettings:

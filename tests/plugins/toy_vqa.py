@@ -6,6 +6,7 @@ hashed into ``vocab`` ids (0 = padding); the image goes through two convolutions
 S/4, S/4]`` grid (its CAM layer), which the question's mean embedding weights before the answer
 head. Weights are seeded from the config (``model.seed``): no checkpoint, no training.
 """
+
 import zlib
 
 import torch
@@ -28,8 +29,8 @@ class ToyNet(nn.Module):
         self.head = nn.Sequential(nn.Linear(2 * width, 32), nn.ReLU(), nn.Linear(32, answers))
 
     def forward(self, pixels, token_ids, mask):
-        grid = self.grid(pixels)                                           # [B, C, h, w]
-        words = self.embedding(token_ids) * mask[..., None]                # [B, T, C]
+        grid = self.grid(pixels)  # [B, C, h, w]
+        words = self.embedding(token_ids) * mask[..., None]  # [B, T, C]
         q = torch.tanh(self.text(words.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)))
         weights = torch.softmax(torch.einsum("bchw,bc->bhw", grid, q).flatten(1), dim=1)
         v = torch.einsum("bcs,bs->bc", grid.flatten(2), weights)
@@ -58,8 +59,8 @@ class ToyModel(VqaModel):
         token_ids = torch.zeros(len(ids), length, dtype=torch.long)
         mask = torch.zeros(len(ids), length)
         for row, words in enumerate(ids):
-            token_ids[row, :len(words)] = torch.tensor(words, dtype=torch.long)
-            mask[row, :len(words)] = 1.0
+            token_ids[row, : len(words)] = torch.tensor(words, dtype=torch.long)
+            mask[row, : len(words)] = 1.0
         return token_ids, mask
 
     def token_mask(self, question):
@@ -80,7 +81,14 @@ class ToyModel(VqaModel):
         return [("head", m.head), ("text", nn.ModuleList([m.embedding, m.text])), ("grid", m.grid)]
 
 
-register_model(ModelKind(
-    "toy", lambda settings, checkpoint: ToyModel(settings.options,
-                                                 InputGeometry(settings.input_size, settings.central_fraction)),
-    ToyModel.provides, needs_checkpoint=False, description="a toy CNN + bag-of-words model"))
+register_model(
+    ModelKind(
+        "toy",
+        lambda settings, checkpoint: ToyModel(
+            settings.options, InputGeometry(settings.input_size, settings.central_fraction)
+        ),
+        ToyModel.provides,
+        needs_checkpoint=False,
+        description="a toy CNN + bag-of-words model",
+    )
+)

@@ -17,6 +17,7 @@ Each with the same test: the wild cluster bootstrap-t over images of the group c
 primary family, not in its Holm adjustment). :func:`disagreements` names the comparisons whose
 raw and adjusted verdicts differ, for the summary.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,20 @@ from vqa_interp.attribution.baselines import HUMAN_CEILING
 from vqa_interp.metrics.registry import LOO_PREFIX, REGISTRY, family_metrics
 
 ADJUSTMENTS = ("raw", "per_question", "within_answer_type")
-COLUMNS = ["comparison", "metric", "adjustment", "n1", "n2", "mean1", "mean2", "mean_diff", "p_value", "testable",
-           "reason", "verdict"]
+COLUMNS = [
+    "comparison",
+    "metric",
+    "adjustment",
+    "n1",
+    "n2",
+    "mean1",
+    "mean2",
+    "mean_diff",
+    "p_value",
+    "testable",
+    "reason",
+    "verdict",
+]
 
 
 def per_question_normalised(examples: pd.DataFrame, references: pd.DataFrame, metric: str) -> pd.Series:
@@ -50,14 +63,29 @@ def per_question_normalised(examples: pd.DataFrame, references: pd.DataFrame, me
     return ((examples[column] - floor) / span.where(readable)).astype(float)
 
 
-def _test(values: np.ndarray, first: np.ndarray, images: np.ndarray, strata: np.ndarray | None, *, n_bootstrap: int,
-          rng: np.random.Generator, min_group: int, min_images: int) -> dict:
+def _test(
+    values: np.ndarray,
+    first: np.ndarray,
+    images: np.ndarray,
+    strata: np.ndarray | None,
+    *,
+    n_bootstrap: int,
+    rng: np.random.Generator,
+    min_group: int,
+    min_images: int,
+) -> dict:
     keep = ~np.isnan(values)
     values, first, images = values[keep], first[keep], images[keep]
     strata = None if strata is None else strata[keep]
     n1, n2 = int(first.sum()), int((~first).sum())
-    out = {"n1": n1, "n2": n2, "mean1": float(values[first].mean()) if n1 else np.nan,
-           "mean2": float(values[~first].mean()) if n2 else np.nan, "p_value": np.nan, "testable": False}
+    out = {
+        "n1": n1,
+        "n2": n2,
+        "mean1": float(values[first].mean()) if n1 else np.nan,
+        "mean2": float(values[~first].mean()) if n2 else np.nan,
+        "p_value": np.nan,
+        "testable": False,
+    }
     out["mean_diff"] = out["mean1"] - out["mean2"]
     image_counts = [len(set(images[first])), len(set(images[~first]))]
     out["reason"] = too_small(min(n1, n2), min(image_counts), min_group, min_images)
@@ -66,17 +94,26 @@ def _test(values: np.ndarray, first: np.ndarray, images: np.ndarray, strata: np.
     covariates = None
     if strata is not None:
         levels = sorted(set(strata))
-        covariates = np.column_stack([(strata == level).astype(float) for level in levels[1:]]) if len(levels) > 1 \
-            else None
+        covariates = (
+            np.column_stack([(strata == level).astype(float) for level in levels[1:]]) if len(levels) > 1 else None
+        )
     codes = np.unique(images.astype(str), return_inverse=True)[1].reshape(-1)
     p = wild_cluster_p(values, first, codes, covariates, n_bootstrap=n_bootstrap, rng=rng)
     out.update(p_value=p, testable=bool(np.isfinite(p)), reason="" if np.isfinite(p) else "no variation")
     return out
 
 
-def adjusted_comparisons(examples: pd.DataFrame, references: pd.DataFrame | None = None, *, metrics=None,
-                         n_bootstrap: int = 2000, seed: int = 0, min_group: int = 10, min_images: int = 5,
-                         alpha: float = 0.05) -> pd.DataFrame:
+def adjusted_comparisons(
+    examples: pd.DataFrame,
+    references: pd.DataFrame | None = None,
+    *,
+    metrics=None,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+    min_group: int = 10,
+    min_images: int = 5,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
     """One row per (comparison, metric, adjustment) on one row per question (``examples``, with
     ``confidence_level``); ``references``: the run's per-question floors and ceiling (without them no
     ``per_question`` rows). ``verdict``: ``group1 higher`` / ``group2 higher`` (the sign of the
@@ -96,12 +133,28 @@ def adjusted_comparisons(examples: pd.DataFrame, references: pd.DataFrame | None
             a, b = scenario_mask(examples, one).to_numpy(), scenario_mask(examples, two).to_numpy()
             rows_in = a | b
             for adjustment, (values, by) in readings.items():
-                result = _test(values[rows_in], a[rows_in], images[rows_in], None if by is None else by[rows_in],
-                               n_bootstrap=n_bootstrap, rng=rng, min_group=min_group, min_images=min_images)
-                verdict = ("not testable" if not result["testable"] else "no difference" if result["p_value"] >= alpha
-                           else f"{one} higher" if result["mean_diff"] > 0 else f"{two} higher")
-                rows.append({"comparison": comparison, "metric": metric, "adjustment": adjustment, **result,
-                             "verdict": verdict})
+                result = _test(
+                    values[rows_in],
+                    a[rows_in],
+                    images[rows_in],
+                    None if by is None else by[rows_in],
+                    n_bootstrap=n_bootstrap,
+                    rng=rng,
+                    min_group=min_group,
+                    min_images=min_images,
+                )
+                verdict = (
+                    "not testable"
+                    if not result["testable"]
+                    else "no difference"
+                    if result["p_value"] >= alpha
+                    else f"{one} higher"
+                    if result["mean_diff"] > 0
+                    else f"{two} higher"
+                )
+                rows.append(
+                    {"comparison": comparison, "metric": metric, "adjustment": adjustment, **result, "verdict": verdict}
+                )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -116,9 +169,15 @@ def disagreements(table: pd.DataFrame) -> list[str]:
         raw = verdicts.get("raw")
         if raw is None or raw == "not testable":
             continue
-        changed = [f"{adjustment.replace('_', ' ')}: {verdicts[adjustment]}" for adjustment in ADJUSTMENTS[1:]
-                   if adjustment in verdicts and verdicts[adjustment] not in (raw, "not testable")]
+        changed = [
+            f"{adjustment.replace('_', ' ')}: {verdicts[adjustment]}"
+            for adjustment in ADJUSTMENTS[1:]
+            if adjustment in verdicts and verdicts[adjustment] not in (raw, "not testable")
+        ]
         if changed:
-            lines.append(f"{comparison.replace('_', ' ')} on {metric}: raw {raw}, but " + "; ".join(changed)
-                         + " (the raw difference reflects which questions fall in each group).")
+            lines.append(
+                f"{comparison.replace('_', ' ')} on {metric}: raw {raw}, but "
+                + "; ".join(changed)
+                + " (the raw difference reflects which questions fall in each group)."
+            )
     return lines

@@ -8,6 +8,7 @@ from a run's tables (nothing typed by hand):
    metric, with the verdict of the run's primary test, saying where the metrics disagree and where
    the verdict changes once each question is read against its own floor and ceiling.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,19 +30,24 @@ def where_it_looks(tables: dict[str, pd.DataFrame], method: str) -> str:
     if baselines is None or baselines.empty or PRIMARY not in set(baselines["metric"]):
         return ""
     row = baselines[(baselines["metric"] == PRIMARY) & (baselines["reference"] == "method")].iloc[0]
-    text = (f"Does {method} look where humans look? Its rank correlation with the human maps is {_g(row['mean'])} "
-            f"[{_g(row['ci_low'])}, {_g(row['ci_high'])}] over {int(row['n'])} questions")
+    text = (
+        f"Does {method} look where humans look? Its rank correlation with the human maps is {_g(row['mean'])} "
+        f"[{_g(row['ci_low'])}, {_g(row['ci_high'])}] over {int(row['n'])} questions"
+    )
     if normalised is not None and PRIMARY in set(normalised["metric"]):
         n = normalised[normalised["metric"] == PRIMARY].iloc[0]
         if np.isfinite(n["normalised"]):
-            text += (f", {n['normalised']:.0%} [{n['ci_low']:.0%}, {n['ci_high']:.0%}] of the way from chance (random "
-                     f"maps) to a human (the ceiling)")
+            text += (
+                f", {n['normalised']:.0%} [{n['ci_low']:.0%}, {n['ci_high']:.0%}] of the way from chance (random "
+                f"maps) to a human (the ceiling)"
+            )
     if tests is not None and not tests.empty:
         centre = tests[(tests["reference"] == "centre") & (tests["metric"] == PRIMARY)]
         if len(centre):
             t = centre.iloc[0]
             said = {"better": "better than", "worse": "worse than", "no difference": "no different from"}.get(
-                t["verdict"], "not testable against")
+                t["verdict"], "not testable against"
+            )
             text += f"; it is {said} a centre Gaussian that never looks at the image"
             if np.isfinite(t["p_holm"]):
                 text += f" (mean difference {_g(t['mean_diff'])}, p={_g(t['p_holm'], 2)})"
@@ -53,19 +59,27 @@ def when_it_looks(tables: dict[str, pd.DataFrame]) -> str:
     significance = tables.get("significance")
     if significance is None or significance.empty:
         return ""
-    rows = significance[(significance["comparison"] == "correct_vs_wrong") & (significance["role"] == "primary")
-                        & significance["metric"].isin(family_metrics())]
+    rows = significance[
+        (significance["comparison"] == "correct_vs_wrong")
+        & (significance["role"] == "primary")
+        & significance["metric"].isin(family_metrics())
+    ]
     if rows.empty or not rows["testable"].astype(bool).any():
-        return ("Does the model look where humans look when it answers right? Not testable here: "
-                f"{rows['reason'].iloc[0] if len(rows) else 'no correct/wrong split'}.")
+        return (
+            "Does the model look where humans look when it answers right? Not testable here: "
+            f"{rows['reason'].iloc[0] if len(rows) else 'no correct/wrong split'}."
+        )
     parts, verdicts = [], set()
     for r in rows.itertuples():
         name = NAMES.get(r.metric, r.metric)
         if not r.testable:
             parts.append(f"{name}: not testable")
             continue
-        verdict = ("higher for correct answers" if r.mean_diff > 0 else "higher for wrong answers") \
-            if r.significant else "no difference"
+        verdict = (
+            ("higher for correct answers" if r.mean_diff > 0 else "higher for wrong answers")
+            if r.significant
+            else "no difference"
+        )
         verdicts.add(verdict)
         parts.append(f"{name} {verdict} ({_g(r.mean_diff)} [{_g(r.ci_low)}, {_g(r.ci_high)}], p={_g(r.p_holm, 2)})")
     text = "Does the model look where humans look when it answers right? " + "; ".join(parts)
@@ -76,11 +90,13 @@ def when_it_looks(tables: dict[str, pd.DataFrame]) -> str:
         part = adjusted[(adjusted["comparison"] == "correct_vs_wrong") & adjusted["metric"].isin(family_metrics())]
         raw = part[part["adjustment"] == "raw"].set_index("metric")["verdict"]
         per_question = part[part["adjustment"] == "per_question"].set_index("metric")["verdict"]
-        changed = [NAMES.get(m, m) for m in per_question.index if m in raw and per_question[m] != raw[m]
-                   and per_question[m] != "not testable"]
+        changed = [
+            NAMES.get(m, m)
+            for m in per_question.index
+            if m in raw and per_question[m] != raw[m] and per_question[m] != "not testable"
+        ]
         if changed:
-            text += (f"; read against each question's own floor and ceiling the verdict changes on "
-                     f"{', '.join(changed)}")
+            text += f"; read against each question's own floor and ceiling the verdict changes on {', '.join(changed)}"
     return text + " (one value per question; CIs and tests resample images)."
 
 
@@ -101,16 +117,19 @@ def which_method(ranking: pd.DataFrame, pairs: pd.DataFrame, setting: str = "") 
     part = part[part["k"] == k].sort_values("rank")
     best = part.iloc[0]
     where = f" ({setting}, k={k:g})" if setting else f" (k={k:g})"
-    text = (f"Which method looks most like humans{where}? {best['method']}: rank correlation {_g(best['mean'])} "
-            f"[{_g(best['ci_low'])}, {_g(best['ci_high'])}] over {int(best['n'])} questions")
+    text = (
+        f"Which method looks most like humans{where}? {best['method']}: rank correlation {_g(best['mean'])} "
+        f"[{_g(best['ci_low'])}, {_g(best['ci_high'])}] over {int(best['n'])} questions"
+    )
     if len(part) > 1:
         following = part.iloc[1]
         test = pair_test(pairs, k, PRIMARY, best["method"], following["method"], setting or None)
         if test is not None and test["better"] == best["method"]:
             text += f", significantly above {following['method']} ({_g(following['mean'])}, p={_g(test['p_holm'], 2)})"
         elif test is not None and np.isfinite(test["p_holm"]):
-            text += (f", not distinguishable from {following['method']} ({_g(following['mean'])}, "
-                     f"p={_g(test['p_holm'], 2)})")
+            text += (
+                f", not distinguishable from {following['method']} ({_g(following['mean'])}, p={_g(test['p_holm'], 2)})"
+            )
     return text + ".", k
 
 

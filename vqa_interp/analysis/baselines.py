@@ -26,6 +26,7 @@ random floor and the ceiling are all defined (the other floors: those of them wh
   :mod:`vqa_interp.analysis.verdicts`), for ``centre`` and ``image`` on the tested metrics, Holm over
   those tests; ``verdict`` says better / worse / no difference in the metric's own direction.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,10 @@ from vqa_interp.metrics.registry import LOO_PREFIX, REGISTRY, family_metrics
 
 REFERENCE_ORDER = ("method", *REFERENCES)
 PAIRED_AGAINST = ("centre", "image")
-PROTOCOLS = {"loo": "each map against every leave-one-out mean of the annotators, as the ceiling",
-             "headline": "each map against the headline reference (scoring.human)"}
+PROTOCOLS = {
+    "loo": "each map against every leave-one-out mean of the annotators, as the ceiling",
+    "headline": "each map against the headline reference (scoring.human)",
+}
 
 
 def protocol_of(references: pd.DataFrame) -> str:
@@ -84,8 +87,15 @@ def _per_metric(examples: pd.DataFrame, references: pd.DataFrame, metrics, proto
     return protocol, out
 
 
-def baselines_table(examples: pd.DataFrame, references: pd.DataFrame, *, n_bootstrap: int = 2000,
-                    seed: int = 0, metrics=None, protocol: str | None = None) -> pd.DataFrame:
+def baselines_table(
+    examples: pd.DataFrame,
+    references: pd.DataFrame,
+    *,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+    metrics=None,
+    protocol: str | None = None,
+) -> pd.DataFrame:
     """``reference, metric, mean, ci_low, ci_high, n, protocol`` for the method and every reference,
     paired on the method's questions (see the module docs)."""
     rng = np.random.default_rng(seed)
@@ -98,13 +108,29 @@ def baselines_table(examples: pd.DataFrame, references: pd.DataFrame, *, n_boots
             part = paired[paired[reference].notna()]
             values = part[reference].to_numpy(float)
             low, high = bootstrap_mean_ci(values, n_bootstrap, rng, clusters=part["image_id"].to_numpy())
-            rows.append({"reference": reference, "metric": metric, "mean": float(values.mean()) if len(values) else np.nan,
-                         "ci_low": low, "ci_high": high, "n": len(values), "protocol": protocol})
+            rows.append(
+                {
+                    "reference": reference,
+                    "metric": metric,
+                    "mean": float(values.mean()) if len(values) else np.nan,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n": len(values),
+                    "protocol": protocol,
+                }
+            )
     return pd.DataFrame(rows, columns=["reference", "metric", "mean", "ci_low", "ci_high", "n", "protocol"])
 
 
-def normalised_table(examples: pd.DataFrame, references: pd.DataFrame, *, n_bootstrap: int = 2000, seed: int = 0,
-                     metrics=None, protocol: str | None = None) -> pd.DataFrame:
+def normalised_table(
+    examples: pd.DataFrame,
+    references: pd.DataFrame,
+    *,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+    metrics=None,
+    protocol: str | None = None,
+) -> pd.DataFrame:
     """``metric, normalised, ci_low, ci_high, n, protocol``: ``(method - random) / (ceiling - random)``
     of the means over the same questions, its CI from a bootstrap over images (the ratio of the
     resampled means); NaN without a ceiling or where the ceiling equals the floor."""
@@ -112,8 +138,14 @@ def normalised_table(examples: pd.DataFrame, references: pd.DataFrame, *, n_boot
     protocol, frames = _per_metric(examples, references, metrics, protocol)
     rows = []
     for metric, wide, paired in frames:
-        row = {"metric": metric, "normalised": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n": 0,
-               "protocol": protocol}
+        row = {
+            "metric": metric,
+            "normalised": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "n": 0,
+            "protocol": protocol,
+        }
         if {"random", HUMAN_CEILING} <= set(wide.columns):
             values = paired[["method", "random", HUMAN_CEILING]].to_numpy(float)
             row["n"] = len(values)
@@ -141,13 +173,24 @@ def normalised_scores(table: pd.DataFrame) -> dict[str, float]:
     """``(method - random) / (human_ceiling - random)`` per metric from a :func:`baselines_table`
     (means over the same questions; NaN where a part is missing or the ceiling equals the floor)."""
     means = table.pivot(index="metric", columns="reference", values="mean")
-    return {metric: normalised(*(row.get(k, np.nan) for k in ("method", "random", HUMAN_CEILING)))
-            for metric, row in means.iterrows()}
+    return {
+        metric: normalised(*(row.get(k, np.nan) for k in ("method", "random", HUMAN_CEILING)))
+        for metric, row in means.iterrows()
+    }
 
 
-def paired_baseline_tests(examples: pd.DataFrame, references: pd.DataFrame, *, against=PAIRED_AGAINST,
-                          metrics=None, n_bootstrap: int = 2000, seed: int = 0, protocol: str | None = None,
-                          min_questions: int = 2, min_images: int = 2) -> pd.DataFrame:
+def paired_baseline_tests(
+    examples: pd.DataFrame,
+    references: pd.DataFrame,
+    *,
+    against=PAIRED_AGAINST,
+    metrics=None,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+    protocol: str | None = None,
+    min_questions: int = 2,
+    min_images: int = 2,
+) -> pd.DataFrame:
     """Does the method beat ``centre`` / ``image`` on the same questions? The mean of method -
     reference per question, its sign-flip p over images and bootstrap 95% CI over images
     (:func:`vqa_interp.analysis.verdicts.paired_test`), Holm over all testable rows. ``better`` says
@@ -164,17 +207,46 @@ def paired_baseline_tests(examples: pd.DataFrame, references: pd.DataFrame, *, a
                 continue
             joined = wide[["method", reference, "image_id"]].dropna()
             diff = (joined["method"] - joined[reference]).to_numpy(float)
-            rows.append({"reference": reference, "metric": metric, "protocol": protocol,
-                         **paired_test(diff, images_of(joined), n_bootstrap=n_bootstrap, rng=rng,
-                                       min_questions=min_questions, min_images=min_images)})
-    table = pd.DataFrame(rows, columns=["reference", "metric", "n", "n_images", "mean_diff", "ci_low", "ci_high",
-                                        "p_value", "test", "testable", "reason", "protocol"])
+            rows.append(
+                {
+                    "reference": reference,
+                    "metric": metric,
+                    "protocol": protocol,
+                    **paired_test(
+                        diff,
+                        images_of(joined),
+                        n_bootstrap=n_bootstrap,
+                        rng=rng,
+                        min_questions=min_questions,
+                        min_images=min_images,
+                    ),
+                }
+            )
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            "reference",
+            "metric",
+            "n",
+            "n_images",
+            "mean_diff",
+            "ci_low",
+            "ci_high",
+            "p_value",
+            "test",
+            "testable",
+            "reason",
+            "protocol",
+        ],
+    )
     table["p_holm"] = np.nan
     testable = table["testable"].astype(bool)
     if testable.any():
         table.loc[testable, "p_holm"] = holm(table.loc[testable, "p_value"].to_numpy(float))
-    table["verdict"] = [verdict_of(r.mean_diff, r.p_holm, bool(r.testable), REGISTRY[r.metric].higher_is_better)
-                        for r in table.itertuples()]
+    table["verdict"] = [
+        verdict_of(r.mean_diff, r.p_holm, bool(r.testable), REGISTRY[r.metric].higher_is_better)
+        for r in table.itertuples()
+    ]
     table["better"] = table["verdict"] == "better"
     return table
 
@@ -195,13 +267,22 @@ def floor_ceiling_figure(table: pd.DataFrame, method: str):
     fig, axes = new_figure(len(metrics), 1, figsize=(7.5, height), squeeze=False)
     # fixed margins in inches: the metric names on the left, the title and legend on top
     fig.subplots_adjust(left=1.35 / 7.5, right=0.97, bottom=0.35 / height, top=1 - 1.15 / height, hspace=1.5)
-    markers = {"method": ("o", "tab:red"), "random": ("|", "black"), "centre": ("s", "tab:blue"),
-               "image": ("^", "tab:green"), "oracle": ("*", "tab:purple"), "human_ceiling": ("|", "black")}
+    markers = {
+        "method": ("o", "tab:red"),
+        "random": ("|", "black"),
+        "centre": ("s", "tab:blue"),
+        "image": ("^", "tab:green"),
+        "oracle": ("*", "tab:purple"),
+        "human_ceiling": ("|", "black"),
+    }
     for ax, metric in zip(axes[:, 0], metrics):
         part = table[table["metric"] == metric].set_index("reference")
         if {"random", "human_ceiling"} <= set(part.index):
-            ax.axvspan(min(part.loc["random", "mean"], part.loc["human_ceiling", "mean"]),
-                       max(part.loc["random", "mean"], part.loc["human_ceiling", "mean"]), color="#eeeeee")
+            ax.axvspan(
+                min(part.loc["random", "mean"], part.loc["human_ceiling", "mean"]),
+                max(part.loc["random", "mean"], part.loc["human_ceiling", "mean"]),
+                color="#eeeeee",
+            )
         lows, highs, colours = [], [], []
         for reference, (marker, colour) in markers.items():
             if reference not in part.index or not np.isfinite(part.loc[reference, "mean"]):
@@ -226,6 +307,11 @@ def floor_ceiling_figure(table: pd.DataFrame, method: str):
     axes[0, 0].legend(fontsize=6, ncol=6, loc="lower left", bbox_to_anchor=(0, 1.25))
     protocol = table["protocol"].iloc[0] if "protocol" in table and len(table) else "headline"
     against = "leave-one-out means, as the ceiling" if protocol == "loo" else "the headline reference"
-    fig.suptitle(f"{method} between its floors and the human ceiling\n(means over the same questions, against "
-                 f"{against}; bootstrap 95% CI over images)", fontsize=9, y=1 - 0.1 / height, va="top")
+    fig.suptitle(
+        f"{method} between its floors and the human ceiling\n(means over the same questions, against "
+        f"{against}; bootstrap 95% CI over images)",
+        fontsize=9,
+        y=1 - 0.1 / height,
+        va="top",
+    )
     return fig

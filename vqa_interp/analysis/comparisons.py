@@ -17,6 +17,7 @@ difference is the difference of those means.
   than 90% of its questions is flagged: the shared rows then exclude exactly the questions it
   cannot score (a constant Grad-CAM map on the hard ones, say).
 """
+
 from __future__ import annotations
 
 from itertools import combinations
@@ -30,19 +31,66 @@ from vqa_interp.analysis.statistics import example_rows, holm
 from vqa_interp.analysis.verdicts import PAIRED_TEST, paired_test
 from vqa_interp.metrics.registry import REGISTRY, family_metrics
 
-PAIR_COLUMNS = ["method_a", "method_b", "k", "metric", "n", "n_images", "mean_diff", "ci_low", "ci_high", "p_value",
-                "p_holm", "test", "testable", "reason", "better"]
-RANKING_COLUMNS = ["k", "metric", "rank", "method", "mean", "ci_low", "ci_high", "n", "coverage", "low_coverage",
-                   "p_first", "rank_low", "rank_high", "p_above_next"]
+PAIR_COLUMNS = [
+    "method_a",
+    "method_b",
+    "k",
+    "metric",
+    "n",
+    "n_images",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_holm",
+    "test",
+    "testable",
+    "reason",
+    "better",
+]
+RANKING_COLUMNS = [
+    "k",
+    "metric",
+    "rank",
+    "method",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "n",
+    "coverage",
+    "low_coverage",
+    "p_first",
+    "rank_low",
+    "rank_high",
+    "p_above_next",
+]
 KEY = ["question_id"]
 LOW_COVERAGE = 0.9
 # params that do not change a per-example score: runs differing only in these are one setting
-IGNORED_PREFIXES = ("method.", "analysis.", "confidence.", "tracking.", "attribution.batch_size", "paths.", "device",
-                    "plugins", "seed", "hydra")
+IGNORED_PREFIXES = (
+    "method.",
+    "analysis.",
+    "confidence.",
+    "tracking.",
+    "attribution.batch_size",
+    "paths.",
+    "device",
+    "plugins",
+    "seed",
+    "hydra",
+)
 CONTEXT = ("image_id", "answer_type", "question_type", "correct")
 # params that differ between any two runs and never name one: where they live, who ran them
-NOT_A_SETTING = ("paths.home", "paths.cache", "tracking.uri", "tracking.experiment", "hydra.job.num", "hydra.run.dir",
-                 "hydra.sweep.dir", "run_name")
+NOT_A_SETTING = (
+    "paths.home",
+    "paths.cache",
+    "tracking.uri",
+    "tracking.experiment",
+    "hydra.job.num",
+    "hydra.run.dir",
+    "hydra.sweep.dir",
+    "run_name",
+)
 
 
 def setting_of(params: dict, also_ignore: tuple[str, ...] = ()) -> tuple:
@@ -55,7 +103,9 @@ def setting_of(params: dict, also_ignore: tuple[str, ...] = ()) -> tuple:
 
 def differing_keys(params: list[dict]) -> list[str]:
     """The keys (sorted) whose values differ between the dicts, places and stores left out."""
-    return sorted(k for k in set().union(*params) if k not in NOT_A_SETTING and len({str(p.get(k)) for p in params}) > 1)
+    return sorted(
+        k for k in set().union(*params) if k not in NOT_A_SETTING and len({str(p.get(k)) for p in params}) > 1
+    )
 
 
 def setting_labels(settings: list[tuple]) -> dict[tuple, str]:
@@ -69,16 +119,21 @@ def setting_labels(settings: list[tuple]) -> dict[tuple, str]:
     # a group whose name differs is named by it alone (model=embedded_vilt, not its every key)
     named = {k.split(".")[0] for k in keys if k.endswith(".name") and k.count(".") == 1}
     keys = [k for k in keys if k.split(".")[0] not in named or k == f"{k.split('.')[0]}.name"]
-    return {s: " ".join(f"{k.removesuffix('.name') if k.split('.')[0] in named else k}={d.get(k)}" for k in keys)
-            for s, d in zip(distinct, as_dicts)}
+    return {
+        s: " ".join(f"{k.removesuffix('.name') if k.split('.')[0] in named else k}={d.get(k)}" for k in keys)
+        for s, d in zip(distinct, as_dicts)
+    }
 
 
 def model_entries(entries: list[dict]) -> list[dict]:
     """The same runs, compared across models instead of methods: each run's ``method`` becomes its
     model, and its setting holds the method (so each method's models are paired on the same
     questions); [] when the runs have fewer than two models for any method."""
-    out = [{**e, "method": e["model"], "setting": (e["model_setting"], e["method"]),
-            "label": e["method"]} for e in entries if "model" in e]
+    out = [
+        {**e, "method": e["model"], "setting": (e["model_setting"], e["method"]), "label": e["method"]}
+        for e in entries
+        if "model" in e
+    ]
     groups: dict = {}
     for e in out:
         groups.setdefault((e["k"], e["setting"]), set()).add(e["method"])
@@ -162,8 +217,15 @@ def per_metric(runs: list[dict], metrics=None):
                 yield k, metric, wide, coverage, sorted(coverage)
 
 
-def paired_method_tests(runs: list[dict], *, metrics=None, n_bootstrap: int = 2000, seed: int = 0,
-                        min_questions: int = 2, min_images: int = 2) -> pd.DataFrame:
+def paired_method_tests(
+    runs: list[dict],
+    *,
+    metrics=None,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+    min_questions: int = 2,
+    min_images: int = 2,
+) -> pd.DataFrame:
     """``runs``: dicts with ``method``, ``k``, ``setting``, ``table`` (a per-example table) and
     optionally ``map_for_example``. One row per (pair of methods in the same setting, metric), on the
     questions every method of the setting scored (:func:`vqa_interp.analysis.verdicts.paired_test`)."""
@@ -173,9 +235,22 @@ def paired_method_tests(runs: list[dict], *, metrics=None, n_bootstrap: int = 20
         common = shared(wide, methods)
         for a, b in combinations(methods, 2):
             diff = (common[a] - common[b]).to_numpy(float)
-            rows.append({"method_a": a, "method_b": b, "k": k, "metric": metric,
-                         **paired_test(diff, _clusters(common), n_bootstrap=n_bootstrap, rng=rng,
-                                       min_questions=min_questions, min_images=min_images)})
+            rows.append(
+                {
+                    "method_a": a,
+                    "method_b": b,
+                    "k": k,
+                    "metric": metric,
+                    **paired_test(
+                        diff,
+                        _clusters(common),
+                        n_bootstrap=n_bootstrap,
+                        rng=rng,
+                        min_questions=min_questions,
+                        min_images=min_images,
+                    ),
+                }
+            )
     table = pd.DataFrame(rows, columns=[c for c in PAIR_COLUMNS if c not in ("p_holm", "better")])
     table["p_holm"] = np.nan
     for _, index in table[table["p_value"].notna()].groupby(["k", "metric"]).groups.items():
@@ -191,8 +266,9 @@ def better_of(a: str, b: str, metric: str, mean_diff: float, p_holm: float, alph
     return a if mean_diff * direction(metric) > 0 else b
 
 
-def rank_rows(common: pd.DataFrame, methods: list[str], metric: str, n_bootstrap: int,
-              rng: np.random.Generator) -> list[dict]:
+def rank_rows(
+    common: pd.DataFrame, methods: list[str], metric: str, n_bootstrap: int, rng: np.random.Generator
+) -> list[dict]:
     """The methods ordered best first by their mean over ``common`` (rows every method scored), with
     bootstrap CIs (over images), the probability of ranking first, the rank's 95% interval and the
     probability of ranking above the next method, from the same resamples."""
@@ -201,14 +277,24 @@ def rank_rows(common: pd.DataFrame, methods: list[str], metric: str, n_bootstrap
     means = values.mean(axis=0) if len(values) else np.full(len(methods), np.nan)
     order = sorted(range(len(methods)), key=lambda i: (-sign * means[i], methods[i]))
     if len(values):
-        resampled = resampled_means(values, _clusters(common), n_bootstrap, rng)          # [B, M]
+        resampled = resampled_means(values, _clusters(common), n_bootstrap, rng)  # [B, M]
         # rank 1 = best; ties share the better rank
         ranks = scipy.stats.rankdata(-sign * resampled, axis=1, method="min")
     rows = []
     for position, i in enumerate(order):
-        row = {"metric": metric, "method": methods[i], "mean": float(means[i]), "n": len(values), "rank": position + 1,
-               "ci_low": np.nan, "ci_high": np.nan, "p_first": np.nan, "rank_low": np.nan, "rank_high": np.nan,
-               "p_above_next": np.nan}
+        row = {
+            "metric": metric,
+            "method": methods[i],
+            "mean": float(means[i]),
+            "n": len(values),
+            "rank": position + 1,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "p_first": np.nan,
+            "rank_low": np.nan,
+            "rank_high": np.nan,
+            "p_above_next": np.nan,
+        }
         if len(values):
             row["ci_low"], row["ci_high"] = percentile_ci(resampled[:, i])
             row["p_first"] = float((ranks[:, i] == 1).mean())
@@ -241,13 +327,20 @@ def ranking_figure(ranking: pd.DataFrame, pairs: pd.DataFrame, setting: str = ""
     panels = list(ranking.groupby(["k", "metric"], sort=False))
     ncols = min(4, max(1, len(panels)))
     nrows = -(-len(panels) // ncols)
-    fig, axes = new_figure(nrows, ncols, figsize=(3.6 * ncols, 0.45 * ranking["method"].nunique() * nrows + 1.6 * nrows),
-                           squeeze=False)
+    fig, axes = new_figure(
+        nrows, ncols, figsize=(3.6 * ncols, 0.45 * ranking["method"].nunique() * nrows + 1.6 * nrows), squeeze=False
+    )
     for ax, ((k, metric), part) in zip(axes.ravel(), panels):
         part = part.sort_values("rank")
         y = np.arange(len(part))[::-1]
-        ax.errorbar(part["mean"], y, xerr=[part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]],
-                    fmt="o", capsize=3, color="tab:red")
+        ax.errorbar(
+            part["mean"],
+            y,
+            xerr=[part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]],
+            fmt="o",
+            capsize=3,
+            color="tab:red",
+        )
         labels = [f"{m}{' (low coverage)' if low else ''}" for m, low in zip(part["method"], part["low_coverage"])]
         ax.set_yticks(y, labels, fontsize=8)
         for upper, lower, yy in zip(part["method"].iloc[:-1], part["method"].iloc[1:], y[:-1]):
@@ -258,16 +351,20 @@ def ranking_figure(ranking: pd.DataFrame, pairs: pd.DataFrame, setting: str = ""
         ax.set_title(f"{metric} (k={k}; {towards} is closer; n={int(part['n'].iloc[0])})", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
         ax.set_xlabel("mean over the questions every method scored (95% CI)", fontsize=7)
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
-    fig.suptitle(f"Method ranking{', ' + setting if setting else ''}, one value per question (dashed line: the method "
-                 "above is better: mean paired difference, sign-flip test over images, Holm p < 0.05)", fontsize=9)
+    fig.suptitle(
+        f"Method ranking{', ' + setting if setting else ''}, one value per question (dashed line: the method "
+        "above is better: mean paired difference, sign-flip test over images, Holm p < 0.05)",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
 
 
-def pair_test(pairs: pd.DataFrame | None, k, metric: str, a: str, b: str, setting: str | None = None
-              ) -> pd.Series | None:
+def pair_test(
+    pairs: pd.DataFrame | None, k, metric: str, a: str, b: str, setting: str | None = None
+) -> pd.Series | None:
     """The paired test's row of methods ``a`` and ``b`` (either order, in ``setting`` where the pairs
     have several), or None."""
     if pairs is None or pairs.empty:
@@ -275,6 +372,11 @@ def pair_test(pairs: pd.DataFrame | None, k, metric: str, a: str, b: str, settin
     if setting is not None and "setting" in pairs:
         pairs = pairs[pairs["setting"].fillna("") == setting]
     first, second = sorted([a, b])
-    test = pairs[(pairs["k"] == k) & (pairs["metric"] == metric) & (pairs["test"] == PAIRED_TEST)
-                 & (pairs["method_a"] == first) & (pairs["method_b"] == second)]
+    test = pairs[
+        (pairs["k"] == k)
+        & (pairs["metric"] == metric)
+        & (pairs["test"] == PAIRED_TEST)
+        & (pairs["method_a"] == first)
+        & (pairs["method_b"] == second)
+    ]
     return test.iloc[0] if len(test) else None

@@ -1,4 +1,5 @@
 """Figures of a run (the paper's Figures 1, 3-10), as matplotlib figures for the tracker to log."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -87,7 +88,7 @@ def scenario_bars(medians: pd.DataFrame, method: str, min_group: int = 10) -> Fi
         entry_range = _range(column)
         if entry_range is not None:
             ax.set_ylim(min(0.0, entry_range[0]), entry_range[1])
-    for ax in axes.ravel()[len(columns):]:
+    for ax in axes.ravel()[len(columns) :]:
         ax.axis("off")
     fig.suptitle(f"{method}: median per scenario (grey, hatched: fewer than {min_group} examples)", fontsize=10)
     fig.tight_layout()
@@ -131,7 +132,7 @@ def mean_differences(significance: pd.DataFrame, method: str) -> Figure:
     columns = min(3, len(COMPARISONS))
     lines = -(-len(COMPARISONS) // columns)
     fig, axes = new_figure(lines, columns, figsize=(4.6 * columns, 3.3 * lines + 0.5), squeeze=False)
-    for ax in axes.flat[len(COMPARISONS):]:
+    for ax in axes.flat[len(COMPARISONS) :]:
         ax.set_visible(False)
     for ax, name in zip(axes.flat, COMPARISONS):
         part = rows[rows["comparison"] == name].set_index("metric").reindex(metrics)
@@ -151,11 +152,15 @@ def mean_differences(significance: pd.DataFrame, method: str) -> Figure:
         n1, n2 = part["n1"].max(), part["n2"].max()
         first, second = COMPARISONS[name]
         note = "" if testable.any() else ": underpowered, not tested"
-        ax.set_title(f"{first.replace('_', ' ')} (n={n1:.0f}) vs {second.replace('_', ' ')} (n={n2:.0f}){note}",
-                     fontsize=9.5)
-    fig.suptitle(f"{method}: mean differences with bootstrap 95% CI, one value per question "
-                 f"(red: Holm-significant under {TEST_NAMES.get(test, test)}; blue: not significant; "
-                 f"grey hatched: not tested)", fontsize=11)
+        ax.set_title(
+            f"{first.replace('_', ' ')} (n={n1:.0f}) vs {second.replace('_', ' ')} (n={n2:.0f}){note}", fontsize=9.5
+        )
+    fig.suptitle(
+        f"{method}: mean differences with bootstrap 95% CI, one value per question "
+        f"(red: Holm-significant under {TEST_NAMES.get(test, test)}; blue: not significant; "
+        f"grey hatched: not tested)",
+        fontsize=11,
+    )
     fig.tight_layout()
     return fig
 
@@ -173,8 +178,15 @@ def correlation_matrix(examples: pd.DataFrame, method: str) -> Figure:
     for i in range(len(columns)):
         for j in range(len(columns)):
             if np.isfinite(matrix[i, j]):
-                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if abs(matrix[i, j]) > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{matrix[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if abs(matrix[i, j]) > 0.6 else "black",
+                )
     fig.colorbar(image, ax=ax, label="Pearson r", shrink=0.8)
     ax.set_title(f"{method}: correlations among correct predictions (n={len(correct)})", fontsize=9)
     fig.tight_layout()
@@ -224,7 +236,9 @@ def pick_cases(examples: pd.DataFrame, n: int, panel_ids=None) -> pd.DataFrame:
     if panel_ids:
         by_id = examples.drop_duplicates("question_id").set_index("question_id", drop=False)
         return by_id.loc[[q for q in panel_ids if q in by_id.index]]
-    wrong = examples[~examples["correct"].astype(bool)].sort_values(["confidence", "question_id"], ascending=[False, True])
+    wrong = examples[~examples["correct"].astype(bool)].sort_values(
+        ["confidence", "question_id"], ascending=[False, True]
+    )
     right = examples[examples["correct"].astype(bool)].sort_values(["confidence", "question_id"])
     picked = pd.concat([wrong.head((n + 1) // 2), right.head(n // 2)])
     if len(picked) < n:
@@ -248,14 +262,16 @@ def panel_cases(outputs, results, settings) -> list[dict]:
     a = settings.analysis
     for row in pick_cases(results.examples, a.n_panels, a.panel_ids).itertuples():
         example = by_id[row.question_id]
-        cases.append({
-            "question_id": int(row.question_id),
-            "image": load_display_image(example.image_path, outputs.geometry),
-            "human": human_maps(example, outputs.geometry, "mean", 1)[0],
-            "attribution": outputs.cache.load(row.map_key),
-            "title": f"Q: {row.question}\nA: {row.answer}  pred: {row.prediction} (p={row.confidence:.2f})",
-            "map_title": f"{settings.attribution.method} -> '{row.target_answer}'",
-        })
+        cases.append(
+            {
+                "question_id": int(row.question_id),
+                "image": load_display_image(example.image_path, outputs.geometry),
+                "human": human_maps(example, outputs.geometry, "mean", 1)[0],
+                "attribution": outputs.cache.load(row.map_key),
+                "title": f"Q: {row.question}\nA: {row.answer}  pred: {row.prediction} (p={row.confidence:.2f})",
+                "map_title": f"{settings.attribution.method} -> '{row.target_answer}'",
+            }
+        )
     return cases
 
 
@@ -265,10 +281,13 @@ def figure_makers(outputs, results, settings, cases: list[dict] | None = None, s
     method = settings.attribution.method
     makers = {}
     if "fig1_human_weight_distribution" not in skip:
+
         def fig1():
             human_maps = _human_maps(outputs)
-            return human_weight_distribution([human_maps(e, outputs.geometry, "mean", 1)[0]
-                                              for e in outputs.examples[:100]])
+            return human_weight_distribution(
+                [human_maps(e, outputs.geometry, "mean", 1)[0] for e in outputs.examples[:100]]
+            )
+
         makers["fig1_human_weight_distribution"] = fig1
     if results.examples is None or results.examples.empty:
         return makers
@@ -276,13 +295,19 @@ def figure_makers(outputs, results, settings, cases: list[dict] | None = None, s
     cases = panel_cases(outputs, results, settings) if cases is None else cases
     if cases and "fig9_10_qualitative" not in skip:
         makers["fig9_10_qualitative"] = lambda: qualitative_panel(cases)
-    makers.update({
-        "fig7_scenario_medians": lambda: scenario_bars(tables["scenario_medians"], method, settings.analysis.min_group),
-        "fig8_split_distributions": lambda: split_boxplots(examples, method),
-        "fig3_5_6_mean_differences": lambda: mean_differences(tables["significance"], method),
-        "fig4_correlation_matrix": lambda: correlation_matrix(examples, method),
-        "fig4_confidence_correlation": lambda: confidence_scatter(examples, tables["confidence_correlations"],
-                                                                  method)})
+    makers.update(
+        {
+            "fig7_scenario_medians": lambda: scenario_bars(
+                tables["scenario_medians"], method, settings.analysis.min_group
+            ),
+            "fig8_split_distributions": lambda: split_boxplots(examples, method),
+            "fig3_5_6_mean_differences": lambda: mean_differences(tables["significance"], method),
+            "fig4_correlation_matrix": lambda: correlation_matrix(examples, method),
+            "fig4_confidence_correlation": lambda: confidence_scatter(
+                examples, tables["confidence_correlations"], method
+            ),
+        }
+    )
     return makers
 
 
@@ -317,7 +342,9 @@ def method_means_table(means: pd.DataFrame) -> Figure:
     shown = means.copy()
     for column in shown.columns:
         if shown[column].dtype.kind == "f":
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else (f"{v:.3g}" if abs(v) < 1e-3 else f"{v:.4f}"))
+            shown[column] = shown[column].map(
+                lambda v: "" if pd.isna(v) else (f"{v:.3g}" if abs(v) < 1e-3 else f"{v:.4f}")
+            )
     fig, ax = new_figure(figsize=(1.2 + 0.95 * len(shown.columns), 0.8 + 0.32 * (len(shown) + 1)))
     ax.axis("off")
     table = ax.table(cellText=shown.to_numpy(), colLabels=list(shown.columns), loc="center", cellLoc="center")
@@ -341,10 +368,19 @@ def comparison_figure(table: pd.DataFrame):
         width = 0.8 / max(1, len(methods))
         x = np.arange(len(metrics))
         for i, (_, row) in enumerate(group.iterrows()):
-            ax.bar(x + i * width, [float(row[m]) if pd.notna(row[m]) else 0.0 for m in metrics], width,
-                   label=row["method.name"])
-        ax.set_xticks(x + width * (len(methods) - 1) / 2, [m.split("/", 1)[1] for m in metrics], fontsize=7,
-                      rotation=30, ha="right")
+            ax.bar(
+                x + i * width,
+                [float(row[m]) if pd.notna(row[m]) else 0.0 for m in metrics],
+                width,
+                label=row["method.name"],
+            )
+        ax.set_xticks(
+            x + width * (len(methods) - 1) / 2,
+            [m.split("/", 1)[1] for m in metrics],
+            fontsize=7,
+            rotation=30,
+            ha="right",
+        )
         ax.set_ylabel("mean over the run's rows", fontsize=8)
         ax.set_title(f"k={setting[0]}, low={setting[1]}, high={setting[2]}", fontsize=9)
         ax.legend(fontsize=7)
@@ -366,18 +402,23 @@ def sanity_figure(table: pd.DataFrame):
         for similarity in sorted(set(part["similarity"])):
             curve = part[part["similarity"] == similarity].sort_values("step")
             style = "--" if similarity.startswith("human_") else "-"
-            ax.errorbar(curve["step"], curve["mean"], yerr=curve["std"], fmt="o" + style, ms=3, capsize=2,
-                        label=similarity)
+            ax.errorbar(
+                curve["step"], curve["mean"], yerr=curve["std"], fmt="o" + style, ms=3, capsize=2, label=similarity
+            )
         ax.axhline(FAIL_THRESHOLD, color="grey", lw=0.8, ls=":")
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
         ax.set_ylim(-0.3, 1.05)
         ax.set_ylabel("mean over questions (bars: 1 SD)", fontsize=8)
-        ax.set_xlabel("randomised " + ("up to (from the output down)" if mode == "cascading" else "block alone"),
-                      fontsize=8)
+        ax.set_xlabel(
+            "randomised " + ("up to (from the output down)" if mode == "cascading" else "block alone"), fontsize=8
+        )
         ax.set_title(f"{method}: {mode} randomisation", fontsize=9)
         ax.legend(fontsize=6)
     passed, final = verdict(table)
-    fig.suptitle(f"Sanity check (Adebayo et al. 2018): {'passes' if passed else 'FAILS'} "
-                 f"(Spearman |map| after full randomisation {final:.2f}; fails above {FAIL_THRESHOLD})", fontsize=9)
+    fig.suptitle(
+        f"Sanity check (Adebayo et al. 2018): {'passes' if passed else 'FAILS'} "
+        f"(Spearman |map| after full randomisation {final:.2f}; fails above {FAIL_THRESHOLD})",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig

@@ -12,6 +12,7 @@
 
 The unit is the question throughout (one row per question, the map that stands for it).
 """
+
 from __future__ import annotations
 
 from itertools import combinations
@@ -45,11 +46,21 @@ def metric_agreement(ranking: pd.DataFrame) -> pd.DataFrame:
             x = np.array([scores[first][m] for m in methods])
             y = np.array([scores[second][m] for m in methods])
             tau = float(scipy.stats.kendalltau(x, y).statistic) if len(methods) >= 2 else np.nan
-            disagree = [f"{a}>{b}" if scores[first][a] > scores[first][b] else f"{b}>{a}"
-                        for a, b in combinations(methods, 2)
-                        if np.sign(scores[first][a] - scores[first][b]) * np.sign(scores[second][a] - scores[second][b]) < 0]
-            rows.append({"k": k, "metric_a": first, "metric_b": second, "n_methods": len(methods), "kendall_tau": tau,
-                         "disagreeing_pairs": ", ".join(disagree)})
+            disagree = [
+                f"{a}>{b}" if scores[first][a] > scores[first][b] else f"{b}>{a}"
+                for a, b in combinations(methods, 2)
+                if np.sign(scores[first][a] - scores[first][b]) * np.sign(scores[second][a] - scores[second][b]) < 0
+            ]
+            rows.append(
+                {
+                    "k": k,
+                    "metric_a": first,
+                    "metric_b": second,
+                    "n_methods": len(methods),
+                    "kendall_tau": tau,
+                    "disagreeing_pairs": ", ".join(disagree),
+                }
+            )
     return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
 
 
@@ -78,8 +89,18 @@ def ranking_by_type(runs: list[dict], *, metrics=None, min_questions: int = 10, 
                 means = part[methods].mean()
                 order = sorted(methods, key=lambda m: (-direction(metric) * means[m], m))
                 for rank, method in enumerate(order, 1):
-                    rows.append({"k": k, "metric": metric, "group_kind": kind, "group": group, "n": len(part),
-                                 "rank": rank, "method": method, "mean": float(means[method])})
+                    rows.append(
+                        {
+                            "k": k,
+                            "metric": metric,
+                            "group_kind": kind,
+                            "group": group,
+                            "n": len(part),
+                            "rank": rank,
+                            "method": method,
+                            "mean": float(means[method]),
+                        }
+                    )
     return pd.DataFrame(rows, columns=BY_TYPE_COLUMNS)
 
 
@@ -112,13 +133,18 @@ def robustness_lines(ranking: pd.DataFrame, by_type: pd.DataFrame | None = None)
                 total += 1
                 holds += scores[first] > scores[second]
         head = at_k[(at_k["metric"] == metric) & (at_k["method"] == first)].iloc[0]
-        line = (f"k={k}: the ranking of {first} over {second} ({metric}) holds on {holds}/{total} metrics and in "
-                f"{head['p_above_next']:.0%} of resamples of the images; {first} ranks first in "
-                f"{head['p_first']:.0%} of them")
+        line = (
+            f"k={k}: the ranking of {first} over {second} ({metric}) holds on {holds}/{total} metrics and in "
+            f"{head['p_above_next']:.0%} of resamples of the images; {first} ranks first in "
+            f"{head['p_first']:.0%} of them"
+        )
         if by_type is not None and len(by_type):
             groups = by_type[(by_type["k"] == k) & (by_type["metric"] == metric)]
-            kept = [g for (_, g), part in groups.groupby(["group_kind", "group"], sort=False)
-                    if _order_of(part, first, second)]
+            kept = [
+                g
+                for (_, g), part in groups.groupby(["group_kind", "group"], sort=False)
+                if _order_of(part, first, second)
+            ]
             n_groups = groups.groupby(["group_kind", "group"]).ngroups
             if n_groups:
                 line += f", and within {len(kept)}/{n_groups} answer and question types"
@@ -151,8 +177,15 @@ def robustness_figure(ranking: pd.DataFrame, agreement: pd.DataFrame):
         for i in range(len(metrics)):
             for j in range(len(metrics)):
                 if np.isfinite(tau[i, j]):
-                    row[0].text(j, i, f"{tau[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                                color="white" if abs(tau[i, j]) > 0.5 else "black")
+                    row[0].text(
+                        j,
+                        i,
+                        f"{tau[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if abs(tau[i, j]) > 0.5 else "black",
+                    )
         row[0].set_title(f"k={k}: agreement of the metrics' rankings (Kendall's tau)", fontsize=8)
         fig.colorbar(image, ax=row[0], shrink=0.7)
         first = at_k.pivot_table(index="metric", columns="method", values="p_first", sort=False).reindex(metrics)
@@ -167,7 +200,9 @@ def robustness_figure(ranking: pd.DataFrame, agreement: pd.DataFrame):
         row[1].set_xlabel("P(ranks first), bootstrap over images", fontsize=7)
         row[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         row[1].set_title(f"k={k}: which method ranks first, per metric", fontsize=8)
-    fig.suptitle("How robust the ranking is: across metrics and across resamples of the images "
-                 "(one value per question)", fontsize=9)
+    fig.suptitle(
+        "How robust the ranking is: across metrics and across resamples of the images (one value per question)",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig

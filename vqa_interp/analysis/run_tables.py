@@ -6,6 +6,7 @@ analyse stage (:mod:`vqa_interp.pipeline.analyse`) and a merged shard run read t
 ``options`` below is the run's :class:`~vqa_interp.settings.AnalysisSettings` (``low``, ``high``,
 ``map_for_example``, ``alpha``, ``bootstrap``, ``seed``, ``min_group``, ``min_images``, ``test``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,14 +19,37 @@ def analyse_tables(table: pd.DataFrame, references: pd.DataFrame | None, options
     """The per-example ``table`` (one row per question x method x target) analysed; ``references``:
     the floors and ceiling, one row per question x reference, or None."""
     o = options
-    results = analyse(table, low=o.low, high=o.high, map_for_example=o.map_for_example, alpha=o.alpha,
-                      n_bootstrap=o.bootstrap, seed=o.seed, min_group=o.min_group, metrics=metrics, test=o.test,
-                      min_images=o.min_images)
+    results = analyse(
+        table,
+        low=o.low,
+        high=o.high,
+        map_for_example=o.map_for_example,
+        alpha=o.alpha,
+        n_bootstrap=o.bootstrap,
+        seed=o.seed,
+        min_group=o.min_group,
+        metrics=metrics,
+        test=o.test,
+        min_images=o.min_images,
+    )
     if references is not None and results.examples is not None:
-        reference_results(results, references, n_bootstrap=o.bootstrap, seed=o.seed, min_questions=o.min_group,
-                          min_images=o.min_images)
-    adjusted_results(results, references, n_bootstrap=o.bootstrap, seed=o.seed, min_group=o.min_group,
-                     min_images=o.min_images, alpha=o.alpha)
+        reference_results(
+            results,
+            references,
+            n_bootstrap=o.bootstrap,
+            seed=o.seed,
+            min_questions=o.min_group,
+            min_images=o.min_images,
+        )
+    adjusted_results(
+        results,
+        references,
+        n_bootstrap=o.bootstrap,
+        seed=o.seed,
+        min_group=o.min_group,
+        min_images=o.min_images,
+        alpha=o.alpha,
+    )
     return results
 
 
@@ -38,8 +62,15 @@ def adjusted_results(results: AnalysisResults, references, **options) -> None:
         results.tables["adjusted_comparisons"] = adjusted_comparisons(results.examples, references, **options)
 
 
-def reference_results(results: AnalysisResults, references: pd.DataFrame, *, n_bootstrap: int, seed: int,
-                      min_questions: int = 10, min_images: int = 5) -> None:
+def reference_results(
+    results: AnalysisResults,
+    references: pd.DataFrame,
+    *,
+    n_bootstrap: int,
+    seed: int,
+    min_questions: int = 10,
+    min_images: int = 5,
+) -> None:
     """Add the floors/ceiling tables and metrics to ``results`` (see :mod:`vqa_interp.analysis.baselines`:
     paired on the method's questions, scored leave-one-out like the ceiling)."""
     from vqa_interp.analysis.baselines import baselines_table, normalised_table, paired_baseline_tests, protocol_of
@@ -52,10 +83,12 @@ def reference_results(results: AnalysisResults, references: pd.DataFrame, *, n_b
     options = {"n_bootstrap": n_bootstrap, "seed": seed, "protocol": protocol_of(references)}
     table = baselines_table(results.examples, references, **options)
     normalised = normalised_table(results.examples, references, **options)
-    tests = paired_baseline_tests(results.examples, references, **options, min_questions=min_questions,
-                                  min_images=min_images)
-    results.tables.update({"baselines": table, "normalised": normalised, "baseline_tests": tests,
-                           "references_per_question": references})
+    tests = paired_baseline_tests(
+        results.examples, references, **options, min_questions=min_questions, min_images=min_images
+    )
+    results.tables.update(
+        {"baselines": table, "normalised": normalised, "baseline_tests": tests, "references_per_question": references}
+    )
     family = set(family_metrics())
     for row in table.itertuples():
         if row.metric in headline_metrics() and row.reference in logged and np.isfinite(row.mean):

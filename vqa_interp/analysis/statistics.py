@@ -27,6 +27,7 @@ was silent, made explicit here:
 - Not testable (reported, never a NaN p-value, never significant): a group below
   ``min_group`` questions or ``min_images`` images ("underpowered"), or both groups constant.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,7 +39,6 @@ import scipy.stats
 from vqa_interp.analysis.verdicts import group_test, too_small
 from vqa_interp.metrics.registry import family_metrics, metric_names
 
-
 SCENARIOS = ("all", "correct", "wrong", "low_correct", "low_wrong", "high_correct", "high_wrong")
 COMPARISONS = {
     # name: (scenario of group 1, scenario of group 2)
@@ -49,8 +49,12 @@ COMPARISONS = {
     "wrong_high_vs_low": ("high_wrong", "low_wrong"),
 }
 TESTS = ("cluster_bootstrap", "student", "welch", "mannwhitney")
-TEST_NAMES = {"cluster_bootstrap": "wild cluster bootstrap-t over images", "student": "Student's t", "welch": "Welch's t",
-              "mannwhitney": "Mann-Whitney U"}
+TEST_NAMES = {
+    "cluster_bootstrap": "wild cluster bootstrap-t over images",
+    "student": "Student's t",
+    "welch": "Welch's t",
+    "mannwhitney": "Mann-Whitney U",
+}
 
 
 @dataclass
@@ -80,7 +84,8 @@ def example_rows(table: pd.DataFrame, map_for_example: str = "prediction") -> pd
     if table.empty:
         return table
     return table[stands_for_example(table, map_for_example)].drop_duplicates(
-        [c for c in ("question_id", "method") if c in table])
+        [c for c in ("question_id", "method") if c in table]
+    )
 
 
 def without_example_map(table: pd.DataFrame, examples: pd.DataFrame) -> int:
@@ -98,16 +103,23 @@ def images_of(frame: pd.DataFrame) -> np.ndarray | None:
 
 def confidence_level(confidence: pd.Series, low: float, high: float) -> pd.Series:
     """'low' (p < low), 'high' (p > high) or 'mid'."""
-    return pd.Series(np.where(confidence < low, "low", np.where(confidence > high, "high", "mid")),
-                     index=confidence.index)
+    return pd.Series(
+        np.where(confidence < low, "low", np.where(confidence > high, "high", "mid")), index=confidence.index
+    )
 
 
 def scenario_mask(frame: pd.DataFrame, scenario: str) -> pd.Series:
     correct = frame["correct"].astype(bool)
     level = frame["confidence_level"]
-    masks = {"all": pd.Series(True, index=frame.index), "correct": correct, "wrong": ~correct,
-             "low_correct": correct & (level == "low"), "low_wrong": ~correct & (level == "low"),
-             "high_correct": correct & (level == "high"), "high_wrong": ~correct & (level == "high")}
+    masks = {
+        "all": pd.Series(True, index=frame.index),
+        "correct": correct,
+        "wrong": ~correct,
+        "low_correct": correct & (level == "low"),
+        "low_wrong": ~correct & (level == "low"),
+        "high_correct": correct & (level == "high"),
+        "high_wrong": ~correct & (level == "high"),
+    }
     return masks[scenario]
 
 
@@ -135,9 +147,18 @@ def cohens_d(x: np.ndarray, y: np.ndarray) -> float:
     return float((x.mean() - y.mean()) / pooled) if pooled > 0 else float("nan")
 
 
-def compare_groups(x: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.random.Generator,
-                   min_group: int = 2, primary: str = "cluster_bootstrap", clusters_x: np.ndarray | None = None,
-                   clusters_y: np.ndarray | None = None, min_images: int = 2) -> list[dict]:
+def compare_groups(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_bootstrap: int,
+    rng: np.random.Generator,
+    min_group: int = 2,
+    primary: str = "cluster_bootstrap",
+    clusters_x: np.ndarray | None = None,
+    clusters_y: np.ndarray | None = None,
+    min_images: int = 2,
+) -> list[dict]:
     """The four tests of group 1 (``x``) vs group 2 (``y``), one dict per test (NaNs dropped);
     ``primary`` (``analysis.test``) is the one with role ``primary``, the others ``robustness``.
     ``clusters_x`` / ``clusters_y``: the image of each value (the bootstrap resamples images).
@@ -150,44 +171,127 @@ def compare_groups(x: np.ndarray, y: np.ndarray, *, n_bootstrap: int, rng: np.ra
     if clusters_x is not None and clusters_y is not None:
         clusters_x, clusters_y = np.asarray(clusters_x)[keep_x], np.asarray(clusters_y)[keep_y]
     roles = {t: "primary" if t == primary else "robustness" for t in TESTS}
-    base = {"n1": len(x), "n2": len(y), "mean1": float(x.mean()) if len(x) else float("nan"),
-            "mean2": float(y.mean()) if len(y) else float("nan")}
+    base = {
+        "n1": len(x),
+        "n2": len(y),
+        "mean1": float(x.mean()) if len(x) else float("nan"),
+        "mean2": float(y.mean()) if len(y) else float("nan"),
+    }
     images = [len(np.unique(c)) if c is not None else n for c, n in ((clusters_x, len(x)), (clusters_y, len(y)))]
     reason = too_small(min(len(x), len(y)), min(images), min_group, min_images)
     if not reason and np.ptp(x) == 0 and np.ptp(y) == 0:
         reason = "both groups are constant"
     if reason:
-        return [{**base, "test": t, "role": roles[t], "testable": False, "reason": reason, "statistic": np.nan,
-                 "p_value": np.nan, "effect_size": np.nan, "effect_name": "",
-                 "mean_diff": base["mean1"] - base["mean2"], "ci_low": np.nan, "ci_high": np.nan} for t in TESTS]
+        return [
+            {
+                **base,
+                "test": t,
+                "role": roles[t],
+                "testable": False,
+                "reason": reason,
+                "statistic": np.nan,
+                "p_value": np.nan,
+                "effect_size": np.nan,
+                "effect_name": "",
+                "mean_diff": base["mean1"] - base["mean2"],
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+            }
+            for t in TESTS
+        ]
     p_boot, ci_low, ci_high = group_test(x, y, clusters_x, clusters_y, n_bootstrap=n_bootstrap, rng=rng)
     d = cohens_d(x, y)
     student = scipy.stats.ttest_ind(x, y, equal_var=True)
     welch = scipy.stats.ttest_ind(x, y, equal_var=False)
     mw = scipy.stats.mannwhitneyu(x, y, alternative="two-sided")
     rank_biserial = 2 * mw.statistic / (len(x) * len(y)) - 1
-    common = {**base, "testable": True, "reason": "", "mean_diff": base["mean1"] - base["mean2"],
-              "ci_low": ci_low, "ci_high": ci_high}
+    common = {
+        **base,
+        "testable": True,
+        "reason": "",
+        "mean_diff": base["mean1"] - base["mean2"],
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+    }
     return [
-        {**common, "test": "cluster_bootstrap", "role": roles["cluster_bootstrap"],
-         "statistic": common["mean_diff"], "p_value": p_boot, "effect_size": d, "effect_name": "cohens_d"},
-        {**common, "test": "student", "role": roles["student"], "statistic": float(student.statistic),
-         "p_value": float(student.pvalue), "effect_size": d, "effect_name": "cohens_d"},
-        {**common, "test": "welch", "role": roles["welch"], "statistic": float(welch.statistic),
-         "p_value": float(welch.pvalue), "effect_size": d, "effect_name": "cohens_d"},
-        {**common, "test": "mannwhitney", "role": roles["mannwhitney"], "statistic": float(mw.statistic),
-         "p_value": float(mw.pvalue), "effect_size": float(rank_biserial), "effect_name": "rank_biserial"},
+        {
+            **common,
+            "test": "cluster_bootstrap",
+            "role": roles["cluster_bootstrap"],
+            "statistic": common["mean_diff"],
+            "p_value": p_boot,
+            "effect_size": d,
+            "effect_name": "cohens_d",
+        },
+        {
+            **common,
+            "test": "student",
+            "role": roles["student"],
+            "statistic": float(student.statistic),
+            "p_value": float(student.pvalue),
+            "effect_size": d,
+            "effect_name": "cohens_d",
+        },
+        {
+            **common,
+            "test": "welch",
+            "role": roles["welch"],
+            "statistic": float(welch.statistic),
+            "p_value": float(welch.pvalue),
+            "effect_size": d,
+            "effect_name": "cohens_d",
+        },
+        {
+            **common,
+            "test": "mannwhitney",
+            "role": roles["mannwhitney"],
+            "statistic": float(mw.statistic),
+            "p_value": float(mw.pvalue),
+            "effect_size": float(rank_biserial),
+            "effect_name": "rank_biserial",
+        },
     ]
 
 
-SIGNIFICANCE_COLUMNS = ["comparison", "group1", "group2", "metric", "test", "role", "in_family", "testable", "reason",
-                        "n1", "n2", "mean1", "mean2", "mean_diff", "statistic", "p_value", "p_holm", "p_bh",
-                        "significant", "effect_size", "effect_name", "ci_low", "ci_high"]
+SIGNIFICANCE_COLUMNS = [
+    "comparison",
+    "group1",
+    "group2",
+    "metric",
+    "test",
+    "role",
+    "in_family",
+    "testable",
+    "reason",
+    "n1",
+    "n2",
+    "mean1",
+    "mean2",
+    "mean_diff",
+    "statistic",
+    "p_value",
+    "p_holm",
+    "p_bh",
+    "significant",
+    "effect_size",
+    "effect_name",
+    "ci_low",
+    "ci_high",
+]
 
 
-def significance_table(examples: pd.DataFrame, *, alpha: float = 0.05, n_bootstrap: int = 2000,
-                       seed: int = 0, metrics=None, min_group: int = 10, family=None,
-                       primary: str = "cluster_bootstrap", min_images: int = 2) -> pd.DataFrame:
+def significance_table(
+    examples: pd.DataFrame,
+    *,
+    alpha: float = 0.05,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+    metrics=None,
+    min_group: int = 10,
+    family=None,
+    primary: str = "cluster_bootstrap",
+    min_images: int = 2,
+) -> pd.DataFrame:
     """One row per (comparison, metric, test), on one row per question (``examples``).
 
     The adjusted family is pre-specified: the primary test (``analysis.test``: the bootstrap over
@@ -205,12 +309,28 @@ def significance_table(examples: pd.DataFrame, *, alpha: float = 0.05, n_bootstr
         g1, g2 = examples[scenario_mask(examples, first)], examples[scenario_mask(examples, second)]
         c1, c2 = images_of(g1), images_of(g2)
         for metric in metrics:
-            for result in compare_groups(g1[metric].to_numpy(float), g2[metric].to_numpy(float),
-                                         n_bootstrap=n_bootstrap, rng=rng, min_group=min_group, primary=primary,
-                                         clusters_x=c1, clusters_y=c2, min_images=min_images):
+            for result in compare_groups(
+                g1[metric].to_numpy(float),
+                g2[metric].to_numpy(float),
+                n_bootstrap=n_bootstrap,
+                rng=rng,
+                min_group=min_group,
+                primary=primary,
+                clusters_x=c1,
+                clusters_y=c2,
+                min_images=min_images,
+            ):
                 in_family = result["testable"] and result["role"] == "primary" and metric in family
-                rows.append({"comparison": name, "group1": first, "group2": second, "metric": metric,
-                             "in_family": in_family, **result})
+                rows.append(
+                    {
+                        "comparison": name,
+                        "group1": first,
+                        "group2": second,
+                        "metric": metric,
+                        "in_family": in_family,
+                        **result,
+                    }
+                )
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=SIGNIFICANCE_COLUMNS)
@@ -234,12 +354,30 @@ def confidence_correlations(examples: pd.DataFrame, metrics=None) -> pd.DataFram
         x, y = pair["confidence"].to_numpy(float), pair[metric].to_numpy(float)
         for kind, fn in (("pearson", scipy.stats.pearsonr), ("spearman", scipy.stats.spearmanr)):
             if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-                rows.append({"metric": metric, "correlation": kind, "n": len(x), "r": np.nan, "p_value": np.nan,
-                             "testable": False, "reason": "fewer than 3 examples or a constant variable"})
+                rows.append(
+                    {
+                        "metric": metric,
+                        "correlation": kind,
+                        "n": len(x),
+                        "r": np.nan,
+                        "p_value": np.nan,
+                        "testable": False,
+                        "reason": "fewer than 3 examples or a constant variable",
+                    }
+                )
                 continue
             result = fn(x, y)
-            rows.append({"metric": metric, "correlation": kind, "n": len(x), "r": float(result.statistic),
-                         "p_value": float(result.pvalue), "testable": True, "reason": ""})
+            rows.append(
+                {
+                    "metric": metric,
+                    "correlation": kind,
+                    "n": len(x),
+                    "r": float(result.statistic),
+                    "p_value": float(result.pvalue),
+                    "testable": True,
+                    "reason": "",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -271,9 +409,20 @@ def method_means(table: pd.DataFrame, metrics=None) -> pd.DataFrame:
     return table.groupby("method")[["confidence", *present_metrics(table, metrics)]].mean().reset_index()
 
 
-def analyse(table: pd.DataFrame, *, low: float, high: float, map_for_example: str = "prediction",
-            alpha: float = 0.05, n_bootstrap: int = 2000, seed: int = 0, min_group: int = 10,
-            metrics=None, test: str = "cluster_bootstrap", min_images: int = 2) -> AnalysisResults:
+def analyse(
+    table: pd.DataFrame,
+    *,
+    low: float,
+    high: float,
+    map_for_example: str = "prediction",
+    alpha: float = 0.05,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+    min_group: int = 10,
+    metrics=None,
+    test: str = "cluster_bootstrap",
+    min_images: int = 2,
+) -> AnalysisResults:
     """Every table and summary metric of one run's per-example table; ``metrics``: the metrics the
     run scored (default: the registered ones the table has)."""
     results = AnalysisResults()
@@ -283,14 +432,27 @@ def analyse(table: pd.DataFrame, *, low: float, high: float, map_for_example: st
     examples["confidence_level"] = confidence_level(examples["confidence"], low, high)
     results.examples = examples
     metrics = present_metrics(table, metrics)
-    significance = significance_table(examples, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed, min_group=min_group,
-                                      metrics=metrics, primary=test, min_images=min_images)
+    significance = significance_table(
+        examples,
+        alpha=alpha,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        min_group=min_group,
+        metrics=metrics,
+        primary=test,
+        min_images=min_images,
+    )
     correlations = confidence_correlations(examples, metrics)
     means = scenario_summary(examples, "mean", metrics)
     medians = scenario_summary(examples, "median", metrics)
-    results.tables = {"method_means": method_means(table, metrics), "scenario_means": means,
-                      "scenario_medians": medians, "descriptive_by_split": descriptive_by_split(examples, metrics),
-                      "significance": significance, "confidence_correlations": correlations}
+    results.tables = {
+        "method_means": method_means(table, metrics),
+        "scenario_means": means,
+        "scenario_medians": medians,
+        "descriptive_by_split": descriptive_by_split(examples, metrics),
+        "significance": significance,
+        "confidence_correlations": correlations,
+    }
     results.metrics = headline_metrics(examples, means, significance, metrics)
     missing = without_example_map(table, examples)
     if missing:
@@ -301,8 +463,9 @@ def analyse(table: pd.DataFrame, *, low: float, high: float, map_for_example: st
 HEADLINE_SPLITS = ("correct", "wrong")
 
 
-def headline_metrics(table: pd.DataFrame, means: pd.DataFrame, significance: pd.DataFrame,
-                     metrics=None) -> dict[str, float]:
+def headline_metrics(
+    table: pd.DataFrame, means: pd.DataFrame, significance: pd.DataFrame, metrics=None
+) -> dict[str, float]:
     """The few numbers a run logs as MLflow metrics, in ``/`` sections the UI groups (every test
     statistic stays in the tables), from one row per question (``table``: the example rows):
     ``score/<metric>`` means over the questions for every non-redundant
@@ -313,8 +476,9 @@ def headline_metrics(table: pd.DataFrame, means: pd.DataFrame, significance: pd.
 
     m: dict[str, float] = {}
     family = family_metrics()
-    shown = [x for x in present_metrics(table, metrics)
-             if x in family or (x in REGISTRY and REGISTRY[x].family != "overlap")]
+    shown = [
+        x for x in present_metrics(table, metrics) if x in family or (x in REGISTRY and REGISTRY[x].family != "overlap")
+    ]
     for metric in shown:
         m[f"score/{metric}"] = float(table[metric].mean())
     for metric in [x for x in family if x in table]:

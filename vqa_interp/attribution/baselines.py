@@ -14,6 +14,7 @@ through the same scorer.
 - ``oracle``: the exact evidence mask of the question, where the dataset knows it (the embedded
   benchmark's ``exact_masks_val``); None elsewhere, and undefined (constant) when no object decides.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from vqa_interp.attribution.registry import Method, register
 class BaselineContext:
     """What a baseline may look at for one question: the example, its display image
     ``[S, S, 3]`` uint8 (the model's view), the dataset and the input geometry; ``seed`` the run's."""
+
     example: Any
     image: np.ndarray
     dataset: Any
@@ -55,7 +57,7 @@ def centre_map(context: BaselineContext, options: dict) -> np.ndarray:
     sigma = float(options["sigma"]) * size
     centre = (size - 1) / 2.0
     yy, xx = np.mgrid[:size, :size]
-    return np.exp(-((yy - centre) ** 2 + (xx - centre) ** 2) / (2 * sigma ** 2))
+    return np.exp(-((yy - centre) ** 2 + (xx - centre) ** 2) / (2 * sigma**2))
 
 
 def image_map(context: BaselineContext, options: dict) -> np.ndarray:
@@ -72,15 +74,27 @@ def oracle_map(context: BaselineContext, options: dict) -> np.ndarray | None:
 
 BASELINES = {"random": random_map, "centre": centre_map, "image": image_map, "oracle": oracle_map}
 HUMAN_CEILING = "human_ceiling"
-REFERENCES = (*BASELINES, HUMAN_CEILING)    # every floor, then the ceiling (leave-one-annotator-out)
+REFERENCES = (*BASELINES, HUMAN_CEILING)  # every floor, then the ceiling (leave-one-annotator-out)
 _OPTIONS = {"random": {}, "centre": {"sigma": 0.25}, "image": {"blur": 1.0}, "oracle": {}}
-_DESCRIPTIONS = {"random": "i.i.d. uniform noise (chance)", "centre": "centre Gaussian (centre bias)",
-                 "image": "edges of the blurred image (model-free saliency)",
-                 "oracle": "the exact evidence mask (embedded benchmark only)"}
+_DESCRIPTIONS = {
+    "random": "i.i.d. uniform noise (chance)",
+    "centre": "centre Gaussian (centre bias)",
+    "image": "edges of the blurred image (model-free saliency)",
+    "oracle": "the exact evidence mask (embedded benchmark only)",
+}
 
 for _name, _fn in BASELINES.items():
-    register(Method(_name, None, _OPTIONS[_name], _DESCRIPTIONS[_name], kind="baseline", baseline=_fn,
-                    ranges={"sigma": (1e-6, float("inf")), "blur": (0.0, float("inf"))}))
+    register(
+        Method(
+            _name,
+            None,
+            _OPTIONS[_name],
+            _DESCRIPTIONS[_name],
+            kind="baseline",
+            baseline=_fn,
+            ranges={"sigma": (1e-6, float("inf")), "blur": (0.0, float("inf"))},
+        )
+    )
 
 
 def baseline_map(name: str, context: BaselineContext, options: dict | None = None) -> np.ndarray | None:

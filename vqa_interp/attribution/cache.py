@@ -14,6 +14,7 @@ time for people). A second run that needs the map waits for it; the kernel drops
 holder dies, however it dies (SIGKILL, the end of a container whose PID 1 it was), and the waiting
 run then computes the map itself.
 """
+
 from __future__ import annotations
 
 import io
@@ -31,7 +32,6 @@ from vqa_interp.util.locking import HeldLock, lock_is_held, write_atomic
 from vqa_interp.util.signature import signature
 
 
-
 class MapCache:
     """One map set: ``root/<signature>/<key>.map`` plus ``key.json`` describing the signature."""
 
@@ -42,9 +42,9 @@ class MapCache:
         description = self.folder / "key.json"
         if not description.exists():
             write_atomic(description, lambda tmp: Path(tmp).write_text(json.dumps(depends_on, indent=1, default=str)))
-        self.hits = 0        # maps taken from the cache (including those another run was computing)
-        self.misses = 0      # maps computed by this run
-        self.waited = 0      # maps this run waited for while another run computed them
+        self.hits = 0  # maps taken from the cache (including those another run was computing)
+        self.misses = 0  # maps computed by this run
+        self.waited = 0  # maps this run waited for while another run computed them
         self.repaired = 0
         self._held: dict[str, HeldLock] = {}
 
@@ -102,8 +102,10 @@ class MapCache:
         :meth:`has` checked it)."""
         payload = self._payload(key)
         if payload is None:
-            raise DataError(f"map cache entry {self.path(key)} was damaged while the run used it; run the same "
-                            "command again to compute it anew")
+            raise DataError(
+                f"map cache entry {self.path(key)} was damaged while the run used it; run the same "
+                "command again to compute it anew"
+            )
         return np.load(io.BytesIO(payload))
 
     def store(self, key: str, array: np.ndarray, extras: dict[str, float] | None = None) -> None:

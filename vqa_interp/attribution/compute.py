@@ -1,4 +1,5 @@
 """Batched map computation: requests -> channel-reduced maps ``[S, S]``, batch by batch."""
+
 from __future__ import annotations
 
 import contextlib
@@ -31,16 +32,24 @@ def reduce_channels(attributions: torch.Tensor, how: str = "max_abs") -> torch.T
 @dataclass(frozen=True)
 class MapRequest:
     """One map to compute: an example's image/question and the answer to attribute."""
-    key: str               # cache key of this map within the run's map set
-    image_row: int         # row into the images (the example's row)
-    question_row: int      # row into the question encoding
-    target: str            # the (normalised) answer string whose score is attributed
+
+    key: str  # cache key of this map within the run's map set
+    image_row: int  # row into the images (the example's row)
+    question_row: int  # row into the question encoding
+    target: str  # the (normalised) answer string whose score is attributed
 
 
-def compute_maps(model, attribute: AttributeFn, requests: list[MapRequest],
-                 load_images: Callable[[list[int]], torch.Tensor], question: tuple,
-                 *, batch_size: int, channel_reduction: str, device: str = "cpu"
-                 ) -> Iterator[tuple[MapRequest, np.ndarray, dict[str, float]]]:
+def compute_maps(
+    model,
+    attribute: AttributeFn,
+    requests: list[MapRequest],
+    load_images: Callable[[list[int]], torch.Tensor],
+    question: tuple,
+    *,
+    batch_size: int,
+    channel_reduction: str,
+    device: str = "cpu",
+) -> Iterator[tuple[MapRequest, np.ndarray, dict[str, float]]]:
     """Yield ``(request, map [S, S] float32, extras)`` batch by batch (maps are never all held at once).
 
     ``model`` is the :class:`~vqa_interp.models.base.VqaModel`, ``question`` its encoding of every
@@ -63,10 +72,12 @@ def compute_maps(model, attribute: AttributeFn, requests: list[MapRequest],
         if isinstance(raw, tuple):
             raw, extras = raw
         reduced = reduce_channels(raw.detach(), channel_reduction).float().cpu().numpy()
-        return [(request, array, {k: float(v[i]) for k, v in extras.items()})
-                for i, (request, array) in enumerate(zip(batch, reduced))]
+        return [
+            (request, array, {k: float(v[i]) for k, v in extras.items()})
+            for i, (request, array) in enumerate(zip(batch, reduced))
+        ]
 
     with context:
         for begin in range(0, len(requests), batch_size):
             # a CUDA out-of-memory error halves the batch once (the maps do not depend on the batch)
-            yield from halving_on_oom(run, requests[begin:begin + batch_size], "attribution")
+            yield from halving_on_oom(run, requests[begin : begin + batch_size], "attribution")

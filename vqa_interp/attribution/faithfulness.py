@@ -23,6 +23,7 @@ area under the deletion curve is lower, and under the insertion curve higher, fo
 the pixels the model uses first. Each map costs ``2 (steps + 1)`` forward passes, batched (the
 curves' two ends are shared by every map of the same image and target).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -69,22 +70,47 @@ def top_weights(flat: torch.Tensor, threshold: torch.Tensor, count: torch.Tensor
     return above.to(flat.dtype) + tied.to(flat.dtype) * share[:, None]
 
 
-def deletion_insertion(model, images: torch.Tensor, maps: np.ndarray, question: tuple, targets: torch.Tensor,
-                       steps: int = 10, batch_size: int = 64, kind: str = "blur",
-                       blur_sigma: float = 0.25) -> dict[str, np.ndarray]:
+def deletion_insertion(
+    model,
+    images: torch.Tensor,
+    maps: np.ndarray,
+    question: tuple,
+    targets: torch.Tensor,
+    steps: int = 10,
+    batch_size: int = 64,
+    kind: str = "blur",
+    blur_sigma: float = 0.25,
+) -> dict[str, np.ndarray]:
     """Curves and areas for ``B`` maps ``[B, S, S]`` of ``images [B, 3, S, S]`` (``model`` a
     :class:`~vqa_interp.models.base.VqaModel`, ``question`` its encoding of the ``B`` questions).
 
     Returns ``deletion`` and ``insertion`` curves ``[B, steps + 1]`` (target probabilities) and their
     areas ``deletion_auc``, ``insertion_auc`` ``[B]``.
     """
-    return curves_for_map_sets(model, images, {"maps": maps}, question, targets, steps=steps, batch_size=batch_size,
-                               kind=kind, blur_sigma=blur_sigma)["maps"]
+    return curves_for_map_sets(
+        model,
+        images,
+        {"maps": maps},
+        question,
+        targets,
+        steps=steps,
+        batch_size=batch_size,
+        kind=kind,
+        blur_sigma=blur_sigma,
+    )["maps"]
 
 
-def curves_for_map_sets(model, images: torch.Tensor, map_sets: dict[str, np.ndarray], question: tuple,
-                        targets: torch.Tensor, steps: int = 10, batch_size: int = 64,
-                        kind: str = "blur", blur_sigma: float = 0.25) -> dict[str, dict[str, np.ndarray]]:
+def curves_for_map_sets(
+    model,
+    images: torch.Tensor,
+    map_sets: dict[str, np.ndarray],
+    question: tuple,
+    targets: torch.Tensor,
+    steps: int = 10,
+    batch_size: int = 64,
+    kind: str = "blur",
+    blur_sigma: float = 0.25,
+) -> dict[str, dict[str, np.ndarray]]:
     """:func:`deletion_insertion` for several sets of maps of the same images and targets (a method's
     maps and random maps, say): the curves' ends (the image, the substrate) are the same for every
     map and are computed once, so each target costs ``2 + 2 (steps - 1) x len(map_sets)`` forwards,
@@ -100,38 +126,50 @@ def curves_for_map_sets(model, images: torch.Tensor, map_sets: dict[str, np.ndar
     base = substrate(images, kind, blur_sigma)
 
     def probabilities(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        if hasattr(model, "target_probabilities"):   # the model interface (a classifier or generative)
+        if hasattr(model, "target_probabilities"):  # the model interface (a classifier or generative)
             return model.target_probabilities(x, take(question, rows), take(targets, rows))
-        probs = torch.softmax(model.forward(x, take(question, rows)).float(), dim=1)   # a bare classifier
+        probs = torch.softmax(model.forward(x, take(question, rows)).float(), dim=1)  # a bare classifier
         return probs.gather(1, targets[0][rows][:, None]).squeeze(1)
 
     results = {}
     with torch.no_grad():
         every = torch.arange(batch, device=device)
-        ends = [torch.cat([probabilities(source[c:c + batch_size], every[c:c + batch_size])
-                           for c in range(0, batch, batch_size)]).cpu().numpy() for source in (images, base)]
+        ends = [
+            torch.cat(
+                [
+                    probabilities(source[c : c + batch_size], every[c : c + batch_size])
+                    for c in range(0, batch, batch_size)
+                ]
+            )
+            .cpu()
+            .numpy()
+            for source in (images, base)
+        ]
         # interior points: (map, step, curve) with step in 1..steps-1 and curve deletion (0) / insertion (1)
         grid = torch.cartesian_prod(every, torch.arange(1, steps, device=device), torch.arange(2, device=device))
         for name, maps in map_sets.items():
             flat = torch.as_tensor(np.ascontiguousarray(maps, np.float64).reshape(batch, n)).to(device)
             # each step's threshold: the value of its last pixel in the descending order
-            thresholds = torch.sort(flat, dim=1, descending=True).values[:, (counts - 1).clamp(min=0)]   # [B, steps+1]
+            thresholds = torch.sort(flat, dim=1, descending=True).values[:, (counts - 1).clamp(min=0)]  # [B, steps+1]
             curves = np.zeros((2, batch, steps + 1))
-            curves[0, :, 0], curves[0, :, steps] = ends            # deletion: image -> substrate
-            curves[1, :, 0], curves[1, :, steps] = ends[::-1]      # insertion: substrate -> image
+            curves[0, :, 0], curves[0, :, steps] = ends  # deletion: image -> substrate
+            curves[1, :, 0], curves[1, :, steps] = ends[::-1]  # insertion: substrate -> image
             for c in range(0, len(grid), batch_size):
-                rows, step, curve = grid[c:c + batch_size].unbind(1)
+                rows, step, curve = grid[c : c + batch_size].unbind(1)
                 top = top_weights(flat[rows], thresholds[rows, step], counts[step]).to(images.dtype)  # [m, n]
                 # deletion keeps the image outside the top pixels, insertion inside them
                 deleting = (curve == 0)[:, None].to(images.dtype)
-                keep = top.mul_(1 - 2 * deleting).add_(deleting).reshape(-1, 1, side, side)   # 1 - top where deleting
+                keep = top.mul_(1 - 2 * deleting).add_(deleting).reshape(-1, 1, side, side)  # 1 - top where deleting
                 # base + keep (image - base), in place: two image-sized temporaries, not four
                 mixed = (images[rows] - base[rows]).mul_(keep).add_(base[rows])
                 del top, keep
                 p = probabilities(mixed, rows).cpu().numpy()
                 del mixed
                 curves[curve.cpu().numpy(), rows.cpu().numpy(), step.cpu().numpy()] = p
-            results[name] = {"deletion": curves[0], "insertion": curves[1],
-                             "deletion_auc": np.trapezoid(curves[0], fractions, axis=1),
-                             "insertion_auc": np.trapezoid(curves[1], fractions, axis=1)}
+            results[name] = {
+                "deletion": curves[0],
+                "insertion": curves[1],
+                "deletion_auc": np.trapezoid(curves[0], fractions, axis=1),
+                "insertion_auc": np.trapezoid(curves[1], fractions, axis=1),
+            }
     return results

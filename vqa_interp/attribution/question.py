@@ -13,6 +13,7 @@ its "no question" baseline and its question-side forward.
   question together (baselines: a zero image in the normalised input space, the zero embedding);
   the image's share is ``|A_image|_1 / (|A_image|_1 + |A_question|_1)``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,18 +32,35 @@ def in_chunks(call, n: int, size: int | None) -> tuple[torch.Tensor, ...]:
     return tuple(torch.cat(part) for part in zip(*parts))
 
 
-def token_attributions(model, images: torch.Tensor, question: tuple, targets: tuple, n_steps: int = 32,
-                       internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def token_attributions(
+    model,
+    images: torch.Tensor,
+    question: tuple,
+    targets: tuple,
+    n_steps: int = 32,
+    internal_batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """See :func:`_token_attributions`; at most ``internal_batch_size`` examples a call."""
     from vqa_interp.models.base import as_target, take
 
     targets = as_target(targets)
-    return in_chunks(lambda rows: _token_attributions(model, images[rows], take(question, rows), take(targets, rows),
-                                                      n_steps, internal_batch_size), len(images), internal_batch_size)
+    return in_chunks(
+        lambda rows: _token_attributions(
+            model, images[rows], take(question, rows), take(targets, rows), n_steps, internal_batch_size
+        ),
+        len(images),
+        internal_batch_size,
+    )
 
 
-def _token_attributions(model, images: torch.Tensor, question: tuple, targets: tuple, n_steps: int = 32,
-                        internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _token_attributions(
+    model,
+    images: torch.Tensor,
+    question: tuple,
+    targets: tuple,
+    n_steps: int = 32,
+    internal_batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token attributions ``[B, T]`` (normalised, 0 outside the question's tokens) and IG's
     completeness error ``[B]`` (``|sum of raw attributions - (f(x) - f(baseline))|``) for ``images
     [B, 3, S, S]`` and their question encoding. ``internal_batch_size``: scaled inputs per pass
@@ -54,12 +72,17 @@ def _token_attributions(model, images: torch.Tensor, question: tuple, targets: t
     targets = as_target(targets)
     forward, fixed = model.question_side(images, tuple(targets))
     lig = LayerIntegratedGradients(forward, model.text_embedding())
-    raw, delta = lig.attribute(tuple(question), baselines=tuple(model.question_baseline(question)),
-                               additional_forward_args=fixed, n_steps=n_steps,
-                               return_convergence_delta=True, internal_batch_size=internal_batch_size)
+    raw, delta = lig.attribute(
+        tuple(question),
+        baselines=tuple(model.question_baseline(question)),
+        additional_forward_args=fixed,
+        n_steps=n_steps,
+        return_convergence_delta=True,
+        internal_batch_size=internal_batch_size,
+    )
     mask = model.token_mask(question)
     # a generative model's text embedding also reads the target answer's tokens (after the prompt)
-    scores = raw.sum(dim=-1).detach()[:, :mask.shape[1]]
+    scores = raw.sum(dim=-1).detach()[:, : mask.shape[1]]
     scores = torch.where(mask.to(scores.device), scores, torch.zeros_like(scores))
     norm = scores.norm(dim=1, keepdim=True)
     return scores / torch.where(norm > 0, norm, torch.ones_like(norm)), delta.detach().abs()
@@ -69,11 +92,13 @@ def _token_attributions(model, images: torch.Tensor, question: tuple, targets: t
 def _embedding_replaced(embedding: nn.Module, embedded: list):
     """Inside the block, the token embedding returns ``embedded[0]`` instead of looking tokens up (a
     generative model's embedding also reads the target answer after the prompt: those stay looked up)."""
+
     def hook(module, inputs, output):
         given = embedded[0]
         if output.shape[1] > given.shape[1]:
-            return torch.cat([given, output[:, given.shape[1]:]], dim=1)
+            return torch.cat([given, output[:, given.shape[1] :]], dim=1)
         return given
+
     handle = embedding.register_forward_hook(hook)
     try:
         yield
@@ -81,18 +106,35 @@ def _embedding_replaced(embedding: nn.Module, embedded: list):
         handle.remove()
 
 
-def image_question_share(model, images: torch.Tensor, question: tuple, targets: tuple, n_steps: int = 32,
-                         internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def image_question_share(
+    model,
+    images: torch.Tensor,
+    question: tuple,
+    targets: tuple,
+    n_steps: int = 32,
+    internal_batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """See :func:`_image_question_share`; at most ``internal_batch_size`` examples a call."""
     from vqa_interp.models.base import as_target, take
 
     targets = as_target(targets)
-    return in_chunks(lambda rows: _image_question_share(model, images[rows], take(question, rows), take(targets, rows),
-                                                        n_steps, internal_batch_size), len(images), internal_batch_size)
+    return in_chunks(
+        lambda rows: _image_question_share(
+            model, images[rows], take(question, rows), take(targets, rows), n_steps, internal_batch_size
+        ),
+        len(images),
+        internal_batch_size,
+    )
 
 
-def _image_question_share(model, images: torch.Tensor, question: tuple, targets: tuple, n_steps: int = 32,
-                          internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _image_question_share(
+    model,
+    images: torch.Tensor,
+    question: tuple,
+    targets: tuple,
+    n_steps: int = 32,
+    internal_batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The image's share of the attribution ``[B]`` in [0, 1] (the question's is ``1 - share``) and the
     joint pass's completeness error ``[B]``. The ``B x n_steps`` scaled inputs go through the model
     ``internal_batch_size`` at a time (Captum's; None: ``B``), each a full forward and backward."""
@@ -115,9 +157,13 @@ def _image_question_share(model, images: torch.Tensor, question: tuple, targets:
         embedded = embedding(question[0])
     ig = IntegratedGradients(forward)
     (a_image, a_question), delta = ig.attribute(
-        (images.detach(), embedded), baselines=(torch.zeros_like(images), torch.zeros_like(embedded)),
-        additional_forward_args=(*question, *targets), n_steps=n_steps, return_convergence_delta=True,
-        internal_batch_size=internal_batch_size or len(images))
+        (images.detach(), embedded),
+        baselines=(torch.zeros_like(images), torch.zeros_like(embedded)),
+        additional_forward_args=(*question, *targets),
+        n_steps=n_steps,
+        return_convergence_delta=True,
+        internal_batch_size=internal_batch_size or len(images),
+    )
     image_mass = a_image.detach().abs().flatten(1).sum(1)
     question_mass = a_question.detach().abs().flatten(1).sum(1)
     total = image_mass + question_mass

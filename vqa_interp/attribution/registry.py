@@ -8,6 +8,7 @@ model interface, never a module path) and names the attachment points it needs f
 (``needs``), so a model that lacks one is refused before any work. Methods are registered by their
 family files (:mod:`vqa_interp.attribution.captum_methods` holds the table of Captum classes).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class Method:
     ``"baseline"``, see :mod:`vqa_interp.attribution.baselines`) has ``baseline(context, options)
     -> map [S, S] | None`` instead of ``build``.
     """
+
     name: str
     build: Callable[[Any, dict], AttributeFn] | None
     options: dict[str, Any] = field(default_factory=dict, hash=False)
@@ -41,27 +43,33 @@ class Method:
     kind: str = "model"
     baseline: Callable | None = None
     needs: tuple[str, ...] = ("pixels",)
-    ranges: dict[str, tuple[float, float]] = field(default_factory=dict, hash=False)   # numeric options: [low, high]
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict, hash=False)  # numeric options: [low, high]
 
     def validate(self, options: dict) -> None:
         """Raise :class:`ConfigError` for an unknown option, a value of the wrong type or one outside
         the option's range (``ranges``), before any work."""
         unknown = set(options) - set(self.options)
         if unknown:
-            raise ConfigError(f"method {self.name!r} has unknown option(s) {sorted(unknown)}; "
-                              f"allowed: {sorted(self.options) or 'none'}.")
+            raise ConfigError(
+                f"method {self.name!r} has unknown option(s) {sorted(unknown)}; "
+                f"allowed: {sorted(self.options) or 'none'}."
+            )
         for key, value in options.items():
             default = self.options[key]
-            if default is not None and not isinstance(value, type(default)) and not (
-                    isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)):
-                raise ConfigError(f"method.{key}={value!r}: expected a {type(default).__name__} "
-                                  f"(default {default!r}).")
+            if (
+                default is not None
+                and not isinstance(value, type(default))
+                and not (isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool))
+            ):
+                raise ConfigError(f"method.{key}={value!r}: expected a {type(default).__name__} (default {default!r}).")
             if key in self.ranges and value is not None:
                 low, high = self.ranges[key]
                 if not low <= value <= high:
                     allowed = f">= {low:g}" if high == float("inf") else f"between {low:g} and {high:g}"
-                    raise ConfigError(f"method.{key}={value!r} is out of range for method={self.name}; expected a "
-                                      f"value {allowed} (default {default!r}).")
+                    raise ConfigError(
+                        f"method.{key}={value!r} is out of range for method={self.name}; expected a "
+                        f"value {allowed} (default {default!r})."
+                    )
 
     def runs_on(self, provides) -> bool:
         """Whether a model providing these attachment points serves every need (``a|b``: either)."""
@@ -94,4 +102,5 @@ def make_attributor(model, method: str, options: dict) -> AttributeFn:
 
     def attribute(x, target, question):
         return built(x, as_target(target), question)
+
     return attribute

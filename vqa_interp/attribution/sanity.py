@@ -15,6 +15,7 @@ answer is the randomised model's own prediction. How the human-agreement metrics
 beside (``human_<metric>``). A method whose absolute maps keep a mean Spearman above 0.5 after the
 whole model is randomised fails the check.
 """
+
 from __future__ import annotations
 
 import copy
@@ -61,10 +62,10 @@ def ssim(a: np.ndarray, b: np.ndarray, *, sigma: float = 1.5, data_range: float 
         return ndimage.gaussian_filter(x, sigma, truncate=3.5, mode="reflect")
 
     mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
+    var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
     cov = blur(a * b) - mu_a * mu_b
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     pad = (2 * int(3.5 * sigma + 0.5) + 1 - 1) // 2
     return float(index[pad:-pad, pad:-pad].mean())
 
@@ -81,13 +82,14 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(scipy.stats.spearmanr(x.ravel(), y.ravel()).statistic)
 
 
-def _maps(model, method: str, options: dict, images: torch.Tensor, question: tuple,
-          batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _maps(
+    model, method: str, options: dict, images: torch.Tensor, question: tuple, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(absolute maps ``[N, S, S]``, signed maps ``[N, S, S]``) for the model's own predictions."""
     attribute = make_attributor(model, method, options)
     absolute, signed = [], []
     for begin in range(0, len(images), batch_size):
-        x, qq = images[begin:begin + batch_size], take(question, range(begin, min(begin + batch_size, len(images))))
+        x, qq = images[begin : begin + batch_size], take(question, range(begin, min(begin + batch_size, len(images))))
         with torch.no_grad():
             targets = model.predicted_targets(x, qq)
         raw = attribute(x.clone().requires_grad_(True), targets, qq)
@@ -97,9 +99,18 @@ def _maps(model, method: str, options: dict, images: torch.Tensor, question: tup
     return np.concatenate(absolute), np.concatenate(signed)
 
 
-def sanity_checks(model, method: str, options: dict, images: torch.Tensor, question: tuple, *,
-                  human_scores: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
-                  batch_size: int = 16, seed: int = 0, modes: Sequence[str] = ("cascading", "independent")) -> pd.DataFrame:
+def sanity_checks(
+    model,
+    method: str,
+    options: dict,
+    images: torch.Tensor,
+    question: tuple,
+    *,
+    human_scores: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    modes: Sequence[str] = ("cascading", "independent"),
+) -> pd.DataFrame:
     """Randomisation curves for one method of ``model`` (a :class:`~vqa_interp.models.base.VqaModel`)
     on ``images [N, 3, S, S]`` and their questions' encoding ``question``.
 
@@ -122,9 +133,18 @@ def sanity_checks(model, method: str, options: dict, images: torch.Tensor, quest
         for similarity, series in values.items():
             series = np.asarray(series, float)
             series = series[np.isfinite(series)]
-            rows.append({"mode": mode, "step": step, "block": block, "method": method, "similarity": similarity,
-                         "mean": float(series.mean()) if len(series) else np.nan,
-                         "std": float(series.std(ddof=1)) if len(series) > 1 else np.nan, "n": len(series)})
+            rows.append(
+                {
+                    "mode": mode,
+                    "step": step,
+                    "block": block,
+                    "method": method,
+                    "similarity": similarity,
+                    "mean": float(series.mean()) if len(series) else np.nan,
+                    "std": float(series.std(ddof=1)) if len(series) > 1 else np.nan,
+                    "n": len(series),
+                }
+            )
 
     blocks = [name for name, _ in model.blocks()]
     for mode in modes:

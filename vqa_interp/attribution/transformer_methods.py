@@ -20,6 +20,7 @@ the ``h x w`` grid and upsampled bilinearly to the input ``[B, 1, S, S]``:
 The token layout (which row, which columns, the grid) comes from the model
 (:meth:`~vqa_interp.models.vilt.ViltModel.token_layout`), so these functions name no model.
 """
+
 from __future__ import annotations
 
 import torch
@@ -58,8 +59,10 @@ def attention_map(attentions: list[torch.Tensor], row, columns, layer: int = -1)
     """``[B, N]``: layer ``layer``'s attention (an index into ``attentions``, -1 the last) of token
     ``row`` (see :func:`_start`) over ``columns``, mean over heads."""
     if not -len(attentions) <= layer < len(attentions):
-        raise ConfigError(f"method.layer={layer} is out of range: the model has {len(attentions)} attention layers "
-                          f"(0 .. {len(attentions) - 1}, or -{len(attentions)} .. -1 from the top).")
+        raise ConfigError(
+            f"method.layer={layer} is out of range: the model has {len(attentions)} attention layers "
+            f"(0 .. {len(attentions) - 1}, or -{len(attentions)} .. -1 from the top)."
+        )
     a = attentions[layer].mean(dim=1)
     return columns_of((_start(a, row) @ a)[:, 0], columns)
 
@@ -109,18 +112,22 @@ def relevancy_row(attentions: list[torch.Tensor], gradients: list[torch.Tensor],
 
 def _from_attentions(combine):
     """A builder whose map is ``combine(attentions, row, columns, options) -> [B, N]`` of one forward."""
+
     def build(model, options):
         def attribute(x, target, question):
             with torch.no_grad():
                 _, attentions = model.attentions(x, question, target)
                 row, columns, grid = model.token_layout(x, question, target)
                 return on_grid(combine(attentions, row, columns, options), grid, tuple(x.shape[-2:]))
+
         return attribute
+
     return build
 
 
-_attention = _from_attentions(lambda attentions, row, columns, options: attention_map(attentions, row, columns,
-                                                                                       options["layer"]))
+_attention = _from_attentions(
+    lambda attentions, row, columns, options: attention_map(attentions, row, columns, options["layer"])
+)
 _rollout = _from_attentions(lambda attentions, row, columns, options: columns_of(rollout_row(attentions, row), columns))
 
 
@@ -137,7 +144,7 @@ def token_gradcam(model, x: torch.Tensor, target: tuple, question: tuple, layer:
             # the pixels put the layer's output in the graph (the model's parameters are frozen)
             scores = model.target_scores(x.detach().requires_grad_(True), question, target)
             states = captured[-1]
-            gradients, = torch.autograd.grad(scores.sum(), states)
+            (gradients,) = torch.autograd.grad(scores.sum(), states)
     finally:
         handle.remove()
     _, columns, grid = model.token_layout(x, question, target)
@@ -145,8 +152,8 @@ def token_gradcam(model, x: torch.Tensor, target: tuple, question: tuple, layer:
         if not isinstance(columns, torch.Tensor):
             columns = torch.arange(states.shape[1])[columns].expand(len(x), -1)
         index = columns.to(states.device)[:, :, None].expand(-1, -1, states.shape[-1])
-        h, g = states.detach().gather(1, index), gradients.gather(1, index)        # [B, N, D]
-        cam = (g.mean(dim=1, keepdim=True) * h).sum(dim=-1).clamp(min=0)          # [B, N]
+        h, g = states.detach().gather(1, index), gradients.gather(1, index)  # [B, N, D]
+        cam = (g.mean(dim=1, keepdim=True) * h).sum(dim=-1).clamp(min=0)  # [B, N]
         return on_grid(cam.float(), grid, tuple(x.shape[-2:]))
 
 
@@ -161,15 +168,34 @@ def _chefer(model, options):
         with torch.no_grad():
             values = columns_of(relevancy_row([a.detach() for a in attentions], list(gradients), row), columns)
             return on_grid(values, grid, tuple(x.shape[-2:]))
+
     return attribute
 
 
 for _method in (
-    Method("attention", _attention, {"layer": -1}, "one layer's attention (default the last) from the answer "
-           "token over the patches, mean over heads", "Vaswani et al. 2017", needs=("pixels", "attentions")),
-    Method("rollout", _rollout, {}, "attention rollout (residual added, rows renormalised)", "Abnar & Zuidema 2020",
-           needs=("pixels", "attentions")),
-    Method("chefer", _chefer, {}, "relevancy: gradient-weighted attention propagated through the layers",
-           "Chefer, Gur & Wolf 2021", needs=("pixels", "attentions")),
+    Method(
+        "attention",
+        _attention,
+        {"layer": -1},
+        "one layer's attention (default the last) from the answer token over the patches, mean over heads",
+        "Vaswani et al. 2017",
+        needs=("pixels", "attentions"),
+    ),
+    Method(
+        "rollout",
+        _rollout,
+        {},
+        "attention rollout (residual added, rows renormalised)",
+        "Abnar & Zuidema 2020",
+        needs=("pixels", "attentions"),
+    ),
+    Method(
+        "chefer",
+        _chefer,
+        {},
+        "relevancy: gradient-weighted attention propagated through the layers",
+        "Chefer, Gur & Wolf 2021",
+        needs=("pixels", "attentions"),
+    ),
 ):
     register(_method)

@@ -7,6 +7,7 @@ To add a dataset: subclass :class:`Dataset`, decorate it with :func:`register_da
 keys of its own, the dataset's ``Options`` class (a frozen dataclass of
 :func:`~vqa_interp.util.options.option` fields, read into ``settings.options``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ from typing import ClassVar
 import numpy as np
 
 from vqa_interp.data.images import InputGeometry, image_size, load_human_maps
-from vqa_interp.util.options import option
 from vqa_interp.data.vqa import DataPaths, Example, QARecord, Selection, load_examples, read_records, resolve_paths
+from vqa_interp.util.options import option
 
 DATASETS: dict[str, type["Dataset"]] = {}
 
@@ -32,9 +33,10 @@ class Dataset:
 
     ``settings`` is a :class:`vqa_interp.settings.DataSettings`; ``home`` the tool's data folder.
     """
+
     name: ClassVar[str] = ""
-    has_training_split: ClassVar[bool] = False   # a train split a model can be trained on (training_records)
-    Options: ClassVar[type | None] = None        # the dataset's own keys of data.* (None: the shared keys only)
+    has_training_split: ClassVar[bool] = False  # a train split a model can be trained on (training_records)
+    Options: ClassVar[type | None] = None  # the dataset's own keys of data.* (None: the shared keys only)
 
     def __init__(self, settings, home: str | Path = ".vqa-interp"):
         self.settings = settings
@@ -49,20 +51,33 @@ class Dataset:
         s = self.settings
         split = split or s.split
         if split == s.split:
-            return resolve_paths(self.root(), split=split, questions=s.questions, annotations=s.annotations,
-                                 images=s.images, human_maps=s.human_maps)
+            return resolve_paths(
+                self.root(),
+                split=split,
+                questions=s.questions,
+                annotations=s.annotations,
+                images=s.images,
+                human_maps=s.human_maps,
+            )
         return resolve_paths(self.root(), split=split, require_human_maps=False)
 
     # -- what is evaluated
     def examples(self) -> Selection:
         """The selected questions that have human maps (``data.limit``, ``question_ids``, shards)."""
         s = self.settings
-        return load_examples(self.paths(), limit=s.limit, question_ids=s.question_ids, num_shards=s.num_shards,
-                             shard=s.shard, skip_missing_images=s.skip_missing_images,
-                             skip_bad_images=s.skip_bad_images)
+        return load_examples(
+            self.paths(),
+            limit=s.limit,
+            question_ids=s.question_ids,
+            num_shards=s.num_shards,
+            shard=s.shard,
+            skip_missing_images=s.skip_missing_images,
+            skip_bad_images=s.skip_bad_images,
+        )
 
-    def human_maps(self, example: Example, geometry: InputGeometry, mode: str = "mean",
-                   annotator: int = 1) -> np.ndarray | None:
+    def human_maps(
+        self, example: Example, geometry: InputGeometry, mode: str = "mean", annotator: int = 1
+    ) -> np.ndarray | None:
         """The human map(s) an attribution is scored against: ``[n, S, S]`` float32 in [0, 1].
 
         ``mean``: the mean of the annotators' maps (n = 1); ``annotator``: annotator ``n`` only
@@ -106,11 +121,15 @@ def read_question_evidence(path: Path) -> dict[int, tuple[int, ...]]:
         evidence = json.loads(Path(path).read_text())["evidence"]
         return {int(qid): tuple(int(p) for p in positions) for qid, positions in evidence.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path}: not a question-evidence file ({type(exc).__name__}: {exc}); expected "
-                        '{"evidence": {"<question_id>": [token positions, ...]}}. Fix or remove the file.') from None
+        raise DataError(
+            f"{path}: not a question-evidence file ({type(exc).__name__}: {exc}); expected "
+            '{"evidence": {"<question_id>": [token positions, ...]}}. Fix or remove the file.'
+        ) from None
 
 
-def human_maps_for(example: Example, geometry: InputGeometry, mode: str = "mean", annotator: int = 1) -> np.ndarray | None:
+def human_maps_for(
+    example: Example, geometry: InputGeometry, mode: str = "mean", annotator: int = 1
+) -> np.ndarray | None:
     """See :meth:`Dataset.human_maps` (a function, for callers without a dataset object)."""
     paths = example.human_map_paths
     if mode == "annotator":
@@ -125,12 +144,14 @@ def human_maps_for(example: Example, geometry: InputGeometry, mode: str = "mean"
 @register_dataset
 class VqaHat(Dataset):
     """VQA 1.0 val + COCO val2014 + VQA-HAT val maps (Das et al. 2016), from ``data.root``."""
+
     name = "vqahat"
 
 
 @dataclass(frozen=True)
 class EmbeddedOptions:
     """The embedded generator's keys of ``data.*``."""
+
     seed: int = option(0, "the generator's seed (the shipped models were trained on seed 0)", minimum=0)
     n_train_images: int = option(3000, "training images (x 5 questions)", minimum=0)
     n_val_images: int = option(100, "evaluated images (x 3 questions = 300 questions, the paper's scale)", minimum=1)
@@ -140,6 +161,7 @@ class EmbeddedOptions:
 class Embedded(Dataset):
     """The embedded benchmark: generated on first use under ``<home>/data`` in the real formats,
     with the exact evidence masks (``exact_masks_val/{question_id}.png``)."""
+
     name = "embedded"
     has_training_split = True
     Options = EmbeddedOptions
@@ -155,10 +177,20 @@ class Embedded(Dataset):
         from vqa_interp.util.signature import short_signature
 
         s = self.options
-        signature = short_signature({"generator": GENERATOR_VERSION, "seed": s.seed,
-                                     "n_train_images": s.n_train_images, "n_val_images": s.n_val_images})
-        return generate_embedded(self.home / "data" / f"embedded-{signature}", seed=s.seed,
-                                 n_train_images=s.n_train_images, n_val_images=s.n_val_images)
+        signature = short_signature(
+            {
+                "generator": GENERATOR_VERSION,
+                "seed": s.seed,
+                "n_train_images": s.n_train_images,
+                "n_val_images": s.n_val_images,
+            }
+        )
+        return generate_embedded(
+            self.home / "data" / f"embedded-{signature}",
+            seed=s.seed,
+            n_train_images=s.n_train_images,
+            n_val_images=s.n_val_images,
+        )
 
     def exact_mask(self, example: Example, geometry: InputGeometry) -> np.ndarray | None:
         path = example.human_map_paths[0].parent.parent / "exact_masks_val" / f"{example.question_id}.png"
@@ -170,8 +202,12 @@ class Embedded(Dataset):
         from vqa_interp.data.embedded import GENERATOR_VERSION
 
         s = self.options
-        return {"seed": s.seed, "n_train_images": s.n_train_images, "n_val_images": s.n_val_images,
-                "generator": GENERATOR_VERSION}
+        return {
+            "seed": s.seed,
+            "n_train_images": s.n_train_images,
+            "n_val_images": s.n_val_images,
+            "generator": GENERATOR_VERSION,
+        }
 
 
 def dataset_for(settings, home: str | Path = ".vqa-interp") -> Dataset:

@@ -1,4 +1,5 @@
 """Pixels: how an image becomes the model input, and how human maps are aligned with it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from PIL import Image
 class InputGeometry:
     """How an image becomes the model's input: resize the shorter side to ``size / central_fraction``,
     then crop the central ``size x size`` square (pytorch-vqa: size 448, central_fraction 0.875)."""
+
     size: int = 448
     central_fraction: float = 0.875
 
@@ -52,7 +54,7 @@ def load_display_image(path: Path, geometry: InputGeometry) -> np.ndarray:
 
 
 def image_problem(path: Path) -> str:
-    """"" for an image file that decodes, else what is wrong with it ("empty (0 bytes)", "truncated
+    """ "" for an image file that decodes, else what is wrong with it ("empty (0 bytes)", "truncated
     ...", "not an image ..."). A JPEG is decoded in full only when it does not end with the JPEG
     end-of-image marker, so checking a folder of good images reads little more than their headers."""
     try:
@@ -68,7 +70,7 @@ def image_problem(path: Path) -> str:
                     handle.seek(max(0, size - 64))
                     if b"\xff\xd9" in handle.read():
                         return ""
-            image.load()       # raises on a truncated or corrupt file (truncated images are not accepted)
+            image.load()  # raises on a truncated or corrupt file (truncated images are not accepted)
     except OSError as exc:
         message = str(exc)
         if "truncated" in message:
@@ -76,7 +78,7 @@ def image_problem(path: Path) -> str:
         if "cannot identify" in message:
             return f"not an image ({size} bytes)"
         return f"not decodable ({message})"
-    except Exception as exc:   # Pillow raises other types for some corrupt streams
+    except Exception as exc:  # Pillow raises other types for some corrupt streams
         return f"not decodable ({type(exc).__name__}: {exc})"
     return ""
 
@@ -96,11 +98,11 @@ def load_human_maps(paths: Sequence[Path], image_wh: tuple[int, int], geometry: 
     aligned = []
     for path in paths:
         with Image.open(path) as image:
-            if image.mode in HIGH_DEPTH_MODES:   # 16/32-bit grey: read at its depth (convert("L") saturates)
+            if image.mode in HIGH_DEPTH_MODES:  # 16/32-bit grey: read at its depth (convert("L") saturates)
                 unit = Image.fromarray(high_depth_to_unit(image), mode="F").resize(image_wh, Image.BILINEAR)
                 aligned.append(np.asarray(_resize_and_crop(unit, geometry, Image.BILINEAR), np.float32))
                 continue
-            grey = image.convert("L").resize(image_wh, Image.BILINEAR)   # 1-bit, palette, RGB(A): 8-bit grey
+            grey = image.convert("L").resize(image_wh, Image.BILINEAR)  # 1-bit, palette, RGB(A): 8-bit grey
             aligned.append(np.asarray(_resize_and_crop(grey, geometry, Image.BILINEAR), np.float32) / 255.0)
     return np.stack(aligned)
 

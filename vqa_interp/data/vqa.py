@@ -4,6 +4,7 @@ The same readers serve the real files and the embedded benchmark (which is writt
 layout, see :mod:`vqa_interp.data.embedded`). Every check on the inputs happens in
 :func:`resolve_paths` / :func:`load_examples`, before any model work.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,44 +26,46 @@ log = logging.getLogger(__name__)
 
 SOURCES = {
     "questions": "VQA 1.0 val questions (OpenEnded_mscoco_val2014_questions.json or "
-                 "MultipleChoice_mscoco_val2014_questions.json), from https://visualqa.org/vqa_v1_download.html",
+    "MultipleChoice_mscoco_val2014_questions.json), from https://visualqa.org/vqa_v1_download.html",
     "annotations": "VQA 1.0 val annotations (mscoco_val2014_annotations.json), from https://visualqa.org/vqa_v1_download.html",
     "images": "COCO val2014 images (val2014/COCO_val2014_*.jpg), from https://cocodataset.org/#download",
     "human_maps": "VQA-HAT val maps (vqahat_val/{question_id}_{n}.png, unpacked from vqahat_val.zip), "
-                  "from https://computing.ece.vt.edu/~abhshkdz/vqa-hat/",
+    "from https://computing.ece.vt.edu/~abhshkdz/vqa-hat/",
 }
 
 
 @dataclass(frozen=True)
 class DataPaths:
     """Where one split's files are. ``images`` is a folder; ``human_maps`` a folder of PNGs."""
+
     questions: Path
     annotations: Path
     images: Path
     human_maps: Path
     image_prefix: str = "COCO_val2014_"
-    choices: Path | None = None     # the MultipleChoice questions file, where there is one (18 candidates each)
+    choices: Path | None = None  # the MultipleChoice questions file, where there is one (18 candidates each)
 
 
 @dataclass(frozen=True)
 class QARecord:
     """One question of a VQA 1.0 split with its annotation (as read from the two JSON files)."""
+
     question_id: int
     image_id: int
     question: str
-    answers: list[str]              # the 10 human answers (raw)
-    multiple_choice_answer: str     # the labelled answer (raw)
+    answers: list[str]  # the 10 human answers (raw)
+    multiple_choice_answer: str  # the labelled answer (raw)
     answer_type: str
-    question_type: str = ""         # VQA 1.0's question_type ("what color is the", ...), "" if absent
-    multiple_choices: tuple[str, ...] = ()   # VQA 1.0's 18 candidates (MultipleChoice file), () if absent
+    question_type: str = ""  # VQA 1.0's question_type ("what color is the", ...), "" if absent
+    multiple_choices: tuple[str, ...] = ()  # VQA 1.0's 18 candidates (MultipleChoice file), () if absent
 
 
 @dataclass(frozen=True)
 class Example(QARecord):
     """One evaluated question: its record, image file and human map files."""
+
     image_path: Path = Path()
     human_map_paths: list[Path] = field(default_factory=list)
-
 
 
 # ---------------------------------------------------------------- files
@@ -75,9 +78,16 @@ def _require(path: Path, key: str, what: str) -> Path:
     return path
 
 
-def resolve_paths(root: str | Path | None, *, split: str = "val", questions: str | None = None,
-                  annotations: str | None = None, images: str | None = None,
-                  human_maps: str | None = None, require_human_maps: bool = True) -> DataPaths:
+def resolve_paths(
+    root: str | Path | None,
+    *,
+    split: str = "val",
+    questions: str | None = None,
+    annotations: str | None = None,
+    images: str | None = None,
+    human_maps: str | None = None,
+    require_human_maps: bool = True,
+) -> DataPaths:
     """Resolve the standard VQA 1.0 / VQA-HAT layout under ``root``; each path can be overridden.
 
     ``require_human_maps=False`` is for a training split, which has none.
@@ -87,25 +97,36 @@ def resolve_paths(root: str | Path | None, *, split: str = "val", questions: str
     """
     base = Path(root) if root else None
     if base is None and not all([questions, annotations, images, human_maps or not require_human_maps]):
-        raise DataError("data.root is not set. Set data.root=DIR (the folder holding the VQA 1.0 json files, "
-                        "val2014/ and vqahat_val/) or each of data.questions, data.annotations, "
-                        "data.images, data.human_maps.")
+        raise DataError(
+            "data.root is not set. Set data.root=DIR (the folder holding the VQA 1.0 json files, "
+            "val2014/ and vqahat_val/) or each of data.questions, data.annotations, "
+            "data.images, data.human_maps."
+        )
     if base is not None and not base.is_dir():
-        raise DataError(f"data.root: {base} is not a folder. Expected a folder holding "
-                        f"OpenEnded_mscoco_{split}2014_questions.json, mscoco_{split}2014_annotations.json, "
-                        f"{split}2014/ and vqahat_{split}/.")
+        raise DataError(
+            f"data.root: {base} is not a folder. Expected a folder holding "
+            f"OpenEnded_mscoco_{split}2014_questions.json, mscoco_{split}2014_annotations.json, "
+            f"{split}2014/ and vqahat_{split}/."
+        )
     if questions:
         q_path = _require(Path(questions), "data.questions", SOURCES["questions"])
     else:
-        candidates = [base / f"OpenEnded_mscoco_{split}2014_questions.json",
-                      base / f"MultipleChoice_mscoco_{split}2014_questions.json"]
+        candidates = [
+            base / f"OpenEnded_mscoco_{split}2014_questions.json",
+            base / f"MultipleChoice_mscoco_{split}2014_questions.json",
+        ]
         found = [c for c in candidates if c.exists()]
         if not found:
-            raise DataError(f"data.questions: neither {candidates[0]} nor {candidates[1]} exists. "
-                            f"Expected {SOURCES['questions']}. Place one there or set data.questions=FILE.")
+            raise DataError(
+                f"data.questions: neither {candidates[0]} nor {candidates[1]} exists. "
+                f"Expected {SOURCES['questions']}. Place one there or set data.questions=FILE."
+            )
         q_path = found[0]
-    a_path = _require(Path(annotations) if annotations else base / f"mscoco_{split}2014_annotations.json",
-                      "data.annotations", SOURCES["annotations"])
+    a_path = _require(
+        Path(annotations) if annotations else base / f"mscoco_{split}2014_annotations.json",
+        "data.annotations",
+        SOURCES["annotations"],
+    )
     i_path = _require(Path(images) if images else base / f"{split}2014", "data.images", SOURCES["images"])
     h_path = Path(human_maps) if human_maps else base / f"vqahat_{split}"
     if require_human_maps:
@@ -123,8 +144,10 @@ def _read_json(path: Path, key: str, required: Sequence[str]) -> dict:
         raise DataError(f"{key}: {path} is not valid JSON ({exc}). Expected {SOURCES[key.split('.')[-1]]}.") from exc
     missing = [r for r in required if r not in payload]
     if missing:
-        raise DataError(f"{key}: {path} lacks the top-level field(s) {missing}. "
-                        f"Expected {SOURCES[key.split('.')[-1]]} (fields: {list(required)}).")
+        raise DataError(
+            f"{key}: {path} lacks the top-level field(s) {missing}. "
+            f"Expected {SOURCES[key.split('.')[-1]]} (fields: {list(required)})."
+        )
     return payload
 
 
@@ -134,8 +157,11 @@ def read_questions(paths: DataPaths) -> tuple[dict[int, dict], dict[int, dict]]:
     a_json = _read_json(paths.annotations, "data.annotations", ["annotations"])
     questions, annotations = {}, {}
     for entry in q_json["questions"]:
-        q = {**entry, "question_id": _integer_id(entry, "question_id", "data.questions", paths.questions),
-             "image_id": _integer_id(entry, "image_id", "data.questions", paths.questions)}
+        q = {
+            **entry,
+            "question_id": _integer_id(entry, "question_id", "data.questions", paths.questions),
+            "image_id": _integer_id(entry, "image_id", "data.questions", paths.questions),
+        }
         questions[q["question_id"]] = q
     for entry in a_json["annotations"]:
         a = {**entry, "question_id": _integer_id(entry, "question_id", "data.annotations", paths.annotations)}
@@ -157,32 +183,46 @@ def _integer_id(entry, field: str, key: str, path: Path) -> int:
         return value
     if isinstance(value, str) and value.isdigit() and value.isascii():
         return int(value)
-    raise DataError(f"{key}: {path} has an entry whose {field} is {value!r}; expected a non-negative integer "
-                    f"(VQA 1.0 ids are numbers such as 393225). Fix or remove that entry.")
+    raise DataError(
+        f"{key}: {path} has an entry whose {field} is {value!r}; expected a non-negative integer "
+        f"(VQA 1.0 ids are numbers such as 393225). Fix or remove that entry."
+    )
 
 
-def read_records(paths: DataPaths, question_ids: Sequence[int] | None = None,
-                 loaded: tuple[dict, dict] | None = None) -> list[QARecord]:
+def read_records(
+    paths: DataPaths, question_ids: Sequence[int] | None = None, loaded: tuple[dict, dict] | None = None
+) -> list[QARecord]:
     """The questions ``question_ids`` (default: all, in file order) joined with their annotations.
 
     The one reader of the VQA 1.0 JSON files, for evaluation and training alike.
     """
     questions, annotations = loaded or read_questions(paths)
     records = []
-    for qid in (questions if question_ids is None else question_ids):
+    for qid in questions if question_ids is None else question_ids:
         q = questions[qid]
         ann = annotations.get(q["question_id"])
         if ann is None:
-            raise DataError(f"data.annotations: {paths.annotations} has no annotation for question_id "
-                            f"{q['question_id']} of {paths.questions}; the two files must come from the same split.")
+            raise DataError(
+                f"data.annotations: {paths.annotations} has no annotation for question_id "
+                f"{q['question_id']} of {paths.questions}; the two files must come from the same split."
+            )
         answers = [a.get("answer") if isinstance(a, dict) else a for a in ann.get("answers", [])]
         _check_text(q.get("question"), "data.questions", paths.questions, qid, "question")
         for value in [*answers, ann.get("multiple_choice_answer")]:
             _check_text(value, "data.annotations", paths.annotations, qid, "answer")
         choices = tuple(str(c) for c in q.get("multiple_choices") or () if isinstance(c, str))
-        records.append(QARecord(int(q["question_id"]), int(q["image_id"]), q["question"], answers,
-                                ann["multiple_choice_answer"], ann.get("answer_type", ""),
-                                str(ann.get("question_type", "")), choices))
+        records.append(
+            QARecord(
+                int(q["question_id"]),
+                int(q["image_id"]),
+                q["question"],
+                answers,
+                ann["multiple_choice_answer"],
+                ann.get("answer_type", ""),
+                str(ann.get("question_type", "")),
+                choices,
+            )
+        )
     return records
 
 
@@ -190,15 +230,19 @@ def _check_text(value, key: str, path: Path, question_id, what: str) -> None:
     """A question or answer must be a string that UTF-8 can hold (JSON allows a lone surrogate such
     as ``\\ud800``, which cannot be tokenised, logged or written out)."""
     if not isinstance(value, str):
-        raise DataError(f"{key}: {path}, question_id {question_id}: the {what} is {type(value).__name__} "
-                        f"{value!r}, expected a string (VQA 1.0 format). Fix that entry, or leave the question "
-                        f"out with data.question_ids.")
+        raise DataError(
+            f"{key}: {path}, question_id {question_id}: the {what} is {type(value).__name__} "
+            f"{value!r}, expected a string (VQA 1.0 format). Fix that entry, or leave the question "
+            f"out with data.question_ids."
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise DataError(f"{key}: {path}, question_id {question_id}: the {what} {value!r} holds an invalid "
-                        f"character ({exc.reason} at position {exc.start}: a lone UTF-16 surrogate). Fix that "
-                        f"entry, or leave the question out with data.question_ids.") from None
+        raise DataError(
+            f"{key}: {path}, question_id {question_id}: the {what} {value!r} holds an invalid "
+            f"character ({exc.reason} at position {exc.start}: a lone UTF-16 surrogate). Fix that "
+            f"entry, or leave the question out with data.question_ids."
+        ) from None
 
 
 def image_path_of(paths: DataPaths, image_id: int) -> Path:
@@ -225,9 +269,11 @@ def _is_constant_image(path: Path) -> bool:
                 values = np.asarray(image, np.float64)
                 bad = int(np.size(values) - np.isfinite(values).sum())
                 if bad:
-                    raise DataError(f"data.human_maps: {path} holds {bad} NaN or infinite value(s); expected a map "
-                                    "of finite values (a VQA-HAT PNG). Replace the file, or remove it (its question "
-                                    "keeps its other annotators' maps).")
+                    raise DataError(
+                        f"data.human_maps: {path} holds {bad} NaN or infinite value(s); expected a map "
+                        "of finite values (a VQA-HAT PNG). Replace the file, or remove it (its question "
+                        "keeps its other annotators' maps)."
+                    )
                 lo, hi = float(values.min()), float(values.max())
             else:
                 lo, hi = image.convert("L").getextrema()
@@ -239,13 +285,21 @@ def _is_constant_image(path: Path) -> bool:
 @dataclass
 class Selection:
     """The evaluated examples and what was left out, with the reason."""
+
     examples: list[Example]
     skipped: Counter = field(default_factory=Counter)
 
 
-def load_examples(paths: DataPaths, *, limit: int | None = None, question_ids: Sequence[int] | None = None,
-                  num_shards: int = 1, shard: int = 0, skip_missing_images: bool = False,
-                  skip_bad_images: bool = False) -> Selection:
+def load_examples(
+    paths: DataPaths,
+    *,
+    limit: int | None = None,
+    question_ids: Sequence[int] | None = None,
+    num_shards: int = 1,
+    shard: int = 0,
+    skip_missing_images: bool = False,
+    skip_bad_images: bool = False,
+) -> Selection:
     """The questions that have human maps, in ascending question-id order, then selected.
 
     Selection order: explicit ``question_ids`` (else every question with a map), then ``limit``
@@ -258,15 +312,19 @@ def load_examples(paths: DataPaths, *, limit: int | None = None, question_ids: S
     questions = loaded[0]
     maps = index_human_maps(paths.human_maps)
     if not maps:
-        raise DataError(f"data.human_maps: {paths.human_maps} holds no {{question_id}}_{{n}}.png files. "
-                        f"Expected {SOURCES['human_maps']}.")
+        raise DataError(
+            f"data.human_maps: {paths.human_maps} holds no {{question_id}}_{{n}}.png files. "
+            f"Expected {SOURCES['human_maps']}."
+        )
     skipped: Counter = Counter()
     if question_ids is not None:
         wanted = [int(q) for q in question_ids]
         unknown = [q for q in wanted if q not in questions or q not in maps]
         if unknown:
-            raise DataError(f"data.question_ids: {unknown[:10]} have no question or no human map in "
-                            f"{paths.questions} / {paths.human_maps}.")
+            raise DataError(
+                f"data.question_ids: {unknown[:10]} have no question or no human map in "
+                f"{paths.questions} / {paths.human_maps}."
+            )
     else:
         wanted = sorted(q for q in maps if q in questions)
         skipped["human_map_without_question"] = sum(1 for q in maps if q not in questions)
@@ -281,29 +339,41 @@ def load_examples(paths: DataPaths, *, limit: int | None = None, question_ids: S
             if skip_missing_images:
                 skipped["missing_image"] += 1
                 continue
-            raise DataError(f"data.images: {image_path} (image of question {qid}) does not exist. "
-                            f"Expected {SOURCES['images']}. Place it there, or set "
-                            f"data.skip_missing_images=true to skip such questions (they are counted).")
+            raise DataError(
+                f"data.images: {image_path} (image of question {qid}) does not exist. "
+                f"Expected {SOURCES['images']}. Place it there, or set "
+                f"data.skip_missing_images=true to skip such questions (they are counted)."
+            )
         problem = image_problem(image_path)
         if problem:
             if skip_bad_images:
                 log.warning("data.images: %s (image of question %s) is %s: skipped", image_path, qid, problem)
                 skipped["bad_image"] += 1
                 continue
-            raise DataError(f"data.images: {image_path} (image of question {qid}) is {problem}. Replace it with "
-                            f"the original file, or set data.skip_bad_images=true to skip such questions "
-                            f"(they are counted).")
+            raise DataError(
+                f"data.images: {image_path} (image of question {qid}) is {problem}. Replace it with "
+                f"the original file, or set data.skip_bad_images=true to skip such questions "
+                f"(they are counted)."
+            )
         usable = [p for p in maps[qid] if not _is_constant_image(p)]
         skipped["constant_human_map"] += len(maps[qid]) - len(usable)
         if not usable:
             skipped["all_human_maps_constant"] += 1
             continue
-        examples.append(Example(
-            question_id=qid, image_id=record.image_id, question=record.question, answers=record.answers,
-            multiple_choice_answer=record.multiple_choice_answer, answer_type=record.answer_type,
-            question_type=record.question_type, multiple_choices=record.multiple_choices, image_path=image_path,
-            human_map_paths=usable,
-        ))
+        examples.append(
+            Example(
+                question_id=qid,
+                image_id=record.image_id,
+                question=record.question,
+                answers=record.answers,
+                multiple_choice_answer=record.multiple_choice_answer,
+                answer_type=record.answer_type,
+                question_type=record.question_type,
+                multiple_choices=record.multiple_choices,
+                image_path=image_path,
+                human_map_paths=usable,
+            )
+        )
     return Selection(examples, skipped)
 
 

@@ -14,6 +14,7 @@ bootstrap CIs resample images.
   (``rank_corr``, ``iou``) and each faithfulness AUC. With deletion, a negative correlation means the
   maps that agree with humans are also the ones whose top pixels the model needs.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,9 +28,15 @@ from vqa_interp.metrics.registry import headline_metrics
 FAITHFULNESS = (("deletion_auc", "lower"), ("insertion_auc", "higher"))
 # the explain metrics a sweep compares across its children: what each method's maps tell about the
 # model, next to how human-like they are
-COMPARED_METRICS = ("faithfulness/deletion_auc", "faithfulness/random_deletion_auc", "faithfulness/insertion_auc",
-                    "faithfulness/random_insertion_auc", "faithfulness/plausibility_rank_corr_vs_deletion",
-                    "tokens/decisive_auc", "share/image")
+COMPARED_METRICS = (
+    "faithfulness/deletion_auc",
+    "faithfulness/random_deletion_auc",
+    "faithfulness/insertion_auc",
+    "faithfulness/random_insertion_auc",
+    "faithfulness/plausibility_rank_corr_vs_deletion",
+    "tokens/decisive_auc",
+    "share/image",
+)
 
 
 def faithfulness_table(examples: pd.DataFrame, *, n_bootstrap: int, seed: int) -> pd.DataFrame:
@@ -47,12 +54,22 @@ def faithfulness_table(examples: pd.DataFrame, *, n_bootstrap: int, seed: int) -
         test = paired_test(diff, images_of(frame), n_bootstrap=n_bootstrap, rng=rng)
         sign = -1 if better == "lower" else 1
         p = test["p_value"]
-        rows.append({"curve": column.removesuffix("_auc"), "better": better, "n": len(diff),
-                     "n_images": test["n_images"], "method": float(pair[:, 0].mean()) if len(pair) else np.nan,
-                     "random": float(pair[:, 1].mean()) if len(pair) else np.nan,
-                     "mean_diff": test["mean_diff"], "ci_low": test["ci_low"], "ci_high": test["ci_high"],
-                     "test": test["test"], "p_value": p,
-                     "more_faithful_than_random": bool(np.isfinite(p) and p < 0.05 and sign * diff.mean() > 0)})
+        rows.append(
+            {
+                "curve": column.removesuffix("_auc"),
+                "better": better,
+                "n": len(diff),
+                "n_images": test["n_images"],
+                "method": float(pair[:, 0].mean()) if len(pair) else np.nan,
+                "random": float(pair[:, 1].mean()) if len(pair) else np.nan,
+                "mean_diff": test["mean_diff"],
+                "ci_low": test["ci_low"],
+                "ci_high": test["ci_high"],
+                "test": test["test"],
+                "p_value": p,
+                "more_faithful_than_random": bool(np.isfinite(p) and p < 0.05 and sign * diff.mean() > 0),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -80,8 +97,16 @@ def share_by_split(examples: pd.DataFrame) -> pd.DataFrame:
     for scenario in SCENARIOS:
         values = examples.loc[scenario_mask(examples, scenario), "image_share"].dropna().to_numpy(float)
         quartiles = np.percentile(values, [25, 75]) if len(values) else (np.nan, np.nan)
-        rows.append({"scenario": scenario, "n": len(values), "mean": values.mean() if len(values) else np.nan,
-                     "median": np.median(values) if len(values) else np.nan, "q25": quartiles[0], "q75": quartiles[1]})
+        rows.append(
+            {
+                "scenario": scenario,
+                "n": len(values),
+                "mean": values.mean() if len(values) else np.nan,
+                "median": np.median(values) if len(values) else np.nan,
+                "q25": quartiles[0],
+                "q75": quartiles[1],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -91,15 +116,32 @@ def token_table(examples: pd.DataFrame) -> pd.DataFrame:
     auc = frame["token_auc"].to_numpy(float)
     top1 = examples[["token_top1", "token_top1_chance"]].dropna().to_numpy(float)
     test = paired_test(auc - 0.5, images_of(frame))
-    return pd.DataFrame([{"n": len(auc), "token_auc": auc.mean() if len(auc) else np.nan, "random_auc": 0.5,
-                          "test": test["test"], "p_value": test["p_value"],
-                          "top1_hit": top1[:, 0].mean() if len(top1) else np.nan,
-                          "top1_chance": top1[:, 1].mean() if len(top1) else np.nan}])
+    return pd.DataFrame(
+        [
+            {
+                "n": len(auc),
+                "token_auc": auc.mean() if len(auc) else np.nan,
+                "random_auc": 0.5,
+                "test": test["test"],
+                "p_value": test["p_value"],
+                "top1_hit": top1[:, 0].mean() if len(top1) else np.nan,
+                "top1_chance": top1[:, 1].mean() if len(top1) else np.nan,
+            }
+        ]
+    )
 
 
-def explain_results(examples: pd.DataFrame, per_target: pd.DataFrame, *, alpha: float, n_bootstrap: int,
-                    seed: int, min_group: int, test: str = "cluster_bootstrap", min_images: int = 2
-                    ) -> tuple[dict[str, pd.DataFrame], dict[str, float], list[str]]:
+def explain_results(
+    examples: pd.DataFrame,
+    per_target: pd.DataFrame,
+    *,
+    alpha: float,
+    n_bootstrap: int,
+    seed: int,
+    min_group: int,
+    test: str = "cluster_bootstrap",
+    min_images: int = 2,
+) -> tuple[dict[str, pd.DataFrame], dict[str, float], list[str]]:
     """Tables, MLflow metrics and summary lines. ``examples``: the analysis' one row per question
     (with ``confidence_level``) joined with ``per_target``'s columns, the unit of every test;
     ``per_target``: every map (kept in ``per_example.csv``, not tested)."""
@@ -112,49 +154,76 @@ def explain_results(examples: pd.DataFrame, per_target: pd.DataFrame, *, alpha: 
         t = tokens.iloc[0]
         # their references (random AUC 0.5, the top-1 chance) are in tables/token_scores.csv
         metrics.update({"tokens/decisive_auc": t.token_auc, "tokens/top1_hit": t.top1_hit})
-        lines.append(f"Question words: the decisive words outrank the others with AUC {t.token_auc:.2f} (random 0.5, "
-                     f"sign-flip test over images p={t.p_value:.2g}, n={int(t.n)}); the top word is decisive in {t.top1_hit:.0%} of maps "
-                     f"(chance {t.top1_chance:.0%}).")
+        lines.append(
+            f"Question words: the decisive words outrank the others with AUC {t.token_auc:.2f} (random 0.5, "
+            f"sign-flip test over images p={t.p_value:.2g}, n={int(t.n)}); the top word is decisive in {t.top1_hit:.0%} of maps "
+            f"(chance {t.top1_chance:.0%})."
+        )
     if "image_share" in examples and examples["image_share"].notna().any():
         by_split = share_by_split(examples)
         tables["image_share_by_split"] = by_split
-        significance = significance_table(examples, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed,
-                                          metrics=["image_share"], min_group=min_group, family=["image_share"],
-                                          primary=test, min_images=min_images)
+        significance = significance_table(
+            examples,
+            alpha=alpha,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            metrics=["image_share"],
+            min_group=min_group,
+            family=["image_share"],
+            primary=test,
+            min_images=min_images,
+        )
         tables["image_share_significance"] = significance
         means = by_split.set_index("scenario")["mean"]
-        metrics["share/image"] = float(means["all"])    # by split: tables/image_share_by_split.csv
+        metrics["share/image"] = float(means["all"])  # by split: tables/image_share_by_split.csv
         primary = significance[(significance["test"] == test)]
         significant = primary[primary["significant"].astype(bool)]
-        found = "; ".join(f"{r.comparison} {r.mean1:.2f} vs {r.mean2:.2f} (Holm p={r.p_holm:.2g})"
-                          for r in significant.itertuples()) or "no comparison significant after Holm"
-        lines.append(f"Image vs question: the image holds {means['all']:.0%} of the attribution (correct "
-                     f"{means['correct']:.0%}, wrong {means['wrong']:.0%}); {found}.")
+        found = (
+            "; ".join(
+                f"{r.comparison} {r.mean1:.2f} vs {r.mean2:.2f} (Holm p={r.p_holm:.2g})"
+                for r in significant.itertuples()
+            )
+            or "no comparison significant after Holm"
+        )
+        lines.append(
+            f"Image vs question: the image holds {means['all']:.0%} of the attribution (correct "
+            f"{means['correct']:.0%}, wrong {means['wrong']:.0%}); {found}."
+        )
     faithful = faithfulness_table(examples, n_bootstrap=n_bootstrap, seed=seed)
     if len(faithful):
         tables["faithfulness"] = faithful
         for row in faithful.itertuples():
             metrics[f"faithfulness/{row.curve}_auc"] = row.method
             metrics[f"faithfulness/random_{row.curve}_auc"] = row.random
-        parts = [f"{r.curve} AUC {r.method:.3f} vs random maps {r.random:.3f} ({r.better} is more faithful; "
-                 f"{'more faithful than random' if r.more_faithful_than_random else 'not more faithful than random'}, "
-                 f"sign-flip test over images p={r.p_value:.2g})" for r in faithful.itertuples()]
+        parts = [
+            f"{r.curve} AUC {r.method:.3f} vs random maps {r.random:.3f} ({r.better} is more faithful; "
+            f"{'more faithful than random' if r.more_faithful_than_random else 'not more faithful than random'}, "
+            f"sign-flip test over images p={r.p_value:.2g})"
+            for r in faithful.itertuples()
+        ]
         lines.append("Faithfulness: " + "; ".join(parts) + ".")
         correlation = plausibility_faithfulness(examples)
         tables["plausibility_faithfulness"] = correlation
-        for row in correlation.itertuples():    # the issue's measure as a metric; iou's stays in the table
+        for row in correlation.itertuples():  # the issue's measure as a metric; iou's stays in the table
             if np.isfinite(row.spearman) and row.plausibility == "rank_corr":
-                metrics[f"faithfulness/plausibility_{row.plausibility}_vs_{row.faithfulness.removesuffix('_auc')}"] = \
+                metrics[f"faithfulness/plausibility_{row.plausibility}_vs_{row.faithfulness.removesuffix('_auc')}"] = (
                     row.spearman
-        deletion = correlation[(correlation["plausibility"] == "rank_corr") & (correlation["faithfulness"] == "deletion_auc")]
+                )
+        deletion = correlation[
+            (correlation["plausibility"] == "rank_corr") & (correlation["faithfulness"] == "deletion_auc")
+        ]
         if len(deletion) and np.isfinite(deletion.iloc[0]["spearman"]):
             d = deletion.iloc[0]
             if d.p_value < 0.05:
-                reading = ("the maps that agree more with humans are also the ones the model's answer depends on more"
-                           if d.spearman < 0 else
-                           "the maps that agree more with humans are the ones the model's answer depends on less")
+                reading = (
+                    "the maps that agree more with humans are also the ones the model's answer depends on more"
+                    if d.spearman < 0
+                    else "the maps that agree more with humans are the ones the model's answer depends on less"
+                )
             else:
                 reading = "agreeing with humans tells nothing here about being faithful"
-            lines.append(f"Plausible vs faithful: Spearman {d.spearman:+.2f} between rank correlation with humans and "
-                         f"deletion AUC (p={d.p_value:.2g}, n={int(d.n)}): {reading}.")
+            lines.append(
+                f"Plausible vs faithful: Spearman {d.spearman:+.2f} between rank correlation with humans and "
+                f"deletion AUC (p={d.p_value:.2g}, n={int(d.n)}): {reading}."
+            )
     return tables, metrics, lines

@@ -1,5 +1,6 @@
 """Figures of the explain stage: the question's words shaded next to the image map, the
 deletion/insertion curves against random maps, and the image's share by split."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,14 +23,19 @@ def token_figure(cases: list[dict]) -> Figure:
     Each case: ``image [S, S, 3]`` uint8, ``attribution [S, S]``, ``words`` (list of str),
     ``scores [T]`` (normalised token attributions), ``decisive`` (positions), ``title`` (str).
     """
-    fig, axes = new_figure(len(cases), 2, figsize=(9, 1.9 * len(cases)), squeeze=False,
-                           gridspec_kw={"width_ratios": [1, 3.2]})
+    fig, axes = new_figure(
+        len(cases), 2, figsize=(9, 1.9 * len(cases)), squeeze=False, gridspec_kw={"width_ratios": [1, 3.2]}
+    )
     cmap = colormaps["RdBu_r"]
     for (image_ax, text_ax), case in zip(axes, cases):
         image_ax.imshow(case["image"])
         overlay = sigmoid_for_display(case["attribution"][None])[0]
-        image_ax.imshow(overlay, cmap="inferno", alpha=0.55,
-                        extent=(-0.5, case["image"].shape[1] - 0.5, case["image"].shape[0] - 0.5, -0.5))
+        image_ax.imshow(
+            overlay,
+            cmap="inferno",
+            alpha=0.55,
+            extent=(-0.5, case["image"].shape[1] - 0.5, case["image"].shape[0] - 0.5, -0.5),
+        )
         image_ax.axis("off")
         text_ax.axis("off")
         text_ax.set_xlim(0, 1)
@@ -39,20 +45,34 @@ def token_figure(cases: list[dict]) -> Figure:
         bound = max(float(np.abs(scores).max()) if len(scores) else 0.0, 1e-12)
         norm = TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound)
         x = 0.0
-        renderer = FigureCanvasAgg(fig).get_renderer()   # to measure each word's width
+        renderer = FigureCanvasAgg(fig).get_renderer()  # to measure each word's width
         for position, (word, score) in enumerate(zip(case["words"], scores)):
             decisive = position in case["decisive"]
             colour = cmap(norm(score))
             dark = abs(score) / bound > 0.6
-            label = text_ax.text(x, 0.35, word, fontsize=11, va="center", ha="left",
-                                 fontweight="bold" if decisive else "normal", color="white" if dark else "black",
-                                 bbox={"facecolor": colour, "edgecolor": "black" if decisive else "none",
-                                       "boxstyle": "round,pad=0.25", "linewidth": 1.2})
+            label = text_ax.text(
+                x,
+                0.35,
+                word,
+                fontsize=11,
+                va="center",
+                ha="left",
+                fontweight="bold" if decisive else "normal",
+                color="white" if dark else "black",
+                bbox={
+                    "facecolor": colour,
+                    "edgecolor": "black" if decisive else "none",
+                    "boxstyle": "round,pad=0.25",
+                    "linewidth": 1.2,
+                },
+            )
             width = label.get_window_extent(renderer=renderer).transformed(text_ax.transData.inverted()).width
             text_ax.text(x + width / 2, 0.05, f"{score:+.2f}", fontsize=6.5, va="center", ha="center", color="0.3")
             x += max(width, 0.05) + 0.03
-    fig.suptitle("Question words by token attribution (red: towards the target, blue: away; boxed bold: decisive "
-                 "words)", fontsize=8.5)
+    fig.suptitle(
+        "Question words by token attribution (red: towards the target, blue: away; boxed bold: decisive words)",
+        fontsize=8.5,
+    )
     fig.tight_layout()
     return fig
 
@@ -75,8 +95,9 @@ def curves_figure(curves: pd.DataFrame, method: str) -> Figure:
             ax.fill_between(fractions, mean - half, mean + half, color=colour, alpha=0.2)
         ax.set_xlabel(f"fraction of pixels {'removed' if curve == 'deletion' else 'restored'} (top of the map first)")
         ax.set_ylabel("target probability")
-        ax.set_title(f"{curve.capitalize()} ({'lower' if curve == 'deletion' else 'higher'} AUC = more faithful)",
-                     fontsize=9)
+        ax.set_title(
+            f"{curve.capitalize()} ({'lower' if curve == 'deletion' else 'higher'} AUC = more faithful)", fontsize=9
+        )
         ax.legend(fontsize=7.5)
     fig.tight_layout()
     return fig
@@ -95,8 +116,11 @@ def share_figure(examples: pd.DataFrame, method: str) -> Figure:
     ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
     ax.set_ylim(0, 1)
     ax.set_ylabel("image share of |IG attribution|")
-    ax.set_title(f"Image vs question: share of the joint attribution on the image ({method}'s run; "
-                 "independent of the image method)", fontsize=9)
+    ax.set_title(
+        f"Image vs question: share of the joint attribution on the image ({method}'s run; "
+        "independent of the image method)",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
 
@@ -123,11 +147,17 @@ def token_cases(outputs, examples: pd.DataFrame, n: int) -> list[dict]:
         if group is None:
             continue
         decisive = set((explain.evidence or {}).get(int(row.question_id), ()))
-        cases.append({"image": load_display_image(by_id[row.question_id].image_path, outputs.geometry),
-                      "attribution": outputs.cache.load(row.map_key), "words": group["token"].tolist(),
-                      "scores": group["attribution"].to_numpy(float), "decisive": decisive,
-                      "title": f"Q {row.question_id}: {row.question}   A: {row.answer}   pred: {row.prediction} "
-                               f"(p={row.confidence:.2f})   target: '{row.target_answer}'"})
+        cases.append(
+            {
+                "image": load_display_image(by_id[row.question_id].image_path, outputs.geometry),
+                "attribution": outputs.cache.load(row.map_key),
+                "words": group["token"].tolist(),
+                "scores": group["attribution"].to_numpy(float),
+                "decisive": decisive,
+                "title": f"Q {row.question_id}: {row.question}   A: {row.answer}   pred: {row.prediction} "
+                f"(p={row.confidence:.2f})   target: '{row.target_answer}'",
+            }
+        )
         if len(cases) == n:
             break
     return cases

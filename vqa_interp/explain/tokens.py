@@ -10,6 +10,7 @@ may push towards or away from the target). Two scores per (question, target):
   fractionally: the fraction of the tied top tokens that are decisive); ``token_top1_chance`` is
   its value for a random ranking, ``n_decisive / n_tokens``.
 """
+
 from __future__ import annotations
 
 from typing import Sequence

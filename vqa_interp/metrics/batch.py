@@ -7,6 +7,7 @@ run boundaries of the sorted values (``cummax`` of run starts, reversed ``cummin
 regions follow the tie policies of :mod:`vqa_interp.metrics.prepare`. A metric registered without a
 batched version (``emd``, or a plugin's) is scored by its NumPy version on the CPU.
 """
+
 from __future__ import annotations
 
 from functools import cached_property
@@ -35,8 +36,10 @@ class MapBatch:
         """Per map: "" or why it cannot be scored ("non_finite", "constant")."""
         finite = torch.isfinite(self.values).all(dim=1)
         constant = self.values.amin(dim=1) == self.values.amax(dim=1)
-        return ["" if f and not c else ("non_finite" if not f else "constant")
-                for f, c in zip(finite.tolist(), constant.tolist())]
+        return [
+            "" if f and not c else ("non_finite" if not f else "constant")
+            for f, c in zip(finite.tolist(), constant.tolist())
+        ]
 
     def at_k(self, k: float) -> "MapBatch":
         """The same maps for another ``k`` (k-independent features shared)."""
@@ -105,8 +108,10 @@ class MapBatch:
         if steps == ("minmax", "unit_sum"):
             return self.minmax * (1.0 / (self.minmax_sum + self.options.eps))[:, None]
         # other step lists are rare: the NumPy definitions, row by row
-        return torch.as_tensor(np.stack([apply_steps(v, steps, self.options.eps) for v in self.values.cpu().numpy()]),
-                               device=self.values.device)
+        return torch.as_tensor(
+            np.stack([apply_steps(v, steps, self.options.eps) for v in self.values.cpu().numpy()]),
+            device=self.values.device,
+        )
 
     @cached_property
     def sort(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,7 +126,7 @@ class MapBatch:
         position = torch.arange(n, device=sorted_values.device).expand(batch, n)
         starts = torch.ones_like(sorted_values, dtype=torch.bool)
         starts[:, 1:] = sorted_values[:, 1:] != sorted_values[:, :-1]
-        ends = torch.ones_like(starts)           # the last position of each run of equal values
+        ends = torch.ones_like(starts)  # the last position of each run of equal values
         ends[:, :-1] = starts[:, 1:]
         run_start = torch.cummax(torch.where(starts, position, 0), dim=1).values
         run_end = torch.cummin(torch.where(ends, position, n).flip(1), dim=1).values.flip(1)
@@ -145,7 +150,7 @@ class MapBatch:
         policy = self.options.tie_policy
         if policy == "include":
             return (above | tied).to(torch.float64)
-        if policy == "index":   # the lowest flat indices among the tied pixels
+        if policy == "index":  # the lowest flat indices among the tied pixels
             return (above | (tied & (torch.cumsum(tied, dim=1) <= free))).to(torch.float64)
         return above.to(torch.float64) + tied.to(torch.float64) * (free / tied.sum(1, keepdim=True))
 
@@ -164,13 +169,32 @@ def _take(value, index: torch.Tensor):
     return value
 
 
-HUMAN_FEATURES = ("undefined", "minmax", "minmax_sum", "minmax_sumsq", "density", "kl_density", "centred_minmax",
-                  "centred_minmax_norm", "centred_ranks", "rank_norm", "region", "region_size", "weights")
+HUMAN_FEATURES = (
+    "undefined",
+    "minmax",
+    "minmax_sum",
+    "minmax_sumsq",
+    "density",
+    "kl_density",
+    "centred_minmax",
+    "centred_minmax_norm",
+    "centred_ranks",
+    "rank_norm",
+    "region",
+    "region_size",
+    "weights",
+)
 
 
-def score_batch(attributions: np.ndarray, humans: np.ndarray, pair_human: Sequence[int], options: ScoringOptions,
-                metrics: Sequence[str], ks: Sequence[float] | None = None,
-                device: str | torch.device = "cpu") -> dict[float, list[dict]]:
+def score_batch(
+    attributions: np.ndarray,
+    humans: np.ndarray,
+    pair_human: Sequence[int],
+    options: ScoringOptions,
+    metrics: Sequence[str],
+    ks: Sequence[float] | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[float, list[dict]]:
     """Score attribution map ``i`` against human map ``pair_human[i]``, batched on ``device``.
 
     Args:
@@ -186,11 +210,13 @@ def score_batch(attributions: np.ndarray, humans: np.ndarray, pair_human: Sequen
     index = torch.as_tensor(list(pair_human), dtype=torch.long, device=device)
     a_all = MapBatch(torch.as_tensor(np.asarray(attributions), device=device), options)
     h_all = MapBatch(torch.as_tensor(np.asarray(humans), device=device), options)
-    reasons = [f"attribution_{ra}" if ra else (f"human_{rh}" if rh else "")
-               for ra, rh in zip(a_all.undefined, [h_all.undefined[i] for i in index.tolist()])]
+    reasons = [
+        f"attribution_{ra}" if ra else (f"human_{rh}" if rh else "")
+        for ra, rh in zip(a_all.undefined, [h_all.undefined[i] for i in index.tolist()])
+    ]
     fallback = [m for m in metrics if m not in BATCHED]
     out: dict[float, list[dict]] = {}
-    for k in (ks or (options.k,)):
+    for k in ks or (options.k,):
         a, h = a_all.at_k(k), h_all.at_k(k)
         h_pairs = h.take(index, HUMAN_FEATURES)
         columns = {m: BATCHED[m](a, h_pairs).detach().cpu().numpy() for m in metrics if m in BATCHED}

@@ -3,6 +3,7 @@
 A pair whose maps contain NaN/inf, or where either map is constant, has no meaningful ranking or
 region: every metric is NaN and ``undefined`` names the reason. Callers count these.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,14 +17,18 @@ from vqa_interp.metrics.registry import REGISTRY, run_metrics, selected
 
 
 def undefined_reason(attribution: PreparedMap, human: PreparedMap) -> str:
-    """"" for a usable pair, else why its metrics are NaN (``attribution_constant``, ...)."""
+    """ "" for a usable pair, else why its metrics are NaN (``attribution_constant``, ...)."""
     if attribution.undefined:
         return f"attribution_{attribution.undefined}"
     return f"human_{human.undefined}" if human.undefined else ""
 
 
-def score_prepared(attribution: PreparedMap, human: PreparedMap, options: ScoringOptions | None = None,
-                   metrics: Sequence[str] | None = None) -> dict[str, float]:
+def score_prepared(
+    attribution: PreparedMap,
+    human: PreparedMap,
+    options: ScoringOptions | None = None,
+    metrics: Sequence[str] | None = None,
+) -> dict[str, float]:
     """The selected metrics (default: all registered) for one prepared pair, plus ``undefined``."""
     names = selected(metrics)
     reason = undefined_reason(attribution, human)
@@ -32,17 +37,25 @@ def score_prepared(attribution: PreparedMap, human: PreparedMap, options: Scorin
     return {**{m: float(REGISTRY[m].compute(attribution, human)) for m in names}, "undefined": ""}
 
 
-def score_against_annotators(attribution: PreparedMap, humans: Sequence[PreparedMap],
-                             options: ScoringOptions | None = None,
-                             metrics: Sequence[str] | None = None) -> dict[str, float]:
+def score_against_annotators(
+    attribution: PreparedMap,
+    humans: Sequence[PreparedMap],
+    options: ScoringOptions | None = None,
+    metrics: Sequence[str] | None = None,
+) -> dict[str, float]:
     """Score one attribution map against several annotators' maps and average each metric over the
     annotators whose pair is defined (NaN, with the first reason, if none is)."""
     names = selected(metrics)
     return average_defined([score_prepared(attribution, h, options, names) for h in humans], names)
 
 
-def score_at_ks(attribution: PreparedMap, humans: Sequence[PreparedMap], options: ScoringOptions,
-                metrics: Sequence[str], ks: Sequence[float]) -> dict[float, dict[str, float]]:
+def score_at_ks(
+    attribution: PreparedMap,
+    humans: Sequence[PreparedMap],
+    options: ScoringOptions,
+    metrics: Sequence[str],
+    ks: Sequence[float],
+) -> dict[float, dict[str, float]]:
     """:func:`score_against_annotators` at each ``k`` of ``ks``: the metrics that do not read a top-k
     region (see :attr:`~vqa_interp.metrics.registry.Metric.depends_on_k`) are computed once, the
     others per k from the maps' shared sorts."""
@@ -52,12 +65,17 @@ def score_at_ks(attribution: PreparedMap, humans: Sequence[PreparedMap], options
     # the columns keep one order whichever metrics the options make k-free (the tables' column order
     # is part of their format, tests/data/smoke_*_v0.3.csv): those that never read a region, then
     # those that may
-    order = ([m for m in metrics if not REGISTRY[m].depends_on_k()]
-             + [m for m in metrics if REGISTRY[m].depends_on_k()])
-    return {k: _in_order({**{m: once[m] for m in fixed},
-                          **score_against_annotators(attribution.at_k(k), [h.at_k(k) for h in humans], options, varying)},
-                         order)
-            for k in ks}
+    order = [m for m in metrics if not REGISTRY[m].depends_on_k()] + [m for m in metrics if REGISTRY[m].depends_on_k()]
+    return {
+        k: _in_order(
+            {
+                **{m: once[m] for m in fixed},
+                **score_against_annotators(attribution.at_k(k), [h.at_k(k) for h in humans], options, varying),
+            },
+            order,
+        )
+        for k in ks
+    }
 
 
 def _in_order(row: dict, metrics: Sequence[str]) -> dict:
@@ -87,8 +105,15 @@ def _fingerprint(array: np.ndarray) -> tuple:
     return array.shape, array.dtype.str, hashlib.blake2b(flat[::997].tobytes(), digest_size=16).digest()
 
 
-def score(attributions: np.ndarray, humans: np.ndarray, *, k: float = 0.1, size: int = 448,
-          metrics: Sequence[str] | None = None, **options) -> pd.DataFrame:
+def score(
+    attributions: np.ndarray,
+    humans: np.ndarray,
+    *,
+    k: float = 0.1,
+    size: int = 448,
+    metrics: Sequence[str] | None = None,
+    **options,
+) -> pd.DataFrame:
     """Score attribution maps against human maps, pair by pair.
 
     Args:
@@ -109,8 +134,10 @@ def score(attributions: np.ndarray, humans: np.ndarray, *, k: float = 0.1, size:
     """
     attributions, humans = np.asarray(attributions), np.asarray(humans)
     if attributions.ndim != 3 or humans.ndim != 3 or len(attributions) != len(humans):
-        raise ValueError(f"score: expected attributions [B, H, W] and humans [B, H', W'] with the same B; "
-                         f"got {attributions.shape} and {humans.shape}")
+        raise ValueError(
+            f"score: expected attributions [B, H, W] and humans [B, H', W'] with the same B; "
+            f"got {attributions.shape} and {humans.shape}"
+        )
     names = run_metrics(metrics) if metrics is None or isinstance(metrics, str) else selected(metrics)
     if "steps" in options:
         options["steps"] = tuple(options["steps"])

@@ -8,6 +8,7 @@ every value, carrying the keys so each pass reads memory in order) takes ~1.3-2.
 exactly ``np.argsort(values, kind="stable")`` (tests compare them on ties, zeros, signed zeros,
 infinities and float64 values that round to the same float32).
 """
+
 from __future__ import annotations
 
 import numba
@@ -48,7 +49,7 @@ def _radix_argsort(keys):
         for b in range(256):
             c = counts[p, b]
             if c == n:
-                constant = True          # every value has this digit: the pass changes nothing
+                constant = True  # every value has this digit: the pass changes nothing
             counts[p, b] = total
             total += c
         if constant:
@@ -121,7 +122,7 @@ def top_region(values, order, n_region, policy):
     threshold are read through ``order``."""
     n = order.size
     threshold = values[order[n - n_region]]
-    first = n - n_region                       # the run of values equal to the threshold: first..last-1
+    first = n - n_region  # the run of values equal to the threshold: first..last-1
     while first > 0 and values[order[first - 1]] == threshold:
         first -= 1
     last = n - n_region + 1
@@ -129,7 +130,7 @@ def top_region(values, order, n_region, policy):
         last += 1
     free = n_region - (n - last)
     tied = last - first
-    if policy == 2:                            # the lowest flat indices: the stable sort keeps them first
+    if policy == 2:  # the lowest flat indices: the stable sort keeps them first
         start, stop, tie_weight = first, first + free, 1.0
     else:
         start, stop, tie_weight = first, last, (1.0 if policy == 1 else free / tied)
@@ -153,7 +154,7 @@ def sort_map(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keys for a float32-exact map (equal keys exactly where equal values), else ``values[order]``.
     See :func:`argsort_exact`."""
     values = np.ascontiguousarray(values)
-    single = values.astype(np.float32) + np.float32(0.0)   # -0.0 -> +0.0: equal values, equal keys
+    single = values.astype(np.float32) + np.float32(0.0)  # -0.0 -> +0.0: equal values, equal keys
     keys = _float32_keys(single)
     order, sorted_keys = _radix_argsort(keys)
     if values.dtype != np.float32 and not np.array_equal(single, values):

@@ -11,6 +11,7 @@ scaled to [0, 1].
   2022, CLEVR-XAI), ``H`` weighted. Quantus binarises a mask with ``astype(bool)`` (every non-zero
   pixel): a soft human map must be thresholded first, which the top-k region does.
 """
+
 from __future__ import annotations
 
 from vqa_interp.metrics.registry import batched, metric
@@ -24,8 +25,7 @@ def _pointing_reference(a, h, options):
     return float(region[flat == flat.max()].mean())
 
 
-@metric("pointing_game", needs=("values", "region"), range=(0.0, 1.0), reference=_pointing_reference,
-        in_family=False)
+@metric("pointing_game", needs=("values", "region"), range=(0.0, 1.0), reference=_pointing_reference, in_family=False)
 def pointing_game(a, h) -> float:
     """1 if the attribution maximum lies in the human top-k region (the share inside when the maximum is tied)."""
     return float(h.region[a.max_index].mean())
@@ -39,8 +39,7 @@ def _mass_reference(a, h, options):
     return float((scaled.ravel() * region).sum() / scaled.sum())
 
 
-@metric("mass_accuracy", needs=("minmax", "region"), range=(0.0, 1.0), reference=_mass_reference,
-        in_family=False)
+@metric("mass_accuracy", needs=("minmax", "region"), range=(0.0, 1.0), reference=_mass_reference, in_family=False)
 def mass_accuracy(a, h) -> float:
     """Relevance mass accuracy: the share of the attribution's mass inside the human top-k region."""
     return h.over_region(a.minmax) / a.minmax_sum

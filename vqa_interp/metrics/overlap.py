@@ -4,6 +4,7 @@
 regions are weights in [0, 1] (fractional at ties, see :mod:`vqa_interp.metrics.prepare`), so
 ``|A & H| = sum(A * H)`` and ``|A| = sum(A)``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,10 @@ def reference_region(values: np.ndarray, n_region: int, tie_policy: str) -> np.n
 
 
 def _regions(a, h, options):
-    return (reference_region(a, options.n_region, options.tie_policy),
-            reference_region(h, options.n_region, options.tie_policy))
+    return (
+        reference_region(a, options.n_region, options.tie_policy),
+        reference_region(h, options.n_region, options.tie_policy),
+    )
 
 
 def _intersect_reference(a, h, options):
@@ -53,7 +56,7 @@ def _dice_reference(a, h, options):
         ra, rh = _regions(a, h, options)
         return float(2 * (ra * rh).sum() / (ra.sum() + rh.sum()))
     am, hm = apply_steps(a, ["minmax"]), apply_steps(h, ["minmax"])
-    return float(2 * (am * hm).sum() / ((am ** 2).sum() + (hm ** 2).sum() + options.eps))
+    return float(2 * (am * hm).sum() / ((am**2).sum() + (hm**2).sum() + options.eps))
 
 
 def _precision_reference(a, h, options):
@@ -79,14 +82,15 @@ def _overlap(a, h) -> float:
 @metric("intersect", needs=("weights",), range=(-float("inf"), float("inf")), reference=_intersect_reference)
 def intersect(a, h) -> float:
     """Inner product of the two preprocessed maps (each sums to 1 by default; ~5e-6 at 448 px)."""
-    if a.options.steps == ("minmax", "unit_sum"):   # the default: no third array per map
+    if a.options.steps == ("minmax", "unit_sum"):  # the default: no third array per map
         eps = a.options.eps
         return float(a.minmax @ h.minmax) / ((a.minmax_sum + eps) * (h.minmax_sum + eps))
     return float(a.weights @ h.weights)
 
 
-@metric("disc_intersect", needs=("region",), range=(0.0, float("inf")), reference=_disc_intersect_reference,
-        in_family=False)
+@metric(
+    "disc_intersect", needs=("region",), range=(0.0, float("inf")), reference=_disc_intersect_reference, in_family=False
+)
 def disc_intersect(a, h) -> float:
     """|A & H| in pixels: the (expected, at ties) overlap of the two top-k regions."""
     return _overlap(a, h)
@@ -99,8 +103,14 @@ def iou(a, h) -> float:
     return inter / (a.region_size + h.region_size - inter)
 
 
-@metric("dice", needs=("minmax", "region"), range=(0.0, 1.0), reference=_dice_reference, headline=3,
-        k_free_when=lambda options: options.dice == "soft")
+@metric(
+    "dice",
+    needs=("minmax", "region"),
+    range=(0.0, 1.0),
+    reference=_dice_reference,
+    headline=3,
+    k_free_when=lambda options: options.dice == "soft",
+)
 def dice(a, h) -> float:
     """Soft Dice 2 sum(a h) / (sum a^2 + sum h^2) of the min-max maps (``scoring.dice=hard``: 2|A & H| / (|A| + |H|))."""
     if a.options.dice == "hard":

@@ -27,6 +27,7 @@ Top-k regions (``n = round(k * size^2)`` pixels), by ``tie_policy``:
 - ``index``: exactly ``n`` pixels, ties broken by the lowest flat index (top rows first): the
   behaviour of versions <= 0.1, biased by position; kept to reproduce old numbers only.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,8 @@ import numpy as np
 from PIL import Image
 
 from vqa_interp.errors import ConfigError
-from vqa_interp.util.options import one_of
 from vqa_interp.metrics.kernels import argsort_exact, centred_average_ranks, sort_map, top_region  # noqa: F401
+from vqa_interp.util.options import one_of
 
 STEPS = ("minmax", "zscore", "unit_sum")
 RESAMPLES = ("bilinear", "area")
@@ -49,7 +50,7 @@ DICE_KINDS = ("soft", "hard")
 
 
 def k_problem(k, size) -> str:
-    """"" when ``k`` (fraction of pixels in a top-k region) and ``size`` (the scoring side) can be
+    """ "" when ``k`` (fraction of pixels in a top-k region) and ``size`` (the scoring side) can be
     scored, else what is wrong, naming the key and the limits."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 2:
         return f"preprocessing.size={size!r}; expected an integer >= 2 (the paper: 448)."
@@ -60,17 +61,22 @@ def k_problem(k, size) -> str:
         return f"k={k!r} is out of range; expected {what}."
     pixels = size * size
     if round(k * pixels) < 1:
-        return (f"k={k} at preprocessing.size={size} gives a top-k region of {k * pixels:.3g} pixels; expected at "
-                f"least 1 pixel (k >= {0.5 / pixels:.2g}).")
+        return (
+            f"k={k} at preprocessing.size={size} gives a top-k region of {k * pixels:.3g} pixels; expected at "
+            f"least 1 pixel (k >= {0.5 / pixels:.2g})."
+        )
     if round(k * pixels) >= pixels:
-        return (f"k={k} at preprocessing.size={size} gives a top-k region of all {pixels} pixels, leaving none "
-                f"outside it (AUC and the region metrics need both); expected k < {(pixels - 0.5) / pixels:.6g}.")
+        return (
+            f"k={k} at preprocessing.size={size} gives a top-k region of all {pixels} pixels, leaving none "
+            f"outside it (AUC and the region metrics need both); expected k < {(pixels - 0.5) / pixels:.6g}."
+        )
     return ""
 
 
 @dataclass(frozen=True)
 class ScoringOptions:
     """Everything that changes a score (but not the maps themselves)."""
+
     k: float = 0.1
     size: int = 448
     steps: tuple[str, ...] = ("minmax", "unit_sum")
@@ -86,9 +92,11 @@ class ScoringOptions:
             raise ConfigError(problem)
         one_of(self.resample, RESAMPLES, "preprocessing.resample")
         if self.tie_policy == "exact":
-            raise ConfigError("scoring.tie_policy='exact' (ties broken by the lowest flat index, i.e. by position) is "
-                              "no longer a policy of that name: use scoring.tie_policy=fractional (the unbiased "
-                              "default) or scoring.tie_policy=index to reproduce the old position-based numbers.")
+            raise ConfigError(
+                "scoring.tie_policy='exact' (ties broken by the lowest flat index, i.e. by position) is "
+                "no longer a policy of that name: use scoring.tie_policy=fractional (the unbiased "
+                "default) or scoring.tie_policy=index to reproduce the old position-based numbers."
+            )
         one_of(self.tie_policy, TIE_POLICIES, "scoring.tie_policy")
         one_of(self.dice, DICE_KINDS, "scoring.dice")
         for step in self.steps:
@@ -226,8 +234,9 @@ class PreparedMap:
             other = views[k] = PreparedMap.__new__(PreparedMap)
             other.options = replace(self.options, k=k)
         # the k-independent features, including those this map computed since the view was made
-        other.__dict__.update((key, value) for key, value in self.__dict__.items()
-                              if key not in self.K_DEPENDENT and key != "options")
+        other.__dict__.update(
+            (key, value) for key, value in self.__dict__.items() if key not in self.K_DEPENDENT and key != "options"
+        )
         return other
 
     @property
@@ -281,7 +290,7 @@ class PreparedMap:
     @cached_property
     def weights(self) -> np.ndarray:
         steps = self.options.steps
-        if steps[:1] == ("minmax",):   # reuse the min-max map
+        if steps[:1] == ("minmax",):  # reuse the min-max map
             if steps == ("minmax", "unit_sum"):
                 return self.minmax * (1.0 / (self.minmax_sum + self.options.eps))
             return apply_steps(self.minmax, steps[1:], self.options.eps)
@@ -329,7 +338,7 @@ class PreparedMap:
         of ``other.region``). Kept per pair: IoU, Dice, precision, recall and F1 all read it."""
         overlaps = self.__dict__.setdefault("_overlaps", {})
         kept = overlaps.get(id(other))
-        if kept is None or kept[0]() is not other:   # a weak reference: a map shared by every question
+        if kept is None or kept[0]() is not other:  # a weak reference: a map shared by every question
             kept = overlaps[id(other)] = (weakref.ref(other), self.over_region(other.region))  # must not keep theirs
         return kept[1]
 

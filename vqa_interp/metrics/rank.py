@@ -1,4 +1,5 @@
 """Rank-based similarity: the paper's Spearman rank correlation over all pixels."""
+
 from __future__ import annotations
 
 import numpy as np

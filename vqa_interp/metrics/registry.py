@@ -15,6 +15,7 @@ their metric lists from here:
   :data:`REDUNDANT_NOTE`, and for the secondary saliency-benchmark and localisation metrics);
 - ``slow``: a run computes it only when ``scoring.metrics`` names it (``score()`` computes all).
 """
+
 from __future__ import annotations
 
 import math
@@ -26,14 +27,17 @@ from vqa_interp.errors import ConfigError
 # columns of a map's scores against the leave-one-out means of the annotators (the ceiling's protocol)
 LOO_PREFIX = "loo/"
 
-REDUNDANT_NOTE = ("With equal-size regions (tie_policy fractional or index), precision = recall = F1 = "
-                  "disc_intersect / n and IoU = F1 / (2 - F1): one number in five columns. IoU stands for them "
-                  "in the tested family; the others stay in the per-example table.")
+REDUNDANT_NOTE = (
+    "With equal-size regions (tie_policy fractional or index), precision = recall = F1 = "
+    "disc_intersect / n and IoU = F1 / (2 - F1): one number in five columns. IoU stands for them "
+    "in the tested family; the others stay in the per-example table."
+)
 
 
 @dataclass(frozen=True)
 class Metric:
     """One registered metric (see the module docs)."""
+
     name: str
     compute: Callable
     reference: Callable
@@ -43,9 +47,9 @@ class Metric:
     family: str
     description: str
     in_family: bool = True
-    slow: bool = False        # a run computes it only when scoring.metrics names it
-    headline: int = 0         # 1, 2, ...: reported first, in this order (see headline_metrics); 0: not
-    k_free_when: Callable | None = None   # options -> True where it reads no region after all (soft Dice)
+    slow: bool = False  # a run computes it only when scoring.metrics names it
+    headline: int = 0  # 1, 2, ...: reported first, in this order (see headline_metrics); 0: not
+    k_free_when: Callable | None = None  # options -> True where it reads no region after all (soft Dice)
 
     def depends_on_k(self, options=None) -> bool:
         """Whether the score changes with ``k`` under scoring ``options`` (a ScoringOptions; None:
@@ -62,18 +66,39 @@ class Metric:
 REGISTRY: dict[str, Metric] = {}
 
 
-def metric(name: str, *, needs: tuple[str, ...], range: tuple[float, float], reference: Callable,
-           higher_is_better: bool = True, in_family: bool = True, family: str = "", slow: bool = False,
-           headline: int = 0, k_free_when: Callable | None = None):
+def metric(
+    name: str,
+    *,
+    needs: tuple[str, ...],
+    range: tuple[float, float],
+    reference: Callable,
+    higher_is_better: bool = True,
+    in_family: bool = True,
+    family: str = "",
+    slow: bool = False,
+    headline: int = 0,
+    k_free_when: Callable | None = None,
+):
     """Decorator: register the fast function as metric ``name`` (its docstring's first line is the
     description; ``family`` defaults to the defining module's name)."""
+
     def wrap(compute: Callable) -> Callable:
-        REGISTRY[name] = Metric(name=name, compute=compute, reference=reference, needs=tuple(needs),
-                                higher_is_better=higher_is_better, range=tuple(range),
-                                family=family or compute.__module__.rsplit(".", 1)[-1],
-                                description=(compute.__doc__ or name).strip().split("\n")[0],
-                                in_family=in_family, slow=slow, headline=headline, k_free_when=k_free_when)
+        REGISTRY[name] = Metric(
+            name=name,
+            compute=compute,
+            reference=reference,
+            needs=tuple(needs),
+            higher_is_better=higher_is_better,
+            range=tuple(range),
+            family=family or compute.__module__.rsplit(".", 1)[-1],
+            description=(compute.__doc__ or name).strip().split("\n")[0],
+            in_family=in_family,
+            slow=slow,
+            headline=headline,
+            k_free_when=k_free_when,
+        )
         return compute
+
     return wrap
 
 
@@ -84,9 +109,11 @@ def batched(name: str):
     """Decorator: register the batched torch version of metric ``name``: ``f(a, h) -> [B]`` tensor of
     two :class:`~vqa_interp.metrics.batch.MapBatch` (pair ``i`` is row ``i`` of both). Used by the
     device scorer; a metric without one is scored there by its NumPy version, pair by pair."""
+
     def wrap(function: Callable) -> Callable:
         BATCHED[name] = function
         return function
+
     return wrap
 
 
@@ -102,8 +129,10 @@ def selected(names, key: str = "metrics") -> tuple[str, ...]:
         return metric_names()
     unknown = [m for m in names if m not in REGISTRY]
     if unknown:
-        raise ConfigError(f"{key}={list(names)}: {unknown} unknown; expected names from {list(REGISTRY)}"
-                          + (" or 'all'." if key == "scoring.metrics[]" else "."))
+        raise ConfigError(
+            f"{key}={list(names)}: {unknown} unknown; expected names from {list(REGISTRY)}"
+            + (" or 'all'." if key == "scoring.metrics[]" else ".")
+        )
     return tuple(names)
 
 

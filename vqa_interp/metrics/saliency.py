@@ -26,6 +26,7 @@ Definitions equal the peers' (tests compare them on maps with ties and zeros):
   solved exactly (POT ``ot.emd2``: equal to POT on that grid; a few ms a pair). Lower is better. It
   is not in a run's default metric set (``scoring.metrics`` names it) nor in :func:`score`'s.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +34,7 @@ import numpy as np
 from vqa_interp.metrics.prepare import apply_steps
 from vqa_interp.metrics.registry import batched, metric
 
-EPS = 2.2204e-16     # MATLAB's eps, as MIT's KLdiv.m and pysaliency
+EPS = 2.2204e-16  # MATLAB's eps, as MIT's KLdiv.m and pysaliency
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
@@ -77,8 +78,14 @@ def _kld_reference(a, h, options):
     return float((p * np.log(EPS + p / (q + EPS))).sum())
 
 
-@metric("kld", needs=("kl_density",), range=(0.0, float("inf")), reference=_kld_reference, higher_is_better=False,
-        in_family=False)
+@metric(
+    "kld",
+    needs=("kl_density",),
+    range=(0.0, float("inf")),
+    reference=_kld_reference,
+    higher_is_better=False,
+    in_family=False,
+)
 def kld(a, h) -> float:
     """KL divergence of the attribution distribution from the human one, KL(human || attribution) (MIT KLdiv.m)."""
     p, q = h.kl_density, a.kl_density
@@ -97,8 +104,9 @@ def _nss_reference(a, h, options):
     return float((z * region).sum() / region.sum())
 
 
-@metric("nss", needs=("moments", "region"), range=(-float("inf"), float("inf")), reference=_nss_reference,
-        in_family=False)
+@metric(
+    "nss", needs=("moments", "region"), range=(-float("inf"), float("inf")), reference=_nss_reference, in_family=False
+)
 def nss(a, h) -> float:
     """Normalised scanpath saliency: mean z-scored attribution over the human top-k region (Peters et al. 2005)."""
     mean, std = a.moments
@@ -116,7 +124,7 @@ def _auc_reference(a, h, options):
     scores = a.ravel()
     order = np.argsort(-scores, kind="stable")
     s, positive, negative = scores[order], w[order], 1 - w[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]       # the last pixel of each threshold
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # the last pixel of each threshold
     tps, fps = np.cumsum(positive)[last], np.cumsum(negative)[last]
     tpr, fpr = np.r_[0.0, tps] / tps[-1], np.r_[0.0, fps] / fps[-1]
     return float(np.trapezoid(tpr, fpr))
@@ -135,7 +143,7 @@ def auc(a, h) -> float:
 
 
 # ------------------------------------------------------------------ emd
-EMD_DOWNSAMPLE = 32   # the MIT benchmark's factor (EMD.m)
+EMD_DOWNSAMPLE = 32  # the MIT benchmark's factor (EMD.m)
 
 
 def emd_grid(size: int) -> int:
@@ -186,8 +194,15 @@ def _emd_reference(a, h, options):
     return _emd(_minmax(a), _minmax(h))
 
 
-@metric("emd", needs=("minmax",), range=(0.0, float("inf")), reference=_emd_reference, higher_is_better=False,
-        in_family=False, slow=True)
+@metric(
+    "emd",
+    needs=("minmax",),
+    range=(0.0, float("inf")),
+    reference=_emd_reference,
+    higher_is_better=False,
+    in_family=False,
+    slow=True,
+)
 def emd(a, h) -> float:
     """Earth mover's distance of the two maps downsampled by 32 (the MIT benchmark's EMD), in grid cells (POT emd2)."""
     side = a.options.size

@@ -14,6 +14,7 @@
 Guided Backprop and DeconvNet (Captum) override ``nn.ReLU`` *modules*; so every ReLU call site here is
 its own non-inplace ``nn.ReLU`` (never ``F.relu``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -91,8 +92,9 @@ class ResNetBackbone(nn.Module):
         self.variant = variant
         resnet = getattr(torchvision.models, f"resnet{depth}")(weights=None)
         self.conv1, self.bn1, self.relu = resnet.conv1, resnet.bn1, nn.ReLU()
-        self.maxpool = (nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True) if variant == "caffe"
-                        else resnet.maxpool)
+        self.maxpool = (
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True) if variant == "caffe" else resnet.maxpool
+        )
         for name in ("layer1", "layer2", "layer3", "layer4"):
             layer = getattr(resnet, name)
             if variant == "caffe":

@@ -19,6 +19,7 @@ Attachment points (:data:`ATTACHMENTS`) are what a method may ask a model for; a
 it has in :attr:`VqaModel.provides`, and a method names the ones it needs, so that an impossible
 model x method pair is refused before any work (:func:`vqa_interp.models.registry.check_method`).
 """
+
 from __future__ import annotations
 
 import abc
@@ -76,6 +77,7 @@ class VqaModel(abc.ABC):
     and implement the abstract methods; the optional attachment points raise unless listed in
     :attr:`provides`.
     """
+
     kind: ClassVar[str] = ""
     provides: ClassVar[frozenset[str]] = frozenset({"pixels"})
     # whether the image encoder runs without the question (training then batches whole images,
@@ -85,8 +87,8 @@ class VqaModel(abc.ABC):
     generative: ClassVar[bool] = False
 
     module: nn.Module
-    answers: list[str]              # answer strings by logit index
-    geometry: InputGeometry         # how an image becomes the pixel input (and the maps' size)
+    answers: list[str]  # answer strings by logit index
+    geometry: InputGeometry  # how an image becomes the pixel input (and the maps' size)
     checkpoint_digest: str = ""
     description: str = ""
 
@@ -175,11 +177,13 @@ class VqaModel(abc.ABC):
         return torch.sigmoid(logits) if self.confidence == "sigmoid" else torch.softmax(logits, dim=1)
 
     confidence: str = "softmax"
-    CONFIDENCE = {"softmax": "the softmax probability of the predicted answer over the answer list (a head trained "
-                             "with cross-entropy)",
-                  "sigmoid": "the sigmoid of the predicted answer's logit (a head trained with binary cross-entropy "
-                             "on soft scores)",
-                  "candidates": "the answer's probability normalised over the question's multiple-choice candidates"}
+    CONFIDENCE = {
+        "softmax": "the softmax probability of the predicted answer over the answer list (a head trained "
+        "with cross-entropy)",
+        "sigmoid": "the sigmoid of the predicted answer's logit (a head trained with binary cross-entropy "
+        "on soft scores)",
+        "candidates": "the answer's probability normalised over the question's multiple-choice candidates",
+    }
 
     def target_probabilities(self, pixels: torch.Tensor, question: Question, target: tuple) -> torch.Tensor:
         """``[B]``: each target's probability (a classifier: :meth:`answer_probabilities`; generative:
@@ -187,8 +191,9 @@ class VqaModel(abc.ABC):
         probs = self.answer_probabilities(self.forward(pixels, question).float())
         return probs.gather(1, target[0][:, None].to(probs.device))[:, 0]
 
-    def predict_answers(self, pixels: torch.Tensor, question: Question, candidates: Sequence[Sequence[str]] | None
-                        = None) -> tuple[list[str], torch.Tensor]:
+    def predict_answers(
+        self, pixels: torch.Tensor, question: Question, candidates: Sequence[Sequence[str]] | None = None
+    ) -> tuple[list[str], torch.Tensor]:
         """``(answers, confidence [B])``: a classifier's argmax class and its probability
         (:meth:`answer_probabilities`; ``candidates`` unused; a generative model normalises over them)."""
         from vqa_interp.data.answers import normalize_answer
@@ -197,14 +202,16 @@ class VqaModel(abc.ABC):
         confidence, predicted = probs.max(dim=1)
         return [normalize_answer(self.answers[int(i)]) for i in predicted], confidence
 
-    def attentions(self, pixels: torch.Tensor, question: Question, target: tuple | None = None
-                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def attentions(
+        self, pixels: torch.Tensor, question: Question, target: tuple | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``(scores [B] of the target (or logits when ``target`` is None), [A_l [B, H, T, T]] per
         layer)``, the attention probabilities in the graph."""
         raise self._lacks("attentions")
 
-    def token_layout(self, pixels: torch.Tensor, question: Question, target: tuple | None = None
-                     ) -> tuple[list[int] | int, slice, tuple[int, int]]:
+    def token_layout(
+        self, pixels: torch.Tensor, question: Question, target: tuple | None = None
+    ) -> tuple[list[int] | int, slice, tuple[int, int]]:
         """``(the rows that read out the answer, the image-token columns, their grid (h, w))`` of the
         matrices :meth:`attentions` returns."""
         raise self._lacks("attentions")
@@ -217,7 +224,8 @@ class VqaModel(abc.ABC):
         n = len(target)
 
         def f(*args):
-            return self.scorer(args[-1 - n], *args[:-1 - n], *args[len(args) - n:])
+            return self.scorer(args[-1 - n], *args[: -1 - n], *args[len(args) - n :])
+
         return f, (pixels.detach(), *target)
 
     def predicted_targets(self, pixels: torch.Tensor, question: Question) -> tuple:
@@ -260,25 +268,35 @@ class VqaModel(abc.ABC):
         for part in name.split("."):
             if not hasattr(module, part):
                 names = [n for n, _ in self.module.named_modules() if n.count(".") <= 1 and n]
-                raise ConfigError(f"method.layer: {name!r} is neither 'cam' (the model's CAM layer) nor a module "
-                                  f"of the {self.kind} model; try one of {names[:12]}")
+                raise ConfigError(
+                    f"method.layer: {name!r} is neither 'cam' (the model's CAM layer) nor a module "
+                    f"of the {self.kind} model; try one of {names[:12]}"
+                )
             module = getattr(module, part)
         return module
 
     def _lacks(self, attachment: str) -> Exception:
-        return ConfigError(f"model.kind={self.kind!r} has no {attachment} ({ATTACHMENTS[attachment]}); "
-                           f"it provides {sorted(self.provides)}.")
+        return ConfigError(
+            f"model.kind={self.kind!r} has no {attachment} ({ATTACHMENTS[attachment]}); "
+            f"it provides {sorted(self.provides)}."
+        )
 
     # ------------------------------------------------------------ identity and placement
     def identity(self) -> dict:
         """What the model's outputs depend on (cache keys): kind, checkpoint digest, input geometry."""
-        return {"kind": self.kind, "checkpoint": self.checkpoint_digest,
-                "input": {"size": self.geometry.size, "central_fraction": self.geometry.central_fraction}}
+        return {
+            "kind": self.kind,
+            "checkpoint": self.checkpoint_digest,
+            "input": {"size": self.geometry.size, "central_fraction": self.geometry.central_fraction},
+        }
 
     def tags(self) -> dict[str, str]:
         """Tags a run records about its model (``confidence``: what a prediction's confidence is)."""
-        return {"model_kind": self.kind, "model_description": self.description,
-                "confidence": self.CONFIDENCE[self.confidence]}
+        return {
+            "model_kind": self.kind,
+            "model_description": self.description,
+            "confidence": self.CONFIDENCE[self.confidence],
+        }
 
     @property
     def answer_vocab(self) -> dict[str, int]:

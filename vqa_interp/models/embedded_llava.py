@@ -10,6 +10,7 @@ Training (:func:`vqa_interp.models.training.train_generative`) maximises the tea
 log-probability of each question's answer (its most frequent human answer, normalised, then the
 end-of-sequence token) after its prompt: the number the methods explain.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -20,9 +21,11 @@ SPECIAL = ("<pad>", "<unk>", "<s>", "</s>")
 IMAGE_TOKEN = "<image>"
 TEMPLATE_WORDS = ("user", "assistant", ":", "?", ",", ".", "'")
 # one user turn: the image, then the question; the answer follows "assistant :"
-CHAT_TEMPLATE = ("{% for message in messages %}{% if message['role'] == 'user' %}user : {% for c in message['content'] %}"
-                 "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}{% endif %}"
-                 "{% endfor %}{% if add_generation_prompt %}assistant :{% endif %}")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}user : {% for c in message['content'] %}"
+    "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}assistant :{% endif %}"
+)
 
 
 def build_processor(words: Sequence[str], image_size: int, patch_size: int):
@@ -35,12 +38,25 @@ def build_processor(words: Sequence[str], image_size: int, patch_size: int):
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>", extra_special_tokens={"image_token": IMAGE_TOKEN})
-    images = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size,
-                                                                               "width": image_size})
-    return LlavaProcessor(image_processor=images, tokenizer=fast, patch_size=patch_size, num_additional_image_tokens=1,
-                          vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": IMAGE_TOKEN},
+    )
+    images = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    return LlavaProcessor(
+        image_processor=images,
+        tokenizer=fast,
+        patch_size=patch_size,
+        num_additional_image_tokens=1,
+        vision_feature_select_strategy="default",
+        chat_template=CHAT_TEMPLATE,
+    )
 
 
 def build_llava(processor, sizes: dict, image_size: int):
@@ -51,12 +67,22 @@ def build_llava(processor, sizes: dict, image_size: int):
     tokenizer = processor.tokenizer
     patch = int(sizes.get("patch_size", 8))
     vision = CLIPVisionConfig(image_size=image_size, patch_size=patch, **dict(sizes.get("vision", {})))
-    text = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       **dict(sizes.get("text", {})))
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids(
-        IMAGE_TOKEN), image_seq_length=(image_size // patch) ** 2, vision_feature_layer=-1,
-        vision_feature_select_strategy="default", projector_hidden_act="gelu")
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **dict(sizes.get("text", {})),
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=(image_size // patch) ** 2,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+    )
     config._attn_implementation = "eager"
     return LlavaForConditionalGeneration(config)
 
@@ -67,7 +93,7 @@ def untrained_parts(model_settings, questions: Sequence[str], answers: Sequence[
     from tokenizers import pre_tokenizers
 
     sizes = dict(model_settings.options.get("llava", {}))
-    split = pre_tokenizers.Whitespace().pre_tokenize_str     # the tokenizer's own word splitting
+    split = pre_tokenizers.Whitespace().pre_tokenize_str  # the tokenizer's own word splitting
     words = {w for q in questions for w, _ in split(q.lower())}
     words |= {w for a in answers for answer in a for w, _ in split(normalize_answer(answer))}
     size = int(model_settings.input_size)

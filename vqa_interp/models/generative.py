@@ -24,6 +24,7 @@ prompt: :class:`VlmScore`, ``forward(pixels, input_ids, attention_mask, answer_i
 - **Token layout** for transformer-native maps: the rows that predict the answer's tokens (their
   mean), the image-token columns of each example, laid out on the vision grid.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,14 +63,25 @@ class GenerativeVlm(VqaModel):
     """A generative VLM: question encoding ``(input_ids [B, L], attention_mask [B, L])`` (the prompt,
     left-padded), target encoding ``(answer_ids [B, La], answer_mask [B, La])`` (the answer's tokens
     and the end-of-sequence token, right-padded)."""
+
     kind = "hf_vlm"
     generative = True
     confidence = "candidates"
     provides = frozenset({"pixels", "attentions", "blocks", "text_embedding", "token_states"})
 
-    def __init__(self, hf, processor, family: Family, geometry: InputGeometry, *, prompt: str | None = None,
-                 answer_mode: str = "open", max_new_tokens: int = 4, checkpoint_digest: str = "",
-                 description: str = ""):
+    def __init__(
+        self,
+        hf,
+        processor,
+        family: Family,
+        geometry: InputGeometry,
+        *,
+        prompt: str | None = None,
+        answer_mode: str = "open",
+        max_new_tokens: int = 4,
+        checkpoint_digest: str = "",
+        description: str = "",
+    ):
         self.module = hf
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -113,7 +125,7 @@ class GenerativeVlm(VqaModel):
             words = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             n = len(words)
             for start in range(len(ids) - n, -1, -1):
-                if n and ids[start:start + n] == words:
+                if n and ids[start : start + n] == words:
                     return list(range(start, start + n))
         return []
 
@@ -122,20 +134,23 @@ class GenerativeVlm(VqaModel):
         length = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), length), dtype=torch.long)
-        for i, p in enumerate(prompts):     # padded on the left
-            ids[i, length - len(p):] = torch.tensor(p)
-            mask[i, length - len(p):] = 1
+        for i, p in enumerate(prompts):  # padded on the left
+            ids[i, length - len(p) :] = torch.tensor(p)
+            mask[i, length - len(p) :] = 1
         return ids, mask
 
     def encode_targets(self, answers: Sequence[str]):
-        tokens = [self.tokenizer(str(a), add_special_tokens=False)["input_ids"] + ([self.eos_id] if self.eos_id is not
-                                                                                   None else []) for a in answers]
+        tokens = [
+            self.tokenizer(str(a), add_special_tokens=False)["input_ids"]
+            + ([self.eos_id] if self.eos_id is not None else [])
+            for a in answers
+        ]
         length = max(1, max(len(t) for t in tokens))
         ids = torch.full((len(tokens), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(tokens), length), dtype=torch.long)
-        for i, t in enumerate(tokens):      # padded on the right
-            ids[i, :len(t)] = torch.tensor(t, dtype=torch.long)
-            mask[i, :len(t)] = 1
+        for i, t in enumerate(tokens):  # padded on the right
+            ids[i, : len(t)] = torch.tensor(t, dtype=torch.long)
+            mask[i, : len(t)] = 1
         return ids, mask
 
     def tokens(self, question: str) -> list[str]:
@@ -145,7 +160,7 @@ class GenerativeVlm(VqaModel):
     def token_mask(self, question) -> torch.Tensor:
         ids, mask = question
         out = torch.zeros_like(mask, dtype=torch.bool)
-        question_of = {tuple(v): k for k, v in self._prompts.items()}   # prompt ids -> its question, once a call
+        question_of = {tuple(v): k for k, v in self._prompts.items()}  # prompt ids -> its question, once a call
         for i in range(len(ids)):
             real = ids[i][mask[i].bool()].tolist()
             offset = len(ids[i]) - len(real)
@@ -172,14 +187,22 @@ class GenerativeVlm(VqaModel):
         full_ids = torch.cat([ids, answer_ids], dim=1)
         full_mask = torch.cat([mask, answer_mask], dim=1)
         first = self.family.first_position
-        positions = ({"position_ids": (full_mask.cumsum(dim=1) - 1 + first).clamp(min=first)}
-                     if self.family.passes_positions else {})
-        out = self.module(input_ids=full_ids, attention_mask=full_mask, output_attentions=output_attentions,
-                          **positions, **self.image_inputs(pixels),
-                          **self.family.extra_inputs(self, full_ids, answer_mask))
+        positions = (
+            {"position_ids": (full_mask.cumsum(dim=1) - 1 + first).clamp(min=first)}
+            if self.family.passes_positions
+            else {}
+        )
+        out = self.module(
+            input_ids=full_ids,
+            attention_mask=full_mask,
+            output_attentions=output_attentions,
+            **positions,
+            **self.image_inputs(pixels),
+            **self.family.extra_inputs(self, full_ids, answer_mask),
+        )
         length = ids.shape[1]
         # the logits at position p predict token p + 1: the answer's tokens are read at L-1 .. L+La-2
-        logits = out.logits[:, length - 1:length - 1 + answer_ids.shape[1]].float()
+        logits = out.logits[:, length - 1 : length - 1 + answer_ids.shape[1]].float()
         chosen = torch.log_softmax(logits, dim=-1).gather(2, answer_ids[:, :, None])[:, :, 0]
         scores = (chosen * answer_mask).sum(dim=1)
         return scores, (list(out.attentions) if output_attentions else None), out.logits
@@ -219,15 +242,24 @@ class GenerativeVlm(VqaModel):
         """Greedy decoding of at most ``max_new_tokens`` tokens, normalised as the VQA evaluation does."""
         ids, mask = question
         with torch.no_grad():
-            out = self.module.generate(input_ids=ids, attention_mask=mask, max_new_tokens=self.max_new_tokens,
-                                       do_sample=False, pad_token_id=self.pad_id, eos_token_id=self.eos_id,
-                                       **self.image_inputs(pixels), **self.family.extra_inputs(self, ids))
-        texts = self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+            out = self.module.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.pad_id,
+                eos_token_id=self.eos_id,
+                **self.image_inputs(pixels),
+                **self.family.extra_inputs(self, ids),
+            )
+        texts = self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
         return [normalize_answer(t) for t in texts]
 
     def predict_answers(self, pixels, question, candidates=None):
-        candidates = [[normalize_answer(c) for c in dict.fromkeys(options or ())] for options in
-                      (candidates or [()] * len(pixels))]
+        candidates = [
+            [normalize_answer(c) for c in dict.fromkeys(options or ())]
+            for options in (candidates or [()] * len(pixels))
+        ]
         if self.answer_mode == "multiple_choice" and all(candidates):
             answers = []
             scored = self._candidate_scores(pixels, question, candidates)
@@ -263,15 +295,16 @@ class GenerativeVlm(VqaModel):
         length = ids.shape[1]
         total = length + answer_mask.shape[1]
         rows = torch.zeros(len(ids), total, device=ids.device)
-        rows[:, length - 1:length - 1 + answer_mask.shape[1]] = answer_mask
+        rows[:, length - 1 : length - 1 + answer_mask.shape[1]] = answer_mask
         rows = rows / rows.sum(dim=1, keepdim=True).clamp(min=1)
         columns = torch.stack([torch.nonzero(ids[i] == self.image_token_id)[:, 0] for i in range(len(ids))])
         n = columns.shape[1]
-        side = int(round(n ** 0.5))
+        side = int(round(n**0.5))
         if side * side != n:
-            raise ConfigError(f"model.pretrained: {n} image tokens do not make a square grid; the transformer-native "
-                              "maps need one")
-        return rows, columns, (side, side)   # row-major, as LLaVA's patches and Qwen2-VL's merged 2x2 groups
+            raise ConfigError(
+                f"model.pretrained: {n} image tokens do not make a square grid; the transformer-native maps need one"
+            )
+        return rows, columns, (side, side)  # row-major, as LLaVA's patches and Qwen2-VL's merged 2x2 groups
 
     def text_embedding(self) -> nn.Module:
         return self.module.get_input_embeddings()
@@ -285,8 +318,10 @@ class GenerativeVlm(VqaModel):
         if name.startswith("lm.layer") and name[8:].isdigit():
             index = int(name[8:])
         if index is None or not 0 <= index < len(layers):
-            raise ConfigError(f"method.layer={name!r} is not a layer of this language model; expected cam (its middle "
-                              f"layer) or lm.layer0 .. lm.layer{len(layers) - 1}.")
+            raise ConfigError(
+                f"method.layer={name!r} is not a layer of this language model; expected cam (its middle "
+                f"layer) or lm.layer0 .. lm.layer{len(layers) - 1}."
+            )
         return layers[index]
 
     def blocks(self) -> list[tuple[str, nn.Module]]:
@@ -297,21 +332,30 @@ class GenerativeVlm(VqaModel):
         return blocks
 
     def identity(self) -> dict:
-        return {**super().identity(), "prompt": self.prompt, "answer_mode": self.answer_mode,
-                "max_new_tokens": self.max_new_tokens}
+        return {
+            **super().identity(),
+            "prompt": self.prompt,
+            "answer_mode": self.answer_mode,
+            "max_new_tokens": self.max_new_tokens,
+        }
 
     def tags(self) -> dict[str, str]:
         c = self.module.config
-        return {**super().tags(), "model_type": str(c.model_type), "backbone": f"{c.model_type} vision "
-                f"{c.vision_config.model_type}, text {c.text_config.model_type} ({c.text_config.num_hidden_layers} layers)"}
+        return {
+            **super().tags(),
+            "model_type": str(c.model_type),
+            "backbone": f"{c.model_type} vision "
+            f"{c.vision_config.model_type}, text {c.text_config.model_type} ({c.text_config.num_hidden_layers} layers)",
+        }
 
     def save(self, path, *, config: dict, tracker: dict | None = None, name: str = "vqa-interp embedded") -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.module.save_pretrained(path)
         self.processor.save_pretrained(path)
-        (path / "vqa_interp.json").write_text(json.dumps({"name": name, "config": config, "tracker": tracker or {}},
-                                                         default=str))
+        (path / "vqa_interp.json").write_text(
+            json.dumps({"name": name, "config": config, "tracker": tracker or {}}, default=str)
+        )
 
 
 # ------------------------------------------------------------------ loading
@@ -323,9 +367,11 @@ def check_folder(folder) -> tuple[Path, str]:
     :class:`CheckpointError` naming what is missing or unsupported."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointError(f"model.pretrained: {folder} is not a folder. Expected a folder written by "
-                              "AutoModelForImageTextToText.save_pretrained and its processor's save_pretrained "
-                              "(config.json, model.safetensors, tokenizer and processor files).")
+        raise CheckpointError(
+            f"model.pretrained: {folder} is not a folder. Expected a folder written by "
+            "AutoModelForImageTextToText.save_pretrained and its processor's save_pretrained "
+            "(config.json, model.safetensors, tokenizer and processor files)."
+        )
     missing = [f for f in FOLDER_FILES if not (folder / f).is_file()]
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("pytorch_model*.bin")):
         missing.append("model.safetensors")
@@ -334,22 +380,35 @@ def check_folder(folder) -> tuple[Path, str]:
     if not any((folder / t).is_file() for t in ("processor_config.json", "preprocessor_config.json")):
         missing.append("processor_config.json")
     if missing:
-        raise CheckpointError(f"model.pretrained: {folder} lacks {missing}; expected the save_pretrained folder of an "
-                              "image-text-to-text model and its processor (model.save_pretrained(DIR); "
-                              "processor.save_pretrained(DIR)).")
+        raise CheckpointError(
+            f"model.pretrained: {folder} lacks {missing}; expected the save_pretrained folder of an "
+            "image-text-to-text model and its processor (model.save_pretrained(DIR); "
+            "processor.save_pretrained(DIR))."
+        )
     model_type = json.loads((folder / "config.json").read_text()).get("model_type")
     if model_type in UNSUPPORTED:
-        raise CheckpointError(f"model.pretrained: {folder} is a {model_type} model; {UNSUPPORTED[model_type]}. "
-                              f"Supported families: {sorted(FAMILIES)}.")
+        raise CheckpointError(
+            f"model.pretrained: {folder} is a {model_type} model; {UNSUPPORTED[model_type]}. "
+            f"Supported families: {sorted(FAMILIES)}."
+        )
     if model_type not in FAMILIES:
-        raise CheckpointError(f"model.pretrained: {folder} has model_type={model_type!r}; the tool cannot build its "
-                              f"pixel input from the square image every model gets. Supported families: "
-                              f"{sorted(FAMILIES)}.")
+        raise CheckpointError(
+            f"model.pretrained: {folder} has model_type={model_type!r}; the tool cannot build its "
+            f"pixel input from the square image every model gets. Supported families: "
+            f"{sorted(FAMILIES)}."
+        )
     return folder, model_type
 
 
-def load_folder(folder, geometry: InputGeometry, *, prompt: str | None = None, answer_mode: str = "open",
-                max_new_tokens: int = 4, description: str | None = None) -> GenerativeVlm:
+def load_folder(
+    folder,
+    geometry: InputGeometry,
+    *,
+    prompt: str | None = None,
+    answer_mode: str = "open",
+    max_new_tokens: int = 4,
+    description: str | None = None,
+) -> GenerativeVlm:
     """A :class:`GenerativeVlm` (eval mode, eager attention) from a ``save_pretrained`` folder, offline."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -358,25 +417,39 @@ def load_folder(folder, geometry: InputGeometry, *, prompt: str | None = None, a
     processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
     digest = content_digest(weights[0]) if len(weights) == 1 else content_digest(folder)
-    return GenerativeVlm(hf.eval(), processor, FAMILIES[model_type], geometry, prompt=prompt, answer_mode=answer_mode,
-                         max_new_tokens=max_new_tokens, checkpoint_digest=digest,
-                         description=description or f"{model_type} from {folder.name}").eval()
+    return GenerativeVlm(
+        hf.eval(),
+        processor,
+        FAMILIES[model_type],
+        geometry,
+        prompt=prompt,
+        answer_mode=answer_mode,
+        max_new_tokens=max_new_tokens,
+        checkpoint_digest=digest,
+        description=description or f"{model_type} from {folder.name}",
+    ).eval()
 
 
 def _options(model_settings) -> dict:
     options = model_settings.options
-    return {"prompt": options.get("prompt"), "answer_mode": options.get("answer_mode", "open"),
-            "max_new_tokens": int(options.get("max_new_tokens", 4))}
+    return {
+        "prompt": options.get("prompt"),
+        "answer_mode": options.get("answer_mode", "open"),
+        "max_new_tokens": int(options.get("max_new_tokens", 4)),
+    }
 
 
 def _validate(model_settings) -> None:
     options = _options(model_settings)
     if options["answer_mode"] not in ANSWER_MODES:
-        raise ConfigError(f"model.answer_mode={options['answer_mode']!r} is not allowed; expected one of "
-                          f"{list(ANSWER_MODES)}.")
+        raise ConfigError(
+            f"model.answer_mode={options['answer_mode']!r} is not allowed; expected one of {list(ANSWER_MODES)}."
+        )
     if options["prompt"] is not None and "{question}" not in str(options["prompt"]):
-        raise ConfigError(f"model.prompt={options['prompt']!r} has no {{question}}; write the prompt with "
-                          "{question} where the question goes (the image tokens come from the processor).")
+        raise ConfigError(
+            f"model.prompt={options['prompt']!r} has no {{question}}; write the prompt with "
+            "{question} where the question goes (the image tokens come from the processor)."
+        )
     if options["max_new_tokens"] < 1:
         raise ConfigError(f"model.max_new_tokens={options['max_new_tokens']} must be >= 1.")
 
@@ -386,17 +459,20 @@ def _preflight(model_settings) -> None:
     if folder:
         check_folder(folder)
     elif "train" not in model_settings.options:
-        raise ConfigError(f"model.pretrained: model={model_settings.name} loads a save_pretrained folder of an "
-                          "image-text-to-text model; set model.pretrained=DIR (e.g. a download of "
-                          "llava-hf/llava-1.5-7b-hf), or use model=embedded_llava (trained here).")
+        raise ConfigError(
+            f"model.pretrained: model={model_settings.name} loads a save_pretrained folder of an "
+            "image-text-to-text model; set model.pretrained=DIR (e.g. a download of "
+            "llava-hf/llava-1.5-7b-hf), or use model=embedded_llava (trained here)."
+        )
 
 
 def _load(model_settings, checkpoint: Path | None) -> GenerativeVlm:
     folder = model_settings.options.get("pretrained") or checkpoint
     if not folder:
         _preflight(model_settings)
-    return load_folder(folder, InputGeometry(model_settings.input_size, model_settings.central_fraction),
-                       **_options(model_settings))
+    return load_folder(
+        folder, InputGeometry(model_settings.input_size, model_settings.central_fraction), **_options(model_settings)
+    )
 
 
 def _untrained(model_settings, questions, answers) -> GenerativeVlm:
@@ -404,9 +480,14 @@ def _untrained(model_settings, questions, answers) -> GenerativeVlm:
     from vqa_interp.models.embedded_llava import untrained_parts
 
     hf, processor = untrained_parts(model_settings, questions, answers)
-    return GenerativeVlm(hf, processor, FAMILIES["llava"],
-                         InputGeometry(model_settings.input_size, model_settings.central_fraction),
-                         **_options(model_settings), description="embedded LLaVA (untrained)")
+    return GenerativeVlm(
+        hf,
+        processor,
+        FAMILIES["llava"],
+        InputGeometry(model_settings.input_size, model_settings.central_fraction),
+        **_options(model_settings),
+        description="embedded LLaVA (untrained)",
+    )
 
 
 def _train_signature(model_settings) -> dict:
@@ -414,7 +495,16 @@ def _train_signature(model_settings) -> dict:
     return {"llava": options.get("llava", {}), "input": model_settings.input, "train": options.get("train", {})}
 
 
-register_model(ModelKind("hf_vlm", _load, GenerativeVlm.provides, validate=_validate, preflight=_preflight,
-                         untrained=_untrained, train_signature=_train_signature, checkpoint_suffix="",
-                         description="generative VLMs (LLaVA, Qwen2-VL, PaliGemma) from Hugging Face "
-                                     "AutoModelForImageTextToText"))
+register_model(
+    ModelKind(
+        "hf_vlm",
+        _load,
+        GenerativeVlm.provides,
+        validate=_validate,
+        preflight=_preflight,
+        untrained=_untrained,
+        train_signature=_train_signature,
+        checkpoint_suffix="",
+        description="generative VLMs (LLaVA, Qwen2-VL, PaliGemma) from Hugging Face AutoModelForImageTextToText",
+    )
+)

@@ -8,6 +8,7 @@ respect to the image pixels.
 Guided Backprop and DeconvNet (Captum) override ``nn.ReLU`` *modules*; so every ReLU call site
 here is its own non-inplace ``nn.ReLU`` (never ``F.relu``), backbones included.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,16 @@ from vqa_interp.data.images import InputGeometry
 from vqa_interp.errors import CheckpointError, ConfigError
 from vqa_interp.models.backbones import RESNET_VARIANTS, build_backbone
 from vqa_interp.models.base import VqaModel
-from vqa_interp.models.checkpoint import (BACKBONE_FILES, BACKBONE_PREFIX, BACKBONE_SOURCES, strip_module, file_digest,
-                                          load_backbone_weights, read_checkpoint, save_checkpoint)
+from vqa_interp.models.checkpoint import (
+    BACKBONE_FILES,
+    BACKBONE_PREFIX,
+    BACKBONE_SOURCES,
+    file_digest,
+    load_backbone_weights,
+    read_checkpoint,
+    save_checkpoint,
+    strip_module,
+)
 from vqa_interp.models.registry import ModelKind, register_model
 from vqa_interp.models.vocab import build_answer_vocab, build_question_vocab, encode_questions
 
@@ -42,8 +51,9 @@ class TextProcessor(nn.Module):
 
     def forward(self, q: torch.Tensor, q_len: torch.Tensor) -> torch.Tensor:
         embedded = self.tanh(self.drop(self.embedding(q)))
-        packed = pack_padded_sequence(embedded, q_len.detach().cpu().clamp(min=1), batch_first=True,
-                                      enforce_sorted=False)
+        packed = pack_padded_sequence(
+            embedded, q_len.detach().cpu().clamp(min=1), batch_first=True, enforce_sorted=False
+        )
         _, (_, c) = self.lstm(packed)
         return c.squeeze(0)
 
@@ -70,7 +80,7 @@ def apply_attention(v: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
     """Softmax over positions per glimpse, then weighted sums: ``[B, V, h, w]`` -> ``[B, glimpses*V]``."""
     n, c = v.shape[:2]
     glimpses = attention.shape[1]
-    weights = torch.softmax(attention.flatten(2), dim=-1)           # [B, g, hw]
+    weights = torch.softmax(attention.flatten(2), dim=-1)  # [B, g, hw]
     weighted = torch.einsum("bgs,bcs->bgc", weights, v.flatten(2))  # [B, g, V]
     return weighted.reshape(n, glimpses * c)
 
@@ -88,9 +98,19 @@ class Classifier(nn.Sequential):
 class Net(nn.Module):
     """pytorch-vqa's ``Net``: image features ``[B, V, h, w]`` + question -> answer logits ``[B, A]``."""
 
-    def __init__(self, embedding_tokens: int, *, v_features: int = 2048, embedding_features: int = 300,
-                 lstm_features: int = 1024, mid_features: int = 512, glimpses: int = 2,
-                 classifier_mid: int = 1024, max_answers: int = 3000, drop: float = 0.5):
+    def __init__(
+        self,
+        embedding_tokens: int,
+        *,
+        v_features: int = 2048,
+        embedding_features: int = 300,
+        lstm_features: int = 1024,
+        mid_features: int = 512,
+        glimpses: int = 2,
+        classifier_mid: int = 1024,
+        max_answers: int = 3000,
+        drop: float = 0.5,
+    ):
         super().__init__()
         self.text = TextProcessor(embedding_tokens, embedding_features, lstm_features, drop)
         self.attention = Attention(v_features, lstm_features, mid_features, glimpses, drop)
@@ -143,13 +163,23 @@ class KazemiModel(VqaModel):
     the classifier, the attention, the question encoder, the backbone's ``layer4`` .. ``layer1``
     and its stem, where it has one.
     """
+
     kind = "kazemi"
     provides = frozenset({"pixels", "cam_layer", "text_embedding", "blocks", "relu_units"})
     encodes_image_alone = True
 
-    def __init__(self, module: KazemiNetwork, question_vocab: dict[str, int], answer_vocab: dict[str, int],
-                 geometry: InputGeometry, *, checkpoint_digest: str = "", description: str = "",
-                 backbone_spec: dict | None = None, backbone_weights: str | None = None):
+    def __init__(
+        self,
+        module: KazemiNetwork,
+        question_vocab: dict[str, int],
+        answer_vocab: dict[str, int],
+        geometry: InputGeometry,
+        *,
+        checkpoint_digest: str = "",
+        description: str = "",
+        backbone_spec: dict | None = None,
+        backbone_weights: str | None = None,
+    ):
         self.module = module
         self.question_vocab = dict(question_vocab)
         ordered = [""] * len(answer_vocab)
@@ -185,8 +215,10 @@ class KazemiModel(VqaModel):
         # runs the net only (exact, and on ResNet-152 at 448 the backbone is nearly all of a pass).
         with torch.no_grad():
             features = self.module.backbone(pixels.detach())
-        return (lambda q, q_len, v, index: self.module.net(v, q, q_len).gather(1, index[:, None])[:, 0]), \
-            (features, target[0])
+        return (lambda q, q_len, v, index: self.module.net(v, q, q_len).gather(1, index[:, None])[:, 0]), (
+            features,
+            target[0],
+        )
 
     def training_logits(self, pixels, image_of, question):
         # the backbone runs once per image and its features serve every question about it
@@ -213,19 +245,34 @@ class KazemiModel(VqaModel):
 
     def tags(self) -> dict[str, str]:
         spec = self.backbone_spec
-        return {**super().tags(), "backbone": self.description,
-                "backbone_variant": str(spec.get("variant", spec.get("type")))}
+        return {
+            **super().tags(),
+            "backbone": self.description,
+            "backbone_variant": str(spec.get("variant", spec.get("type"))),
+        }
 
     def save(self, path, *, config: dict, tracker: dict | None = None, name: str = "vqa-interp embedded") -> None:
         weights = {f"module.{k}": v.detach().cpu() for k, v in self.module.net.state_dict().items()}
-        weights.update({f"module.{BACKBONE_PREFIX}{k}": v.detach().cpu()
-                        for k, v in self.module.backbone.state_dict().items()})
-        save_checkpoint(path, weights, question_vocab=self.question_vocab, answer_vocab=self.answer_vocab,
-                        config=config, tracker=tracker, name=name)
+        weights.update(
+            {f"module.{BACKBONE_PREFIX}{k}": v.detach().cpu() for k, v in self.module.backbone.state_dict().items()}
+        )
+        save_checkpoint(
+            path,
+            weights,
+            question_vocab=self.question_vocab,
+            answer_vocab=self.answer_vocab,
+            config=config,
+            tracker=tracker,
+            name=name,
+        )
 
 
-def load_model(checkpoint: str | Path, backbone_spec: dict, backbone_weights: str | Path | None = None,
-               geometry: InputGeometry | None = None) -> KazemiModel:
+def load_model(
+    checkpoint: str | Path,
+    backbone_spec: dict,
+    backbone_weights: str | Path | None = None,
+    geometry: InputGeometry | None = None,
+) -> KazemiModel:
     """A :class:`KazemiModel` in eval mode from a pytorch-vqa checkpoint.
 
     Net sizes (vocabulary, LSTM, attention, answers) come from the weights themselves; the
@@ -233,13 +280,15 @@ def load_model(checkpoint: str | Path, backbone_spec: dict, backbone_weights: st
     """
     payload = read_checkpoint(checkpoint)
     weights = strip_module(payload["weights"])
-    backbone_state = {k[len(BACKBONE_PREFIX):]: v for k, v in weights.items() if k.startswith(BACKBONE_PREFIX)}
+    backbone_state = {k[len(BACKBONE_PREFIX) :]: v for k, v in weights.items() if k.startswith(BACKBONE_PREFIX)}
     net_state = {k: v for k, v in weights.items() if not k.startswith(BACKBONE_PREFIX)}
     try:
         dims = net_dims_from_weights(net_state)
     except KeyError as exc:
-        raise CheckpointError(f"model.checkpoint: {checkpoint} lacks the weight {exc}; expected pytorch-vqa's "
-                              "Net keys (module.text.*, module.attention.*, module.classifier.*).") from exc
+        raise CheckpointError(
+            f"model.checkpoint: {checkpoint} lacks the weight {exc}; expected pytorch-vqa's "
+            "Net keys (module.text.*, module.attention.*, module.classifier.*)."
+        ) from exc
     net = Net(**dims, drop=0.0)
     net.load_state_dict(net_state, strict=True)
     backbone = build_backbone(backbone_spec)
@@ -253,14 +302,24 @@ def load_model(checkpoint: str | Path, backbone_spec: dict, backbone_weights: st
     else:
         raise CheckpointError(
             f"model.backbone_weights: the checkpoint {checkpoint} holds no backbone weights, so the image "
-            "backbone needs its own file. Set model.backbone_weights=FILE (the Caffe ResNet-152 resnet152-95e0e999.pth).")
+            "backbone needs its own file. Set model.backbone_weights=FILE (the Caffe ResNet-152 resnet152-95e0e999.pth)."
+        )
     vocab = payload["vocab"]
     if len(vocab["answer"]) != dims["max_answers"]:
-        raise CheckpointError(f"model.checkpoint: {checkpoint} has {len(vocab['answer'])} answers in its vocab but "
-                              f"{dims['max_answers']} classifier outputs; the file is inconsistent.")
-    return KazemiModel(KazemiNetwork(backbone, net).eval(), vocab["question"], vocab["answer"],
-                       geometry or InputGeometry(), checkpoint_digest=file_digest(checkpoint), description=description,
-                       backbone_spec=backbone_spec, backbone_weights=None if backbone_state else backbone_weights)
+        raise CheckpointError(
+            f"model.checkpoint: {checkpoint} has {len(vocab['answer'])} answers in its vocab but "
+            f"{dims['max_answers']} classifier outputs; the file is inconsistent."
+        )
+    return KazemiModel(
+        KazemiNetwork(backbone, net).eval(),
+        vocab["question"],
+        vocab["answer"],
+        geometry or InputGeometry(),
+        checkpoint_digest=file_digest(checkpoint),
+        description=description,
+        backbone_spec=backbone_spec,
+        backbone_weights=None if backbone_state else backbone_weights,
+    )
 
 
 # ------------------------------------------------------------------ the registered kind
@@ -279,7 +338,8 @@ def resolve_backbone_weights(model_settings) -> Path | None:
         return hub / wanted
     raise CheckpointError(
         f"model.backbone_weights is not set and {wanted} is not in {hub}. Expected {BACKBONE_SOURCES[variant]}. "
-        "Place it there or set model.backbone_weights=FILE; nothing is downloaded at run time.")
+        "Place it there or set model.backbone_weights=FILE; nothing is downloaded at run time."
+    )
 
 
 BACKBONE_TYPES = ("small_cnn", "resnet")
@@ -288,11 +348,13 @@ BACKBONE_TYPES = ("small_cnn", "resnet")
 def _validate(model_settings) -> None:
     spec = model_settings.options.get("backbone") or {}
     if spec.get("type") not in BACKBONE_TYPES:
-        raise ConfigError(f"model.backbone.type={spec.get('type')!r} is not allowed; expected one of "
-                          f"{list(BACKBONE_TYPES)}.")
+        raise ConfigError(
+            f"model.backbone.type={spec.get('type')!r} is not allowed; expected one of {list(BACKBONE_TYPES)}."
+        )
     if spec["type"] == "resnet" and spec.get("variant", "caffe") not in RESNET_VARIANTS:
-        raise ConfigError(f"model.backbone.variant={spec.get('variant')!r} is not allowed; expected one of "
-                          f"{list(RESNET_VARIANTS)}.")
+        raise ConfigError(
+            f"model.backbone.variant={spec.get('variant')!r} is not allowed; expected one of {list(RESNET_VARIANTS)}."
+        )
 
 
 def _preflight(model_settings) -> None:
@@ -305,8 +367,12 @@ def _preflight(model_settings) -> None:
 
 
 def _load(model_settings, checkpoint: Path) -> KazemiModel:
-    return load_model(checkpoint, model_settings.options["backbone"], resolve_backbone_weights(model_settings),
-                      InputGeometry(model_settings.input_size, model_settings.central_fraction))
+    return load_model(
+        checkpoint,
+        model_settings.options["backbone"],
+        resolve_backbone_weights(model_settings),
+        InputGeometry(model_settings.input_size, model_settings.central_fraction),
+    )
 
 
 def _untrained(model_settings, questions: Sequence[str], answers: Sequence[Sequence[str]]) -> KazemiModel:
@@ -317,17 +383,35 @@ def _untrained(model_settings, questions: Sequence[str], answers: Sequence[Seque
     a_vocab = build_answer_vocab(answers, int(options.get("max_answers", 3000)))
     backbone = build_backbone(options["backbone"])
     net = Net(len(q_vocab) + 1, v_features=backbone.out_channels, max_answers=len(a_vocab), **options.get("dims", {}))
-    return KazemiModel(KazemiNetwork(backbone, net), q_vocab, a_vocab,
-                       InputGeometry(model_settings.input_size, model_settings.central_fraction),
-                       description=f"{options['backbone'].get('type')} (untrained)", backbone_spec=options["backbone"])
+    return KazemiModel(
+        KazemiNetwork(backbone, net),
+        q_vocab,
+        a_vocab,
+        InputGeometry(model_settings.input_size, model_settings.central_fraction),
+        description=f"{options['backbone'].get('type')} (untrained)",
+        backbone_spec=options["backbone"],
+    )
 
 
 def _train_signature(model_settings) -> dict:
     options = model_settings.options
-    return {"backbone": options.get("backbone"), "dims": options.get("dims", {}), "input": model_settings.input,
-            "train": options.get("train", {})}
+    return {
+        "backbone": options.get("backbone"),
+        "dims": options.get("dims", {}),
+        "input": model_settings.input,
+        "train": options.get("train", {}),
+    }
 
 
-register_model(ModelKind("kazemi", _load, KazemiModel.provides, validate=_validate, preflight=_preflight,
-                         untrained=_untrained, train_signature=_train_signature,
-                         description="Kazemi & Elqursh (2017) CNN+LSTM with two attention glimpses (pytorch-vqa)"))
+register_model(
+    ModelKind(
+        "kazemi",
+        _load,
+        KazemiModel.provides,
+        validate=_validate,
+        preflight=_preflight,
+        untrained=_untrained,
+        train_signature=_train_signature,
+        description="Kazemi & Elqursh (2017) CNN+LSTM with two attention glimpses (pytorch-vqa)",
+    )
+)

@@ -5,6 +5,7 @@ To add a model: one file with a :class:`~vqa_interp.models.base.VqaModel` subcla
 :func:`register_model` call, plus one ``conf/model/<name>.yaml`` whose ``kind`` names it
 (``docs/design/extending.md``, "Adding a model").
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class ModelKind:
       (its cached checkpoint is named by it);
     - ``needs_checkpoint``: False for a kind built from its config alone (``load`` gets None).
     """
+
     name: str
     load: Callable
     provides: frozenset[str]
@@ -39,7 +41,7 @@ class ModelKind:
     train_signature: Callable = lambda m: {"kind": m.kind, "options": m.options, "input": m.input}
     description: str = ""
     needs_checkpoint: bool = True
-    checkpoint_suffix: str = ".pth"   # of a trained embedded model's file ("" for a folder)
+    checkpoint_suffix: str = ".pth"  # of a trained embedded model's file ("" for a folder)
 
     @property
     def trainable(self) -> bool:
@@ -56,8 +58,10 @@ def register_model(kind: ModelKind) -> ModelKind:
 
 def model_kind(name: str) -> ModelKind:
     if name not in MODELS:
-        raise ConfigError(f"model.kind={name!r} is not allowed; expected one of {sorted(MODELS)} (or a kind "
-                          "registered by a module in plugins).")
+        raise ConfigError(
+            f"model.kind={name!r} is not allowed; expected one of {sorted(MODELS)} (or a kind "
+            "registered by a module in plugins)."
+        )
     return MODELS[name]
 
 
@@ -67,8 +71,10 @@ def check_model_settings(model_settings) -> ModelKind:
     kind.validate(model_settings)
     threads = (model_settings.options.get("train") or {}).get("threads", "auto")
     if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
-        raise ConfigError(f"model.train.threads={threads!r} is not allowed; expected auto (the free cores, re-checked "
-                          "each epoch) or a whole number >= 1 (a fixed count: the same weights bit for bit).")
+        raise ConfigError(
+            f"model.train.threads={threads!r} is not allowed; expected auto (the free cores, re-checked "
+            "each epoch) or a whole number >= 1 (a fixed count: the same weights bit for bit)."
+        )
     return kind
 
 
@@ -76,12 +82,14 @@ def check_method(kind: ModelKind, method: str, needs: tuple[str, ...]) -> None:
     """Refuse a method whose attachment points the model kind lacks, before any work."""
     from vqa_interp.models.base import ATTACHMENTS
 
-    missing = [n for n in needs if not any(a in kind.provides for a in n.split("|"))]   # a|b: either
+    missing = [n for n in needs if not any(a in kind.provides for a in n.split("|"))]  # a|b: either
     if missing:
         described = "; ".join(" or ".join(ATTACHMENTS[a] for a in n.split("|")) for n in missing)
-        raise NotApplicableError(f"method={method} needs the model's {', '.join(n.replace('|', ' or ') for n in missing)} "
-                          f"({described}), which model.kind={kind.name} does not "
-                          f"have; choose another method (model.kind={kind.name} provides {sorted(kind.provides)}).")
+        raise NotApplicableError(
+            f"method={method} needs the model's {', '.join(n.replace('|', ' or ') for n in missing)} "
+            f"({described}), which model.kind={kind.name} does not "
+            f"have; choose another method (model.kind={kind.name} provides {sorted(kind.provides)})."
+        )
 
 
 def load(model_settings, checkpoint: Path | None, device: str = "cpu"):

@@ -18,6 +18,7 @@ A run whose training signature equals a shipped model's evaluates that model (ev
 the same weights; the run's ``model_source`` and ``shipped_digest`` tags say so); any other training
 config trains on first use, as before.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -74,8 +75,19 @@ def shipped_models(folder: Path = SHIPPED_DIR) -> list[ShippedModel]:
     if not manifest.is_file():
         return []
     entries = json.loads(manifest.read_text())["models"]
-    return [ShippedModel(e["name"], e["kind"], folder / e["path"], e["signature"], e["digest"], e["retrain"],
-                         e.get("signature_fields", {}), e.get("facts", {})) for e in entries]
+    return [
+        ShippedModel(
+            e["name"],
+            e["kind"],
+            folder / e["path"],
+            e["signature"],
+            e["digest"],
+            e["retrain"],
+            e.get("signature_fields", {}),
+            e.get("facts", {}),
+        )
+        for e in entries
+    ]
 
 
 def shipped_for(signature: str, folder: Path = SHIPPED_DIR) -> ShippedModel | None:
@@ -89,17 +101,30 @@ def shipped_for(signature: str, folder: Path = SHIPPED_DIR) -> ShippedModel | No
 def verify(model: ShippedModel) -> None:
     """Raise :class:`CheckpointError` unless the shipped files are there with the manifest's digest."""
     if not model.path.exists():
-        raise CheckpointError(f"the shipped model {model.name} is missing at {model.path} (a damaged install?); "
-                              f"reinstall the package, or retrain it: {model.retrain}")
+        raise CheckpointError(
+            f"the shipped model {model.name} is missing at {model.path} (a damaged install?); "
+            f"reinstall the package, or retrain it: {model.retrain}"
+        )
     digest = content_digest(model.path)
     if digest != model.digest:
-        raise CheckpointError(f"the shipped model {model.name} at {model.path} has sha256 {digest[:12]}, not "
-                              f"{model.short_digest} as its manifest says (changed or damaged); reinstall the package, "
-                              f"or retrain it: {model.retrain}")
+        raise CheckpointError(
+            f"the shipped model {model.name} at {model.path} has sha256 {digest[:12]}, not "
+            f"{model.short_digest} as its manifest says (changed or damaged); reinstall the package, "
+            f"or retrain it: {model.retrain}"
+        )
 
 
-def ship(source: Path, *, name: str, kind: str, signature: str, signature_fields: dict, retrain: str, facts: dict,
-         folder: Path = SHIPPED_DIR) -> ShippedModel:
+def ship(
+    source: Path,
+    *,
+    name: str,
+    kind: str,
+    signature: str,
+    signature_fields: dict,
+    retrain: str,
+    facts: dict,
+    folder: Path = SHIPPED_DIR,
+) -> ShippedModel:
     """Copy a trained model (file or folder) into ``folder`` and record it in the manifest, replacing
     an entry of the same ``name``; returns the new entry."""
     source = Path(source)
@@ -117,9 +142,20 @@ def ship(source: Path, *, name: str, kind: str, signature: str, signature_fields
         shutil.copyfile(source, target)
     entry = ShippedModel(name, kind, target, signature, content_digest(target), retrain, signature_fields, facts)
     entries = [m for m in shipped_models(folder) if m.name != name] + [entry]
-    payload = {"models": [{"name": m.name, "kind": m.kind, "path": m.path.relative_to(folder).as_posix(),
-                           "signature": m.signature, "digest": m.digest, "retrain": m.retrain,
-                           "signature_fields": m.signature_fields, "facts": m.facts}
-                          for m in sorted(entries, key=lambda m: m.name)]}
+    payload = {
+        "models": [
+            {
+                "name": m.name,
+                "kind": m.kind,
+                "path": m.path.relative_to(folder).as_posix(),
+                "signature": m.signature,
+                "digest": m.digest,
+                "retrain": m.retrain,
+                "signature_fields": m.signature_fields,
+                "facts": m.facts,
+            }
+            for m in sorted(entries, key=lambda m: m.name)
+        ]
+    }
     write_atomic(folder / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1, default=str) + "\n"))
     return entry

@@ -5,6 +5,7 @@ Plain functions over the model settings and a dataset; the entry points (``pytho
 vqa_interp.train``, and ``vqa_interp.run`` before it opens its evaluation run) call
 :func:`train_and_save` inside a training run of their own.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,10 +35,11 @@ _STD = torch.from_numpy(IMAGENET_STD)[:, None, None]
 @dataclass
 class TrainingSplit:
     """A VQA split in memory: images ``[N_img, 3, S, S]`` uint8, one entry per question."""
+
     images: torch.Tensor
-    image_index: list[int]          # question -> row of ``images``
+    image_index: list[int]  # question -> row of ``images``
     questions: list[str]
-    answers: list[list[str]]        # 10 raw answers per question
+    answers: list[list[str]]  # 10 raw answers per question
 
 
 def read_training_split(paths, records, geometry: InputGeometry) -> TrainingSplit:
@@ -51,8 +53,9 @@ def read_training_split(paths, records, geometry: InputGeometry) -> TrainingSpli
     for image_id in tqdm(image_ids, desc="read training images", leave=False):
         normalised = torch.from_numpy(load_image(image_path_of(paths, image_id), geometry))
         images[row_of[image_id]] = ((normalised * _STD + _MEAN) * 255).round().clamp(0, 255).to(torch.uint8)
-    return TrainingSplit(images, [row_of[r.image_id] for r in records], [r.question for r in records],
-                         [list(r.answers) for r in records])
+    return TrainingSplit(
+        images, [row_of[r.image_id] for r in records], [r.question for r in records], [list(r.answers) for r in records]
+    )
 
 
 def _normalise_batch(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -110,8 +113,9 @@ def split_accuracy(model: VqaModel, split: TrainingSplit, images_per_batch: int 
     with torch.no_grad():
         for begin in range(0, len(split.images), images_per_batch):
             idx = torch.nonzero((rows >= begin) & (rows < begin + images_per_batch))[:, 0]
-            logits = model.training_logits(_normalise_batch(split.images[begin:begin + images_per_batch]),
-                                           rows[idx] - begin, take(question, idx))
+            logits = model.training_logits(
+                _normalise_batch(split.images[begin : begin + images_per_batch]), rows[idx] - begin, take(question, idx)
+            )
             scores.append(soft_accuracy(logits.argmax(1), targets[idx]))
     return float(torch.cat(scores).mean()) if scores else float("nan")
 
@@ -126,21 +130,31 @@ def training_batches(split: TrainingSplit, batch_size: int, by_image: bool, gene
             questions_of[row].append(q)
         order = torch.randperm(len(split.images), generator=generator)
         for begin in range(0, len(order), batch_size):
-            images = order[begin:begin + batch_size]
+            images = order[begin : begin + batch_size]
             yield images, torch.tensor([q for r in images.tolist() for q in questions_of[r]])
     else:
         order = torch.randperm(len(split.questions), generator=generator)
         for begin in range(0, len(order), batch_size):
-            idx = order[begin:begin + batch_size]
+            idx = order[begin : begin + batch_size]
             yield torch.tensor(sorted({split.image_index[q] for q in idx.tolist()})), idx
 
 
-ANNOUNCE_AFTER = 5   # steps timed before the expected duration is announced
+ANNOUNCE_AFTER = 5  # steps timed before the expected duration is announced
 
 
-def train_model(model: VqaModel, split: TrainingSplit, *, epochs: int, batch_size: int, lr: float,
-                seed: int, on_epoch=None, validation: TrainingSplit | None = None, threads: int | str = "auto",
-                announce=None) -> tuple[VqaModel, dict]:
+def train_model(
+    model: VqaModel,
+    split: TrainingSplit,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    on_epoch=None,
+    validation: TrainingSplit | None = None,
+    threads: int | str = "auto",
+    announce=None,
+) -> tuple[VqaModel, dict]:
     """Train ``model`` (freshly built, after ``torch.manual_seed(seed)``) end to end; returns it in eval
     mode and its history.
 
@@ -175,22 +189,42 @@ def train_model(model: VqaModel, split: TrainingSplit, *, epochs: int, batch_siz
         loss = (-torch.log_softmax(logits, dim=1) * targets[idx] / 10).sum(dim=1).mean()
         return loss, lambda: soft_accuracy(logits.argmax(1), targets[idx]).mean().item()
 
-    return _fit(model, epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr,
-                batches=lambda: list(training_batches(split, batch_size, by_image, generator)), loss_of=loss_of,
-                validate=(lambda: split_accuracy(model, validation)) if validation is not None else None,
-                threads=threads, announce=announce, on_epoch=on_epoch)
+    return _fit(
+        model,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        lr=lr,
+        batches=lambda: list(training_batches(split, batch_size, by_image, generator)),
+        loss_of=loss_of,
+        validate=(lambda: split_accuracy(model, validation)) if validation is not None else None,
+        threads=threads,
+        announce=announce,
+        on_epoch=on_epoch,
+    )
 
 
-def _fit(model: VqaModel, *, epochs: int, steps_per_epoch: int, lr: float, batches, loss_of, validate, threads,
-         announce, on_epoch) -> tuple[VqaModel, dict]:
+def _fit(
+    model: VqaModel,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    lr: float,
+    batches,
+    loss_of,
+    validate,
+    threads,
+    announce,
+    on_epoch,
+) -> tuple[VqaModel, dict]:
     """The loop every kind trains with: Adam with a one-cycle rate (warm-up then cosine decay: a usable
     model in fewer epochs than a flat rate), torch's threads sized before each epoch (a program that
     took a core meanwhile costs its core, not more), one progress bar over every step, the expected
     duration announced after the first steps. ``batches() -> list`` is one epoch's batches (drawn at
     the epoch's start); ``loss_of(batch) -> (loss, accuracy())``, ``accuracy()`` read after the step."""
     optimiser = torch.optim.Adam(model.module.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch,
-                                                   pct_start=0.2)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.2
+    )
     history = {"loss": [], "train_accuracy": [], "threads": [], **({"val_accuracy": []} if validate else {})}
     total = epochs * steps_per_epoch
     progress = tqdm(total=total, desc="training", unit="step", leave=False)
@@ -240,8 +274,11 @@ def training_signature(model_settings, dataset) -> tuple[str, dict]:
     own = dict(kind.train_signature(model_settings))
     if isinstance(own.get("train"), dict):
         own["train"] = {k: v for k, v in own["train"].items() if k not in NOT_IN_SIGNATURE}
-    fields = {"data": {k: v for k, v in dataset.signature().items() if k not in ("generator", "n_val_images")},
-              "generator": dataset.signature().get("generator"), **own}
+    fields = {
+        "data": {k: v for k, v in dataset.signature().items() if k not in ("generator", "n_val_images")},
+        "generator": dataset.signature().get("generator"),
+        **own,
+    }
     return short_signature(fields), fields
 
 
@@ -268,8 +305,19 @@ def generative_accuracy(model, split, batch_size: int = 64) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def train_generative(model, split, *, epochs: int, batch_size: int, lr: float, seed: int, on_epoch=None,
-                     validation=None, threads="auto", announce=None):
+def train_generative(
+    model,
+    split,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    on_epoch=None,
+    validation=None,
+    threads="auto",
+    announce=None,
+):
     """Train a generative model (:mod:`vqa_interp.models.embedded_llava`, freshly built after
     ``torch.manual_seed(seed)``) on ``split``: batches of ``batch_size`` questions in a random order
     from a generator seeded with ``seed``, Adam with a one-cycle rate, the loss the mean negative
@@ -286,16 +334,26 @@ def train_generative(model, split, *, epochs: int, batch_size: int, lr: float, s
 
     def batches():
         order = torch.randperm(len(split.questions), generator=generator)
-        return [order[begin:begin + batch_size] for begin in range(0, len(order), batch_size)]
+        return [order[begin : begin + batch_size] for begin in range(0, len(order), batch_size)]
 
     def loss_of(idx):
-        scores = model.target_scores(_normalise_batch(split.images[image_rows[idx]]), take(question, idx),
-                                     take(target, idx))
+        scores = model.target_scores(
+            _normalise_batch(split.images[image_rows[idx]]), take(question, idx), take(target, idx)
+        )
         return -scores.mean(), lambda: scores.detach().exp().mean().item()
 
-    return _fit(model, epochs=epochs, steps_per_epoch=-(-len(split.questions) // batch_size), lr=lr, batches=batches,
-                loss_of=loss_of, validate=(lambda: generative_accuracy(model, validation)) if validation is not None
-                else None, threads=threads, announce=announce, on_epoch=on_epoch)
+    return _fit(
+        model,
+        epochs=epochs,
+        steps_per_epoch=-(-len(split.questions) // batch_size),
+        lr=lr,
+        batches=batches,
+        loss_of=loss_of,
+        validate=(lambda: generative_accuracy(model, validation)) if validation is not None else None,
+        threads=threads,
+        announce=announce,
+        on_epoch=on_epoch,
+    )
 
 
 def embedded_checkpoint_path(model_settings, home: str | Path, dataset) -> Path:
@@ -326,20 +384,45 @@ def train_and_save(model_settings, dataset, out_path: Path, on_epoch=None, annou
     torch.manual_seed(t["seed"])
     model = model_kind(m.kind).untrained(m, split.questions, split.answers)
     before = torch.get_num_threads()
-    train = train_generative if model.generative else train_model   # a generative model learns to generate
+    train = train_generative if model.generative else train_model  # a generative model learns to generate
     try:
-        model, history = train(model, split, epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-                               seed=t["seed"], on_epoch=on_epoch, validation=validation,
-                               threads=t.get("threads", "auto"), announce=announce)
+        model, history = train(
+            model,
+            split,
+            epochs=t["epochs"],
+            batch_size=t["batch_size"],
+            lr=t["lr"],
+            seed=t["seed"],
+            on_epoch=on_epoch,
+            validation=validation,
+            threads=t.get("threads", "auto"),
+            announce=announce,
+        )
     finally:
         torch.set_num_threads(before)
     seconds = time.perf_counter() - start
-    model.save(out_path, config={"backbone": m.options.get("backbone"), "input": m.input, "train": t},
-               tracker=history, name="vqa-interp embedded")
+    model.save(
+        out_path,
+        config={"backbone": m.options.get("backbone"), "input": m.input, "train": t},
+        tracker=history,
+        name="vqa-interp embedded",
+    )
     record_digest(out_path)
-    log.info("trained the embedded model in %.0f s (accuracy: train %.3f, val %.3f; answering from the question "
-             "alone: %.3f) -> %s", seconds, history["train_accuracy"][-1], history["val_accuracy"][-1], prior, out_path)
-    return {"train_seconds": seconds, "epochs_run": len(history["loss"]), "train_threads_min": min(history["threads"]),
-            "train_threads_max": max(history["threads"]),
-            "final_train_accuracy": history["train_accuracy"][-1], "final_val_accuracy": history["val_accuracy"][-1],
-            "val_question_prior_accuracy": prior}
+    log.info(
+        "trained the embedded model in %.0f s (accuracy: train %.3f, val %.3f; answering from the question "
+        "alone: %.3f) -> %s",
+        seconds,
+        history["train_accuracy"][-1],
+        history["val_accuracy"][-1],
+        prior,
+        out_path,
+    )
+    return {
+        "train_seconds": seconds,
+        "epochs_run": len(history["loss"]),
+        "train_threads_min": min(history["threads"]),
+        "train_threads_max": max(history["threads"]),
+        "final_train_accuracy": history["train_accuracy"][-1],
+        "final_val_accuracy": history["val_accuracy"][-1],
+        "val_question_prior_accuracy": prior,
+    }

@@ -21,6 +21,7 @@ What this file fixes about running ViLT for attribution (each checked in tests/t
 - Pixels arrive normalised like every model's (ImageNet mean/std, :mod:`vqa_interp.data.images`);
   the net maps them to ViLT's own normalisation (mean = std = 0.5) as its first, linear step.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,7 @@ from vqa_interp.models.vocab import build_answer_vocab
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 FOLDER_FILES = ("config.json",)
-MAX_QUESTION_TOKENS = 40   # question tokens a ViLT folder without the option takes (conf/model/vilt.yaml sets it)
+MAX_QUESTION_TOKENS = 40  # question tokens a ViLT folder without the option takes (conf/model/vilt.yaml sets it)
 
 
 class ViltNet(nn.Module):
@@ -52,7 +53,7 @@ class ViltNet(nn.Module):
     def __init__(self, hf):
         super().__init__()
         self.hf = hf
-        self.cam = nn.Identity()          # the last block's input patches as [B, D, h, w] (Grad-CAM)
+        self.cam = nn.Identity()  # the last block's input patches as [B, D, h, w] (Grad-CAM)
         mean = torch.as_tensor(IMAGENET_MEAN, dtype=torch.float32)[None, :, None, None]
         std = torch.as_tensor(IMAGENET_STD, dtype=torch.float32)[None, :, None, None]
         # ImageNet-normalised -> ViLT's (x - 0.5) / 0.5: one affine map
@@ -72,7 +73,7 @@ class ViltNet(nn.Module):
         emb = self.hf.vilt.embeddings
         x = pixels * self.scale + self.shift
         text = emb.text_embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        patches = emb.patch_embeddings(x)                                   # [B, D, h, w]
+        patches = emb.patch_embeddings(x)  # [B, D, h, w]
         batch, dim, h, w = patches.shape
         side = self.config.image_size // self.config.patch_size
         spatial = emb.position_embeddings[:, 1:, :].transpose(1, 2).reshape(1, dim, side, side)
@@ -83,8 +84,10 @@ class ViltNet(nn.Module):
         text = text + emb.token_type_embeddings(torch.zeros_like(input_ids))
         image = image + emb.token_type_embeddings(torch.ones(image.shape[:2], dtype=torch.long, device=image.device))
         hidden = torch.cat([text, image], dim=1)
-        mask = torch.cat([attention_mask.to(hidden.dtype),
-                          torch.ones(image.shape[:2], dtype=hidden.dtype, device=hidden.device)], dim=1)
+        mask = torch.cat(
+            [attention_mask.to(hidden.dtype), torch.ones(image.shape[:2], dtype=hidden.dtype, device=hidden.device)],
+            dim=1,
+        )
         additive = (1.0 - mask)[:, None, None, :] * torch.finfo(hidden.dtype).min
         return hidden, additive
 
@@ -96,10 +99,10 @@ class ViltNet(nn.Module):
         h, w = self.grid(pixels)
         attentions = []
         for i, layer in enumerate(layers):
-            if i == len(layers) - 1:   # the last block's input patches through the CAM identity, as a grid
-                patches = hidden[:, length + 1:].transpose(1, 2).reshape(hidden.shape[0], -1, h, w)
+            if i == len(layers) - 1:  # the last block's input patches through the CAM identity, as a grid
+                patches = hidden[:, length + 1 :].transpose(1, 2).reshape(hidden.shape[0], -1, h, w)
                 patches = self.cam(patches).flatten(2).transpose(1, 2)
-                hidden = torch.cat([hidden[:, :length + 1], patches], dim=1)
+                hidden = torch.cat([hidden[:, : length + 1], patches], dim=1)
             out = layer(hidden, additive, output_attentions=output_attentions)
             hidden = out[0]
             if output_attentions:
@@ -118,11 +121,21 @@ class ViltModel(VqaModel):
     ``h x w`` patch grid; the CAM layer is the last block's input patches; the text embedding is the
     word embedding; blocks from the output down: the classifier, the encoder blocks from the top,
     the embeddings."""
+
     kind = "vilt"
     provides = frozenset({"pixels", "cam_layer", "text_embedding", "blocks", "attentions"})
 
-    def __init__(self, module: ViltNet, tokenizer, answers: Sequence[str], geometry: InputGeometry, *,
-                 max_tokens: int = 40, checkpoint_digest: str = "", description: str = ""):
+    def __init__(
+        self,
+        module: ViltNet,
+        tokenizer,
+        answers: Sequence[str],
+        geometry: InputGeometry,
+        *,
+        max_tokens: int = 40,
+        checkpoint_digest: str = "",
+        description: str = "",
+    ):
         self.module = module
         self.tokenizer = tokenizer
         self.answers = list(answers)
@@ -137,8 +150,9 @@ class ViltModel(VqaModel):
         logits and maps do not depend on it, tested); padding every question to ``max_tokens`` cost
         ~20% more per pass on the embedded questions (24 text tokens where ~11 are used)."""
         padding = {"padding": "max_length", "max_length": pad_to} if pad_to else {"padding": "longest"}
-        encoded = self.tokenizer(list(questions), truncation=True, return_tensors="pt",
-                                 **{"max_length": self.max_tokens, **padding})
+        encoded = self.tokenizer(
+            list(questions), truncation=True, return_tensors="pt", **{"max_length": self.max_tokens, **padding}
+        )
         return encoded["input_ids"], encoded["attention_mask"], encoded["token_type_ids"]
 
     def tokens(self, question: str) -> list[str]:
@@ -184,8 +198,11 @@ class ViltModel(VqaModel):
 
     def tags(self) -> dict[str, str]:
         c = self.module.config
-        return {**super().tags(), "backbone": f"vilt hidden {c.hidden_size}, {c.num_hidden_layers} layers, "
-                                              f"{c.num_attention_heads} heads, patch {c.patch_size}"}
+        return {
+            **super().tags(),
+            "backbone": f"vilt hidden {c.hidden_size}, {c.num_hidden_layers} layers, "
+            f"{c.num_attention_heads} heads, patch {c.patch_size}",
+        }
 
     def save(self, path, *, config: dict, tracker: dict | None = None, name: str = "vqa-interp embedded") -> None:
         """A ``save_pretrained`` folder (the model with its ``id2label`` and the tokenizer) at ``path``."""
@@ -193,15 +210,16 @@ class ViltModel(VqaModel):
         path.mkdir(parents=True, exist_ok=True)
         self.module.hf.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
-        (path / "vqa_interp.json").write_text(json.dumps({"name": name, "config": config, "tracker": tracker or {}},
-                                                         default=str))
+        (path / "vqa_interp.json").write_text(
+            json.dumps({"name": name, "config": config, "tracker": tracker or {}}, default=str)
+        )
 
 
 # ------------------------------------------------------------------ loading and building
 def _require_transformers():
     try:
         import transformers  # noqa: F401
-    except ImportError as exc:   # a dependency: only a broken install lacks it
+    except ImportError as exc:  # a dependency: only a broken install lacks it
         raise ConfigError("model.kind=vilt needs the transformers package (pip install -e .).") from exc
 
 
@@ -210,24 +228,32 @@ def check_folder(folder) -> Path:
     :class:`CheckpointError` naming what is missing."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointError(f"model.pretrained: {folder} is not a folder. Expected a folder written by "
-                              "ViltForQuestionAnswering.save_pretrained (config.json, model.safetensors) with its "
-                              "tokenizer (vocab.txt), e.g. a download of dandelin/vilt-b32-finetuned-vqa.")
+        raise CheckpointError(
+            f"model.pretrained: {folder} is not a folder. Expected a folder written by "
+            "ViltForQuestionAnswering.save_pretrained (config.json, model.safetensors) with its "
+            "tokenizer (vocab.txt), e.g. a download of dandelin/vilt-b32-finetuned-vqa."
+        )
     missing = [f for f in FOLDER_FILES if not (folder / f).is_file()]
     if not any((folder / w).is_file() for w in ("model.safetensors", "pytorch_model.bin")):
         missing.append("model.safetensors")
     if not any((folder / t).is_file() for t in ("vocab.txt", "tokenizer.json")):
-        missing.append("vocab.txt")     # or tokenizer.json: either holds the vocabulary
+        missing.append("vocab.txt")  # or tokenizer.json: either holds the vocabulary
     if missing:
-        raise CheckpointError(f"model.pretrained: {folder} lacks {missing}; expected a save_pretrained folder of "
-                              "ViltForQuestionAnswering and its tokenizer (processor.save_pretrained writes vocab.txt).")
+        raise CheckpointError(
+            f"model.pretrained: {folder} lacks {missing}; expected a save_pretrained folder of "
+            "ViltForQuestionAnswering and its tokenizer (processor.save_pretrained writes vocab.txt)."
+        )
     config = json.loads((folder / "config.json").read_text())
     if config.get("model_type") != "vilt":
-        raise CheckpointError(f"model.pretrained: {folder}/config.json has model_type={config.get('model_type')!r}; "
-                              "expected 'vilt' (a ViltForQuestionAnswering checkpoint).")
+        raise CheckpointError(
+            f"model.pretrained: {folder}/config.json has model_type={config.get('model_type')!r}; "
+            "expected 'vilt' (a ViltForQuestionAnswering checkpoint)."
+        )
     if not config.get("id2label"):
-        raise CheckpointError(f"model.pretrained: {folder}/config.json has no id2label; a VQA head needs its "
-                              "answer strings (ViltForQuestionAnswering's config).")
+        raise CheckpointError(
+            f"model.pretrained: {folder}/config.json has no id2label; a VQA head needs its "
+            "answer strings (ViltForQuestionAnswering's config)."
+        )
     return folder
 
 
@@ -244,18 +270,29 @@ def load_folder(folder, geometry: InputGeometry, max_tokens: int = 40) -> ViltMo
     hf = ViltForQuestionAnswering.from_pretrained(folder, local_files_only=True, attn_implementation="eager")
     implementation = getattr(hf.config, "_attn_implementation", "eager")
     if implementation != "eager":
-        raise CheckpointError(f"model.pretrained: {folder} loads with attention {implementation!r}; the maps need "
-                              "eager attention (its padding mask and its probabilities).")
+        raise CheckpointError(
+            f"model.pretrained: {folder} loads with attention {implementation!r}; the maps need "
+            "eager attention (its padding mask and its probabilities)."
+        )
     patch = hf.config.patch_size
     if geometry.size % patch:
-        raise ConfigError(f"model.input.size={geometry.size} is not a multiple of the patch size {patch} of "
-                          f"{folder}; use a multiple (ViLT-B/32: 384).")
+        raise ConfigError(
+            f"model.input.size={geometry.size} is not a multiple of the patch size {patch} of "
+            f"{folder}; use a multiple (ViLT-B/32: 384)."
+        )
     hf.config.max_image_length = -1
     tokenizer = BertTokenizer.from_pretrained(folder, local_files_only=True)
     labels = hf.config.id2label
     answers = [normalize_answer(str(labels[i] if i in labels else labels[str(i)])) for i in range(len(labels))]
-    model = ViltModel(ViltNet(hf).eval(), tokenizer, answers, geometry, max_tokens=max_tokens,
-                      checkpoint_digest=file_digest(weights_file(folder)), description=f"ViLT from {folder.name}")
+    model = ViltModel(
+        ViltNet(hf).eval(),
+        tokenizer,
+        answers,
+        geometry,
+        max_tokens=max_tokens,
+        checkpoint_digest=file_digest(weights_file(folder)),
+        description=f"ViLT from {folder.name}",
+    )
     # a head trained here minimises cross-entropy over the answers (models/training.py); any other
     # (dandelin's VQA head) binary cross-entropy on soft scores: its probabilities are sigmoids
     model.confidence = "softmax" if (folder / "vqa_interp.json").exists() else "sigmoid"
@@ -279,27 +316,41 @@ def untrained(model_settings, questions: Sequence[str], answers: Sequence[Sequen
     for answer, index in a_vocab.items():
         labels[index] = answer
     sizes = dict(options.get("vilt", {}))
-    config = ViltConfig(vocab_size=len(vocab), image_size=int(model_settings.input_size),
-                        num_labels=len(labels), id2label=dict(enumerate(labels)),
-                        label2id={a: i for i, a in enumerate(labels)}, max_image_length=-1,
-                        max_position_embeddings=int(options.get("max_question_tokens", MAX_QUESTION_TOKENS)),
-                        attn_implementation="eager", **sizes)
+    config = ViltConfig(
+        vocab_size=len(vocab),
+        image_size=int(model_settings.input_size),
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={a: i for i, a in enumerate(labels)},
+        max_image_length=-1,
+        max_position_embeddings=int(options.get("max_question_tokens", MAX_QUESTION_TOKENS)),
+        attn_implementation="eager",
+        **sizes,
+    )
     hf = ViltForQuestionAnswering(config)
     geometry = InputGeometry(model_settings.input_size, model_settings.central_fraction)
-    return ViltModel(ViltNet(hf), tokenizer, labels, geometry, max_tokens=config.max_position_embeddings,
-                     description="embedded ViLT (untrained)")
+    return ViltModel(
+        ViltNet(hf),
+        tokenizer,
+        labels,
+        geometry,
+        max_tokens=config.max_position_embeddings,
+        description="embedded ViLT (untrained)",
+    )
 
 
 def _validate(model_settings) -> None:
     sizes = model_settings.options.get("vilt") or {}
     hidden, heads = sizes.get("hidden_size", 768), sizes.get("num_attention_heads", 12)
     if hidden % heads:
-        raise ConfigError(f"model.vilt.hidden_size={hidden} is not a multiple of model.vilt.num_attention_heads="
-                          f"{heads}.")
+        raise ConfigError(
+            f"model.vilt.hidden_size={hidden} is not a multiple of model.vilt.num_attention_heads={heads}."
+        )
     patch = sizes.get("patch_size", 32)
     if model_settings.input_size % patch:
-        raise ConfigError(f"model.input.size={model_settings.input_size} is not a multiple of model.vilt.patch_size="
-                          f"{patch}.")
+        raise ConfigError(
+            f"model.input.size={model_settings.input_size} is not a multiple of model.vilt.patch_size={patch}."
+        )
 
 
 def _preflight(model_settings) -> None:
@@ -309,26 +360,47 @@ def _preflight(model_settings) -> None:
     if folder:
         check_folder(folder)
     elif "train" not in model_settings.options:
-        raise ConfigError(f"model.pretrained: model={model_settings.name} loads a save_pretrained folder of "
-                          "ViltForQuestionAnswering; set model.pretrained=DIR (e.g. a download of "
-                          "dandelin/vilt-b32-finetuned-vqa), or use model=embedded_vilt (trained here).")
+        raise ConfigError(
+            f"model.pretrained: model={model_settings.name} loads a save_pretrained folder of "
+            "ViltForQuestionAnswering; set model.pretrained=DIR (e.g. a download of "
+            "dandelin/vilt-b32-finetuned-vqa), or use model=embedded_vilt (trained here)."
+        )
 
 
 def _load(model_settings, checkpoint: Path | None) -> ViltModel:
     folder = model_settings.options.get("pretrained") or checkpoint
     if not folder:
-        raise ConfigError("model.pretrained: model=vilt loads a save_pretrained folder; set model.pretrained=DIR "
-                          "(e.g. a download of dandelin/vilt-b32-finetuned-vqa).")
-    return load_folder(folder, InputGeometry(model_settings.input_size, model_settings.central_fraction),
-                       int(model_settings.options.get("max_question_tokens", MAX_QUESTION_TOKENS)))
+        raise ConfigError(
+            "model.pretrained: model=vilt loads a save_pretrained folder; set model.pretrained=DIR "
+            "(e.g. a download of dandelin/vilt-b32-finetuned-vqa)."
+        )
+    return load_folder(
+        folder,
+        InputGeometry(model_settings.input_size, model_settings.central_fraction),
+        int(model_settings.options.get("max_question_tokens", MAX_QUESTION_TOKENS)),
+    )
 
 
 def _train_signature(model_settings) -> dict:
     options = model_settings.options
-    return {"vilt": options.get("vilt", {}), "input": model_settings.input, "train": options.get("train", {}),
-            "max_question_tokens": options.get("max_question_tokens", MAX_QUESTION_TOKENS)}
+    return {
+        "vilt": options.get("vilt", {}),
+        "input": model_settings.input,
+        "train": options.get("train", {}),
+        "max_question_tokens": options.get("max_question_tokens", MAX_QUESTION_TOKENS),
+    }
 
 
-register_model(ModelKind("vilt", _load, ViltModel.provides, validate=_validate, preflight=_preflight,
-                         untrained=untrained, train_signature=_train_signature, checkpoint_suffix="",
-                         description="ViLT (Kim et al. 2021) from Hugging Face transformers"))
+register_model(
+    ModelKind(
+        "vilt",
+        _load,
+        ViltModel.provides,
+        validate=_validate,
+        preflight=_preflight,
+        untrained=untrained,
+        train_signature=_train_signature,
+        checkpoint_suffix="",
+        description="ViLT (Kim et al. 2021) from Hugging Face transformers",
+    )
+)

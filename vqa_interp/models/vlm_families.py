@@ -11,6 +11,7 @@ maps cover exactly the image the human maps cover.
   merge order with ``image_grid_thw``; ``mm_token_type_ids``; the model's own M-RoPE positions.
 - :class:`PaliGemmaFamily`: a SigLIP image; a prefix LM (``token_type_ids``), positions from 1.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,10 +24,11 @@ class Family:
     """How one model family's inputs are made from the tool's image and prompt, and where its parts
     are: the LLaVA layout (a fixed-size image, resized and normalised; 1-D positions counted over
     the real tokens). :class:`QwenFamily` overrides the pixel input and the positions."""
+
     name = "llava"
-    passes_positions = True     # positions from the attention mask (left padding); False: the model's own
-    first_position = 0          # the position of a sequence's first real token
-    default_prompt = None       # a format string where the processor has no chat template
+    passes_positions = True  # positions from the attention mask (left padding); False: the model's own
+    first_position = 0  # the position of a sequence's first real token
+    default_prompt = None  # a format string where the processor has no chat template
 
     def image_size(self, processor) -> tuple[int, int]:
         """``(h, w)`` of the image the processor makes (where the tool's image is resized to)."""
@@ -61,6 +63,7 @@ class QwenFamily(Family):
     repeated over the temporal patch) in the processor's merge order, with ``image_grid_thw``; the
     forward needs ``mm_token_type_ids`` (1 at image tokens) and computes its own 3-D (M-RoPE)
     positions from the attention mask."""
+
     name = "qwen2_vl"
     passes_positions = False
 
@@ -70,8 +73,14 @@ class QwenFamily(Family):
         ip = processor.image_processor
         patch, merge = int(ip.patch_size), int(ip.merge_size)
         side = side or patch * merge
-        limits = {k: v for k, v in (("min_pixels", getattr(ip, "min_pixels", None)),
-                                    ("max_pixels", getattr(ip, "max_pixels", None))) if v}
+        limits = {
+            k: v
+            for k, v in (
+                ("min_pixels", getattr(ip, "min_pixels", None)),
+                ("max_pixels", getattr(ip, "max_pixels", None)),
+            )
+            if v
+        }
         return tuple(smart_resize(side, side, factor=patch * merge, **limits))
 
     def render_size(self, processor, side: int) -> tuple[int, int]:
@@ -107,6 +116,7 @@ class PaliGemmaFamily(Family):
     processor writes the image tokens, ``<bos>``, the prompt and a newline; the prompt defaults to
     PaliGemma's ``answer en {question}``); a prefix LM: ``token_type_ids`` 0 over the prompt (it attends
     both ways), 1 over the answer; positions counted from 1."""
+
     name = "paligemma"
     first_position = 1
     default_prompt = "answer en {question}"
@@ -114,14 +124,16 @@ class PaliGemmaFamily(Family):
     def extra_inputs(self, model, ids: torch.Tensor, answer_mask: torch.Tensor | None = None) -> dict:
         types = torch.zeros_like(ids)
         if answer_mask is not None:
-            types[:, ids.shape[1] - answer_mask.shape[1]:] = answer_mask
+            types[:, ids.shape[1] - answer_mask.shape[1] :] = answer_mask
         return {"token_type_ids": types}
 
 
 def _normalised(processor, x01: torch.Tensor) -> torch.Tensor:
     ip = processor.image_processor
-    mean, std = (torch.as_tensor(list(v), dtype=x01.dtype, device=x01.device)[None, :, None, None]
-                 for v in (ip.image_mean, ip.image_std))
+    mean, std = (
+        torch.as_tensor(list(v), dtype=x01.dtype, device=x01.device)[None, :, None, None]
+        for v in (ip.image_mean, ip.image_std)
+    )
     return (x01 - mean) / std
 
 
@@ -141,5 +153,5 @@ def _crop_size(processor) -> tuple[int, int]:
 FAMILIES = {"llava": Family(), "qwen2_vl": QwenFamily(), "qwen2_5_vl": QwenFamily(), "paligemma": PaliGemmaFamily()}
 UNSUPPORTED = {
     "llava_next": "its pixel input is a variable grid of crops (anyres, image_sizes), which the tool does not build "
-                  "from one square image",
+    "from one square image",
 }

@@ -1,5 +1,6 @@
 """Questions to token tensors and the vocabularies of a pytorch-vqa checkpoint (its tokenisation and
 conventions: question tokens indexed from 1, 0 = padding/unknown)."""
+
 from __future__ import annotations
 
 from collections import Counter

@@ -10,6 +10,7 @@ Each stage takes and returns plain data (settings dataclasses, the model interfa
 DataFrames) so a notebook can call any of them alone; ``vqa_interp.run`` adds Hydra and MLflow
 around :func:`execute`. Nothing here trains: the entry point makes sure the model exists first.
 """
+
 from __future__ import annotations
 
 import time
@@ -43,6 +44,7 @@ __all__ = ["execute", "RunOutputs", "timed", "scoring_options"]
 @dataclass
 class RunOutputs:
     """What a run produced, for tracking and for callers."""
+
     examples: list[Example]
     predictions: pd.DataFrame
     table: pd.DataFrame
@@ -53,10 +55,10 @@ class RunOutputs:
     model: VqaModel | None = None
     geometry: InputGeometry | None = None
     dataset: Dataset | None = None
-    references: pd.DataFrame | None = None      # floors and ceiling per question (references.score_references)
-    sanity: pd.DataFrame | None = None          # randomisation curves (analysis.sanity)
-    explain: ExplainTables | None = None        # tokens, image share, faithfulness (explain.*)
-    metrics: tuple[str, ...] = ()               # the metrics this run scored (scoring.metrics)
+    references: pd.DataFrame | None = None  # floors and ceiling per question (references.score_references)
+    sanity: pd.DataFrame | None = None  # randomisation curves (analysis.sanity)
+    explain: ExplainTables | None = None  # tokens, image share, faithfulness (explain.*)
+    metrics: tuple[str, ...] = ()  # the metrics this run scored (scoring.metrics)
 
 
 @contextmanager
@@ -66,8 +68,15 @@ def timed(timings: dict, name: str):
     timings[f"time/{name}_s"] = time.perf_counter() - start
 
 
-def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path | None, timings: dict,
-            on_predictions: Callable[[pd.DataFrame], None] | None = None, also_k: Sequence[float] = ()) -> RunOutputs:
+def execute(
+    settings,
+    dataset: Dataset,
+    selection: Selection,
+    checkpoint: Path | None,
+    timings: dict,
+    on_predictions: Callable[[pd.DataFrame], None] | None = None,
+    also_k: Sequence[float] = (),
+) -> RunOutputs:
     """Model -> predictions -> maps -> scores for validated settings, a data selection and the model's
     checkpoint (the entry point trains a trainable model, if needed, before calling this).
 
@@ -83,19 +92,19 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
     question = model.encode([e.question for e in examples])
     batching = None
     if examples:
-        with timed(timings, "memory"):   # every batch size from memory.budget and one sample's measured cost
+        with timed(timings, "memory"):  # every batch size from memory.budget and one sample's measured cost
             batching = memory_stage.plan(settings, model, load_images([0]), question)
         settings = replace(settings, batching=batching)
     with timed(timings, "digest"):
         digests = [example_digest(e) for e in examples]
         data_digest = digest_examples(examples, digests)
     with timed(timings, "predict"):
-        predictions, predictions_hit = cached_predictions(settings, model, examples, load_images, question,
-                                                          data_digest)
+        predictions, predictions_hit = cached_predictions(settings, model, examples, load_images, question, data_digest)
     if on_predictions is not None:
         on_predictions(predictions)
-    targets, skipped_targets = plan_targets(predictions, settings.attribution.target_policy,
-                                            answer_key=lambda answer, index: model.answer_key(answer))
+    targets, skipped_targets = plan_targets(
+        predictions, settings.attribution.target_policy, answer_key=lambda answer, index: model.answer_key(answer)
+    )
     targets = map_keys(targets, digests)
     cache = map_cache_for(settings, model)
     with timed(timings, "attribution"):
@@ -103,12 +112,26 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
     options = scoring_options(settings)
 
     # the cached tables are read here; what is missing is one item per question, taken by whoever is free
-    work = tables_work(settings, dataset, examples, predictions, targets, cache, model.geometry, data_digest,
-                       [k for k in also_k if options.accepts(k)], with_references=settings.analysis.baselines)
-    explaining = explain_work_of(model, settings, dataset, examples, targets, cache, load_images, question,
-                                 data_digest) if len(targets) else None
-    done = score_and_explain(settings, work, explaining, (model, dataset, examples, load_images, question),
-                             len(targets))
+    work = tables_work(
+        settings,
+        dataset,
+        examples,
+        predictions,
+        targets,
+        cache,
+        model.geometry,
+        data_digest,
+        [k for k in also_k if options.accepts(k)],
+        with_references=settings.analysis.baselines,
+    )
+    explaining = (
+        explain_work_of(model, settings, dataset, examples, targets, cache, load_images, question, data_digest)
+        if len(targets)
+        else None
+    )
+    done = score_and_explain(
+        settings, work, explaining, (model, dataset, examples, load_images, question), len(targets)
+    )
     timings.update(done.timings)
     table, skipped_scores, references, hits, sanity = done.table, done.skipped, done.references, done.hits, done.sanity
     if references is not None and not len(table):
@@ -118,31 +141,56 @@ def execute(settings, dataset: Dataset, selection: Selection, checkpoint: Path |
         explain, table = with_explain_columns(done.explained, table)
     metrics = run_metrics(settings.scoring.metrics)
     skipped = selection.skipped + skipped_targets + skipped_scores
-    counts = {"count/questions": len(examples), "count/maps": len(targets), "count/rows": len(table),
-              "count/map_cache_hits": cache.hits, "count/map_cache_misses": cache.misses,
-              **({"count/map_cache_waited": cache.waited} if cache.waited else {}),
-              "model/accuracy": float(predictions["correct"].mean()) if len(predictions) else float("nan"),
-              "model/vqa_accuracy": float(predictions["vqa_accuracy"].mean()) if len(predictions) else float("nan"),
-              **{f"count/skipped_{reason}": n for reason, n in skipped.items() if n}}
+    counts = {
+        "count/questions": len(examples),
+        "count/maps": len(targets),
+        "count/rows": len(table),
+        "count/map_cache_hits": cache.hits,
+        "count/map_cache_misses": cache.misses,
+        **({"count/map_cache_waited": cache.waited} if cache.waited else {}),
+        "model/accuracy": float(predictions["correct"].mean()) if len(predictions) else float("nan"),
+        "model/vqa_accuracy": float(predictions["vqa_accuracy"].mean()) if len(predictions) else float("nan"),
+        **{f"count/skipped_{reason}": n for reason, n in skipped.items() if n},
+    }
     if len(table):
         counts["count/undefined_rows"] = int(table[[m for m in metrics if m in table]].isna().any(axis=1).sum())
         if "completeness_error" in table:
             counts["method/completeness_error_median"] = float(table["completeness_error"].median())
     s = settings.scoring
-    tags = {"data_digest": data_digest, "checkpoint_digest": model.checkpoint_digest,
-            "checkpoint_path": str(Path(checkpoint).resolve()) if checkpoint else "",
-            "map_cache": str(cache.folder.resolve()), **model.tags(),
-            "human_map": s.human if s.human != "annotator" else f"annotator {s.annotator}",
-            "predictions_cache": "hit" if predictions_hit else "computed",
-            "scores_cache": "hit" if hits["scores"] else "computed",
-            "scoring_process": done.process,
-            **(batching.tags() if batching is not None else {})}
+    tags = {
+        "data_digest": data_digest,
+        "checkpoint_digest": model.checkpoint_digest,
+        "checkpoint_path": str(Path(checkpoint).resolve()) if checkpoint else "",
+        "map_cache": str(cache.folder.resolve()),
+        **model.tags(),
+        "human_map": s.human if s.human != "annotator" else f"annotator {s.annotator}",
+        "predictions_cache": "hit" if predictions_hit else "computed",
+        "scores_cache": "hit" if hits["scores"] else "computed",
+        "scoring_process": done.process,
+        **(batching.tags() if batching is not None else {}),
+    }
     if references is not None:
         single = int(len(examples) - (references["reference"] == "human_ceiling").sum())
         if single:
             counts["count/ceiling_single_annotator"] = single
         tags["references_cache"] = "hit" if hits["references"] else "computed"
     if explain is not None:
-        tags["explain_cache"] = ", ".join(f"{part} {'hit' if hit else 'computed'}" for part, hit in explain.hits.items())
-    return RunOutputs(examples, predictions, table, counts, timings, tags, cache, model, model.geometry, dataset,
-                      references, sanity=sanity, explain=explain, metrics=metrics)
+        tags["explain_cache"] = ", ".join(
+            f"{part} {'hit' if hit else 'computed'}" for part, hit in explain.hits.items()
+        )
+    return RunOutputs(
+        examples,
+        predictions,
+        table,
+        counts,
+        timings,
+        tags,
+        cache,
+        model,
+        model.geometry,
+        dataset,
+        references,
+        sanity=sanity,
+        explain=explain,
+        metrics=metrics,
+    )

@@ -1,6 +1,7 @@
 """The analyse stage: a finished run's per-example table, floors and ceiling, sanity curves and
 explain tables in; every test, reference table, the sanity verdict and the two answers as text out
 (:class:`Analysis`). It logs nothing: :mod:`vqa_interp.tracking.record` logs what it returns."""
+
 from __future__ import annotations
 
 import time
@@ -16,6 +17,7 @@ from vqa_interp.analysis.statistics import AnalysisResults
 class SanityVerdict:
     """The model-randomisation check: ``table`` one row per (randomised block, question), ``final``
     the mean Spearman of |maps| after full randomisation, ``passed`` when it falls to 0.5 or below."""
+
     table: pd.DataFrame
     passed: bool
     final: float
@@ -27,6 +29,7 @@ class Analysis:
     """What a run found: ``results`` (tables by name, metrics by name, one row per question in
     ``results.examples``), the sanity verdict, the explain stage's tables and metrics, and the
     summary (with the two answers) for the terminal and as markdown for MLflow's description."""
+
     results: AnalysisResults
     sanity: SanityVerdict | None = None
     explain_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -46,18 +49,33 @@ def analyse_run(outputs, settings) -> Analysis:
     analysis = Analysis(analyse_tables(outputs.table, outputs.references, a, outputs.metrics))
     if outputs.sanity is not None and not outputs.sanity.empty:
         analysis.sanity = sanity_verdict(outputs.sanity, settings.attribution.method)
-    examples = analysis.results.examples     # drawn from the run's table, which holds the explain columns
+    examples = analysis.results.examples  # drawn from the run's table, which holds the explain columns
     if outputs.explain is not None and examples is not None and not examples.empty:
         from vqa_interp.explain.analysis import explain_results
 
         analysis.explain_tables, analysis.explain_metrics, analysis.explain_lines = explain_results(
-            examples, outputs.explain.per_target, alpha=a.alpha, n_bootstrap=a.bootstrap, seed=a.seed,
-            min_group=a.min_group, test=a.test, min_images=a.min_images)
+            examples,
+            outputs.explain.per_target,
+            alpha=a.alpha,
+            n_bootstrap=a.bootstrap,
+            seed=a.seed,
+            min_group=a.min_group,
+            test=a.test,
+            min_images=a.min_images,
+        )
     method, k = settings.attribution.method, settings.scoring.k
     sanity = analysis.sanity.line if analysis.sanity else ""
     for markdown in (False, True):
-        text = run_summary(analysis.results, method, k, markdown=markdown, sanity_line=sanity,
-                           n_bootstrap=min(1000, a.bootstrap), seed=a.seed, explain_lines=analysis.explain_lines)
+        text = run_summary(
+            analysis.results,
+            method,
+            k,
+            markdown=markdown,
+            sanity_line=sanity,
+            n_bootstrap=min(1000, a.bootstrap),
+            seed=a.seed,
+            explain_lines=analysis.explain_lines,
+        )
         setattr(analysis, "summary_markdown" if markdown else "summary", text)
     analysis.seconds = time.perf_counter() - start
     return analysis
@@ -68,6 +86,8 @@ def sanity_verdict(curves: pd.DataFrame, method: str) -> SanityVerdict:
     from vqa_interp.attribution.sanity import verdict
 
     passed, final = verdict(curves)
-    line = (f"Sanity check ({method}, model randomisation): {'passes' if passed else 'FAILS'}: mean Spearman of "
-            f"|maps| after full randomisation {final:.2f} (fails above 0.5).")
+    line = (
+        f"Sanity check ({method}, model randomisation): {'passes' if passed else 'FAILS'}: mean Spearman of "
+        f"|maps| after full randomisation {final:.2f} (fails above 0.5)."
+    )
     return SanityVerdict(curves, passed, final, line)

@@ -1,6 +1,7 @@
 """Stage 5, maps: the run's attribution maps, computed in batches through the model interface and
 kept in the map cache as they are made; maps another run is computing are waited for (the claim
 protocol of :class:`~vqa_interp.attribution.cache.MapCache`)."""
+
 from __future__ import annotations
 
 import logging
@@ -22,7 +23,7 @@ from vqa_interp.util.progress import tqdm
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 5   # raise when a method's maps change: the map set gets a new folder
+CACHE_VERSION = 5  # raise when a method's maps change: the map set gets a new folder
 
 
 def map_cache_for(settings, model) -> MapCache:
@@ -30,24 +31,39 @@ def map_cache_for(settings, model) -> MapCache:
     method and its options, the channel reduction (not the data selection, k, thresholds or
     scoring: each map's own key names its example, see :func:`vqa_interp.pipeline.targets.map_keys`)."""
     a = settings.attribution
-    return MapCache(Path(settings.cache) / "maps", {
-        "version": CACHE_VERSION, "model": model.identity(), "method": {"name": a.method, **a.options},
-        "channel_reduction": a.channel_reduction,
-    })
+    return MapCache(
+        Path(settings.cache) / "maps",
+        {
+            "version": CACHE_VERSION,
+            "model": model.identity(),
+            "method": {"name": a.method, **a.options},
+            "channel_reduction": a.channel_reduction,
+        },
+    )
 
 
 def baseline_context(example: Example, dataset: Dataset | None, geometry: InputGeometry, seed: int) -> BaselineContext:
     return BaselineContext(example, load_display_image(example.image_path, geometry), dataset, geometry, seed)
 
 
-def attribute_targets(model, settings, targets: pd.DataFrame, cache: MapCache, load_images, question: tuple, *,
-                      examples: Sequence[Example] = (), dataset: Dataset | None = None) -> None:
+def attribute_targets(
+    model,
+    settings,
+    targets: pd.DataFrame,
+    cache: MapCache,
+    load_images,
+    question: tuple,
+    *,
+    examples: Sequence[Example] = (),
+    dataset: Dataset | None = None,
+) -> None:
     """Compute the maps the cache lacks (batched), writing each to the cache as it is made.
     A model-free baseline method (``method=random`` ...) makes its map from the example instead."""
     a = settings.attribution
     keys = targets.drop_duplicates("map_key")
-    missing = [MapRequest(r.map_key, r.row, r.row, r.target_answer) for r in keys.itertuples()
-               if not cache.has(r.map_key)]
+    missing = [
+        MapRequest(r.map_key, r.row, r.row, r.target_answer) for r in keys.itertuples() if not cache.has(r.map_key)
+    ]
     cache.hits += len(keys) - len(missing)
     attribute = None
 
@@ -59,8 +75,16 @@ def attribute_targets(model, settings, targets: pd.DataFrame, cache: MapCache, l
             return
         batch, overrides = batching_of(settings).attribute(a.method, a.options, a.batch_size)
         attribute = attribute or make_attributor(model, a.method, {**a.options, **overrides})
-        maps = compute_maps(model, attribute, requests, load_images, question, batch_size=batch,
-                            channel_reduction=a.channel_reduction, device=a.device)
+        maps = compute_maps(
+            model,
+            attribute,
+            requests,
+            load_images,
+            question,
+            batch_size=batch,
+            channel_reduction=a.channel_reduction,
+            device=a.device,
+        )
         for request, array, extras in tqdm(maps, total=len(requests), desc=f"attribute ({a.method})"):
             cache.store(request.key, array, extras)
 
@@ -79,15 +103,24 @@ def attribute_targets(model, settings, targets: pd.DataFrame, cache: MapCache, l
         missing = wait_for_other_runs(cache, theirs)
 
 
-def store_baseline_maps(a, requests: list[MapRequest], cache: MapCache, examples: Sequence[Example],
-                        dataset: Dataset | None, geometry, seed: int) -> None:
+def store_baseline_maps(
+    a,
+    requests: list[MapRequest],
+    cache: MapCache,
+    examples: Sequence[Example],
+    dataset: Dataset | None,
+    geometry,
+    seed: int,
+) -> None:
     """A model-free baseline method's maps (``method=random`` ...), each made from its example."""
     for request in requests:
         example = examples[request.image_row]
         array = baseline_map(a.method, baseline_context(example, dataset, geometry, seed), a.options)
         if array is None:
-            raise DataError(f"method={a.method}: the dataset {dataset.name!r} has no such map for question "
-                            f"{example.question_id} (the oracle needs exact evidence masks: data=embedded).")
+            raise DataError(
+                f"method={a.method}: the dataset {dataset.name!r} has no such map for question "
+                f"{example.question_id} (the oracle needs exact evidence masks: data=embedded)."
+            )
         cache.store(request.key, array)
 
 
@@ -99,14 +132,19 @@ def wait_for_other_runs(cache: MapCache, theirs: list[MapRequest]) -> list[MapRe
     for request in theirs:
         while cache.claimed_by_other(request.key) and not cache.has(request.key):
             waited = time.monotonic() - started
-            if waited - said >= (5.0 if not said else 60.0):   # after 5 s, then every minute
+            if waited - said >= (5.0 if not said else 60.0):  # after 5 s, then every minute
                 said = waited
-                log.warning("waiting %.0f s for map %s, which another run is computing (%s); it is taken over "
-                            "as soon as that process ends", waited, request.key, cache.claimant(request.key))
+                log.warning(
+                    "waiting %.0f s for map %s, which another run is computing (%s); it is taken over "
+                    "as soon as that process ends",
+                    waited,
+                    request.key,
+                    cache.claimant(request.key),
+                )
             time.sleep(0.2)
         if cache.has(request.key):
             cache.hits += 1
             cache.waited += 1
         else:
-            missing.append(request)      # its claimant stopped without storing it
+            missing.append(request)  # its claimant stopped without storing it
     return missing

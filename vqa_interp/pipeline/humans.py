@@ -12,6 +12,7 @@ Two references, each named where it is used:
   the normalised scores and the floor/ceiling table compare like with like (a map scored against
   the mean of all ``n``, which holds less noise than a mean of ``n - 1``, would beat a human).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ from vqa_interp.metrics.registry import LOO_PREFIX
 def scoring_options(settings) -> ScoringOptions:
     """The scorer's options of a run (``k``, ``preprocessing.*``, ``scoring.tie_policy`` / ``dice``)."""
     s = settings.scoring
-    return ScoringOptions(k=s.k, size=s.size, steps=s.steps, eps=s.eps, tie_policy=s.tie_policy, dice=s.dice,
-                          resample=s.resample)
+    return ScoringOptions(
+        k=s.k, size=s.size, steps=s.steps, eps=s.eps, tie_policy=s.tie_policy, dice=s.dice, resample=s.resample
+    )
 
 
 def _prepared(maps, options: ScoringOptions) -> list[PreparedMap]:
@@ -39,8 +41,9 @@ def _values(maps) -> np.ndarray:
     return np.stack([m.values.reshape(m.shape) if isinstance(m, PreparedMap) else m for m in maps])
 
 
-def score_maps_against_humans(maps, humans, options: ScoringOptions, metrics: Sequence[str],
-                              ks: Sequence[float], device: str | None = None) -> dict[float, list[dict]]:
+def score_maps_against_humans(
+    maps, humans, options: ScoringOptions, metrics: Sequence[str], ks: Sequence[float], device: str | None = None
+) -> dict[float, list[dict]]:
     """Each map ``[T, S, S]`` (or an already prepared :class:`PreparedMap`) against the human maps
     ``[U, S, S]`` (or prepared ones; both at ``options.size``),
     every metric averaged over the humans whose pair is defined: ``k -> [T rows]``.
@@ -53,10 +56,19 @@ def score_maps_against_humans(maps, humans, options: ScoringOptions, metrics: Se
 
         maps, humans = _values(maps), _values(humans)
         n_maps, n_humans = len(maps), len(humans)
-        pairs = score_batch(np.repeat(maps, n_humans, axis=0), humans, np.tile(np.arange(n_humans), n_maps), options,
-                            metrics, ks, device=device)
-        return {k: [average_defined(rows[t * n_humans:(t + 1) * n_humans], metrics) for t in range(n_maps)]
-                for k, rows in pairs.items()}
+        pairs = score_batch(
+            np.repeat(maps, n_humans, axis=0),
+            humans,
+            np.tile(np.arange(n_humans), n_maps),
+            options,
+            metrics,
+            ks,
+            device=device,
+        )
+        return {
+            k: [average_defined(rows[t * n_humans : (t + 1) * n_humans], metrics) for t in range(n_maps)]
+            for k, rows in pairs.items()
+        }
     prepared_h = _prepared(humans, options)
     out: dict[float, list[dict]] = {k: [] for k in ks}
     for m in maps:
@@ -80,13 +92,15 @@ class QuestionHumans:
 
     ``headline``: the ``scoring.human`` reference ``[U]``; ``annotators``: each annotator ``[n]``;
     ``loo``: the leave-one-out means ``[n]`` (empty for a question with one annotator)."""
+
     headline: list[PreparedMap]
     annotators: list[PreparedMap]
     loo: list[PreparedMap]
 
 
-def question_humans(dataset, example, geometry, options: ScoringOptions, mode: str = "mean",
-                    annotator: int = 1) -> QuestionHumans | None:
+def question_humans(
+    dataset, example, geometry, options: ScoringOptions, mode: str = "mean", annotator: int = 1
+) -> QuestionHumans | None:
     """Read a question's annotator maps once and prepare both references (None: no human map, or
     no such annotator in ``annotator`` mode)."""
     each = dataset.human_maps(example, geometry, "each", 1)
@@ -108,8 +122,14 @@ def question_humans(dataset, example, geometry, options: ScoringOptions, mode: s
     return QuestionHumans(headline, annotators, loo)
 
 
-def score_both(maps, humans: QuestionHumans, options: ScoringOptions, metrics: Sequence[str], ks: Sequence[float],
-               device: str | None = None) -> dict[float, list[dict]]:
+def score_both(
+    maps,
+    humans: QuestionHumans,
+    options: ScoringOptions,
+    metrics: Sequence[str],
+    ks: Sequence[float],
+    device: str | None = None,
+) -> dict[float, list[dict]]:
     """Each map against the headline reference, with the leave-one-out protocol's scores as
     ``loo/<metric>`` (NaN for a question with one annotator): ``k -> [T rows]``."""
     prepared = maps if device is not None else _prepared(maps, options)
@@ -118,12 +138,14 @@ def score_both(maps, humans: QuestionHumans, options: ScoringOptions, metrics: S
         loo = score_maps_against_humans(prepared, humans.loo, options, metrics, ks, device)
     else:
         loo = {k: [{m: float("nan") for m in metrics} for _ in range(len(maps))] for k in ks}
-    return {k: [{**row, **{LOO_PREFIX + m: other[m] for m in metrics}} for row, other in zip(scores[k], loo[k])]
-            for k in ks}
+    return {
+        k: [{**row, **{LOO_PREFIX + m: other[m] for m in metrics}} for row, other in zip(scores[k], loo[k])] for k in ks
+    }
 
 
-def ceiling_from(humans: QuestionHumans, options: ScoringOptions, metrics: Sequence[str],
-                 ks: Sequence[float]) -> dict[float, dict] | None:
+def ceiling_from(
+    humans: QuestionHumans, options: ScoringOptions, metrics: Sequence[str], ks: Sequence[float]
+) -> dict[float, dict] | None:
     """The human ceiling of a prepared question: each annotator against the mean of the others,
     averaged over the annotators; the same values under the headline and ``loo/`` names (the
     ceiling is leave-one-out by definition). None with one annotator."""
@@ -137,8 +159,12 @@ def ceiling_from(humans: QuestionHumans, options: ScoringOptions, metrics: Seque
     return out
 
 
-def human_ceiling(annotator_maps: np.ndarray, options: ScoringOptions,
-                  metrics: Sequence[str] | None = None, ks: Sequence[float] | None = None) -> dict | None:
+def human_ceiling(
+    annotator_maps: np.ndarray,
+    options: ScoringOptions,
+    metrics: Sequence[str] | None = None,
+    ks: Sequence[float] | None = None,
+) -> dict | None:
     """Leave-one-annotator-out agreement: each annotator's map ``[S, S]`` (as the "attribution")
     against the mean of the others (as the "human"), every metric averaged over the annotators.
     None for a question with one annotator (no ceiling can be computed). With ``ks``: a dict
@@ -149,12 +175,15 @@ def human_ceiling(annotator_maps: np.ndarray, options: ScoringOptions,
     names = tuple(metrics or run_metrics())
     humans = QuestionHumans([], _prepared(resized, options), _prepared(leave_one_out_means(resized), options))
     at_ks = ks or (options.k,)
-    at = {k: {m: row[m] for m in (*names, "undefined")} for k, row in ceiling_from(humans, options, names, at_ks).items()}
+    at = {
+        k: {m: row[m] for m in (*names, "undefined")} for k, row in ceiling_from(humans, options, names, at_ks).items()
+    }
     return at if ks is not None else at[options.k]
 
 
-def score_leave_one_out(maps: np.ndarray, annotator_maps: np.ndarray, options: ScoringOptions,
-                        metrics: Sequence[str] | None = None) -> list[dict]:
+def score_leave_one_out(
+    maps: np.ndarray, annotator_maps: np.ndarray, options: ScoringOptions, metrics: Sequence[str] | None = None
+) -> list[dict]:
     """Maps ``[T, H, W]`` scored like the human ceiling: against each annotator's leave-one-out mean
     (``annotator_maps [n, H', W']``, n >= 2), averaged over the annotators; one row per map."""
     if len(annotator_maps) < 2:
@@ -162,6 +191,7 @@ def score_leave_one_out(maps: np.ndarray, annotator_maps: np.ndarray, options: S
     names = tuple(metrics or run_metrics())
     resized = resize_maps(annotator_maps, options.size, options.resample)
     loo = _prepared(leave_one_out_means(resized), options)
-    rows = score_maps_against_humans(resize_maps(maps, options.size, options.resample), loo, options, names,
-                                     (options.k,))
+    rows = score_maps_against_humans(
+        resize_maps(maps, options.size, options.resample), loo, options, names, (options.k,)
+    )
     return rows[options.k]

@@ -21,6 +21,7 @@ Batch sizes change no result: every map and score is the same at any budget (tes
 Captum's internal batches split the same sum and every other batch is a set of independent rows.
 On CUDA an out-of-memory error halves the batch and retries once, saying so.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,7 +31,7 @@ import torch
 
 from vqa_interp.errors import ConfigError
 from vqa_interp.models.base import take
-from vqa_interp.util.memory import GIB, Batching, MIB, available_memory, budget_problem, parse_size
+from vqa_interp.util.memory import GIB, MIB, Batching, available_memory, budget_problem, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,10 @@ def budget_bytes(value, device: str) -> tuple[int, str]:
     room = available_memory(device)
     if device.startswith("cuda"):
         return int(AUTO_CUDA_SHARE * room), f"auto: 80% of the {room / GIB:.1f} GiB free on {device}"
-    return (int(min(AUTO_CPU_SHARE * room, AUTO_CPU_CAP)),
-            f"auto: a quarter of the {room / GIB:.1f} GiB available, at most {AUTO_CPU_CAP / GIB:.0f} GiB")
+    return (
+        int(min(AUTO_CPU_SHARE * room, AUTO_CPU_CAP)),
+        f"auto: a quarter of the {room / GIB:.1f} GiB available, at most {AUTO_CPU_CAP / GIB:.0f} GiB",
+    )
 
 
 def _storage(t: torch.Tensor) -> tuple[int, int]:
@@ -97,7 +100,7 @@ def measure(model, pixels: torch.Tensor, question, device: str) -> tuple[int, in
         return t
 
     context = torch.backends.cudnn.flags(enabled=False) if device.startswith("cuda") else contextlib.nullcontext()
-    probe = getattr(model, "probe", None) or model.forward   # VqaModel.probe: one pass as the stages run it
+    probe = getattr(model, "probe", None) or model.forward  # VqaModel.probe: one pass as the stages run it
     try:
         with context:
             with torch.no_grad():
@@ -119,6 +122,11 @@ def plan(settings, model, pixels: torch.Tensor, question) -> Batching:
     forward, backward = measure(model, pixels, question, settings.device)
     batching = Batching(budget, forward, backward, source)
     if backward > budget:
-        log.warning("memory.budget: one sample's backward pass needs %.2f GiB, more than the budget of %.2f GiB "
-                    "(%s); batches hold one sample", backward / GIB, budget / GIB, source)
+        log.warning(
+            "memory.budget: one sample's backward pass needs %.2f GiB, more than the budget of %.2f GiB "
+            "(%s); batches hold one sample",
+            backward / GIB,
+            budget / GIB,
+            source,
+        )
     return batching

@@ -1,6 +1,7 @@
 """Stage 2, model: the model kind checked against the run (its options, its files, the method's
 attachment points, a training split for a model trained on first use) before any run opens, then
 the model loaded through the registry (:mod:`vqa_interp.models.registry`)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,13 +24,17 @@ def preflight(settings, dataset) -> registry.ModelKind:
     kind.preflight(m)
     if not m.checkpoint and kind.needs_checkpoint:
         if not kind.trainable:
-            raise ConfigError(f"model.checkpoint: model={m.name} (kind {kind.name}) is loaded from a checkpoint; set "
-                              "model.checkpoint=FILE.")
+            raise ConfigError(
+                f"model.checkpoint: model={m.name} (kind {kind.name}) is loaded from a checkpoint; set "
+                "model.checkpoint=FILE."
+            )
         if not dataset.has_training_split:
-            raise ConfigError(f"model={m.name} is trained on the embedded benchmark's train split, which "
-                              f"data={dataset.name} does not have: with real data use model=kazemi "
-                              "model.checkpoint=FILE (the pytorch-vqa checkpoint), or give model.checkpoint=FILE of "
-                              "a trained embedded model.")
+            raise ConfigError(
+                f"model={m.name} is trained on the embedded benchmark's train split, which "
+                f"data={dataset.name} does not have: with real data use model=kazemi "
+                "model.checkpoint=FILE (the pytorch-vqa checkpoint), or give model.checkpoint=FILE of "
+                "a trained embedded model."
+            )
     return kind
 
 

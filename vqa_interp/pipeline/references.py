@@ -2,6 +2,7 @@
 oracle) scored exactly like an attribution map (against the headline reference, and against the
 leave-one-out means as ``loo/<metric>``), and the human ceiling (leave-one-annotator-out), on the
 same questions and human maps as the run's method."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -18,12 +19,12 @@ from vqa_interp.pipeline.attribute import baseline_context
 from vqa_interp.pipeline.humans import LOO_PREFIX, QuestionHumans, ceiling_from, question_humans, score_both
 from vqa_interp.util.progress import tqdm
 
-
 _CENTRE: dict = {}
 
 
-def baseline_maps_for(example: Example, dataset: Dataset, geometry: InputGeometry, options: ScoringOptions,
-                      references: dict) -> list[tuple[str, np.ndarray | PreparedMap]]:
+def baseline_maps_for(
+    example: Example, dataset: Dataset, geometry: InputGeometry, options: ScoringOptions, references: dict
+) -> list[tuple[str, np.ndarray | PreparedMap]]:
     """The floors' maps for one question, resized (``(name, map)``; a floor a question lacks is left
     out). The centre map is the same for every question: it is prepared once."""
     context = baseline_context(example, dataset, geometry, references["seed"])
@@ -34,8 +35,10 @@ def baseline_maps_for(example: Example, dataset: Dataset, geometry: InputGeometr
             key = (geometry, options, repr(options_of))
             if key not in _CENTRE:
                 _CENTRE.clear()
-                _CENTRE[key] = prepare_map(resize_maps(baseline_map(name, context, options_of)[None], options.size,
-                                                       options.resample)[0], options)
+                _CENTRE[key] = prepare_map(
+                    resize_maps(baseline_map(name, context, options_of)[None], options.size, options.resample)[0],
+                    options,
+                )
             out.append((name, _CENTRE[key]))
             continue
         array = baseline_map(name, context, options_of)
@@ -49,26 +52,44 @@ def reference_columns(metrics: Sequence[str]) -> list[str]:
     return ["question_id", "reference", *metrics, "undefined", *(LOO_PREFIX + m for m in metrics)]
 
 
-def reference_rows(example: Example, names: Sequence[str], scores: dict[float, list[dict]], first: int,
-                   humans: QuestionHumans, options: ScoringOptions, metrics: Sequence[str],
-                   ks: Sequence[float]) -> dict[float, list[dict]]:
+def reference_rows(
+    example: Example,
+    names: Sequence[str],
+    scores: dict[float, list[dict]],
+    first: int,
+    humans: QuestionHumans,
+    options: ScoringOptions,
+    metrics: Sequence[str],
+    ks: Sequence[float],
+) -> dict[float, list[dict]]:
     """One question's reference rows at each k: the floors (``names``, scored as rows ``first...`` of
     ``scores``) and the human ceiling (leave-one-annotator-out on its own annotators)."""
     ceiling = ceiling_from(humans, options, metrics, ks)
     out = {}
     for k in ks:
-        rows = [{"question_id": example.question_id, "reference": name, **scores[k][first + i]}
-                for i, name in enumerate(names)]
+        rows = [
+            {"question_id": example.question_id, "reference": name, **scores[k][first + i]}
+            for i, name in enumerate(names)
+        ]
         if ceiling is not None:
             rows.append({"question_id": example.question_id, "reference": HUMAN_CEILING, **ceiling[k]})
         out[k] = rows
     return out
 
 
-def score_references(dataset: Dataset, examples: Sequence[Example], geometry: InputGeometry,
-                     options: ScoringOptions, *, human_mode: str, annotator: int, seed: int,
-                     baseline_options: dict[str, dict] | None = None,
-                     metrics: Sequence[str] | None = None, ks: Sequence[float] | None = None):
+def score_references(
+    dataset: Dataset,
+    examples: Sequence[Example],
+    geometry: InputGeometry,
+    options: ScoringOptions,
+    *,
+    human_mode: str,
+    annotator: int,
+    seed: int,
+    baseline_options: dict[str, dict] | None = None,
+    metrics: Sequence[str] | None = None,
+    ks: Sequence[float] | None = None,
+):
     """Every floor and the ceiling on the same questions and human maps as the run's method:
     one row per (question, reference) with every metric; ``reference`` in :data:`vqa_interp.attribution.baselines.REFERENCES`.
 
@@ -88,8 +109,7 @@ def score_references(dataset: Dataset, examples: Sequence[Example], geometry: In
             continue
         named = baseline_maps_for(example, dataset, geometry, options, spec)
         scores = score_both([m for _, m in named], humans, options, names, at_ks)
-        for k, at_k in reference_rows(example, [n for n, _ in named], scores, 0, humans, options, names,
-                                      at_ks).items():
+        for k, at_k in reference_rows(example, [n for n, _ in named], scores, 0, humans, options, names, at_ks).items():
             rows[k].extend(at_k)
     tables = {k: pd.DataFrame(rows[k], columns=reference_columns(names)) for k in at_ks}
     return tables if ks is not None else tables[options.k]

@@ -8,6 +8,7 @@ scores the questions the forked process has not claimed, and the forked process 
 thread, as the run's explain stage) runs explain batches where two processes fit the memory budget.
 Every item is computed the same way in either process, so the tables do not depend on the split.
 """
+
 from __future__ import annotations
 
 import time
@@ -26,37 +27,44 @@ from vqa_interp.util.shared_work import SharedCounter, SharedWork
 @dataclass
 class Scheduled:
     """What the scoring and the model's stages produced, and who did what."""
+
     table: pd.DataFrame
     skipped: dict
     references: pd.DataFrame | None
     hits: dict
-    explained: object | None           # the explain stage's tables (None: nothing to explain)
+    explained: object | None  # the explain stage's tables (None: nothing to explain)
     sanity: pd.DataFrame | None
-    process: str                       # who scored and explained (the run's ``scoring_process`` tag)
+    process: str  # who scored and explained (the run's ``scoring_process`` tag)
     timings: dict = field(default_factory=dict)
 
 
-def score_and_explain(settings, work: SharedWork, explaining: SharedWork | None, sanity_inputs: tuple,
-                      n_targets: int) -> Scheduled:
+def score_and_explain(
+    settings, work: SharedWork, explaining: SharedWork | None, sanity_inputs: tuple, n_targets: int
+) -> Scheduled:
     """Run the scoring ``work`` and the model's stages (the sanity checks on ``sanity_inputs`` =
     ``(model, dataset, examples, load_images, question)`` when ``analysis.sanity``; the ``explaining``
     batches), the scoring in a forked process where it can. Timings: ``time/scoring_s``,
     ``time/explain_s`` (each the seconds both processes spent on it), ``time/sanity_s``,
     ``time/scoring_wait_s`` (what the run waited for the forked process) and the shares taken over."""
     scoring_counter, explain_counter = SharedCounter(), SharedCounter()
-    fork_scoring = bool(settings.scoring.fork and len(work.items) and not settings.device.startswith("cuda") and (
-        settings.analysis.sanity or explain_needed(settings)))
-    fork_explains_too = fork_scoring and explaining is not None and len(explaining.items) > 0 and \
-        two_can_explain(settings)
+    fork_scoring = bool(
+        settings.scoring.fork
+        and len(work.items)
+        and not settings.device.startswith("cuda")
+        and (settings.analysis.sanity or explain_needed(settings))
+    )
+    fork_explains_too = (
+        fork_scoring and explaining is not None and len(explaining.items) > 0 and two_can_explain(settings)
+    )
     timings: dict[str, float] = {}
 
-    def score() -> tuple:      # the questions this process claims: the method's maps, the floors and ceiling
+    def score() -> tuple:  # the questions this process claims: the method's maps, the floors and ceiling
         start = time.perf_counter()
         with one_blas_thread():
             done = work.take(scoring_counter.claim, settings.scoring.workers)
         return done, time.perf_counter() - start, peak_rss()
 
-    def explain() -> tuple:    # the explain batches this process claims
+    def explain() -> tuple:  # the explain batches this process claims
         start = time.perf_counter()
         done = explaining.take(explain_counter.claim) if explaining is not None else {}
         return done, time.perf_counter() - start
@@ -95,17 +103,23 @@ def score_and_explain(settings, work: SharedWork, explaining: SharedWork | None,
             if explained_by_fork:
                 timings["time/explain_shared_s"] = explain_by_fork_s
         elif n_targets:
-            timings["time/explain_s"] = explain_by_run_s      # every part off: nothing to explain
+            timings["time/explain_s"] = explain_by_run_s  # every part off: nothing to explain
         finishing = time.perf_counter()
         with one_blas_thread():
             table, skipped, references, hits = work.complete(scored_by_fork, scored_by_run)
-        timings["time/scoring_s"] = (score_by_fork_s + (score_by_run_s if scored_by_run else 0.0)
-                                     + time.perf_counter() - finishing)
+        timings["time/scoring_s"] = (
+            score_by_fork_s + (score_by_run_s if scored_by_run else 0.0) + time.perf_counter() - finishing
+        )
     except BaseException:
         scoring.cancel()
         raise
-    process = _who(scoring.pid is not None, fork_rss, len(scored_by_run), work,
-                   (len(explained_by_fork), len(explaining.items)) if fork_explains_too else None)
+    process = _who(
+        scoring.pid is not None,
+        fork_rss,
+        len(scored_by_run),
+        work,
+        (len(explained_by_fork), len(explaining.items)) if fork_explains_too else None,
+    )
     return Scheduled(table, skipped, references, hits, explained, sanity, process, timings)
 
 
@@ -113,6 +127,8 @@ def _who(forked_scoring: bool, fork_rss: int, scored_by_run: int, work: SharedWo
     """The run's ``scoring_process`` tag: who scored, and who explained what."""
     if not forked_scoring:
         return "the run's"
-    return (f"forked, beside the explain stage (peak RSS {fork_rss / GIB:.2f} GB); {scored_by_run} of "
-            f"{len(work.items)} {work.label} items then taken by the run's"
-            + (f"; {explained[0]} of {explained[1]} explain batches taken by the forked process" if explained else ""))
+    return (
+        f"forked, beside the explain stage (peak RSS {fork_rss / GIB:.2f} GB); {scored_by_run} of "
+        f"{len(work.items)} {work.label} items then taken by the run's"
+        + (f"; {explained[0]} of {explained[1]} explain batches taken by the forked process" if explained else "")
+    )

@@ -1,6 +1,7 @@
 """Stage 6, scores: the per-example table (one row per question, method and target, every metric),
 with the floors and the ceiling scored in the same pass from the same prepared human maps, each
 table cached on disk by what it depends on."""
+
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
 from vqa_interp.attribution.cache import MapCache
 from vqa_interp.data.datasets import Dataset
 from vqa_interp.data.images import InputGeometry
@@ -21,14 +23,27 @@ from vqa_interp.pipeline.references import baseline_maps_for, reference_columns,
 from vqa_interp.util.disk_cache import DiskCache
 from vqa_interp.util.shared_work import SharedWork
 
-CACHE_VERSION = 6   # raise when a metric's definition or a table's columns change: cached score tables are then ignored
+CACHE_VERSION = 6  # raise when a metric's definition or a table's columns change: cached score tables are then ignored
 
 
-def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame, targets: pd.DataFrame,
-                     cache: MapCache, geometry: InputGeometry, options: ScoringOptions, ks: Sequence[float], *,
-                     human_mode: str, annotator: int, method: str, workers: int = 1,
-                     metrics: Sequence[str] | None = None, device: str | None = None,
-                     references: dict | None = None):
+def score_targets_at(
+    dataset: Dataset,
+    examples: Sequence[Example],
+    predictions: pd.DataFrame,
+    targets: pd.DataFrame,
+    cache: MapCache,
+    geometry: InputGeometry,
+    options: ScoringOptions,
+    ks: Sequence[float],
+    *,
+    human_mode: str,
+    annotator: int,
+    method: str,
+    workers: int = 1,
+    metrics: Sequence[str] | None = None,
+    device: str | None = None,
+    references: dict | None = None,
+):
     """The per-example tables at each ``k`` of ``ks``: one row per (question, method, target).
     Returns ``(k -> table, skipped, k -> references table or None)``; :func:`question_work` with
     the same arguments (but ``workers``), scored here.
@@ -38,41 +53,96 @@ def score_targets_at(dataset: Dataset, examples: Sequence[Example], predictions:
     returns the pages of each freed map and faults them in again (a 448x448 map's features took
     2-4x longer), so the default, 1, scores in the calling thread.
     """
-    return question_work(dataset, examples, predictions, targets, cache, geometry, options, ks,
-                         human_mode=human_mode, annotator=annotator, method=method, metrics=metrics, device=device,
-                         references=references).run(workers)
+    return question_work(
+        dataset,
+        examples,
+        predictions,
+        targets,
+        cache,
+        geometry,
+        options,
+        ks,
+        human_mode=human_mode,
+        annotator=annotator,
+        method=method,
+        metrics=metrics,
+        device=device,
+        references=references,
+    ).run(workers)
 
 
 def row_fields(question_id, info, target, method: str, cache: MapCache) -> dict:
     """The per-example table's columns that are not scores: the question, the prediction, the target."""
-    return {"question_id": question_id, "image_id": int(info["image_id"]), "question": info["question"],
-            "answer": info["answer"], "answer_type": info["answer_type"],
-            "question_type": info.get("question_type", ""), "prediction": info["prediction"],
-            "confidence": float(info["confidence"]), "correct": bool(info["correct"]),
-            "vqa_accuracy": float(info["vqa_accuracy"]), "method": method, "target": target.target,
-            "target_answer": info["answer"] if target.target == "label" else info["prediction"],
-            "on_prediction": bool(target.on_prediction), "map_key": target.map_key, **cache.extras(target.map_key)}
+    return {
+        "question_id": question_id,
+        "image_id": int(info["image_id"]),
+        "question": info["question"],
+        "answer": info["answer"],
+        "answer_type": info["answer_type"],
+        "question_type": info.get("question_type", ""),
+        "prediction": info["prediction"],
+        "confidence": float(info["confidence"]),
+        "correct": bool(info["correct"]),
+        "vqa_accuracy": float(info["vqa_accuracy"]),
+        "method": method,
+        "target": target.target,
+        "target_answer": info["answer"] if target.target == "label" else info["prediction"],
+        "on_prediction": bool(target.on_prediction),
+        "map_key": target.map_key,
+        **cache.extras(target.map_key),
+    }
 
 
-def reference_tables_with(rows_at: dict[float, list[dict]], rest: Sequence[Example], dataset: Dataset,
-                          geometry: InputGeometry, options: ScoringOptions, metrics: Sequence[str], references: dict, *,
-                          human_mode: str, annotator: int) -> dict[float, pd.DataFrame]:
+def reference_tables_with(
+    rows_at: dict[float, list[dict]],
+    rest: Sequence[Example],
+    dataset: Dataset,
+    geometry: InputGeometry,
+    options: ScoringOptions,
+    metrics: Sequence[str],
+    references: dict,
+    *,
+    human_mode: str,
+    annotator: int,
+) -> dict[float, pd.DataFrame]:
     """k -> the floors and ceiling table: the rows scored beside the maps (``rows_at``), and those of
     the questions ``rest`` that had no map, scored here."""
     columns = reference_columns(metrics)
     tables = {k: pd.DataFrame(rows_at[k], columns=columns) for k in references["ks"]}
     if not rest:
         return tables
-    more = score_references(dataset, rest, geometry, options, human_mode=human_mode, annotator=annotator,
-                            seed=references["seed"], baseline_options=references["baseline_options"],
-                            metrics=metrics, ks=references["ks"])
+    more = score_references(
+        dataset,
+        rest,
+        geometry,
+        options,
+        human_mode=human_mode,
+        annotator=annotator,
+        seed=references["seed"],
+        baseline_options=references["baseline_options"],
+        metrics=metrics,
+        ks=references["ks"],
+    )
     return {k: pd.concat([tables[k], more[k]], ignore_index=True) for k in references["ks"]}
 
 
-def question_work(dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame, targets: pd.DataFrame,
-                  cache: MapCache, geometry: InputGeometry, options: ScoringOptions, ks: Sequence[float], *,
-                  human_mode: str, annotator: int, method: str, metrics: Sequence[str] | None = None,
-                  device: str | None = None, references: dict | None = None) -> SharedWork:
+def question_work(
+    dataset: Dataset,
+    examples: Sequence[Example],
+    predictions: pd.DataFrame,
+    targets: pd.DataFrame,
+    cache: MapCache,
+    geometry: InputGeometry,
+    options: ScoringOptions,
+    ks: Sequence[float],
+    *,
+    human_mode: str,
+    annotator: int,
+    method: str,
+    metrics: Sequence[str] | None = None,
+    device: str | None = None,
+    references: dict | None = None,
+) -> SharedWork:
     """The scoring of :func:`score_targets_at` as one item per question (any process or thread
     may take an item; :mod:`vqa_interp.util.shared_work`); its outcome is
     ``(k -> table, skipped, k -> references table or None)``.
@@ -97,14 +167,23 @@ def question_work(dataset: Dataset, examples: Sequence[Example], predictions: pd
         if humans is None:
             return None
         info = by_question.loc[question_id]
-        attributions = list(resize_maps(np.stack([cache.load(k) for k in group["map_key"]]), options.size,
-                                        options.resample))
+        attributions = list(
+            resize_maps(np.stack([cache.load(k) for k in group["map_key"]]), options.size, options.resample)
+        )
         named = baseline_maps_for(example, dataset, geometry, options, references) if references else []
         scores = score_both(attributions + [m for _, m in named], humans, options, metrics, all_ks, device)
         rows: dict = {k: [] for k in ks}
         if references:
-            rows["references"] = reference_rows(example, [name for name, _ in named], scores, len(attributions),
-                                                humans, options, metrics, references["ks"])
+            rows["references"] = reference_rows(
+                example,
+                [name for name, _ in named],
+                scores,
+                len(attributions),
+                humans,
+                options,
+                metrics,
+                references["ks"],
+            )
         for i, t in enumerate(group.itertuples(index=False)):
             common = row_fields(question_id, info, t, method, cache)
             for k in ks:
@@ -129,31 +208,69 @@ def question_work(dataset: Dataset, examples: Sequence[Example], predictions: pd
         # questions without a target (none planned for them) get their floors and ceiling here
         done = set(targets["question_id"])
         rest = [e for e in examples if e.question_id not in done]
-        return tables, skipped, reference_tables_with(reference_rows_at, rest, dataset, geometry, options, metrics,
-                                                      references, human_mode=human_mode, annotator=annotator)
+        return (
+            tables,
+            skipped,
+            reference_tables_with(
+                reference_rows_at,
+                rest,
+                dataset,
+                geometry,
+                options,
+                metrics,
+                references,
+                human_mode=human_mode,
+                annotator=annotator,
+            ),
+        )
 
     groups = list(targets.groupby("question_id", sort=False))
-    return SharedWork([partial(score_question, question_id, group) for question_id, group in groups], finish,
-                      label="score")
+    return SharedWork(
+        [partial(score_question, question_id, group) for question_id, group in groups], finish, label="score"
+    )
 
 
 def _cache_key(settings, depends_on: dict, k: float) -> dict:
     s = settings.scoring
-    return {**depends_on, "options": asdict(replace(scoring_options(settings), k=k)), "human": s.human,
-            "annotator": s.annotator, "metrics": list(run_metrics(s.metrics))}
+    return {
+        **depends_on,
+        "options": asdict(replace(scoring_options(settings), k=k)),
+        "human": s.human,
+        "annotator": s.annotator,
+        "metrics": list(run_metrics(s.metrics)),
+    }
 
 
-def cached_tables(settings, dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame,
-                  targets: pd.DataFrame, cache: MapCache, geometry: InputGeometry, data_digest: str,
-                  also_k: Sequence[float] = (), with_references: bool = True):
+def cached_tables(
+    settings,
+    dataset: Dataset,
+    examples: Sequence[Example],
+    predictions: pd.DataFrame,
+    targets: pd.DataFrame,
+    cache: MapCache,
+    geometry: InputGeometry,
+    data_digest: str,
+    also_k: Sequence[float] = (),
+    with_references: bool = True,
+):
     """:func:`tables_work`, done here (``scoring.workers`` threads)."""
-    return tables_work(settings, dataset, examples, predictions, targets, cache, geometry, data_digest, also_k,
-                       with_references).run(settings.scoring.workers)
+    return tables_work(
+        settings, dataset, examples, predictions, targets, cache, geometry, data_digest, also_k, with_references
+    ).run(settings.scoring.workers)
 
 
-def tables_work(settings, dataset: Dataset, examples: Sequence[Example], predictions: pd.DataFrame,
-                targets: pd.DataFrame, cache: MapCache, geometry: InputGeometry, data_digest: str,
-                also_k: Sequence[float] = (), with_references: bool = True) -> SharedWork:
+def tables_work(
+    settings,
+    dataset: Dataset,
+    examples: Sequence[Example],
+    predictions: pd.DataFrame,
+    targets: pd.DataFrame,
+    cache: MapCache,
+    geometry: InputGeometry,
+    data_digest: str,
+    also_k: Sequence[float] = (),
+    with_references: bool = True,
+) -> SharedWork:
     """The per-example table and the references table (floors and ceiling) at ``scoring.k``, each
     cached on disk by what it depends on, computed in one pass when missing: the cached tables are
     read here, what is missing is returned as work whose items (one per question) any process or
@@ -168,16 +285,28 @@ def tables_work(settings, dataset: Dataset, examples: Sequence[Example], predict
     """
     a, s, k = settings.attribution, settings.scoring, settings.scoring.k
     metrics = run_metrics(s.metrics)
-    score_dep = {"maps": cache.signature, "data": data_digest, "targets": a.target_policy, "method": a.method,
-                 "device": settings.device}
-    ref_dep = {"data": data_digest, "input": settings.model.input, "seed": settings.seed,
-               "baselines": settings.analysis.baseline_options}
+    score_dep = {
+        "maps": cache.signature,
+        "data": data_digest,
+        "targets": a.target_policy,
+        "method": a.method,
+        "device": settings.device,
+    }
+    ref_dep = {
+        "data": data_digest,
+        "input": settings.model.input,
+        "seed": settings.seed,
+        "baselines": settings.analysis.baseline_options,
+    }
     stores = {kind: DiskCache(settings.cache, kind, CACHE_VERSION) for kind in ("scores", "references")}
-    table = stores["scores"].read_table(_cache_key(settings, score_dep, k),
-                                        columns=[*metrics, "undefined", *(LOO_PREFIX + m for m in metrics)])
-    references = (stores["references"].read_table(_cache_key(settings, ref_dep, k),
-                                                  columns=reference_columns(metrics))
-                  if with_references else None)
+    table = stores["scores"].read_table(
+        _cache_key(settings, score_dep, k), columns=[*metrics, "undefined", *(LOO_PREFIX + m for m in metrics)]
+    )
+    references = (
+        stores["references"].read_table(_cache_key(settings, ref_dep, k), columns=reference_columns(metrics))
+        if with_references
+        else None
+    )
     hits = {"scores": table is not None, "references": references is not None}
 
     def missing(kind: str, depends_on: dict) -> list[float]:
@@ -185,8 +314,11 @@ def tables_work(settings, dataset: Dataset, examples: Sequence[Example], predict
 
     spec = None
     if with_references and references is None:
-        spec = {"ks": tuple(missing("references", ref_dep)), "seed": settings.seed,
-                "baseline_options": json.loads(json.dumps(settings.analysis.baseline_options))}
+        spec = {
+            "ks": tuple(missing("references", ref_dep)),
+            "seed": settings.seed,
+            "baseline_options": json.loads(json.dumps(settings.analysis.baseline_options)),
+        }
     device = settings.device if settings.device.startswith("cuda") else None
     options = scoring_options(settings)
 
@@ -198,9 +330,22 @@ def tables_work(settings, dataset: Dataset, examples: Sequence[Example], predict
         return reference_tables[k]
 
     if table is None:
-        work = question_work(dataset, examples, predictions, targets, cache, geometry, options,
-                             missing("scores", score_dep), human_mode=s.human, annotator=s.annotator,
-                             method=a.method, metrics=metrics, device=device, references=spec)
+        work = question_work(
+            dataset,
+            examples,
+            predictions,
+            targets,
+            cache,
+            geometry,
+            options,
+            missing("scores", score_dep),
+            human_mode=s.human,
+            annotator=s.annotator,
+            method=a.method,
+            metrics=metrics,
+            device=device,
+            references=spec,
+        )
 
         def finish_scores(results: list) -> tuple:
             tables, skipped, reference_tables = work.finish(results)
@@ -214,9 +359,19 @@ def tables_work(settings, dataset: Dataset, examples: Sequence[Example], predict
         return SharedWork([], lambda results: (table, skipped, references, hits))
 
     def score_floors() -> dict:
-        return score_references(dataset, examples, geometry, options, human_mode=s.human, annotator=s.annotator,
-                                seed=settings.seed, baseline_options=spec["baseline_options"], metrics=metrics,
-                                ks=spec["ks"])
+        return score_references(
+            dataset,
+            examples,
+            geometry,
+            options,
+            human_mode=s.human,
+            annotator=s.annotator,
+            seed=settings.seed,
+            baseline_options=spec["baseline_options"],
+            metrics=metrics,
+            ks=spec["ks"],
+        )
 
-    return SharedWork([score_floors], lambda results: (table, skipped, write_references(results[0]), hits),
-                      label="references")
+    return SharedWork(
+        [score_floors], lambda results: (table, skipped, write_references(results[0]), hits), label="references"
+    )

@@ -1,5 +1,6 @@
 """Stage 4, targets: which maps a run computes, one row per (question, target answer), each with its
 map-cache key."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -27,8 +28,11 @@ def plan_targets(predictions: pd.DataFrame, policy: str, answer_key=None) -> tup
         if not getattr(p, "label_answerable", p.label_index >= 0):
             skipped["label_not_in_answer_vocab"] += 1
             continue
-        wanted = {"paper": ["label"] + ([] if p.correct else ["prediction"]),
-                  "label": ["label"], "prediction": ["prediction"]}[policy]
+        wanted = {
+            "paper": ["label"] + ([] if p.correct else ["prediction"]),
+            "label": ["label"],
+            "prediction": ["prediction"],
+        }[policy]
         for target in wanted:
             index = p.label_index if target == "label" else p.prediction_index
             answer = str(getattr(p, "answer" if target == "label" else "prediction", ""))
@@ -36,9 +40,18 @@ def plan_targets(predictions: pd.DataFrame, policy: str, answer_key=None) -> tup
             predicted = str(getattr(p, "prediction", ""))
             on_prediction = (index >= 0 and index == p.prediction_index) or (answer != "" and answer == predicted)
             key = answer_key(answer, int(index)) if answer_key else str(int(index))
-            rows.append({"question_id": p.question_id, "row": p.row, "target": target, "target_answer": answer,
-                         "target_index": int(index), "on_prediction": bool(on_prediction), "answer_key": key,
-                         "map_key": f"{p.question_id}_{key}"})
+            rows.append(
+                {
+                    "question_id": p.question_id,
+                    "row": p.row,
+                    "target": target,
+                    "target_answer": answer,
+                    "target_index": int(index),
+                    "on_prediction": bool(on_prediction),
+                    "answer_key": key,
+                    "map_key": f"{p.question_id}_{key}",
+                }
+            )
     return pd.DataFrame(rows, columns=COLUMNS), skipped
 
 

@@ -2,6 +2,7 @@
 random floor, the centre Gaussian and the human ceiling of the same questions (the runs' own
 ``baselines`` tables), one panel per metric, so the first screen answers "which method looks like
 humans" against what chance and a human reach."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,11 @@ import pandas as pd
 
 from vqa_interp.metrics.registry import headline_metrics
 
-MARKS = (("random", "x", "#777777", "random floor"), ("centre", "v", "#1f77b4", "centre Gaussian"),
-         ("human_ceiling", "*", "#d62728", "human ceiling"))
+MARKS = (
+    ("random", "x", "#777777", "random floor"),
+    ("centre", "v", "#1f77b4", "centre Gaussian"),
+    ("human_ceiling", "*", "#d62728", "human ceiling"),
+)
 
 
 def answer_figure(baselines: dict[str, pd.DataFrame], labels: dict[str, str], out: Path) -> Path | None:
@@ -28,8 +32,9 @@ def answer_figure(baselines: dict[str, pd.DataFrame], labels: dict[str, str], ou
     metrics = [m for m in headline_metrics() if any((baselines[r]["metric"] == m).any() for r in runs)]
     if not runs or not metrics:
         return None
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics) + 1.8, 0.42 * len(runs) + 1.5),
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(3.4 * len(metrics) + 1.8, 0.42 * len(runs) + 1.5), sharey=True, squeeze=False
+    )
     y = np.arange(len(runs))[::-1]
     for ax, metric in zip(axes[0], metrics):
         for row, run in zip(y, runs):
@@ -37,12 +42,27 @@ def answer_figure(baselines: dict[str, pd.DataFrame], labels: dict[str, str], ou
             part = table[table["metric"] == metric].set_index("reference")
             if "method" in part.index:
                 m = part.loc["method"]
-                ax.errorbar(m["mean"], row, xerr=[[m["mean"] - m["ci_low"]], [m["ci_high"] - m["mean"]]], fmt="o",
-                            color="black", ms=5, capsize=3, label="method (95% CI)" if row == y[0] else None)
+                ax.errorbar(
+                    m["mean"],
+                    row,
+                    xerr=[[m["mean"] - m["ci_low"]], [m["ci_high"] - m["mean"]]],
+                    fmt="o",
+                    color="black",
+                    ms=5,
+                    capsize=3,
+                    label="method (95% CI)" if row == y[0] else None,
+                )
             for reference, marker, colour, name in MARKS:
                 if reference in part.index and np.isfinite(part.loc[reference, "mean"]):
-                    ax.plot(part.loc[reference, "mean"], row, marker, color=colour, ms=7, alpha=0.85,
-                            label=name if row == y[0] else None)
+                    ax.plot(
+                        part.loc[reference, "mean"],
+                        row,
+                        marker,
+                        color=colour,
+                        ms=7,
+                        alpha=0.85,
+                        label=name if row == y[0] else None,
+                    )
         ax.set_title(metric)
         ax.grid(axis="x", alpha=0.3)
         ax.set_ylim(-0.6, len(runs) - 0.4)

@@ -11,6 +11,7 @@ The child only draws with matplotlib (Agg, SVG) and writes files; it never touch
 store, torch or the parent's open files, and leaves with ``os._exit`` (no ``atexit`` hook, no
 buffer flush). Where ``fork`` is missing (Windows), the figures are drawn in this process.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,7 +32,7 @@ from vqa_interp.util.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
-Makers = dict[str, Callable[[], "object"]]   # artifact name -> a function that draws that matplotlib Figure
+Makers = dict[str, Callable[[], "object"]]  # artifact name -> a function that draws that matplotlib Figure
 
 
 def _draw(makers: Makers, folder: Path, keep_in: Callable[[str], Path | None]) -> None:
@@ -63,6 +64,7 @@ class FigureJob:
     """A run's figures being drawn: by process ``pid`` (None: already drawn in this process) into
     ``folder``; ``keeps`` is the figure-cache folder it writes into (None if it renders no
     k-independent figure), ``cached`` the PNGs of figures taken from that cache."""
+
     pid: int | None
     folder: Path
     keeps: Path | None = None
@@ -89,8 +91,11 @@ class FigureJob:
         Raises ``RuntimeError`` with the child's traceback when the drawing failed."""
         self.wait()
         if self.status not in (None, 0) or (self.folder / ERROR_FILE).exists():
-            error = (self.folder / ERROR_FILE).read_text() if (self.folder / ERROR_FILE).exists() else \
-                f"the drawing process ended with status {self.status}"
+            error = (
+                (self.folder / ERROR_FILE).read_text()
+                if (self.folder / ERROR_FILE).exists()
+                else f"the drawing process ended with status {self.status}"
+            )
             raise RuntimeError(f"drawing the run's figures failed:\n{error}")
         seconds = float((self.folder / SECONDS_FILE).read_text())
         return sorted(self.folder.glob("*.png")) + list(self.cached), seconds
@@ -115,8 +120,13 @@ class FigureJob:
             raise
 
 
-def draw_figures(makers: Makers, keep_in: Callable[[str], Path | None] = lambda name: None, *,
-                 keeps: Path | None = None, cached: Iterable[Path] = ()) -> FigureJob:
+def draw_figures(
+    makers: Makers,
+    keep_in: Callable[[str], Path | None] = lambda name: None,
+    *,
+    keeps: Path | None = None,
+    cached: Iterable[Path] = (),
+) -> FigureJob:
     """Start drawing the figures of ``makers`` (name -> function drawing it, called in the drawing
     process, in order); ``keep_in(name)``: a folder to keep that figure's files in too, or None
     (the kept ones first). ``keeps``: that folder, for :func:`finish_deferred`; ``cached``: PNGs
@@ -124,7 +134,7 @@ def draw_figures(makers: Makers, keep_in: Callable[[str], Path | None] = lambda 
     folder = Path(tempfile.mkdtemp(prefix="figures-", dir=scratch_dir()))
     job = FigureJob(None, folder, keeps, list(cached))
     if not can_fork():
-        with job.cancelled_on_error():   # a failed drawing leaves no folder behind
+        with job.cancelled_on_error():  # a failed drawing leaves no folder behind
             _draw(makers, folder, keep_in)
         return job
     sys.stdout.flush()
@@ -134,7 +144,7 @@ def draw_figures(makers: Makers, keep_in: Callable[[str], Path | None] = lambda 
         # child; this child takes no lock those threads hold: it only draws and writes files
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
-    if pid == 0:   # the child
+    if pid == 0:  # the child
         code = 0
         try:
             die_with_parent()
@@ -152,6 +162,7 @@ def draw_figures(makers: Makers, keep_in: Callable[[str], Path | None] = lambda 
 class FigureJobs:
     """Several :class:`FigureJob` drawing one run's figures side by side (the same interface): for a
     run that would otherwise wait for one drawing process while the other core sits idle."""
+
     jobs: list[FigureJob]
 
     @property
@@ -192,8 +203,14 @@ class FigureJobs:
     cancelled_on_error = FigureJob.cancelled_on_error
 
 
-def draw_figures_split(makers: Makers, keep_in: Callable[[str], Path | None] = lambda name: None, *,
-                       keeps: Path | None = None, cached: Iterable[Path] = (), workers: int = 1):
+def draw_figures_split(
+    makers: Makers,
+    keep_in: Callable[[str], Path | None] = lambda name: None,
+    *,
+    keeps: Path | None = None,
+    cached: Iterable[Path] = (),
+    workers: int = 1,
+):
     """:func:`draw_figures` over ``workers`` processes: the first draws the kept figures (those
     ``keep_in`` names a folder for, first, as :func:`draw_figures` does), the others' share of the
     rest goes to whichever has drawn least so far, counting a kept figure twice (they hold images)."""
@@ -206,6 +223,9 @@ def draw_figures_split(makers: Makers, keep_in: Callable[[str], Path | None] = l
         i = 0 if kept else min(range(workers), key=lambda w: (load[w], -w))
         shares[i][name] = make
         load[i] += 2 if kept else 1
-    jobs = [draw_figures(share, keep_in, keeps=keeps if i == 0 else None, cached=cached if i == 0 else ())
-            for i, share in enumerate(shares) if share]
+    jobs = [
+        draw_figures(share, keep_in, keeps=keeps if i == 0 else None, cached=cached if i == 0 else ())
+        for i, share in enumerate(shares)
+        if share
+    ]
     return jobs[0] if len(jobs) == 1 else FigureJobs(jobs)

@@ -15,6 +15,7 @@ Layout::
                                 "split", "scores": {metric: float|None},
                                 "floors": {reference: {metric: float|None}}, "map": uri}}}}
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,14 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vqa_interp.report.map_colours import (DIVERGING, MAX_OPACITY, SEQUENTIAL, colour_table, display_scale,
-                                             is_signed)
+from vqa_interp.report.map_colours import DIVERGING, MAX_OPACITY, SEQUENTIAL, colour_table, display_scale, is_signed
 
 EXPLORER_JSON = "explorer/explorer.json"
 EXPLORER_HTML = "explorer.html"
-IMAGE_PX = 224        # the stored image (the full view shows it at 320 px, a card at 96 px)
-MAP_PX = 64           # the stored maps: smooth at 96 px, still readable at 320 px
-FLOOR_METRICS = 3     # the headline metrics shown for each floor of a question
+IMAGE_PX = 224  # the stored image (the full view shows it at 320 px, a card at 96 px)
+MAP_PX = 64  # the stored maps: smooth at 96 px, still readable at 320 px
+FLOOR_METRICS = 3  # the headline metrics shown for each floor of a question
 _PICTURES: dict = {}  # (question, image file, geometry) -> (image URI, human map URIs)
 
 
@@ -111,32 +111,53 @@ def run_data(outputs, examples: pd.DataFrame, settings, run_id: str, label: str)
         example = by_id.get(qid)
         if example is None:
             continue
-        key = (qid, str(example.image_path), repr(outputs.geometry))   # the image path names the dataset's root
+        key = (qid, str(example.image_path), repr(outputs.geometry))  # the image path names the dataset's root
         pictures = _PICTURES.get(key)
-        if pictures is None:   # the jobs of a sweep in one process show the same questions: encoded once
+        if pictures is None:  # the jobs of a sweep in one process show the same questions: encoded once
             each = read_humans(example, outputs.geometry, "each")
-            humans = [] if each is None or not len(each) else [map_uri(each.mean(0), attribution=False),
-                                                                *(map_uri(h, attribution=False) for h in each)]
+            humans = (
+                []
+                if each is None or not len(each)
+                else [map_uri(each.mean(0), attribution=False), *(map_uri(h, attribution=False) for h in each)]
+            )
             pictures = (image_uri(load_display_image(example.image_path, outputs.geometry)), humans)
             if len(_PICTURES) > 20000:
                 _PICTURES.clear()
             _PICTURES[key] = pictures
         questions[str(qid)] = {
-            "question": str(row.question), "answer": str(row.answer), "answer_type": str(row.answer_type),
-            "question_type": str(row.question_type), "image_id": int(row.image_id),
-            "image": pictures[0], "humans": list(pictures[1])}
+            "question": str(row.question),
+            "answer": str(row.answer),
+            "answer_type": str(row.answer_type),
+            "question_type": str(row.question_type),
+            "image_id": int(row.image_id),
+            "image": pictures[0],
+            "humans": list(pictures[1]),
+        }
         correct = bool(row.correct)
         rows[str(qid)] = {
-            "prediction": str(row.prediction), "target_answer": str(row.target_answer),
-            "confidence": _number(row.confidence), "correct": correct, "band": str(band),
+            "prediction": str(row.prediction),
+            "target_answer": str(row.target_answer),
+            "confidence": _number(row.confidence),
+            "correct": correct,
+            "band": str(band),
             "split": f"{band}_{'correct' if correct else 'wrong'}",
             "scores": {m: _number(getattr(row, m)) for m in metrics},
-            "floors": floors.get(qid, {}), "map": map_uri(values := outputs.cache.load(row.map_key), attribution=True)}
+            "floors": floors.get(qid, {}),
+            "map": map_uri(values := outputs.cache.load(row.map_key), attribution=True),
+        }
         signed = signed or is_signed(values)
-    column = {"id": run_id, "label": label, "method": settings.attribution.method,
-              "model": getattr(settings.model, "name", ""), "k": settings.scoring.k, "low": a.low, "high": a.high,
-              "metrics": metrics, "headline": [m for m in headline_metrics() if m in metrics][:FLOOR_METRICS],
-              "signed": signed}
+    column = {
+        "id": run_id,
+        "label": label,
+        "method": settings.attribution.method,
+        "model": getattr(settings.model, "name", ""),
+        "k": settings.scoring.k,
+        "low": a.low,
+        "high": a.high,
+        "metrics": metrics,
+        "headline": [m for m in headline_metrics() if m in metrics][:FLOOR_METRICS],
+        "signed": signed,
+    }
     return {"version": 1, "title": label, "questions": questions, "columns": [column], "rows": {run_id: rows}}
 
 
@@ -154,8 +175,13 @@ def merge(parts: list[dict], title: str, labels: dict[str, str] | None = None) -
             columns.append({**column, "label": (labels or {}).get(column["id"], column["label"])})
             rows[column["id"]] = part["rows"][column["id"]]
     order = sorted(questions, key=lambda q: (0, int(q), "") if str(q).isdigit() else (1, 0, str(q)))
-    return {"version": 1, "title": title, "questions": {q: questions[q] for q in order}, "columns": columns,
-            "rows": rows}
+    return {
+        "version": 1,
+        "title": title,
+        "questions": {q: questions[q] for q in order},
+        "columns": columns,
+        "rows": rows,
+    }
 
 
 def merge_shards(parts: list[dict], run_id: str, label: str) -> dict | None:
@@ -185,18 +211,26 @@ def page_runs(runs) -> list:
     """The runs that are a page's columns: finished evaluations, a merged run standing for its shards."""
     merged = [r for r in runs if r.data.tags.get("run_kind") == "merged" and r.info.status == "FINISHED"]
     shards = {s for r in merged for s in r.data.tags.get("merged_from", "").split(",")}
-    return [r for r in runs if r.info.status == "FINISHED" and r.info.run_id not in shards
-            and r.data.tags.get("run_kind") in ("evaluation", "merged")]
+    return [
+        r
+        for r in runs
+        if r.info.status == "FINISHED"
+        and r.info.run_id not in shards
+        and r.data.tags.get("run_kind") in ("evaluation", "merged")
+    ]
 
 
 def column_labels(runs) -> dict[str, str]:
     """Run id -> what sets it apart from the other runs: the Hydra overrides not shared by all of
     them (``method=saliency k=0.1``; a shard's ``data.shard`` dropped), else its run name."""
-    overrides = {r.info.run_id: [o for o in r.data.tags.get("hydra_overrides", "").split()
-                                 if not o.startswith("data.shard=")] for r in runs}
+    overrides = {
+        r.info.run_id: [o for o in r.data.tags.get("hydra_overrides", "").split() if not o.startswith("data.shard=")]
+        for r in runs
+    }
     common = set.intersection(*(set(o) for o in overrides.values())) if overrides else set()
-    return {r.info.run_id: " ".join(o for o in overrides[r.info.run_id] if o not in common) or r.info.run_name
-            for r in runs}
+    return {
+        r.info.run_id: " ".join(o for o in overrides[r.info.run_id] if o not in common) or r.info.run_name for r in runs
+    }
 
 
 def fold_k(data: dict) -> dict:
@@ -206,8 +240,13 @@ def fold_k(data: dict) -> dict:
     groups: dict[tuple, list[dict]] = {}
     for column in data["columns"]:
         rows = data["rows"][column["id"]]
-        key = (column.get("model"), column.get("method"), column.get("low"), column.get("high"),
-               tuple(sorted((q, r.get("map")) for q, r in rows.items())))
+        key = (
+            column.get("model"),
+            column.get("method"),
+            column.get("low"),
+            column.get("high"),
+            tuple(sorted((q, r.get("map")) for q, r in rows.items())),
+        )
         groups.setdefault(key, []).append(column)
     if all(len(g) == 1 for g in groups.values()):
         return data
@@ -219,8 +258,12 @@ def fold_k(data: dict) -> dict:
             continue
         group = sorted(group, key=lambda c: c.get("k") or 0)
         parts = [data["rows"][c["id"]] for c in group]
-        varies = {m for c in group for m in c["metrics"]
-                  if len({json.dumps([p.get(q, {}).get("scores", {}).get(m) for q in sorted(p)]) for p in parts}) > 1}
+        varies = {
+            m
+            for c in group
+            for m in c["metrics"]
+            if len({json.dumps([p.get(q, {}).get("scores", {}).get(m) for q in sorted(p)]) for p in parts}) > 1
+        }
 
         def named(metric, column):
             return f"{metric}_k{column.get('k'):g}" if metric in varies else metric
@@ -237,7 +280,14 @@ def fold_k(data: dict) -> dict:
                 for reference, values in other.get("floors", {}).items():
                     floors.setdefault(reference, {}).update({named(m, column): v for m, v in values.items()})
             merged[qid] = {**row, "scores": scores, "floors": floors}
-        columns.append({**first, "label": label, "k": [c.get("k") for c in group], "metrics": metrics,
-                        "headline": list(dict.fromkeys(named(m, c) for m in first["headline"] for c in group))})
+        columns.append(
+            {
+                **first,
+                "label": label,
+                "k": [c.get("k") for c in group],
+                "metrics": metrics,
+                "headline": list(dict.fromkeys(named(m, c) for m in first["headline"] for c in group)),
+            }
+        )
         rows[first["id"]] = merged
     return {**data, "columns": columns, "rows": rows}

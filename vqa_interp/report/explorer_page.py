@@ -10,6 +10,7 @@ type, column), searches (question id or words) and sorts (a metric of a column, 
 between two columns) the cards already there: it reads ``data-*`` attributes and never writes HTML.
 Without scripts (a sandbox that blocks them) every card is shown, each still opens.
 """
+
 from __future__ import annotations
 
 import html
@@ -126,8 +127,9 @@ def _fmt(value) -> str:
 
 
 def _select(name: str, legend: str, options: list[tuple[str, str]], selected: str | None = None) -> str:
-    items = "".join(f"<option value='{_e(v)}'{' selected' if v == selected else ''}>{_e(text)}</option>"
-                    for v, text in options)
+    items = "".join(
+        f"<option value='{_e(v)}'{' selected' if v == selected else ''}>{_e(text)}</option>" for v, text in options
+    )
     return f"<label>{_e(legend)} <select name='{_e(name)}'>{items}</select></label>"
 
 
@@ -140,8 +142,11 @@ def _css_pictures(data: dict) -> str:
         rules.append(f".i{qid}{{background-image:url({q['image']})}}" if q["image"] else "")
         rules += [f".h{qid}_{n}{{background-image:url({uri})}}" for n, uri in enumerate(q["humans"]) if uri]
     for c, column in enumerate(data["columns"]):
-        rules += [f".m{c}_{qid}{{background-image:url({row['map']})}}" for qid, row in data["rows"][column["id"]].items()
-                  if row["map"]]
+        rules += [
+            f".m{c}_{qid}{{background-image:url({row['map']})}}"
+            for qid, row in data["rows"][column["id"]].items()
+            if row["map"]
+        ]
     return "\n".join(rule for rule in rules if rule)
 
 
@@ -149,20 +154,40 @@ def checked(data: dict) -> dict:
     """The explorer data with only what is safe to write into a page's names and style sheet:
     questions whose id is not a plain name are dropped (and counted in a warning), metric names
     likewise, pictures that are not ``data:image/png|jpeg;base64,...`` URIs are left blank."""
+
     def picture(uri):
         return uri if isinstance(uri, str) and PICTURE_URI.match(uri) else None
 
     questions = {str(q): v for q, v in data["questions"].items() if SAFE_NAME.match(str(q))}
     dropped = len(data["questions"]) - len(questions)
-    questions = {q: {**v, "image": picture(v.get("image")), "humans": [picture(u) for u in v.get("humans", [])]}
-                 for q, v in questions.items()}
-    columns = [{**c, "metrics": [m for m in c["metrics"] if SAFE_NAME.match(str(m))],
-                "headline": [m for m in c["headline"] if SAFE_NAME.match(str(m))]} for c in data["columns"]]
-    rows = {c["id"]: {q: {**r, "map": picture(r.get("map")),
-                          "scores": {m: v for m, v in r["scores"].items() if SAFE_NAME.match(str(m))
-                                     and (v is None or isinstance(v, (int, float)))}}
-                      for q, r in data["rows"][c["id"]].items() if q in questions}
-            for c in data["columns"]}
+    questions = {
+        q: {**v, "image": picture(v.get("image")), "humans": [picture(u) for u in v.get("humans", [])]}
+        for q, v in questions.items()
+    }
+    columns = [
+        {
+            **c,
+            "metrics": [m for m in c["metrics"] if SAFE_NAME.match(str(m))],
+            "headline": [m for m in c["headline"] if SAFE_NAME.match(str(m))],
+        }
+        for c in data["columns"]
+    ]
+    rows = {
+        c["id"]: {
+            q: {
+                **r,
+                "map": picture(r.get("map")),
+                "scores": {
+                    m: v
+                    for m, v in r["scores"].items()
+                    if SAFE_NAME.match(str(m)) and (v is None or isinstance(v, (int, float)))
+                },
+            }
+            for q, r in data["rows"][c["id"]].items()
+            if q in questions
+        }
+        for c in data["columns"]
+    }
     if dropped:
         log.warning("explorer: %d question(s) with an id that is not a plain name were left out of the page", dropped)
     return {**data, "questions": questions, "columns": columns, "rows": rows}
@@ -178,12 +203,16 @@ def _tile(qid: str, overlay: str | None, caption: str, attrs: str = "", dim: boo
 def colour_bars(data: dict) -> str:
     """The colour bars of the maps on the page: every map's own scale (0 to where its top 2% of mass
     begins, as Captum shows maps); the signed scale where a column's maps carry a sign."""
-    bars = [f"<span class='bar'>0 <span class='g' style='background:{css_gradient(SEQUENTIAL)}'></span> "
-            f"each map's top 2% (human and method maps alike, each to its own scale; more opaque = higher)</span>"]
+    bars = [
+        f"<span class='bar'>0 <span class='g' style='background:{css_gradient(SEQUENTIAL)}'></span> "
+        f"each map's top 2% (human and method maps alike, each to its own scale; more opaque = higher)</span>"
+    ]
     if any(c.get("signed") for c in data["columns"]):
-        bars.append(f"<span class='bar'>- <span class='g' style='background:{css_gradient(DIVERGING)}'></span> "
-                    f"+ (signed maps: {_e(', '.join(c['label'] for c in data['columns'] if c.get('signed')))})"
-                    f"</span>")
+        bars.append(
+            f"<span class='bar'>- <span class='g' style='background:{css_gradient(DIVERGING)}'></span> "
+            f"+ (signed maps: {_e(', '.join(c['label'] for c in data['columns'] if c.get('signed')))})"
+            f"</span>"
+        )
     return "<p>" + "".join(bars) + "</p>"
 
 
@@ -191,14 +220,18 @@ def _column_tile(c: int, column: dict, qid: str, row: dict, full: bool) -> str:
     mark = "<span class='ok'>correct</span>" if row["correct"] else "<span class='bad'>wrong</span>"
     metrics = column["metrics"] if full else column["headline"]
     scores = "; ".join(f"{_e(m)} {_fmt(row['scores'].get(m))}" for m in metrics)
-    caption = (f"<b>{_breakable(column['label'])}</b><br>pred {_e(row['prediction'])} (p={_fmt(row['confidence'])}) {mark}"
-               f"<br>{_e(row['split'])}<br>{scores}")
+    caption = (
+        f"<b>{_breakable(column['label'])}</b><br>pred {_e(row['prediction'])} (p={_fmt(row['confidence'])}) {mark}"
+        f"<br>{_e(row['split'])}<br>{scores}"
+    )
     attrs = f" data-full-col='c{c}'" if full else ""
     if not full:
         values = "".join(f" data-s-{_e(m)}='{'' if v is None else repr(v)}'" for m, v in row["scores"].items())
-        attrs = (f" data-col='c{c}' data-correct='{'correct' if row['correct'] else 'wrong'}'"
-                 f" data-band='{_e(row['band'])}' data-confidence='{_e(row['confidence']) if row['confidence'] is not None else ''}'"
-                 f"{values}")
+        attrs = (
+            f" data-col='c{c}' data-correct='{'correct' if row['correct'] else 'wrong'}'"
+            f" data-band='{_e(row['band'])}' data-confidence='{_e(row['confidence']) if row['confidence'] is not None else ''}'"
+            f"{values}"
+        )
     return _tile(qid, f"m{c}_{qid}" if row["map"] else None, caption, attrs)
 
 
@@ -208,7 +241,7 @@ def _breakable(label: str) -> str:
 
 
 def _floors_table(data: dict, qid: str) -> str:
-    shared: dict[tuple, tuple[dict, list[str]]] = {}     # a floor the same for several columns: one row
+    shared: dict[tuple, tuple[dict, list[str]]] = {}  # a floor the same for several columns: one row
     present = 0
     for column in data["columns"]:
         row = data["rows"][column["id"]].get(qid)
@@ -217,38 +250,49 @@ def _floors_table(data: dict, qid: str) -> str:
         present += 1
         for reference, values in row["floors"].items():
             shared.setdefault((reference, repr(sorted(values.items()))), (values, []))[1].append(column["label"])
-    rows = [("every column" if len(labels) == present > 1 else ", ".join(labels), reference, values)
-            for (reference, _), (values, labels) in shared.items()]
+    rows = [
+        ("every column" if len(labels) == present > 1 else ", ".join(labels), reference, values)
+        for (reference, _), (values, labels) in shared.items()
+    ]
     if not rows:
         return "<p>No floors were scored for this question.</p>"
     metrics = list(dict.fromkeys(m for _, _, values in rows for m in values))
     head = "".join(f"<th>{_e(m)}</th>" for m in metrics)
-    body = "".join(f"<tr><td>{_e(label)}</td><td>{_e(reference)}</td>"
-                   + "".join(f"<td>{_fmt(values.get(m))}</td>" for m in metrics) + "</tr>"
-                   for label, reference, values in rows)
-    return (f"<table><caption>Floors and ceiling of this question (one value per question)</caption>"
-            f"<tr><th>column</th><th>reference</th>{head}</tr>{body}</table>")
+    body = "".join(
+        f"<tr><td>{_e(label)}</td><td>{_e(reference)}</td>"
+        + "".join(f"<td>{_fmt(values.get(m))}</td>" for m in metrics)
+        + "</tr>"
+        for label, reference, values in rows
+    )
+    return (
+        f"<table><caption>Floors and ceiling of this question (one value per question)</caption>"
+        f"<tr><th>column</th><th>reference</th>{head}</tr>{body}</table>"
+    )
 
 
 def _card(data: dict, qid: str, q: dict) -> str:
     columns = [(c, col, data["rows"][col["id"]].get(qid)) for c, col in enumerate(data["columns"])]
     columns = [(c, col, row) for c, col, row in columns if row]
     n_humans = max(0, len(q["humans"]) - 1)
-    human = (_tile(qid, f"h{qid}_0", f"human (mean of {n_humans})") if q["humans"]
-             else _tile(qid, None, "no human map"))
+    human = _tile(qid, f"h{qid}_0", f"human (mean of {n_humans})") if q["humans"] else _tile(qid, None, "no human map")
     thumbs = "".join(_column_tile(c, col, qid, row, False) for c, col, row in columns)
     target = "; ".join(sorted({f"map of '{row['target_answer']}'" for _, _, row in columns}))
-    meta = (f"<div class='meta'><div class='q'>{_e(q['question'])}</div>label: <b>{_e(q['answer'])}</b>"
-            f"<br>question {_e(qid)}, image {_e(q['image_id'])}<br>{_e(q['answer_type'])} / {_e(q['question_type'])}"
-            f"<br>{_e(target)}</div>")
-    humans = "".join(_tile(qid, f"h{qid}_{n}", "human, mean" if n == 0 else f"annotator {n}")
-                     for n in range(len(q["humans"])))
+    meta = (
+        f"<div class='meta'><div class='q'>{_e(q['question'])}</div>label: <b>{_e(q['answer'])}</b>"
+        f"<br>question {_e(qid)}, image {_e(q['image_id'])}<br>{_e(q['answer_type'])} / {_e(q['question_type'])}"
+        f"<br>{_e(target)}</div>"
+    )
+    humans = "".join(
+        _tile(qid, f"h{qid}_{n}", "human, mean" if n == 0 else f"annotator {n}") for n in range(len(q["humans"]))
+    )
     full = "".join(_column_tile(c, col, qid, row, True) for c, col, row in columns)
     text = f"{qid} {q['question']} {q['answer']} " + " ".join(row["prediction"] for _, _, row in columns)
-    return (f"<article class='card' data-qid='{_e(qid)}' data-text='{_e(text)}' data-answer-type='{_e(q['answer_type'])}'"
-            f" data-question-type='{_e(q['question_type'])}'><details><summary>{meta}<div class='tiles'>"
-            f"{_tile(qid, None, 'image', dim=False)}{human}{thumbs}</div></summary><div class='full'><div class='tiles'>"
-            f"{_tile(qid, None, 'image', dim=False)}{humans}{full}</div>{_floors_table(data, qid)}</div></details></article>")
+    return (
+        f"<article class='card' data-qid='{_e(qid)}' data-text='{_e(text)}' data-answer-type='{_e(q['answer_type'])}'"
+        f" data-question-type='{_e(q['question_type'])}'><details><summary>{meta}<div class='tiles'>"
+        f"{_tile(qid, None, 'image', dim=False)}{human}{thumbs}</div></summary><div class='full'><div class='tiles'>"
+        f"{_tile(qid, None, 'image', dim=False)}{humans}{full}</div>{_floors_table(data, qid)}</div></details></article>"
+    )
 
 
 def _controls(data: dict) -> str:
@@ -257,22 +301,29 @@ def _controls(data: dict) -> str:
     question_types = sorted({q["question_type"] for q in questions})
     metrics = list(dict.fromkeys(m for col in data["columns"] for m in col["metrics"]))
     columns = [(f"c{c}", col["label"]) for c, col in enumerate(data["columns"])]
-    checks = "".join(f"<label><input type='checkbox' name='col' value='{v}' checked> {_e(text)}</label> "
-                     for v, text in columns)
+    checks = "".join(
+        f"<label><input type='checkbox' name='col' value='{v}' checked> {_e(text)}</label> " for v, text in columns
+    )
     first = data["columns"][0]["headline"][0] if data["columns"] and data["columns"][0]["headline"] else "question_id"
-    return ("<form id='controls'>"
-            + _select("correct", "prediction", [("all", "all"), ("correct", "correct"), ("wrong", "wrong")])
-            + _select("band", "confidence", [("all", "all"), ("low", "low"), ("mid", "mid"), ("high", "high")])
-            + _select("answer_type", "answer type", [("all", "all")] + [(t, t) for t in answer_types])
-            + _select("question_type", "question type", [("all", "all")] + [(t, t) for t in question_types])
-            + f"<fieldset><legend>columns (runs)</legend>{checks}</fieldset>"
-            + "<label>search <input type='search' name='search' placeholder='question id or words'></label>"
-            + _select("sort", "sort by", [("question_id", "question id"), ("confidence", "confidence")]
-                      + [(m, m) for m in metrics], first)
-            + _select("sort_a", "of", columns)
-            + _select("sort_b", "minus", [("", "(nothing)")] + columns)
-            + _select("order", "order", [("desc", "high first"), ("asc", "low first")])
-            + "<span id='count'></span></form>")
+    return (
+        "<form id='controls'>"
+        + _select("correct", "prediction", [("all", "all"), ("correct", "correct"), ("wrong", "wrong")])
+        + _select("band", "confidence", [("all", "all"), ("low", "low"), ("mid", "mid"), ("high", "high")])
+        + _select("answer_type", "answer type", [("all", "all")] + [(t, t) for t in answer_types])
+        + _select("question_type", "question type", [("all", "all")] + [(t, t) for t in question_types])
+        + f"<fieldset><legend>columns (runs)</legend>{checks}</fieldset>"
+        + "<label>search <input type='search' name='search' placeholder='question id or words'></label>"
+        + _select(
+            "sort",
+            "sort by",
+            [("question_id", "question id"), ("confidence", "confidence")] + [(m, m) for m in metrics],
+            first,
+        )
+        + _select("sort_a", "of", columns)
+        + _select("sort_b", "minus", [("", "(nothing)")] + columns)
+        + _select("order", "order", [("desc", "high first"), ("asc", "low first")])
+        + "<span id='count'></span></form>"
+    )
 
 
 def render(data: dict) -> str:
@@ -281,14 +332,17 @@ def render(data: dict) -> str:
     columns = data["columns"]
     lows = sorted({(c["low"], c["high"]) for c in columns})
     bands = "; ".join(f"low p < {lo:.3g}, high p > {hi:.3g}" for lo, hi in lows)
-    intro = (f"{len(data['questions'])} questions, {len(columns)} column(s). One card per question; each tile is "
-             f"one run's map of it over the image in grey, with that "
-             f"run's prediction, confidence band ({_e(bands)}) and scores of that one question. Click a card for "
-             f"the full view: every annotator, every metric and the question's floors.")
+    intro = (
+        f"{len(data['questions'])} questions, {len(columns)} column(s). One card per question; each tile is "
+        f"one run's map of it over the image in grey, with that "
+        f"run's prediction, confidence band ({_e(bands)}) and scores of that one question. Click a card for "
+        f"the full view: every annotator, every metric and the question's floors."
+    )
     cards = "".join(_card(data, qid, q) for qid, q in data["questions"].items())
     # the data's strings only ever reach the page through _e(); the script reads attributes only
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(data['title'])}: explorer</title>"
-            f"<style>{STYLE}\n{_css_pictures(data)}</style></head><body><header><h1>{_e(data['title'])}: explorer</h1>"
-            f"<p>{intro}</p>{colour_bars(data)}{_controls(data)}</header><main id='cards'>{cards}</main>"
-            f"<script>{SCRIPT}</script></body></html>")
-
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(data['title'])}: explorer</title>"
+        f"<style>{STYLE}\n{_css_pictures(data)}</style></head><body><header><h1>{_e(data['title'])}: explorer</h1>"
+        f"<p>{intro}</p>{colour_bars(data)}{_controls(data)}</header><main id='cards'>{cards}</main>"
+        f"<script>{SCRIPT}</script></body></html>"
+    )

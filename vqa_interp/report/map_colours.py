@@ -1,5 +1,6 @@
 """How a map is coloured on the pages (the explorer): one colormap for human and method maps alike,
 a diverging one for signed attribution maps, as CSS colour bars too."""
+
 from __future__ import annotations
 
 import functools
@@ -7,7 +8,7 @@ import functools
 import numpy as np
 
 SEQUENTIAL, DIVERGING = "inferno", "RdBu_r"
-MAX_OPACITY = 0.85     # the image stays visible under a map's peak
+MAX_OPACITY = 0.85  # the image stays visible under a map's peak
 
 
 def is_signed(values: np.ndarray) -> bool:
@@ -34,7 +35,7 @@ def css_gradient(name: str, stops: int = 9) -> str:
     return "linear-gradient(to right," + ",".join(f"rgb({r},{g},{b})" for r, g, b in colours) + ")"
 
 
-OUTLIER_SHARE = 0.02   # the top 2% of a map's mass saturates, as Captum's visualisation (outlier_perc=2)
+OUTLIER_SHARE = 0.02  # the top 2% of a map's mass saturates, as Captum's visualisation (outlier_perc=2)
 
 
 def display_scale(magnitudes: np.ndarray) -> float:

@@ -2,9 +2,35 @@
 (:mod:`~vqa_interp.tracking.callback`), a sweep parent's comparison (:mod:`~vqa_interp.tracking.sweep`),
 the merge of shard runs (:mod:`~vqa_interp.tracking.merge`) and a run's figures drawn in a forked
 process (:mod:`~vqa_interp.report.drawing`). No other package imports MLflow."""
-from vqa_interp.tracking.store import (PARENT_TAG, RunTracker, child_runs, client_for, download_table, ending,
-                                       find_run, flatten, resolve_tracking_uri, start_run, tracked_run,
-                                       training_run, ui_command)
 
-__all__ = ["PARENT_TAG", "RunTracker", "child_runs", "client_for", "download_table", "ending", "find_run", "flatten",
-           "resolve_tracking_uri", "start_run", "tracked_run", "training_run", "ui_command"]
+from vqa_interp.tracking.store import (
+    PARENT_TAG,
+    RunTracker,
+    child_runs,
+    client_for,
+    download_table,
+    ending,
+    find_run,
+    flatten,
+    resolve_tracking_uri,
+    start_run,
+    tracked_run,
+    training_run,
+    ui_command,
+)
+
+__all__ = [
+    "PARENT_TAG",
+    "RunTracker",
+    "child_runs",
+    "client_for",
+    "download_table",
+    "ending",
+    "find_run",
+    "flatten",
+    "resolve_tracking_uri",
+    "start_run",
+    "tracked_run",
+    "training_run",
+    "ui_command",
+]

@@ -1,6 +1,7 @@
 """The question explorer's data in MLflow: each run logs ``explorer/explorer.json`` and the page
 (:mod:`vqa_interp.report.explorer` builds both); a sweep parent, a merged run and a report read its
 children's entries back."""
+
 from __future__ import annotations
 
 import json

@@ -2,6 +2,7 @@
 :mod:`vqa_interp.report.drawing` is done: at once in a single run, or, inside a sweep whose jobs run
 in this process (Hydra's basic launcher), at the next job's figure stage or at the end of the sweep
 (:func:`defer` / :func:`finish_deferred`). A run stays RUNNING until its figures are in."""
+
 from __future__ import annotations
 
 import logging
@@ -69,7 +70,7 @@ def finish_deferred(*, wait: bool = True, keeps: Path | None = None, at_most: in
         _DEFERRED.remove((tracker, job))
         try:
             finish(tracker, job, failed="KILLED" if was_interrupted() else "FAILED")
-        except Exception as exc:   # noqa: BLE001 - recorded on the run; the sweep goes on
+        except Exception as exc:  # noqa: BLE001 - recorded on the run; the sweep goes on
             log.error("run %s: %s", tracker.run_id, exc)
 
 

@@ -6,6 +6,7 @@ The other k values reach a job through a file in the sweep folder, not through i
 composes each job's config from that job's own overrides only (the sweeper's full list is not in
 it), and a callback's ``on_job_start`` sees the config after the task's copy was made, so nothing
 a callback adds there reaches the task function."""
+
 from __future__ import annotations
 
 import contextlib
@@ -112,5 +113,6 @@ def record_job_failure(exc: BaseException) -> None:
 
     with contextlib.suppress(Exception):
         hydra_cfg = HydraConfig.get()
-        record_failed_job(hydra_cfg.sweep.dir, int(hydra_cfg.job.num), list(hydra_cfg.overrides.task),
-                          f"{type(exc).__name__}: {exc}")
+        record_failed_job(
+            hydra_cfg.sweep.dir, int(hydra_cfg.job.num), list(hydra_cfg.overrides.task), f"{type(exc).__name__}: {exc}"
+        )

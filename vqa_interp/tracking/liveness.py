@@ -3,6 +3,7 @@ holds until it dies; a RUNNING run nobody holds the lock of is an orphan, closed
 time the tool opens a run. The lock (an ``flock``, dropped by the kernel however the process ends)
 makes the answer right where a process ID cannot: PID 1 of every container is "alive", and IDs are
 reused."""
+
 from __future__ import annotations
 
 import atexit
@@ -16,7 +17,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 HOST_TAG, PID_TAG, ALIVE_TAG = "process_host", "process_id", "process_alive_lock"
-_ALIVE: dict[int, object] = {}         # this process's liveness lock, by process ID (a forked child takes its own)
+_ALIVE: dict[int, object] = {}  # this process's liveness lock, by process ID (a forked child takes its own)
 
 
 def liveness_dir(uri: str, artifact_root: str) -> Path:
@@ -24,7 +25,7 @@ def liveness_dir(uri: str, artifact_root: str) -> Path:
     that shares the store sees that folder, from a container too), else in the local artifact root,
     else in the home folder."""
     if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).parent / ".alive"
+        return Path(uri[len("sqlite:///") :]).parent / ".alive"
     root = str(artifact_root)
     if "://" not in root:
         return Path(root).resolve() / ".alive"
@@ -44,8 +45,8 @@ def liveness_tags(uri: str, artifact_root: str) -> dict[str, str]:
         try:
             if lock.acquire(f"{socket.gethostname()} {os.getpid()}"):
                 _ALIVE[os.getpid()] = lock
-                atexit.register(lock.release)     # a normal exit leaves no lock file (a killed one: close_orphans)
-        except OSError:      # a read-only place: the process ID alone says whether it lives
+                atexit.register(lock.release)  # a normal exit leaves no lock file (a killed one: close_orphans)
+        except OSError:  # a read-only place: the process ID alone says whether it lives
             lock = None
     tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     if lock is not None and lock.handle is not None:
@@ -63,10 +64,14 @@ def orphaned(run) -> bool:
     lock = tags.get(ALIVE_TAG, "")
     if lock and Path(lock).parent.is_dir():
         held = lock_is_held(lock)
-        return not held          # None: the file is gone, its process ended
+        return not held  # None: the file is gone, its process ended
     pid = tags.get(PID_TAG, "")
-    return (tags.get(HOST_TAG) == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid()
-            and not process_alive(int(pid)))
+    return (
+        tags.get(HOST_TAG) == socket.gethostname()
+        and pid.isdigit()
+        and int(pid) != os.getpid()
+        and not process_alive(int(pid))
+    )
 
 
 def close_orphans(client, experiment_id: str) -> list[str]:
@@ -76,21 +81,22 @@ def close_orphans(client, experiment_id: str) -> list[str]:
     closed = []
     try:
         running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
-    except Exception:   # never let the bookkeeping of old runs stop a new one
+    except Exception:  # never let the bookkeeping of old runs stop a new one
         return closed
     for run in running:
         pid = run.data.tags.get(PID_TAG, "")
         if orphaned(run):
             with contextlib.suppress(Exception):
-                client.set_tag(run.info.run_id, "error", f"process {pid} on {run.data.tags.get(HOST_TAG, host)} ended "
-                                                         "without closing the run")
+                client.set_tag(
+                    run.info.run_id,
+                    "error",
+                    f"process {pid} on {run.data.tags.get(HOST_TAG, host)} ended without closing the run",
+                )
                 client.set_terminated(run.info.run_id, "KILLED")
                 closed.append(run.info.run_id)
-            with contextlib.suppress(OSError):       # its dead process's lock file
+            with contextlib.suppress(OSError):  # its dead process's lock file
                 if run.data.tags.get(ALIVE_TAG):
                     os.remove(run.data.tags[ALIVE_TAG])
     if closed:
         log.warning("marked %d orphaned run(s) KILLED (their process is gone): %s", len(closed), ", ".join(closed))
     return closed
-
-

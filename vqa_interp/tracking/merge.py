@@ -5,6 +5,7 @@ Shards whose other params agree form one group; each complete group becomes a ru
 ``run_kind=merged``, child of the sweep's parent) with the full per-example table and the
 analysis of it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,6 @@ import pandas as pd
 from vqa_interp.report import explorer
 from vqa_interp.tracking import explorer_runs
 from vqa_interp.tracking.stores import DEFAULT_URI
-
 
 GROUP_EXCLUDE = {"data.shard"}
 
@@ -44,13 +44,17 @@ def analysis_options(params: dict):
     """The shards' ``analysis.*`` and ``confidence.*`` params, read back as the run read them."""
     from vqa_interp.settings import AnalysisSettings
 
-    return AnalysisSettings(low=float(params["confidence.low"]), high=float(params["confidence.high"]),
-                            map_for_example=params.get("analysis.map_for_example", "prediction"),
-                            test=params.get("analysis.test", "cluster_bootstrap"),
-                            alpha=float(params.get("analysis.alpha", 0.05)),
-                            bootstrap=int(params.get("analysis.bootstrap", 2000)),
-                            min_group=int(params.get("analysis.min_group", 10)),
-                            min_images=int(params.get("analysis.min_images", 5)), seed=int(params.get("seed", 0)))
+    return AnalysisSettings(
+        low=float(params["confidence.low"]),
+        high=float(params["confidence.high"]),
+        map_for_example=params.get("analysis.map_for_example", "prediction"),
+        test=params.get("analysis.test", "cluster_bootstrap"),
+        alpha=float(params.get("analysis.alpha", 0.05)),
+        bootstrap=int(params.get("analysis.bootstrap", 2000)),
+        min_group=int(params.get("analysis.min_group", 10)),
+        min_images=int(params.get("analysis.min_images", 5)),
+        seed=int(params.get("seed", 0)),
+    )
 
 
 def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> str | None:
@@ -68,31 +72,52 @@ def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> s
         predictions = pd.concat([_table(client, r.info.run_id, "predictions", tmp) for r in runs], ignore_index=True)
         from vqa_interp.tracking.store import download_table
 
-        parts = [download_table(client, r.info.run_id, "references_per_question", tmp + f"/{r.info.run_id}")
-                 for r in runs]
-        references = (pd.concat(parts, ignore_index=True).drop_duplicates(["question_id", "reference"])
-                      if parts and all(p is not None for p in parts) else None)
+        parts = [
+            download_table(client, r.info.run_id, "references_per_question", tmp + f"/{r.info.run_id}") for r in runs
+        ]
+        references = (
+            pd.concat(parts, ignore_index=True).drop_duplicates(["question_id", "reference"])
+            if parts and all(p is not None for p in parts)
+            else None
+        )
     table = table.sort_values(["question_id", "method", "target"], kind="stable").reset_index(drop=True)
     predictions = predictions.sort_values("question_id", kind="stable").reset_index(drop=True)
     results = analyse_tables(table, references, analysis_options(params))
     shard_ids = ",".join(r.info.run_id for r in sorted(runs, key=lambda r: int(r.data.params["data.shard"])))
-    run = client.create_run(experiment_id, run_name=f"{runs[0].info.run_name.rsplit('-shard', 1)[0]}-merged",
-                            tags={"run_kind": "merged", PARENT_TAG: parent_run_id, "merged_from": shard_ids,
-                                  "data_digest": ",".join(r.data.tags.get("data_digest", "") for r in runs),
-                                  "checkpoint_digest": runs[0].data.tags.get("checkpoint_digest", ""),
-                                  "git_commit": runs[0].data.tags.get("git_commit", "")})
+    run = client.create_run(
+        experiment_id,
+        run_name=f"{runs[0].info.run_name.rsplit('-shard', 1)[0]}-merged",
+        tags={
+            "run_kind": "merged",
+            PARENT_TAG: parent_run_id,
+            "merged_from": shard_ids,
+            "data_digest": ",".join(r.data.tags.get("data_digest", "") for r in runs),
+            "checkpoint_digest": runs[0].data.tags.get("checkpoint_digest", ""),
+            "git_commit": runs[0].data.tags.get("git_commit", ""),
+        },
+    )
     with ending(RunTracker(client, run.info.run_id)) as tracker:
         tracker.log_params({**params, "data.shard": "merged"})
         tracker.log_table(table, "per_example")
         tracker.log_table(predictions, "predictions")
         for name, frame in results.tables.items():
             tracker.log_table(frame, name)
-        counts = {"count/questions": float(predictions["question_id"].nunique()), "count/rows": float(len(table)),
-                  "count/shards": float(num_shards), "model/accuracy": float(predictions["correct"].mean())}
+        counts = {
+            "count/questions": float(predictions["question_id"].nunique()),
+            "count/rows": float(len(table)),
+            "count/shards": float(num_shards),
+            "model/accuracy": float(predictions["correct"].mean()),
+        }
         tracker.log_metrics({**counts, **results.metrics})
         with tempfile.TemporaryDirectory() as tmp:
-            explorer_runs.log(tracker, explorer.merge_shards([explorer_runs.download(client, r.info.run_id, tmp) for r in runs],
-                                                        run.info.run_id, run.info.run_name))
+            explorer_runs.log(
+                tracker,
+                explorer.merge_shards(
+                    [explorer_runs.download(client, r.info.run_id, tmp) for r in runs],
+                    run.info.run_id,
+                    run.info.run_name,
+                ),
+            )
     return run.info.run_id
 
 
@@ -125,8 +150,10 @@ def main(argv=None) -> int:
         return 2
     merged = merge_sweep(client, args.parent_run_id)
     if not merged:
-        print("no complete group of shard runs (data.num_shards > 1, every shard FINISHED) under this parent",
-              file=sys.stderr)
+        print(
+            "no complete group of shard runs (data.num_shards > 1, every shard FINISHED) under this parent",
+            file=sys.stderr,
+        )
         return 1
     print("merged runs: " + " ".join(merged))
     return 0

@@ -1,10 +1,10 @@
 """Checks of a tracking URI before any run opens, each failing in one line with the fix: a server
 that does not answer, a file store MLflow refuses, a SQLite file that is not a readable database."""
+
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -16,16 +16,22 @@ def check_local_store(uri: str) -> None:
     from vqa_interp.errors import ConfigError
 
     default = "tracking.uri=sqlite:///mlruns/mlflow.db (the default)"
-    if uri.startswith("file:") or "://" not in uri and not uri.startswith(("sqlite:", "postgresql", "mysql", "mssql", "databricks")):
-        raise ConfigError(f"tracking.uri={uri}: a file store (a folder of runs), which MLflow 3.13+ no longer writes "
-                          f"to; expected a database or a server URI. Use {default}, or a tracking server "
-                          "(tracking.uri=http://HOST:PORT); `mlflow migrate-filestore` moves old file-store runs.")
+    if (
+        uri.startswith("file:")
+        or "://" not in uri
+        and not uri.startswith(("sqlite:", "postgresql", "mysql", "mssql", "databricks"))
+    ):
+        raise ConfigError(
+            f"tracking.uri={uri}: a file store (a folder of runs), which MLflow 3.13+ no longer writes "
+            f"to; expected a database or a server URI. Use {default}, or a tracking server "
+            "(tracking.uri=http://HOST:PORT); `mlflow migrate-filestore` moves old file-store runs."
+        )
     prefix = "sqlite:///"
     if not uri.startswith(prefix):
         return
-    path = Path(uri[len(prefix):])
+    path = Path(uri[len(prefix) :])
     if not path.exists() or path.stat().st_size == 0:
-        return   # MLflow creates it
+        return  # MLflow creates it
     import sqlite3
 
     problem = ""
@@ -41,9 +47,11 @@ def check_local_store(uri: str) -> None:
         except sqlite3.DatabaseError as exc:
             problem = f"SQLite: {exc}"
     if problem:
-        raise ConfigError(f"tracking.uri={uri}: {path} is not a readable SQLite database ({problem}; a truncated or "
-                          f"overwritten file). Move it aside (mv {path} {path}.broken) to start an empty store there, "
-                          "restore it from a backup, or set tracking.uri to another store.")
+        raise ConfigError(
+            f"tracking.uri={uri}: {path} is not a readable SQLite database ({problem}; a truncated or "
+            f"overwritten file). Move it aside (mv {path} {path}.broken) to start an empty store there, "
+            "restore it from a backup, or set tracking.uri to another store."
+        )
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -66,6 +74,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         reason = f"HTTP {exc.code}"
     except (urllib.error.URLError, OSError) as exc:
         reason = str(getattr(exc, "reason", exc))
-    raise ConfigError(f"tracking.uri={uri}: no MLflow tracking server answers there ({reason}). Start it "
-                      f"(mlflow server --host 127.0.0.1 --port PORT --backend-store-uri sqlite:///mlruns/mlflow.db) "
-                      f"or unset MLFLOW_TRACKING_URI to record into the local store mlruns/mlflow.db.")
+    raise ConfigError(
+        f"tracking.uri={uri}: no MLflow tracking server answers there ({reason}). Start it "
+        f"(mlflow server --host 127.0.0.1 --port PORT --backend-store-uri sqlite:///mlruns/mlflow.db) "
+        f"or unset MLFLOW_TRACKING_URI to record into the local store mlruns/mlflow.db."
+    )

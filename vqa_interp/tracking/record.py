@@ -1,6 +1,7 @@
 """What a finished run records in MLflow: its tables, the analysis the analyse stage returned
 (:mod:`vqa_interp.pipeline.analyse`), metrics, maps and panels, and the figures it hands to a drawing
 process (:mod:`vqa_interp.report.drawing`). It computes nothing it logs."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,14 @@ import pandas as pd
 from vqa_interp.report import explorer
 from vqa_interp.tracking import explorer_runs
 
-HEADLINE_TIMINGS = ("time/total_s", "time/attribution_s", "time/scoring_s", "time/explain_s", "time/sanity_s",
-                    "time/logging_s")
+HEADLINE_TIMINGS = (
+    "time/total_s",
+    "time/attribution_s",
+    "time/scoring_s",
+    "time/explain_s",
+    "time/sanity_s",
+    "time/logging_s",
+)
 
 
 def write_maps_archive(path: Path, cache, keys) -> None:
@@ -58,19 +65,31 @@ def record_outputs(tracker, settings, outputs, analysis, timings: dict, draw_wor
     if "baselines" in results.tables:
         from vqa_interp.analysis.baselines import floor_ceiling_figure
 
-        makers["floor_ceiling"] = lambda: floor_ceiling_figure(results.tables["baselines"],
-                                                               settings.attribution.method)
+        makers["floor_ceiling"] = lambda: floor_ceiling_figure(results.tables["baselines"], settings.attribution.method)
     # drawn in another process (vqa_interp.report.drawing); the cached kind first, so that a
     # k sweep's next job can reuse them while this job's other figures are still being drawn
     makers = dict(sorted(makers.items(), key=lambda item: rendered.folder(item[0]) is None))
-    job = draw_figures_split(makers, keep_in=rendered.folder, cached=[rendered.png(name) for name in sorted(skip)],
-                             keeps=rendered.root if set(rendered.K_INDEPENDENT) - skip else None, workers=draw_workers)
+    job = draw_figures_split(
+        makers,
+        keep_in=rendered.folder,
+        cached=[rendered.png(name) for name in sorted(skip)],
+        keeps=rendered.root if set(rendered.K_INDEPENDENT) - skip else None,
+        workers=draw_workers,
+    )
     with job.cancelled_on_error():
         if cases:
             log_panel(tracker, cases)
         if settings.tracking.log_maps:
-            explorer_runs.log(tracker, explorer.run_data(outputs, results.examples, settings, tracker.run_id,
-                                                         f"{settings.attribution.method} on {settings.model.name}"))
+            explorer_runs.log(
+                tracker,
+                explorer.run_data(
+                    outputs,
+                    results.examples,
+                    settings,
+                    tracker.run_id,
+                    f"{settings.attribution.method} on {settings.model.name}",
+                ),
+            )
         if settings.tracking.log_maps and len(outputs.table):
             with tempfile.TemporaryDirectory() as tmp:
                 archive = Path(tmp) / "maps.npz"
@@ -124,11 +143,17 @@ def log_panel(tracker, cases: list[dict]) -> None:
     arrays = {}
     for case in cases:
         q = case["question_id"]
-        arrays.update({f"{q}_image": case["image"], f"{q}_human": case["human"].astype(np.float32),
-                       f"{q}_map": case["attribution"].astype(np.float32)})
+        arrays.update(
+            {
+                f"{q}_image": case["image"],
+                f"{q}_human": case["human"].astype(np.float32),
+                f"{q}_map": case["attribution"].astype(np.float32),
+            }
+        )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "panel.npz"
         np.savez_compressed(path, **arrays)
         tracker.log_file(path, "panels")
-    tracker.log_table(pd.DataFrame([{"question_id": c["question_id"], "title": c["title"]} for c in cases]),
-                      "panel_cases")
+    tracker.log_table(
+        pd.DataFrame([{"question_id": c["question_id"], "title": c["title"]} for c in cases]), "panel_cases"
+    )

@@ -1,6 +1,7 @@
 """A report's inputs read from an MLflow store (:class:`~vqa_interp.report.build.ReportInputs`):
 the runs (a sweep parent's ID stands for its children too), their tables, figures and explorer
 entries; :func:`build_report` reads them and writes the report."""
+
 from __future__ import annotations
 
 import tempfile
@@ -17,10 +18,20 @@ from vqa_interp.tracking.sweep import comparison_table
 ROBUSTNESS_TABLES = ("metric_agreement", "ranking_stability", "ranking_by_type")
 PARENT_TABLES = ("method_ranking", "method_pairs", "fig2_method_means", *ROBUSTNESS_TABLES)
 RUN_TABLES = ("baselines", "normalised", "baseline_tests", "significance", "confidence_correlations")
-COMPARED = ["run_name", "status", "method.name", "k", "model/accuracy", "count/rows",
-            *(f"score/{m}" for m in family_metrics()), *(f"norm/{m}" for m in family_metrics()),
-            "faithfulness/deletion_auc", "faithfulness/random_deletion_auc", "faithfulness/insertion_auc",
-            "faithfulness/random_insertion_auc"]
+COMPARED = [
+    "run_name",
+    "status",
+    "method.name",
+    "k",
+    "model/accuracy",
+    "count/rows",
+    *(f"score/{m}" for m in family_metrics()),
+    *(f"norm/{m}" for m in family_metrics()),
+    "faithfulness/deletion_auc",
+    "faithfulness/random_deletion_auc",
+    "faithfulness/insertion_auc",
+    "faithfulness/random_insertion_auc",
+]
 
 
 def resolve_runs(client, run_ids: list[str]) -> list:
@@ -28,8 +39,11 @@ def resolve_runs(client, run_ids: list[str]) -> list:
     runs, seen = [], set()
     for run_id in run_ids:
         run = find_run(client, run_id)
-        family = [run] + (sorted(child_runs(client, run.info.run_id), key=lambda r: r.info.start_time)
-                          if run.data.tags.get("run_kind") == "sweep" else [])
+        family = [run] + (
+            sorted(child_runs(client, run.info.run_id), key=lambda r: r.info.start_time)
+            if run.data.tags.get("run_kind") == "sweep"
+            else []
+        )
         for r in family:
             if r.info.run_id not in seen:
                 seen.add(r.info.run_id)
@@ -47,8 +61,16 @@ def header_table(runs, ui_url: str) -> pd.DataFrame:
     rows = []
     for r in runs:
         link = f"{ui_url.rstrip('/')}/#/experiments/{r.info.experiment_id}/runs/{r.info.run_id}{UI_VIEW}"
-        rows.append({"name": r.info.run_name, "run_id": r.info.run_id, "kind": r.data.tags.get("run_kind", ""),
-                     "status": r.info.status, **{a: r.data.params.get(a, "") for a in axes}, "mlflow_ui": link})
+        rows.append(
+            {
+                "name": r.info.run_name,
+                "run_id": r.info.run_id,
+                "kind": r.data.tags.get("run_kind", ""),
+                "status": r.info.status,
+                **{a: r.data.params.get(a, "") for a in axes},
+                "mlflow_ui": link,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -73,7 +95,9 @@ def run_tables(client, runs, tmp: str, names=RUN_TABLES) -> dict[str, dict[str, 
     out: dict[str, dict[str, pd.DataFrame]] = {}
     for r in runs:
         folder = f"{tmp}/{r.info.run_id}"
-        out[r.info.run_id] = {n: t for n in names if (t := download_table(client, r.info.run_id, n, folder)) is not None}
+        out[r.info.run_id] = {
+            n: t for n in names if (t := download_table(client, r.info.run_id, n, folder)) is not None
+        }
     return out
 
 
@@ -90,10 +114,15 @@ def read_inputs(client, run_ids: list[str], out: Path, ui_url: str) -> ReportInp
         for parent in parents:
             parent_tables.update(run_tables(client, [parent], tmp, PARENT_TABLES)[parent.info.run_id])
         title = ", ".join(r.info.run_name for r in runs[:3]) + (" ..." if len(runs) > 3 else "")
-        return ReportInputs(runs=runs, header=header_table(runs, ui_url), comparison=comparison,
-                            tables=run_tables(client, evaluations, tmp), parent_tables=parent_tables,
-                            figures=figures_of(client, runs, out, tmp),
-                            page=for_runs(client, evaluations, tmp, title))
+        return ReportInputs(
+            runs=runs,
+            header=header_table(runs, ui_url),
+            comparison=comparison,
+            tables=run_tables(client, evaluations, tmp),
+            parent_tables=parent_tables,
+            figures=figures_of(client, runs, out, tmp),
+            page=for_runs(client, evaluations, tmp, title),
+        )
 
 
 def build_report(client, run_ids: list[str], out: Path, ui_url: str) -> tuple[Path, Path]:

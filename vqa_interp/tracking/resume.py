@@ -13,6 +13,7 @@ its interrupted parent and reuses the children that already FINISHED with the sa
   (RUNNING from a killed process, KILLED, FAILED) is closed and tagged ``superseded``, never reused,
   and the sweep's comparison leaves it out (:func:`vqa_interp.tracking.store.child_runs`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,17 @@ import json
 import logging
 
 from vqa_interp.tracking.liveness import liveness_tags
-from vqa_interp.tracking.store import (SUPERSEDED_TAG, RunTracker, check_reachable, child_runs,
-                                       client_for, close_orphans, ensure_experiment, git_commit, resolve_tracking_uri)
+from vqa_interp.tracking.store import (
+    SUPERSEDED_TAG,
+    RunTracker,
+    check_reachable,
+    child_runs,
+    client_for,
+    close_orphans,
+    ensure_experiment,
+    git_commit,
+    resolve_tracking_uri,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +61,35 @@ def config_signature(params: dict[str, str]) -> str:
 def resume_parent(tracking, signature: str, tags: dict) -> RunTracker | None:
     """Reopen the latest interrupted parent of ``signature`` (KILLED or FAILED), with this process's
     host and PID and ``tags``; None when there is none (the caller starts a new parent)."""
-    check_reachable(resolve_tracking_uri(tracking.uri))      # a store it cannot use: one line, before anything
+    check_reachable(resolve_tracking_uri(tracking.uri))  # a store it cannot use: one line, before anything
     client = client_for(resolve_tracking_uri(tracking.uri))
     experiment_id = ensure_experiment(client, tracking.experiment, tracking.artifact_root)
     close_orphans(client, experiment_id)
-    found = client.search_runs([experiment_id], filter_string=f"tags.{SWEEP_SIGNATURE_TAG} = '{signature}'",
-                               order_by=["attributes.start_time DESC"], max_results=1)
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{SWEEP_SIGNATURE_TAG} = '{signature}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     if not found or found[0].info.status not in ("KILLED", "FAILED"):
         return None
     run = found[0]
     resumed = int(run.data.tags.get("resumed", "0")) + 1
     client.update_run(run.info.run_id, status="RUNNING")
     tracker = RunTracker(client, run.info.run_id, experiment_id)
-    tracker.set_tags({**tags, **liveness_tags(resolve_tracking_uri(tracking.uri), tracking.artifact_root),
-                      "resumed": resumed,
-                      "resumed_from_status": run.info.status})
-    log.warning("resuming sweep parent %s (it ended %s): children that FINISHED with the same config are reused",
-                run.info.run_id, run.info.status)
+    tracker.set_tags(
+        {
+            **tags,
+            **liveness_tags(resolve_tracking_uri(tracking.uri), tracking.artifact_root),
+            "resumed": resumed,
+            "resumed_from_status": run.info.status,
+        }
+    )
+    log.warning(
+        "resuming sweep parent %s (it ended %s): children that FINISHED with the same config are reused",
+        run.info.run_id,
+        run.info.status,
+    )
     return tracker
 
 
@@ -85,7 +107,7 @@ def reuse_child(client, parent_run_id: str, signature: str):
             if run.info.status == "RUNNING":
                 client.set_terminated(run.info.run_id, "KILLED")
             client.set_tag(run.info.run_id, SUPERSEDED_TAG, "true")
-            log.warning("closed leftover run %s (%s) of this job's config: computed again", run.info.run_id,
-                        run.info.status)
+            log.warning(
+                "closed leftover run %s (%s) of this job's config: computed again", run.info.run_id, run.info.status
+            )
     return None
-

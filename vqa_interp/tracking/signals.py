@@ -1,5 +1,6 @@
 """Ctrl-C and SIGTERM: the open run ends KILLED, and a sweep parent closed at exit knows it was
 interrupted."""
+
 from __future__ import annotations
 
 
@@ -9,10 +10,12 @@ def raise_on_sigterm() -> None:
     import threading
 
     if threading.current_thread() is threading.main_thread():
+
         def handler(signum, frame):
             mark_interrupted()
             _TERMINATED.append(signum)
             raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
+
         signal.signal(signal.SIGTERM, handler)
 
 
@@ -39,8 +42,11 @@ def interrupted_line(parent_id: str | None = None) -> str:
     parts = [f"MLflow run {run_id} ends KILLED" if run_id else "no run of this job had opened"]
     if parent_id:
         parts.append(f"sweep parent {parent_id} closed KILLED")
-    again = "the same command resumes the sweep, reusing its finished jobs" if parent_id else \
-        "the same command resumes from them"
+    again = (
+        "the same command resumes the sweep, reusing its finished jobs"
+        if parent_id
+        else "the same command resumes from them"
+    )
     return f"interrupted: {'; '.join(parts)}; the maps made so far stay cached and {again}."
 
 

@@ -4,6 +4,7 @@ The default store is SQLite under ``mlruns/`` (``sqlite:///mlruns/mlflow.db``, a
 ``mlruns/artifacts``); ``tracking.uri`` or ``MLFLOW_TRACKING_URI`` points elsewhere (e.g. a
 ``mlflow server``). Only the ``tracking`` package imports MLflow; other stages use this API.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,15 +35,19 @@ def resolve_tracking_uri(uri: str) -> str:
     """Make a relative ``sqlite:///path`` absolute (so it survives a change of directory)."""
     prefix = "sqlite:///"
     if uri.startswith(prefix):
-        path = Path(uri[len(prefix):]).resolve()
+        path = Path(uri[len(prefix) :]).resolve()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"tracking.uri={uri}: the folder {path.parent} cannot be created ({exc.strerror}); "
-                              "choose a folder you can write, e.g. tracking.uri=sqlite:///mlruns/mlflow.db") from None
+            raise ConfigError(
+                f"tracking.uri={uri}: the folder {path.parent} cannot be created ({exc.strerror}); "
+                "choose a folder you can write, e.g. tracking.uri=sqlite:///mlruns/mlflow.db"
+            ) from None
         if not os.access(path.parent, os.W_OK):
-            raise ConfigError(f"tracking.uri={uri}: the folder {path.parent} is not writable; choose a folder you "
-                              "can write, e.g. tracking.uri=sqlite:///mlruns/mlflow.db")
+            raise ConfigError(
+                f"tracking.uri={uri}: the folder {path.parent} is not writable; choose a folder you "
+                "can write, e.g. tracking.uri=sqlite:///mlruns/mlflow.db"
+            )
         return prefix + str(path)
     return uri
 
@@ -62,7 +67,7 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri} --port {UI_PORT}"
 
 
-UI_VIEW = "?workflowType=machine_learning"   # MLflow 3's UI otherwise opens on its GenAI overview
+UI_VIEW = "?workflowType=machine_learning"  # MLflow 3's UI otherwise opens on its GenAI overview
 
 
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:
@@ -83,10 +88,16 @@ def table_url(uri: str, experiment_id: str) -> str:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip()
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -115,7 +126,7 @@ def client_for(uri: str):
     if database is None:
         return MlflowClient(tracking_uri=uri)
     with file_lock(database.with_name(database.name + ".lock")):
-        client = MlflowClient(tracking_uri=uri)      # MLflow creates or upgrades the tables here
+        client = MlflowClient(tracking_uri=uri)  # MLflow creates or upgrades the tables here
         client.search_experiments(max_results=1)
     return client
 
@@ -134,8 +145,9 @@ def ensure_experiment(client, name: str, artifact_root: str) -> str:
         location = (Path(artifact_root).resolve() / name).as_uri()
     try:
         # MLflow 3 opens an experiment of this kind on its runs table, not on the GenAI overview
-        experiment_id = client.create_experiment(name, artifact_location=location,
-                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        experiment_id = client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
         ensure_view(client, experiment_id, {})
         return experiment_id
     except Exception:  # another process created it in between
@@ -147,7 +159,7 @@ def ensure_experiment(client, name: str, artifact_root: str) -> str:
 
 def _sqlite_path(uri: str) -> Path | None:
     prefix = "sqlite:///"
-    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
 
 
 def check_artifact_location(client, experiment, expected: Path) -> None:
@@ -177,20 +189,31 @@ def check_artifact_location(client, experiment, expected: Path) -> None:
             f"tracking.artifact_root: the experiment {experiment.name!r} in {database} keeps its artifacts in "
             f"{current}, not in {expected}. If the project was copied or moved, copy {current} to {expected} "
             f"too (the store is then repointed); otherwise set tracking.artifact_root={current.parent} or use "
-            f"another tracking.experiment.")
+            f"another tracking.experiment."
+        )
     import sqlite3
 
     old_prefix, new_prefix = current.as_uri(), expected.as_uri()
     with contextlib.closing(sqlite3.connect(database)) as db, db:
-        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
-                   (new_prefix, int(experiment.experiment_id)))
-        db.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
-                   "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
-                   (new_prefix, len(old_prefix) + 1, int(experiment.experiment_id), len(old_prefix), old_prefix))
+        db.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+            (new_prefix, int(experiment.experiment_id)),
+        )
+        db.execute(
+            "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+            "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+            (new_prefix, len(old_prefix) + 1, int(experiment.experiment_id), len(old_prefix), old_prefix),
+        )
     if runs:
-        log.warning("the tracking store %s was moved or copied from another folder: its experiment %r and %d "
-                    "run(s) pointed at %s; they now point at %s (this project's copy)", database, experiment.name,
-                    len(runs), current, expected)
+        log.warning(
+            "the tracking store %s was moved or copied from another folder: its experiment %r and %d "
+            "run(s) pointed at %s; they now point at %s (this project's copy)",
+            database,
+            experiment.name,
+            len(runs),
+            current,
+            expected,
+        )
     else:
         log.info("experiment %r (no runs yet) now keeps its artifacts in %s", experiment.name, expected)
 
@@ -202,7 +225,7 @@ class RunTracker:
         self.client = client
         self.run_id = run_id
         self.experiment_id = experiment_id or client.get_run(run_id).info.experiment_id
-        self.summary = ""   # what the terminal shows when the run ends (a sweep parent's ranking)
+        self.summary = ""  # what the terminal shows when the run ends (a sweep parent's ranking)
         # what this tracker sent, by key: written as LOGGED_FILE when the run ends, so that a store
         # (a server on PostgreSQL, many writers on SQLite) can be checked to hold every one
         self.logged: dict[str, set] = {"params": set(), "metrics": set(), "tags": set(tags), "artifacts": set()}
@@ -218,17 +241,23 @@ class RunTracker:
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         self.logged["params"].update(params)
         for begin in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[begin:begin + 100])
+            self.client.log_batch(self.run_id, params=items[begin : begin + 100])
 
     def log_dataset(self, name: str, digest: str, source: str, profile: dict, context: str = "evaluation") -> None:
         """The data the run scored as an MLflow dataset input (the runs table's Dataset column):
         ``profile`` (e.g. the number of questions) is stored as its JSON profile."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
-        dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}),
-                          profile=json.dumps(profile))
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context",
-                                                                                           context)])])
+        dataset = Dataset(
+            name=name,
+            digest=digest,
+            source_type="local",
+            source=json.dumps({"uri": source}),
+            profile=json.dumps(profile),
+        )
+        self.client.log_inputs(
+            self.run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])]
+        )
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
@@ -237,7 +266,7 @@ class RunTracker:
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
         self.logged["metrics"].update(m.key for m in items)
         for begin in range(0, len(items), 500):
-            self.client.log_batch(self.run_id, metrics=items[begin:begin + 500])
+            self.client.log_batch(self.run_id, metrics=items[begin : begin + 500])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -275,27 +304,30 @@ class RunTracker:
         self.log_file(Path(png).with_suffix(".svg"), artifact_dir)
 
     def end(self, status: str = "FINISHED") -> None:
-        with contextlib.suppress(Exception):   # the record of what was sent never stops a run's closing
+        with contextlib.suppress(Exception):  # the record of what was sent never stops a run's closing
             self.client.log_text(self.run_id, json.dumps({k: sorted(v) for k, v in self.logged.items()}), LOGGED_FILE)
         self.client.set_terminated(self.run_id, status)
 
 
-def start_run(tracking, run_name: str, *, parent_run_id: str | None = None,
-              tags: dict | None = None) -> RunTracker:
+def start_run(tracking, run_name: str, *, parent_run_id: str | None = None, tags: dict | None = None) -> RunTracker:
     """Open a run in ``tracking`` (a :class:`vqa_interp.settings.TrackingSettings`)."""
     check_reachable(resolve_tracking_uri(tracking.uri))
     client = client_for(tracking.uri)
     experiment_id = ensure_experiment(client, tracking.experiment, tracking.artifact_root)
     close_orphans(client, experiment_id)
-    all_tags = {"git_commit": git_commit(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-                **liveness_tags(resolve_tracking_uri(tracking.uri), tracking.artifact_root), **(tags or {})}
+    all_tags = {
+        "git_commit": git_commit(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        **liveness_tags(resolve_tracking_uri(tracking.uri), tracking.artifact_root),
+        **(tags or {}),
+    }
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
     return RunTracker(client, run.info.run_id, experiment_id, tags=all_tags)
 
 
-LOGGED_FILE = "tracking/logged.json"   # the keys a run's tracker sent (RunTracker.logged)
+LOGGED_FILE = "tracking/logged.json"  # the keys a run's tracker sent (RunTracker.logged)
 
 
 @contextlib.contextmanager
@@ -352,21 +384,26 @@ def find_run(client, run_id: str):
     if len(candidates) == 1:
         return candidates[0]
     if len(candidates) > 1:
-        raise VqaInterpError(f"run {run_id!r} matches {len(candidates)} runs in {client.tracking_uri}: "
-                             f"{[r.info.run_id for r in candidates][:5]}; give the full run ID.")
-    raise VqaInterpError(f"run ID {run_id!r} is not in the tracking store {client.tracking_uri} "
-                         "(check the ID, or point --tracking-uri / MLFLOW_TRACKING_URI at the right store).")
+        raise VqaInterpError(
+            f"run {run_id!r} matches {len(candidates)} runs in {client.tracking_uri}: "
+            f"{[r.info.run_id for r in candidates][:5]}; give the full run ID."
+        )
+    raise VqaInterpError(
+        f"run ID {run_id!r} is not in the tracking store {client.tracking_uri} "
+        "(check the ID, or point --tracking-uri / MLFLOW_TRACKING_URI at the right store)."
+    )
 
 
-SUPERSEDED_TAG = "superseded"   # a resumed sweep's leftover, replaced by a new run of its config
+SUPERSEDED_TAG = "superseded"  # a resumed sweep's leftover, replaced by a new run of its config
 
 
 def child_runs(client, parent_run_id: str, superseded: bool = False) -> list:
     """The runs tagged as children of ``parent_run_id`` (without the leftovers a resumed sweep
     replaced, unless ``superseded``; see :mod:`vqa_interp.tracking.resume`)."""
     run = client.get_run(parent_run_id)
-    runs = client.search_runs([run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-                              max_results=10000)
+    runs = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=10000
+    )
     return runs if superseded else [r for r in runs if r.data.tags.get(SUPERSEDED_TAG) != "true"]
 
 

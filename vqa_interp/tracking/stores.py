@@ -4,6 +4,7 @@ run logged with ``tracking.uri=...`` without being told, and the command a run p
 
 Reading never creates anything: a SQLite store whose file is missing is reported, not made.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 from vqa_interp.errors import VqaInterpError
 from vqa_interp.settings import TrackingSettings
 
-DEFAULT_URI = TrackingSettings.uri      # the one definition of the default store
+DEFAULT_URI = TrackingSettings.uri  # the one definition of the default store
 
 STORES_FILE = "stores.txt"
 SQLITE = "sqlite:///"
@@ -20,7 +21,7 @@ SQLITE = "sqlite:///"
 
 def absolute_uri(uri: str) -> str:
     """``uri`` with a relative SQLite path made absolute (nothing is created)."""
-    return SQLITE + str(Path(uri[len(SQLITE):]).resolve()) if uri.startswith(SQLITE) else uri
+    return SQLITE + str(Path(uri[len(SQLITE) :]).resolve()) if uri.startswith(SQLITE) else uri
 
 
 def default_home() -> Path:
@@ -36,7 +37,7 @@ def remember_store(home: str | Path, uri: str) -> None:
         if uri in known_stores(home):
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as out:    # one short line: an atomic append
+        with open(path, "a", encoding="utf-8") as out:  # one short line: an atomic append
             out.write(uri + "\n")
     except OSError:
         pass
@@ -53,7 +54,7 @@ def known_stores(home: str | Path) -> list[str]:
 
 def store_exists(uri: str) -> bool:
     """Whether ``uri`` can be read without creating it (a server is assumed to exist)."""
-    return not uri.startswith(SQLITE) or Path(uri[len(SQLITE):]).is_file()
+    return not uri.startswith(SQLITE) or Path(uri[len(SQLITE) :]).is_file()
 
 
 def reading_client(uri: str):
@@ -62,8 +63,10 @@ def reading_client(uri: str):
 
     uri = absolute_uri(uri)
     if not store_exists(uri):
-        raise VqaInterpError(f"no tracking store at {uri[len(SQLITE):]}: pass the store the run was logged in "
-                             "(--tracking-uri URI, the run's tracking.uri=...).")
+        raise VqaInterpError(
+            f"no tracking store at {uri[len(SQLITE) :]}: pass the store the run was logged in "
+            "(--tracking-uri URI, the run's tracking.uri=...)."
+        )
     return MlflowClient(tracking_uri=uri)
 
 
@@ -83,8 +86,10 @@ def locate_run(run_id: str, given: str | None, home: str | Path) -> str:
             continue
         return uri
     where = ", ".join(searched) if searched else "none exists"
-    raise VqaInterpError(f"run {run_id!r} is in none of the stores this project knows ({where}): pass "
-                         "--tracking-uri URI, the tracking.uri=... the run was logged with.")
+    raise VqaInterpError(
+        f"run {run_id!r} is in none of the stores this project knows ({where}): pass "
+        "--tracking-uri URI, the tracking.uri=... the run was logged with."
+    )
 
 
 def report_command(uri: str, run_id: str) -> str:

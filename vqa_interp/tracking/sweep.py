@@ -1,4 +1,5 @@
 """The parent run of a multirun: the comparison across its child runs (methods x k x thresholds)."""
+
 from __future__ import annotations
 
 import json
@@ -13,14 +14,23 @@ import pandas as pd
 from vqa_interp.explain.analysis import COMPARED_METRICS
 from vqa_interp.metrics.registry import family_metrics, metric_names
 from vqa_interp.tracking import explorer_runs
-from vqa_interp.tracking.stores import DEFAULT_URI
 from vqa_interp.tracking.store import child_runs, download_table
+from vqa_interp.tracking.stores import DEFAULT_URI
 from vqa_interp.tracking.ui_view import ranking_metrics, viewer_table
 
 log = logging.getLogger(__name__)
-AXES = ("method.name", "k", "confidence.low", "confidence.high", "model.name", "preprocessing.size",
-        "scoring.tie_policy", "scoring.dice", "scoring.human", "data.shard")
-
+AXES = (
+    "method.name",
+    "k",
+    "confidence.low",
+    "confidence.high",
+    "model.name",
+    "preprocessing.size",
+    "scoring.tie_policy",
+    "scoring.dice",
+    "scoring.human",
+    "data.shard",
+)
 
 
 def comparison_table(runs) -> pd.DataFrame:
@@ -29,8 +39,13 @@ def comparison_table(runs) -> pd.DataFrame:
     for run in runs:
         row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status}
         row.update({axis: run.data.params.get(axis) for axis in AXES})
-        for metric in ("model/accuracy", "count/rows", *(f"score/{m}" for m in metric_names()),
-                       *(f"norm/{m}" for m in family_metrics()), *COMPARED_METRICS):
+        for metric in (
+            "model/accuracy",
+            "count/rows",
+            *(f"score/{m}" for m in metric_names()),
+            *(f"norm/{m}" for m in family_metrics()),
+            *COMPARED_METRICS,
+        ):
             if metric in run.data.metrics:
                 row[metric] = run.data.metrics[metric]
         rows.append(row)
@@ -55,8 +70,9 @@ def scenario_medians(client, runs) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def close_parent(tracker, status: str = "FINISHED", finishing: Collection[str] = (),
-                 finish: Callable[[], None] | None = None) -> str:
+def close_parent(
+    tracker, status: str = "FINISHED", finishing: Collection[str] = (), finish: Callable[[], None] | None = None
+) -> str:
     """Summarise the children into the parent and end it: ``status``, but FAILED instead of FINISHED
     when a child did not finish.
 
@@ -69,12 +85,12 @@ def close_parent(tracker, status: str = "FINISHED", finishing: Collection[str] =
     try:
         try:
             failed = summarize_sweep(tracker, finishing)
-        except KeyboardInterrupt:   # Ctrl-C or SIGTERM during the comparison: the sweep ends KILLED, now
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM during the comparison: the sweep ends KILLED, now
             mark_interrupted()
             failed = True
         finally:
             if finish is not None:
-                finish()    # children still drawing end FINISHED, or KILLED if their drawing died
+                finish()  # children still drawing end FINISHED, or KILLED if their drawing died
         if finishing and any(tracker.client.get_run(run_id).info.status != "FINISHED" for run_id in finishing):
             failed = summarize_sweep(tracker)
         if was_interrupted():
@@ -94,8 +110,12 @@ def counted_as_finished(runs: list, finishing: Collection[str]) -> list:
     the store is not changed)."""
     from mlflow.entities import Run
 
-    return [Run(run.info._copy_with_overrides(status="FINISHED"), run.data, run.inputs)
-            if run.info.run_id in finishing and run.info.status == "RUNNING" else run for run in runs]
+    return [
+        Run(run.info._copy_with_overrides(status="FINISHED"), run.data, run.inputs)
+        if run.info.run_id in finishing and run.info.status == "RUNNING"
+        else run
+        for run in runs
+    ]
 
 
 FAILED_JOBS_DIR = "failed_jobs"
@@ -150,8 +170,12 @@ def close_orphaned_children(client, parent_run_id: str) -> list[str]:
     closed = []
     for run in child_runs(client, parent_run_id):
         if run.info.status == "RUNNING" and orphaned(run):
-            client.set_tag(run.info.run_id, "error", f"process {run.data.tags.get('process_id')} ended without "
-                                                     "closing the run (closed by the sweep command)")
+            client.set_tag(
+                run.info.run_id,
+                "error",
+                f"process {run.data.tags.get('process_id')} ended without "
+                "closing the run (closed by the sweep command)",
+            )
             client.set_terminated(run.info.run_id, "KILLED")
             closed.append(run.info.run_id)
     return closed
@@ -165,8 +189,9 @@ def main(argv=None) -> int:
 
     from vqa_interp.tracking.store import RunTracker, client_for
 
-    parser = argparse.ArgumentParser(prog="python -m vqa_interp.sweep",
-                                     description="(Re)build a sweep's comparison and close its parent run.")
+    parser = argparse.ArgumentParser(
+        prog="python -m vqa_interp.sweep", description="(Re)build a sweep's comparison and close its parent run."
+    )
     parser.add_argument("parent_run_id")
     parser.add_argument("--status", default="FINISHED", choices=["FINISHED", "FAILED", "KILLED"])
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI))
@@ -188,8 +213,11 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
     from vqa_interp.analysis import figures
     from vqa_interp.tracking.merge import merge_sweep
 
-    runs = [r for r in counted_as_finished(child_runs(tracker.client, tracker.run_id), finishing)
-            if r.data.tags.get("run_kind") == "evaluation"]
+    runs = [
+        r
+        for r in counted_as_finished(child_runs(tracker.client, tracker.run_id), finishing)
+        if r.data.tags.get("run_kind") == "evaluation"
+    ]
     table = comparison_table(runs)
     failed = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
     # jobs that failed before opening a run (a config error, bad data): each left a note in the sweep folder
@@ -201,9 +229,13 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
         tracker.log_table(skipped, "not_applicable")
         tracker.log_metrics({"count/children_not_applicable": len(skipped)})
         tracker.set_tags({"not_applicable": "; ".join(skipped["overrides"])[:5000]})
-    tracker.log_metrics({"count/children": len(runs) + len(unopened),
-                         "count/children_finished": len(runs) + len(unopened) - len(failed),
-                         "count/children_failed": len(failed)})
+    tracker.log_metrics(
+        {
+            "count/children": len(runs) + len(unopened),
+            "count/children_finished": len(runs) + len(unopened) - len(failed),
+            "count/children_failed": len(failed),
+        }
+    )
     tracker.set_tags({"failed_children": ",".join(failed)[:5000] or "none"})
     if table.empty:
         return failed
@@ -223,9 +255,15 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
             tracker.log_table(means, "fig2_method_means")
             tracker.log_figure(figures.method_means_table(means), "figures/fig2_method_means.png")
         # every child's map of the same question side by side (a merged run stands for its shards)
-        explorer_runs.log(tracker, explorer_runs.for_runs(tracker.client, counted_as_finished(
-            child_runs(tracker.client, tracker.run_id), finishing), tmp,
-                                                tracker.client.get_run(tracker.run_id).info.run_name))
+        explorer_runs.log(
+            tracker,
+            explorer_runs.for_runs(
+                tracker.client,
+                counted_as_finished(child_runs(tracker.client, tracker.run_id), finishing),
+                tmp,
+                tracker.client.get_run(tracker.run_id).info.run_name,
+            ),
+        )
         panel = side_by_side_panel(tracker.client, finished, tmp)
         if panel is not None:
             tracker.log_figure(panel, "figures/fig9_10_methods_side_by_side.png")
@@ -233,16 +271,22 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
         sections = log_rankings(tracker, per_setting)
         from vqa_interp.analysis.answers import sweep_answer_lines
 
-        answers = sweep_answer_lines(per_setting, lambda run_id: {
-            n: t for n in ("significance", "adjusted_comparisons")
-            if (t := download_table(tracker.client, run_id, n, f"{tmp}/{run_id}")) is not None})
+        answers = sweep_answer_lines(
+            per_setting,
+            lambda run_id: {
+                n: t
+                for n in ("significance", "adjusted_comparisons")
+                if (t := download_table(tracker.client, run_id, n, f"{tmp}/{run_id}")) is not None
+            },
+        )
         model_pairs, model_ranking = model_comparison(entries, test_options(runs[0].data.params if runs else {}))
         if model_pairs is not None:
             tracker.log_table(model_pairs, "model_pairs")
             tracker.log_table(model_ranking, "model_ranking")
     log_children_table(tracker, table)
-    tracker.summary, markdown = sweep_text(sections, table, (model_ranking, model_pairs) if model_pairs is not None
-                                           else None, answers, skipped)
+    tracker.summary, markdown = sweep_text(
+        sections, table, (model_ranking, model_pairs) if model_pairs is not None else None, answers, skipped
+    )
     tracker.set_description(markdown)
     return failed
 
@@ -257,11 +301,14 @@ def log_rankings(tracker, per_setting: list) -> list[tuple]:
     for index, (label, pairs, ranking, part) in enumerate(per_setting):
         suffix = f"_{index + 1}" if len(per_setting) > 1 else ""
         tracker.log_figure(ranking_figure(ranking, pairs, label), f"figures/method_ranking{suffix}.png")
-        robustness = {"metric_agreement": robust.metric_agreement(ranking),
-                      "ranking_stability": robust.ranking_stability(ranking),
-                      "ranking_by_type": robust.ranking_by_type(part)}
-        tracker.log_figure(robust.robustness_figure(ranking, robustness["metric_agreement"]),
-                           f"figures/ranking_robustness{suffix}.png")
+        robustness = {
+            "metric_agreement": robust.metric_agreement(ranking),
+            "ranking_stability": robust.ranking_stability(ranking),
+            "ranking_by_type": robust.ranking_by_type(part),
+        }
+        tracker.log_figure(
+            robust.robustness_figure(ranking, robustness["metric_agreement"]), f"figures/ranking_robustness{suffix}.png"
+        )
         for name, frame in {"method_pairs": pairs, "method_ranking": ranking, **robustness}.items():
             logged.setdefault(name, []).append(frame.assign(setting=label) if label else frame)
         sections.append((label, ranking, pairs, robustness))
@@ -271,20 +318,25 @@ def log_rankings(tracker, per_setting: list) -> list[tuple]:
     return sections
 
 
-def sweep_text(sections: list[tuple], table: pd.DataFrame, models: tuple | None, answers: list[str],
-               skipped: pd.DataFrame) -> tuple[str, str]:
+def sweep_text(
+    sections: list[tuple], table: pd.DataFrame, models: tuple | None, answers: list[str], skipped: pd.DataFrame
+) -> tuple[str, str]:
     """The parent's terminal summary and its description (Markdown, opening with the answer)."""
     from vqa_interp.analysis.summary import model_summary, sweep_summary
 
     sections = sections or [("", None, None, {})]
-    text = "\n\n".join(sweep_summary(ranking, pairs, table, robustness=robustness, setting=label)
-                        for label, ranking, pairs, robustness in sections)
-    markdown = "\n\n".join(sweep_summary(ranking, pairs, table, markdown=True, robustness=robustness,
-                                         setting=label) for label, ranking, pairs, robustness in sections)
+    text = "\n\n".join(
+        sweep_summary(ranking, pairs, table, robustness=robustness, setting=label)
+        for label, ranking, pairs, robustness in sections
+    )
+    markdown = "\n\n".join(
+        sweep_summary(ranking, pairs, table, markdown=True, robustness=robustness, setting=label)
+        for label, ranking, pairs, robustness in sections
+    )
     if models is not None:
         text += "\n\n" + model_summary(*models)
         markdown += "\n\n" + model_summary(*models, markdown=True)
-    if answers:   # the parent's summary ends with the answer (its description opens with it)
+    if answers:  # the parent's summary ends with the answer (its description opens with it)
         text += "\n\nThe answer:\n" + "\n".join(f"- {line}" for line in answers)
         markdown = "**The answer**\n\n" + "\n\n".join(answers) + "\n\n" + markdown
     if len(skipped):
@@ -298,8 +350,10 @@ def log_children_table(tracker, table: pd.DataFrame) -> None:
     """The children's headline metrics as the parent's table (also as an MLflow table, for the UI)."""
     tracker.log_table(table, "children_headline")
     try:
-        tracker.client.log_table(tracker.run_id, data=viewer_table(table), artifact_file="tables/children_headline.json")
-    except Exception:   # the UI's table view is a convenience; the CSV is the record
+        tracker.client.log_table(
+            tracker.run_id, data=viewer_table(table), artifact_file="tables/children_headline.json"
+        )
+    except Exception:  # the UI's table view is a convenience; the CSV is the record
         log.debug("log_table failed", exc_info=True)
 
 
@@ -313,16 +367,24 @@ def method_pairs(client, runs, tmp: str):
     entries = []
     for run in runs:
         if run.data.params.get("data.num_shards", "1") != "1":
-            continue   # a shard holds part of the questions: its merged run stands for it
+            continue  # a shard holds part of the questions: its merged run stands for it
         table = download_table(client, run.info.run_id, "per_example", tmp + f"/{run.info.run_id}")
         if table is None or table.empty:
             continue
         params = run.data.params
-        entries.append({"method": params.get("method.name"), "k": float(params.get("k", "nan")),
-                        "setting": setting_of(params), "table": table, "params": params, "run_id": run.info.run_id,
-                        "model": params.get("model.name", ""),
-                        "model_setting": setting_of(params, ("model.", "preprocessing.size")),
-                        "map_for_example": params.get("analysis.map_for_example", "prediction")})
+        entries.append(
+            {
+                "method": params.get("method.name"),
+                "k": float(params.get("k", "nan")),
+                "setting": setting_of(params),
+                "table": table,
+                "params": params,
+                "run_id": run.info.run_id,
+                "model": params.get("model.name", ""),
+                "model_setting": setting_of(params, ("model.", "preprocessing.size")),
+                "map_for_example": params.get("analysis.map_for_example", "prediction"),
+            }
+        )
     if not entries:
         return [], entries
     options = test_options(runs[0].data.params)
@@ -341,13 +403,17 @@ def method_pairs(client, runs, tmp: str):
 def test_options(params: dict) -> dict:
     """The paired tests' options from a run's params (``analysis.bootstrap``, ``analysis.min_group``,
     ``analysis.min_images``)."""
-    return {"n_bootstrap": int(params.get("analysis.bootstrap", 2000)),
-            "min_questions": int(params.get("analysis.min_group", 10)),
-            "min_images": int(params.get("analysis.min_images", 5))}
+    return {
+        "n_bootstrap": int(params.get("analysis.bootstrap", 2000)),
+        "min_questions": int(params.get("analysis.min_group", 10)),
+        "min_images": int(params.get("analysis.min_images", 5)),
+    }
 
 
-MODEL_TARGETS = {"label": "the labelled answer, which every model explains (the default comparison)",
-                 "prediction": "each model's own prediction (confounded by accuracy: shown beside, never alone)"}
+MODEL_TARGETS = {
+    "label": "the labelled answer, which every model explains (the default comparison)",
+    "prediction": "each model's own prediction (confounded by accuracy: shown beside, never alone)",
+}
 
 
 def model_comparison(entries: list[dict], options: dict) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
@@ -366,10 +432,16 @@ def model_comparison(entries: list[dict], options: dict) -> tuple[pd.DataFrame |
             mine = [{**e, "map_for_example": target} for e in models if e["label"] == method]
             if len({e["method"] for e in mine}) < 2:
                 continue
-            pairs.append(paired_method_tests(mine, **options).rename(
-                columns={"method_a": "model_a", "method_b": "model_b"}).assign(method=method, target=target))
-            rankings.append(method_ranking(mine, n_bootstrap=options["n_bootstrap"]).rename(
-                columns={"method": "model"}).assign(method=method, target=target))
+            pairs.append(
+                paired_method_tests(mine, **options)
+                .rename(columns={"method_a": "model_a", "method_b": "model_b"})
+                .assign(method=method, target=target)
+            )
+            rankings.append(
+                method_ranking(mine, n_bootstrap=options["n_bootstrap"])
+                .rename(columns={"method": "model"})
+                .assign(method=method, target=target)
+            )
     if not pairs:
         return None, None
     return pd.concat(pairs, ignore_index=True), pd.concat(rankings, ignore_index=True)
@@ -407,11 +479,14 @@ def side_by_side_panel(client, runs, tmp: str):
         if archive is None or captions is None:
             continue
         with np.load(archive) as arrays:
-            maps_by_method[method] = {int(q): arrays[f"{q}_map"] for q in captions["question_id"]
-                                      if f"{q}_map" in arrays}
+            maps_by_method[method] = {
+                int(q): arrays[f"{q}_map"] for q in captions["question_id"] if f"{q}_map" in arrays
+            }
             if cases is None:
-                cases = [{"question_id": int(q), "image": arrays[f"{q}_image"], "human": arrays[f"{q}_human"],
-                          "title": t} for q, t in zip(captions["question_id"], captions["title"])]
+                cases = [
+                    {"question_id": int(q), "image": arrays[f"{q}_image"], "human": arrays[f"{q}_human"], "title": t}
+                    for q, t in zip(captions["question_id"], captions["title"])
+                ]
     if not cases or not maps_by_method:
         return None
     return figures.methods_side_by_side(cases, maps_by_method)

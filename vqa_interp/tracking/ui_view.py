@@ -6,6 +6,7 @@ MLflow 3's runs table shows no metric or parameter column until a user picks the
 columns, and ``#/experiments/ID?viewStateShareKey=<key>`` opens on it. Every link this project
 prints to the experiment carries that key.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,15 +26,24 @@ COLUMN_PARAMS = ("model.name", "method.name", "k")
 
 def headline_columns() -> list[str]:
     """The runs table's columns in the UI's own keys (``params.`k```, ``metrics.`score/iou```)."""
-    metrics = ["model/accuracy", *(f"score/{m}" for m in headline_metrics()), "norm/rank_corr",
-               "baseline/human_ceiling/rank_corr", "baseline/centre/rank_corr"]
+    metrics = [
+        "model/accuracy",
+        *(f"score/{m}" for m in headline_metrics()),
+        "norm/rank_corr",
+        "baseline/human_ceiling/rank_corr",
+        "baseline/centre/rank_corr",
+    ]
     return [f"params.`{p}`" for p in COLUMN_PARAMS] + [f"metrics.`{m}`" for m in metrics]
 
 
 def view_state() -> dict:
     """The view: the headline columns, newest run first, every run shown (none folded away)."""
-    return {"selectedColumns": headline_columns(), "orderByKey": "attributes.start_time", "orderByAsc": False,
-            "runsHiddenMode": "SHOW_ALL"}
+    return {
+        "selectedColumns": headline_columns(),
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+        "runsHiddenMode": "SHOW_ALL",
+    }
 
 
 def ensure_view(client, experiment_id: str, tags: dict) -> None:
@@ -47,8 +57,9 @@ def ensure_view(client, experiment_id: str, tags: dict) -> None:
         except (ValueError, AttributeError):
             pass
     now = int(time.time() * 1000)
-    client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps({"name": VIEW_NAME, "createdAt": now,
-                                                                   "updatedAt": now, "state": state}))
+    client.set_experiment_tag(
+        experiment_id, VIEW_TAG, json.dumps({"name": VIEW_NAME, "createdAt": now, "updatedAt": now, "state": state})
+    )
 
 
 def experiment_url(base: str, experiment_id: str) -> str:
@@ -71,8 +82,13 @@ def ranking_metrics(ranking: pd.DataFrame, label: str = "") -> dict[str, float]:
     several_k = "k" in rows and rows["k"].nunique() > 1
     out = {}
     for row in rows.itertuples():
-        parts = ["ranking", *([_metric_part(label)] if label else []), _metric_part(row.method),
-                 *([f"k{row.k:g}"] if several_k else []), row.metric]
+        parts = [
+            "ranking",
+            *([_metric_part(label)] if label else []),
+            _metric_part(row.method),
+            *([f"k{row.k:g}"] if several_k else []),
+            row.metric,
+        ]
         if row.mean is not None and math.isfinite(row.mean):
             out["/".join(parts)] = float(row.mean)
     return out

@@ -1,12 +1,12 @@
 """Process-wide allocator and thread settings, applied by the command-line entry points and the
 scoring stage only (never on import)."""
+
 from __future__ import annotations
 
 import contextlib
 from typing import Iterator
 
-
-M_MMAP_THRESHOLD, M_TRIM_THRESHOLD = -3, -1      # glibc's mallopt parameters
+M_MMAP_THRESHOLD, M_TRIM_THRESHOLD = -3, -1  # glibc's mallopt parameters
 KEPT_MMAP, KEPT_TRIM = 32 * 1024 * 1024, 1024 * 1024 * 1024
 _KEPT = False
 

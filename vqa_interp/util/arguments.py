@@ -1,20 +1,33 @@
 """The command line checked before Hydra reads it: one line with the fix for an override Hydra would
 misread (a path split by the shell, a path holding Hydra's grammar) or a config name that does not
 exist (Hydra's own messages run to 11-26 lines)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-PATH_KEYS = ("root", "checkpoint", "weights", "questions", "annotations", "images", "human_maps", "home", "cache",
-             "artifact_root", "uri", "out")
-HYDRA_SPECIAL = set("()[]{},=\'\"")
+PATH_KEYS = (
+    "root",
+    "checkpoint",
+    "weights",
+    "questions",
+    "annotations",
+    "images",
+    "human_maps",
+    "home",
+    "cache",
+    "artifact_root",
+    "uri",
+    "out",
+)
+HYDRA_SPECIAL = set("()[]{},='\"")
 
 
 CONFIG_GROUPS = ("method", "model", "data", "preprocessing", "confidence", "experiment")
 
 
 def choice_problem(argv: list[str], conf: Path = Path(__file__).resolve().parents[2] / "conf") -> str:
-    """"" when every ``group=name`` (``+experiment=name``, a sweep's ``a,b``) names a config file of
+    """ "" when every ``group=name`` (``+experiment=name``, a sweep's ``a,b``) names a config file of
     ``conf/`` or of a ``hydra.searchpath=[file://DIR]`` given; else one line listing the choices,
     with the closest first (Hydra's own message is 11-26 lines)."""
     import difflib
@@ -24,8 +37,8 @@ def choice_problem(argv: list[str], conf: Path = Path(__file__).resolve().parent
         if arg.startswith("hydra.searchpath="):
             paths = [p.strip() for p in arg.split("=", 1)[1].strip("[]").split(",") if p.strip()]
             if any(not p.startswith("file://") for p in paths):
-                return ""          # a package search path: Hydra itself checks the choices
-            roots += [Path(p[len("file://"):]) for p in paths]
+                return ""  # a package search path: Hydra itself checks the choices
+            roots += [Path(p[len("file://") :]) for p in paths]
     for arg in argv:
         if "=" not in arg or arg.startswith("-"):
             continue
@@ -43,7 +56,7 @@ def choice_problem(argv: list[str], conf: Path = Path(__file__).resolve().parent
 
 
 def argument_problem(argv: list[str]) -> str:
-    """"" for arguments Hydra can parse as meant, else a one-line error with the fix, for the two
+    """ "" for arguments Hydra can parse as meant, else a one-line error with the fix, for the two
     ways a path breaks an override: a space the shell split on (``data.root=/my data`` arrives as
     ``data.root=/my`` and ``data``), and characters of Hydra's grammar in a path (``(``, ``,``: a
     comma even makes a sweep)."""
@@ -55,16 +68,20 @@ def argument_problem(argv: list[str]) -> str:
         if "=" not in arg:
             if previous:
                 key, value = previous.split("=", 1)
-                return (f"{arg!r} is not an override (key=value): if {key} is a path with a space, the shell split "
-                        f"it; quote it for the shell and for Hydra: '{key}=\"{value} {arg}\"'.")
+                return (
+                    f"{arg!r} is not an override (key=value): if {key} is a path with a space, the shell split "
+                    f"it; quote it for the shell and for Hydra: '{key}=\"{value} {arg}\"'."
+                )
             previous = ""
             continue
         key, value = arg.split("=", 1)
         previous = arg
         leaf = key.lstrip("+~").rsplit(".", 1)[-1]
         if leaf in PATH_KEYS and value[:1] not in ("'", '"') and HYDRA_SPECIAL & set(value):
-            return (f"{key}={value}: characters of Hydra's override grammar (brackets, commas, quotes, '=') in a path; "
-                    f"quote the value for Hydra inside quotes for the shell: '{key}=\"{value}\"'.")
+            return (
+                f"{key}={value}: characters of Hydra's override grammar (brackets, commas, quotes, '=') in a path; "
+                f"quote the value for Hydra inside quotes for the shell: '{key}=\"{value}\"'."
+            )
     return ""
 
 
@@ -87,4 +104,3 @@ def verbose() -> bool:
     import os
 
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
-

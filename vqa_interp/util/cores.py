@@ -23,6 +23,7 @@ bit-identical retrain, and the counts used are in the training history); the att
 computed on thread counts fixed by the stage (:mod:`vqa_interp.pipeline`), so a map never depends on
 the machine's load.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,7 +59,7 @@ def _cpu_times() -> dict[int, tuple[int, int]]:
                     continue
                 name, *fields = line.split()
                 values = [int(v) for v in fields[:8]]
-                idle = values[3] + (values[4] if len(values) > 4 else 0)   # idle + iowait
+                idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
                 times[int(name[3:])] = (sum(values) - idle, sum(values))
     except (OSError, ValueError):
         return {}
@@ -87,7 +88,7 @@ def free_cores(window: float = 0.1, cores: list[int] | None = None) -> int:
             total += after[cpu][1] - before[cpu][1]
     if total <= 0:
         return max(1, len(cores))
-    per_core = total / len(cores)               # jiffies one core had in the window
+    per_core = total / len(cores)  # jiffies one core had in the window
     taken = max(0.0, busy - own * ticks) / per_core
     # a core counts as taken when others used more than a third of it
     return max(1, min(len(cores), int(len(cores) - taken + 2 / 3)))

@@ -11,6 +11,7 @@ another is reported in one warning naming it and computed again, never read.
 Used by the predictions, the score and reference tables, the explain stage and the figures; the map
 cache (:mod:`vqa_interp.attribution.cache`) adds its claim protocol on top of the same writes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,18 +50,36 @@ def read_digested(path: str | Path, what: str = "cache entry") -> bytes | None:
     except FileNotFoundError:
         return None
     header, _, payload = raw.partition(b"\n")
-    if header.startswith(DIGEST_PREFIX) and header[len(DIGEST_PREFIX):].decode(errors="replace") == \
-            content_digest(path.name, payload):
+    if header.startswith(DIGEST_PREFIX) and header[len(DIGEST_PREFIX) :].decode(errors="replace") == content_digest(
+        path.name, payload
+    ):
         return payload
-    log.warning("%s %s fails its content digest (cut short, changed or replaced after it was written): removed, "
-                "it will be computed again", what, path)
+    log.warning(
+        "%s %s fails its content digest (cut short, changed or replaced after it was written): removed, "
+        "it will be computed again",
+        what,
+        path,
+    )
     path.unlink(missing_ok=True)
     return None
 
 
 # text columns of the cached tables: read back as text (an answer "2" stays a string)
-TEXT_COLUMNS = ("question", "answer", "answer_type", "prediction", "method", "target", "target_answer", "map_key",
-                "reference", "undefined", "token", "source", "curve")
+TEXT_COLUMNS = (
+    "question",
+    "answer",
+    "answer_type",
+    "prediction",
+    "method",
+    "target",
+    "target_answer",
+    "map_key",
+    "reference",
+    "undefined",
+    "token",
+    "source",
+    "curve",
+)
 
 
 class DiskCache:
@@ -89,8 +108,9 @@ class DiskCache:
             return None
         if len(payload.strip()) == 0:
             return pd.DataFrame()
-        frame = pd.read_csv(io.BytesIO(payload), keep_default_na=False, na_values=[""],
-                            dtype={c: str for c in TEXT_COLUMNS})
+        frame = pd.read_csv(
+            io.BytesIO(payload), keep_default_na=False, na_values=[""], dtype={c: str for c in TEXT_COLUMNS}
+        )
         if not set(columns) <= set(frame.columns):
             return None
         if "undefined" in frame:

@@ -13,6 +13,7 @@ thread, a GPU or the parent's open files; NumPy work, one-thread CPU torch work 
 own are what it is for.
 Where ``fork`` is missing (not Linux), :func:`start` calls the function in this process.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -111,25 +112,31 @@ def start(call: Callable[[], Any], fork: bool = True) -> Forked:
     handle, name = tempfile.mkstemp(prefix="forked-", suffix=".pickle", dir=scratch_dir())
     os.close(handle)
     pid = os.fork()
-    if pid == 0:   # the child
+    if pid == 0:  # the child
         code = 0
         try:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             die_with_parent()
-            hide_bars()      # the parent's bar is the one on the terminal
+            hide_bars()  # the parent's bar is the one on the terminal
             try:
                 outcome = ("ok", call())
-            except BaseException as error:   # brought back to the parent, raised there
+            except BaseException as error:  # brought back to the parent, raised there
                 outcome = ("error", error, traceback.format_exc())
             with open(name, "wb") as out:
                 try:
                     pickle.dump(outcome, out)
-                except Exception as error:   # an unpicklable result or exception: its text instead
+                except Exception as error:  # an unpicklable result or exception: its text instead
                     out.seek(0)
                     out.truncate()
-                    pickle.dump(("error", RuntimeError(f"{type(error).__name__}: {error}"), outcome[-1]
-                                 if outcome[0] == "error" else traceback.format_exc()), out)
+                    pickle.dump(
+                        (
+                            "error",
+                            RuntimeError(f"{type(error).__name__}: {error}"),
+                            outcome[-1] if outcome[0] == "error" else traceback.format_exc(),
+                        ),
+                        out,
+                    )
         except BaseException:
             code = 1
         finally:

@@ -1,4 +1,5 @@
 """Inter-process locks and atomic file writes, shared by every stage that writes to disk."""
+
 from __future__ import annotations
 
 import contextlib
@@ -78,7 +79,7 @@ class HeldLock:
             except BlockingIOError:
                 handle.close()
                 return False
-            try:        # the file was replaced meanwhile (its holder released and unlinked it): try again
+            try:  # the file was replaced meanwhile (its holder released and unlinked it): try again
                 same = os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
                 same = False

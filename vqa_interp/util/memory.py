@@ -1,5 +1,6 @@
 """Memory of this process and of the machine: sizes as users write them, what is available, the
 peak resident set (Linux ``/proc``; ``getrusage`` elsewhere) and the peak GPU memory."""
+
 from __future__ import annotations
 
 import logging
@@ -9,10 +10,24 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-GIB = 1024 ** 3
-MIB = 1024 ** 2
-UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": MIB, "mb": 1000 ** 2, "mib": MIB,
-         "g": GIB, "gb": 1000 ** 3, "gib": GIB, "t": 1024 ** 4, "tb": 1000 ** 4, "tib": 1024 ** 4}
+GIB = 1024**3
+MIB = 1024**2
+UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1000,
+    "kib": 1024,
+    "m": MIB,
+    "mb": 1000**2,
+    "mib": MIB,
+    "g": GIB,
+    "gb": 1000**3,
+    "gib": GIB,
+    "t": 1024**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
 
 
 def parse_size(value) -> int | None:
@@ -29,11 +44,13 @@ def parse_size(value) -> int | None:
 
 
 def budget_problem(value) -> str:
-    """"" when ``memory.budget`` is ``auto`` or a size, else the one-line error."""
+    """ "" when ``memory.budget`` is ``auto`` or a size, else the one-line error."""
     if str(value).strip().lower() == "auto" or parse_size(value) is not None:
         return ""
-    return (f"memory.budget={value!r}: expected auto (a safe share of the memory available when the run starts) or a "
-            f"positive size such as 4GB, 512MB or 2.5GiB.")
+    return (
+        f"memory.budget={value!r}: expected auto (a safe share of the memory available when the run starts) or a "
+        f"positive size such as 4GB, 512MB or 2.5GiB."
+    )
 
 
 def _proc_kib(path: str, key: str) -> int | None:
@@ -95,7 +112,7 @@ def peak_rss() -> int:
     import resource
     import sys
 
-    scale = 1 if sys.platform == "darwin" else 1024   # macOS reports bytes, Linux kilobytes
+    scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux kilobytes
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
 
 
@@ -122,6 +139,7 @@ def peak_gpu(device: str) -> int | None:
 class Batching:
     """The run's batch sizes, from ``budget`` bytes and the measured per-sample ``forward`` and
     ``backward`` bytes; :meth:`fit` is the one rule."""
+
     budget: int
     forward: int
     backward: int
@@ -149,12 +167,14 @@ class Batching:
 
     def tags(self) -> dict[str, str]:
         """The budget and the measured per-sample costs, as run tags (the metrics stay few)."""
-        return {"memory_budget": f"{self.budget / GIB:.2f} GiB ({self.source})",
-                "memory_per_sample": f"forward {self.forward / MIB:.0f} MiB, with input gradient "
-                                     f"{self.backward / MIB:.0f} MiB"}
+        return {
+            "memory_budget": f"{self.budget / GIB:.2f} GiB ({self.source})",
+            "memory_per_sample": f"forward {self.forward / MIB:.0f} MiB, with input gradient "
+            f"{self.backward / MIB:.0f} MiB",
+        }
 
 
-UNBOUNDED = Batching(budget=2 ** 62, forward=1, backward=1, source="no budget (a stage called on its own)")
+UNBOUNDED = Batching(budget=2**62, forward=1, backward=1, source="no budget (a stage called on its own)")
 
 
 def batching_of(settings) -> Batching:
@@ -191,6 +211,11 @@ def halving_on_oom(call, items: list, what: str):
             raise
         torch.cuda.empty_cache()
         half = len(items) // 2
-        log.warning("%s: CUDA out of memory with %d items; retrying once as %d + %d (lower memory.budget to avoid "
-                    "this)", what, len(items), half, len(items) - half)
+        log.warning(
+            "%s: CUDA out of memory with %d items; retrying once as %d + %d (lower memory.budget to avoid this)",
+            what,
+            len(items),
+            half,
+            len(items) - half,
+        )
         return call(items[:half]) + call(items[half:])

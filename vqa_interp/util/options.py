@@ -6,6 +6,7 @@ The same fields give the reference tables of the docs and the config's help (:fu
 and the tests check the YAML defaults against them (:func:`default_values`), so an option is
 defined in one place: the class beside the code that uses it (transformers' configuration style).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,17 +18,35 @@ from vqa_interp.errors import ConfigError
 _MISSING = dataclasses.MISSING
 
 
-def option(default: Any, help: str, *, choices: Sequence | None = None, minimum: float | None = None,
-           maximum: float | None = None, above: float | None = None, below: float | None = None, nullable: bool = False,
-           kind: type | None = None, items: type | None = None):
+def option(
+    default: Any,
+    help: str,
+    *,
+    choices: Sequence | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    nullable: bool = False,
+    kind: type | None = None,
+    items: type | None = None,
+):
     """A dataclass field with its meaning and checks: ``choices`` (allowed values), ``minimum`` /
     ``maximum`` (inclusive), ``above`` / ``below`` (exclusive bounds), ``nullable`` (null allowed),
     ``kind`` (bool, int, float or str; default: the default's type), ``items`` (a list of that type,
     read as a tuple)."""
     kind = kind or (type(default) if default is not None and not isinstance(default, (list, tuple, dict)) else None)
-    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "minimum": minimum,
-            "maximum": maximum, "above": above, "below": below, "nullable": nullable or default is None, "kind": kind,
-            "items": items}
+    meta = {
+        "help": help,
+        "choices": tuple(choices) if choices is not None else None,
+        "minimum": minimum,
+        "maximum": maximum,
+        "above": above,
+        "below": below,
+        "nullable": nullable or default is None,
+        "kind": kind,
+        "items": items,
+    }
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta, hash=False)
     return dataclasses.field(default=default, metadata=meta)
@@ -64,11 +83,12 @@ def check_value(value, meta: dict, key: str):
     if meta["items"] is not None:
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
             raise ConfigError(f"{key}={value!r}; expected a list, e.g. {key}=[...]")
-        return tuple(check_value(v, {**meta, "items": None, "kind": meta["items"], "nullable": False}, f"{key}[]")
-                     for v in value)
+        return tuple(
+            check_value(v, {**meta, "items": None, "kind": meta["items"], "nullable": False}, f"{key}[]") for v in value
+        )
     kind = meta["kind"]
     if kind is bool:
-        if not isinstance(value, bool):    # no, off, 0 are refused, never read as true
+        if not isinstance(value, bool):  # no, off, 0 are refused, never read as true
             raise ConfigError(f"{key}={value!r}; expected true or false.")
         return value
     if kind in (int, float):
@@ -98,7 +118,8 @@ def describe(meta: dict) -> str:
         text = "true or false"
     elif meta["kind"] in (int, float):
         text = ("an integer" if meta["kind"] is int else "a number") + (
-            f" {_range_text(meta)}" if _range_text(meta) else "")
+            f" {_range_text(meta)}" if _range_text(meta) else ""
+        )
     else:
         text = "a string"
     return text + (" or null" if meta["nullable"] else "")
@@ -113,10 +134,15 @@ def read_options(cls, values: Mapping | None, prefix: str, *, keep_unknown: bool
     fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("help") is not None}
     unknown = sorted(k for k in values if k not in fields and k not in given)
     if unknown and not keep_unknown:
-        raise ConfigError(f"{prefix}.{unknown[0]} is not a key of {prefix}; expected one of {sorted(fields)} "
-                          f"(conf/ and docs/reference/config.md list each with its meaning).")
-    read = {name: check_value(values[name], f.metadata, f"{prefix}.{name}")
-            for name, f in fields.items() if name in values and name not in given}
+        raise ConfigError(
+            f"{prefix}.{unknown[0]} is not a key of {prefix}; expected one of {sorted(fields)} "
+            f"(conf/ and docs/reference/config.md list each with its meaning)."
+        )
+    read = {
+        name: check_value(values[name], f.metadata, f"{prefix}.{name}")
+        for name, f in fields.items()
+        if name in values and name not in given
+    }
     instance = cls(**read, **given)
     if keep_unknown:
         return instance, {k: values[k] for k in unknown}
@@ -136,9 +162,16 @@ def default_values(cls) -> dict[str, Any]:
 def option_rows(cls, prefix: str) -> list[dict[str, str]]:
     """One row per documented field: ``key``, ``default``, ``allowed`` and ``meaning``."""
     defaults = default_values(cls)
-    return [{"key": f"{prefix}.{f.name}", "default": _shown(defaults[f.name]), "allowed": describe(f.metadata),
-             "meaning": f.metadata["help"]}
-            for f in dataclasses.fields(cls) if f.metadata.get("help") is not None]
+    return [
+        {
+            "key": f"{prefix}.{f.name}",
+            "default": _shown(defaults[f.name]),
+            "allowed": describe(f.metadata),
+            "meaning": f.metadata["help"],
+        }
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("help") is not None
+    ]
 
 
 def _shown(value) -> str:

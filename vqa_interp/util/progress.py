@@ -1,6 +1,7 @@
 """Progress bars, one at a time on the terminal: a forked helper (:mod:`vqa_interp.util.forked`)
 draws none, so its bar never overwrites the one its parent draws on the same line.
 ``TQDM_DISABLE=1`` turns every bar off, as for any tqdm program."""
+
 from __future__ import annotations
 
 from tqdm.auto import tqdm as _tqdm

@@ -7,6 +7,7 @@ process that asks for its own folder first removes every folder whose lock nobod
 (its process is gone, whatever its ID). Children forked with ``PR_SET_PDEATHSIG`` die with their
 parent, so nothing stays behind for long.
 """
+
 from __future__ import annotations
 
 import atexit

@@ -7,6 +7,7 @@ both cores score the rest (:func:`vqa_interp.pipeline.execute`). Each item is a 
 the inputs, so which taker computed it does not change its result; :meth:`SharedWork.complete`
 puts the results back in item order.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -25,7 +26,7 @@ class SharedCounter:
     def __init__(self):
         try:
             context = multiprocessing.get_context("fork")
-        except ValueError:   # no fork here (Windows): the default context's value serves the threads
+        except ValueError:  # no fork here (Windows): the default context's value serves the threads
             context = multiprocessing.get_context()
         self._value = context.Value("q", 0)
 
@@ -41,6 +42,7 @@ class SharedCounter:
 class SharedWork:
     """``items[i]()`` computes item i; ``finish(results)`` (the results in item order) makes the
     outcome. ``label`` names the progress bar."""
+
     items: Sequence[Callable[[], Any]]
     finish: Callable[[list], Any]
     label: str = "work"
@@ -76,8 +78,10 @@ class SharedWork:
             done.update(part)
         missing = [i for i in range(len(self.items)) if i not in done]
         if missing:
-            raise RuntimeError(f"{self.label}: {len(missing)} of {len(self.items)} items were claimed but never "
-                               f"returned (first: item {missing[0]})")
+            raise RuntimeError(
+                f"{self.label}: {len(missing)} of {len(self.items)} items were claimed but never "
+                f"returned (first: item {missing[0]})"
+            )
         return self.finish([done[i] for i in range(len(self.items))])
 
     def run(self, threads: int = 1) -> Any:

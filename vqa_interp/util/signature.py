@@ -1,4 +1,5 @@
 """Content signatures: a run's maps and models are named by a hash of what they depend on."""
+
 from __future__ import annotations
 
 import hashlib
