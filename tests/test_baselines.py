@@ -142,7 +142,7 @@ def test_method_pairs_are_the_sign_flip_test_on_one_row_per_question_every_metho
                 sign_flip_p((vx - vy).to_numpy(), images, rng=np.random.default_rng(123)), abs=0.03
             )
     chosen = pairs[pairs.metric == "rank_corr"]
-    from vqa_interp.analysis.statistics import holm
+    from vqa_interp.analysis.group_tests import holm
 
     assert chosen["p_holm"].to_numpy() == pytest.approx(holm(chosen["p_value"].to_numpy()))
     ranking = method_ranking(runs, n_bootstrap=100)

@@ -88,7 +88,7 @@ def test_the_same_config_trains_byte_identical_weights_even_beside_a_cpu_hog(hom
     from conftest import ROOT
     from vqa_interp.data.datasets import dataset_for
     from vqa_interp.models.checkpoint import read_checkpoint
-    from vqa_interp.models.training import train_and_save
+    from vqa_interp.models.train_embedded import train_and_save
     from vqa_interp.settings import from_config
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):

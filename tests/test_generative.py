@@ -55,7 +55,7 @@ def llava_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(llava_folder):
-    from vqa_interp.models.generative import load_folder
+    from vqa_interp.models.hf_vlm import load_folder
 
     return load_folder(llava_folder, InputGeometry(SIZE, 1.0)).eval().frozen()
 
@@ -244,7 +244,7 @@ def test_the_sanity_check_similarity_falls_under_randomisation(model):
 
 
 def test_missing_files_and_unsupported_families_are_one_line(tmp_path, llava_folder):
-    from vqa_interp.models.generative import check_folder
+    from vqa_interp.models.hf_vlm import check_folder
 
     with pytest.raises(CheckpointError, match="is not a folder"):
         check_folder(tmp_path / "nowhere")
@@ -437,7 +437,7 @@ QWEN_SIZE = 56  # 4x4 patches of 14 px, merged 2x2: a 2x2 grid of image tokens
 
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory):
-    from vqa_interp.models.generative import load_folder
+    from vqa_interp.models.hf_vlm import load_folder
 
     folder = build_tiny_qwen2_vl(tmp_path_factory.mktemp("qwen"))
     return load_folder(folder, InputGeometry(QWEN_SIZE, 1.0)).eval().frozen()
@@ -573,7 +573,7 @@ def build_tiny_paligemma(folder, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def paligemma(tmp_path_factory):
-    from vqa_interp.models.generative import load_folder
+    from vqa_interp.models.hf_vlm import load_folder
 
     folder = build_tiny_paligemma(tmp_path_factory.mktemp("paligemma"))
     return load_folder(folder, InputGeometry(PALI_SIZE, 1.0)).eval().frozen()

@@ -11,8 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from conftest import running_mlflow_server
 from vqa_interp.settings import TrackingSettings
-from vqa_interp.tracking.store import start_run, table_url
-from vqa_interp.tracking.ui_view import VIEW_TAG, headline_columns, ranking_metrics, view_state, viewer_table
+from vqa_interp.tracking.store import start_run
+from vqa_interp.tracking.ui_view import VIEW_TAG, headline_columns, ranking_metrics, table_url, view_state, viewer_table
 
 
 def test_a_sweeps_ranking_becomes_one_metric_per_method_and_headline_metric():

@@ -48,7 +48,8 @@ def test_the_default_config_evaluates_the_shipped_model_without_training(name, t
 
 def test_a_changed_training_config_is_not_the_shipped_model(home):
     from vqa_interp.data import dataset_for
-    from vqa_interp.models.training import embedded_checkpoint_path, training_signature
+    from vqa_interp.models.train_embedded import embedded_checkpoint_path
+    from vqa_interp.models.training import training_signature
 
     default = _settings(home)
     dataset = dataset_for(default.data, default.home)

@@ -13,7 +13,8 @@ import torch
 
 from vqa_interp.analysis.baselines import paired_baseline_tests
 from vqa_interp.analysis.comparisons import method_ranking, model_entries, paired_method_tests
-from vqa_interp.analysis.statistics import analyse, compare_groups
+from vqa_interp.analysis.group_tests import compare_groups
+from vqa_interp.analysis.statistics import analyse
 from vqa_interp.analysis.verdicts import cluster_robust_slopes, paired_test, sign_flip_p
 
 
@@ -155,7 +156,7 @@ def _model_table(values_of, correct, n=60):
 def test_models_are_compared_on_the_labelled_answer_by_default_and_the_prediction_beside_it():
     """The same map for every (question, answer): only accuracy differs (0.77 vs 0.57). On the label
     every model explains, the models cannot differ; on their own predictions they seem to."""
-    from vqa_interp.tracking.sweep import model_comparison
+    from vqa_interp.tracking.sweep_tables import model_comparison
 
     rng = np.random.default_rng(2)
     label_maps = rng.normal(0.5, 0.05, 60)

@@ -61,12 +61,10 @@ def evaluate(cfg: DictConfig) -> str:
         flatten,
         quiet_artifact_downloads,
         resolve_tracking_uri,
-        run_url,
         start_run,
-        table_url,
-        ui_command,
     )
     from vqa_interp.tracking.stores import remember_store, report_command
+    from vqa_interp.tracking.ui_view import run_url, table_url, ui_command
     from vqa_interp.train import ensure_model, model_source_tags
     from vqa_interp.util.arguments import verbose
     from vqa_interp.util.memory import peak_metrics, peak_text, reset_peak_rss

@@ -9,19 +9,19 @@ hand-kept tuple here.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from vqa_interp.analysis.options import AnalysisSettings
+from vqa_interp.data.options import DataSettings
 from vqa_interp.errors import ConfigError
+from vqa_interp.explain.options import ExplainSettings
 from vqa_interp.metrics.prepare import ScoringOptions
-from vqa_interp.util.options import one_of, option, read_options
+from vqa_interp.util.devices import check_device
+from vqa_interp.util.options import integer, number, one_of, option, read_options
 
 TARGET_POLICIES = ("paper", "label", "prediction")
 HUMAN_MODES = ("mean", "annotator", "each")
-MAP_FOR_EXAMPLE = ("prediction", "label")
-ANALYSIS_TESTS = ("cluster_bootstrap", "student", "welch", "mannwhitney")
-SUBSTRATES = ("blur", "mean")
 # (attribution.target_policy, analysis.map_for_example) pairs where the map that stands for an
 # example is not computed for some examples: refused, saying which to use instead
 MISSING_MAP = {
@@ -44,32 +44,6 @@ def target_combination_problem(target_policy: str, map_for_example: str) -> str:
 
 
 DEVICES = ("cpu", "cuda")
-
-
-@dataclass(frozen=True)
-class DataSettings:
-    """Which questions, images and human maps (``data.*``). The keys every dataset shares are here;
-    a dataset's own keys (the embedded generator's ``seed``, ``n_train_images``, ``n_val_images``)
-    are its options class (``Dataset.Options``, read into ``options``)."""
-
-    name: str = option("embedded", "the dataset (a registered name: embedded, vqahat, or a plugin's)")
-    root: str | None = option(
-        None, "the folder of the VQA 1.0 / COCO / VQA-HAT layout (embedded: null, generated)", kind=str
-    )
-    split: str = option("val", "the evaluated split")
-    questions: str | None = option(None, "the questions json, when not under root", kind=str)
-    annotations: str | None = option(None, "the annotations json, when not under root", kind=str)
-    images: str | None = option(None, "the images folder, when not under root", kind=str)
-    human_maps: str | None = option(
-        None, "the human maps folder ({question_id}_{n}.png), when not under root", kind=str
-    )
-    limit: int | None = option(None, "evaluate only the first N questions that have human maps", kind=int, minimum=1)
-    question_ids: tuple[int, ...] | None = option(None, "evaluate these question ids only (a list)", kind=list)
-    num_shards: int = option(1, "split the questions into this many shards (one run each)", minimum=1)
-    shard: int = option(0, "which shard this run evaluates (0-based)", minimum=0)
-    skip_missing_images: bool = option(False, "skip questions whose image file is missing (counted)")
-    skip_bad_images: bool = option(False, "skip questions whose image is empty, truncated or undecodable (counted)")
-    options: Any = field(default=None, hash=False)  # the dataset's own options (its Dataset.Options), or None
 
 
 @dataclass(frozen=True)
@@ -129,58 +103,6 @@ class ScoringSettings(ScoringOptions):
 
 
 @dataclass(frozen=True)
-class AnalysisSettings:
-    """The correct/wrong x confidence analysis (``confidence.*``, ``analysis.*``)."""
-
-    low: float = 0.25
-    high: float = 0.75
-    map_for_example: str = option(
-        "prediction",
-        "which map stands for an example in the correct/wrong x confidence analysis",
-        choices=MAP_FOR_EXAMPLE,
-    )
-    test: str = option("cluster_bootstrap", "the primary test of correct vs wrong", choices=ANALYSIS_TESTS)
-    alpha: float = option(0.05, "the significance level", above=0, below=1)
-    bootstrap: int = option(2000, "bootstrap resamples for the 95% CIs", minimum=1)
-    n_panels: int = option(4, "questions in the side-by-side panels", minimum=0)
-    min_group: int = option(10, "fewer questions than this in a group or pair: underpowered, never tested", minimum=2)
-    min_images: int = option(5, "fewer images than this in a group or pair: underpowered, never tested", minimum=2)
-    panel_ids: tuple[int, ...] | None = option(None, "question ids for the panels (null: picked)", kind=list)
-    seed: int = 0
-    baselines: bool = option(True, "score the floors (random, centre, image, oracle) and the human ceiling")
-    baseline_options: dict = option(
-        {},
-        "each floor's options, its method's keys (conf/method/<floor>.yaml); a floor "
-        "left out keeps its method's defaults",
-    )
-    sanity: bool = option(False, "model-randomisation sanity checks (+experiment=sanity)")
-    sanity_questions: int = option(50, "questions the sanity checks use", minimum=2)
-
-
-@dataclass(frozen=True)
-class ExplainSettings:
-    """What the model used, beside where it looked (``explain.*``): the question's words, the image's
-    share of the attribution, and the faithfulness of each map (deletion/insertion)."""
-
-    tokens: bool = option(True, "token attributions: Layer IG on the word embedding, baseline the padding")
-    share: bool = option(True, "the image's vs the question's share of one joint IG pass")
-    faithfulness: bool = option(True, "RISE deletion/insertion curves of the method's maps and of random maps")
-    ig_steps: int = option(32, "IG steps of the token and share passes", minimum=2)
-    steps: int = option(10, "deletion/insertion: fractions of pixels removed 0, 1/steps, ..., 1", minimum=1)
-    substrate: str = option(
-        "blur",
-        "what a removed pixel becomes: blur (the blurred image, as RISE) | mean (the image's mean colour)",
-        choices=SUBSTRATES,
-    )
-    blur_sigma: float = option(0.25, "Gaussian sigma as a fraction of the side (substrate=blur)", above=0, maximum=1)
-    batch_size: int = option(
-        64, "targets per chunk; images per forward of the curves (at most: memory.budget)", minimum=1
-    )
-    ig_batch_size: int = option(128, "scaled inputs per IG pass, at most (memory.budget sizes it)", minimum=1)
-    n_token_panels: int = option(6, "questions in the token figure", minimum=0)
-
-
-@dataclass(frozen=True)
 class TrackingSettings:
     """Where runs are recorded (``tracking.*``)."""
 
@@ -225,9 +147,8 @@ class Settings:
     tracking: TrackingSettings
     explain: ExplainSettings = field(default_factory=ExplainSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
-    batching: Any = field(
-        default=None, hash=False, compare=False
-    )  # the run's batch sizes, set once the model is loaded
+    # the run's batch sizes, set once the model is loaded
+    batching: Any = field(default=None, hash=False, compare=False)
     home: str = ".vqa-interp"
     cache: str = ".vqa-interp/cache"
     seed: int = 0
@@ -236,18 +157,6 @@ class Settings:
 
 
 # ------------------------------------------------------------------ validation helpers
-def _number(value, key: str, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{key}={value!r} is not a number; expected {what}.")
-    return float(value)
-
-
-def _integer(value, key: str, minimum: int, what: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}={value!r}; expected an integer >= {minimum}{what}.")
-    return int(value)
-
-
 def _missing(cfg) -> None:
     from omegaconf import OmegaConf
 
@@ -342,8 +251,8 @@ def analysis_settings(cfg) -> AnalysisSettings:
     """``confidence.*``, ``analysis.*`` (each floor's options checked by its method) and ``seed``."""
     from vqa_interp.attribution import METHODS
 
-    low = _number(cfg.confidence.low, "confidence.low", "a probability in [0, 1]")
-    high = _number(cfg.confidence.high, "confidence.high", "a probability in [0, 1]")
+    low = number(cfg.confidence.low, "confidence.low", "a probability in [0, 1]")
+    high = number(cfg.confidence.high, "confidence.high", "a probability in [0, 1]")
     if not (0 <= low < high <= 1):
         raise ConfigError(
             f"confidence.low={low}, confidence.high={high}: expected 0 <= low < high <= 1 "
@@ -360,7 +269,7 @@ def analysis_settings(cfg) -> AnalysisSettings:
         "analysis",
         low=low,
         high=high,
-        seed=_integer(cfg.seed, "seed", 0),
+        seed=integer(cfg.seed, "seed", 0),
         baseline_options=baseline_options,
         panel_ids=_ids(values.get("panel_ids"), "analysis.panel_ids"),
     )
@@ -430,8 +339,8 @@ def model_settings(m: dict) -> ModelSettings:
             f"model.kind={m.get('kind')!r}: expected the name of a registered model kind (e.g. kazemi); "
             "each conf/model/*.yaml sets it."
         )
-    input_size = _integer(geometry.get("size"), "model.input.size", 2)
-    central_fraction = _number(geometry.get("central_fraction", 1.0), "model.input.central_fraction", "0 < f <= 1")
+    input_size = integer(geometry.get("size"), "model.input.size", 2)
+    central_fraction = number(geometry.get("central_fraction", 1.0), "model.input.central_fraction", "0 < f <= 1")
     if not 0 < central_fraction <= 1:
         raise ConfigError(
             f"model.input.central_fraction={central_fraction}; expected 0 < central_fraction <= 1 (pytorch-vqa: 0.875)."
@@ -459,24 +368,6 @@ def load_plugins(modules) -> None:
                 f"plugins: cannot import {name!r} ({exc}); expected an importable module (on "
                 "PYTHONPATH) that registers methods, metrics or datasets."
             ) from exc
-
-
-def check_device(device: str) -> None:
-    """``device=cuda[:N]`` needs a visible GPU with that index."""
-    if not device.startswith("cuda"):
-        return
-    index = device.partition(":")[2]
-    if index and not index.isdigit():
-        raise ConfigError(f"device={device!r}: expected cpu, cuda or cuda:N with N a GPU index (e.g. cuda:0).")
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ConfigError(f"device={device}: no CUDA GPU is visible to torch here; use device=cpu (the default).")
-    if index and int(index) >= torch.cuda.device_count():
-        raise ConfigError(
-            f"device={device}: torch sees {torch.cuda.device_count()} GPU(s); choose cuda:0.."
-            f"{torch.cuda.device_count() - 1}."
-        )
 
 
 def memory_settings(m: dict) -> MemorySettings:

@@ -45,7 +45,7 @@ def _duration(seconds: float) -> str:
 def _train_logged(settings, dataset, path: Path, first_use: bool = False) -> tuple[str, dict]:
     """Train into ``path`` inside a training run of its own; returns that run's ID and what training
     measured."""
-    from vqa_interp.models.training import train_and_save
+    from vqa_interp.models.train_embedded import train_and_save
     from vqa_interp.tracking.store import training_run
 
     with training_run(settings) as tracker:
@@ -76,7 +76,8 @@ def ensure_model(settings, dataset) -> Path | None:
     from vqa_interp.models.checkpoint import read_checkpoint, verify_digest
     from vqa_interp.models.registry import model_kind
     from vqa_interp.models.shipped import shipped_for
-    from vqa_interp.models.training import embedded_checkpoint_path, training_signature
+    from vqa_interp.models.train_embedded import embedded_checkpoint_path
+    from vqa_interp.models.training import training_signature
 
     if settings.model.checkpoint:
         path = Path(settings.model.checkpoint)
@@ -130,7 +131,8 @@ def main(cfg: DictConfig) -> None:
     from vqa_interp.data.datasets import dataset_for
     from vqa_interp.models.registry import model_kind
     from vqa_interp.models.shipped import content_digest, ship, shipped_models
-    from vqa_interp.models.training import embedded_checkpoint_path, training_signature
+    from vqa_interp.models.train_embedded import embedded_checkpoint_path
+    from vqa_interp.models.training import training_signature
     from vqa_interp.settings import from_config
 
     settings = from_config(cfg)

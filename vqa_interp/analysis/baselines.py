@@ -32,8 +32,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from vqa_interp.analysis.group_tests import holm
 from vqa_interp.analysis.resampling import bootstrap_mean_ci, percentile_ci, resampled_means
-from vqa_interp.analysis.statistics import holm, images_of, present_metrics
+from vqa_interp.analysis.statistics import images_of, present_metrics
 from vqa_interp.analysis.verdicts import paired_test, verdict_of
 from vqa_interp.attribution.baselines import HUMAN_CEILING, REFERENCES
 from vqa_interp.metrics.registry import LOO_PREFIX, REGISTRY, family_metrics

@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from vqa_interp.analysis.group_tests import holm
 from vqa_interp.analysis.resampling import percentile_ci, resampled_means
-from vqa_interp.analysis.statistics import example_rows, holm
+from vqa_interp.analysis.statistics import example_rows
 from vqa_interp.analysis.verdicts import PAIRED_TEST, paired_test
 from vqa_interp.metrics.registry import REGISTRY, family_metrics
 

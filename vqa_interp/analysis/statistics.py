@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from vqa_interp.analysis.verdicts import group_test, too_small
+from vqa_interp.analysis.group_tests import benjamini_hochberg, compare_groups, holm
 from vqa_interp.metrics.registry import family_metrics, metric_names
 
 SCENARIOS = ("all", "correct", "wrong", "low_correct", "low_wrong", "high_correct", "high_wrong")
@@ -47,13 +47,6 @@ COMPARISONS = {
     "high_conf_correct_vs_wrong": ("high_correct", "high_wrong"),
     "correct_high_vs_low": ("high_correct", "low_correct"),
     "wrong_high_vs_low": ("high_wrong", "low_wrong"),
-}
-TESTS = ("cluster_bootstrap", "student", "welch", "mannwhitney")
-TEST_NAMES = {
-    "cluster_bootstrap": "wild cluster bootstrap-t over images",
-    "student": "Student's t",
-    "welch": "Welch's t",
-    "mannwhitney": "Mann-Whitney U",
 }
 
 
@@ -121,136 +114,6 @@ def scenario_mask(frame: pd.DataFrame, scenario: str) -> pd.Series:
         "high_wrong": ~correct & (level == "high"),
     }
     return masks[scenario]
-
-
-def holm(p_values: np.ndarray) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
-    p = np.asarray(p_values, float)
-    m = len(p)
-    order = np.argsort(p)
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
-    if len(p_values) == 0:
-        return np.asarray(p_values, float)
-    return scipy.stats.false_discovery_control(np.asarray(p_values, float), method="bh")
-
-
-def cohens_d(x: np.ndarray, y: np.ndarray) -> float:
-    pooled = np.sqrt(((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / (len(x) + len(y) - 2))
-    return float((x.mean() - y.mean()) / pooled) if pooled > 0 else float("nan")
-
-
-def compare_groups(
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    n_bootstrap: int,
-    rng: np.random.Generator,
-    min_group: int = 2,
-    primary: str = "cluster_bootstrap",
-    clusters_x: np.ndarray | None = None,
-    clusters_y: np.ndarray | None = None,
-    min_images: int = 2,
-) -> list[dict]:
-    """The four tests of group 1 (``x``) vs group 2 (``y``), one dict per test (NaNs dropped);
-    ``primary`` (``analysis.test``) is the one with role ``primary``, the others ``robustness``.
-    ``clusters_x`` / ``clusters_y``: the image of each value (the bootstrap resamples images).
-
-    Not testable (``testable`` False, ``reason`` set, p NaN): a group below ``min_group`` questions
-    or ``min_images`` images (underpowered), or both groups constant.
-    """
-    keep_x, keep_y = ~np.isnan(x), ~np.isnan(y)
-    x, y = x[keep_x], y[keep_y]
-    if clusters_x is not None and clusters_y is not None:
-        clusters_x, clusters_y = np.asarray(clusters_x)[keep_x], np.asarray(clusters_y)[keep_y]
-    roles = {t: "primary" if t == primary else "robustness" for t in TESTS}
-    base = {
-        "n1": len(x),
-        "n2": len(y),
-        "mean1": float(x.mean()) if len(x) else float("nan"),
-        "mean2": float(y.mean()) if len(y) else float("nan"),
-    }
-    images = [len(np.unique(c)) if c is not None else n for c, n in ((clusters_x, len(x)), (clusters_y, len(y)))]
-    reason = too_small(min(len(x), len(y)), min(images), min_group, min_images)
-    if not reason and np.ptp(x) == 0 and np.ptp(y) == 0:
-        reason = "both groups are constant"
-    if reason:
-        return [
-            {
-                **base,
-                "test": t,
-                "role": roles[t],
-                "testable": False,
-                "reason": reason,
-                "statistic": np.nan,
-                "p_value": np.nan,
-                "effect_size": np.nan,
-                "effect_name": "",
-                "mean_diff": base["mean1"] - base["mean2"],
-                "ci_low": np.nan,
-                "ci_high": np.nan,
-            }
-            for t in TESTS
-        ]
-    p_boot, ci_low, ci_high = group_test(x, y, clusters_x, clusters_y, n_bootstrap=n_bootstrap, rng=rng)
-    d = cohens_d(x, y)
-    student = scipy.stats.ttest_ind(x, y, equal_var=True)
-    welch = scipy.stats.ttest_ind(x, y, equal_var=False)
-    mw = scipy.stats.mannwhitneyu(x, y, alternative="two-sided")
-    rank_biserial = 2 * mw.statistic / (len(x) * len(y)) - 1
-    common = {
-        **base,
-        "testable": True,
-        "reason": "",
-        "mean_diff": base["mean1"] - base["mean2"],
-        "ci_low": ci_low,
-        "ci_high": ci_high,
-    }
-    return [
-        {
-            **common,
-            "test": "cluster_bootstrap",
-            "role": roles["cluster_bootstrap"],
-            "statistic": common["mean_diff"],
-            "p_value": p_boot,
-            "effect_size": d,
-            "effect_name": "cohens_d",
-        },
-        {
-            **common,
-            "test": "student",
-            "role": roles["student"],
-            "statistic": float(student.statistic),
-            "p_value": float(student.pvalue),
-            "effect_size": d,
-            "effect_name": "cohens_d",
-        },
-        {
-            **common,
-            "test": "welch",
-            "role": roles["welch"],
-            "statistic": float(welch.statistic),
-            "p_value": float(welch.pvalue),
-            "effect_size": d,
-            "effect_name": "cohens_d",
-        },
-        {
-            **common,
-            "test": "mannwhitney",
-            "role": roles["mannwhitney"],
-            "statistic": float(mw.statistic),
-            "p_value": float(mw.pvalue),
-            "effect_size": float(rank_biserial),
-            "effect_name": "rank_biserial",
-        },
-    ]
 
 
 SIGNIFICANCE_COLUMNS = [

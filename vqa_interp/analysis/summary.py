@@ -13,8 +13,9 @@ import pandas as pd
 from tabulate import tabulate
 
 from vqa_interp.analysis.baselines import normalised_scores
+from vqa_interp.analysis.group_tests import TEST_NAMES
 from vqa_interp.analysis.resampling import bootstrap_mean_ci
-from vqa_interp.analysis.statistics import TEST_NAMES, images_of
+from vqa_interp.analysis.statistics import images_of
 from vqa_interp.metrics.registry import family_metrics
 
 VS_NEXT = "vs next (sign-flip over images, Holm)"

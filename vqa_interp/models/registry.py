@@ -97,3 +97,20 @@ def load(model_settings, checkpoint: Path | None, device: str = "cpu"):
     parameters frozen (:meth:`~vqa_interp.models.base.VqaModel.frozen`)."""
     kind = model_kind(model_settings.kind)
     return kind.load(model_settings, checkpoint).eval().frozen().to(device)
+
+
+def check_pretrained_folder(model_settings, check_folder, *, loads: str, example: str, embedded: str) -> None:
+    """The preflight of a kind that loads a ``save_pretrained`` folder: a named folder must pass
+    ``check_folder``; without one, a config that cannot train (no ``train`` key) is one line naming
+    ``model.pretrained``, what the folder holds (``loads``), an ``example`` download and the
+    ``embedded`` model trained here."""
+    folder = model_settings.options.get("pretrained") or model_settings.checkpoint
+    if folder:
+        check_folder(folder)
+    elif "train" not in model_settings.options:
+        from vqa_interp.errors import ConfigError
+
+        raise ConfigError(
+            f"model.pretrained: model={model_settings.name} loads a save_pretrained folder of {loads}; set "
+            f"model.pretrained=DIR (e.g. a download of {example}), or use model={embedded} (trained here)."
+        )

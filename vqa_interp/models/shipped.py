@@ -5,7 +5,7 @@ checkpoint, the ViLT's ``save_pretrained`` folder) and ``manifest.json``, one en
 
 - ``name`` (the config, ``model=<name>``), ``kind``, ``path`` (relative to the folder);
 - ``signature``: the training signature the model was trained from (the short hash that also names a
-  model trained on first use, :func:`vqa_interp.models.training.embedded_checkpoint_path`), and
+  model trained on first use, :func:`vqa_interp.models.train_embedded.embedded_checkpoint_path`), and
   ``signature_fields``, what that hash covers;
 - ``digest``: sha256 of the file, or of the folder's files (:func:`content_digest`), checked before
   every use, so a damaged or edited copy is refused rather than silently evaluated;

@@ -83,7 +83,7 @@ def attribute_targets(
             question,
             batch_size=batch,
             channel_reduction=a.channel_reduction,
-            device=a.device,
+            device=settings.device,
         )
         for request, array, extras in tqdm(maps, total=len(requests), desc=f"attribute ({a.method})"):
             cache.store(request.key, array, extras)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from vqa_interp.errors import VqaInterpError
 from vqa_interp.tracking.report_source import build_report
-from vqa_interp.tracking.store import find_run, quiet_artifact_downloads, ui_base
+from vqa_interp.tracking.store import find_run, quiet_artifact_downloads
 from vqa_interp.tracking.stores import default_home, locate_run, reading_client
+from vqa_interp.tracking.ui_view import ui_base
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,8 @@ from vqa_interp.tracking.store import (
     start_run,
     tracked_run,
     training_run,
-    ui_command,
 )
+from vqa_interp.tracking.ui_view import ui_command
 
 __all__ = [
     "PARENT_TAG",

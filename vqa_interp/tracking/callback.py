@@ -23,12 +23,10 @@ from vqa_interp.tracking.store import (
     RunTracker,
     quiet_artifact_downloads,
     resolve_tracking_uri,
-    run_url,
     start_run,
-    table_url,
-    ui_command,
 )
 from vqa_interp.tracking.stores import remember_store, report_command
+from vqa_interp.tracking.ui_view import run_url, table_url, ui_command
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,9 @@ import pandas as pd
 from vqa_interp.metrics.registry import family_metrics
 from vqa_interp.report.build import ReportInputs, evaluations_of, write_report
 from vqa_interp.tracking.explorer_runs import for_runs
-from vqa_interp.tracking.store import UI_VIEW, child_runs, download_artifact, download_table, find_run, list_artifacts
+from vqa_interp.tracking.store import child_runs, download_artifact, download_table, find_run, list_artifacts
 from vqa_interp.tracking.sweep import comparison_table
+from vqa_interp.tracking.ui_view import UI_VIEW
 
 ROBUSTNESS_TABLES = ("metric_agreement", "ranking_stability", "ranking_by_type")
 PARENT_TABLES = ("method_ranking", "method_pairs", "fig2_method_means", *ROBUSTNESS_TABLES)

@@ -21,8 +21,12 @@ from typing import Any, Iterator
 
 from vqa_interp.errors import ConfigError
 from vqa_interp.tracking.liveness import close_orphans, liveness_tags
-from vqa_interp.tracking.preflight import check_reachable  # (re-exported: the entry points import it from here)
-from vqa_interp.tracking.ui_view import ensure_view, experiment_url
+from vqa_interp.tracking.preflight import (  # (re-exported: the entry points import it from here)
+    check_artifact_location,
+    check_reachable,
+    sqlite_path,
+)
+from vqa_interp.tracking.ui_view import ensure_view
 
 log = logging.getLogger(__name__)
 PARENT_ID_FILE = "mlflow_parent_run_id"
@@ -52,38 +56,10 @@ def resolve_tracking_uri(uri: str) -> str:
     return uri
 
 
-UI_PORT = 5000
-
-
-def ui_base(uri: str) -> str:
-    """The UI's address: the tracking server itself, or ``mlflow ui`` on 127.0.0.1:5000."""
-    return uri.rstrip("/") if uri.startswith("http") else f"http://127.0.0.1:{UI_PORT}"
-
-
-def ui_command(uri: str) -> str:
-    """The command that serves the MLflow UI on this store."""
-    if uri.startswith("http"):
-        return f"the tracking server at {uri} serves it"
-    return f"mlflow ui --backend-store-uri {uri} --port {UI_PORT}"
-
-
-UI_VIEW = "?workflowType=machine_learning"  # MLflow 3's UI otherwise opens on its GenAI overview
-
-
-def run_url(uri: str, experiment_id: str, run_id: str) -> str:
-    """The run's page in the UI, in the model-training view (not MLflow 3's GenAI overview)."""
-    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs/{run_id}{UI_VIEW}"
-
-
 def quiet_artifact_downloads() -> None:
     """No MLflow per-file download bars (a sweep parent or a report reads every run's tables: they
     say nothing to a user); a user's own setting of ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` wins."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def table_url(uri: str, experiment_id: str) -> str:
-    """The experiment's runs table with the headline columns (:mod:`vqa_interp.tracking.ui_view`)."""
-    return experiment_url(ui_base(uri), experiment_id)
 
 
 def git_commit() -> str:
@@ -122,7 +98,7 @@ def client_for(uri: str):
     from vqa_interp.util.locking import file_lock
 
     uri = resolve_tracking_uri(uri)
-    database = _sqlite_path(uri)
+    database = sqlite_path(uri)
     if database is None:
         return MlflowClient(tracking_uri=uri)
     with file_lock(database.with_name(database.name + ".lock")):
@@ -155,67 +131,6 @@ def ensure_experiment(client, name: str, artifact_root: str) -> str:
         if experiment is None:
             raise
         return experiment.experiment_id
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    prefix = "sqlite:///"
-    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
-
-
-def check_artifact_location(client, experiment, expected: Path) -> None:
-    """Before a run opens: the experiment's artifacts must go where this project keeps them.
-
-    A SQLite store records the artifact location as an absolute path, so after ``cp -a`` or a move
-    of the project, every run would silently write into the original tree. When the experiment
-    points elsewhere and this project's artifact folder holds a copy of that experiment's run
-    folders (a copied or moved project), the store is repointed (the experiment and its runs) and a
-    warning says so; otherwise the run stops, naming both places and the fix.
-    """
-    from urllib.parse import unquote, urlparse
-
-    from vqa_interp.errors import ConfigError
-
-    database = _sqlite_path(client.tracking_uri)
-    location = experiment.artifact_location
-    if database is None or not location.startswith("file:"):
-        return
-    current = Path(unquote(urlparse(location).path))
-    if current == expected:
-        return
-    runs = client.search_runs([experiment.experiment_id], max_results=50000)
-    copied = expected.is_dir() and any((expected / r.info.run_id).is_dir() for r in runs)
-    if not copied and runs:
-        raise ConfigError(
-            f"tracking.artifact_root: the experiment {experiment.name!r} in {database} keeps its artifacts in "
-            f"{current}, not in {expected}. If the project was copied or moved, copy {current} to {expected} "
-            f"too (the store is then repointed); otherwise set tracking.artifact_root={current.parent} or use "
-            f"another tracking.experiment."
-        )
-    import sqlite3
-
-    old_prefix, new_prefix = current.as_uri(), expected.as_uri()
-    with contextlib.closing(sqlite3.connect(database)) as db, db:
-        db.execute(
-            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
-            (new_prefix, int(experiment.experiment_id)),
-        )
-        db.execute(
-            "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
-            "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
-            (new_prefix, len(old_prefix) + 1, int(experiment.experiment_id), len(old_prefix), old_prefix),
-        )
-    if runs:
-        log.warning(
-            "the tracking store %s was moved or copied from another folder: its experiment %r and %d "
-            "run(s) pointed at %s; they now point at %s (this project's copy)",
-            database,
-            experiment.name,
-            len(runs),
-            current,
-            expected,
-        )
-    else:
-        log.info("experiment %r (no runs yet) now keeps its artifacts in %s", experiment.name, expected)
 
 
 class RunTracker:

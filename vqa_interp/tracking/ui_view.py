@@ -103,3 +103,31 @@ def viewer_table(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
         if pd.api.types.is_float_dtype(out[column]):
             out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}g}")
     return out.astype(str)
+
+
+UI_PORT = 5000
+
+
+def ui_base(uri: str) -> str:
+    """The UI's address: the tracking server itself, or ``mlflow ui`` on 127.0.0.1:5000."""
+    return uri.rstrip("/") if uri.startswith("http") else f"http://127.0.0.1:{UI_PORT}"
+
+
+def ui_command(uri: str) -> str:
+    """The command that serves the MLflow UI on this store."""
+    if uri.startswith("http"):
+        return f"the tracking server at {uri} serves it"
+    return f"mlflow ui --backend-store-uri {uri} --port {UI_PORT}"
+
+
+UI_VIEW = "?workflowType=machine_learning"  # MLflow 3's UI otherwise opens on its GenAI overview
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the UI, in the model-training view (not MLflow 3's GenAI overview)."""
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs/{run_id}{UI_VIEW}"
+
+
+def table_url(uri: str, experiment_id: str) -> str:
+    """The experiment's runs table with the headline columns (:mod:`vqa_interp.tracking.ui_view`)."""
+    return experiment_url(ui_base(uri), experiment_id)

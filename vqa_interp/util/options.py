@@ -58,6 +58,20 @@ def one_of(value, allowed, key: str) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed; expected one of {list(allowed)}.")
 
 
+def number(value, key: str, what: str) -> float:
+    """A finite number, else a one-line :class:`ConfigError` naming ``key`` and ``what`` is expected."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} is not a number; expected {what}.")
+    return float(value)
+
+
+def integer(value, key: str, minimum: int, what: str = "") -> int:
+    """An integer ``>= minimum``, else a one-line :class:`ConfigError` naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r}; expected an integer >= {minimum}{what}.")
+    return int(value)
+
+
 def _range_text(meta: dict) -> str:
     parts = []
     if meta["above"] is not None:
