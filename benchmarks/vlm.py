@@ -71,7 +71,8 @@ QUESTIONS = [
 def build(size: str, device: str):
     from vqa_interp.data.images import InputGeometry
     from vqa_interp.models.embedded_llava import build_llava, build_processor
-    from vqa_interp.models.generative import FAMILIES, GenerativeVlm
+    from vqa_interp.models.generative import GenerativeVlm
+    from vqa_interp.models.vlm_families import FAMILIES
 
     spec = SIZES[size]
     words = sorted({w for q in QUESTIONS for w in q.split()} | {"red", "blue", "2", "yes", "no"})

@@ -174,7 +174,7 @@ def test_human_maps_are_read_at_their_bit_depth(kind, tmp_path):
     np.testing.assert_allclose(loaded, ramp, atol=1 / 255 + 1e-6)
     assert loaded.min() == pytest.approx(0, abs=1e-6) and loaded.max() == pytest.approx(1, abs=1e-6)
     if kind == "16bit":  # values 300..1000 are all 255 once converted to 8 bits: not constant at 16 bits
-        from vqa_interp.data.vqa import _is_constant_image
+        from vqa_interp.data.vqa import is_constant_image
 
         Image.fromarray((300 + ramp * 700).astype(np.uint16)).save(tmp_path / "2_1.png")
-        assert not _is_constant_image(tmp_path / "2_1.png")
+        assert not is_constant_image(tmp_path / "2_1.png")

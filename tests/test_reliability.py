@@ -176,7 +176,8 @@ def _first_val_image(root: Path) -> Path:
 
 @pytest.mark.parametrize("damage", ["zero_bytes", "truncated", "not_an_image"])
 def test_a_bad_image_is_named_or_skipped_and_counted(embedded_root, tmp_path, damage):
-    from vqa_interp.data.vqa import load_examples, resolve_paths
+    from vqa_interp.data.selection import load_examples
+    from vqa_interp.data.vqa import resolve_paths
     from vqa_interp.errors import DataError
 
     root = _copy_embedded(embedded_root, tmp_path)
@@ -195,7 +196,8 @@ def test_a_human_map_holding_nan_is_named_before_any_work(embedded_root, tmp_pat
     import numpy as np
     from PIL import Image
 
-    from vqa_interp.data.vqa import load_examples, resolve_paths
+    from vqa_interp.data.selection import load_examples
+    from vqa_interp.data.vqa import resolve_paths
     from vqa_interp.errors import DataError
 
     root = _copy_embedded(embedded_root, tmp_path)
@@ -231,7 +233,8 @@ def _edit_json(path: Path, edit) -> None:
 
 @pytest.mark.parametrize("fault", ["lone_surrogate", "answer_not_a_string", "question_not_a_string"])
 def test_bad_text_in_the_json_is_named(embedded_root, tmp_path, fault):
-    from vqa_interp.data.vqa import load_examples, resolve_paths
+    from vqa_interp.data.selection import load_examples
+    from vqa_interp.data.vqa import resolve_paths
     from vqa_interp.errors import DataError
 
     root = _copy_embedded(embedded_root, tmp_path)

@@ -50,24 +50,21 @@ def evaluate(cfg: DictConfig) -> str:
     from vqa_interp.pipeline import model as model_stage
     from vqa_interp.pipeline.analyse import analyse_run
     from vqa_interp.settings import from_config
-    from vqa_interp.tracking.figure_runs import defer, log_figures
+    from vqa_interp.tracking.figure_runs import defer
     from vqa_interp.tracking.hydra_job import figures_deferred, parent_run_id_for_job, progress_line, sweep_k_for_job
-    from vqa_interp.tracking.record import HEADLINE_TIMINGS, record_outputs
-    from vqa_interp.tracking.resume import CONFIG_SIGNATURE_TAG, config_signature, reuse_child
+    from vqa_interp.tracking.record import record_outputs
+    from vqa_interp.tracking.resume import config_signature
     from vqa_interp.tracking.store import (
         check_reachable,
-        client_for,
         ending,
         flatten,
         quiet_artifact_downloads,
         resolve_tracking_uri,
         start_run,
     )
-    from vqa_interp.tracking.stores import remember_store, report_command
-    from vqa_interp.tracking.ui_view import run_url, table_url, ui_command
-    from vqa_interp.train import ensure_model, model_source_tags
-    from vqa_interp.util.arguments import verbose
-    from vqa_interp.util.memory import peak_metrics, peak_text, reset_peak_rss
+    from vqa_interp.tracking.stores import remember_store
+    from vqa_interp.train import ensure_model
+    from vqa_interp.util.memory import reset_peak_rss
 
     global _START
     quiet_artifact_downloads()
@@ -83,28 +80,16 @@ def evaluate(cfg: DictConfig) -> str:
         print(progress_line(), flush=True)
     signature = config_signature(flatten(settings.resolved))
     if parent_run_id:  # a resumed sweep: this config may have FINISHED under its parent already
-        reused = reuse_child(client_for(resolve_tracking_uri(settings.tracking.uri)), parent_run_id, signature)
-        if reused is not None:
-            print(
-                f"MLflow run {reused.info.run_id} ({reused.info.run_name}) reused: it FINISHED with the same config "
-                f"in this sweep before it was interrupted.",
-                flush=True,
-            )
-            return reused.info.run_id
+        reused = _reused_child(settings, parent_run_id, signature)
+        if reused:
+            return reused
     dataset = dataset_for(settings.data, settings.home)
     model_stage.preflight(settings, dataset)
     with timed(timings, "data"):
         selection = data_stage.select(settings, dataset)
     checkpoint = ensure_model(settings, dataset)
     hydra_cfg = HydraConfig.get()
-    tags = {
-        "run_kind": "evaluation",
-        "hydra_output_dir": str(Path(hydra_cfg.runtime.output_dir).resolve()),
-        "hydra_overrides": " ".join(hydra_cfg.overrides.task),
-        "method": settings.attribution.method,
-        CONFIG_SIGNATURE_TAG: signature,
-        **model_source_tags(checkpoint),
-    }
+    tags = _run_tags(settings, signature, checkpoint, hydra_cfg)
     name = run_name(settings, len(selection.examples), list(hydra_cfg.overrides.task))
     deferred = figures_deferred()
     tracker = start_run(settings.tracking, name, parent_run_id=parent_run_id, tags=tags)
@@ -112,10 +97,7 @@ def evaluate(cfg: DictConfig) -> str:
     with ending(tracker, finish=not deferred):  # FAILED or KILLED if anything below raises
         _RUN_OPENED.append(tracker.run_id)
         print(f"MLflow run: {tracker.run_id} ({name})", flush=True)  # its ID before any work (an interrupt names it)
-        tracker.log_params(flatten(settings.resolved))
-        tracker.log_dataset(**data_stage.dataset_input(settings, dataset, selection))
-        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-        tracker.log_text("\n".join(hydra_cfg.overrides.task) + "\n", "config/overrides.txt")
+        _log_inputs(tracker, settings, cfg, hydra_cfg, dataset, selection)
         outputs = execute(
             settings,
             dataset,
@@ -133,28 +115,93 @@ def evaluate(cfg: DictConfig) -> str:
             tracker, settings, outputs, analysis, timings, draw_workers=1 if deferred else min(2, os.cpu_count() or 1)
         )
         with job.cancelled_on_error():
-            if not deferred:
-                # what the run still waits for its figures (drawn in a forked process since the
-                # scores were recorded): in the timings table, not a metric
-                timings["time/figures_wait_s"] = log_figures(tracker, job)
-            timings["time/total_s"] = time.perf_counter() - job_start + timings["time/startup_s"]
-            tracker.log_metrics(
-                {**{k: v for k, v in timings.items() if k in HEADLINE_TIMINGS}, **peak_metrics(settings.device)}
-            )
-            tracker.log_table(
-                pd.DataFrame([{"stage": k.split("/", 1)[1][:-2], "seconds": v} for k, v in timings.items()]), "timings"
-            )
+            _log_timings(tracker, settings, job, timings, job_start, wait=not deferred)
             tracker.set_description(analysis.summary_markdown)
     if deferred:  # this sweep's next job runs while the figures are drawn; the run ends when they are in
         defer(tracker, job)
+    _say_finished(tracker, settings, name, outputs, analysis, timings, parent_run_id, hydra_cfg)
+    return tracker.run_id
+
+
+def _run_tags(settings, signature: str, checkpoint, hydra_cfg) -> dict[str, str]:
+    """An evaluation run's tags: its kind, Hydra folder and overrides, method, config signature and
+    where its model came from."""
+    from vqa_interp.tracking.resume import CONFIG_SIGNATURE_TAG
+    from vqa_interp.train import model_source_tags
+
+    return {
+        "run_kind": "evaluation",
+        "hydra_output_dir": str(Path(hydra_cfg.runtime.output_dir).resolve()),
+        "hydra_overrides": " ".join(hydra_cfg.overrides.task),
+        "method": settings.attribution.method,
+        CONFIG_SIGNATURE_TAG: signature,
+        **model_source_tags(checkpoint),
+    }
+
+
+def _log_inputs(tracker, settings, cfg: DictConfig, hydra_cfg, dataset, selection) -> None:
+    """The run's params (the resolved config, flattened), its dataset input, the resolved config
+    and the command line's overrides."""
+    from vqa_interp.pipeline import data as data_stage
+    from vqa_interp.tracking.store import flatten
+
+    tracker.log_params(flatten(settings.resolved))
+    tracker.log_dataset(**data_stage.dataset_input(settings, dataset, selection))
+    tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+    tracker.log_text("\n".join(hydra_cfg.overrides.task) + "\n", "config/overrides.txt")
+
+
+def _reused_child(settings, parent_run_id: str, signature: str) -> str | None:
+    """The ID of the child of a resumed sweep that FINISHED with this config, else None."""
+    from vqa_interp.tracking.resume import reuse_child
+    from vqa_interp.tracking.store import client_for, resolve_tracking_uri
+
+    reused = reuse_child(client_for(resolve_tracking_uri(settings.tracking.uri)), parent_run_id, signature)
+    if reused is None:
+        return None
+    print(
+        f"MLflow run {reused.info.run_id} ({reused.info.run_name}) reused: it FINISHED with the same config "
+        f"in this sweep before it was interrupted.",
+        flush=True,
+    )
+    return reused.info.run_id
+
+
+def _log_timings(tracker, settings, job, timings: dict, job_start: float, *, wait: bool) -> None:
+    """Wait for the figures (``wait``: the run's drawing processes) and log them, then the headline
+    timings, the peak memory and every stage's seconds (``tables/timings.csv``)."""
+    from vqa_interp.tracking.figure_runs import log_figures
+    from vqa_interp.tracking.record import HEADLINE_TIMINGS
+    from vqa_interp.util.memory import peak_metrics
+
+    if wait:
+        # what the run still waits for its figures (drawn in a forked process since the scores were
+        # recorded): in the timings table, not a metric
+        timings["time/figures_wait_s"] = log_figures(tracker, job)
+    timings["time/total_s"] = time.perf_counter() - job_start + timings["time/startup_s"]
+    headline = {k: v for k, v in timings.items() if k in HEADLINE_TIMINGS}
+    tracker.log_metrics({**headline, **peak_metrics(settings.device)})
+    stages = [{"stage": k.split("/", 1)[1][:-2], "seconds": v} for k, v in timings.items()]
+    tracker.log_table(pd.DataFrame(stages), "timings")
+
+
+def _say_finished(tracker, settings, name: str, outputs, analysis, timings: dict, parent_run_id, hydra_cfg) -> None:
+    """The run's summary (a sweep's job: with ``-v`` only; its parent gives the answer), its
+    finished line and link, the same in the job's own log, and, for a single run, the runs table,
+    the UI command and the report command last."""
+    from vqa_interp.tracking.store import resolve_tracking_uri
+    from vqa_interp.tracking.stores import report_command
+    from vqa_interp.tracking.ui_view import run_url, table_url, ui_command
+    from vqa_interp.util.arguments import verbose
+    from vqa_interp.util.memory import peak_text
+
     uri = resolve_tracking_uri(settings.tracking.uri)
-    in_full = not parent_run_id or verbose()  # a sweep's job says it finished; its parent gives the answer
     finished = (
         f"MLflow run {tracker.run_id} ({name}) finished: {len(outputs.table)} rows, model accuracy "
         f"{outputs.counts['model/accuracy']:.3f}, {timings['time/total_s']:.1f} s, "
         f"{peak_text(settings.device)}.\n  {run_url(uri, tracker.experiment_id, tracker.run_id)}"
     )
-    if analysis.summary and in_full:
+    if analysis.summary and (not parent_run_id or verbose()):
         print("\n" + analysis.summary + "\n", flush=True)
     print(finished, flush=True)
     with contextlib.suppress(OSError):  # the job's own log (Hydra's, in its folder) holds it all
@@ -166,7 +213,6 @@ def evaluate(cfg: DictConfig) -> str:
             f"report: {report_command(uri, tracker.run_id)}",
             flush=True,
         )
-    return tracker.run_id
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -76,73 +76,35 @@ def compare_groups(
     reason = too_small(min(len(x), len(y)), min(images), min_group, min_images)
     if not reason and np.ptp(x) == 0 and np.ptp(y) == 0:
         reason = "both groups are constant"
+    mean_diff = base["mean1"] - base["mean2"]
+
+    def row(test, statistic, p_value, effect, effect_name, **more) -> dict:
+        return {
+            **base,
+            "test": test,
+            "role": roles[test],
+            "testable": not reason,
+            "reason": reason,
+            "statistic": statistic,
+            "p_value": p_value,
+            "effect_size": effect,
+            "effect_name": effect_name,
+            "mean_diff": mean_diff,
+            **more,
+        }
+
     if reason:
-        return [
-            {
-                **base,
-                "test": t,
-                "role": roles[t],
-                "testable": False,
-                "reason": reason,
-                "statistic": np.nan,
-                "p_value": np.nan,
-                "effect_size": np.nan,
-                "effect_name": "",
-                "mean_diff": base["mean1"] - base["mean2"],
-                "ci_low": np.nan,
-                "ci_high": np.nan,
-            }
-            for t in TESTS
-        ]
+        return [row(test, np.nan, np.nan, np.nan, "", ci_low=np.nan, ci_high=np.nan) for test in TESTS]
     p_boot, ci_low, ci_high = group_test(x, y, clusters_x, clusters_y, n_bootstrap=n_bootstrap, rng=rng)
     d = cohens_d(x, y)
     student = scipy.stats.ttest_ind(x, y, equal_var=True)
     welch = scipy.stats.ttest_ind(x, y, equal_var=False)
     mw = scipy.stats.mannwhitneyu(x, y, alternative="two-sided")
     rank_biserial = 2 * mw.statistic / (len(x) * len(y)) - 1
-    common = {
-        **base,
-        "testable": True,
-        "reason": "",
-        "mean_diff": base["mean1"] - base["mean2"],
-        "ci_low": ci_low,
-        "ci_high": ci_high,
-    }
+    ci = {"ci_low": ci_low, "ci_high": ci_high}
     return [
-        {
-            **common,
-            "test": "cluster_bootstrap",
-            "role": roles["cluster_bootstrap"],
-            "statistic": common["mean_diff"],
-            "p_value": p_boot,
-            "effect_size": d,
-            "effect_name": "cohens_d",
-        },
-        {
-            **common,
-            "test": "student",
-            "role": roles["student"],
-            "statistic": float(student.statistic),
-            "p_value": float(student.pvalue),
-            "effect_size": d,
-            "effect_name": "cohens_d",
-        },
-        {
-            **common,
-            "test": "welch",
-            "role": roles["welch"],
-            "statistic": float(welch.statistic),
-            "p_value": float(welch.pvalue),
-            "effect_size": d,
-            "effect_name": "cohens_d",
-        },
-        {
-            **common,
-            "test": "mannwhitney",
-            "role": roles["mannwhitney"],
-            "statistic": float(mw.statistic),
-            "p_value": float(mw.pvalue),
-            "effect_size": float(rank_biserial),
-            "effect_name": "rank_biserial",
-        },
+        row("cluster_bootstrap", mean_diff, p_boot, d, "cohens_d", **ci),
+        row("student", float(student.statistic), float(student.pvalue), d, "cohens_d", **ci),
+        row("welch", float(welch.statistic), float(welch.pvalue), d, "cohens_d", **ci),
+        row("mannwhitney", float(mw.statistic), float(mw.pvalue), float(rank_biserial), "rank_biserial", **ci),
     ]

@@ -155,57 +155,8 @@ def run_summary(
                 title, headline_table(results.examples, method, k, n_bootstrap=n_bootstrap, seed=seed), fmt, markdown
             )
         )
-    if "baselines" in results.tables:
-        table = results.tables["baselines"]
-        loo = "protocol" in table and (table["protocol"] == "loo").any()
-        against = (
-            "every map against the leave-one-out means, as the ceiling"
-            if loo
-            else "every map against the headline reference"
-        )
-        title = (
-            f"Between floors and ceiling (means over the same questions, {against}; "
-            f"normalised = (method - random) / (ceiling - random); vs centre/image: mean paired difference, "
-            f"sign-flip test over images, Holm)"
-        )
-        parts.append(
-            _section(
-                title,
-                baselines_rows(table, results.tables.get("baseline_tests"), method, results.tables.get("normalised")),
-                fmt,
-                markdown,
-            )
-        )
-    if "significance" in results.tables and not results.tables["significance"].empty:
-        significance = results.tables["significance"]
-        primary = significance.loc[significance["role"] == "primary", "test"]
-        name = TEST_NAMES.get(primary.iloc[0], primary.iloc[0]) if len(primary) else "primary test"
-        title = (
-            f"Correct vs wrong, by confidence (one row per question; {name}: the difference of the group "
-            "means, its direction and p from one procedure; Holm over the primary family)"
-        )
-        parts.append(_section(title, comparison_rows(results.tables["significance"]), fmt, markdown))
-        adjusted = results.tables.get("adjusted_comparisons")
-        if adjusted is not None and len(adjusted):
-            from vqa_interp.analysis.adjusted import disagreements
-
-            lines = disagreements(adjusted[adjusted["metric"].isin(family_metrics())])
-            readings = {
-                "per_question": "against its own floor and ceiling",
-                "within_answer_type": "within its answer type",
-            }
-            said = " and ".join(readings[a] for a in readings if a in set(adjusted["adjustment"]))
-            text = (
-                "\n".join(f"- {line}" for line in lines)
-                if lines
-                else f"- Every raw verdict holds with each question read {said}."
-            )
-            heading = (
-                "**Read per question and within answer types**"
-                if markdown
-                else "Read per question and within answer types:"
-            )
-            parts.append(f"{heading}\n{text}")
+    parts.append(_baselines_section(results, method, fmt, markdown))
+    parts += _comparisons_sections(results, fmt, markdown)
     if explain_lines:
         title = "What the model used (question words, image vs question, faithfulness of the maps)"
         heading = f"**{title}**\n" if markdown else f"{title}:"
@@ -221,6 +172,64 @@ def run_summary(
         else:
             parts.append("The answer:\n" + "\n".join(f"- {line}" for line in answers))
     return "\n\n".join(p for p in parts if p)
+
+
+def _baselines_section(results, method: str, fmt: str, markdown: bool) -> str:
+    """The method's means between the floors and the ceiling ("" without them)."""
+    if "baselines" not in results.tables:
+        return ""
+    table = results.tables["baselines"]
+    loo = "protocol" in table and (table["protocol"] == "loo").any()
+    against = (
+        "every map against the leave-one-out means, as the ceiling"
+        if loo
+        else "every map against the headline reference"
+    )
+    title = (
+        f"Between floors and ceiling (means over the same questions, {against}; "
+        f"normalised = (method - random) / (ceiling - random); vs centre/image: mean paired difference, "
+        f"sign-flip test over images, Holm)"
+    )
+    rows = baselines_rows(table, results.tables.get("baseline_tests"), method, results.tables.get("normalised"))
+    return _section(title, rows, fmt, markdown)
+
+
+def _comparisons_sections(results, fmt: str, markdown: bool) -> list[str]:
+    """The correct vs wrong comparisons and the verdicts that change when read per question or
+    within answer types."""
+    if "significance" not in results.tables or results.tables["significance"].empty:
+        return []
+    parts = []
+    significance = results.tables["significance"]
+    primary = significance.loc[significance["role"] == "primary", "test"]
+    name = TEST_NAMES.get(primary.iloc[0], primary.iloc[0]) if len(primary) else "primary test"
+    title = (
+        f"Correct vs wrong, by confidence (one row per question; {name}: the difference of the group "
+        "means, its direction and p from one procedure; Holm over the primary family)"
+    )
+    parts.append(_section(title, comparison_rows(results.tables["significance"]), fmt, markdown))
+    adjusted = results.tables.get("adjusted_comparisons")
+    if adjusted is not None and len(adjusted):
+        from vqa_interp.analysis.adjusted import disagreements
+
+        lines = disagreements(adjusted[adjusted["metric"].isin(family_metrics())])
+        readings = {
+            "per_question": "against its own floor and ceiling",
+            "within_answer_type": "within its answer type",
+        }
+        said = " and ".join(readings[a] for a in readings if a in set(adjusted["adjustment"]))
+        text = (
+            "\n".join(f"- {line}" for line in lines)
+            if lines
+            else f"- Every raw verdict holds with each question read {said}."
+        )
+        heading = (
+            "**Read per question and within answer types**"
+            if markdown
+            else "Read per question and within answer types:"
+        )
+        parts.append(f"{heading}\n{text}")
+    return parts
 
 
 def _section(title: str, rows: list[dict], fmt: str, markdown: bool) -> str:

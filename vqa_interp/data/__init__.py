@@ -12,13 +12,12 @@ from vqa_interp.data.images import (
     load_human_maps,
     load_image,
 )
+from vqa_interp.data.selection import Selection, load_examples
 from vqa_interp.data.vqa import (
     DataPaths,
     Example,
     QARecord,
-    Selection,
     digest_examples,
-    load_examples,
     read_records,
     resolve_paths,
 )

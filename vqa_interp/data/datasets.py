@@ -17,7 +17,8 @@ from typing import ClassVar
 import numpy as np
 
 from vqa_interp.data.images import InputGeometry, image_size, load_human_maps
-from vqa_interp.data.vqa import DataPaths, Example, QARecord, Selection, load_examples, read_records, resolve_paths
+from vqa_interp.data.selection import Selection, load_examples
+from vqa_interp.data.vqa import DataPaths, Example, QARecord, read_records, resolve_paths
 from vqa_interp.util.options import option
 
 DATASETS: dict[str, type["Dataset"]] = {}

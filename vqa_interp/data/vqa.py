@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -19,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from vqa_interp.data.images import HIGH_DEPTH_MODES, image_problem
+from vqa_interp.data.images import HIGH_DEPTH_MODES
 from vqa_interp.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -260,7 +259,7 @@ def index_human_maps(folder: Path) -> dict[int, list[Path]]:
     return {qid: [p for _, p in sorted(items)] for qid, items in maps.items()}
 
 
-def _is_constant_image(path: Path) -> bool:
+def is_constant_image(path: Path) -> bool:
     """True for a map with one grey level everywhere (VQA-HAT has a few): it carries no attention."""
     try:
         with Image.open(path) as image:
@@ -280,101 +279,6 @@ def _is_constant_image(path: Path) -> bool:
     except OSError as exc:
         raise DataError(f"data.human_maps: {path} is not a readable image ({exc}). Expected a VQA-HAT PNG.") from exc
     return lo == hi
-
-
-@dataclass
-class Selection:
-    """The evaluated examples and what was left out, with the reason."""
-
-    examples: list[Example]
-    skipped: Counter = field(default_factory=Counter)
-
-
-def load_examples(
-    paths: DataPaths,
-    *,
-    limit: int | None = None,
-    question_ids: Sequence[int] | None = None,
-    num_shards: int = 1,
-    shard: int = 0,
-    skip_missing_images: bool = False,
-    skip_bad_images: bool = False,
-) -> Selection:
-    """The questions that have human maps, in ascending question-id order, then selected.
-
-    Selection order: explicit ``question_ids`` (else every question with a map), then ``limit``
-    (the first N), then shard ``shard`` of ``num_shards`` (round-robin, so shards are balanced and
-    their union is the unsharded selection). Every selected image is checked before anything
-    else runs: an empty, truncated or undecodable one stops the selection with its path named, or
-    with ``skip_bad_images`` is left out and counted (``bad_image``).
-    """
-    loaded = read_questions(paths)
-    questions = loaded[0]
-    maps = index_human_maps(paths.human_maps)
-    if not maps:
-        raise DataError(
-            f"data.human_maps: {paths.human_maps} holds no {{question_id}}_{{n}}.png files. "
-            f"Expected {SOURCES['human_maps']}."
-        )
-    skipped: Counter = Counter()
-    if question_ids is not None:
-        wanted = [int(q) for q in question_ids]
-        unknown = [q for q in wanted if q not in questions or q not in maps]
-        if unknown:
-            raise DataError(
-                f"data.question_ids: {unknown[:10]} have no question or no human map in "
-                f"{paths.questions} / {paths.human_maps}."
-            )
-    else:
-        wanted = sorted(q for q in maps if q in questions)
-        skipped["human_map_without_question"] = sum(1 for q in maps if q not in questions)
-    if limit is not None:
-        wanted = wanted[:limit]
-    wanted = wanted[shard::num_shards]
-    examples = []
-    for record in read_records(paths, wanted, loaded):
-        qid = record.question_id
-        image_path = image_path_of(paths, record.image_id)
-        if not image_path.exists():
-            if skip_missing_images:
-                skipped["missing_image"] += 1
-                continue
-            raise DataError(
-                f"data.images: {image_path} (image of question {qid}) does not exist. "
-                f"Expected {SOURCES['images']}. Place it there, or set "
-                f"data.skip_missing_images=true to skip such questions (they are counted)."
-            )
-        problem = image_problem(image_path)
-        if problem:
-            if skip_bad_images:
-                log.warning("data.images: %s (image of question %s) is %s: skipped", image_path, qid, problem)
-                skipped["bad_image"] += 1
-                continue
-            raise DataError(
-                f"data.images: {image_path} (image of question {qid}) is {problem}. Replace it with "
-                f"the original file, or set data.skip_bad_images=true to skip such questions "
-                f"(they are counted)."
-            )
-        usable = [p for p in maps[qid] if not _is_constant_image(p)]
-        skipped["constant_human_map"] += len(maps[qid]) - len(usable)
-        if not usable:
-            skipped["all_human_maps_constant"] += 1
-            continue
-        examples.append(
-            Example(
-                question_id=qid,
-                image_id=record.image_id,
-                question=record.question,
-                answers=record.answers,
-                multiple_choice_answer=record.multiple_choice_answer,
-                answer_type=record.answer_type,
-                question_type=record.question_type,
-                multiple_choices=record.multiple_choices,
-                image_path=image_path,
-                human_map_paths=usable,
-            )
-        )
-    return Selection(examples, skipped)
 
 
 def example_digest(example: Example) -> str:

@@ -17,6 +17,8 @@ bootstrap CIs resample images.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 import scipy.stats
@@ -131,6 +133,15 @@ def token_table(examples: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+@dataclass
+class Found:
+    """What the explain analysis found: tables by name, MLflow metrics, summary lines."""
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+
+
 def explain_results(
     examples: pd.DataFrame,
     per_target: pd.DataFrame,
@@ -145,70 +156,94 @@ def explain_results(
     """Tables, MLflow metrics and summary lines. ``examples``: the analysis' one row per question
     (with ``confidence_level``) joined with ``per_target``'s columns, the unit of every test;
     ``per_target``: every map (kept in ``per_example.csv``, not tested)."""
-    tables: dict[str, pd.DataFrame] = {}
-    metrics: dict[str, float] = {}
-    lines: list[str] = []
-    if "token_auc" in examples and examples["token_auc"].notna().any():
-        tokens = token_table(examples)
-        tables["token_scores"] = tokens
-        t = tokens.iloc[0]
-        # their references (random AUC 0.5, the top-1 chance) are in tables/token_scores.csv
-        metrics.update({"tokens/decisive_auc": t.token_auc, "tokens/top1_hit": t.top1_hit})
-        lines.append(
-            f"Question words: the decisive words outrank the others with AUC {t.token_auc:.2f} (random 0.5, "
-            f"sign-flip test over images p={t.p_value:.2g}, n={int(t.n)}); the top word is decisive in {t.top1_hit:.0%} of maps "
-            f"(chance {t.top1_chance:.0%})."
+    found = Found()
+    _tokens(examples, found)
+    _share(
+        examples,
+        found,
+        alpha=alpha,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        min_group=min_group,
+        test=test,
+        min_images=min_images,
+    )
+    _faithfulness(examples, found, n_bootstrap=n_bootstrap, seed=seed)
+    return found.tables, found.metrics, found.lines
+
+
+def _tokens(examples: pd.DataFrame, found: Found) -> None:
+    """The decisive words' AUC and top-1 hit rate, against 0.5 and chance."""
+    if "token_auc" not in examples or not examples["token_auc"].notna().any():
+        return
+    tokens = token_table(examples)
+    found.tables["token_scores"] = tokens
+    t = tokens.iloc[0]
+    # their references (random AUC 0.5, the top-1 chance) are in tables/token_scores.csv
+    found.metrics.update({"tokens/decisive_auc": t.token_auc, "tokens/top1_hit": t.top1_hit})
+    found.lines.append(
+        f"Question words: the decisive words outrank the others with AUC {t.token_auc:.2f} (random 0.5, "
+        f"sign-flip test over images p={t.p_value:.2g}, n={int(t.n)}); the top word is decisive in {t.top1_hit:.0%} of maps "
+        f"(chance {t.top1_chance:.0%})."
+    )
+
+
+def _share(examples: pd.DataFrame, found: Found, *, alpha, n_bootstrap, seed, min_group, test, min_images) -> None:
+    """The image's share of the attribution by split, and its correct/wrong tests."""
+    if "image_share" not in examples or not examples["image_share"].notna().any():
+        return
+    by_split = share_by_split(examples)
+    found.tables["image_share_by_split"] = by_split
+    significance = significance_table(
+        examples,
+        alpha=alpha,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        metrics=["image_share"],
+        min_group=min_group,
+        family=["image_share"],
+        primary=test,
+        min_images=min_images,
+    )
+    found.tables["image_share_significance"] = significance
+    means = by_split.set_index("scenario")["mean"]
+    found.metrics["share/image"] = float(means["all"])  # by split: tables/image_share_by_split.csv
+    primary = significance[(significance["test"] == test)]
+    significant = primary[primary["significant"].astype(bool)]
+    verdicts = (
+        "; ".join(
+            f"{r.comparison} {r.mean1:.2f} vs {r.mean2:.2f} (Holm p={r.p_holm:.2g})" for r in significant.itertuples()
         )
-    if "image_share" in examples and examples["image_share"].notna().any():
-        by_split = share_by_split(examples)
-        tables["image_share_by_split"] = by_split
-        significance = significance_table(
-            examples,
-            alpha=alpha,
-            n_bootstrap=n_bootstrap,
-            seed=seed,
-            metrics=["image_share"],
-            min_group=min_group,
-            family=["image_share"],
-            primary=test,
-            min_images=min_images,
-        )
-        tables["image_share_significance"] = significance
-        means = by_split.set_index("scenario")["mean"]
-        metrics["share/image"] = float(means["all"])  # by split: tables/image_share_by_split.csv
-        primary = significance[(significance["test"] == test)]
-        significant = primary[primary["significant"].astype(bool)]
-        found = (
-            "; ".join(
-                f"{r.comparison} {r.mean1:.2f} vs {r.mean2:.2f} (Holm p={r.p_holm:.2g})"
-                for r in significant.itertuples()
-            )
-            or "no comparison significant after Holm"
-        )
-        lines.append(
-            f"Image vs question: the image holds {means['all']:.0%} of the attribution (correct "
-            f"{means['correct']:.0%}, wrong {means['wrong']:.0%}); {found}."
-        )
+        or "no comparison significant after Holm"
+    )
+    found.lines.append(
+        f"Image vs question: the image holds {means['all']:.0%} of the attribution (correct "
+        f"{means['correct']:.0%}, wrong {means['wrong']:.0%}); {verdicts}."
+    )
+
+
+def _faithfulness(examples: pd.DataFrame, found: Found, *, n_bootstrap: int, seed: int) -> None:
+    """Deletion/insertion AUCs against random maps, and how plausibility relates to faithfulness."""
     faithful = faithfulness_table(examples, n_bootstrap=n_bootstrap, seed=seed)
     if len(faithful):
-        tables["faithfulness"] = faithful
+        found.tables["faithfulness"] = faithful
         for row in faithful.itertuples():
-            metrics[f"faithfulness/{row.curve}_auc"] = row.method
-            metrics[f"faithfulness/random_{row.curve}_auc"] = row.random
+            found.metrics[f"faithfulness/{row.curve}_auc"] = row.method
+            found.metrics[f"faithfulness/random_{row.curve}_auc"] = row.random
         parts = [
             f"{r.curve} AUC {r.method:.3f} vs random maps {r.random:.3f} ({r.better} is more faithful; "
             f"{'more faithful than random' if r.more_faithful_than_random else 'not more faithful than random'}, "
             f"sign-flip test over images p={r.p_value:.2g})"
             for r in faithful.itertuples()
         ]
-        lines.append("Faithfulness: " + "; ".join(parts) + ".")
+        found.lines.append("Faithfulness: " + "; ".join(parts) + ".")
         correlation = plausibility_faithfulness(examples)
-        tables["plausibility_faithfulness"] = correlation
+        found.tables["plausibility_faithfulness"] = correlation
         for row in correlation.itertuples():  # the issue's measure as a metric; iou's stays in the table
             if np.isfinite(row.spearman) and row.plausibility == "rank_corr":
-                metrics[f"faithfulness/plausibility_{row.plausibility}_vs_{row.faithfulness.removesuffix('_auc')}"] = (
-                    row.spearman
-                )
+                found.metrics[
+                    f"faithfulness/plausibility_{row.plausibility}_vs_{row.faithfulness.removesuffix('_auc')}"
+                ] = row.spearman
         deletion = correlation[
             (correlation["plausibility"] == "rank_corr") & (correlation["faithfulness"] == "deletion_auc")
         ]
@@ -222,8 +257,7 @@ def explain_results(
                 )
             else:
                 reading = "agreeing with humans tells nothing here about being faithful"
-            lines.append(
+            found.lines.append(
                 f"Plausible vs faithful: Spearman {d.spearman:+.2f} between rank correlation with humans and "
                 f"deletion AUC (p={d.p_value:.2g}, n={int(d.n)}): {reading}."
             )
-    return tables, metrics, lines

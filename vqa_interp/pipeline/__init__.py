@@ -24,7 +24,8 @@ import pandas as pd
 from vqa_interp.attribution.cache import MapCache
 from vqa_interp.data.datasets import Dataset
 from vqa_interp.data.images import InputGeometry
-from vqa_interp.data.vqa import Example, Selection, digest_examples, example_digest
+from vqa_interp.data.selection import Selection
+from vqa_interp.data.vqa import Example, digest_examples, example_digest
 from vqa_interp.explain.compute import ExplainTables
 from vqa_interp.metrics import run_metrics
 from vqa_interp.models.base import VqaModel
@@ -109,31 +110,11 @@ def execute(
     cache = map_cache_for(settings, model)
     with timed(timings, "attribution"):
         attribute_targets(model, settings, targets, cache, load_images, question, examples=examples, dataset=dataset)
-    options = scoring_options(settings)
-
-    # the cached tables are read here; what is missing is one item per question, taken by whoever is free
-    work = tables_work(
-        settings,
-        dataset,
-        examples,
-        predictions,
-        targets,
-        cache,
-        model.geometry,
-        data_digest,
-        [k for k in also_k if options.accepts(k)],
-        with_references=settings.analysis.baselines,
-    )
-    explaining = (
-        explain_work_of(model, settings, dataset, examples, targets, cache, load_images, question, data_digest)
-        if len(targets)
-        else None
-    )
-    done = score_and_explain(
-        settings, work, explaining, (model, dataset, examples, load_images, question), len(targets)
+    done = _scored_and_explained(
+        settings, dataset, examples, predictions, targets, cache, model, load_images, question, data_digest, also_k
     )
     timings.update(done.timings)
-    table, skipped_scores, references, hits, sanity = done.table, done.skipped, done.references, done.hits, done.sanity
+    table, skipped_scores, references, sanity = done.table, done.skipped, done.references, done.sanity
     if references is not None and not len(table):
         references = None
     explain = None
@@ -141,43 +122,8 @@ def execute(
         explain, table = with_explain_columns(done.explained, table)
     metrics = run_metrics(settings.scoring.metrics)
     skipped = selection.skipped + skipped_targets + skipped_scores
-    counts = {
-        "count/questions": len(examples),
-        "count/maps": len(targets),
-        "count/rows": len(table),
-        "count/map_cache_hits": cache.hits,
-        "count/map_cache_misses": cache.misses,
-        **({"count/map_cache_waited": cache.waited} if cache.waited else {}),
-        "model/accuracy": float(predictions["correct"].mean()) if len(predictions) else float("nan"),
-        "model/vqa_accuracy": float(predictions["vqa_accuracy"].mean()) if len(predictions) else float("nan"),
-        **{f"count/skipped_{reason}": n for reason, n in skipped.items() if n},
-    }
-    if len(table):
-        counts["count/undefined_rows"] = int(table[[m for m in metrics if m in table]].isna().any(axis=1).sum())
-        if "completeness_error" in table:
-            counts["method/completeness_error_median"] = float(table["completeness_error"].median())
-    s = settings.scoring
-    tags = {
-        "data_digest": data_digest,
-        "checkpoint_digest": model.checkpoint_digest,
-        "checkpoint_path": str(Path(checkpoint).resolve()) if checkpoint else "",
-        "map_cache": str(cache.folder.resolve()),
-        **model.tags(),
-        "human_map": s.human if s.human != "annotator" else f"annotator {s.annotator}",
-        "predictions_cache": "hit" if predictions_hit else "computed",
-        "scores_cache": "hit" if hits["scores"] else "computed",
-        "scoring_process": done.process,
-        **(batching.tags() if batching is not None else {}),
-    }
-    if references is not None:
-        single = int(len(examples) - (references["reference"] == "human_ceiling").sum())
-        if single:
-            counts["count/ceiling_single_annotator"] = single
-        tags["references_cache"] = "hit" if hits["references"] else "computed"
-    if explain is not None:
-        tags["explain_cache"] = ", ".join(
-            f"{part} {'hit' if hit else 'computed'}" for part, hit in explain.hits.items()
-        )
+    counts = _counts(examples, targets, table, predictions, cache, skipped, metrics, references)
+    tags = _tags(settings, model, checkpoint, cache, data_digest, predictions_hit, done, references, explain)
     return RunOutputs(
         examples,
         predictions,
@@ -194,3 +140,80 @@ def execute(
         explain=explain,
         metrics=metrics,
     )
+
+
+def _scored_and_explained(
+    settings, dataset, examples, predictions, targets, cache, model, load_images, question, data_digest, also_k
+):
+    """The score tables (read from the cache; what is missing is one item per question, taken by
+    whoever is free) and the explain stage, scheduled together (:mod:`vqa_interp.pipeline.schedule`)."""
+    options = scoring_options(settings)
+    work = tables_work(
+        settings,
+        dataset,
+        examples,
+        predictions,
+        targets,
+        cache,
+        model.geometry,
+        data_digest,
+        [k for k in also_k if options.accepts(k)],
+        with_references=settings.analysis.baselines,
+    )
+    explaining = None
+    if len(targets):
+        explaining = explain_work_of(
+            model, settings, dataset, examples, targets, cache, load_images, question, data_digest
+        )
+    return score_and_explain(
+        settings, work, explaining, (model, dataset, examples, load_images, question), len(targets)
+    )
+
+
+def _counts(examples, targets, table, predictions, cache, skipped, metrics, references) -> dict[str, float]:
+    """A run's counts (``count/*``) and the model's accuracy (``model/*``), for its metrics."""
+    has = len(predictions) > 0
+    counts = {
+        "count/questions": len(examples),
+        "count/maps": len(targets),
+        "count/rows": len(table),
+        "count/map_cache_hits": cache.hits,
+        "count/map_cache_misses": cache.misses,
+        **({"count/map_cache_waited": cache.waited} if cache.waited else {}),
+        "model/accuracy": float(predictions["correct"].mean()) if has else float("nan"),
+        "model/vqa_accuracy": float(predictions["vqa_accuracy"].mean()) if has else float("nan"),
+        **{f"count/skipped_{reason}": n for reason, n in skipped.items() if n},
+    }
+    if len(table):
+        counts["count/undefined_rows"] = int(table[[m for m in metrics if m in table]].isna().any(axis=1).sum())
+        if "completeness_error" in table:
+            counts["method/completeness_error_median"] = float(table["completeness_error"].median())
+    if references is not None:
+        single = int(len(examples) - (references["reference"] == "human_ceiling").sum())
+        if single:
+            counts["count/ceiling_single_annotator"] = single
+    return counts
+
+
+def _tags(settings, model, checkpoint, cache, data_digest, predictions_hit, done, references, explain) -> dict:
+    """A run's provenance tags: digests, where its model and caches are, which caches hit."""
+    s = settings.scoring
+    tags = {
+        "data_digest": data_digest,
+        "checkpoint_digest": model.checkpoint_digest,
+        "checkpoint_path": str(Path(checkpoint).resolve()) if checkpoint else "",
+        "map_cache": str(cache.folder.resolve()),
+        **model.tags(),
+        "human_map": s.human if s.human != "annotator" else f"annotator {s.annotator}",
+        "predictions_cache": "hit" if predictions_hit else "computed",
+        "scores_cache": "hit" if done.hits["scores"] else "computed",
+        "scoring_process": done.process,
+        **(settings.batching.tags() if settings.batching is not None else {}),
+    }
+    if references is not None:
+        tags["references_cache"] = "hit" if done.hits["references"] else "computed"
+    if explain is not None:
+        tags["explain_cache"] = ", ".join(
+            f"{part} {'hit' if hit else 'computed'}" for part, hit in explain.hits.items()
+        )
+    return tags

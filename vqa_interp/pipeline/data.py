@@ -4,7 +4,7 @@ model work."""
 from __future__ import annotations
 
 from vqa_interp.data.datasets import Dataset
-from vqa_interp.data.vqa import Selection
+from vqa_interp.data.selection import Selection
 from vqa_interp.errors import ConfigError, DataError
 
 

@@ -209,24 +209,7 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
         if r.data.tags.get("run_kind") == "evaluation"
     ]
     table = comparison_table(runs)
-    failed = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
-    # jobs that failed before opening a run (a config error, bad data): each left a note in the sweep folder
-    sweep_dir = tracker.client.get_run(tracker.run_id).data.tags.get("hydra_sweep_dir")
-    unopened = failed_jobs(sweep_dir)
-    failed += unopened
-    skipped = not_applicable_jobs(sweep_dir)
-    if len(skipped):
-        tracker.log_table(skipped, "not_applicable")
-        tracker.log_metrics({"count/children_not_applicable": len(skipped)})
-        tracker.set_tags({"not_applicable": "; ".join(skipped["overrides"])[:5000]})
-    tracker.log_metrics(
-        {
-            "count/children": len(runs) + len(unopened),
-            "count/children_finished": len(runs) + len(unopened) - len(failed),
-            "count/children_failed": len(failed),
-        }
-    )
-    tracker.set_tags({"failed_children": ",".join(failed)[:5000] or "none"})
+    failed, skipped = _log_children_counts(tracker, runs)
     if table.empty:
         return failed
     merged = merge_sweep(tracker.client, tracker.run_id)
@@ -279,6 +262,31 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
     )
     tracker.set_description(markdown)
     return failed
+
+
+def _log_children_counts(tracker, runs: list) -> tuple[list[str], pd.DataFrame]:
+    """Log how many children finished, failed (a run that failed, or a job that failed before
+    opening one: each left a note in the sweep folder) and did not apply; returns the failed
+    children's ids (or job notes) and the jobs that did not apply."""
+    failed = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
+    sweep_dir = tracker.client.get_run(tracker.run_id).data.tags.get("hydra_sweep_dir")
+    unopened = failed_jobs(sweep_dir)
+    failed += unopened
+    skipped = not_applicable_jobs(sweep_dir)
+    if len(skipped):
+        tracker.log_table(skipped, "not_applicable")
+        tracker.log_metrics({"count/children_not_applicable": len(skipped)})
+        tracker.set_tags({"not_applicable": "; ".join(skipped["overrides"])[:5000]})
+    children = len(runs) + len(unopened)
+    tracker.log_metrics(
+        {
+            "count/children": children,
+            "count/children_finished": children - len(failed),
+            "count/children_failed": len(failed),
+        }
+    )
+    tracker.set_tags({"failed_children": ",".join(failed)[:5000] or "none"})
+    return failed, skipped
 
 
 def log_rankings(tracker, per_setting: list) -> list[tuple]:
