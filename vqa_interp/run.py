@@ -44,10 +44,7 @@ def evaluate(cfg: DictConfig) -> str:
     """Validate, prepare data and model, then one tracked evaluation run; returns its run ID."""
     from hydra.core.hydra_config import HydraConfig
 
-    from vqa_interp.data.datasets import dataset_for
-    from vqa_interp.pipeline import data as data_stage
-    from vqa_interp.pipeline import execute, timed
-    from vqa_interp.pipeline import model as model_stage
+    from vqa_interp.pipeline import execute
     from vqa_interp.pipeline.analyse import analyse_run
     from vqa_interp.settings import from_config
     from vqa_interp.tracking.figure_runs import defer
@@ -63,7 +60,6 @@ def evaluate(cfg: DictConfig) -> str:
         start_run,
     )
     from vqa_interp.tracking.stores import remember_store
-    from vqa_interp.train import ensure_model
     from vqa_interp.util.memory import reset_peak_rss
 
     global _START
@@ -83,11 +79,7 @@ def evaluate(cfg: DictConfig) -> str:
         reused = _reused_child(settings, parent_run_id, signature)
         if reused:
             return reused
-    dataset = dataset_for(settings.data, settings.home)
-    model_stage.preflight(settings, dataset)
-    with timed(timings, "data"):
-        selection = data_stage.select(settings, dataset)
-    checkpoint = ensure_model(settings, dataset)
+    dataset, selection, checkpoint = _prepare(settings, timings)
     hydra_cfg = HydraConfig.get()
     tags = _run_tags(settings, signature, checkpoint, hydra_cfg)
     name = run_name(settings, len(selection.examples), list(hydra_cfg.overrides.task))
@@ -121,6 +113,22 @@ def evaluate(cfg: DictConfig) -> str:
         defer(tracker, job)
     _say_finished(tracker, settings, name, outputs, analysis, timings, parent_run_id, hydra_cfg)
     return tracker.run_id
+
+
+def _prepare(settings, timings: dict) -> tuple:
+    """``(dataset, selection, checkpoint)``: the dataset and model checked before any work, the
+    questions selected (``time/data_s``), a trainable model trained first if it is missing."""
+    from vqa_interp.data.datasets import dataset_for
+    from vqa_interp.pipeline import data as data_stage
+    from vqa_interp.pipeline import model as model_stage
+    from vqa_interp.pipeline import timed
+    from vqa_interp.train import ensure_model
+
+    dataset = dataset_for(settings.data, settings.home)
+    model_stage.preflight(settings, dataset)
+    with timed(timings, "data"):
+        selection = data_stage.select(settings, dataset)
+    return dataset, selection, ensure_model(settings, dataset)
 
 
 def _run_tags(settings, signature: str, checkpoint, hydra_cfg) -> dict[str, str]:

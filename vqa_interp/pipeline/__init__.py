@@ -36,7 +36,7 @@ from vqa_interp.pipeline.explain import explain_work_of, with_explain_columns
 from vqa_interp.pipeline.humans import scoring_options
 from vqa_interp.pipeline.predict import cached_predictions, image_loader
 from vqa_interp.pipeline.schedule import score_and_explain
-from vqa_interp.pipeline.score import tables_work
+from vqa_interp.pipeline.score_cache import tables_work
 from vqa_interp.pipeline.targets import map_keys, plan_targets
 
 __all__ = ["execute", "RunOutputs", "timed", "scoring_options"]

@@ -95,15 +95,9 @@ def score_and_explain(
             timings["time/scoring_wait_s"] = time.perf_counter() - waited
             if scored_by_run:
                 timings["time/scoring_shared_s"] = score_by_run_s
-        explained = None
-        if explaining is not None:
-            finishing = time.perf_counter()
-            explained = explaining.complete(explained_by_run, explained_by_fork)
-            timings["time/explain_s"] = explain_by_run_s + explain_by_fork_s + time.perf_counter() - finishing
-            if explained_by_fork:
-                timings["time/explain_shared_s"] = explain_by_fork_s
-        elif n_targets:
-            timings["time/explain_s"] = explain_by_run_s  # every part off: nothing to explain
+        explained = _complete_explaining(
+            explaining, (explained_by_run, explain_by_run_s), (explained_by_fork, explain_by_fork_s), n_targets, timings
+        )
         finishing = time.perf_counter()
         with one_blas_thread():
             table, skipped, references, hits = work.complete(scored_by_fork, scored_by_run)
@@ -121,6 +115,23 @@ def score_and_explain(
         (len(explained_by_fork), len(explaining.items)) if fork_explains_too else None,
     )
     return Scheduled(table, skipped, references, hits, explained, sanity, process, timings)
+
+
+def _complete_explaining(explaining, by_run: tuple, by_fork: tuple, n_targets: int, timings: dict):
+    """The explain stage's tables from the batches each process took (``(results, seconds)`` of the
+    run and of the forked process), and ``time/explain_s`` (both processes' seconds) with the share
+    the forked process took (``time/explain_shared_s``); None when nothing was to explain."""
+    (run_results, run_s), (fork_results, fork_s) = by_run, by_fork
+    if explaining is None:
+        if n_targets:
+            timings["time/explain_s"] = run_s  # every part off: nothing to explain
+        return None
+    finishing = time.perf_counter()
+    explained = explaining.complete(run_results, fork_results)
+    timings["time/explain_s"] = run_s + fork_s + time.perf_counter() - finishing
+    if fork_results:
+        timings["time/explain_shared_s"] = fork_s
+    return explained
 
 
 def _who(forked_scoring: bool, fork_rss: int, scored_by_run: int, work: SharedWork, explained: tuple | None) -> str:

@@ -1,12 +1,11 @@
 """Stage 6, scores: the per-example table (one row per question, method and target, every metric),
-with the floors and the ceiling scored in the same pass from the same prepared human maps, each
-table cached on disk by what it depends on."""
+with the floors and the ceiling scored in the same pass from the same prepared human maps, as one
+item of work per question (:func:`question_work`); the tables cached on disk by what they depend on
+are :mod:`vqa_interp.pipeline.score_cache`."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from dataclasses import asdict, replace
 from functools import partial
 from typing import Sequence
 
@@ -18,12 +17,9 @@ from vqa_interp.data.datasets import Dataset
 from vqa_interp.data.images import InputGeometry
 from vqa_interp.data.vqa import Example
 from vqa_interp.metrics import ScoringOptions, resize_maps, run_metrics
-from vqa_interp.pipeline.humans import LOO_PREFIX, question_humans, score_both, scoring_options
+from vqa_interp.pipeline.humans import question_humans, score_both
 from vqa_interp.pipeline.references import baseline_maps_for, reference_columns, reference_rows, score_references
-from vqa_interp.util.disk_cache import DiskCache
 from vqa_interp.util.shared_work import SharedWork
-
-CACHE_VERSION = 6  # raise when a metric's definition or a table's columns change: cached score tables are then ignored
 
 
 def score_targets_at(
@@ -191,37 +187,8 @@ def question_work(
         return rows
 
     def finish(results: list) -> tuple:
-        skipped: Counter = Counter()
-        rows: dict[float, list[dict]] = {k: [] for k in ks}
-        reference_rows_at: dict[float, list[dict]] = {k: [] for k in (references["ks"] if references else ())}
-        for result in results:
-            if result is None:
-                skipped["annotator_missing"] += 1
-                continue
-            for k in ks:
-                rows[k].extend(result[k])
-            for k, at_k in result.get("references", {}).items():
-                reference_rows_at[k].extend(at_k)
-        tables = {k: pd.DataFrame(rows[k]) for k in ks}
-        if not references:
-            return tables, skipped, None
-        # questions without a target (none planned for them) get their floors and ceiling here
-        done = set(targets["question_id"])
-        rest = [e for e in examples if e.question_id not in done]
-        return (
-            tables,
-            skipped,
-            reference_tables_with(
-                reference_rows_at,
-                rest,
-                dataset,
-                geometry,
-                options,
-                metrics,
-                references,
-                human_mode=human_mode,
-                annotator=annotator,
-            ),
+        return _question_tables(
+            results, ks, examples, targets, dataset, geometry, options, metrics, references, human_mode, annotator
         )
 
     groups = list(targets.groupby("question_id", sort=False))
@@ -230,148 +197,41 @@ def question_work(
     )
 
 
-def _cache_key(settings, depends_on: dict, k: float) -> dict:
-    s = settings.scoring
-    return {
-        **depends_on,
-        "options": asdict(replace(scoring_options(settings), k=k)),
-        "human": s.human,
-        "annotator": s.annotator,
-        "metrics": list(run_metrics(s.metrics)),
-    }
-
-
-def cached_tables(
-    settings,
-    dataset: Dataset,
-    examples: Sequence[Example],
-    predictions: pd.DataFrame,
-    targets: pd.DataFrame,
-    cache: MapCache,
-    geometry: InputGeometry,
-    data_digest: str,
-    also_k: Sequence[float] = (),
-    with_references: bool = True,
-):
-    """:func:`tables_work`, done here (``scoring.workers`` threads)."""
-    return tables_work(
-        settings, dataset, examples, predictions, targets, cache, geometry, data_digest, also_k, with_references
-    ).run(settings.scoring.workers)
-
-
-def tables_work(
-    settings,
-    dataset: Dataset,
-    examples: Sequence[Example],
-    predictions: pd.DataFrame,
-    targets: pd.DataFrame,
-    cache: MapCache,
-    geometry: InputGeometry,
-    data_digest: str,
-    also_k: Sequence[float] = (),
-    with_references: bool = True,
-) -> SharedWork:
-    """The per-example table and the references table (floors and ceiling) at ``scoring.k``, each
-    cached on disk by what it depends on, computed in one pass when missing: the cached tables are
-    read here, what is missing is returned as work whose items (one per question) any process or
-    thread may take; its outcome is ``(table, skipped, references or None, {"scores": hit,
-    "references": hit})``, the computed tables written to the cache by its ``finish``.
-
-    The per-example table depends on the map set, the data, the target policy and the scoring
-    setup; the references on the data, the scoring setup, the seed and the floors' options (not the
-    model or the method: a sweep over methods computes them once). The tables at ``also_k`` (the
-    other k values of a k sweep) are made in the same pass, from the same sorted maps, and cached
-    for those jobs.
-    """
-    a, s, k = settings.attribution, settings.scoring, settings.scoring.k
-    metrics = run_metrics(s.metrics)
-    score_dep = {
-        "maps": cache.signature,
-        "data": data_digest,
-        "targets": a.target_policy,
-        "method": a.method,
-        "device": settings.device,
-    }
-    ref_dep = {
-        "data": data_digest,
-        "input": settings.model.input,
-        "seed": settings.seed,
-        "baselines": settings.analysis.baseline_options,
-    }
-    stores = {kind: DiskCache(settings.cache, kind, CACHE_VERSION) for kind in ("scores", "references")}
-    table = stores["scores"].read_table(
-        _cache_key(settings, score_dep, k), columns=[*metrics, "undefined", *(LOO_PREFIX + m for m in metrics)]
-    )
-    references = (
-        stores["references"].read_table(_cache_key(settings, ref_dep, k), columns=reference_columns(metrics))
-        if with_references
-        else None
-    )
-    hits = {"scores": table is not None, "references": references is not None}
-
-    def missing(kind: str, depends_on: dict) -> list[float]:
-        return [k, *[o for o in also_k if o != k and not stores[kind].exists(_cache_key(settings, depends_on, o))]]
-
-    spec = None
-    if with_references and references is None:
-        spec = {
-            "ks": tuple(missing("references", ref_dep)),
-            "seed": settings.seed,
-            "baseline_options": json.loads(json.dumps(settings.analysis.baseline_options)),
-        }
-    device = settings.device if settings.device.startswith("cuda") else None
-    options = scoring_options(settings)
-
-    def write_references(reference_tables) -> pd.DataFrame | None:
-        if reference_tables is None:
-            return references
-        for at, frame in reference_tables.items():
-            stores["references"].write_table(_cache_key(settings, ref_dep, at), frame)
-        return reference_tables[k]
-
-    if table is None:
-        work = question_work(
+def _question_tables(
+    results: list, ks, examples, targets, dataset, geometry, options, metrics, references, human_mode, annotator
+) -> tuple:
+    """The outcome of :func:`question_work` from its items' results (None: a question without the
+    human maps it needs): ``(k -> table, skipped, k -> references table or None)``; the floors and
+    ceiling of questions without a target are scored here."""
+    skipped: Counter = Counter()
+    rows: dict[float, list[dict]] = {k: [] for k in ks}
+    reference_rows_at: dict[float, list[dict]] = {k: [] for k in (references["ks"] if references else ())}
+    for result in results:
+        if result is None:
+            skipped["annotator_missing"] += 1
+            continue
+        for k in ks:
+            rows[k].extend(result[k])
+        for k, at_k in result.get("references", {}).items():
+            reference_rows_at[k].extend(at_k)
+    tables = {k: pd.DataFrame(rows[k]) for k in ks}
+    if not references:
+        return tables, skipped, None
+    # questions without a target (none planned for them) get their floors and ceiling here
+    done = set(targets["question_id"])
+    rest = [e for e in examples if e.question_id not in done]
+    return (
+        tables,
+        skipped,
+        reference_tables_with(
+            reference_rows_at,
+            rest,
             dataset,
-            examples,
-            predictions,
-            targets,
-            cache,
             geometry,
             options,
-            missing("scores", score_dep),
-            human_mode=s.human,
-            annotator=s.annotator,
-            method=a.method,
-            metrics=metrics,
-            device=device,
-            references=spec,
-        )
-
-        def finish_scores(results: list) -> tuple:
-            tables, skipped, reference_tables = work.finish(results)
-            for at, frame in tables.items():
-                stores["scores"].write_table(_cache_key(settings, score_dep, at), frame)
-            return tables[k], skipped, write_references(reference_tables), hits
-
-        return SharedWork(work.items, finish_scores, label=work.label)
-    skipped = +Counter({"annotator_missing": targets["question_id"].nunique() - table["question_id"].nunique()})
-    if spec is None:
-        return SharedWork([], lambda results: (table, skipped, references, hits))
-
-    def score_floors() -> dict:
-        return score_references(
-            dataset,
-            examples,
-            geometry,
-            options,
-            human_mode=s.human,
-            annotator=s.annotator,
-            seed=settings.seed,
-            baseline_options=spec["baseline_options"],
-            metrics=metrics,
-            ks=spec["ks"],
-        )
-
-    return SharedWork(
-        [score_floors], lambda results: (table, skipped, write_references(results[0]), hits), label="references"
+            metrics,
+            references,
+            human_mode=human_mode,
+            annotator=annotator,
+        ),
     )
