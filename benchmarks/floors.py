@@ -95,7 +95,7 @@ def scoring_floor(
 def _scoring_floor(settings, dataset, examples, geometry, per_example, references, maps, sample) -> dict:
     from vqa_interp.metrics import prepare_map, resize_maps, run_metrics
     from vqa_interp.metrics.engine import score_at_ks
-    from vqa_interp.pipeline.humans import question_humans, scoring_options
+    from vqa_interp.metrics.humans import question_humans, scoring_options
 
     options = scoring_options(settings)
     metrics = tuple(run_metrics(settings.scoring.metrics))

@@ -14,7 +14,7 @@ from vqa_interp.attribution.baselines import BaselineContext, baseline_map
 from vqa_interp.attribution.sanity import sanity_checks, ssim, verdict
 from vqa_interp.data import Example
 from vqa_interp.metrics import ScoringOptions
-from vqa_interp.pipeline.humans import human_ceiling
+from vqa_interp.metrics.humans import human_ceiling
 
 
 def _context(question_id=1, size=32, seed=0, image=None):

@@ -64,7 +64,7 @@ def test_a_metric_without_a_batched_version_is_scored_by_its_numpy_version():
 @pytest.mark.parametrize("device", DEVICES)
 def test_the_pipeline_scores_the_same_with_either_scorer(device):
     """What a run does per question: maps against every annotator, averaged, at several k."""
-    from vqa_interp.pipeline.humans import score_maps_against_humans
+    from vqa_interp.metrics.humans import score_maps_against_humans
 
     rng = np.random.default_rng(5)
     maps = resize_maps(rng.random((3, 14, 14)).astype(np.float32), S)

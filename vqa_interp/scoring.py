@@ -33,8 +33,8 @@ from vqa_interp.metrics import (
     score_prepared,
     top_k_region,
 )
-from vqa_interp.pipeline import humans as _humans
-from vqa_interp.pipeline.humans import leave_one_out_means
+from vqa_interp.metrics import humans as _humans
+from vqa_interp.metrics.humans import leave_one_out_means
 
 METRICS = metric_names()
 

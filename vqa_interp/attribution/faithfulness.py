@@ -35,8 +35,8 @@ from vqa_interp.models.base import take
 def blurred(images: torch.Tensor, sigma_fraction: float = 0.25) -> torch.Tensor:
     """Gaussian-blurred copies ``[B, 3, S, S]`` (sigma = ``sigma_fraction * S``, reflected borders).
 
-    Separable: two 1-D passes. (torchvision's ``gaussian_blur`` convolves with the full 2-D kernel,
-    ``K^2`` taps per pixel: with sigma S/4 that was 3 of the 4.7 s the curves of 126 targets took.)
+    Separable: two 1-D passes (torchvision's ``gaussian_blur`` convolves with the full 2-D kernel,
+    ``K^2`` taps per pixel, which at sigma S/4 was most of the curves' time).
     """
     side = images.shape[-1]
     sigma = max(0.5, sigma_fraction * side)

@@ -1,12 +1,11 @@
 """Compiled kernels for the one sort each map needs (numba, compiled once and cached on disk).
 
-Why hand-written: a map's sort is most of the cost of scoring it. NumPy's fastest exact route, two
-stable 16-bit radix passes (``np.argsort(kind="stable")`` on uint16) over order-preserving keys,
-takes ~4.2 ms for a 448x448 map here, and ``np.argsort`` of the float64 values ~11.6 ms; the LSD
-radix sort below (four 8-bit passes over uint32 keys, skipping a pass whose digit is the same for
-every value, carrying the keys so each pass reads memory in order) takes ~1.3-2.5 ms. The result is
-exactly ``np.argsort(values, kind="stable")`` (tests compare them on ties, zeros, signed zeros,
-infinities and float64 values that round to the same float32).
+Why hand-written: a map's sort is most of the cost of scoring it, and the LSD radix sort below (four
+8-bit passes over order-preserving uint32 keys, skipping a pass whose digit is the same for every
+value, carrying the keys so each pass reads memory in order) is faster than NumPy's fastest exact
+route (docs/research/speed.md, "Measurements behind the code"). The result is exactly
+``np.argsort(values, kind="stable")`` (tests compare them on ties, zeros, signed zeros, infinities
+and float64 values that round to the same float32).
 """
 
 from __future__ import annotations

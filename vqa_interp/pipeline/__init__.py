@@ -28,12 +28,12 @@ from vqa_interp.data.selection import Selection
 from vqa_interp.data.vqa import Example, digest_examples, example_digest
 from vqa_interp.explain.compute import ExplainTables
 from vqa_interp.metrics import run_metrics
+from vqa_interp.metrics.humans import scoring_options
 from vqa_interp.models.base import VqaModel
 from vqa_interp.pipeline import memory as memory_stage
 from vqa_interp.pipeline import model as model_stage
 from vqa_interp.pipeline.attribute import attribute_targets, map_cache_for
 from vqa_interp.pipeline.explain import explain_work_of, with_explain_columns
-from vqa_interp.pipeline.humans import scoring_options
 from vqa_interp.pipeline.predict import cached_predictions, image_loader
 from vqa_interp.pipeline.schedule import score_and_explain
 from vqa_interp.pipeline.score_cache import tables_work

@@ -1,14 +1,13 @@
 """Batches sized from one memory budget (``memory.budget``), measured for the loaded model.
 
 A batch's memory is mostly its activations, and those scale with the samples in it: ResNet-152 at
-448x448 keeps ~1-2 GB of activations per sample for the input gradient, the embedded model ~10 MB.
+448x448 keeps a hundred times more per sample for the input gradient than the embedded model.
 A batch size fixed in the config (``explain.ig_batch_size=128``: 128 full backward passes at once)
 is harmless for one model and kills the other, so every stage that batches takes its size from:
 
 - the **budget**: ``memory.budget`` (``auto``: a quarter of the memory available when the run
-  starts, at most 1 GiB of working set, on the CPU, where a larger batch is no faster: 60
-  questions of ResNet-152 at 448 took 178 s at batch 1 and 175 s at batch 2; 80% of the free
-  memory of a CUDA device), or a size such as ``4GB``;
+  starts, at most 1 GiB of working set, on the CPU, where a larger batch is no faster; 80% of the
+  free memory of a CUDA device), or a size such as ``4GB``;
 - the **cost of one sample**, counted on the loaded model before any stage runs (:func:`measure`):
   one forward pass (predictions, occlusion, the deletion/insertion curves) and one forward with
   the input gradient (every gradient method, each scaled input of Integrated Gradients, each noisy

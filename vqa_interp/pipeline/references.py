@@ -15,8 +15,8 @@ from vqa_interp.data.datasets import Dataset
 from vqa_interp.data.images import InputGeometry
 from vqa_interp.data.vqa import Example
 from vqa_interp.metrics import PreparedMap, ScoringOptions, prepare_map, resize_maps, run_metrics
+from vqa_interp.metrics.humans import LOO_PREFIX, QuestionHumans, ceiling_from, question_humans, score_both
 from vqa_interp.pipeline.attribute import baseline_context
-from vqa_interp.pipeline.humans import LOO_PREFIX, QuestionHumans, ceiling_from, question_humans, score_both
 from vqa_interp.util.progress import tqdm
 
 _CENTRE: dict = {}
@@ -97,7 +97,7 @@ def score_references(
     ceiling is leave-one-annotator-out on the question's own annotators. A reference that does not
     exist for a question (no exact mask, one annotator) has no row. With ``ks``: a dict
     ``k -> table``, every map sorted once for all of them. (A run scores them in the same pass as
-    its method's maps: :func:`score_targets_at`.)
+    its method's maps: :func:`vqa_interp.pipeline.score.question_work`.)
     """
     names = tuple(metrics or run_metrics())
     at_ks = tuple(dict.fromkeys(ks or (options.k,)))

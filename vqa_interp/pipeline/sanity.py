@@ -15,8 +15,8 @@ from vqa_interp.attribution.sanity import sanity_checks
 from vqa_interp.data.datasets import Dataset
 from vqa_interp.data.vqa import Example
 from vqa_interp.metrics import headline_metrics, prepare_map, resize_maps, score_against_annotators
+from vqa_interp.metrics.humans import scoring_options
 from vqa_interp.models.base import take
-from vqa_interp.pipeline.humans import scoring_options
 from vqa_interp.util.memory import batching_of
 
 log = logging.getLogger(__name__)

@@ -17,54 +17,9 @@ from vqa_interp.data.datasets import Dataset
 from vqa_interp.data.images import InputGeometry
 from vqa_interp.data.vqa import Example
 from vqa_interp.metrics import ScoringOptions, resize_maps, run_metrics
-from vqa_interp.pipeline.humans import question_humans, score_both
+from vqa_interp.metrics.humans import question_humans, score_both
 from vqa_interp.pipeline.references import baseline_maps_for, reference_columns, reference_rows, score_references
 from vqa_interp.util.shared_work import SharedWork
-
-
-def score_targets_at(
-    dataset: Dataset,
-    examples: Sequence[Example],
-    predictions: pd.DataFrame,
-    targets: pd.DataFrame,
-    cache: MapCache,
-    geometry: InputGeometry,
-    options: ScoringOptions,
-    ks: Sequence[float],
-    *,
-    human_mode: str,
-    annotator: int,
-    method: str,
-    workers: int = 1,
-    metrics: Sequence[str] | None = None,
-    device: str | None = None,
-    references: dict | None = None,
-):
-    """The per-example tables at each ``k`` of ``ks``: one row per (question, method, target).
-    Returns ``(k -> table, skipped, k -> references table or None)``; :func:`question_work` with
-    the same arguments (but ``workers``), scored here.
-
-    ``workers > 1`` scores questions on threads (rows keep the targets' order; the sort kernels
-    release the GIL), but on these 2-core VMs threads were slower: a worker thread's malloc arena
-    returns the pages of each freed map and faults them in again (a 448x448 map's features took
-    2-4x longer), so the default, 1, scores in the calling thread.
-    """
-    return question_work(
-        dataset,
-        examples,
-        predictions,
-        targets,
-        cache,
-        geometry,
-        options,
-        ks,
-        human_mode=human_mode,
-        annotator=annotator,
-        method=method,
-        metrics=metrics,
-        device=device,
-        references=references,
-    ).run(workers)
 
 
 def row_fields(question_id, info, target, method: str, cache: MapCache) -> dict:
@@ -139,9 +94,13 @@ def question_work(
     device: str | None = None,
     references: dict | None = None,
 ) -> SharedWork:
-    """The scoring of :func:`score_targets_at` as one item per question (any process or thread
-    may take an item; :mod:`vqa_interp.util.shared_work`); its outcome is
-    ``(k -> table, skipped, k -> references table or None)``.
+    """The per-example tables at each ``k`` of ``ks`` (one row per question, method and target) as
+    one item of work per question (any process or thread may take an item;
+    :mod:`vqa_interp.util.shared_work`); its outcome is ``(k -> table, skipped, k -> references table
+    or None)``. ``.run(scoring.workers)`` scores here: ``workers > 1`` scores questions on threads
+    (rows keep the targets' order; the sort kernels release the GIL), but on 2-core machines threads
+    were slower (a worker thread's malloc arena returns the pages of each freed map and faults them
+    in again), so the default, 1, scores in the calling thread.
 
     Each question's human maps are loaded and prepared once and reused for all its targets, and
     each map is sorted once for all of ``ks`` (only its top-k region is made per k), so the jobs

@@ -16,7 +16,7 @@ from vqa_interp.data.datasets import Dataset
 from vqa_interp.data.images import InputGeometry
 from vqa_interp.data.vqa import Example
 from vqa_interp.metrics import run_metrics
-from vqa_interp.pipeline.humans import LOO_PREFIX, scoring_options
+from vqa_interp.metrics.humans import LOO_PREFIX, scoring_options
 from vqa_interp.pipeline.references import reference_columns, score_references
 from vqa_interp.pipeline.score import question_work
 from vqa_interp.util.disk_cache import DiskCache

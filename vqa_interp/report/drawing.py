@@ -1,8 +1,7 @@
 """A run's figures drawn in a forked process while the run (or the next job of a sweep) goes on.
 
-Drawing and saving a run's figures (PNG + SVG) is single-threaded matplotlib work, ~6-10 s of a
-run on the embedded default, and everything around it is single-threaded too; on a 2-core machine
-the second core sat idle. :func:`draw_figures` forks: the child draws every figure into a
+Drawing and saving a run's figures (PNG + SVG) is single-threaded matplotlib work, and everything
+around it is single-threaded too, so on a 2-core machine the second core would sit idle. :func:`draw_figures` forks: the child draws every figure into a
 temporary folder (and keeps the k-independent ones in the figure cache) and exits; the parent goes
 on with the rest of the run. :mod:`vqa_interp.tracking.figure_runs` logs the figures and ends the
 run when the drawing is done, so that one job's figures are drawn while the next job computes.

@@ -21,8 +21,8 @@ def is_signed(values: np.ndarray) -> bool:
 
 @functools.cache
 def colour_table(name: str) -> np.ndarray:
-    """matplotlib's colormap ``name`` as a ``[256, 3]`` uint8 table (looking the colormap up per map
-    copies it: ~10 ms a map)."""
+    """matplotlib's colormap ``name`` as a ``[256, 3]`` uint8 table, once (looking the colormap up per
+    map copies it)."""
     from matplotlib import colormaps
 
     return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)

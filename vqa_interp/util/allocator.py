@@ -25,15 +25,11 @@ def _mallopt(option: int, value: int) -> bool:
 def keep_freed_buffers() -> bool:
     """Ask glibc to keep freed multi-MB buffers in the heap instead of returning them to the OS.
 
-    Scoring a 448x448 map makes about a dozen 1.6 MB arrays; with glibc's defaults the freed ones go
-    back to the OS and the next map faults its pages in again. Measured in the default run on these
-    2-core VMs: a map's features took 2-4x longer than the same code on a warm heap (the min-max
-    scaling 1.4 ms instead of 0.3 ms). The mmap threshold is raised to 32 MB and the trim threshold
-    to 1 GB: one question's maps, floors and ceiling pairs at the four k of a k sweep hold over
-    64 MB, and with a 64 MB trim threshold the heap was handed back after every question
-    (measured, the first job of ``-m k=0.05,0.1,0.2,0.3``: 6.3 M minor page faults and 34.6 s of
-    scoring; with 1 GB, 0.7 M and 22.4 s, peak RSS 1.24 GB). Returns False where glibc's
-    ``mallopt`` is not available (a no-op there).
+    Scoring a 448x448 map makes about a dozen multi-MB arrays; with glibc's defaults the freed ones
+    go back to the OS and the next map faults its pages in again. The mmap threshold is raised to
+    32 MB and the trim threshold to 1 GB, above what one question's maps, floors and ceiling pairs
+    at the four k of a k sweep hold (docs/research/speed.md, "Measurements behind the code").
+    Returns False where glibc's ``mallopt`` is not available (a no-op there).
     """
     global _KEPT
     _KEPT = _mallopt(M_MMAP_THRESHOLD, KEPT_MMAP) and _mallopt(M_TRIM_THRESHOLD, KEPT_TRIM)
@@ -45,10 +41,9 @@ def one_blas_thread() -> Iterator[None]:
     """NumPy's BLAS on one thread for the block (threadpoolctl; torch's own threads are untouched).
 
     Scoring calls BLAS for many short dot products (a map's region against another map's
-    features); OpenBLAS then keeps a second thread busy-waiting between calls. Measured on these
-    2-core VMs, the first job of a 4-value k sweep: scoring took 22.4 s of wall and 44.5 s of CPU
-    time with two BLAS threads, 20.8 s and 20.8 s with one, which leaves the other core to the
-    process drawing an earlier job's figures (:mod:`vqa_interp.report.drawing`).
+    features); OpenBLAS then keeps a second thread busy-waiting between calls, taking the core the
+    process drawing an earlier job's figures needs (:mod:`vqa_interp.report.drawing`; measured in
+    docs/research/speed.md, "Measurements behind the code").
     """
     from threadpoolctl import threadpool_limits
 
@@ -62,8 +57,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
     scores in a forked process on one core explains the model on one thread beside it, for the
     whole stage: two torch threads would share the other core with the scoring, and giving the
     second thread back when the scoring ends made the explain columns depend on timing (the thread
-    count changes float32 sums; two identical runs differed by ~1e-8). The cost, the embedded ViLT's
-    explain stage taking ~104 s on one thread against ~56 s on two, is won back by the forked
+    count changes float32 sums). The cost, the explain stage on one thread, is won back by the forked
     process taking explain batches (on one thread too) once its scoring is done."""
     if n is None:
         yield

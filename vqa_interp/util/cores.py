@@ -2,9 +2,9 @@
 that, so that a busy machine slows a stage down by at most the cores it took.
 
 Torch's intra-op threads meet at the end of every parallel region. When another program holds one of
-the cores, the thread on that core runs in slices and the others wait for it at each meeting: three
-embedded-CNN epochs took 2.7x as long beside one busy loop on a 2-core machine, where losing one
-core should cost at most 2x. Two things fix it:
+the cores, the thread on that core runs in slices and the others wait for it at each meeting, so a
+stage slowed down by more than the core it lost (docs/research/speed.md, "Measurements behind the
+code"). Two things fix it:
 
 - **as many threads as free cores** (:func:`free_cores`: the cores in this process's affinity mask,
   less the ones other programs keep busy, read from ``/proc/stat`` over a short window; the load
@@ -13,9 +13,8 @@ core should cost at most 2x. Two things fix it:
 - **threads that soon stop spinning while they wait** (:func:`quiet_waiting`: ``GOMP_SPINCOUNT``
   for the GNU OpenMP runtime torch's Linux wheels use; it must be set before torch is imported), so
   that load arriving between two checks costs little. Fully passive waiting
-  (``OMP_WAIT_POLICY=passive``) made the small models' steps ~25% slower on a quiet machine (many
-  short parallel regions, each waking its threads); a short spin keeps the quiet speed
-  (``benchmarks/busy.py`` measures all three).
+  (``OMP_WAIT_POLICY=passive``) slows the small models' many short parallel regions on a quiet
+  machine; a short spin keeps the quiet speed (``benchmarks/busy.py`` measures all three).
 
 A float32 sum depends on how many threads share it, so a stage sized from the load computes bits
 that depend on the load. Training is sized (``model.train.threads: auto``; a number fixes it for a
