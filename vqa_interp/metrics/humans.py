@@ -15,7 +15,7 @@ Two references, each named where it is used:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Sequence
 
 import numpy as np
@@ -26,11 +26,10 @@ from vqa_interp.metrics.registry import LOO_PREFIX
 
 
 def scoring_options(settings) -> ScoringOptions:
-    """The scorer's options of a run (``k``, ``preprocessing.*``, ``scoring.tie_policy`` / ``dice``)."""
+    """The scorer's options of a run (``k``, ``preprocessing.*``, ``scoring.tie_policy`` / ``dice``):
+    the :class:`ScoringOptions` part of its ``ScoringSettings``."""
     s = settings.scoring
-    return ScoringOptions(
-        k=s.k, size=s.size, steps=s.steps, eps=s.eps, tie_policy=s.tie_policy, dice=s.dice, resample=s.resample
-    )
+    return ScoringOptions(**{f.name: getattr(s, f.name) for f in fields(ScoringOptions)})
 
 
 def _prepared(maps, options: ScoringOptions) -> list[PreparedMap]:
