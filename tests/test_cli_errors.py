@@ -27,31 +27,38 @@ def test_help_names_every_option_once_and_aliases_as_aliases():
         assert f"(alias {alias})" in groups and len(re.findall(rf"\b{alias}\b", groups)) == 1
 
 
-@pytest.mark.parametrize(
-    "override,message",
-    [
-        ("k=abc", "k='abc' is not a number"),
-        ("k=1e-9", "top-k region of"),
-        ("scoring.tie_policy=exact", "scoring.tie_policy=fractional"),
-        ("data.question_ids=abc", "data.question_ids='abc'"),
-        ("+method.nope=1", "unknown option"),
-        ("scoring.metrics=[rank_corr,nope]", "scoring.metrics[]"),
-        ("scoring.human=annotator scoring.annotator=7", "scoring.annotator=7: none of the"),
-        ("attribution.target_policy=label", "analysis.map_for_example=label"),
-        ("method=ig method.n_steps=0", "method.n_steps=0 is out of range for method=ig"),
-        ("method=occlusion method.stride=0", "method.stride=0 is out of range"),
-        ("memory.budget=lots", "memory.budget='lots'"),
-        ("tracking.uri=file:./mlruns", "tracking.uri=file:./mlruns: a file store"),
-        ("analysis.test=ttest", "analysis.test"),
-        ("data.question_ids=[900001000,900001000,900001000]", "data.question_ids lists [900001000] more than once"),
-        ("seed=abc", "seed='abc'"),
-        ("data.skip_missing_images=no", "data.skip_missing_images='no'; expected true or false"),
-        ("analysis.baselines=off", "analysis.baselines='off'; expected true or false"),
-        ("tracking.uri=sqlite:////proc/nowhere/mlflow.db", "the folder /proc/nowhere cannot be created"),
-        ("method=nosuch", "method=nosuch is not a config of the method group"),
-        ("model=vlit", "did you mean model=vilt?"),
-    ],
-)
+# Through the CLI: one error of each origin (Hydra's parser and choices, the config's validation, the
+# store's checks, the data a run selects), each one line, exit 2, no traceback, no run opened
+CLI_ERRORS = [
+    ("k=abc", "k='abc' is not a number"),
+    ("data.skip_missing_images=no", "data.skip_missing_images='no'; expected true or false"),
+    ("attribution.target_policy=label", "analysis.map_for_example=label"),
+    ("method=ig method.n_steps=0", "method.n_steps=0 is out of range for method=ig"),
+    ("scoring.human=annotator scoring.annotator=7", "scoring.annotator=7: none of the"),
+    ("tracking.uri=file:./mlruns", "tracking.uri=file:./mlruns: a file store"),
+    ("tracking.uri=sqlite:////proc/nowhere/mlflow.db", "the folder /proc/nowhere cannot be created"),
+    ("method=nosuch", "method=nosuch is not a config of the method group"),
+    ("model=vlit", "did you mean model=vilt?"),
+]
+# The config's other checks: the same validation (vqa_interp.settings.from_config) the CLI turns into
+# that one line, run here on the composed config
+CONFIG_ERRORS = [
+    ("k=1e-9", "top-k region of"),
+    ("scoring.tie_policy=exact", "scoring.tie_policy=fractional"),
+    ("data.question_ids=abc", "data.question_ids='abc'"),
+    ("+method.nope=1", "unknown option"),
+    ("scoring.metrics=[rank_corr,nope]", "scoring.metrics[]"),
+    ("method=occlusion method.stride=0", "method.stride=0 is out of range"),
+    ("memory.budget=lots", "memory.budget='lots'"),
+    ("analysis.test=ttest", "analysis.test"),
+    ("data.question_ids=[900001000,900001000,900001000]", "data.question_ids lists [900001000] more than once"),
+    ("seed=abc", "seed='abc'"),
+    ("analysis.baselines=off", "analysis.baselines='off'; expected true or false"),
+    ("explain.steps=0", "explain.steps=0; expected an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("override,message", CLI_ERRORS)
 def test_a_config_error_is_one_line_exit_2_and_no_traceback(override, message, cli_env, tmp_path):
     result = _run([*override.split(), "data.limit=5"], env=cli_env, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
@@ -63,6 +70,19 @@ def test_a_config_error_is_one_line_exit_2_and_no_traceback(override, message, c
     client = MlflowClient(cli_env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("vqa-interp")
     assert experiment is None or not client.search_runs([experiment.experiment_id])
+
+
+@pytest.mark.parametrize("override,message", CONFIG_ERRORS)
+def test_every_other_config_error_is_one_line_naming_the_key(override, message):
+    from hydra import compose, initialize_config_dir
+
+    from vqa_interp.errors import ConfigError
+    from vqa_interp.settings import from_config
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with pytest.raises(ConfigError) as caught:
+            from_config(compose("config", overrides=[*override.split(), "data.limit=5"]))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_an_unreachable_tracking_server_fails_fast_in_one_line(cli_env, tmp_path):
