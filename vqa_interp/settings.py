@@ -16,7 +16,7 @@ from vqa_interp.analysis.options import AnalysisSettings
 from vqa_interp.data.options import DataSettings
 from vqa_interp.errors import ConfigError
 from vqa_interp.explain.options import ExplainSettings
-from vqa_interp.metrics.prepare import ScoringOptions
+from vqa_interp.metrics.prepare import DICE_KINDS, TIE_POLICIES, ScoringOptions
 from vqa_interp.util.devices import check_device
 from vqa_interp.util.options import integer, number, one_of, option, read_options
 
@@ -94,11 +94,10 @@ class ScoringSettings(ScoringOptions):
     )
     tie_policy: str = option(
         "fractional",
-        "top-k ties: fractional (ties share the free slots) | include | index "
-        "(the lowest index; checked by ScoringOptions)",
-        kind=str,
+        "top-k ties: fractional (ties share the free slots) | include | index (the lowest index)",
+        choices=TIE_POLICIES,
     )
-    dice: str = option("soft", "soft | hard (checked by ScoringOptions)", kind=str)
+    dice: str = option("soft", "soft (of the min-max maps) | hard (of the top-k regions)", choices=DICE_KINDS)
     fork: bool = option(True, "score in a forked process while the model is explained (Linux, CPU); false: in turn")
 
 

@@ -28,7 +28,7 @@ class AnalysisSettings:
     n_panels: int = option(4, "questions in the side-by-side panels", minimum=0)
     min_group: int = option(10, "fewer questions than this in a group or pair: underpowered, never tested", minimum=2)
     min_images: int = option(5, "fewer images than this in a group or pair: underpowered, never tested", minimum=2)
-    panel_ids: tuple[int, ...] | None = option(None, "question ids for the panels (null: picked)", kind=list)
+    panel_ids: tuple[int, ...] | None = option(None, "question ids for the panels (null: picked)", items=int)
     seed: int = 0
     baselines: bool = option(True, "score the floors (random, centre, image, oracle) and the human ceiling")
     baseline_options: dict = option(

@@ -28,7 +28,7 @@ class DataSettings:
         None, "the human maps folder ({question_id}_{n}.png), when not under root", kind=str
     )
     limit: int | None = option(None, "evaluate only the first N questions that have human maps", kind=int, minimum=1)
-    question_ids: tuple[int, ...] | None = option(None, "evaluate these question ids only (a list)", kind=list)
+    question_ids: tuple[int, ...] | None = option(None, "evaluate these question ids only (a list)", items=int)
     num_shards: int = option(1, "split the questions into this many shards (one run each)", minimum=1)
     shard: int = option(0, "which shard this run evaluates (0-based)", minimum=0)
     skip_missing_images: bool = option(False, "skip questions whose image file is missing (counted)")
