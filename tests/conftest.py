@@ -83,22 +83,34 @@ def cli_environment(store_dir: Path, home: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def two_by_two_sweep(tmp_path_factory, home):
-    """One `-m method=saliency,ggradcam k=0.05,0.1` sweep shared by the tests that read it."""
+def two_by_two_sweep(tmp_path_factory, home, worker_id):
+    """One `-m method=saliency,ggradcam k=0.05,0.1` sweep shared by the tests that read it: run once
+    per session, by whichever worker asks first (the others wait for it and read the same store)."""
+    import json
     import subprocess
 
-    folder = tmp_path_factory.mktemp("sweep")
-    env = cli_environment(folder, home)
-    result = subprocess.run(
-        [python(), "-m", "vqa_interp.run", "-m", "method=saliency,ggradcam", "k=0.05,0.1", *FAST_ARGS],
-        env=env,
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
-    return {"env": env, "dir": folder, "stdout": result.stdout}
+    from vqa_interp.util.locking import file_lock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # the session's folder, above each worker's
+    folder = shared / "two_by_two_sweep"
+    with file_lock(shared / "two_by_two_sweep.lock"):
+        done = shared / "two_by_two_sweep.json"
+        if not done.exists():
+            folder.mkdir(exist_ok=True)
+            env = cli_environment(folder, home)
+            result = subprocess.run(
+                [python(), "-m", "vqa_interp.run", "-m", "method=saliency,ggradcam", "k=0.05,0.1", *FAST_ARGS],
+                env=env,
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=1200,
+            )
+            assert result.returncode == 0, result.stderr[-5000:]
+            done.write_text(json.dumps({"env": env, "stdout": result.stdout}))
+    recorded = json.loads(done.read_text())
+    return {"env": recorded["env"], "dir": folder, "stdout": recorded["stdout"]}
 
 
 @pytest.fixture

@@ -92,8 +92,8 @@ def test_the_same_config_trains_byte_identical_weights_even_beside_a_cpu_hog(hom
     from vqa_interp.settings import from_config
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        # 300 training images (a benchmark of its own, generated in seconds): 2 epochs as the default
-        # 3000 would take, at a tenth of the time
+        # 150 training images (a benchmark of its own, generated in seconds): 2 epochs as the default
+        # 3000 would take, at a twentieth of the time
         settings = from_config(
             compose(
                 "config",
@@ -101,7 +101,7 @@ def test_the_same_config_trains_byte_identical_weights_even_beside_a_cpu_hog(hom
                     f"paths.home={home}",
                     "model.train.epochs=2",
                     "model.train.threads=2",
-                    "data.n_train_images=300",
+                    "data.n_train_images=150",
                     "data.n_val_images=20",
                 ],
             )
