@@ -44,12 +44,9 @@ def evaluate(cfg: DictConfig) -> str:
     """Validate, prepare data and model, then one tracked evaluation run; returns its run ID."""
     from hydra.core.hydra_config import HydraConfig
 
-    from vqa_interp.pipeline import execute
-    from vqa_interp.pipeline.analyse import analyse_run
     from vqa_interp.settings import from_config
     from vqa_interp.tracking.figure_runs import defer
-    from vqa_interp.tracking.hydra_job import figures_deferred, parent_run_id_for_job, progress_line, sweep_k_for_job
-    from vqa_interp.tracking.record import record_outputs
+    from vqa_interp.tracking.hydra_job import figures_deferred, parent_run_id_for_job, progress_line
     from vqa_interp.tracking.resume import config_signature
     from vqa_interp.tracking.store import (
         check_reachable,
@@ -90,22 +87,7 @@ def evaluate(cfg: DictConfig) -> str:
         _RUN_OPENED.append(tracker.run_id)
         print(f"MLflow run: {tracker.run_id} ({name})", flush=True)  # its ID before any work (an interrupt names it)
         _log_inputs(tracker, settings, cfg, hydra_cfg, dataset, selection)
-        outputs = execute(
-            settings,
-            dataset,
-            selection,
-            checkpoint,
-            timings,
-            on_predictions=lambda frame: tracker.log_table(frame, "predictions"),
-            also_k=sweep_k_for_job(),
-        )
-        # a run that waits for its figures draws them in two processes (the other core is idle while
-        # it waits); a sweep job whose next job computes meanwhile draws them in one
-        analysis = analyse_run(outputs, settings)
-        timings["time/analysis_s"] = analysis.seconds
-        job = record_outputs(
-            tracker, settings, outputs, analysis, timings, draw_workers=1 if deferred else min(2, os.cpu_count() or 1)
-        )
+        outputs, analysis, job = _evaluated(tracker, settings, (dataset, selection, checkpoint), timings, deferred)
         with job.cancelled_on_error():
             _log_timings(tracker, settings, job, timings, job_start, wait=not deferred)
             tracker.set_description(analysis.summary_markdown)
@@ -113,6 +95,29 @@ def evaluate(cfg: DictConfig) -> str:
         defer(tracker, job)
     _say_finished(tracker, settings, name, outputs, analysis, timings, parent_run_id, hydra_cfg)
     return tracker.run_id
+
+
+def _evaluated(tracker, settings, prepared: tuple, timings: dict, deferred: bool) -> tuple:
+    """``(outputs, analysis, figure job)``: the stages run (``prepared``: dataset, selection,
+    checkpoint; the predictions logged as soon as they exist), analysed and recorded, the figures
+    being drawn. A run that waits for its figures draws them in two processes (the other core is idle
+    while it waits); a sweep job whose next job computes meanwhile draws them in one."""
+    from vqa_interp.pipeline import execute
+    from vqa_interp.pipeline.analyse import analyse_run
+    from vqa_interp.tracking.hydra_job import sweep_k_for_job
+    from vqa_interp.tracking.record import record_outputs
+
+    outputs = execute(
+        settings,
+        *prepared,
+        timings,
+        on_predictions=lambda frame: tracker.log_table(frame, "predictions"),
+        also_k=sweep_k_for_job(),
+    )
+    analysis = analyse_run(outputs, settings)
+    timings["time/analysis_s"] = analysis.seconds
+    workers = 1 if deferred else min(2, os.cpu_count() or 1)
+    return outputs, analysis, record_outputs(tracker, settings, outputs, analysis, timings, draw_workers=workers)
 
 
 def _prepare(settings, timings: dict) -> tuple:

@@ -180,6 +180,22 @@ def normalised_scores(table: pd.DataFrame) -> dict[str, float]:
     }
 
 
+PAIRED_COLUMNS = [
+    "reference",
+    "metric",
+    "n",
+    "n_images",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "test",
+    "testable",
+    "reason",
+    "protocol",
+]
+
+
 def paired_baseline_tests(
     examples: pd.DataFrame,
     references: pd.DataFrame,
@@ -208,38 +224,16 @@ def paired_baseline_tests(
                 continue
             joined = wide[["method", reference, "image_id"]].dropna()
             diff = (joined["method"] - joined[reference]).to_numpy(float)
-            rows.append(
-                {
-                    "reference": reference,
-                    "metric": metric,
-                    "protocol": protocol,
-                    **paired_test(
-                        diff,
-                        images_of(joined),
-                        n_bootstrap=n_bootstrap,
-                        rng=rng,
-                        min_questions=min_questions,
-                        min_images=min_images,
-                    ),
-                }
+            tested = paired_test(
+                diff,
+                images_of(joined),
+                n_bootstrap=n_bootstrap,
+                rng=rng,
+                min_questions=min_questions,
+                min_images=min_images,
             )
-    table = pd.DataFrame(
-        rows,
-        columns=[
-            "reference",
-            "metric",
-            "n",
-            "n_images",
-            "mean_diff",
-            "ci_low",
-            "ci_high",
-            "p_value",
-            "test",
-            "testable",
-            "reason",
-            "protocol",
-        ],
-    )
+            rows.append({"reference": reference, "metric": metric, "protocol": protocol, **tested})
+    table = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
     table["p_holm"] = np.nan
     testable = table["testable"].astype(bool)
     if testable.any():
@@ -252,6 +246,51 @@ def paired_baseline_tests(
     return table
 
 
+FLOOR_CEILING_MARKERS = {
+    "method": ("o", "tab:red"),
+    "random": ("|", "black"),
+    "centre": ("s", "tab:blue"),
+    "image": ("^", "tab:green"),
+    "oracle": ("*", "tab:purple"),
+    "human_ceiling": ("|", "black"),
+}
+
+
+def _floor_ceiling_row(ax, part: pd.DataFrame, metric: str, method: str) -> None:
+    """One metric's row: the floor-to-ceiling span shaded, each reference's mean and 95% CI
+    (``part``: the metric's rows indexed by reference)."""
+    from matplotlib.ticker import MaxNLocator
+
+    markers = FLOOR_CEILING_MARKERS
+    if {"random", "human_ceiling"} <= set(part.index):
+        ax.axvspan(
+            min(part.loc["random", "mean"], part.loc["human_ceiling", "mean"]),
+            max(part.loc["random", "mean"], part.loc["human_ceiling", "mean"]),
+            color="#eeeeee",
+        )
+    lows, highs, colours = [], [], []
+    for reference, (marker, colour) in markers.items():
+        if reference not in part.index or not np.isfinite(part.loc[reference, "mean"]):
+            continue
+        mean, low, high = part.loc[reference, ["mean", "ci_low", "ci_high"]]
+        label = method if reference == "method" else reference.replace("_", " ")
+        ax.plot([mean], [0], marker, color=colour, ms=8, label=label, zorder=3)
+        if np.isfinite(low) and np.isfinite(high):
+            lows.append(low)
+            highs.append(high)
+            colours.append(colour)
+    if lows:
+        ax.hlines(np.zeros(len(lows)), lows, highs, colors=colours, zorder=2)
+        ax.scatter([*lows, *highs], np.zeros(2 * len(lows)), marker="|", s=36, c=colours * 2, zorder=2)
+    direction = "higher" if REGISTRY[metric].higher_is_better else "lower"
+    ax.set_yticks([])
+    ax.set_ylim(-1, 1)
+    ax.xaxis.set_major_locator(MaxNLocator(6))
+    ax.set_ylabel(metric, rotation=0, ha="right", va="center", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_title(f"{direction} = closer to humans", fontsize=6, loc="right")
+
+
 def floor_ceiling_figure(table: pd.DataFrame, method: str):
     """Each metric on its own row: the span from the random floor to the human ceiling, with the
     method and the other references marked (means, bootstrap 95% CI as bars).
@@ -259,7 +298,6 @@ def floor_ceiling_figure(table: pd.DataFrame, method: str):
     Drawn with one line collection and one cap scatter per row and a fixed layout: the same picture
     as an ``errorbar`` per point and ``tight_layout``, at about half the drawing time (each
     errorbar is four artists, and the layout pass draws the figure once more)."""
-    from matplotlib.ticker import MaxNLocator
 
     from vqa_interp.analysis.figures import new_figure
 
@@ -268,43 +306,8 @@ def floor_ceiling_figure(table: pd.DataFrame, method: str):
     fig, axes = new_figure(len(metrics), 1, figsize=(7.5, height), squeeze=False)
     # fixed margins in inches: the metric names on the left, the title and legend on top
     fig.subplots_adjust(left=1.35 / 7.5, right=0.97, bottom=0.35 / height, top=1 - 1.15 / height, hspace=1.5)
-    markers = {
-        "method": ("o", "tab:red"),
-        "random": ("|", "black"),
-        "centre": ("s", "tab:blue"),
-        "image": ("^", "tab:green"),
-        "oracle": ("*", "tab:purple"),
-        "human_ceiling": ("|", "black"),
-    }
     for ax, metric in zip(axes[:, 0], metrics):
-        part = table[table["metric"] == metric].set_index("reference")
-        if {"random", "human_ceiling"} <= set(part.index):
-            ax.axvspan(
-                min(part.loc["random", "mean"], part.loc["human_ceiling", "mean"]),
-                max(part.loc["random", "mean"], part.loc["human_ceiling", "mean"]),
-                color="#eeeeee",
-            )
-        lows, highs, colours = [], [], []
-        for reference, (marker, colour) in markers.items():
-            if reference not in part.index or not np.isfinite(part.loc[reference, "mean"]):
-                continue
-            mean, low, high = part.loc[reference, ["mean", "ci_low", "ci_high"]]
-            label = method if reference == "method" else reference.replace("_", " ")
-            ax.plot([mean], [0], marker, color=colour, ms=8, label=label, zorder=3)
-            if np.isfinite(low) and np.isfinite(high):
-                lows.append(low)
-                highs.append(high)
-                colours.append(colour)
-        if lows:
-            ax.hlines(np.zeros(len(lows)), lows, highs, colors=colours, zorder=2)
-            ax.scatter([*lows, *highs], np.zeros(2 * len(lows)), marker="|", s=36, c=colours * 2, zorder=2)
-        direction = "higher" if REGISTRY[metric].higher_is_better else "lower"
-        ax.set_yticks([])
-        ax.set_ylim(-1, 1)
-        ax.xaxis.set_major_locator(MaxNLocator(6))
-        ax.set_ylabel(metric, rotation=0, ha="right", va="center", fontsize=8)
-        ax.tick_params(axis="x", labelsize=7)
-        ax.set_title(f"{direction} = closer to humans", fontsize=6, loc="right")
+        _floor_ceiling_row(ax, table[table["metric"] == metric].set_index("reference"), metric, method)
     axes[0, 0].legend(fontsize=6, ncol=6, loc="lower left", bbox_to_anchor=(0, 1.25))
     protocol = table["protocol"].iloc[0] if "protocol" in table and len(table) else "headline"
     against = "leave-one-out means, as the ceiling" if protocol == "loo" else "the headline reference"

@@ -66,16 +66,9 @@ def compare_groups(
     if clusters_x is not None and clusters_y is not None:
         clusters_x, clusters_y = np.asarray(clusters_x)[keep_x], np.asarray(clusters_y)[keep_y]
     roles = {t: "primary" if t == primary else "robustness" for t in TESTS}
-    base = {
-        "n1": len(x),
-        "n2": len(y),
-        "mean1": float(x.mean()) if len(x) else float("nan"),
-        "mean2": float(y.mean()) if len(y) else float("nan"),
-    }
-    images = [len(np.unique(c)) if c is not None else n for c, n in ((clusters_x, len(x)), (clusters_y, len(y)))]
-    reason = too_small(min(len(x), len(y)), min(images), min_group, min_images)
-    if not reason and np.ptp(x) == 0 and np.ptp(y) == 0:
-        reason = "both groups are constant"
+    means = [float(v.mean()) if len(v) else float("nan") for v in (x, y)]
+    base = {"n1": len(x), "n2": len(y), "mean1": means[0], "mean2": means[1]}
+    reason = _untestable(x, y, clusters_x, clusters_y, min_group, min_images)
     mean_diff = base["mean1"] - base["mean2"]
 
     def row(test, statistic, p_value, effect, effect_name, **more) -> dict:
@@ -108,3 +101,13 @@ def compare_groups(
         row("welch", float(welch.statistic), float(welch.pvalue), d, "cohens_d", **ci),
         row("mannwhitney", float(mw.statistic), float(mw.pvalue), float(rank_biserial), "rank_biserial", **ci),
     ]
+
+
+def _untestable(x, y, clusters_x, clusters_y, min_group: int, min_images: int) -> str:
+    """Why two groups cannot be compared ("" when they can): too few questions or images, or both
+    constant."""
+    images = [len(np.unique(c)) if c is not None else n for c, n in ((clusters_x, len(x)), (clusters_y, len(y)))]
+    reason = too_small(min(len(x), len(y)), min(images), min_group, min_images)
+    if not reason and np.ptp(x) == 0 and np.ptp(y) == 0:
+        reason = "both groups are constant"
+    return reason

@@ -184,17 +184,14 @@ def significance_table(
                 min_images=min_images,
             ):
                 in_family = result["testable"] and result["role"] == "primary" and metric in family
-                rows.append(
-                    {
-                        "comparison": name,
-                        "group1": first,
-                        "group2": second,
-                        "metric": metric,
-                        "in_family": in_family,
-                        **result,
-                    }
-                )
-    table = pd.DataFrame(rows)
+                where = {"comparison": name, "group1": first, "group2": second, "metric": metric}
+                rows.append({**where, "in_family": in_family, **result})
+    return holm_adjusted(pd.DataFrame(rows), alpha)
+
+
+def holm_adjusted(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """``table`` with Holm's and Benjamini-Hochberg's p over its ``in_family`` rows only, and
+    ``significant`` = Holm p < ``alpha`` within that family."""
     if table.empty:
         return pd.DataFrame(columns=SIGNIFICANCE_COLUMNS)
     table["p_holm"] = np.nan

@@ -112,26 +112,8 @@ def explain_work(
     e = settings.explain
     if not (e.tokens or e.share or e.faithfulness) or targets.empty:
         return None
-    curve_options = {"steps": e.steps, "substrate": e.substrate, "blur_sigma": e.blur_sigma}
-    common = {
-        "data": data_digest,
-        "targets": settings.attribution.target_policy,
-        "model": model.identity(),
-        "device": settings.device,
-    }
-    model_dep = {
-        **common,
-        "tokens": e.tokens,
-        "share": e.share,
-        "faithfulness": e.faithfulness,
-        "ig_steps": e.ig_steps,
-        "curves": curve_options,
-        "seed": settings.seed,
-        "example_map": settings.analysis.map_for_example,
-    }
-    map_dep = {**common, "maps": map_cache.signature, "curves": curve_options}
     store = DiskCache(settings.cache, "explain", CACHE_VERSION)
-    depends = {"model": model_dep, "tokens": model_dep, "random": model_dep, "map": map_dep}
+    depends = _explain_depends(model, settings, map_cache, data_digest)
     cached = {name: store.read_table(dep, name) for name, dep in depends.items()}
     hits = {
         "model": all(cached[name] is not None for name in ("model", "tokens", "random")),
@@ -156,12 +138,38 @@ def explain_work(
                 store.write_table(depends[name], cached[name], name)
         if not hits["map"]:
             cached["map"] = pd.DataFrame(map_curves)
-            store.write_table(map_dep, cached["map"], "map")
+            store.write_table(depends["map"], cached["map"], "map")
         return _tables(cached, targets, e.faithfulness, evidence, hits)
 
     # nothing to compute when every part is cached: no image is read
     begins = [] if all(hits.values()) else list(range(0, len(targets), e.batch_size))
     return SharedWork([functools.partial(_explain_batch, job, begin) for begin in begins], finish, label="explain")
+
+
+def _explain_depends(model, settings, map_cache, data_digest: str) -> dict[str, dict]:
+    """What each cached part of the explain stage depends on: the model's parts (per-target rows,
+    tokens, random-map curves) on the data, targets, model, device and the explain options; the
+    method-map curves on the map set and the curves' options."""
+    e = settings.explain
+    curve_options = {"steps": e.steps, "substrate": e.substrate, "blur_sigma": e.blur_sigma}
+    common = {
+        "data": data_digest,
+        "targets": settings.attribution.target_policy,
+        "model": model.identity(),
+        "device": settings.device,
+    }
+    model_dep = {
+        **common,
+        "tokens": e.tokens,
+        "share": e.share,
+        "faithfulness": e.faithfulness,
+        "ig_steps": e.ig_steps,
+        "curves": curve_options,
+        "seed": settings.seed,
+        "example_map": settings.analysis.map_for_example,
+    }
+    map_dep = {**common, "maps": map_cache.signature, "curves": curve_options}
+    return {"model": model_dep, "tokens": model_dep, "random": model_dep, "map": map_dep}
 
 
 @dataclass(frozen=True)

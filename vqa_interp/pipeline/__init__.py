@@ -91,11 +91,9 @@ def execute(
         model = model_stage.load(settings, checkpoint)
     load_images = image_loader(model, examples)
     question = model.encode([e.question for e in examples])
-    batching = None
     if examples:
         with timed(timings, "memory"):  # every batch size from memory.budget and one sample's measured cost
-            batching = memory_stage.plan(settings, model, load_images([0]), question)
-        settings = replace(settings, batching=batching)
+            settings = replace(settings, batching=memory_stage.plan(settings, model, load_images([0]), question))
     with timed(timings, "digest"):
         digests = [example_digest(e) for e in examples]
         data_digest = digest_examples(examples, digests)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from typing import Sequence
 
 import pandas as pd
@@ -106,8 +107,8 @@ def tables_work(
     other k values of a k sweep) are made in the same pass, from the same sorted maps, and cached
     for those jobs.
     """
-    a, s, k = settings.attribution, settings.scoring, settings.scoring.k
-    metrics = run_metrics(s.metrics)
+    k = settings.scoring.k
+    metrics = run_metrics(settings.scoring.metrics)
     caches = _TableCaches.of(settings, cache, data_digest)
     table = caches.read("scores", k, [*metrics, "undefined", *(LOO_PREFIX + m for m in metrics)])
     references = caches.read("references", k, reference_columns(metrics)) if with_references else None
@@ -119,8 +120,6 @@ def tables_work(
             "seed": settings.seed,
             "baseline_options": json.loads(json.dumps(settings.analysis.baseline_options)),
         }
-    device = settings.device if settings.device.startswith("cuda") else None
-    options = scoring_options(settings)
 
     def write_references(reference_tables) -> pd.DataFrame | None:
         if reference_tables is None:
@@ -129,47 +128,55 @@ def tables_work(
         return reference_tables[k]
 
     if table is None:
-        work = question_work(
-            dataset,
-            examples,
-            predictions,
-            targets,
-            cache,
-            geometry,
-            options,
-            caches.missing("scores", k, also_k),
-            human_mode=s.human,
-            annotator=s.annotator,
-            method=a.method,
-            metrics=metrics,
-            device=device,
-            references=spec,
-        )
-
-        def finish_scores(results: list) -> tuple:
-            tables, skipped, reference_tables = work.finish(results)
-            caches.write("scores", tables)
-            return tables[k], skipped, write_references(reference_tables), hits
-
-        return SharedWork(work.items, finish_scores, label=work.label)
+        needed = (dataset, examples, predictions, targets, cache, geometry)
+        return _scores_work(settings, caches, needed, also_k, metrics, spec, write_references, hits)
     skipped = +Counter({"annotator_missing": targets["question_id"].nunique() - table["question_id"].nunique()})
     if spec is None:
         return SharedWork([], lambda results: (table, skipped, references, hits))
 
-    def score_floors() -> dict:
-        return score_references(
-            dataset,
-            examples,
-            geometry,
-            options,
-            human_mode=s.human,
-            annotator=s.annotator,
-            seed=settings.seed,
-            baseline_options=spec["baseline_options"],
-            metrics=metrics,
-            ks=spec["ks"],
-        )
-
+    floors = partial(_floors, settings, dataset, examples, geometry, spec, metrics)
     return SharedWork(
-        [score_floors], lambda results: (table, skipped, write_references(results[0]), hits), label="references"
+        [floors], lambda results: (table, skipped, write_references(results[0]), hits), label="references"
+    )
+
+
+def _scores_work(settings, caches: _TableCaches, needed: tuple, also_k, metrics, spec, write_references, hits):
+    """The per-example tables to compute (``needed``: dataset, examples, predictions, targets, map
+    cache, geometry), one item per question, with the floors and ceiling in the same pass when
+    ``spec`` asks for them; its ``finish`` writes every table to the cache."""
+    a, s, k = settings.attribution, settings.scoring, settings.scoring.k
+    work = question_work(
+        *needed,
+        scoring_options(settings),
+        caches.missing("scores", k, also_k),
+        human_mode=s.human,
+        annotator=s.annotator,
+        method=a.method,
+        metrics=metrics,
+        device=settings.device if settings.device.startswith("cuda") else None,
+        references=spec,
+    )
+
+    def finish_scores(results: list) -> tuple:
+        tables, skipped, reference_tables = work.finish(results)
+        caches.write("scores", tables)
+        return tables[k], skipped, write_references(reference_tables), hits
+
+    return SharedWork(work.items, finish_scores, label=work.label)
+
+
+def _floors(settings, dataset, examples, geometry, spec: dict, metrics) -> dict:
+    """The floors and ceiling alone (the per-example table was cached): ``k -> references table``."""
+    s = settings.scoring
+    return score_references(
+        dataset,
+        examples,
+        geometry,
+        scoring_options(settings),
+        human_mode=s.human,
+        annotator=s.annotator,
+        seed=settings.seed,
+        baseline_options=spec["baseline_options"],
+        metrics=metrics,
+        ks=spec["ks"],
     )

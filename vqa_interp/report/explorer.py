@@ -90,7 +90,6 @@ def run_data(outputs, examples: pd.DataFrame, settings, run_id: str, label: str)
     stands for the question); None when the run scored nothing."""
     from vqa_interp.analysis.statistics import confidence_level
     from vqa_interp.data.datasets import human_maps_for
-    from vqa_interp.data.images import load_display_image
     from vqa_interp.metrics.registry import headline_metrics
 
     if examples is None or examples.empty:
@@ -99,11 +98,7 @@ def run_data(outputs, examples: pd.DataFrame, settings, run_id: str, label: str)
     read_humans = outputs.dataset.human_maps if outputs.dataset is not None else human_maps_for
     by_id = {e.question_id: e for e in outputs.examples}
     metrics = [m for m in outputs.metrics if m in examples]
-    floors = {}
-    if outputs.references is not None and len(outputs.references):
-        shown = [m for m in headline_metrics(FLOOR_METRICS) if m in outputs.references]
-        for row in outputs.references[["question_id", "reference", *shown]].itertuples(index=False):
-            floors.setdefault(int(row[0]), {})[row[1]] = {m: _number(v) for m, v in zip(shown, row[2:])}
+    floors = _floors_by_question(outputs.references)
     bands = confidence_level(examples["confidence"].astype(float), a.low, a.high)
     questions, rows, signed = {}, {}, False
     for band, row in zip(bands, examples.itertuples(index=False)):
@@ -111,19 +106,7 @@ def run_data(outputs, examples: pd.DataFrame, settings, run_id: str, label: str)
         example = by_id.get(qid)
         if example is None:
             continue
-        key = (qid, str(example.image_path), repr(outputs.geometry))  # the image path names the dataset's root
-        pictures = _PICTURES.get(key)
-        if pictures is None:  # the jobs of a sweep in one process show the same questions: encoded once
-            each = read_humans(example, outputs.geometry, "each")
-            humans = (
-                []
-                if each is None or not len(each)
-                else [map_uri(each.mean(0), attribution=False), *(map_uri(h, attribution=False) for h in each)]
-            )
-            pictures = (image_uri(load_display_image(example.image_path, outputs.geometry)), humans)
-            if len(_PICTURES) > 20000:
-                _PICTURES.clear()
-            _PICTURES[key] = pictures
+        pictures = _pictures(example, outputs.geometry, read_humans)
         questions[str(qid)] = {
             "question": str(row.question),
             "answer": str(row.answer),
@@ -159,6 +142,40 @@ def run_data(outputs, examples: pd.DataFrame, settings, run_id: str, label: str)
         "signed": signed,
     }
     return {"version": 1, "title": label, "questions": questions, "columns": [column], "rows": {run_id: rows}}
+
+
+def _floors_by_question(references: pd.DataFrame | None) -> dict:
+    """Question id -> reference -> the headline metrics' values of the run's floors and ceiling."""
+    from vqa_interp.metrics.registry import headline_metrics
+
+    floors: dict = {}
+    if references is None or not len(references):
+        return floors
+    shown = [m for m in headline_metrics(FLOOR_METRICS) if m in references]
+    for row in references[["question_id", "reference", *shown]].itertuples(index=False):
+        floors.setdefault(int(row[0]), {})[row[1]] = {m: _number(v) for m, v in zip(shown, row[2:])}
+    return floors
+
+
+def _pictures(example, geometry, read_humans) -> tuple:
+    """``(image URI, [mean human map URI, each annotator's URI ...])`` of a question, encoded once a
+    process (the jobs of a sweep in one process show the same questions)."""
+    from vqa_interp.data.images import load_display_image
+
+    key = (example.question_id, str(example.image_path), repr(geometry))  # the image path names the dataset's root
+    pictures = _PICTURES.get(key)
+    if pictures is None:
+        each = read_humans(example, geometry, "each")
+        humans = (
+            []
+            if each is None or not len(each)
+            else [map_uri(each.mean(0), attribution=False), *(map_uri(h, attribution=False) for h in each)]
+        )
+        pictures = (image_uri(load_display_image(example.image_path, geometry)), humans)
+        if len(_PICTURES) > 20000:
+            _PICTURES.clear()
+        _PICTURES[key] = pictures
+    return pictures
 
 
 def merge(parts: list[dict], title: str, labels: dict[str, str] | None = None) -> dict | None:

@@ -60,7 +60,7 @@ def analysis_options(params: dict):
 def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> str | None:
     """One merged run for a complete group of shard runs (None when a shard is missing/failed)."""
     from vqa_interp.analysis.run_tables import analyse_tables
-    from vqa_interp.tracking.store import PARENT_TAG, RunTracker, ending
+    from vqa_interp.tracking.store import RunTracker, ending
 
     params = dict(runs[0].data.params)
     num_shards = int(params["data.num_shards"])
@@ -83,19 +83,7 @@ def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> s
     table = table.sort_values(["question_id", "method", "target"], kind="stable").reset_index(drop=True)
     predictions = predictions.sort_values("question_id", kind="stable").reset_index(drop=True)
     results = analyse_tables(table, references, analysis_options(params))
-    shard_ids = ",".join(r.info.run_id for r in sorted(runs, key=lambda r: int(r.data.params["data.shard"])))
-    run = client.create_run(
-        experiment_id,
-        run_name=f"{runs[0].info.run_name.rsplit('-shard', 1)[0]}-merged",
-        tags={
-            "run_kind": "merged",
-            PARENT_TAG: parent_run_id,
-            "merged_from": shard_ids,
-            "data_digest": ",".join(r.data.tags.get("data_digest", "") for r in runs),
-            "checkpoint_digest": runs[0].data.tags.get("checkpoint_digest", ""),
-            "git_commit": runs[0].data.tags.get("git_commit", ""),
-        },
-    )
+    run = _create_merged_run(client, experiment_id, parent_run_id, runs)
     with ending(RunTracker(client, run.info.run_id)) as tracker:
         tracker.log_params({**params, "data.shard": "merged"})
         tracker.log_table(table, "per_example")
@@ -119,6 +107,25 @@ def merge_group(client, parent_run_id: str, experiment_id: str, runs: list) -> s
                 ),
             )
     return run.info.run_id
+
+
+def _create_merged_run(client, experiment_id: str, parent_run_id: str, runs: list):
+    """The merged run of ``runs`` (the shards) under the sweep's parent, tagged with where it came from."""
+    from vqa_interp.tracking.store import PARENT_TAG
+
+    shard_ids = ",".join(r.info.run_id for r in sorted(runs, key=lambda r: int(r.data.params["data.shard"])))
+    return client.create_run(
+        experiment_id,
+        run_name=f"{runs[0].info.run_name.rsplit('-shard', 1)[0]}-merged",
+        tags={
+            "run_kind": "merged",
+            PARENT_TAG: parent_run_id,
+            "merged_from": shard_ids,
+            "data_digest": ",".join(r.data.tags.get("data_digest", "") for r in runs),
+            "checkpoint_digest": runs[0].data.tags.get("checkpoint_digest", ""),
+            "git_commit": runs[0].data.tags.get("git_commit", ""),
+        },
+    )
 
 
 def merge_sweep(client, parent_run_id: str) -> list[str]:

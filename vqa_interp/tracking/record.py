@@ -80,23 +80,20 @@ def record_outputs(tracker, settings, outputs, analysis, timings: dict, draw_wor
         if cases:
             log_panel(tracker, cases)
         if settings.tracking.log_maps:
-            explorer_runs.log(
-                tracker,
-                explorer.run_data(
-                    outputs,
-                    results.examples,
-                    settings,
-                    tracker.run_id,
-                    f"{settings.attribution.method} on {settings.model.name}",
-                ),
-            )
-        if settings.tracking.log_maps and len(outputs.table):
-            with tempfile.TemporaryDirectory() as tmp:
-                archive = Path(tmp) / "maps.npz"
-                write_maps_archive(archive, outputs.cache, outputs.table["map_key"])
-                tracker.log_file(archive, "maps")
+            log_maps(tracker, settings, outputs, results.examples)
         timings["time/logging_s"] = time.perf_counter() - start
     return job
+
+
+def log_maps(tracker, settings, outputs, examples) -> None:
+    """The question explorer's entry and page, and every map of the run (``maps/maps.npz``)."""
+    title = f"{settings.attribution.method} on {settings.model.name}"
+    explorer_runs.log(tracker, explorer.run_data(outputs, examples, settings, tracker.run_id, title))
+    if len(outputs.table):
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = Path(tmp) / "maps.npz"
+            write_maps_archive(archive, outputs.cache, outputs.table["map_key"])
+            tracker.log_file(archive, "maps")
 
 
 def record_sanity(tracker, sanity) -> dict:

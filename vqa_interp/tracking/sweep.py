@@ -223,23 +223,9 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
         tracker.log_figure(figures.comparison_figure(table), "figures/method_comparison.png")
     finished = [r for r in runs if r.info.status == "FINISHED"]
     with tempfile.TemporaryDirectory() as tmp:
-        means = method_means_by_run(tracker.client, finished, tmp)
-        if not means.empty:
-            tracker.log_table(means, "fig2_method_means")
-            tracker.log_figure(figures.method_means_table(means), "figures/fig2_method_means.png")
-        # every child's map of the same question side by side (a merged run stands for its shards)
-        explorer_runs.log(
-            tracker,
-            explorer_runs.for_runs(
-                tracker.client,
-                counted_as_finished(child_runs(tracker.client, tracker.run_id), finishing),
-                tmp,
-                tracker.client.get_run(tracker.run_id).info.run_name,
-            ),
+        _log_pictures(
+            tracker, finished, counted_as_finished(child_runs(tracker.client, tracker.run_id), finishing), tmp
         )
-        panel = side_by_side_panel(tracker.client, finished, tmp)
-        if panel is not None:
-            tracker.log_figure(panel, "figures/fig9_10_methods_side_by_side.png")
         per_setting, entries = method_pairs(tracker.client, finished, tmp)
         sections = log_rankings(tracker, per_setting)
         from vqa_interp.analysis.answers import sweep_answer_lines
@@ -262,6 +248,23 @@ def summarize_sweep(tracker, finishing: Collection[str] = ()) -> list[str]:
     )
     tracker.set_description(markdown)
     return failed
+
+
+def _log_pictures(tracker, finished: list, children: list, tmp: str) -> None:
+    """The sweep's pictures: each method's means by scenario (Figure 2), the explorer with every
+    child's map of the same question side by side (a merged run stands for its shards) and the
+    side-by-side panel (Figures 9-10)."""
+    from vqa_interp.analysis import sweep_figures as figures
+
+    means = method_means_by_run(tracker.client, finished, tmp)
+    if not means.empty:
+        tracker.log_table(means, "fig2_method_means")
+        tracker.log_figure(figures.method_means_table(means), "figures/fig2_method_means.png")
+    title = tracker.client.get_run(tracker.run_id).info.run_name
+    explorer_runs.log(tracker, explorer_runs.for_runs(tracker.client, children, tmp, title))
+    panel = side_by_side_panel(tracker.client, finished, tmp)
+    if panel is not None:
+        tracker.log_figure(panel, "figures/fig9_10_methods_side_by_side.png")
 
 
 def _log_children_counts(tracker, runs: list) -> tuple[list[str], pd.DataFrame]:
