@@ -35,7 +35,7 @@ import pandas as pd
 from vqa_interp.analysis.group_tests import holm
 from vqa_interp.analysis.resampling import bootstrap_mean_ci, percentile_ci, resampled_means
 from vqa_interp.analysis.statistics import images_of, present_metrics
-from vqa_interp.analysis.verdicts import paired_test, verdict_of
+from vqa_interp.analysis.verdicts import PAIRED_FIELDS, paired_test, verdict_of
 from vqa_interp.attribution.baselines import HUMAN_CEILING, REFERENCES
 from vqa_interp.metrics.registry import LOO_PREFIX, REGISTRY, family_metrics
 
@@ -180,20 +180,7 @@ def normalised_scores(table: pd.DataFrame) -> dict[str, float]:
     }
 
 
-PAIRED_COLUMNS = [
-    "reference",
-    "metric",
-    "n",
-    "n_images",
-    "mean_diff",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "test",
-    "testable",
-    "reason",
-    "protocol",
-]
+PAIRED_COLUMNS = ["reference", "metric", *PAIRED_FIELDS, "test", "testable", "reason", "protocol"]
 
 
 def paired_baseline_tests(

@@ -29,26 +29,10 @@ import scipy.stats
 from vqa_interp.analysis.group_tests import holm
 from vqa_interp.analysis.resampling import percentile_ci, resampled_means
 from vqa_interp.analysis.statistics import example_rows
-from vqa_interp.analysis.verdicts import PAIRED_TEST, paired_test
+from vqa_interp.analysis.verdicts import PAIRED_FIELDS, PAIRED_TEST, paired_test
 from vqa_interp.metrics.registry import REGISTRY, family_metrics
 
-PAIR_COLUMNS = [
-    "method_a",
-    "method_b",
-    "k",
-    "metric",
-    "n",
-    "n_images",
-    "mean_diff",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "p_holm",
-    "test",
-    "testable",
-    "reason",
-    "better",
-]
+PAIR_COLUMNS = ["method_a", "method_b", "k", "metric", *PAIRED_FIELDS, "p_holm", "test", "testable", "reason", "better"]
 RANKING_COLUMNS = [
     "k",
     "metric",

@@ -84,6 +84,9 @@ def too_small(n_questions: int, n_images: int, min_questions: int, min_images: i
     return ""
 
 
+PAIRED_FIELDS = ["n", "n_images", "mean_diff", "ci_low", "ci_high", "p_value"]  # of paired_test's result, in order
+
+
 def paired_test(
     diff: np.ndarray,
     clusters=None,
