@@ -97,7 +97,30 @@ def models_page() -> str:
             f"| `{name}` | {names} | {'yes' if kind.trainable else 'no'} | "
             f"{', '.join(f'`{p}`' for p in sorted(kind.provides))} | {_cell(kind.description)} |"
         )
+    lines += _model_options(MODELS)
     return "\n".join(lines) + "\n"
+
+
+def _model_options(models) -> list[str]:
+    """Each kind's options class as a table (generated from the class, as the config's sections are)."""
+    from vqa_interp.util.options import option_rows
+
+    lines = []
+    for name, kind in sorted(models.items()):
+        if kind.options is None:
+            continue
+        lines += [
+            "",
+            f"## `model.kind={name}` ({kind.options.__name__})",
+            "",
+            "| key | default | allowed | meaning |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{r['key']}` | `{_cell(r['default'])}` | {_cell(r['allowed'])} | {_cell(r['meaning'])} |"
+            for r in option_rows(kind.options, "model")
+        ]
+    return lines
 
 
 def _keys(path: Path) -> list[tuple[str, str, str]]:

@@ -134,3 +134,42 @@ def test_good_values_are_read_typed_and_missing_keys_keep_their_defaults():
     rows = {row["key"]: row for row in option_rows(_Toy, "toy")}
     assert rows["toy.share"]["allowed"] == "a number > 0 and < 1" and rows["toy.limit"]["default"] == "null"
     assert rows["toy.names"]["default"] == "[x]"
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "model").glob("*.yaml")), ids=lambda p: p.stem)
+def test_each_model_yaml_holds_options_of_its_kind(path):
+    """Every key of a model file (but name, kind, checkpoint, input) is a field of its kind's options
+    class and passes its checks; a kind's own file (name = kind) holds the class's defaults."""
+    from omegaconf import OmegaConf
+
+    from vqa_interp.models.registry import model_kind
+
+    values = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k not in ("name", "checkpoint", "input")}
+    kind = model_kind(values.pop("kind"))
+    assert kind.options is not None, f"model.kind={kind.name} has no options class"
+    read_options(kind.options, OmegaConf.to_container(OmegaConf.create(values), resolve=True), "model")
+    if path.stem == kind.name:
+        defaults = default_values(kind.options)
+        for key, value in values.items():
+            if not isinstance(value, dict) and not _interpolated(value) and value != "???":
+                assert defaults[key] == value, f"{path.name}: model.{key}"
+
+
+def test_a_model_key_its_kind_does_not_know_is_one_line_before_any_work():
+    from hydra import compose, initialize_config_dir
+
+    from vqa_interp.models.registry import check_model_settings
+    from vqa_interp.settings import from_config
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for model, override, message in [
+            ("embedded", "+model.answer_mode=open", "model.answer_mode is not a key of model"),
+            ("embedded_llava", "model.max_new_tokens=0", "model.max_new_tokens=0; expected an integer >= 1"),
+            ("embedded_llava", "model.answer_mode=best", "model.answer_mode='best' is not allowed"),
+            ("embedded_vilt", "model.max_answers=many", "model.max_answers='many'; expected an integer >= 1"),
+            ("embedded", "model.dims=3", "model.dims=3; expected a group of keys"),
+        ]:
+            settings = from_config(compose("config", overrides=[f"model={model}", override]))
+            with pytest.raises(ConfigError) as caught:
+                check_model_settings(settings.model)
+            assert str(caught.value).startswith(message), str(caught.value)

@@ -5,6 +5,7 @@ only, eager attention) and registered; the embedded LLaVA is the same kind, buil
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from vqa_interp.data.images import InputGeometry
@@ -13,6 +14,7 @@ from vqa_interp.models.generative import ANSWER_MODES, GenerativeVlm
 from vqa_interp.models.registry import ModelKind, check_pretrained_folder, register_model
 from vqa_interp.models.shipped import content_digest
 from vqa_interp.models.vlm_families import FAMILIES, UNSUPPORTED
+from vqa_interp.util.options import option, read_options
 
 # ------------------------------------------------------------------ loading
 FOLDER_FILES = ("config.json",)
@@ -86,28 +88,39 @@ def load_folder(
     ).eval()
 
 
+@dataclass(frozen=True)
+class HfVlmOptions:
+    """``model.*`` of ``model.kind=hf_vlm`` (a save_pretrained folder, or the embedded LLaVA)."""
+
+    pretrained: str | None = option(None, "the save_pretrained folder (model=hf_vlm: required)", kind=str)
+    prompt: str | None = option(
+        None, "null: the processor's chat template; or a format string with {question}", kind=str
+    )
+    answer_mode: str = option(
+        "open", "open (greedy decoding) | multiple_choice (argmax over the question's candidates)", choices=ANSWER_MODES
+    )
+    max_new_tokens: int = option(
+        4, "at most this many generated tokens (VQA answers are one to three words)", minimum=1
+    )
+    llava: dict | None = option(None, "the embedded LLaVA's sizes: patch_size, vision, text (trained here)", kind=dict)
+    train: dict | None = option(
+        None, "training on the embedded benchmark: epochs, batch_size, lr, seed, threads", kind=dict
+    )
+
+
 def _options(model_settings) -> dict:
-    options = model_settings.options
-    return {
-        "prompt": options.get("prompt"),
-        "answer_mode": options.get("answer_mode", "open"),
-        "max_new_tokens": int(options.get("max_new_tokens", 4)),
-    }
+    o = read_options(HfVlmOptions, model_settings.options, "model")
+    return {"prompt": o.prompt, "answer_mode": o.answer_mode, "max_new_tokens": o.max_new_tokens}
 
 
 def _validate(model_settings) -> None:
-    options = _options(model_settings)
-    if options["answer_mode"] not in ANSWER_MODES:
+    """What :class:`HfVlmOptions` cannot say alone: a prompt must hold ``{question}``."""
+    prompt = _options(model_settings)["prompt"]
+    if prompt is not None and "{question}" not in str(prompt):
         raise ConfigError(
-            f"model.answer_mode={options['answer_mode']!r} is not allowed; expected one of {list(ANSWER_MODES)}."
-        )
-    if options["prompt"] is not None and "{question}" not in str(options["prompt"]):
-        raise ConfigError(
-            f"model.prompt={options['prompt']!r} has no {{question}}; write the prompt with "
+            f"model.prompt={prompt!r} has no {{question}}; write the prompt with "
             "{question} where the question goes (the image tokens come from the processor)."
         )
-    if options["max_new_tokens"] < 1:
-        raise ConfigError(f"model.max_new_tokens={options['max_new_tokens']} must be >= 1.")
 
 
 def _preflight(model_settings) -> None:
@@ -155,6 +168,7 @@ register_model(
         _load,
         GenerativeVlm.provides,
         validate=_validate,
+        options=HfVlmOptions,
         preflight=_preflight,
         untrained=_untrained,
         train_signature=_train_signature,

@@ -11,6 +11,7 @@ here is its own non-inplace ``nn.ReLU`` (never ``F.relu``), backbones included.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -35,6 +36,7 @@ from vqa_interp.models.checkpoint import (
 from vqa_interp.models.kazemi_net import KazemiNetwork, Net, net_dims_from_weights
 from vqa_interp.models.registry import ModelKind, register_model
 from vqa_interp.models.vocab import build_answer_vocab, build_question_vocab, encode_questions
+from vqa_interp.util.options import option
 
 
 class KazemiModel(VqaModel):
@@ -228,6 +230,21 @@ def resolve_backbone_weights(model_settings) -> Path | None:
 BACKBONE_TYPES = ("small_cnn", "resnet")
 
 
+@dataclass(frozen=True)
+class KazemiOptions:
+    """``model.*`` of ``model.kind=kazemi`` (a pytorch-vqa checkpoint, or the embedded CNN+LSTM)."""
+
+    backbone: dict = option({}, "the image backbone: type (small_cnn | resnet), depth, variant, channels", kind=dict)
+    backbone_weights: str | None = option(None, "the ResNet's weights file (null: torch's hub cache)", kind=str)
+    max_answers: int = option(3000, "the answer list's size, at most (the most frequent training answers)", minimum=1)
+    dims: dict | None = option(
+        None, "the network's sizes (embedding, LSTM, attention, classifier; trained here)", kind=dict
+    )
+    train: dict | None = option(
+        None, "training on the embedded benchmark: epochs, batch_size, lr, seed, threads", kind=dict
+    )
+
+
 def _validate(model_settings) -> None:
     spec = model_settings.options.get("backbone") or {}
     if spec.get("type") not in BACKBONE_TYPES:
@@ -263,7 +280,7 @@ def _untrained(model_settings, questions: Sequence[str], answers: Sequence[Seque
     the vocabularies from the training questions and their answers (``model.max_answers``)."""
     options = model_settings.options
     q_vocab = build_question_vocab(questions)
-    a_vocab = build_answer_vocab(answers, int(options.get("max_answers", 3000)))
+    a_vocab = build_answer_vocab(answers, int(options.get("max_answers", KazemiOptions.max_answers)))
     backbone = build_backbone(options["backbone"])
     net = Net(len(q_vocab) + 1, v_features=backbone.out_channels, max_answers=len(a_vocab), **options.get("dims", {}))
     return KazemiModel(
@@ -292,6 +309,7 @@ register_model(
         _load,
         KazemiModel.provides,
         validate=_validate,
+        options=KazemiOptions,
         preflight=_preflight,
         untrained=_untrained,
         train_signature=_train_signature,

@@ -22,7 +22,10 @@ class ModelKind:
     - ``load(model_settings, checkpoint: Path | None) -> VqaModel`` (eval mode, on the CPU);
     - ``provides``: its attachment points (:data:`vqa_interp.models.base.ATTACHMENTS`), known before
       loading so that a method it cannot serve is refused before any work;
-    - ``validate(model_settings)``: raise :class:`ConfigError` for a bad kind-specific option;
+    - ``options``: the kind's options class (:func:`~vqa_interp.util.options.option` fields): every
+      key of ``model.*`` but ``name``, ``kind``, ``checkpoint`` and ``input`` is one of its fields,
+      checked before any work (None: the kind checks its keys itself);
+    - ``validate(model_settings)``: raise :class:`ConfigError` for what the fields cannot say alone;
     - ``preflight(model_settings)``: raise for a named file that is missing (before a run opens);
     - ``untrained(model_settings, questions, answers) -> VqaModel``: a fresh model sized for these
       training questions and answer lists (kinds that can be trained on the embedded benchmark when
@@ -36,6 +39,7 @@ class ModelKind:
     load: Callable
     provides: frozenset[str]
     validate: Callable = lambda model_settings: None
+    options: type | None = None
     preflight: Callable = lambda model_settings: None
     untrained: Callable | None = None
     train_signature: Callable = lambda m: {"kind": m.kind, "options": m.options, "input": m.input}
@@ -68,6 +72,10 @@ def model_kind(name: str) -> ModelKind:
 def check_model_settings(model_settings) -> ModelKind:
     """The kind of ``model.kind``, its options validated (raises :class:`ConfigError`)."""
     kind = model_kind(model_settings.kind)
+    if kind.options is not None:
+        from vqa_interp.util.options import read_options
+
+        read_options(kind.options, model_settings.options, "model")
     kind.validate(model_settings)
     threads = (model_settings.options.get("train") or {}).get("threads", "auto")
     if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):

@@ -25,6 +25,7 @@ What this file fixes about running ViLT for attribution (each checked in tests/t
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -39,6 +40,7 @@ from vqa_interp.models.checkpoint import file_digest
 from vqa_interp.models.registry import ModelKind, check_pretrained_folder, register_model
 from vqa_interp.models.vilt_net import ViltNet
 from vqa_interp.models.vocab import build_answer_vocab
+from vqa_interp.util.options import option
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 FOLDER_FILES = ("config.json",)
@@ -241,7 +243,7 @@ def untrained(model_settings, questions: Sequence[str], answers: Sequence[Sequen
     words = sorted({w for q in questions for w in tokenize_question(q)} | set("?,.'"))
     vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *words])}
     tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True)
-    a_vocab = build_answer_vocab(answers, int(options.get("max_answers", 3000)))
+    a_vocab = build_answer_vocab(answers, int(options.get("max_answers", ViltOptions.max_answers)))
     labels = [""] * len(a_vocab)
     for answer, index in a_vocab.items():
         labels[index] = answer
@@ -266,6 +268,19 @@ def untrained(model_settings, questions: Sequence[str], answers: Sequence[Sequen
         geometry,
         max_tokens=config.max_position_embeddings,
         description="embedded ViLT (untrained)",
+    )
+
+
+@dataclass(frozen=True)
+class ViltOptions:
+    """``model.*`` of ``model.kind=vilt`` (a save_pretrained folder, or the embedded ViLT)."""
+
+    pretrained: str | None = option(None, "the save_pretrained folder (model=vilt: required)", kind=str)
+    max_question_tokens: int = option(MAX_QUESTION_TOKENS, "question tokens the text embedding takes", minimum=1)
+    max_answers: int = option(3000, "the answer list's size, at most (the most frequent training answers)", minimum=1)
+    vilt: dict | None = option(None, "the embedded ViLT's ViltConfig sizes (trained here)", kind=dict)
+    train: dict | None = option(
+        None, "training on the embedded benchmark: epochs, batch_size, lr, seed, threads", kind=dict
     )
 
 
@@ -325,6 +340,7 @@ register_model(
         _load,
         ViltModel.provides,
         validate=_validate,
+        options=ViltOptions,
         preflight=_preflight,
         untrained=untrained,
         train_signature=_train_signature,

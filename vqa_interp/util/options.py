@@ -106,19 +106,27 @@ def check_value(value, meta: dict, key: str):
             raise ConfigError(f"{key}={value!r}; expected true or false.")
         return value
     if kind in (int, float):
-        bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-        if bad or (kind is int and not isinstance(value, int)):
-            raise ConfigError(f"{key}={value!r}; expected {describe(meta)}.")
-        value = kind(value)
-        low_ok = meta["minimum"] is None or value >= meta["minimum"]
-        above_ok = meta["above"] is None or value > meta["above"]
-        high_ok = meta["maximum"] is None or value <= meta["maximum"]
-        below_ok = meta["below"] is None or value < meta["below"]
-        if not (low_ok and above_ok and high_ok and below_ok):
-            raise ConfigError(f"{key}={value!r}; expected {describe(meta)}.")
-        return value
+        return _check_number(value, meta, key)
     if kind is str:
         return str(value)
+    if kind is dict and not isinstance(value, Mapping):
+        raise ConfigError(f"{key}={value!r}; expected {describe(meta)} (a group of keys, e.g. {key}.name=value).")
+    return value
+
+
+def _check_number(value, meta: dict, key: str) -> float | int:
+    """A finite number of the field's kind within its bounds, typed."""
+    kind = meta["kind"]
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    if bad or (kind is int and not isinstance(value, int)):
+        raise ConfigError(f"{key}={value!r}; expected {describe(meta)}.")
+    value = kind(value)
+    low_ok = meta["minimum"] is None or value >= meta["minimum"]
+    above_ok = meta["above"] is None or value > meta["above"]
+    high_ok = meta["maximum"] is None or value <= meta["maximum"]
+    below_ok = meta["below"] is None or value < meta["below"]
+    if not (low_ok and above_ok and high_ok and below_ok):
+        raise ConfigError(f"{key}={value!r}; expected {describe(meta)}.")
     return value
 
 
@@ -130,6 +138,8 @@ def describe(meta: dict) -> str:
         text = f"a list of {meta['items'].__name__} values"
     elif meta["kind"] is bool:
         text = "true or false"
+    elif meta["kind"] is dict:
+        text = "a group of keys"
     elif meta["kind"] in (int, float):
         text = ("an integer" if meta["kind"] is int else "a number") + (
             f" {_range_text(meta)}" if _range_text(meta) else ""
