@@ -66,6 +66,14 @@ def python() -> str:
     return sys.executable
 
 
+# the tables every model kind's run logs, the CNN's as any other's
+EVERY_MODEL_TABLES = {
+    "tables/baselines.csv",
+    "tables/normalised.csv",
+    "tables/significance.csv",
+    "tables/faithfulness.csv",
+    "tables/token_attributions.csv",
+}
 FAST_ARGS = ["data.limit=10", "preprocessing.size=64", "analysis.bootstrap=100", "analysis.n_panels=2"]
 
 

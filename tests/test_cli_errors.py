@@ -27,6 +27,15 @@ def test_help_names_every_option_once_and_aliases_as_aliases():
         assert f"(alias {alias})" in groups and len(re.findall(rf"\b{alias}\b", groups)) == 1
 
 
+def test_the_train_command_shows_the_same_help():
+    run_help = _run(["--help"]).stdout.split("== Config (override")[0]
+    result = subprocess.run(
+        [python(), "-m", "vqa_interp.train", "--help"], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("== Config (override")[0] == run_help
+
+
 # Through the CLI: one error of each origin (Hydra's parser and choices, the config's validation, the
 # store's checks, the data a run selects), each one line, exit 2, no traceback, no run opened
 CLI_ERRORS = [

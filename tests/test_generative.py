@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FAST_ARGS, NO_EXPLAIN, python
+from conftest import EVERY_MODEL_TABLES, FAST_ARGS, NO_EXPLAIN, python
 from vqa_interp.data.images import IMAGENET_MEAN, IMAGENET_STD, InputGeometry
 from vqa_interp.errors import CheckpointError, ConfigError
 
@@ -664,13 +664,7 @@ def test_embedded_llava_runs_end_to_end_with_every_table_the_other_models_have(c
     assert run.info.status == "FINISHED" and run.data.tags["model_kind"] == "hf_vlm"
     assert run.data.tags["model_source"] == "shipped"
     tables = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
-    assert {
-        "tables/baselines.csv",
-        "tables/normalised.csv",
-        "tables/significance.csv",
-        "tables/faithfulness.csv",
-        "tables/token_attributions.csv",
-    } <= tables
+    assert EVERY_MODEL_TABLES <= tables
     assert "norm/rank_corr" in run.data.metrics
     per_example = pd.read_csv(client.download_artifacts(run.info.run_id, "tables/per_example.csv", str(tmp_path)))
     assert per_example["rank_corr"].notna().all() and per_example["confidence"].between(0, 1).all()

@@ -183,10 +183,12 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from vqa_interp.cli_help import register_help_resolver
     from vqa_interp.util.arguments import choice_problem
 
     problem = choice_problem(sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr, flush=True)
         sys.exit(2)
+    register_help_resolver()  # conf/config.yaml's --help lists the groups through it (vqa_interp.cli_help)
     main()

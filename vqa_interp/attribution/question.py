@@ -32,6 +32,20 @@ def in_chunks(call, n: int, size: int | None) -> tuple[torch.Tensor, ...]:
     return tuple(torch.cat(part) for part in zip(*parts))
 
 
+def _by_chunks(compute, model, images, question, targets, n_steps: int, internal_batch_size: int | None):
+    """``compute`` (one of the IG passes below) on chunks of at most ``internal_batch_size`` examples."""
+    from vqa_interp.models.base import as_target, take
+
+    targets = as_target(targets)
+    return in_chunks(
+        lambda rows: compute(
+            model, images[rows], take(question, rows), take(targets, rows), n_steps, internal_batch_size
+        ),
+        len(images),
+        internal_batch_size,
+    )
+
+
 def token_attributions(
     model,
     images: torch.Tensor,
@@ -41,16 +55,7 @@ def token_attributions(
     internal_batch_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """See :func:`_token_attributions`; at most ``internal_batch_size`` examples a call."""
-    from vqa_interp.models.base import as_target, take
-
-    targets = as_target(targets)
-    return in_chunks(
-        lambda rows: _token_attributions(
-            model, images[rows], take(question, rows), take(targets, rows), n_steps, internal_batch_size
-        ),
-        len(images),
-        internal_batch_size,
-    )
+    return _by_chunks(_token_attributions, model, images, question, targets, n_steps, internal_batch_size)
 
 
 def _token_attributions(
@@ -115,16 +120,7 @@ def image_question_share(
     internal_batch_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """See :func:`_image_question_share`; at most ``internal_batch_size`` examples a call."""
-    from vqa_interp.models.base import as_target, take
-
-    targets = as_target(targets)
-    return in_chunks(
-        lambda rows: _image_question_share(
-            model, images[rows], take(question, rows), take(targets, rows), n_steps, internal_batch_size
-        ),
-        len(images),
-        internal_batch_size,
-    )
+    return _by_chunks(_image_question_share, model, images, question, targets, n_steps, internal_batch_size)
 
 
 def _image_question_share(

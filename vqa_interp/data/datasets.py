@@ -3,7 +3,7 @@ spirit of torchvision's datasets). A dataset gives the evaluated examples, the h
 example, and a training split, all through the same readers of the real on-disk formats.
 
 To add a dataset: subclass :class:`Dataset`, decorate it with :func:`register_dataset`, and add
-``conf/data/<name>.yaml``: its keys are the shared :class:`vqa_interp.settings.DataSettings` and, for
+``conf/data/<name>.yaml``: its keys are the shared :class:`vqa_interp.data.options.DataSettings` and, for
 keys of its own, the dataset's ``Options`` class (a frozen dataclass of
 :func:`~vqa_interp.util.options.option` fields, read into ``settings.options``).
 """
@@ -32,7 +32,7 @@ def register_dataset(cls: type["Dataset"]) -> type["Dataset"]:
 class Dataset:
     """A VQA dataset with human attention maps, read from files in the VQA 1.0 / COCO / VQA-HAT layout.
 
-    ``settings`` is a :class:`vqa_interp.settings.DataSettings`; ``home`` the tool's data folder.
+    ``settings`` is a :class:`vqa_interp.data.options.DataSettings`; ``home`` the tool's data folder.
     """
 
     name: ClassVar[str] = ""
@@ -212,7 +212,7 @@ class Embedded(Dataset):
 
 
 def dataset_for(settings, home: str | Path = ".vqa-interp") -> Dataset:
-    """The dataset named by ``settings.name`` (a :class:`vqa_interp.settings.DataSettings`)."""
+    """The dataset named by ``settings.name`` (a :class:`vqa_interp.data.options.DataSettings`)."""
     if settings.name not in DATASETS:
         from vqa_interp.errors import ConfigError
 

@@ -115,7 +115,7 @@ def _options(model_settings) -> dict:
 
 def _validate(model_settings) -> None:
     """What :class:`HfVlmOptions` cannot say alone: a prompt must hold ``{question}``."""
-    prompt = _options(model_settings)["prompt"]
+    prompt = model_settings.options.get("prompt")  # its type is checked by HfVlmOptions before this
     if prompt is not None and "{question}" not in str(prompt):
         raise ConfigError(
             f"model.prompt={prompt!r} has no {{question}}; write the prompt with "

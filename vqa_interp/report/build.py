@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from vqa_interp.analysis.statistics import SIGNIFICANCE_COLUMNS as STATISTICS_COLUMNS
 from vqa_interp.metrics.registry import family_metrics
 from vqa_interp.report import explorer
 from vqa_interp.report.findings import findings
@@ -84,25 +85,9 @@ def ranking_sections(parent_tables: dict[str, pd.DataFrame]) -> list[dict]:
     return sections
 
 
+# the significance table as the report shows it: its columns but those the comparison's name says
 SIGNIFICANCE_COLUMNS = [
-    "comparison",
-    "metric",
-    "test",
-    "role",
-    "in_family",
-    "testable",
-    "reason",
-    "n1",
-    "n2",
-    "mean1",
-    "mean2",
-    "statistic",
-    "p_value",
-    "p_holm",
-    "significant",
-    "effect_size",
-    "ci_low",
-    "ci_high",
+    c for c in STATISTICS_COLUMNS if c not in ("group1", "group2", "mean_diff", "p_bh", "effect_name")
 ]
 
 

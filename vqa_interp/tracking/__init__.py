@@ -1,7 +1,8 @@
 """Everything MLflow: the store API (:mod:`~vqa_interp.tracking.store`), the Hydra sweep callback
 (:mod:`~vqa_interp.tracking.callback`), a sweep parent's comparison (:mod:`~vqa_interp.tracking.sweep`),
-the merge of shard runs (:mod:`~vqa_interp.tracking.merge`) and a run's figures drawn in a forked
-process (:mod:`~vqa_interp.report.drawing`). No other package imports MLflow."""
+the merge of shard runs (:mod:`~vqa_interp.tracking.merge`), runs ended once their figures are in
+(:mod:`~vqa_interp.tracking.figure_runs`) and a report's inputs read from the store
+(:mod:`~vqa_interp.tracking.report_source`). No other package imports MLflow."""
 
 from vqa_interp.tracking.store import (
     PARENT_TAG,

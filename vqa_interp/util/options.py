@@ -35,7 +35,10 @@ def option(
     ``maximum`` (inclusive), ``above`` / ``below`` (exclusive bounds), ``nullable`` (null allowed),
     ``kind`` (bool, int, float or str; default: the default's type), ``items`` (a list of that type,
     read as a tuple)."""
-    kind = kind or (type(default) if default is not None and not isinstance(default, (list, tuple, dict)) else None)
+    if kind is None and isinstance(default, dict):
+        kind = dict
+    elif kind is None and default is not None and not isinstance(default, (list, tuple)):
+        kind = type(default)
     meta = {
         "help": help,
         "choices": tuple(choices) if choices is not None else None,
