@@ -15,6 +15,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def settings_with(home, *overrides):
+    """The tool's settings from ``conf/`` with ``paths.home=home`` and Hydra ``overrides``."""
+    from hydra import compose, initialize_config_dir
+
+    from vqa_interp.settings import from_config
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return from_config(compose("config", overrides=[f"paths.home={home}", *overrides]))
+
+
 # for CLI tests of other stages: the explain stage (tokens, share, deletion/insertion) has tests of its own
 NO_EXPLAIN = ["explain.tokens=false", "explain.share=false", "explain.faithfulness=false"]
 

@@ -83,29 +83,16 @@ def test_the_same_config_trains_byte_identical_weights_even_beside_a_cpu_hog(hom
     import subprocess
     import sys
 
-    from hydra import compose, initialize_config_dir
-
-    from conftest import ROOT
+    from conftest import settings_with
     from vqa_interp.data.datasets import dataset_for
     from vqa_interp.models.checkpoint import read_checkpoint
     from vqa_interp.models.train_embedded import train_and_save
-    from vqa_interp.settings import from_config
 
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        # 150 training images (a benchmark of its own, generated in seconds): 2 epochs as the default
-        # 3000 would take, at a twentieth of the time
-        settings = from_config(
-            compose(
-                "config",
-                overrides=[
-                    f"paths.home={home}",
-                    "model.train.epochs=2",
-                    "model.train.threads=2",
-                    "data.n_train_images=150",
-                    "data.n_val_images=20",
-                ],
-            )
-        )
+    # 150 training images (a benchmark of its own, generated in seconds): 2 epochs as the default
+    # 3000 would take, at a twentieth of the time
+    settings = settings_with(
+        home, "model.train.epochs=2", "model.train.threads=2", "data.n_train_images=150", "data.n_val_images=20"
+    )
     dataset = dataset_for(settings.data, settings.home)
     quiet = train_and_save(settings.model, dataset, tmp_path / "quiet.pth")
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]

@@ -6,18 +6,10 @@ import json
 import shutil
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from conftest import ROOT
+from conftest import settings_with
 from vqa_interp.errors import CheckpointError
 from vqa_interp.models.shipped import SHIPPED_DIR, content_digest, ship, shipped_for, shipped_models, verify
-
-
-def _settings(home, *overrides):
-    from vqa_interp.settings import from_config
-
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return from_config(compose("config", overrides=[f"paths.home={home}", *overrides]))
 
 
 def test_every_shipped_model_is_there_with_its_digest_and_retrain_command():
@@ -35,7 +27,7 @@ def test_the_default_config_evaluates_the_shipped_model_without_training(name, t
     from vqa_interp.data import dataset_for
     from vqa_interp.train import ensure_model, model_source_tags
 
-    settings = _settings(home, f"model={name}", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
+    settings = settings_with(home, f"model={name}", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
     dataset = dataset_for(settings.data, settings.home)
     path = ensure_model(settings, dataset)
     assert SHIPPED_DIR in path.resolve().parents
@@ -51,13 +43,13 @@ def test_a_changed_training_config_is_not_the_shipped_model(home):
     from vqa_interp.models.train_embedded import embedded_checkpoint_path
     from vqa_interp.models.training import training_signature
 
-    default = _settings(home)
+    default = settings_with(home)
     dataset = dataset_for(default.data, default.home)
     assert shipped_for(training_signature(default.model, dataset)[0]) is not None
-    changed = _settings(home, "model.train.epochs=3")
+    changed = settings_with(home, "model.train.epochs=3")
     assert shipped_for(training_signature(changed.model, dataset)[0]) is None
     # the thread count is how a model was trained, not which model: same signature
-    threads = _settings(home, "model.train.threads=1")
+    threads = settings_with(home, "model.train.threads=1")
     assert training_signature(threads.model, dataset) == training_signature(default.model, dataset)
     assert embedded_checkpoint_path(changed.model, home, dataset).name.startswith("embedded-")
 
@@ -161,8 +153,8 @@ def test_train_threads_option_is_checked(home):
 
     for bad in ("0", "two", "-1"):
         with pytest.raises(ConfigError, match="model.train.threads"):
-            check_model_settings(_settings(home, f"model.train.threads={bad}").model)
-    check_model_settings(_settings(home, "model.train.threads=1").model)
+            check_model_settings(settings_with(home, f"model.train.threads={bad}").model)
+    check_model_settings(settings_with(home, "model.train.threads=1").model)
 
 
 def test_a_checkpoint_with_a_flipped_byte_inside_a_tensor_is_refused_before_it_loads(tmp_path):

@@ -157,9 +157,18 @@ def _untrained(model_settings, questions, answers) -> GenerativeVlm:
     )
 
 
+# how train_generative batches: a model trained another way (one sequence per question) is another model
+BATCHES = "images, each image's questions packed into one sequence"
+
+
 def _train_signature(model_settings) -> dict:
     options = model_settings.options
-    return {"llava": options.get("llava", {}), "input": model_settings.input, "train": options.get("train", {})}
+    return {
+        "llava": options.get("llava", {}),
+        "input": model_settings.input,
+        "train": options.get("train", {}),
+        "batches": BATCHES,
+    }
 
 
 register_model(

@@ -19,6 +19,7 @@ import torch
 
 from vqa_interp.data.answers import normalize_answer
 from vqa_interp.data.images import IMAGENET_MEAN, IMAGENET_STD, InputGeometry, load_image
+from vqa_interp.errors import ConfigError
 from vqa_interp.models.base import VqaModel, take
 from vqa_interp.models.registry import model_kind
 from vqa_interp.util.cores import size_torch_threads
@@ -317,35 +318,46 @@ def train_generative(
     announce=None,
 ):
     """Train a generative model (:mod:`vqa_interp.models.embedded_llava`, freshly built after
-    ``torch.manual_seed(seed)``) on ``split``: batches of ``batch_size`` questions in a random order
-    from a generator seeded with ``seed``, Adam with a one-cycle rate, the loss the mean negative
+    ``torch.manual_seed(seed)``) on ``split``: batches of ``batch_size`` images with all their
+    questions, in a random order from a generator seeded with ``seed``, each image's questions packed
+    into one sequence (:mod:`vqa_interp.models.packing`: the same log-probabilities as one sequence
+    per question, the image read once), Adam with a one-cycle rate, the loss the mean negative
     log-probability of each question's answer (:func:`answer_label`) and the end-of-sequence token.
     Threads as :func:`train_model`. Returns the model in eval mode and its history: ``loss``,
     ``train_accuracy`` (the mean probability of the trained answers: generation has no argmax to
     score during training), ``val_accuracy`` (greedy decoding, the VQA soft score)."""
-    question = model.encode(split.questions)
-    target = model.encode_targets([answer_label(a) for a in split.answers])
+    from vqa_interp.models.packing import pack, packed_scores
+
+    if not model.family.packs:
+        raise ConfigError(
+            f"model: training is implemented for LLaVA-layout models; a {model.family.name} model's positions "
+            "cover the whole sequence, so its questions cannot share one packed sequence."
+        )
+    prompts = [model.prompt_ids(q) for q in split.questions]
+    answer_ids, answer_mask = model.encode_targets([answer_label(a) for a in split.answers])
+    answers = [ids[mask.bool()].tolist() for ids, mask in zip(answer_ids, answer_mask)]
     for parameter in model.module.parameters():
         parameter.requires_grad_(True)
     generator = torch.Generator().manual_seed(seed)
-    image_rows = torch.tensor(split.image_index)
 
-    def batches():
-        order = torch.randperm(len(split.questions), generator=generator)
-        return [order[begin : begin + batch_size] for begin in range(0, len(order), batch_size)]
-
-    def loss_of(idx):
-        scores = model.target_scores(
-            _normalise_batch(split.images[image_rows[idx]]), take(question, idx), take(target, idx)
+    def loss_of(batch):
+        images, idx = batch
+        by_image: dict[int, list[int]] = {}
+        for q in idx.tolist():
+            by_image.setdefault(split.image_index[q], []).append(q)
+        rows = images.tolist()
+        packed = pack(
+            [[(prompts[q], answers[q]) for q in by_image[r]] for r in rows], model.image_token_id, model.pad_id
         )
+        scores = packed_scores(model, _normalise_batch(split.images[rows]), packed)
         return -scores.mean(), lambda: scores.detach().exp().mean().item()
 
     return _fit(
         model,
         epochs=epochs,
-        steps_per_epoch=-(-len(split.questions) // batch_size),
+        steps_per_epoch=-(-len(split.images) // batch_size),
         lr=lr,
-        batches=batches,
+        batches=lambda: list(training_batches(split, batch_size, True, generator)),
         loss_of=loss_of,
         validate=(lambda: generative_accuracy(model, validation)) if validation is not None else None,
         threads=threads,

@@ -28,6 +28,7 @@ class Family:
     name = "llava"
     passes_positions = True  # positions from the attention mask (left padding); False: the model's own
     first_position = 0  # the position of a sequence's first real token
+    packs = True  # an image's questions train in one sequence (vqa_interp.models.packing)
     default_prompt = None  # a format string where the processor has no chat template
 
     def image_size(self, processor) -> tuple[int, int]:
@@ -66,6 +67,7 @@ class QwenFamily(Family):
 
     name = "qwen2_vl"
     passes_positions = False
+    packs = False  # 3-D rotary positions over the whole sequence
 
     def image_size(self, processor, side: int | None = None) -> tuple[int, int]:
         from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
@@ -119,6 +121,7 @@ class PaliGemmaFamily(Family):
 
     name = "paligemma"
     first_position = 1
+    packs = False  # the prefix LM's token types and mask cover the whole sequence
     default_prompt = "answer en {question}"
 
     def extra_inputs(self, model, ids: torch.Tensor, answer_mask: torch.Tensor | None = None) -> dict:
