@@ -415,3 +415,32 @@ def test_an_interrupt_during_the_sweeps_comparison_ends_the_parent_killed_and_ke
     assert status == "KILLED" and client.get_run(parent).info.status == "KILLED"
     assert finished and client.get_run(drawing).info.status == "FINISHED"
     assert signals.was_interrupted() and signals.exit_code() == 130
+
+
+def test_a_description_longer_than_a_tag_holds_is_cut_at_a_paragraph_and_kept_whole(home, tmp_path, caplog):
+    """MLflow truncates a tag value over 8000 characters mid-line with a warning (a 3x2 sweep's
+    description was 12,298): the tool cuts it at a paragraph, says where the whole text is, and logs
+    that text as an artifact, with no warning."""
+    import logging
+
+    from conftest import settings_with
+    from vqa_interp.tracking.store import DESCRIPTION_FILE, DESCRIPTION_TAG, start_run
+
+    settings = settings_with(home, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
+    paragraphs = [f"**The answer**\n\n- line {i}: " + "x" * 300 for i in range(40)]
+    text = "\n\n".join(paragraphs)
+    tracker = start_run(settings.tracking, "long")
+    with caplog.at_level(logging.WARNING):
+        tracker.set_description(text)
+        tracker.set_description("short")  # a short one is the tag itself, unchanged
+        short = tracker.client.get_run(tracker.run_id).data.tags[DESCRIPTION_TAG]
+        tracker.set_description(text)
+    assert short == "short"
+    described = tracker.client.get_run(tracker.run_id).data.tags[DESCRIPTION_TAG]
+    assert not [r for r in caplog.records if "truncated" in r.getMessage()]
+    assert len(described) <= 8000 and described.startswith("**The answer**")
+    kept, pointer = described.rsplit("\n\n", 1)
+    assert text.startswith(kept + "\n\n") and DESCRIPTION_FILE in pointer
+    whole = tracker.client.download_artifacts(tracker.run_id, DESCRIPTION_FILE, str(tmp_path))
+    assert open(whole).read() == text
+    tracker.client.set_terminated(tracker.run_id, "FINISHED")

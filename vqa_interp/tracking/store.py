@@ -33,6 +33,7 @@ PARENT_ID_FILE = "mlflow_parent_run_id"
 PARENT_TAG = "mlflow.parentRunId"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"
+DESCRIPTION_FILE = "summary.md"  # a description longer than a tag holds, whole
 
 
 def resolve_tracking_uri(uri: str) -> str:
@@ -146,9 +147,20 @@ class RunTracker:
         self.logged: dict[str, set] = {"params": set(), "metrics": set(), "tags": set(tags), "artifacts": set()}
 
     def set_description(self, markdown: str) -> None:
-        """The run's description in the UI (``mlflow.note.content``)."""
-        if markdown:
-            self.set_tags({DESCRIPTION_TAG: markdown[:60000]})
+        """The run's description in the UI (``mlflow.note.content``). A tag holds at most MLflow's
+        ``MAX_TAG_VAL_LENGTH`` characters (8000; MLflow truncates a longer one mid-line with a
+        warning): a longer text is logged whole as :data:`DESCRIPTION_FILE` and the description is
+        its paragraphs that fit, then a line naming that file."""
+        from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+        if not markdown:
+            return
+        if len(markdown) > MAX_TAG_VAL_LENGTH:
+            self.log_text(markdown, DESCRIPTION_FILE)
+            pointer = f"\n\n*(Cut here: the whole text is the run's artifact {DESCRIPTION_FILE}.)*"
+            head = markdown[: MAX_TAG_VAL_LENGTH - len(pointer)]
+            markdown = (head.rsplit("\n\n", 1)[0] if "\n\n" in head else head) + pointer
+        self.set_tags({DESCRIPTION_TAG: markdown})
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
