@@ -21,6 +21,7 @@ from vqa_interp.data.answers import normalize_answer
 from vqa_interp.data.images import IMAGENET_MEAN, IMAGENET_STD, InputGeometry, load_image
 from vqa_interp.errors import ConfigError
 from vqa_interp.models.base import VqaModel, take
+from vqa_interp.models.packing import pack, packed_scores
 from vqa_interp.models.registry import model_kind
 from vqa_interp.util.cores import size_torch_threads
 from vqa_interp.util.progress import tqdm
@@ -119,14 +120,20 @@ def split_accuracy(model: VqaModel, split: TrainingSplit, images_per_batch: int 
     return float(torch.cat(scores).mean()) if scores else float("nan")
 
 
+def questions_by_image(split: TrainingSplit) -> list[list[int]]:
+    """For each row of ``split.images``, its questions' indices in ``split`` (ascending)."""
+    questions_of = [[] for _ in range(len(split.images))]
+    for q, row in enumerate(split.image_index):
+        questions_of[row].append(q)
+    return questions_of
+
+
 def training_batches(split: TrainingSplit, batch_size: int, by_image: bool, generator: torch.Generator):
     """One epoch's batches in a random order from ``generator``, as ``(image rows [I], question
     indices [Q])``: ``batch_size`` images with all their questions (``by_image``), else
     ``batch_size`` questions drawn at random with the images they are about."""
     if by_image:
-        questions_of = [[] for _ in range(len(split.images))]
-        for q, row in enumerate(split.image_index):
-            questions_of[row].append(q)
+        questions_of = questions_by_image(split)
         order = torch.randperm(len(split.images), generator=generator)
         for begin in range(0, len(order), batch_size):
             images = order[begin : begin + batch_size]
@@ -326,8 +333,6 @@ def train_generative(
     Threads as :func:`train_model`. Returns the model in eval mode and its history: ``loss``,
     ``train_accuracy`` (the mean probability of the trained answers: generation has no argmax to
     score during training), ``val_accuracy`` (greedy decoding, the VQA soft score)."""
-    from vqa_interp.models.packing import pack, packed_scores
-
     if not model.family.packs:
         raise ConfigError(
             f"model: training is implemented for LLaVA-layout models; a {model.family.name} model's positions "
@@ -339,15 +344,12 @@ def train_generative(
     for parameter in model.module.parameters():
         parameter.requires_grad_(True)
     generator = torch.Generator().manual_seed(seed)
+    questions_of = questions_by_image(split)
 
     def loss_of(batch):
-        images, idx = batch
-        by_image: dict[int, list[int]] = {}
-        for q in idx.tolist():
-            by_image.setdefault(split.image_index[q], []).append(q)
-        rows = images.tolist()
+        rows = batch[0].tolist()  # the images; each with all its questions
         packed = pack(
-            [[(prompts[q], answers[q]) for q in by_image[r]] for r in rows], model.image_token_id, model.pad_id
+            [[(prompts[q], answers[q]) for q in questions_of[r]] for r in rows], model.image_token_id, model.pad_id
         )
         scores = packed_scores(model, _normalise_batch(split.images[rows]), packed)
         return -scores.mean(), lambda: scores.detach().exp().mean().item()
